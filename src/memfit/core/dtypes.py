@@ -1,0 +1,131 @@
+"""Numeric types and quantization formats, with exact bits per element as `Fraction`s.
+
+`DType` covers tensor element types (including llama.cpp's block-quantized cache types, whose bits per
+element are fractional). `Quant` is a weight quantization format: bits per weight including its scales,
+zeros and block maxima, which modules it leaves unquantized, and which runtimes load it. `QUANTS` is the
+table of every named format; `quant()` looks one up.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from memfit.core.choices import Choice, Runtime
+from memfit.core.errors import InvalidWorkload
+
+
+class DType(Choice):
+    """Element types. `bits_per_element` is exact; block types include their per-block scales."""
+
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+    FP8_E4M3 = "fp8-e4m3"
+    FP8_E5M2 = "fp8-e5m2"
+    INT8 = "int8"
+    UINT8 = "uint8"
+    INT32 = "int32"
+    INT64 = "int64"
+    BOOL = "bool"
+    Q8_0 = "q8_0"   # llama.cpp: 32 int8 + one fp16 scale = 34 bytes per 32 elements
+    Q4_0 = "q4_0"   # llama.cpp: 32 4-bit + one fp16 scale = 18 bytes per 32 elements
+    Q4_1 = "q4_1"   # 32 4-bit + fp16 scale + fp16 min = 20 bytes per 32
+    Q5_0 = "q5_0"   # 32 5-bit + fp16 scale = 22 bytes per 32
+    Q5_1 = "q5_1"   # 24 bytes per 32
+    IQ4_NL = "iq4_nl"  # 18 bytes per 32
+
+    @property
+    def bits_per_element(self) -> Fraction:
+        return _BITS[self]
+
+    @property
+    def bits(self) -> int:
+        """Whole bits per element; block-quantized types round up (use bits_per_element for exact sizes)."""
+        return -(-_BITS[self].numerator // _BITS[self].denominator)
+
+    @property
+    def is_float(self) -> bool:
+        return self in (DType.FP32, DType.BF16, DType.FP16, DType.FP8_E4M3, DType.FP8_E5M2)
+
+    def nbytes(self, num_elements: int) -> int:
+        """Bytes for `num_elements` of this type: ceil(num_elements × bits / 8)."""
+        bits = num_elements * _BITS[self]
+        return -(-bits.numerator // (bits.denominator * 8))
+
+
+_BITS: dict[DType, Fraction] = {
+    DType.FP32: Fraction(32), DType.BF16: Fraction(16), DType.FP16: Fraction(16),
+    DType.FP8_E4M3: Fraction(8), DType.FP8_E5M2: Fraction(8), DType.INT8: Fraction(8),
+    DType.UINT8: Fraction(8), DType.INT32: Fraction(32), DType.INT64: Fraction(64), DType.BOOL: Fraction(8),
+    DType.Q8_0: Fraction(34 * 8, 32), DType.Q4_0: Fraction(18 * 8, 32), DType.Q4_1: Fraction(20 * 8, 32),
+    DType.Q5_0: Fraction(22 * 8, 32), DType.Q5_1: Fraction(24 * 8, 32), DType.IQ4_NL: Fraction(18 * 8, 32),
+}
+
+_DTYPE_ALIASES = {
+    "float32": DType.FP32, "float": DType.FP32, "bfloat16": DType.BF16, "float16": DType.FP16,
+    "half": DType.FP16, "fp8": DType.FP8_E4M3, "float8-e4m3fn": DType.FP8_E4M3, "fp8-e4m3fn": DType.FP8_E4M3,
+    "float8-e5m2": DType.FP8_E5M2, "f32": DType.FP32, "f16": DType.FP16, "bf16": DType.BF16,
+    "i8": DType.INT8, "u8": DType.UINT8, "i32": DType.INT32, "i64": DType.INT64, "int4": DType.INT8,
+}
+
+
+def parse_dtype(text: str | DType, *, field: str = "dtype") -> DType:
+    """A DType from its memfit, torch, safetensors or HF config spelling ('bfloat16', 'BF16', 'fp8')."""
+    if isinstance(text, DType):
+        return text
+    key = str(text).strip().lower().replace("_", "-").removeprefix("torch.")
+    if key in _DTYPE_ALIASES:
+        return _DTYPE_ALIASES[key]
+    return DType.parse(key, field=field)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Quant:
+    """A weight quantization format.
+
+    `bits_per_weight` counts everything stored per quantized weight (scales, zeros, block maxima) as an
+    exact fraction; `row_overhead_bits` is added per output row (LLM.int8's fp32 row scales);
+    `keeps` names the module kinds the loader leaves in the compute dtype
+    ("embeddings", "lm_head", "norms", "router", "biases"); `runtimes` lists who can load it.
+    """
+
+    name: str
+    bits_per_weight: Fraction
+    kind: str = "none"              # none | bnb | gptq | awq | gguf | fp8 | compressed-tensors
+    row_overhead_bits: int = 0
+    keeps: frozenset[str] = frozenset({"embeddings", "lm_head", "norms", "router", "biases"})
+    runtimes: frozenset[Runtime] = frozenset(Runtime)
+    note: str = ""
+    mix: tuple[tuple[str, str], ...] = field(default=())  # GGUF presets: (tensor role, GGUF type) pairs
+
+    @property
+    def is_quantized(self) -> bool:
+        return self.kind != "none"
+
+
+QUANTS: dict[str, Quant] = {
+    "none": Quant(name="none", bits_per_weight=Fraction(16), kind="none", keeps=frozenset(),
+                  note="weights in the workload dtype"),
+}
+"""Every named weight format. Filled out in `core/quants.py` (bitsandbytes, GPTQ/AWQ, FP8, GGUF types)."""
+
+
+def quant(name: str | Quant) -> Quant:
+    """The Quant named `name`, or InvalidWorkload listing the close names."""
+    if isinstance(name, Quant):
+        return name
+    from memfit.core import quants as _quants  # the full table registers itself on import
+
+    table = _quants.ALL_QUANTS
+    key = str(name).strip()
+    for candidate in (key, key.lower()):
+        if candidate in table:
+            return table[candidate]
+    lowered = {k.lower(): v for k, v in table.items()}
+    if key.lower() in lowered:
+        return lowered[key.lower()]
+    close = difflib.get_close_matches(key, list(table), n=3)
+    hint = f"; closest: {', '.join(close)}" if close else ""
+    raise InvalidWorkload(f"quant={name!r} is not a known format{hint}; `memfit catalog quants` lists them")

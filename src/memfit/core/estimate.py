@@ -1,0 +1,31 @@
+"""estimate(spec, workload, gpu) → Estimate: the analytic engine, phase by phase.
+
+Inference phases are built in `core/inference.py`, training phases in `core/training.py`; this module only
+dispatches and attaches the GPU.
+"""
+
+from __future__ import annotations
+
+from memfit.core.choices import Engine
+from memfit.core.result import Estimate, Gpu
+from memfit.core.spec import ModelSpec
+from memfit.core.workload import Inference, Training
+
+
+def estimate(spec: ModelSpec, workload: Inference | Training, gpu: Gpu | None = None) -> Estimate:
+    """The analytic estimate of `workload` on `spec`, per phase, on the most loaded GPU.
+
+    Raises:
+        InvalidWorkload: the workload is impossible for this model (the message names the field).
+    """
+    match workload:
+        case Inference():
+            from memfit.core.inference import inference_phases
+
+            phases, assumptions = inference_phases(spec, workload)
+        case Training():
+            from memfit.core.training import training_phases
+
+            phases, assumptions = training_phases(spec, workload)
+    return Estimate(engine=Engine.ANALYTIC, model=spec, workload=workload, phases=phases, gpu=gpu,
+                    assumptions=assumptions)

@@ -1,0 +1,308 @@
+"""Results: parameter trees, memory trees, phases, peaks and estimates.
+
+Top-level memory terms (a closed vocabulary; children are free-form and documented where they are built):
+
+| term               | figure    | contents                                                               |
+|--------------------|-----------|------------------------------------------------------------------------|
+| `weights`          | allocated | parameters as loaded; quantized parts at their exact bits              |
+| `adapters`         | allocated | LoRA A and B matrices (fp32 under peft)                                |
+| `kv_cache`         | allocated | K/V or MLA latents                                                     |
+| `activations`      | allocated | saved for backward; forward/backward temporaries; prefill intermediates |
+| `logits`           | allocated | LM head output, its fp32 upcast, loss buffers                          |
+| `gradients`        | allocated | `.grad` of trainable parameters (or this rank's shard)                 |
+| `optimizer_states` | allocated | moments, 8-bit block scales, step temporaries                          |
+| `master_weights`   | allocated | fp32 copies kept when parameters are low precision                     |
+| `runtime_overhead` | allocated | cuBLAS workspaces, attention scratch, dequantisation buffers           |
+| `fragmentation`    | reserved  | reserved − allocated: block rounding, split segments, cached blocks    |
+| `non_torch`        | device    | device − reserved: CUDA context, kernels, NCCL, CUDA managed memory    |
+
+allocated = sum of the nine allocator terms; reserved = allocated + fragmentation;
+device = reserved + non_torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from memfit.core.choices import Engine, PhaseName
+from memfit.core.codec import decode, encode
+from memfit.core.errors import InvalidWorkload
+from memfit.core.spec import ModelSpec
+from memfit.core.workload import Inference, Training
+
+ALLOCATED_TERMS = (
+    "weights", "adapters", "kv_cache", "activations", "logits", "gradients", "optimizer_states",
+    "master_weights", "runtime_overhead",
+)
+RESERVED_TERM = "fragmentation"
+DEVICE_TERM = "non_torch"
+TOP_TERMS = (*ALLOCATED_TERMS, RESERVED_TERM, DEVICE_TERM)
+
+ESTIMATE_SCHEMA = "memfit.estimate/1"
+PARAMS_SCHEMA = "memfit.params/1"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParamNode:
+    """A component's parameter count; a parent's count is the sum of its children."""
+
+    name: str
+    num_params: int
+    children: tuple[ParamNode, ...] = ()
+
+    @classmethod
+    def group(cls, name: str, children: Iterable[ParamNode]) -> ParamNode:
+        """A parent node whose count is the sum of its children (children with 0 parameters dropped)."""
+        kept = tuple(c for c in children if c.num_params)
+        return cls(name=name, num_params=sum(c.num_params for c in kept), children=kept)
+
+    def flat(self) -> dict[str, int]:
+        """Counts by path below this node: {"layers": ..., "layers/attention/q_proj": ...}."""
+        out: dict[str, int] = {}
+        for child in self.children:
+            child._flatten("", out)
+        return out
+
+    def _flatten(self, prefix: str, out: dict[str, int]) -> None:
+        path = f"{prefix}{self.name}"
+        out[path] = self.num_params
+        for child in self.children:
+            child._flatten(f"{path}/", out)
+
+    def find(self, path: str) -> ParamNode:
+        """The node at a '/'-separated path below this one; KeyError if there is none."""
+        node = self
+        for part in path.split("/"):
+            node = next((c for c in node.children if c.name == part), None)  # type: ignore[assignment]
+            if node is None:
+                raise KeyError(path)
+        return node
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Term:
+    """A named amount of memory in bytes; a parent is the sum of its children (built with `Term.group`)."""
+
+    name: str
+    nbytes: int
+    children: tuple[Term, ...] = ()
+    note: str = ""
+    evictable: bool = False
+
+    def __post_init__(self) -> None:
+        if self.nbytes < 0:
+            raise ValueError(f"term {self.name} has negative bytes {self.nbytes}")
+
+    @classmethod
+    def group(cls, name: str, children: Iterable[Term], *, note: str = "") -> Term:
+        """A parent term: nbytes is the sum of its children; zero-byte children are dropped."""
+        kept = tuple(c for c in children if c.nbytes or c.children)
+        return cls(name=name, nbytes=sum(c.nbytes for c in kept), children=kept, note=note,
+                   evictable=bool(kept) and all(c.evictable for c in kept))
+
+    def flat(self) -> dict[str, int]:
+        """Bytes by path below this term: {"weights": ..., "weights/layers/mlp": ...}."""
+        out: dict[str, int] = {}
+        for child in self.children:
+            child._flatten("", out)
+        return out
+
+    def _flatten(self, prefix: str, out: dict[str, int]) -> None:
+        path = f"{prefix}{self.name}"
+        out[path] = self.nbytes
+        for child in self.children:
+            child._flatten(f"{path}/", out)
+
+    def child(self, name: str) -> Term | None:
+        """The direct child called `name`, or None."""
+        return next((c for c in self.children if c.name == name), None)
+
+    def bytes_of(self, name: str) -> int:
+        """Bytes of the direct child `name`, 0 if absent."""
+        found = self.child(name)
+        return found.nbytes if found else 0
+
+    @property
+    def evictable_bytes(self) -> int:
+        """Bytes in evictable leaves (CUDA managed memory that can page out)."""
+        if not self.children:
+            return self.nbytes if self.evictable else 0
+        return sum(c.evictable_bytes for c in self.children)
+
+
+def memory(terms: Iterable[Term]) -> Term:
+    """The root of a phase's memory tree from top-level terms; names outside the vocabulary are refused."""
+    terms = tuple(terms)
+    for term in terms:
+        if term.name not in TOP_TERMS:
+            raise ValueError(f"{term.name!r} is not a top-level term; use one of {', '.join(TOP_TERMS)}")
+    order = {name: i for i, name in enumerate(TOP_TERMS)}
+    return Term.group("memory", sorted(terms, key=lambda t: order[t.name]))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Phase:
+    """One phase of the job at its peak: the memory tree, and host RAM where offload or device_map use it."""
+
+    name: PhaseName
+    memory: Term
+    host: Term | None = None
+    at: str = ""                          # what holds the peak (an op for trace, a step for analytic)
+
+    @property
+    def allocated_bytes(self) -> int:
+        return sum(self.memory.bytes_of(name) for name in ALLOCATED_TERMS)
+
+    @property
+    def reserved_bytes(self) -> int:
+        return self.allocated_bytes + self.memory.bytes_of(RESERVED_TERM)
+
+    @property
+    def device_bytes(self) -> int:
+        return self.reserved_bytes + self.memory.bytes_of(DEVICE_TERM)
+
+    @property
+    def host_bytes(self) -> int:
+        return self.host.nbytes if self.host else 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Peak:
+    """The job's peak: phase with the largest allocated bytes; each figure is its maximum over phases."""
+
+    phase: PhaseName
+    allocated_bytes: int
+    reserved_bytes: int
+    device_bytes: int
+    evictable_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Gpu:
+    """An accelerator: board memory as NVML reports it, and what CUDA offers one process."""
+
+    name: str
+    memory_bytes: int
+    usable_bytes: int
+    source: str = ""
+    vendor: str = "nvidia"
+    aliases: tuple[str, ...] = ()
+
+
+def _workload_to_dict(workload: Inference | Training) -> dict[str, Any]:
+    task = "infer" if isinstance(workload, Inference) else "train"
+    return {"task": task, **encode(workload)}
+
+
+def workload_from_dict(data: dict[str, Any]) -> Inference | Training:
+    """The workload encoded by `_workload_to_dict` (or the web's request body)."""
+    body = dict(data)
+    task = body.pop("task", "infer")
+    if task == "infer":
+        return decode(Inference, body)
+    if task == "train":
+        return decode(Training, body)
+    raise InvalidWorkload(f"task={task!r} is not valid; use infer or train")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Estimate:
+    """Memory per phase of one job on one GPU (the most loaded rank), from one engine."""
+
+    engine: Engine
+    model: ModelSpec
+    workload: Inference | Training
+    phases: tuple[Phase, ...]
+    gpu: Gpu | None = None
+    assumptions: tuple[str, ...] = ()
+
+    @property
+    def peak(self) -> Peak:
+        top = max(self.phases, key=lambda p: p.allocated_bytes)
+        return Peak(
+            phase=top.name,
+            allocated_bytes=top.allocated_bytes,
+            reserved_bytes=max(p.reserved_bytes for p in self.phases),
+            device_bytes=max(p.device_bytes for p in self.phases),
+            evictable_bytes=max(p.memory.evictable_bytes for p in self.phases),
+        )
+
+    @property
+    def fits(self) -> bool | None:
+        """Whether the peak fits the GPU's usable memory (evictable managed memory excluded); None: no GPU."""
+        if self.gpu is None:
+            return None
+        peak = self.peak
+        return peak.device_bytes - peak.evictable_bytes <= self.gpu.usable_bytes
+
+    def phase(self, name: PhaseName | str) -> Phase:
+        """The phase called `name`; KeyError if the job has none."""
+        for p in self.phases:
+            if p.name == name:
+                return p
+        raise KeyError(str(name))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `memfit.estimate/1` JSON contract; every byte value is an int."""
+        from memfit.core.params import count_params
+
+        peak = self.peak
+        return {
+            "schema": ESTIMATE_SCHEMA,
+            "engine": str(self.engine),
+            "model": {"name": self.model.name, "family": self.model.family,
+                      "num_params": count_params(self.model).num_params, "source": self.model.source.ref,
+                      "spec": encode(self.model)},
+            "workload": _workload_to_dict(self.workload),
+            "peak": {"phase": str(peak.phase), "allocated_bytes": peak.allocated_bytes,
+                     "reserved_bytes": peak.reserved_bytes, "device_bytes": peak.device_bytes},
+            "phases": [_phase_to_dict(p) for p in self.phases],
+            "gpu": encode(self.gpu) if self.gpu else None,
+            "fits": self.fits,
+            "assumptions": list(self.assumptions),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Estimate:
+        """The Estimate written by `to_dict`; an unknown major schema version raises InvalidWorkload."""
+        schema = str(data.get("schema", ""))
+        if not schema.startswith("memfit.estimate/") or schema.split("/")[1].split(".")[0] != "1":
+            raise InvalidWorkload(f"schema {schema!r} is not readable; this memfit reads {ESTIMATE_SCHEMA}")
+        return cls(
+            engine=Engine.parse(data["engine"]),
+            model=decode(ModelSpec, data["model"]["spec"]),
+            workload=workload_from_dict(data["workload"]),
+            phases=tuple(_phase_from_dict(p) for p in data["phases"]),
+            gpu=decode(Gpu, data["gpu"]) if data.get("gpu") else None,
+            assumptions=tuple(data.get("assumptions", ())),
+        )
+
+
+def _phase_to_dict(phase: Phase) -> dict[str, Any]:
+    return {
+        "name": str(phase.name), "allocated_bytes": phase.allocated_bytes,
+        "reserved_bytes": phase.reserved_bytes, "device_bytes": phase.device_bytes,
+        "host_bytes": phase.host_bytes, "at": phase.at,
+        "breakdown": phase.memory.flat(),
+        "tree": encode(phase.memory),
+        "host": encode(phase.host) if phase.host else None,
+    }
+
+
+def _phase_from_dict(data: dict[str, Any]) -> Phase:
+    return Phase(
+        name=PhaseName.parse(data["name"]),
+        memory=decode(Term, data["tree"]),
+        host=decode(Term, data["host"]) if data.get("host") else None,
+        at=data.get("at", ""),
+    )
+
+
+def replace_terms(phase: Phase, *terms: Term) -> Phase:
+    """`phase` with the named top-level terms replaced or added."""
+    names = {t.name for t in terms}
+    kept = [t for t in phase.memory.children if t.name not in names]
+    return dataclasses.replace(phase, memory=memory([*kept, *terms]))

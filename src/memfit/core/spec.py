@@ -1,0 +1,171 @@
+"""Model shapes: what a model *is*, independent of any workload. No family logic lives here.
+
+A `ModelSpec` is built by one family module per HF `model_type` (core/families/) from a config.json.
+`layers` is a tuple with one `LayerSpec` per decoder layer (equal layers share one object), so sliding-window
+patterns and dense-then-MoE stacks need no special cases: every count is a sum over `spec.layers`.
+Family quirks are fields with defaults, never subclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from memfit.core.choices import NormKind, QkNorm
+from memfit.core.dtypes import DType
+from memfit.core.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MlaSpec:
+    """DeepSeek multi-head latent attention (MLA) projection ranks and head dims."""
+
+    q_lora_rank: int | None          # None: q is one dense projection (DeepSeek-V2-Lite)
+    kv_lora_rank: int
+    qk_nope_head_dim: int
+    qk_rope_head_dim: int
+    v_head_dim: int
+
+    @property
+    def qk_head_dim(self) -> int:
+        return self.qk_nope_head_dim + self.qk_rope_head_dim
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttentionSpec:
+    """One attention block. num_kv_heads == num_heads: MHA; 1: MQA; else GQA."""
+
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    qkv_bias: bool = False
+    out_bias: bool = False
+    qk_norm: QkNorm = QkNorm.NONE
+    qk_norm_kind: NormKind = NormKind.RMS
+    sliding_window: int | None = None     # tokens a query sees on this layer; None: global attention
+    mla: MlaSpec | None = None
+    sinks: bool = False                   # gpt-oss: one learned sink logit per head
+    fused_qkv: bool = False               # one qkv Linear (GPT-2, BLOOM, Falcon, Phi-3): same count
+
+    def __post_init__(self) -> None:
+        for name in ("num_heads", "num_kv_heads", "head_dim"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"attention {name}={getattr(self, name)} must be at least 1")
+        if self.num_heads % self.num_kv_heads:
+            raise ConfigError(
+                f"num_key_value_heads={self.num_kv_heads} does not divide num_attention_heads={self.num_heads}"
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MlpSpec:
+    """A feed-forward block. gated: gate, up and down projections (SwiGLU/GeGLU); else up and down."""
+
+    intermediate_size: int
+    gated: bool
+    bias: bool = False
+    activation: str = "silu"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MoeSpec:
+    """A mixture-of-experts block: a router over `num_experts` experts, `top_k` per token, plus shared experts."""
+
+    num_experts: int
+    top_k: int
+    expert: MlpSpec
+    num_shared_experts: int = 0
+    shared_expert: MlpSpec | None = None  # all shared experts as one MLP (DeepSeek, Qwen2-MoE)
+    shared_expert_gate: bool = False      # Qwen2-MoE: Linear(hidden, 1) gating the shared expert
+    router_bias: bool = False             # gpt-oss
+    score_correction_bias: bool = False   # DeepSeek-V3: e_score_correction_bias (num_experts)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.top_k <= self.num_experts:
+            raise ConfigError(f"num_experts_per_tok={self.top_k} must be in 1..num_experts={self.num_experts}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LayerSpec:
+    """One decoder layer."""
+
+    attention: AttentionSpec
+    mlp: MlpSpec | MoeSpec
+    norm: NormKind = NormKind.RMS
+    norms_per_layer: int = 2              # Gemma 2/3 and OLMo 2 have 4 (pre and post) or 2 post-only
+    parallel_block: bool = False          # attention and MLP read the same input (GPT-J, Falcon, Cohere, Phi)
+
+    @property
+    def is_moe(self) -> bool:
+        return isinstance(self.mlp, MoeSpec)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelSource:
+    """Where a spec came from, and the config.json text that trace and measure rebuild the model from."""
+
+    kind: str                             # catalog | config | folder | safetensors | gguf | hub | meta
+    ref: str                              # what the user typed, or the resolved path / repo id
+    config_json: str = ""                 # the config.json text as published
+    revision: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TensorInfo:
+    """One stored tensor of a checkpoint: name, storage dtype (as the file names it), shape and exact bytes."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckpointInfo:
+    """What a checkpoint stores, read from safetensors headers or a GGUF file: exact bytes per tensor."""
+
+    format: str                           # safetensors | gguf
+    tensors: tuple[TensorInfo, ...]
+    quant_method: str | None = None       # config.json quantization_config.quant_method (gptq, awq, fp8, ...)
+    file_type: str | None = None          # GGUF general.file_type name, e.g. "Q4_K_M"
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelSpec:
+    """A decoder-only causal LM's shapes, as built by AutoModelForCausalLM from its config."""
+
+    name: str
+    family: str                           # HF model_type
+    vocab_size: int
+    hidden_size: int
+    max_position_embeddings: int
+    tie_word_embeddings: bool
+    layers: tuple[LayerSpec, ...]
+    source: ModelSource
+    checkpoint_dtype: DType = DType.BF16
+    learned_positions: int = 0            # rows of a learned position table (GPT-2: n_positions; OPT: +2)
+    embedding_norm: NormKind | None = None  # BLOOM's word_embeddings_layernorm
+    final_norm: NormKind | None = NormKind.RMS
+    lm_head_bias: bool = False
+    embedding_multiplier_is_scaled: bool = False  # Gemma: embeddings × sqrt(hidden) (an extra bf16 copy)
+    extra_params: tuple[tuple[str, int], ...] = ()  # odd top-level parameters: (component path, count)
+    checkpoint: CheckpointInfo | None = None
+    final_logit_softcapping: bool = False  # Gemma 2: tanh soft-capping makes extra full-size logits copies
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            raise ConfigError(f"{self.name}: num_hidden_layers must be at least 1")
+        for name in ("vocab_size", "hidden_size", "max_position_embeddings"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{self.name}: {name}={getattr(self, name)} must be at least 1")
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def is_moe(self) -> bool:
+        return any(layer.is_moe for layer in self.layers)

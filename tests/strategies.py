@@ -1,0 +1,1 @@
+"""Every Hypothesis strategy used by the property tests lives here."""
