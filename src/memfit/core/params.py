@@ -1,0 +1,232 @@
+"""Exact parameter counts per component, and the matrix shapes other formulas share.
+
+`count_params(spec)` returns a `ParamNode` tree rooted at the model's name. Its top-level children are,
+in this order and only when non-zero: `embeddings`, `position_embeddings`, `embedding_norm`, `layers`,
+`final_norm`, `lm_head`, then any `spec.extra_params` components. `layers` sums every decoder layer into
+`attention` (one child per HF module: q_proj ... o_proj, q_norm, k_norm, MLA's q_a_proj ... kv_b_proj,
+sinks), `mlp` (gate_proj, up_proj, down_proj or the family's names), `moe` (router, experts,
+shared_experts, shared_expert_gate) and `norms`. A tied LM head counts 0: tied weights count once.
+
+`layer_linears(spec, layer)` lists every matrix of one decoder layer as a `Linear` with its real HF module
+name, its role and whether it is a true `nn.Linear`/`Conv1D` (quantizable by bitsandbytes, targeted by
+peft's "all-linear") or a raw fused Parameter (transformers 5's 3-D MoE experts and routers).
+
+Source: transformers 5.17.0 modeling files; every count is cross-checked against
+`AutoModelForCausalLM.from_config` on the meta device (tests/crosscheck/test_meta_params.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from memfit.core.choices import NormKind, QkNorm
+from memfit.core.families import layout
+from memfit.core.families._layout import Layout
+from memfit.core.result import ParamNode
+from memfit.core.spec import AttentionSpec, LayerSpec, MlpSpec, ModelSpec, MoeSpec
+
+TOP_LEVEL = ("embeddings", "position_embeddings", "embedding_norm", "layers", "final_norm", "lm_head")
+"""Top-level components of every parameter tree, in order; `spec.extra_params` may add more after them."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Linear:
+    """One weight matrix (times `count`) of a decoder layer: y = x·Wᵀ (+ b), W of shape (fan_out, fan_in)."""
+
+    name: str        # HF module name: q_proj, c_attn, query_key_value, gate_up_proj, router's "gate", ...
+    role: str        # "attention" | "mlp" | "experts" | "shared_experts" | "router" | "lm_head"
+    fan_in: int
+    fan_out: int
+    bias: bool
+    count: int = 1   # identical matrices in this layer (num_experts for fused experts)
+    is_module: bool = True  # nn.Linear or Conv1D (bnb-quantizable, LoRA-targetable); False: a raw Parameter
+
+    @property
+    def num_weights(self) -> int:
+        """Weight elements of all `count` matrices."""
+        return self.count * self.fan_in * self.fan_out
+
+    @property
+    def num_params(self) -> int:
+        """Weights plus biases of all `count` matrices."""
+        return self.num_weights + (self.count * self.fan_out if self.bias else 0)
+
+
+def norm_params(kind: NormKind | None, width: int) -> int:
+    """Parameters of one norm over `width` features: weight, plus bias for LayerNorm."""
+    if kind is None:
+        return 0
+    return 2 * width if kind is NormKind.LAYER else width
+
+
+def _attention_linears(spec: ModelSpec, att: AttentionSpec, names: Layout) -> Iterator[Linear]:
+    h = spec.hidden_size
+    if att.mla is not None:
+        mla = att.mla
+        if mla.q_lora_rank is None:
+            yield Linear(name="q_proj", role="attention", fan_in=h, fan_out=att.num_heads * mla.qk_head_dim,
+                         bias=False)
+        else:
+            yield Linear(name="q_a_proj", role="attention", fan_in=h, fan_out=mla.q_lora_rank,
+                         bias=att.qkv_bias)
+            yield Linear(name="q_b_proj", role="attention", fan_in=mla.q_lora_rank,
+                         fan_out=att.num_heads * mla.qk_head_dim, bias=False)
+        yield Linear(name="kv_a_proj_with_mqa", role="attention", fan_in=h,
+                     fan_out=mla.kv_lora_rank + mla.qk_rope_head_dim, bias=att.qkv_bias)
+        yield Linear(name="kv_b_proj", role="attention", fan_in=mla.kv_lora_rank,
+                     fan_out=att.num_heads * (mla.qk_nope_head_dim + mla.v_head_dim), bias=False)
+        yield Linear(name=names.o, role="attention", fan_in=att.num_heads * mla.v_head_dim, fan_out=h,
+                     bias=att.out_bias)
+        return
+    q_width = att.num_heads * att.head_dim
+    kv_width = att.num_kv_heads * att.head_dim
+    if att.fused_qkv:
+        yield Linear(name=names.qkv, role="attention", fan_in=h, fan_out=q_width + 2 * kv_width,
+                     bias=att.qkv_bias)
+    else:
+        yield Linear(name=names.q, role="attention", fan_in=h, fan_out=q_width, bias=att.qkv_bias)
+        yield Linear(name=names.k, role="attention", fan_in=h, fan_out=kv_width, bias=att.qkv_bias)
+        yield Linear(name=names.v, role="attention", fan_in=h, fan_out=kv_width, bias=att.qkv_bias)
+    yield Linear(name=names.o, role="attention", fan_in=q_width, fan_out=h, bias=att.out_bias)
+
+
+def _mlp_linears(h: int, mlp: MlpSpec, names: Layout, *, role: str) -> Iterator[Linear]:
+    i = mlp.intermediate_size
+    if mlp.gated and names.gate_up is not None:
+        yield Linear(name=names.gate_up, role=role, fan_in=h, fan_out=2 * i, bias=mlp.bias)
+    elif mlp.gated:
+        yield Linear(name=names.gate, role=role, fan_in=h, fan_out=i, bias=mlp.bias)
+        yield Linear(name=names.up, role=role, fan_in=h, fan_out=i, bias=mlp.bias)
+    else:
+        yield Linear(name=names.up, role=role, fan_in=h, fan_out=i, bias=mlp.bias)
+    yield Linear(name=names.down, role=role, fan_in=i, fan_out=h, bias=mlp.bias)
+
+
+def _moe_linears(h: int, moe: MoeSpec, names: Layout) -> Iterator[Linear]:
+    yield Linear(name=names.router, role="router", fan_in=h, fan_out=moe.num_experts, bias=moe.router_bias,
+                 is_module=False)
+    i, e = moe.expert.intermediate_size, moe.num_experts
+    # transformers 5 stores all experts as two fused 3-D Parameters: (E, 2·I, h) and (E, h, I)
+    up_width = 2 * i if moe.expert.gated else i
+    yield Linear(name=names.experts_gate_up if moe.expert.gated else names.up, role="experts", fan_in=h,
+                 fan_out=up_width, bias=moe.expert.bias, count=e, is_module=False)
+    yield Linear(name=names.experts_down, role="experts", fan_in=i, fan_out=h, bias=moe.expert.bias, count=e,
+                 is_module=False)
+    if moe.shared_expert is not None:
+        yield from _mlp_linears(h, moe.shared_expert, names, role="shared_experts")
+    if moe.shared_expert_gate:
+        yield Linear(name="shared_expert_gate", role="router", fan_in=h, fan_out=1, bias=False)
+
+
+def layer_linears(spec: ModelSpec, layer: LayerSpec) -> tuple[Linear, ...]:
+    """Every weight matrix of one decoder layer, with HF module names, roles and fused-ness."""
+    names = layout(spec.family)
+    attention = tuple(_attention_linears(spec, layer.attention, names))
+    if isinstance(layer.mlp, MoeSpec):
+        return (*attention, *_moe_linears(spec.hidden_size, layer.mlp, names))
+    return (*attention, *_mlp_linears(spec.hidden_size, layer.mlp, names, role="mlp"))
+
+
+def lm_head_linear(spec: ModelSpec) -> Linear:
+    """The output projection (hidden → vocab); counted in `lm_head` only when untied."""
+    return Linear(name="lm_head", role="lm_head", fan_in=spec.hidden_size, fan_out=spec.vocab_size,
+                  bias=spec.lm_head_bias)
+
+
+def _qk_norm_params(att: AttentionSpec) -> tuple[tuple[str, int], ...]:
+    match att.qk_norm:
+        case QkNorm.NONE:
+            return ()
+        case QkNorm.PER_HEAD:  # one norm over head_dim shared by all heads (Qwen3, Gemma 3)
+            q_width = k_width = att.head_dim
+        case QkNorm.FULL:      # a weight per head and feature (OLMo 2 over all heads, Cohere per head)
+            q_width, k_width = att.num_heads * att.head_dim, att.num_kv_heads * att.head_dim
+    kind = att.qk_norm_kind
+    return (("q_norm", norm_params(kind, q_width)), ("k_norm", norm_params(kind, k_width)))
+
+
+def _layer_components(spec: ModelSpec, layer: LayerSpec) -> list[tuple[tuple[str, ...], int]]:
+    """(path below `layers`, count) for every parameter group of one layer."""
+    att = layer.attention
+    out: list[tuple[tuple[str, ...], int]] = []
+    for lin in layer_linears(spec, layer):
+        match lin.role:
+            case "attention" | "mlp":
+                out.append(((lin.role, lin.name), lin.num_params))
+            case "router" if lin.name == "shared_expert_gate":
+                out.append((("moe", lin.name), lin.num_params))
+            case "router":
+                out.append((("moe", "router"), lin.num_params))
+            case _:
+                out.append((("moe", lin.role, lin.name), lin.num_params))
+    out.extend((("attention", name), n) for name, n in _qk_norm_params(att))
+    if att.mla is not None:
+        if att.mla.q_lora_rank is not None:
+            out.append((("attention", "q_a_layernorm"), att.mla.q_lora_rank))
+        out.append((("attention", "kv_a_layernorm"), att.mla.kv_lora_rank))
+    if att.sinks:
+        out.append((("attention", "sinks"), att.num_heads))
+    if isinstance(layer.mlp, MoeSpec) and layer.mlp.score_correction_bias:
+        out.append((("moe", "router"), layer.mlp.num_experts))
+    out.append((("norms",), layer.norms_per_layer * norm_params(layer.norm, spec.hidden_size)))
+    return out
+
+
+def _tree(name: str, counts: dict[tuple[str, ...], int]) -> ParamNode:
+    """A ParamNode named `name` from {path: count}, children in first-seen order."""
+    leaf = counts.get((), 0)
+    heads: dict[str, dict[tuple[str, ...], int]] = {}
+    for path, n in counts.items():
+        if path:
+            heads.setdefault(path[0], {})[path[1:]] = n
+    if not heads:
+        return ParamNode(name=name, num_params=leaf)
+    return ParamNode.group(name, [_tree(child, sub) for child, sub in heads.items()])
+
+
+def layers_params(spec: ModelSpec) -> ParamNode:
+    """The `layers` node: every decoder layer's components, summed over layers."""
+    totals: dict[tuple[str, ...], int] = {}
+    per_layer: dict[int, list[tuple[tuple[str, ...], int]]] = {}
+    for layer in spec.layers:
+        components = per_layer.get(id(layer))
+        if components is None:
+            components = per_layer[id(layer)] = _layer_components(spec, layer)
+        for path, n in components:
+            totals[path] = totals.get(path, 0) + n
+    return _tree("layers", totals)
+
+
+def non_layer_params(spec: ModelSpec) -> tuple[tuple[str, int], ...]:
+    """(top-level component, count) for everything outside the decoder layers, in tree order."""
+    h = spec.hidden_size
+    untied_head = 0 if spec.tie_word_embeddings else spec.vocab_size * h
+    head_bias = spec.vocab_size if spec.lm_head_bias else 0
+    return (
+        ("embeddings", spec.vocab_size * h),
+        ("position_embeddings", spec.learned_positions * h),
+        ("embedding_norm", norm_params(spec.embedding_norm, h)),
+        ("final_norm", norm_params(spec.final_norm, h)),
+        ("lm_head", untied_head + head_bias),
+        *spec.extra_params,
+    )
+
+
+def count_params(spec: ModelSpec) -> ParamNode:
+    """Exact parameter counts of `spec` by component; zero-count components are dropped.
+
+    Source: transformers 5.17.0 `AutoModelForCausalLM.from_config(...)` built on the meta device, counted
+    with `named_parameters()` (tied weights once); see tests/crosscheck/test_meta_params.py.
+    """
+    counts: dict[tuple[str, ...], int] = {}
+    for path, n in non_layer_params(spec):
+        key = tuple(path.split("/"))
+        counts[key] = counts.get(key, 0) + n
+    outside = _tree(spec.name, counts)
+    by_name = {node.name: node for node in outside.children}
+    ordered = [by_name.get(name) for name in TOP_LEVEL if name != "layers"]
+    nodes = [node for node in ordered if node is not None]
+    nodes.insert(sum(1 for name in TOP_LEVEL[:3] if name in by_name), layers_params(spec))
+    nodes.extend(node for node in outside.children if node.name not in TOP_LEVEL)
+    return ParamNode.group(spec.name, nodes)
