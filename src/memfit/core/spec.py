@@ -147,6 +147,7 @@ class ModelSpec:
     source: ModelSource
     checkpoint_dtype: DType = DType.BF16
     learned_positions: int = 0            # rows of a learned position table (GPT-2: n_positions; OPT: +2)
+    embedding_dim: int | None = None      # token embedding and LM head width when not hidden_size (OPT-350m)
     embedding_norm: NormKind | None = None  # BLOOM's word_embeddings_layernorm
     final_norm: NormKind | None = NormKind.RMS
     lm_head_bias: bool = False
