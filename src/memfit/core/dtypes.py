@@ -86,7 +86,8 @@ class Quant:
     """A weight quantization format.
 
     `bits_per_weight` counts everything stored per quantized weight (scales, zeros, block maxima) as an
-    exact fraction; `row_overhead_bits` is added per output row (LLM.int8's fp32 row scales);
+    exact fraction; `row_overhead_bits` is added per output row (LLM.int8's fp32 row scales),
+    `column_overhead_bits` per input feature and `tensor_overhead_bits` once per matrix;
     `keeps` names the module kinds the loader leaves in the compute dtype
     ("embeddings", "lm_head", "norms", "router", "biases"); `runtimes` lists who can load it.
     """
@@ -95,6 +96,8 @@ class Quant:
     bits_per_weight: Fraction
     kind: str = "none"              # none | bnb | gptq | awq | gguf | fp8 | compressed-tensors
     row_overhead_bits: int = 0
+    column_overhead_bits: int = 0   # per input feature (GPTQ's int32 g_idx act-order index)
+    tensor_overhead_bits: int = 0   # per quantized matrix (bnb's quantile code, FP8's per-tensor scale)
     keeps: frozenset[str] = frozenset({"embeddings", "lm_head", "norms", "router", "biases"})
     runtimes: frozenset[Runtime] = frozenset(Runtime)
     note: str = ""
