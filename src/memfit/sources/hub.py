@@ -1,0 +1,194 @@
+"""Hugging Face Hub ids → ModelSpec: config.json and safetensors headers, never weights; cache first.
+
+The config comes from the local Hugging Face cache when it is there (`local_files_only=True`), and from the
+network only when it is missing and neither `offline=True` nor `HF_HUB_OFFLINE=1` forbids it. The tensors
+come from safetensors headers: read from cached files when the cache holds them, else from the Hub's
+metadata endpoint (ranged reads of the headers, `HfApi.get_safetensors_metadata`); a checkpoint that cannot
+be described this way leaves `ModelSpec.checkpoint` empty rather than failing. `HF_TOKEN` (or a stored
+`huggingface-cli login`) authenticates gated repos. `huggingface_hub` is imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from memfit.core.errors import EngineUnavailable, ModelNotFound
+from memfit.core.spec import CheckpointInfo, ModelSource, ModelSpec, TensorInfo
+from memfit.sources._config import build_spec, parse_config, quant_method
+from memfit.sources.safetensors import (
+    load_safetensors_checkpoint,
+    load_safetensors_index,
+    read_weight_map,
+    tensors_from_header,
+)
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+"""`org/name` as the Hub spells repo ids (letters, digits, '-', '_', '.'); one slash."""
+
+_TRUE_ENV = {"1", "true", "yes", "on"}
+
+
+def looks_like_repo_id(ref: str) -> bool:
+    """True for 'org/name'; paths ('./x', '/x', 'a/b/c', 'x.json') are not repo ids."""
+    return bool(_REPO_ID.match(ref)) and not ref.endswith((".json", ".gguf", ".safetensors"))
+
+
+def hub_offline(offline: bool = False) -> bool:
+    """True when `offline` is set or the environment says HF_HUB_OFFLINE=1."""
+    return offline or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE_ENV
+
+
+def load_hub_model(
+    repo_id: str, *, revision: str | None = None, offline: bool = False, trust_remote_code: bool = False
+) -> ModelSpec:
+    """The ModelSpec of a Hub repo, from its config.json and safetensors headers.
+
+    Raises:
+        ModelNotFound: no such repo or revision, a gated repo without access, or not cached while offline.
+        EngineUnavailable: the Hub could not be reached and the config is not cached.
+        ConfigError: the config.json is malformed.
+        UnsupportedArchitecture: an unmapped model_type (or one needing --trust-remote-code).
+    """
+    offline = hub_offline(offline)
+    config_path = download_config(repo_id, revision=revision, offline=offline)
+    text = config_path.read_text(encoding="utf-8")
+    config = parse_config(text, origin=f"{repo_id} config.json")
+    source = ModelSource(
+        kind="hub", ref=repo_id, config_json=text, revision=revision or _snapshot(config_path)
+    )
+    name = repo_id.rsplit("/", 1)[-1]
+    spec = build_spec(config, name=name, source=source, trust_remote_code=trust_remote_code)
+    checkpoint = hub_checkpoint(
+        repo_id, revision=revision, offline=offline, quant_method=quant_method(config)
+    )
+    return dataclasses.replace(spec, checkpoint=checkpoint) if checkpoint is not None else spec
+
+
+def _token() -> str | None:
+    """HF_TOKEN if set; None lets huggingface_hub use a stored `huggingface-cli login`."""
+    return os.environ.get("HF_TOKEN") or None
+
+
+def _snapshot(config_path: Path) -> str | None:
+    """The commit hash of a cached file (…/snapshots/<hash>/config.json), if it came from the cache layout."""
+    folder = config_path.parent
+    return folder.name if folder.parent.name == "snapshots" else None
+
+
+def download_config(repo_id: str, *, revision: str | None, offline: bool) -> Path:
+    """The local path of `repo_id`'s config.json: cached if possible, downloaded only when allowed.
+
+    Raises:
+        ModelNotFound, EngineUnavailable: as `load_hub_model`, one line each saying what to do.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(repo_id, "config.json", revision=revision, local_files_only=True))
+    except LocalEntryNotFoundError as err:
+        if offline:
+            raise ModelNotFound(
+                f"{repo_id} is not in the local Hugging Face cache and offline mode is on; run once without "
+                "--offline (and HF_HUB_OFFLINE unset) to cache its config, or give a local path"
+            ) from err
+    except Exception as err:
+        raise _hub_error(repo_id, revision, err) from err
+    try:
+        return Path(hf_hub_download(repo_id, "config.json", revision=revision, token=_token()))
+    except Exception as err:
+        raise _hub_error(repo_id, revision, err) from err
+
+
+def _hub_error(repo_id: str, revision: str | None, err: Exception) -> Exception:
+    """The one-line memfit error for a huggingface_hub failure."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    page = f"https://huggingface.co/{repo_id}"
+    if isinstance(err, GatedRepoError):
+        return ModelNotFound(
+            f"{repo_id} is gated: accept its licence at {page}, then run `huggingface-cli login` "
+            "or set HF_TOKEN"
+        )
+    if isinstance(err, RepositoryNotFoundError):
+        return ModelNotFound(
+            f"no Hub repo {repo_id} (or it is private: log in with `huggingface-cli login` or set HF_TOKEN)"
+        )
+    if isinstance(err, RevisionNotFoundError):
+        return ModelNotFound(f"{repo_id} has no revision {revision!r}; check --revision at {page}")
+    if isinstance(err, OfflineModeIsEnabled):
+        return ModelNotFound(
+            f"{repo_id} is not cached and HF_HUB_OFFLINE is set; unset it to download the config, "
+            "or give a local path"
+        )
+    if isinstance(err, LocalEntryNotFoundError):
+        return EngineUnavailable(
+            f"could not reach the Hugging Face Hub for {repo_id} and its config is not cached; check the "
+            "network, or use a catalog name or a local path (--offline works for cached models)"
+        )
+    if isinstance(err, EntryNotFoundError):
+        return ModelNotFound(f"{repo_id} has no config.json; is it a transformers model? (a GGUF repo: "
+                             "download the .gguf file and give its path)")
+    if isinstance(err, HFValidationError):
+        return ModelNotFound(f"{repo_id!r} is not a valid Hub repo id; write it as org/name")
+    return EngineUnavailable(f"Hugging Face Hub request for {repo_id} failed ({type(err).__name__}); "
+                             "retry, or use a catalog name or a local path")
+
+
+def hub_checkpoint(
+    repo_id: str, *, revision: str | None, offline: bool, quant_method: str | None
+) -> CheckpointInfo | None:
+    """The repo's stored tensors from safetensors headers (cache first, then the Hub), or None if unknown."""
+    cached = _cached_checkpoint(repo_id, revision=revision, quant_method=quant_method)
+    if cached is not None or offline:
+        return cached
+    from huggingface_hub import HfApi
+
+    try:
+        metadata = HfApi().get_safetensors_metadata(repo_id, revision=revision, token=_token())
+    except Exception:
+        # best effort: the config alone still gives every shape; the checkpoint only refines weight bytes
+        return None
+    return checkpoint_from_metadata(metadata, repo_id=repo_id, quant_method=quant_method)
+
+
+def _cached_checkpoint(
+    repo_id: str, *, revision: str | None, quant_method: str | None
+) -> CheckpointInfo | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    index = try_to_load_from_cache(repo_id, "model.safetensors.index.json", revision=revision)
+    if isinstance(index, str):
+        folder = Path(index).parent
+        if all((folder / shard).is_file() for shard in read_weight_map(Path(index)).values()):
+            return load_safetensors_index(Path(index), quant_method=quant_method)
+        return None
+    single = try_to_load_from_cache(repo_id, "model.safetensors", revision=revision)
+    if isinstance(single, str):
+        return load_safetensors_checkpoint([Path(single)], quant_method=quant_method)
+    return None
+
+
+def checkpoint_from_metadata(metadata: Any, *, repo_id: str, quant_method: str | None) -> CheckpointInfo:
+    """CheckpointInfo from `huggingface_hub`'s SafetensorsRepoMetadata (files in name order)."""
+    tensors: list[TensorInfo] = []
+    for filename in sorted(metadata.files_metadata):
+        file_metadata = metadata.files_metadata[filename]
+        header = {
+            name: {"dtype": info.dtype, "shape": list(info.shape), "data_offsets": list(info.data_offsets)}
+            for name, info in file_metadata.tensors.items()
+        }
+        tensors.extend(tensors_from_header(header, origin=f"{repo_id} {filename}"))
+    return CheckpointInfo(format="safetensors", tensors=tuple(tensors), quant_method=quant_method)

@@ -1,0 +1,75 @@
+"""A model reference → ModelSpec, in DESIGN §6 order; the first match wins.
+
+1. the bundled catalog: a repo basename (`Llama-3.1-8B`) or repo id, any case; offline, no login;
+2. an existing local path: config.json, model folder, .safetensors beside its config, .gguf;
+3. a Hugging Face Hub id (`org/name`): config and safetensors headers, cache first;
+4. otherwise `ModelNotFound`, naming the closest catalog models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from memfit.core.errors import ModelNotFound
+from memfit.core.spec import ModelSpec
+from memfit.sources.catalog import catalog_model_entry, close_model_names, load_catalog_model
+from memfit.sources.hub import load_hub_model, looks_like_repo_id
+from memfit.sources.local import load_local
+
+
+def load_model(
+    ref: str, *, revision: str | None = None, offline: bool = False, trust_remote_code: bool = False
+) -> ModelSpec:
+    """The ModelSpec for a catalog name, a local path or a Hugging Face Hub id.
+
+    Args:
+        ref: `Llama-3.1-8B`, `meta-llama/Llama-3.1-8B`, `./my-model/`, `model.gguf` or `org/name`.
+        revision: a Hub branch, tag or commit; a catalog model pinned to another revision is then
+            fetched from the Hub instead.
+        offline: never touch the network (as does `HF_HUB_OFFLINE=1`); Hub ids must be cached.
+        trust_remote_code: allow counting a repo that ships its own model code (auto_map), with
+            transformers on the meta device; never needed for the catalog.
+
+    Returns:
+        The model's shapes, with `source` (kind, ref, config text, revision) and, for checkpoints read
+        from safetensors or GGUF, `checkpoint` (every stored tensor's dtype and exact bytes).
+
+    Raises:
+        ModelNotFound: nothing by that name or path, a Hub 404, a gated repo, or an uncached id offline.
+        ConfigError: a malformed config.json, safetensors header or GGUF file.
+        UnsupportedArchitecture: a model_type with no family module and no [trace] extra.
+        MissingExtra: a .gguf file without the [gguf] extra.
+        EngineUnavailable: the Hub could not be reached for an uncached id.
+    """
+    text = ref.strip()
+    if not text:
+        raise ModelNotFound("empty model name; give a catalog name, a local path or a Hub id like org/name")
+    entry = catalog_model_entry(text)
+    if entry is not None:
+        if revision is None or revision == entry.get("revision"):
+            spec = load_catalog_model(text)
+            if spec is not None:
+                return spec
+        # pinned to another revision than the catalog's: the Hub has it
+        return load_hub_model(str(entry["repo_id"]), revision=revision, offline=offline,
+                              trust_remote_code=trust_remote_code)
+    path = Path(text).expanduser()
+    if path.exists():
+        return load_local(path, trust_remote_code=trust_remote_code)
+    if looks_like_repo_id(text):
+        return load_hub_model(text, revision=revision, offline=offline, trust_remote_code=trust_remote_code)
+    raise ModelNotFound(_not_found_message(text))
+
+
+def _not_found_message(ref: str) -> str:
+    if _looks_like_path(ref):
+        return f"no such file or folder: {ref}; give a config.json, a model folder or a .gguf file"
+    close = close_model_names(ref)
+    hint = f"closest catalog models: {', '.join(close)}" if close else "see `memfit catalog models`"
+    return f"no model named {ref!r}; {hint}; or give a local path or a Hub id like org/name"
+
+
+def _looks_like_path(ref: str) -> bool:
+    return ref.startswith((".", "/", "~")) or "\\" in ref or ref.count("/") > 1 or ref.endswith(
+        (".json", ".gguf", ".safetensors")
+    )
