@@ -1,0 +1,299 @@
+"""One harness for trace and measure: build the model, apply the method, run the phases through a Probe.
+
+Trace builds on the meta device and turns parameters into FakeTensors on cuda:0 (`materialize`); measure
+builds on the real GPU. Both then run `run_workload`, which mirrors the ground-truth recipe
+(../shared/groundtruth/README.md): prefill `model(input_ids, use_cache=True)` under no_grad; generation as
+`generate()` does it (a loop reproducing its cache and logits handling; measure may call `generate()`);
+training two steps of forward with labels, backward, optimizer step, zero_grad(set_to_none=True).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
+
+import torch
+
+from memfit.core.choices import AttnImpl, Checkpointing, KvCache, Method, Optimizer, Precision
+from memfit.core.dtypes import DType
+from memfit.core.errors import EngineUnavailable
+from memfit.core.workload import Inference, Training
+from memfit.trace import patches
+
+LEARNING_RATE = 1e-4
+"""Any positive learning rate: memory does not depend on it."""
+
+ATTN_IMPLEMENTATION = {AttnImpl.SDPA: "sdpa", AttnImpl.EAGER: "eager"}
+TORCH_DTYPE = {DType.BF16: torch.bfloat16, DType.FP16: torch.float16, DType.FP32: torch.float32}
+
+
+class Probe(Protocol):
+    """What the harness reports to: trace's tracker or measure's CUDA probe."""
+
+    def phase(self, name: str) -> contextlib.AbstractContextManager[Any]: ...
+
+    def mark(self, role: str, tensors: Iterable[torch.Tensor | None]) -> None: ...
+
+
+class NullProbe:
+    """A probe that records nothing (tests, warm-up)."""
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        yield
+
+    def mark(self, role: str, tensors: Iterable[torch.Tensor | None]) -> None:
+        return None
+
+
+# --- building ---------------------------------------------------------------------------------------------
+
+def hf_config(config_json: str) -> Any:
+    """A transformers config from config.json text; remote code is refused (trace would execute it)."""
+    from transformers import AutoConfig
+
+    data = json.loads(config_json)
+    model_type = data.pop("model_type", None)
+    if "auto_map" in data:
+        raise EngineUnavailable("this model needs remote code, which the trace engine does not run; "
+                                "use engine=analytic")
+    try:
+        return AutoConfig.for_model(model_type, **data)
+    except (ValueError, KeyError) as err:
+        raise EngineUnavailable(f"transformers cannot build model_type={model_type!r}; use engine=analytic") \
+            from err
+
+
+def model_dtype(workload: Inference | Training, checkpoint_dtype: DType) -> torch.dtype:
+    """The dtype parameters are built in: the inference dtype, or fp32 for AMP and fp32 training."""
+    if isinstance(workload, Inference):
+        wanted = workload.dtype or checkpoint_dtype
+    elif workload.precision.is_amp or workload.precision is Precision.FP32:
+        wanted = DType.FP32
+    else:
+        wanted = DType(workload.precision.value)
+    if wanted not in TORCH_DTYPE:
+        raise EngineUnavailable(f"dtype={wanted} is not traced; use bf16, fp16 or fp32, or engine=analytic")
+    return TORCH_DTYPE[wanted]
+
+
+def autocast_dtype(workload: Inference | Training) -> torch.dtype | None:
+    """The autocast dtype for AMP training, else None."""
+    if isinstance(workload, Training) and workload.precision.is_amp:
+        return torch.bfloat16 if workload.precision is Precision.AMP_BF16 else torch.float16
+    return None
+
+
+def attn_implementation(workload: Inference | Training) -> str:
+    if workload.attn not in ATTN_IMPLEMENTATION:
+        raise EngineUnavailable(f"attn={workload.attn} needs the flash-attn package, which trace does not "
+                                "emulate; use attn=sdpa or engine=analytic")
+    return ATTN_IMPLEMENTATION[workload.attn]
+
+
+def build_model(config_json: str, workload: Inference | Training, checkpoint_dtype: DType,
+                device: str | torch.device) -> Any:
+    """`AutoModelForCausalLM.from_config` under `device` (meta for trace), with LoRA and checkpointing."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = hf_config(config_json)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=model_dtype(workload, checkpoint_dtype),
+                                                 attn_implementation=attn_implementation(workload))
+    return apply_method(model, workload)
+
+
+def apply_method(model: Any, workload: Inference | Training) -> Any:
+    """Checkpointing (non-reentrant) and LoRA as the ground-truth recipe applies them."""
+    if not isinstance(workload, Training):
+        return model.eval()
+    if workload.checkpointing is Checkpointing.FULL:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if workload.method is not Method.FULL:
+        model = add_lora(model, workload)
+    return model.train()
+
+
+def add_lora(model: Any, workload: Training) -> Any:
+    """peft LoraConfig(r, lora_alpha, lora_dropout, target_modules or "all-linear", task_type CAUSAL_LM)."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = workload.lora
+    assert lora is not None  # Training.__post_init__ guarantees it for LoRA and QLoRA
+    targets: Any = "all-linear" if "all-linear" in lora.targets else list(lora.targets)
+    config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=float(lora.dropout),
+                        target_modules=targets, task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def materialize(model: Any, device: str) -> None:
+    """Replace every meta parameter and buffer by an uninitialised tensor on `device` (fake under trace).
+
+    Memoised by the meta tensor, so tied weights (embeddings and LM head) stay one tensor.
+    """
+    made: dict[int, torch.Tensor] = {}
+    for module in model.modules():
+        for name, param in list(module._parameters.items()):
+            if param is None or param.device.type != "meta":
+                continue
+            if id(param) not in made:
+                data = torch.empty_strided(param.shape, param.stride(), dtype=param.dtype, device=device)
+                made[id(param)] = torch.nn.Parameter(data, requires_grad=param.requires_grad)
+            module._parameters[name] = made[id(param)]
+        for name, buffer in list(module._buffers.items()):
+            if buffer is None or buffer.device.type != "meta":
+                continue
+            if id(buffer) not in made:
+                made[id(buffer)] = torch.empty_strided(buffer.shape, buffer.stride(), dtype=buffer.dtype,
+                                                       device=device)
+            module._buffers[name] = made[id(buffer)]
+
+
+def mark_weights(model: Any, probe: Probe) -> None:
+    """Tag parameters: LoRA matrices as adapters, the rest as weights."""
+    for name, param in model.named_parameters(remove_duplicate=True):
+        probe.mark("adapters" if "lora_" in name else "weights", [param])
+    probe.mark("weights", list(model.buffers()))
+
+
+# --- optimizers -------------------------------------------------------------------------------------------
+
+def make_optimizer(params: list[torch.nn.Parameter], optimizer: Optimizer) -> Any:
+    """The optimizer with foreach/fused explicit, as CUDA picks them (torch does not on fake tensors)."""
+    lr = LEARNING_RATE
+    match optimizer:
+        case Optimizer.ADAMW:
+            return torch.optim.AdamW(params, lr=lr, foreach=True)
+        case Optimizer.ADAMW_FUSED:
+            return torch.optim.AdamW(params, lr=lr, fused=True)
+        case Optimizer.ADAMW_LOOP:
+            return torch.optim.AdamW(params, lr=lr, foreach=False)
+        case Optimizer.ADAM:
+            return torch.optim.Adam(params, lr=lr, foreach=True)
+        case Optimizer.SGD:
+            return torch.optim.SGD(params, lr=lr, foreach=True)
+        case Optimizer.SGD_MOMENTUM:
+            return torch.optim.SGD(params, lr=lr, momentum=0.9, foreach=True)
+        case Optimizer.ADAFACTOR:
+            from transformers.optimization import Adafactor
+
+            return Adafactor(params, lr=lr, relative_step=False, scale_parameter=False, warmup_init=False)
+        case Optimizer.ADAMW_8BIT | Optimizer.PAGED_ADAMW_8BIT | Optimizer.PAGED_ADAMW_32BIT:
+            from memfit.trace.standins import BnbAdamWStandIn
+
+            return BnbAdamWStandIn(params, optimizer=optimizer, lr=lr)
+    raise EngineUnavailable(f"optimizer={optimizer} is not traced; use engine=analytic")
+
+
+def optimizer_tensors(opt: Any) -> list[torch.Tensor]:
+    """Every tensor held in the optimizer's state."""
+    out = []
+    for state in opt.state.values():
+        out.extend(v for v in state.values() if isinstance(v, torch.Tensor))
+    return out
+
+
+# --- running ----------------------------------------------------------------------------------------------
+
+def random_ids(vocab_size: int, batch: int, length: int, device: str | torch.device) -> torch.Tensor:
+    return torch.randint(0, vocab_size, (batch, length), device=device)
+
+
+def run_training(model: Any, workload: Training, probe: Probe, device: str, *, steps: int = 2) -> None:
+    """`steps` steps of forward with labels (HF loss), backward, optimizer step, zero_grad(set_to_none)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = make_optimizer(params, workload.optimizer)
+    ids = random_ids(model.config.vocab_size, workload.batch_size, workload.seq_len, device)
+    amp = autocast_dtype(workload)
+    autocast = (lambda: torch.autocast(device.split(":")[0], dtype=amp)) if amp else contextlib.nullcontext
+    for _ in range(steps):
+        with probe.phase("forward"), autocast():
+            loss = model(input_ids=ids, labels=ids).loss
+        with probe.phase("backward"):
+            loss.backward()
+            probe.mark("gradients", [p.grad for p in params])
+        del loss
+        with probe.phase("optimizer"):
+            opt.step()
+            probe.mark("optimizer_states", optimizer_tensors(opt))
+            opt.zero_grad(set_to_none=True)
+
+
+def run_prefill(model: Any, workload: Inference, probe: Probe, device: str) -> None:
+    """One forward over the prompt with full logits and a cache, as `model(input_ids, use_cache=True)`."""
+    ids = random_ids(model.config.vocab_size, workload.batch_size, workload.prompt_tokens, device)
+    patches.set_unpadded_length(None)
+    with torch.no_grad(), probe.phase("prefill"):
+        out = model(input_ids=ids, use_cache=True)
+        probe.mark("logits", [out.logits])
+        probe.mark("kv_cache", _cache_tensors(out.past_key_values))
+        del out
+
+
+def make_cache(model: Any, workload: Inference) -> Any:
+    from transformers import DynamicCache, StaticCache
+
+    if workload.kv_cache is KvCache.STATIC:
+        return StaticCache(config=model.config, max_cache_len=workload.max_cache_tokens or workload.total_tokens)
+    if workload.kv_cache is KvCache.DYNAMIC:
+        return DynamicCache(config=model.config)
+    raise EngineUnavailable(f"kv_cache={workload.kv_cache} is a vLLM cache; use engine=analytic")
+
+
+def run_generate(model: Any, workload: Inference, probe: Probe, device: str) -> None:
+    """`generate(max_new_tokens=n, min_new_tokens=n, do_sample=False)` step by step, without `.item()`.
+
+    Reproduces generate()'s handling: logits_to_keep=1, prepare_inputs_for_generation and
+    _update_model_kwargs_for_generation around each forward, an fp32 copy of the last logits, argmax, the
+    growing input_ids, `del outputs` at the end of each step. n forwards in all: the prefill and n - 1 steps.
+    """
+    ids = random_ids(model.config.vocab_size, workload.batch_size, workload.prompt_tokens, device)
+    kwargs: dict[str, Any] = {
+        "past_key_values": make_cache(model, workload), "use_cache": True, "logits_to_keep": 1,
+        "attention_mask": torch.ones_like(ids),
+    }
+    with torch.no_grad():
+        with probe.phase("prefill"):
+            ids, kwargs = _generate_step(model, ids, kwargs, probe, first=True)
+        with probe.phase("decode"):
+            for _ in range(workload.new_tokens - 1):
+                ids, kwargs = _generate_step(model, ids, kwargs, probe, first=False)
+
+
+def _generate_step(model: Any, ids: torch.Tensor, kwargs: dict[str, Any], probe: Probe,
+                   *, first: bool) -> tuple[torch.Tensor, dict[str, Any]]:
+    patches.set_unpadded_length(kwargs["attention_mask"].shape[1])
+    if first:
+        inputs = model.prepare_inputs_for_generation(ids, is_first_iteration=True, **kwargs)
+    else:
+        inputs = model.prepare_inputs_for_generation(ids, next_sequence_length=1, **kwargs)
+    outputs = model(**inputs, return_dict=True)
+    kwargs = model._update_model_kwargs_for_generation(outputs, kwargs)
+    probe.mark("kv_cache", _cache_tensors(kwargs["past_key_values"]))
+    probe.mark("logits", [outputs.logits])
+    scores = outputs.logits[:, -1].to(copy=True, dtype=torch.float32)
+    probe.mark("logits", [scores])
+    tokens = torch.argmax(scores, dim=-1)
+    ids = torch.cat([ids, tokens[:, None]], dim=-1)
+    del outputs
+    return ids, kwargs
+
+
+def _cache_tensors(cache: Any) -> list[torch.Tensor]:
+    out: list[torch.Tensor] = []
+    for layer in getattr(cache, "layers", ()):
+        out.extend(t for t in (getattr(layer, "keys", None), getattr(layer, "values", None))
+                   if isinstance(t, torch.Tensor))
+    return out
+
+
+def run_workload(model: Any, workload: Inference | Training, probe: Probe, device: str) -> None:
+    """Run the job's phases through `probe`."""
+    if isinstance(workload, Training):
+        run_training(model, workload, probe, device)
+    elif workload.new_tokens == 0:
+        run_prefill(model, workload, probe, device)
+    else:
+        run_generate(model, workload, probe, device)

@@ -1,0 +1,149 @@
+"""Process-global patches that make real Hugging Face code take its CUDA code paths on fake tensors.
+
+1. SDPA backend choice. Fake CUDA tensors have no fused-kernel selector, so `F.scaled_dot_product_attention`
+   would take the MATH path and materialise (seq × seq) scores. `sdpa` below applies autocast's cast, picks
+   FLASH / EFFICIENT / MATH by CUDA's rules (torch/csrc/.../sdp_utils.cpp on sm90) and calls that aten op,
+   which has a meta kernel and a backward. It replaces the function itself, not a TorchFunctionMode,
+   because checkpoint recomputation does not see modes.
+2. HF `is_tracing` branches. transformers treats fake tensors like torch.export inputs. Reviewed sites
+   (transformers 5.17, masking_utils.py):
+   - `find_packed_sequence_indices`: assumes packing on fake position ids → patched: None (inputs are
+     unpadded, one sequence per row).
+   - `_ignore_causal_mask_sdpa`: never skips the mask on fake padding masks (drops `is_causal`, flash and
+     native GQA) → patched: decided from the known unpadded length (`set_unpadded_length`).
+   - `_ignore_bidirectional_mask_sdpa`, `_can_skip_bidirectional_mask_xpu`: encoder / XPU only; not patched.
+   - `_linear_attention_padding_mask` (line ~1496): keeps a 2-D mask for linear-attention models; not patched
+     (those models are not in the supported set).
+   - modeling_utils.warn_if_padding_and_no_attention_mask: skips a warning only.
+3. Autocast on "cuda" is refused when CUDA is unavailable; `amp_definitely_not_available` and
+   `is_bf16_supported` are patched so autocast("cuda", bf16) runs (it is a dispatch key, no device needed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+FLASH_MAX_HEAD_DIM = 256
+"""Largest head_dim flash attention takes (elements). Source: sdp_utils.cpp check_head_dim_size_flash."""
+
+_state: dict[str, Any] = {"unpadded_length": None, "installed": False, "choices": {}}
+
+
+def set_unpadded_length(num_tokens: int | None) -> None:
+    """Tell the mask patch how many leading positions of the 2-D attention mask are ones (None: no mask)."""
+    _state["unpadded_length"] = num_tokens
+
+
+def backend_counts() -> dict[str, int]:
+    """How many SDPA calls took each backend since install (for assumptions and tests)."""
+    return dict(_state["choices"])
+
+
+def choose_backend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                   attn_mask: torch.Tensor | None, is_causal: bool, enable_gqa: bool) -> str:
+    """The backend CUDA's SDPA dispatcher picks on sm90: "flash", "efficient" or "math".
+
+    Flash: fp16/bf16, no attn_mask, equal q/k/v head dims ≤ 256, causal only when q and kv lengths match,
+    GQA allowed (enable_gqa). Efficient: fp32/fp16/bf16, masks allowed, no GQA (equal head counts).
+    Math otherwise. Source: aten/src/ATen/native/transformers/cuda/sdp_utils.cpp (torch 2.11),
+    priority order flash, efficient, math.
+    """
+    same_heads = query.shape[-3] == key.shape[-3] == value.shape[-3]
+    head_dim = query.shape[-1]
+    dims_ok = head_dim == key.shape[-1] == value.shape[-1]
+    gqa_ok = same_heads or (enable_gqa and query.shape[-3] % key.shape[-3] == 0)
+    if (query.dtype in (torch.float16, torch.bfloat16) and attn_mask is None and dims_ok
+            and head_dim <= FLASH_MAX_HEAD_DIM and gqa_ok
+            and not (is_causal and query.shape[-2] != key.shape[-2])):
+        return "flash"
+    if query.dtype in (torch.float16, torch.bfloat16, torch.float32) and same_heads and key.shape[-1] == head_dim:
+        return "efficient"
+    return "math"
+
+
+def sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None = None,
+         dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
+         enable_gqa: bool = False) -> torch.Tensor:
+    """`F.scaled_dot_product_attention` as CUDA runs it: autocast cast, backend choice, the backend's op."""
+    if torch.is_autocast_enabled(query.device.type):
+        low = torch.get_autocast_dtype(query.device.type)
+        query, key, value = (t.to(low) if t.is_floating_point() else t for t in (query, key, value))
+    backend = choose_backend(query, key, value, attn_mask, is_causal, enable_gqa)
+    _state["choices"][backend] = _state["choices"].get(backend, 0) + 1
+    aten = torch.ops.aten
+    if backend == "flash":
+        out = aten._scaled_dot_product_flash_attention(query, key, value, dropout_p, is_causal,
+                                                       False, scale=scale)
+        return out[0]
+    if backend == "efficient":
+        bias = _efficient_bias(attn_mask, query)
+        needs_lse = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
+        out = aten._scaled_dot_product_efficient_attention(query, key, value, bias, needs_lse, dropout_p,
+                                                           is_causal, scale=scale)
+        return out[0]
+    if enable_gqa and key.shape[-3] != query.shape[-3]:
+        groups = query.shape[-3] // key.shape[-3]
+        key = key.repeat_interleave(groups, dim=-3)
+        value = value.repeat_interleave(groups, dim=-3)
+    return aten._scaled_dot_product_attention_math(query, key, value, attn_mask, dropout_p, is_causal,
+                                                   None, scale=scale)[0]
+
+
+def _efficient_bias(attn_mask: torch.Tensor | None, query: torch.Tensor) -> torch.Tensor | None:
+    """The additive bias the efficient kernel gets: a bool mask becomes a float mask (a new tensor),
+    padded so its last dim is a multiple of 16. Source: sdp_utils convert_boolean_attn_mask, preprocess_mask."""
+    if attn_mask is None:
+        return None
+    if attn_mask.dtype == torch.bool:
+        attn_mask = torch.where(attn_mask, 0.0, float("-inf")).to(query.dtype)
+    last = attn_mask.shape[-1]
+    if last % 16:
+        padded = torch.nn.functional.pad(attn_mask, (0, 16 - last % 16))
+        attn_mask = padded[..., :last]
+    return attn_mask
+
+
+def _ignore_causal_mask_sdpa(padding_mask: Any, q_length: int, kv_length: int, q_offset: int, kv_offset: int,
+                             local_attention_size: int | None = None) -> bool:
+    """transformers' rule, evaluated from the known unpadded length instead of the mask's values."""
+    if padding_mask is None:
+        ones_until = None
+    else:
+        ones_until = _state["unpadded_length"]
+        if ones_until is None:
+            return False
+    if local_attention_size is not None and kv_length >= local_attention_size:
+        return False
+
+    def all_ones(start: int, stop: int) -> bool:
+        return ones_until is None or stop <= ones_until
+
+    def all_zeros(start: int, stop: int) -> bool:
+        return ones_until is not None and start >= ones_until or start >= stop
+
+    if (q_length == 1 or kv_length == q_length) and all_ones(kv_offset, kv_offset + kv_length):
+        return True
+    return q_offset == 0 and all_ones(kv_offset, kv_offset + q_length) and all_zeros(
+        kv_offset + q_length, kv_offset + kv_length)
+
+
+def install() -> None:
+    """Apply every patch once per process (the worker calls it before building a model)."""
+    if _state["installed"]:
+        return
+    F.scaled_dot_product_attention = sdpa  # type: ignore[assignment]
+    torch.nn.functional.scaled_dot_product_attention = sdpa  # type: ignore[assignment]
+
+    import torch.cuda.amp.common as amp_common
+
+    amp_common.amp_definitely_not_available = lambda: False
+    torch.cuda.is_bf16_supported = lambda *args, **kwargs: True  # type: ignore[assignment]
+
+    from transformers import masking_utils
+
+    masking_utils.find_packed_sequence_indices = lambda position_ids: None
+    masking_utils._ignore_causal_mask_sdpa = _ignore_causal_mask_sdpa
+    _state["installed"] = True

@@ -1,0 +1,187 @@
+"""Run one trace in this process (the worker's body): build on meta, fake onto cuda:0, run, count, assemble.
+
+Imported only after `boot.load()`; it imports torch.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from memfit.core.choices import Engine, Method, PhaseName, Runtime
+from memfit.core.codec import decode
+from memfit.core.errors import EngineUnavailable
+from memfit.core.result import Estimate, Gpu, Phase, Term, memory, workload_from_dict
+from memfit.core.spec import ModelSpec
+from memfit.core.units import MiB
+from memfit.core.workload import Inference, Training
+from memfit.trace import harness, patches
+from memfit.trace.boot import Boot, fallback_assumption
+from memfit.trace.tracker import PhasePeak, Tracker
+
+CUBLAS_WORKSPACE_BYTES_SM90 = 32 * MiB
+"""cuBLAS workspace per handle on Hopper (bytes). Source: torch's default CUBLAS_WORKSPACE_CONFIG on sm90;
+measured: ground-truth "context" case (alloc after one matmul − 2 × 32 MiB operands = 32 MiB)."""
+
+CUBLAS_HANDLES_TRAINING = 2
+"""Training holds two workspaces: one for the forward thread's handle, one for autograd's device thread.
+Source: ground truth, l1b-full-bf16-adamw-b4-s1024: bwd1 end − params − grads − input ids = 2 × 32 MiB."""
+
+PHASE_ROLE_DEFAULT = {"optimizer": "optimizer_step"}
+"""Untagged storages at a phase's peak: step temporaries in the optimizer phase, activations elsewhere."""
+
+
+def trace_request(request: dict[str, Any], boot: Boot, progress: Any = None) -> Estimate:
+    """The Estimate for one worker request (see worker.py)."""
+    spec = decode(ModelSpec, request["spec"])
+    workload = workload_from_dict(request["workload"])
+    gpu = decode(Gpu, request["gpu"]) if request.get("gpu") else None
+    check_supported(spec, workload)
+    started = time.perf_counter()
+    tracker, assumptions = trace(spec, workload, boot, progress=progress)
+    assumptions.append(f"traced {tracker.num_ops} ops in {time.perf_counter() - started:.1f} s")
+    return assemble(spec, workload, gpu, tracker, assumptions)
+
+
+def check_supported(spec: ModelSpec, workload: Inference | Training) -> None:
+    """EngineUnavailable for what the trace cannot run, naming what to use instead."""
+    if workload.runtime is not Runtime.TRANSFORMERS:
+        raise EngineUnavailable(f"trace runs transformers only, not runtime={workload.runtime}; "
+                                "use engine=analytic")
+    if workload.parallel.num_gpus > 1 or workload.parallel.device_map is not None:
+        raise EngineUnavailable("trace runs one GPU; use engine=analytic for multi-GPU or device_map splits")
+    if workload.quant.is_quantized and workload.quant.kind != "bnb":
+        raise EngineUnavailable(f"trace stands in for bitsandbytes only, not quant={workload.quant.name}; "
+                                "use engine=analytic")
+    if not spec.source.config_json:
+        raise EngineUnavailable(f"{spec.name} has no config.json text to rebuild the model from; "
+                                "use engine=analytic")
+
+
+def trace(spec: ModelSpec, workload: Inference | Training, boot: Boot,
+          progress: Any = None) -> tuple[Tracker, list[str]]:
+    """Build, fake and run the workload under a Tracker; returns it and the assumptions made."""
+    patches.install()
+    assumptions: list[str] = []
+    if boot.device != "cuda":
+        assumptions.append(fallback_assumption(boot))
+    device = boot.device
+    with _step(progress, "building the model on the meta device"):
+        model = harness.build_model(spec.source.config_json, workload, spec.checkpoint_dtype, "meta")
+        if workload.quant.is_quantized:
+            from memfit.trace.standins import quantize_standins
+
+            quantize_standins(model, workload, assumptions)
+    tracker = Tracker()
+    fake = FakeTensorMode(allow_non_fake_inputs=False)
+    with fake, tracker:
+        with _step(progress, "loading fake weights"), tracker.phase("load"):
+            harness.materialize(model, device)
+            _prepare_after_load(model, workload)
+            harness.mark_weights(model, tracker)
+        with _step(progress, f"running {_task(workload)}"):
+            harness.run_workload(model, workload, tracker, device)
+    counts = patches.backend_counts()
+    if counts:
+        assumptions.append("SDPA backends as CUDA would pick them: "
+                           + ", ".join(f"{k} ×{v}" for k, v in sorted(counts.items())))
+    if isinstance(workload, Inference) and workload.new_tokens:
+        assumptions.append("decode traced with a loop reproducing generate()'s cache and logits handling")
+    return tracker, assumptions
+
+
+def _prepare_after_load(model: Any, workload: Inference | Training) -> None:
+    if isinstance(workload, Training) and workload.method is Method.QLORA:
+        from memfit.trace.standins import prepare_kbit
+
+        prepare_kbit(model, workload)
+
+
+def _task(workload: Inference | Training) -> str:
+    if isinstance(workload, Training):
+        return "two training steps"
+    return "prefill" if workload.new_tokens == 0 else f"prefill and {workload.new_tokens} decode steps"
+
+
+class _step:
+    """A progress line for one stage (no-op without a progress bar)."""
+
+    def __init__(self, progress: Any, text: str) -> None:
+        self.progress, self.text, self.task = progress, text, None
+
+    def __enter__(self) -> None:
+        if self.progress is not None:
+            self.progress.start()
+            self.task = self.progress.add_task(self.text, total=None)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.remove_task(self.task)
+            self.progress.stop()
+
+
+# --- assembling the Estimate ------------------------------------------------------------------------------
+
+def assemble(spec: ModelSpec, workload: Inference | Training, gpu: Gpu | None, tracker: Tracker,
+             assumptions: list[str]) -> Estimate:
+    """Per phase (max over traced instances), the peak split into the top-level terms."""
+    is_training = isinstance(workload, Training)
+    chosen: dict[str, tuple[PhasePeak, int]] = {}
+    for index, record in enumerate(tracker.phases):
+        handles = _cublas_handles(record.name, index, is_training)
+        total = record.peak_bytes + handles * CUBLAS_WORKSPACE_BYTES_SM90
+        if record.name not in chosen or total > chosen[record.name][0].peak_bytes + \
+                chosen[record.name][1] * CUBLAS_WORKSPACE_BYTES_SM90:
+            chosen[record.name] = (record, handles)
+    phases = []
+    for name, (record, handles) in chosen.items():
+        terms = _terms(tracker.breakdown(record, PHASE_ROLE_DEFAULT.get(name, "activations")), handles)
+        phases.append(_with_overhead(Phase(name=PhaseName.parse(name), memory=memory(terms), at=record.op),
+                                     workload, assumptions))
+    assumptions.append(f"cuBLAS workspace {CUBLAS_WORKSPACE_BYTES_SM90 // MiB} MiB per handle (Hopper); "
+                       "fake tensors do not see it, so it is added")
+    return Estimate(engine=Engine.TRACE, model=spec, workload=workload, phases=tuple(phases), gpu=gpu,
+                    assumptions=tuple(dict.fromkeys(assumptions)))
+
+
+def _cublas_handles(name: str, index: int, is_training: bool) -> int:
+    if name == "load":
+        return 0
+    if not is_training:
+        return 1
+    return 1 if index == 1 else CUBLAS_HANDLES_TRAINING     # phases[1] is the first forward
+
+
+def _terms(by_role: dict[str, int], handles: int) -> list[Term]:
+    step = by_role.pop("optimizer_step", 0)
+    terms = [Term(name=role, nbytes=nbytes) for role, nbytes in by_role.items() if role != "optimizer_states"]
+    states = by_role.get("optimizer_states", 0)
+    if states or step:
+        terms.append(Term.group("optimizer_states", [Term(name="states", nbytes=states),
+                                                     Term(name="step_temporaries", nbytes=step)]))
+    if handles:
+        terms.append(Term.group("runtime_overhead", [
+            Term(name="cublas_workspace", nbytes=handles * CUBLAS_WORKSPACE_BYTES_SM90)]))
+    return terms
+
+
+def _with_overhead(phase: Phase, workload: Inference | Training, assumptions: list[str]) -> Phase:
+    """Add fragmentation and non_torch from core.overhead (the same models analytic uses)."""
+    from memfit.core.result import replace_terms
+
+    try:
+        from memfit.core.overhead import reserved_and_device_terms
+    except ImportError:
+        assumptions.append("reserved and device bytes not modelled yet (core.overhead missing): "
+                           "fragmentation and non_torch are 0")
+        return phase
+    allocated = Term.group("allocated", [t for t in phase.memory.children])
+    fragmentation, non_torch = reserved_and_device_terms(allocated, workload)
+    return replace_terms(phase, fragmentation, non_torch)
+
+
+def torch_version() -> str:
+    return str(torch.__version__)

@@ -1,0 +1,154 @@
+"""A TorchDispatchMode that counts the bytes the CUDA caching allocator would hold, op by op.
+
+Each storage an op returns is registered once, rounded up to ALLOCATOR_ROUND_BYTES, and subtracted when
+its weakref finaliser fires (the last tensor viewing it died). The tracker keeps the running total, the
+peak overall and per phase, and at each phase's peak a copy of the live set, so the peak can be split into
+roles afterwards (`mark` tags parameters, gradients, optimizer states, KV cache and logits by storage).
+"""
+
+from __future__ import annotations
+
+import itertools
+import weakref
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_iter
+
+ALLOCATOR_ROUND_BYTES = 512
+"""Block granularity of the CUDA caching allocator (bytes). Source: c10/cuda/CUDACachingAllocator.cpp,
+kMinBlockSize = 512; max_memory_allocated counts rounded block sizes."""
+
+
+def rounded_bytes(nbytes: int) -> int:
+    """Bytes the caching allocator takes for a request of `nbytes`: rounded up to 512, 0 for empty."""
+    return -(-nbytes // ALLOCATOR_ROUND_BYTES) * ALLOCATOR_ROUND_BYTES
+
+
+@dataclass
+class PhasePeak:
+    """A phase's peak: total bytes, the live storages then (serial → bytes) and the op that reached it."""
+
+    name: str
+    start_bytes: int = 0
+    peak_bytes: int = 0
+    end_bytes: int = 0
+    live: dict[int, int] = field(default_factory=dict)
+    op: str = ""
+
+
+class Tracker(TorchDispatchMode):
+    """Counts allocator bytes of every storage produced under it (use inside a FakeTensorMode)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, int] = {}          # serial → rounded bytes
+        self._serial_of: dict[int, int] = {}    # storage pointer (StorageImpl*) → serial while alive
+        self._serials = itertools.count(1)
+        self.total = 0
+        self.peak = 0
+        self.roles: dict[int, str] = {}         # serial → role ("weights", "gradients", ...)
+        self.phases: list[PhasePeak] = []
+        self._phase: PhasePeak | None = None
+        self.num_ops = 0
+
+    # --- counting -------------------------------------------------------------------------------------
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        self.num_ops += 1
+        grew = False
+        for value in tree_iter(out):
+            if isinstance(value, torch.Tensor):
+                grew |= self._register(value)
+        if grew:
+            self._note_peak(func)
+        return out
+
+    def register(self, tensors: Iterable[torch.Tensor]) -> None:
+        """Count tensors created outside dispatch (none in practice; kept for stand-ins built by hand)."""
+        for tensor in tensors:
+            self._register(tensor)
+        self._note_peak(None)
+
+    def _register(self, tensor: torch.Tensor) -> bool:
+        if tensor.device.type == "meta" and not _is_fake(tensor):
+            return False
+        storage = tensor.untyped_storage()
+        key = storage._cdata
+        nbytes = rounded_bytes(storage.nbytes())
+        serial = self._serial_of.get(key)
+        if serial is not None:
+            grown = nbytes - self.live.get(serial, nbytes)
+            if grown > 0:                                  # resize_ of a registered storage
+                self.live[serial] = nbytes
+                self.total += grown
+                return True
+            return False
+        if nbytes == 0:
+            return False
+        serial = next(self._serials)
+        self._serial_of[key] = serial
+        self.live[serial] = nbytes
+        self.total += nbytes
+        weakref.finalize(storage, self._release, key, serial)
+        return True
+
+    def _release(self, key: int, serial: int) -> None:
+        nbytes = self.live.pop(serial, 0)
+        self.total -= nbytes
+        if self._serial_of.get(key) == serial:
+            del self._serial_of[key]
+
+    def _note_peak(self, func: Any) -> None:
+        self.peak = max(self.peak, self.total)
+        phase = self._phase
+        if phase is not None and self.total > phase.peak_bytes:
+            phase.peak_bytes = self.total
+            phase.live = self.live.copy()
+            phase.op = str(func) if func is not None else ""
+
+    # --- phases and roles -----------------------------------------------------------------------------
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[PhasePeak]:
+        """Track one phase: its peak starts from the bytes live when it begins (as reset_peak_memory_stats)."""
+        record = PhasePeak(name=name, start_bytes=self.total, peak_bytes=self.total, live=self.live.copy())
+        self._phase = record
+        try:
+            yield record
+        finally:
+            record.end_bytes = self.total
+            self._phase = None
+            self.phases.append(record)
+
+    def serial(self, tensor: torch.Tensor) -> int | None:
+        """The serial of the live storage behind `tensor`, or None if it is not counted."""
+        return self._serial_of.get(tensor.untyped_storage()._cdata)
+
+    def mark(self, role: str, tensors: Iterable[torch.Tensor | None]) -> None:
+        """Tag the storages behind `tensors` with `role`; the first tag of a storage wins."""
+        for tensor in tensors:
+            if tensor is None:
+                continue
+            serial = self.serial(tensor)
+            if serial is not None:
+                self.roles.setdefault(serial, role)
+
+    def breakdown(self, peak: PhasePeak, default_role: str) -> dict[str, int]:
+        """Bytes by role of the storages live at `peak`; untagged ones go to `default_role`."""
+        out: dict[str, int] = {}
+        for serial, nbytes in peak.live.items():
+            role = self.roles.get(serial, default_role)
+            out[role] = out.get(role, 0) + nbytes
+        return out
+
+
+def _is_fake(tensor: torch.Tensor) -> bool:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return isinstance(tensor, FakeTensor)
