@@ -130,11 +130,12 @@ def layer_linears(spec: ModelSpec, layer: LayerSpec) -> tuple[Linear, ...]:
 
 def lm_head_linear(spec: ModelSpec) -> Linear:
     """The output projection (hidden → vocab); counted in `lm_head` only when untied."""
-    return Linear(name="lm_head", role="lm_head", fan_in=spec.hidden_size, fan_out=spec.vocab_size,
+    return Linear(name="lm_head", role="lm_head", fan_in=spec.embedding_dim or spec.hidden_size,
+                  fan_out=spec.vocab_size,
                   bias=spec.lm_head_bias)
 
 
-def _qk_norm_params(att: AttentionSpec) -> tuple[tuple[str, int], ...]:
+def _qk_norm_params(att: AttentionSpec, names: Layout) -> tuple[tuple[str, int], ...]:
     match att.qk_norm:
         case QkNorm.NONE:
             return ()
@@ -143,7 +144,7 @@ def _qk_norm_params(att: AttentionSpec) -> tuple[tuple[str, int], ...]:
         case QkNorm.FULL:      # a weight per head and feature (OLMo 2 over all heads, Cohere per head)
             q_width, k_width = att.num_heads * att.head_dim, att.num_kv_heads * att.head_dim
     kind = att.qk_norm_kind
-    return (("q_norm", norm_params(kind, q_width)), ("k_norm", norm_params(kind, k_width)))
+    return ((names.q_norm, norm_params(kind, q_width)), (names.k_norm, norm_params(kind, k_width)))
 
 
 def _layer_components(spec: ModelSpec, layer: LayerSpec) -> list[tuple[tuple[str, ...], int]]:
@@ -160,15 +161,14 @@ def _layer_components(spec: ModelSpec, layer: LayerSpec) -> list[tuple[tuple[str
                 out.append((("moe", "router"), lin.num_params))
             case _:
                 out.append((("moe", lin.role, lin.name), lin.num_params))
-    out.extend((("attention", name), n) for name, n in _qk_norm_params(att))
+    out.extend((("attention", name), n) for name, n in _qk_norm_params(att, layout(spec.family)))
     if att.mla is not None:
         if att.mla.q_lora_rank is not None:
             out.append((("attention", "q_a_layernorm"), att.mla.q_lora_rank))
         out.append((("attention", "kv_a_layernorm"), att.mla.kv_lora_rank))
     if att.sinks:
         out.append((("attention", "sinks"), att.num_heads))
-    if isinstance(layer.mlp, MoeSpec) and layer.mlp.score_correction_bias:
-        out.append((("moe", "router"), layer.mlp.num_experts))
+    # DeepSeek-V3's e_score_correction_bias is a buffer, not a parameter: not counted here
     out.append((("norms",), layer.norms_per_layer * norm_params(layer.norm, spec.hidden_size)))
     return out
 
@@ -201,10 +201,11 @@ def layers_params(spec: ModelSpec) -> ParamNode:
 def non_layer_params(spec: ModelSpec) -> tuple[tuple[str, int], ...]:
     """(top-level component, count) for everything outside the decoder layers, in tree order."""
     h = spec.hidden_size
-    untied_head = 0 if spec.tie_word_embeddings else spec.vocab_size * h
+    width = spec.embedding_dim or h
+    untied_head = 0 if spec.tie_word_embeddings else spec.vocab_size * width
     head_bias = spec.vocab_size if spec.lm_head_bias else 0
     return (
-        ("embeddings", spec.vocab_size * h),
+        ("embeddings", spec.vocab_size * width),
         ("position_embeddings", spec.learned_positions * h),
         ("embedding_norm", norm_params(spec.embedding_norm, h)),
         ("final_norm", norm_params(spec.final_norm, h)),

@@ -11,20 +11,77 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from memfit.core.errors import ConfigError, UnsupportedArchitecture
-from memfit.core.families import llama, mistral, qwen2
-from memfit.core.families._layout import LLAMA, Layout
+from memfit.core.families import (
+    bloom,
+    cohere,
+    cohere2,
+    deepseek_v2,
+    deepseek_v3,
+    falcon,
+    gemma,
+    gemma2,
+    gemma3,
+    gemma3_text,
+    gpt2,
+    gpt_bigcode,
+    gpt_neox,
+    gpt_oss,
+    gptj,
+    granite,
+    llama,
+    mistral,
+    mixtral,
+    olmo2,
+    opt,
+    phi,
+    phi3,
+    qwen2,
+    qwen2_moe,
+    qwen3,
+    qwen3_moe,
+    starcoder2,
+)
+from memfit.core.families._layout import GPT2, GPT_OSS, GPTJ, LLAMA, NEOX, OPT, PHI, PHI3, STARCODER2, Layout
 from memfit.core.spec import ModelSource, ModelSpec
 
 SpecBuilder = Callable[..., ModelSpec]
 
 FAMILIES: dict[str, SpecBuilder] = {
+    "bloom": bloom.spec_from_config,
+    "cohere": cohere.spec_from_config,
+    "cohere2": cohere2.spec_from_config,
+    "deepseek_v2": deepseek_v2.spec_from_config,
+    "deepseek_v3": deepseek_v3.spec_from_config,
+    "falcon": falcon.spec_from_config,
+    "gemma": gemma.spec_from_config,
+    "gemma2": gemma2.spec_from_config,
+    "gemma3": gemma3.spec_from_config,
+    "gemma3_text": gemma3_text.spec_from_config,
+    "gpt2": gpt2.spec_from_config,
+    "gpt_bigcode": gpt_bigcode.spec_from_config,
+    "gpt_neox": gpt_neox.spec_from_config,
+    "gpt_oss": gpt_oss.spec_from_config,
+    "gptj": gptj.spec_from_config,
+    "granite": granite.spec_from_config,
     "llama": llama.spec_from_config,
     "mistral": mistral.spec_from_config,
+    "mixtral": mixtral.spec_from_config,
+    "olmo2": olmo2.spec_from_config,
+    "opt": opt.spec_from_config,
+    "phi": phi.spec_from_config,
+    "phi3": phi3.spec_from_config,
     "qwen2": qwen2.spec_from_config,
+    "qwen2_moe": qwen2_moe.spec_from_config,
+    "qwen3": qwen3.spec_from_config,
+    "qwen3_moe": qwen3_moe.spec_from_config,
+    "starcoder2": starcoder2.spec_from_config,
 }
 """HF model_type → the function mapping its config.json to a ModelSpec."""
 
-LAYOUTS: dict[str, Layout] = {}
+LAYOUTS: dict[str, Layout] = {
+    "bloom": NEOX, "falcon": NEOX, "gpt_neox": NEOX, "gpt2": GPT2, "gpt_bigcode": GPT2, "gptj": GPTJ,
+    "gpt_oss": GPT_OSS, "opt": OPT, "phi": PHI, "phi3": PHI3, "starcoder2": STARCODER2,
+}
 """HF model_type → module names, for families whose names differ from Llama's."""
 
 

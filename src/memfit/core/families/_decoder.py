@@ -37,7 +37,7 @@ class Dims:
 
 def read_dims(config: Mapping[str, Any], *, name: str, max_positions_default: int | None = None) -> Dims:
     """Hidden size, layers, heads, KV heads, head_dim, vocabulary and context length from `config`."""
-    hidden = req_int(config, "hidden_size", "n_embd", "d_model", name=name)
+    hidden = req_int(config, "hidden_size", "n_embd", "n_embed", "d_model", name=name)
     heads = req_int(config, "num_attention_heads", "n_head", name=name)
     kv_heads = opt_int(config, "num_key_value_heads", default=heads, name=name) or heads
     head_dim = opt_int(config, "head_dim", default=None, name=name)
@@ -98,11 +98,18 @@ def qwen_windows(config: Mapping[str, Any], *, name: str) -> tuple[int | None, .
                          default_types=lambda n: [SLIDING if i >= first else FULL for i in range(n)])
 
 
-def dense_mlp(config: Mapping[str, Any], *, name: str, bias: bool = False,
-              key: str = "intermediate_size", gated: bool = True) -> MlpSpec:
-    """The dense feed-forward block: gated (gate, up, down) unless `gated=False`."""
-    return MlpSpec(intermediate_size=req_int(config, key, name=name), gated=gated, bias=bias,
-                   activation=str(config.get("hidden_act") or config.get("hidden_activation") or "silu"))
+def dense_mlp(config: Mapping[str, Any], *, name: str, bias: bool = False, key: str = "intermediate_size",
+              gated: bool = True, default: int | None = None) -> MlpSpec:
+    """The dense feed-forward block: gated (gate, up, down) unless `gated=False`.
+
+    `default` is the width when `key` is absent or null (GPT-2's n_inner: 4 × hidden_size).
+    """
+    width = opt_int(config, key, default=default, name=name)
+    if width is None:
+        raise ConfigError(f"{name}: config field {key!r} is missing")
+    keys = ("hidden_act", "hidden_activation", "activation_function", "activation")
+    activation = next((config[k] for k in keys if config.get(k)), "silu")
+    return MlpSpec(intermediate_size=width, gated=gated, bias=bias, activation=str(activation))
 
 
 def decoder_spec(
@@ -126,6 +133,8 @@ def decoder_spec(
     mlp_for_layer: Callable[[int], MlpSpec | MoeSpec] | None = None,
     attention_for_layer: Callable[[int, AttentionSpec], AttentionSpec] | None = None,
     default_dtype: DType = DType.FP32,
+    num_kv_heads: int | None = None,
+    max_positions_default: int | None = None,
     **spec_fields: Any,
 ) -> ModelSpec:
     """A ModelSpec for a llama-like decoder; flags default to Llama's and to the config's own fields.
@@ -133,7 +142,8 @@ def decoder_spec(
     qkv_bias/out_bias/mlp_bias default to the config's `attention_bias`/`mlp_bias` (False when absent);
     extra keyword arguments go to `ModelSpec` unchanged (learned_positions, lm_head_bias, ...).
     """
-    dims = read_dims(config, name=name)
+    dims = read_dims(config, name=name, max_positions_default=max_positions_default)
+    kv_heads = dims.num_kv_heads if num_kv_heads is None else num_kv_heads
     attention_bias = opt_bool(config, "attention_bias", default=False, name=name)
     if mlp_for_layer is None:
         bias = opt_bool(config, "mlp_bias", default=False, name=name) if mlp_bias is None else mlp_bias
@@ -145,7 +155,7 @@ def decoder_spec(
     layers = []
     for index, window in enumerate(windows):
         attention = AttentionSpec(
-            num_heads=dims.num_heads, num_kv_heads=dims.num_kv_heads, head_dim=dims.head_dim,
+            num_heads=dims.num_heads, num_kv_heads=kv_heads, head_dim=dims.head_dim,
             qkv_bias=attention_bias if qkv_bias is None else qkv_bias,
             out_bias=attention_bias if out_bias is None else out_bias,
             qk_norm=qk_norm, qk_norm_kind=qk_norm_kind, sliding_window=window, fused_qkv=fused_qkv,

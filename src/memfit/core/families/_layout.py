@@ -19,6 +19,8 @@ class Layout:
     v: str = "v_proj"
     o: str = "o_proj"
     qkv: str = "qkv_proj"            # used when AttentionSpec.fused_qkv
+    q_norm: str = "q_norm"
+    k_norm: str = "k_norm"
     gate: str = "gate_proj"
     up: str = "up_proj"
     down: str = "down_proj"
@@ -29,3 +31,13 @@ class Layout:
 
 
 LLAMA = Layout()
+GPT2 = Layout(qkv="c_attn", o="c_proj", up="c_fc", down="c_proj")
+"""GPT-2 (Conv1D) and GPT-BigCode (nn.Linear): c_attn, c_proj; MLP c_fc, c_proj."""
+NEOX = Layout(qkv="query_key_value", o="dense", up="dense_h_to_4h", down="dense_4h_to_h")
+"""GPT-NeoX, BLOOM and Falcon."""
+GPTJ = Layout(o="out_proj", up="fc_in", down="fc_out")
+OPT = Layout(o="out_proj", up="fc1", down="fc2")
+PHI = Layout(o="dense", up="fc1", down="fc2", q_norm="q_layernorm", k_norm="k_layernorm")
+PHI3 = Layout(qkv="qkv_proj", gate_up="gate_up_proj")
+STARCODER2 = Layout(up="c_fc", down="c_proj")
+GPT_OSS = Layout(router="router")

@@ -1,0 +1,44 @@
+"""Gemma 3 text-only models (gemma-3-1b, and the text tower of the larger ones).
+
+Source: transformers 5.17.0 models/gemma3: per-head q_norm/k_norm (Gemma3RMSNorm(head_dim)), four norms per
+layer, every `sliding_window_pattern`-th layer global (default 6). Missing fields take Gemma3TextConfig's
+defaults (published multimodal configs list only the fields that differ).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from memfit.core.choices import QkNorm
+from memfit.core.dtypes import DType
+from memfit.core.families._config import opt_int
+from memfit.core.families._decoder import decoder_spec, layer_windows, read_dims
+from memfit.core.families.gemma2 import alternating
+from memfit.core.spec import ModelSource, ModelSpec
+
+TEXT_DEFAULTS: dict[str, Any] = {
+    "vocab_size": 262208, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
+    "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "max_position_embeddings": 131072,
+    "sliding_window": 4096, "tie_word_embeddings": True,
+}
+"""Source: transformers 5.17.0 Gemma3TextConfig field defaults."""
+
+
+def text_spec(config: Mapping[str, Any], *, name: str, source: ModelSource, family: str,
+              default_dtype: DType = DType.FP32, **spec_fields: Any) -> ModelSpec:
+    """The Gemma 3 decoder from a (possibly partial) text config."""
+    merged = {**TEXT_DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+    pattern = opt_int(merged, "sliding_window_pattern", "_sliding_window_pattern", default=6, name=name) or 6
+    windows = layer_windows(merged, name=name, num_layers=read_dims(merged, name=name).num_layers,
+                            default_types=alternating(pattern))
+    return decoder_spec(merged, name=name, source=source, family=family, tie_default=True, mlp_bias=False,
+                        qk_norm=QkNorm.PER_HEAD, norms_per_layer=4, windows=windows,
+                        embedding_multiplier_is_scaled=True, default_dtype=default_dtype,
+                        final_logit_softcapping=merged.get("final_logit_softcapping") is not None,
+                        **spec_fields)
+
+
+def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSource) -> ModelSpec:
+    """A text-only Gemma 3 ModelSpec from its config.json."""
+    return text_spec(config, name=name, source=source, family="gemma3_text")

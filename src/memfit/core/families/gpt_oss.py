@@ -1,0 +1,36 @@
+"""gpt-oss (20b, 120b): biased GQA with per-head attention sinks, alternating sliding/global layers, and
+biased SwiGLU experts behind a biased router.
+
+Source: transformers 5.17.0 models/gpt_oss: GptOssExperts holds gate_up_proj (E, h, 2·I), gate_up_proj_bias
+(E, 2·I), down_proj (E, I, h), down_proj_bias (E, h) as raw Parameters; `router` has weight (E, h) and bias
+(E); `sinks` has num_attention_heads entries; layer_types default to sliding for even layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from memfit.core.families._config import opt_bool, req_int
+from memfit.core.families._decoder import decoder_spec, layer_windows, read_dims
+from memfit.core.families._moe import moe_block
+from memfit.core.families.gemma2 import alternating
+from memfit.core.spec import AttentionSpec, ModelSource, ModelSpec
+
+
+def _with_sinks(_index: int, attention: AttentionSpec) -> AttentionSpec:
+    return dataclasses.replace(attention, sinks=True)
+
+
+def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSource) -> ModelSpec:
+    """A gpt-oss ModelSpec from its config.json."""
+    moe = moe_block(config, name=name, expert_width=req_int(config, "intermediate_size", name=name),
+                    router_bias=True)
+    moe = dataclasses.replace(moe, expert=dataclasses.replace(moe.expert, bias=True))
+    windows = layer_windows(config, name=name, num_layers=read_dims(config, name=name).num_layers,
+                            default_types=alternating(2))
+    bias = opt_bool(config, "attention_bias", default=True, name=name)
+    return decoder_spec(config, name=name, source=source, family="gpt_oss", windows=windows, qkv_bias=bias,
+                        out_bias=bias,
+                        attention_for_layer=_with_sinks, mlp_for_layer=lambda _index: moe)
