@@ -1,12 +1,13 @@
 """memfit: how much GPU memory will this LLM job need, where does it go, will it fit, and what would fit.
 
-    >>> import memfit
-    >>> est = memfit.estimate("Llama-3.1-8B", memfit.Inference(prompt_tokens=4096))
-    >>> est.peak.allocated_bytes
+>>> import memfit
+>>> est = memfit.estimate("Llama-3.1-8B", memfit.Inference(prompt_tokens=4096))
+>>> est.peak.allocated_bytes
 """
 
+from typing import TYPE_CHECKING, Any
+
 from memfit._version import __version__
-from memfit.api import count_params, estimate, get_gpu, load_model
 from memfit.core.choices import (
     AttnImpl,
     Checkpointing,
@@ -30,6 +31,7 @@ from memfit.core.errors import (
     UnknownGpu,
     UnsupportedArchitecture,
 )
+from memfit.core.plan import Plan
 from memfit.core.result import Estimate, Gpu, ParamNode, Phase, Term
 from memfit.core.spec import ModelSpec
 from memfit.core.workload import Inference, Lora, Parallelism, Training
@@ -57,6 +59,7 @@ __all__ = [
     "ParamNode",
     "Phase",
     "PhaseName",
+    "Plan",
     "Precision",
     "Quant",
     "Runtime",
@@ -66,9 +69,54 @@ __all__ = [
     "UnsupportedArchitecture",
     "ZeroStage",
     "__version__",
+    "catalog_gpus",
+    "catalog_models",
+    "catalog_quants",
+    "compare",
     "count_params",
     "estimate",
     "get_gpu",
     "load_model",
+    "plan",
     "quant",
 ]
+
+_API = frozenset(
+    {
+        "catalog_gpus",
+        "catalog_models",
+        "catalog_quants",
+        "compare",
+        "count_params",
+        "estimate",
+        "get_gpu",
+        "load_model",
+        "plan",
+    }
+)
+"""Functions of memfit.api, imported on first use: the CLI's start-up (`memfit --help`) skips the catalog."""
+
+if TYPE_CHECKING:
+    from memfit.api import (
+        catalog_gpus,
+        catalog_models,
+        catalog_quants,
+        compare,
+        count_params,
+        estimate,
+        get_gpu,
+        load_model,
+        plan,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from memfit import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'memfit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_API})

@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from memfit.core.choices import Engine
-from memfit.core.errors import MissingExtra
+from memfit.core.errors import InvalidWorkload, MissingExtra
 from memfit.core.params import count_params
-from memfit.core.result import Estimate, Gpu
+from memfit.core.result import PARAMS_SCHEMA, Estimate, Gpu
 from memfit.core.spec import ModelSpec
 from memfit.core.workload import Inference, Training
 from memfit.sources.catalog import get_gpu
 from memfit.sources.resolve import load_model
 
-__all__ = ["count_params", "estimate", "get_gpu", "load_model"]
+if TYPE_CHECKING:
+    from memfit.core.dtypes import Quant
+    from memfit.core.plan import Plan
+
+__all__ = [
+    "catalog_gpus",
+    "catalog_models",
+    "catalog_quants",
+    "compare",
+    "count_params",
+    "dumps",
+    "estimate",
+    "get_gpu",
+    "load_model",
+    "params_report",
+    "plan",
+]
 
 
 def _model(model: str | ModelSpec) -> ModelSpec:
@@ -63,3 +81,100 @@ def estimate(
             except ImportError as err:
                 raise MissingExtra("memfit measure needs torch: pip install 'memfit[measure]'") from err
             return measure(spec, workload, chosen_gpu)
+
+
+def plan(
+    model: str | ModelSpec,
+    workload: Inference | Training,
+    *,
+    gpu: str | Gpu,
+    maximize: str | None = None,
+) -> Plan:
+    """What fits `gpu`: the largest batch or context, or the least invasive changes that make the job fit.
+
+    Args:
+        model: a catalog name, local path, Hub id, or a ModelSpec.
+        workload: the job as the user would run it.
+        gpu: a catalog GPU name, a size such as "24GiB", or a `Gpu`.
+        maximize: "batch" (largest batch size that fits), "context" (longest prompt or sequence that
+            fits), or None: try an ordered list of changes and keep the least invasive ones that fit.
+
+    Returns:
+        A `Plan` (`to_dict()` is the `memfit.plan/1` JSON) built on analytic estimates.
+
+    Raises:
+        MemfitError: a subclass naming what is wrong with the input.
+    """
+    from memfit.core.plan import plan as plan_job
+
+    chosen = _gpu(gpu)
+    if chosen is None:
+        raise InvalidWorkload("plan needs a GPU: give --gpu NAME or a size such as 24GiB")
+    return plan_job(_model(model), workload, chosen, maximize=maximize)
+
+
+def compare(
+    model: str | ModelSpec,
+    workload: Inference | Training,
+    *,
+    gpu: str | Gpu | None = None,
+) -> Any:
+    """Estimate engines beside a real measurement of the same job (needs [measure] and a CUDA GPU).
+
+    Returns:
+        A `Comparison` whose `to_dict()` is the `memfit.comparison/1` JSON.
+
+    Raises:
+        MissingExtra: torch or bitsandbytes is not installed.
+        EngineUnavailable: no CUDA GPU on this machine.
+    """
+    try:
+        from memfit.measure import compare as compare_engines
+    except ImportError as err:
+        raise MissingExtra("memfit compare needs torch: pip install 'memfit[measure]'") from err
+    return compare_engines(_model(model), workload, _gpu(gpu))
+
+
+def catalog_models() -> list[dict[str, Any]]:
+    """The bundled catalog's models: name, repo id, revision, gated flag (offline, no login)."""
+    from memfit.sources.catalog import catalog_models as models
+
+    return models()
+
+
+def catalog_gpus() -> list[Gpu]:
+    """The bundled catalog's GPUs with board and CUDA-usable memory in bytes."""
+    from memfit.sources.catalog import catalog_gpus as gpus
+
+    return gpus()
+
+
+def catalog_quants() -> list[Quant]:
+    """Every named weight format with its exact bits per weight."""
+    from memfit.core.quants import ALL_QUANTS
+
+    return list(ALL_QUANTS.values())
+
+
+def params_report(model: str | ModelSpec) -> dict[str, Any]:
+    """The `memfit.params/1` report: the model, its total parameter count and counts by flat path."""
+    spec = _model(model)
+    tree = count_params(spec)
+    return {
+        "schema": PARAMS_SCHEMA,
+        "model": {
+            "name": spec.name,
+            "family": spec.family,
+            "num_params": tree.num_params,
+            "source": spec.source.ref,
+        },
+        "num_params": tree.num_params,
+        "tree": tree.flat(),
+    }
+
+
+def dumps(data: Any) -> str:
+    """The JSON text the CLI prints and the web app returns for the same result, byte for byte."""
+    import json
+
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"

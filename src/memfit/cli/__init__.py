@@ -1,0 +1,127 @@
+"""memfit's command line: typer + rich over the public API, with no formulas.
+
+`main()` is the console script. It runs the typer app with `standalone_mode=False` so that every failure,
+click's usage errors included, is exactly one stderr line `error: <message>` and an exit code: 2 for bad
+input, 1 for anything else, 0 on success (a job that does not fit is a success). `MEMFIT_DEBUG=1` re-raises
+so the traceback shows.
+
+Start-up is kept short (`memfit --help` and `memfit params` well under 0.3 s): rich, the API and the catalog
+load inside the command that needs them, and the plain str/int/Path flags are converted without the
+pydantic adapters typer ≥ 0.2x builds per parameter (100+ ms of imports for values we parse ourselves).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from memfit.cli.commands import app
+
+__all__ = ["app", "main", "run"]
+
+
+def _click_errors() -> tuple[type[Exception], type[Exception]]:
+    """click's ClickException and UsageError as typer raises them (typer ≥ 0.2x vendors click)."""
+    import typer
+
+    by_name = {cls.__name__: cls for cls in typer.BadParameter.__mro__}
+    return by_name["ClickException"], by_name["UsageError"]
+
+
+def _fail(message: str, exit_code: int) -> int:
+    lines = [line for line in str(message).strip().splitlines() if line.strip()]
+    sys.stderr.write(f"error: {lines[0] if lines else 'unexpected failure'}\n")
+    sys.stderr.flush()
+    return exit_code
+
+
+def _plain_coercion(command: Any) -> None:
+    """Convert str, int and Path flags directly instead of through typer's pydantic adapters.
+
+    typer ≥ 0.2x builds a pydantic TypeAdapter per parameter on first use; for these three types a
+    direct conversion gives the same values. Older typer (no `_runtime_param`) is left alone.
+    """
+    try:
+        from typer._coercion import RuntimeParam
+    except ImportError:
+        return
+    import typer
+
+    class _Plain(RuntimeParam):  # type: ignore[misc, valid-type]
+        def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
+            if self.annotation is bool:
+                return bool(value)
+            try:
+                return self.annotation(value)
+            except (TypeError, ValueError) as err:
+                kind = "an integer" if self.annotation is int else self.annotation.__name__
+                raise typer.BadParameter(f"{value!r} is not {kind}", ctx=ctx, param=param) from err
+
+    def plain(param: Any) -> Any:
+        descriptor = getattr(param, "type_descriptor", None)
+        if descriptor is None or getattr(param, "_runtime_param", False) is not None:
+            return param
+        if descriptor.annotation in (str, int, bool, Path) and descriptor.file_annotation is None:
+            param._runtime_param = _Plain(
+                annotation=descriptor.annotation, parameter_info=descriptor.parameter_info
+            )
+        return param
+
+    def with_plain_help(cmd: Any) -> None:
+        make_help = cmd.get_help_option
+        cmd.get_help_option = lambda ctx: plain(make_help(ctx))
+
+    for cmd in (command, *getattr(command, "commands", {}).values()):
+        with_plain_help(cmd)
+        for param in cmd.params:
+            plain(param)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI on `argv` (default: sys.argv[1:]) and return the process exit code."""
+    import typer
+    import typer.main
+
+    from memfit.core.errors import MemfitError
+
+    click_exception, usage_error = _click_errors()
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug = os.environ.get("MEMFIT_DEBUG", "") not in ("", "0")
+    try:
+        command = typer.main.get_command(app)
+        _plain_coercion(command)
+        result = command.main(args=args or ["--help"], prog_name="memfit", standalone_mode=False)
+    except MemfitError as err:
+        if debug:
+            raise
+        return _fail(str(err), err.exit_code)
+    except typer.Exit as done:
+        return int(done.exit_code)
+    except typer.Abort:
+        return _fail("aborted", 1)
+    except click_exception as err:
+        if debug:
+            raise
+        code = 2 if isinstance(err, usage_error) else 1
+        return _fail(err.format_message(), code)  # type: ignore[attr-defined]
+    except OSError as err:
+        if debug:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        return _fail(f"cannot write or read{where}: {err.strerror or err}", 1)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except BrokenPipeError:
+        return 0
+    except Exception as err:  # a bug: still one line; MEMFIT_DEBUG=1 shows the traceback
+        if debug:
+            raise
+        return _fail(f"{type(err).__name__}: {err} (a bug in memfit; MEMFIT_DEBUG=1 shows the traceback)", 1)
+    return result if isinstance(result, int) else 0
+
+
+def main() -> None:
+    """The `memfit` console script."""
+    sys.exit(run())

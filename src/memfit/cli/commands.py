@@ -1,0 +1,391 @@
+"""The commands: params, estimate, plan, measure, compare, catalog, serve (DESIGN §7).
+
+Each command builds core types from its flags (cli/options.py), calls the public API and hands the result
+to cli/render.py or, with `--json`, prints the result's `to_dict()` and nothing else. Output is produced
+whole, then written once: to stdout, or with `--out FILE` to a temporary file renamed over FILE.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from memfit.cli.options import with_workload_flags
+
+app = typer.Typer(
+    name="memfit",
+    help="How much GPU memory will this LLM job need, where does it go, will it fit, and what would fit?\n\n"
+    "Sizes: GiB = 2^30 bytes, GB = 10^9 bytes; every figure is printed with its unit.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_OUT = "Output"
+ModelArg = Annotated[
+    str,
+    typer.Argument(
+        help="A catalog name (Llama-3.1-8B), a Hub id (org/name) or a local "
+        "config.json, model folder or .gguf file.",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print the JSON result and nothing else.", rich_help_panel=_OUT)
+]
+UnitOpt = Annotated[
+    str, typer.Option("--unit", help="GiB (2^30 bytes, default) or GB (10^9 bytes).", rich_help_panel=_OUT)
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        help="Write the output to FILE (atomically) instead of stdout.",
+        rich_help_panel=_OUT,
+        show_default=False,
+    ),
+]
+GpuOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--gpu",
+        help="A catalog GPU (H100-SXM-80GB, RTX-4090, ...) or a size such as 24GiB.",
+        show_default=False,
+    ),
+]
+NumGpusOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--num-gpus",
+        help="GPUs to spread the job over; alone it follows the runtime (training: data parallel, "
+        "vLLM: tensor parallel, transformers and llama.cpp: layer split); with --dp/--tp/--pp it must equal "
+        "their product.",
+        rich_help_panel="Parallelism",
+        show_default=False,
+    ),
+]
+
+
+def _emit(text: str, out: Path | None) -> None:
+    """Write the finished output once: stdout, or a temp file beside `out` renamed over it."""
+    if out is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    target = out.expanduser()
+    directory = target.parent if str(target.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json(data: Any) -> str:
+    from memfit.api import dumps
+
+    return dumps(data)
+
+
+def _load(model: str, flags: dict[str, Any]) -> Any:
+    from memfit.api import load_model
+    from memfit.cli.options import model_options
+
+    return load_model(model, **model_options(flags))
+
+
+def _job(model: str, flags: dict[str, Any], num_gpus: int | None) -> tuple[Any, Any]:
+    """Workload first (bad flags fail before any model is read), then the model."""
+    from memfit.cli.options import workload_from_flags
+
+    workload = workload_from_flags(flags, num_gpus=num_gpus)
+    return _load(model, flags), workload
+
+
+@app.command()
+def params(
+    model: ModelArg,
+    as_json: JsonOpt = False,
+    out: OutOpt = None,
+    revision: Annotated[Optional[str], typer.Option(help="Hub revision.", show_default=False)] = None,  # noqa: UP045
+    offline: Annotated[bool, typer.Option("--offline", help="Never touch the network.")] = False,
+    trust_remote_code: Annotated[
+        bool, typer.Option("--trust-remote-code", help="Allow a Hub repo's own code.")
+    ] = False,
+) -> None:
+    """Count a model's parameters exactly, per component."""
+    from memfit.api import params_report
+
+    flags = {"revision": revision, "offline": offline, "trust_remote_code": trust_remote_code}
+    report = params_report(_load(model, flags))
+    if as_json:
+        _emit(_json(report), out)
+        return
+    from memfit.cli import render
+
+    _emit(render.to_text(render.params_view(report)), out)
+
+
+@app.command()
+@with_workload_flags
+def estimate(
+    model: ModelArg,
+    flags: dict[str, Any],
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="analytic (microseconds) or trace (real HF code on fake tensors; needs memfit\\[trace])."
+        ),
+    ] = "analytic",
+    gpu: GpuOpt = None,
+    num_gpus: NumGpusOpt = None,
+    unit: UnitOpt = "GiB",
+    as_json: JsonOpt = False,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            help="Show classic reference methods beside ours: all, or names separated by commas.",
+            rich_help_panel=_OUT,
+            show_default=False,
+        ),
+    ] = None,
+    out: OutOpt = None,
+) -> None:
+    """Estimate the GPU memory of a job, per phase, as a tree of named terms."""
+    from memfit import api
+    from memfit.cli import render
+
+    display_unit = render.parse_unit(unit)
+    spec, workload = _job(model, flags, num_gpus)
+    est = api.estimate(spec, workload, gpu=gpu, engine=engine)
+    if as_json:
+        _emit(_json(est.to_dict()), out)
+        return
+    references = _references(spec, workload, reference) if reference else ()
+    cuts = _cuts(spec, workload, est) if est.workload.__class__.__name__ == "Training" else ()
+    _emit(render.to_text(*render.estimate_view(est, display_unit, references=references, cuts=cuts)), out)
+
+
+def _references(spec: Any, workload: Any, names: str) -> Any:
+    try:
+        from memfit.core.reference import reference_estimates
+    except ImportError:
+        return ()
+    wanted = (
+        None if names.strip().lower() == "all" else tuple(n.strip() for n in names.split(",") if n.strip())
+    )
+    return reference_estimates(spec, workload, wanted)
+
+
+def _cuts(spec: Any, workload: Any, est: Any) -> Any:
+    try:
+        from memfit.core.training import cut_suggestions
+    except ImportError:
+        return ()
+    return cut_suggestions(spec, workload)
+
+
+@app.command()
+@with_workload_flags
+def plan(
+    model: ModelArg,
+    flags: dict[str, Any],
+    gpu: Annotated[
+        str, typer.Option("--gpu", help="A catalog GPU or a size such as 24GiB.", show_default=False)
+    ],
+    maximize: Annotated[
+        str | None,
+        typer.Option(
+            help="batch: the largest batch size that fits; context: the longest prompt or sequence "
+            "that fits. "
+            "Without it: the least invasive changes that make the job fit.",
+            show_default=False,
+        ),
+    ] = None,
+    num_gpus: NumGpusOpt = None,
+    unit: UnitOpt = "GiB",
+    as_json: JsonOpt = False,
+    out: OutOpt = None,
+) -> None:
+    """What fits a GPU: the largest batch or context, or the least invasive changes that fit."""
+    from memfit import api
+    from memfit.cli import render
+
+    display_unit = render.parse_unit(unit)
+    wanted = _maximize(maximize)
+    spec, workload = _job(model, flags, num_gpus)
+    result = api.plan(spec, workload, gpu=gpu, maximize=wanted)
+    if as_json:
+        _emit(_json(result.to_dict()), out)
+        return
+    _emit(render.to_text(*render.plan_view(result, display_unit)), out)
+
+
+def _maximize(text: str | None) -> str | None:
+    if text is None:
+        return None
+    from memfit.core.errors import InvalidWorkload
+
+    wanted = text.strip().lower()
+    if wanted not in ("batch", "context"):
+        raise InvalidWorkload(f"maximize={text!r} is not valid; use batch or context")
+    return wanted
+
+
+@app.command()
+@with_workload_flags
+def measure(
+    model: ModelArg,
+    flags: dict[str, Any],
+    gpu: GpuOpt = None,
+    unit: UnitOpt = "GiB",
+    as_json: JsonOpt = False,
+    out: OutOpt = None,
+) -> None:
+    """Run the job on this machine's CUDA GPU with random weights and report measured memory per phase."""
+    from memfit import api
+    from memfit.cli import render
+
+    display_unit = render.parse_unit(unit)
+    spec, workload = _job(model, flags, None)
+    est = api.estimate(spec, workload, gpu=gpu, engine="measure")
+    if as_json:
+        _emit(_json(est.to_dict()), out)
+        return
+    _emit(render.to_text(*render.estimate_view(est, display_unit)), out)
+
+
+@app.command()
+@with_workload_flags
+def compare(
+    model: ModelArg,
+    flags: dict[str, Any],
+    gpu: GpuOpt = None,
+    unit: UnitOpt = "GiB",
+    as_json: JsonOpt = False,
+    out: OutOpt = None,
+) -> None:
+    """Estimate with each engine and measure the same job on this GPU: the error per phase and figure."""
+    from memfit import api
+    from memfit.cli import render
+
+    display_unit = render.parse_unit(unit)
+    spec, workload = _job(model, flags, None)
+    result = api.compare(spec, workload, gpu=gpu)
+    report = result.to_dict()
+    if as_json:
+        _emit(_json(report), out)
+        return
+    _emit(render.to_text(*render.comparison_view(report, display_unit)), out)
+
+
+CATALOG_KINDS = ("models", "gpus", "quants")
+
+
+@app.command()
+def catalog(
+    what: Annotated[str, typer.Argument(help="models, gpus or quants.", show_default=False)],
+    as_json: JsonOpt = False,
+    unit: UnitOpt = "GiB",
+) -> None:
+    """List the bundled catalog: models, GPUs or weight formats (offline)."""
+    from memfit import api
+    from memfit.cli import render
+    from memfit.core.errors import InvalidWorkload
+
+    display_unit = render.parse_unit(unit)
+    kind = what.strip().lower()
+    if kind not in CATALOG_KINDS:
+        raise InvalidWorkload(f"catalog {what!r} is not valid; use one of: {', '.join(CATALOG_KINDS)}")
+    if kind == "models":
+        rows = api.catalog_models()
+        data: Any = {"schema": "memfit.catalog.models/1", "models": rows}
+        table = render.rows_table(
+            rows,
+            [
+                ("name", "name"),
+                ("repo_id", "repo id"),
+                ("family", "family"),
+                ("gated", "gated"),
+                ("num_params", "parameters"),
+            ],
+            title=f"{len(rows)} catalog models (offline)",
+        )
+    elif kind == "gpus":
+        from memfit.core.codec import encode
+
+        gpus = api.catalog_gpus()
+        data = {"schema": "memfit.catalog.gpus/1", "gpus": [encode(g) for g in gpus]}
+        table = render.rows_table(
+            render.gpu_rows(gpus, display_unit),
+            [
+                ("name", "name"),
+                ("memory", f"board memory ({display_unit})"),
+                ("usable", f"CUDA-usable ({display_unit})"),
+                ("aliases", "aliases"),
+            ],
+            title=f"{len(gpus)} catalog GPUs",
+        )
+    else:
+        quants = api.catalog_quants()
+        rows = [
+            {
+                "name": q.name,
+                "kind": q.kind,
+                "bits_per_weight": str(q.bits_per_weight),
+                "approx_bits": f"{float(q.bits_per_weight):.3f}",
+                "runtimes": ", ".join(sorted(map(str, q.runtimes))),
+                "note": q.note,
+            }
+            for q in quants
+        ]
+        data = {"schema": "memfit.catalog.quants/1", "quants": rows}
+        table = render.rows_table(
+            rows,
+            [
+                ("name", "name"),
+                ("kind", "kind"),
+                ("bits_per_weight", "bits/weight"),
+                ("approx_bits", "≈ bits/weight"),
+                ("runtimes", "runtimes"),
+                ("note", "note"),
+            ],
+            title=f"{len(rows)} weight formats",
+        )
+    _emit(_json(data) if as_json else render.to_text(table), None)
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Address to bind; keep 127.0.0.1 unless you mean to share it.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    allow_trace: Annotated[
+        bool,
+        typer.Option("--allow-trace", help="Allow the trace engine (seconds and ~0.4 GiB RAM per request)."),
+    ] = False,
+) -> None:
+    """Serve the local web page and its JSON API (needs memfit\\[web])."""
+    import importlib
+
+    from memfit.core.errors import MissingExtra
+
+    try:
+        import uvicorn
+
+        # imported by name: cli and web are sibling layers that never import each other statically
+        web = importlib.import_module("memfit.web.app")
+    except ImportError as err:
+        raise MissingExtra("memfit serve needs fastapi and uvicorn: pip install 'memfit[web]'") from err
+    sys.stderr.write(f"memfit: serving on http://{host}:{port} (Ctrl-C stops)\n")
+    uvicorn.run(web.create_app(allow_trace=allow_trace), host=host, port=port, log_level="warning")

@@ -1,0 +1,367 @@
+"""Workload flags, shared by every command that takes them, and their translation into core types.
+
+Each flag is the kebab-case mirror of a workload field (`--kv-cache-dtype` ↔ `kv_cache_dtype`). Every flag
+defaults to "not given" so that we can tell a training flag used without `--task train` (an error naming
+the flag) from a default. Values are parsed by the core's own parsers (`Choice.parse`, `parse_dtype`,
+`quant`, `parse_size`), so a bad value is an `InvalidWorkload` with one line, exit 2.
+
+Defaults (documented in `--help` and the README): `--task infer`; `--prompt-tokens 2048`, `--new-tokens 0`
+(one scoring forward); `--seq-len 2048` for training; `--batch-size 1`; the checkpoint dtype; LoRA rank 16,
+alpha 2 × rank; QLoRA weights `nf4`; one GPU.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Annotated, Any
+
+import typer
+
+DEFAULT_PROMPT_TOKENS = 2048
+DEFAULT_SEQ_LEN = 2048
+DEFAULT_LORA_RANK = 16
+DEFAULT_QLORA_QUANT = "nf4"
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One workload flag: its field name, Python type, help text, help panel, and the task it belongs to."""
+
+    name: str
+    kind: type
+    help: str
+    panel: str
+    task: str = ""  # "infer" | "train" | "" (both)
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+_INFER, _TRAIN, _PAR, _MODEL, _WL = "Inference", "Training", "Parallelism", "Model source", "Workload"
+
+FLAGS: tuple[Flag, ...] = (
+    Flag("task", str, "infer (default) or train.", _WL),
+    Flag("batch_size", int, "Sequences per GPU (training: the micro-batch). Default 1.", _WL),
+    Flag("attn", str, "Attention implementation: sdpa (default), eager, flash.", _WL),
+    Flag(
+        "quant",
+        str,
+        "Weight format: none, int8, nf4, nf4-dq, fp4, gptq-4bit-g128, gguf-Q4_K_M, ... "
+        "(`memfit catalog quants`).",
+        _WL,
+    ),
+    Flag("runtime", str, "transformers (default), vllm, llama.cpp.", _WL),
+    Flag("prompt_tokens", int, f"Prompt length in tokens. Default {DEFAULT_PROMPT_TOKENS}.", _INFER, "infer"),
+    Flag(
+        "new_tokens",
+        int,
+        "Tokens generated after the prompt; 0 (default): one scoring forward.",
+        _INFER,
+        "infer",
+    ),
+    Flag(
+        "dtype",
+        str,
+        "Weight and compute dtype: bf16, fp16, fp32, fp8. Default: the checkpoint's.",
+        _INFER,
+        "infer",
+    ),
+    Flag(
+        "kv_cache_dtype",
+        str,
+        "KV cache dtype (llama.cpp: q8_0, q4_0, ...). Default: the compute dtype.",
+        _INFER,
+        "infer",
+    ),
+    Flag("kv_cache", str, "dynamic (default), static or paged.", _INFER, "infer"),
+    Flag("gpu_memory_utilization", str, "vLLM's fraction of GPU memory to take, e.g. 0.9.", _INFER, "infer"),
+    Flag("n_gpu_layers", int, "llama.cpp: layers on the GPU (default all).", _INFER, "infer"),
+    Flag(
+        "allow_longer",
+        bool,
+        "Allow prompt + new tokens beyond the model's max_position_embeddings.",
+        _INFER,
+        "infer",
+    ),
+    Flag("method", str, "full (default), lora or qlora.", _TRAIN, "train"),
+    Flag("seq_len", int, f"Tokens per training sequence. Default {DEFAULT_SEQ_LEN}.", _TRAIN, "train"),
+    Flag(
+        "grad_accum",
+        int,
+        "Gradient accumulation steps (no effect on peak memory). Default 1.",
+        _TRAIN,
+        "train",
+    ),
+    Flag("precision", str, "bf16 (default), fp16, fp32, amp-bf16, amp-fp16.", _TRAIN, "train"),
+    Flag(
+        "optimizer",
+        str,
+        "adamw (default), adamw-fused, adamw-loop, sgd, sgd-momentum, adafactor, lion, "
+        "adamw-8bit, paged-adamw-8bit, paged-adamw-32bit.",
+        _TRAIN,
+        "train",
+    ),
+    Flag("lora_rank", int, f"LoRA rank. Default {DEFAULT_LORA_RANK}.", _TRAIN, "train"),
+    Flag("lora_alpha", int, "LoRA alpha. Default 2 × rank.", _TRAIN, "train"),
+    Flag("lora_targets", str, "all-linear (default) or module names: q_proj,v_proj,...", _TRAIN, "train"),
+    Flag("lora_dropout", str, "LoRA dropout probability. Default 0.05.", _TRAIN, "train"),
+    Flag(
+        "no_kbit_prep", bool, "QLoRA: skip prepare_model_for_kbit_training (no fp32 upcast).", _TRAIN, "train"
+    ),
+    Flag("grad_checkpointing", bool, "Activation (gradient) checkpointing, non-reentrant.", _TRAIN, "train"),
+    Flag("chunked_loss", bool, "Chunked cross-entropy: no full fp32 logits.", _TRAIN, "train"),
+    Flag("dp", int, "Data-parallel degree.", _PAR),
+    Flag("tp", int, "Tensor-parallel degree.", _PAR),
+    Flag("pp", int, "Pipeline-parallel degree.", _PAR),
+    Flag("sequence_parallel", bool, "Sequence parallelism with tensor parallelism.", _PAR),
+    Flag("zero", str, "DeepSpeed ZeRO stage 0, 1, 2 or 3.", _PAR),
+    Flag("fsdp", str, "FSDP strategy: full, shard-grad-op, hybrid.", _PAR),
+    Flag("offload_optimizer", str, "none (default), cpu, nvme.", _PAR),
+    Flag("offload_params", str, "none (default), cpu, nvme.", _PAR),
+    Flag("device_map", str, "auto or balanced: split layers over GPUs, the rest to CPU RAM.", _PAR),
+    Flag("max_gpu_memory", str, "Per-GPU cap for device_map splits, e.g. 20GiB.", _PAR),
+    Flag("revision", str, "Hub revision (branch, tag or commit) to read the config from.", _MODEL),
+    Flag("offline", bool, "Never touch the network (also HF_HUB_OFFLINE=1).", _MODEL),
+    Flag("trust_remote_code", bool, "Allow a Hub repo's own code (only used by trace and measure).", _MODEL),
+)
+FLAG_NAMES = frozenset(f.name for f in FLAGS)
+_BY_NAME = {f.name: f for f in FLAGS}
+
+
+def _parameter(flag: Flag) -> inspect.Parameter:
+    option = typer.Option(flag.option, help=flag.help, rich_help_panel=flag.panel, show_default=False)
+    if flag.kind is bool:
+        annotation: Any = Annotated[bool, option]
+        default: Any = False
+    else:
+        annotation = Annotated[flag.kind | None, option]
+        default = None
+    return inspect.Parameter(
+        flag.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+    )
+
+
+def with_workload_flags(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command every workload flag: the wrapped function receives them as one dict `flags`."""
+    hints = typing.get_type_hints(func, include_extras=True)
+    own = [
+        p.replace(annotation=hints[p.name])
+        for p in inspect.signature(func).parameters.values()
+        if p.name != "flags"
+    ]
+    shared = [_parameter(flag) for flag in FLAGS]
+
+    def command(**kwargs: Any) -> Any:
+        flags = {name: kwargs.pop(name) for name in FLAG_NAMES}
+        return func(flags=flags, **kwargs)
+
+    command.__name__ = func.__name__
+    command.__doc__ = func.__doc__
+    command.__signature__ = inspect.Signature([*own, *shared])  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in [*own, *shared]}
+    return command
+
+
+def _given(flags: dict[str, Any], name: str) -> bool:
+    value = flags.get(name)
+    return value is not None and value is not False
+
+
+def _check_task_flags(flags: dict[str, Any], task: str) -> None:
+    from memfit.core.errors import InvalidWorkload
+
+    for flag in FLAGS:
+        if flag.task and flag.task != task and _given(flags, flag.name):
+            other = "--task train" if flag.task == "train" else "--task infer (the default)"
+            raise InvalidWorkload(f"{flag.option} applies to {other}; this is --task {task}")
+
+
+def _fraction(text: str, field: str) -> Fraction:
+    from memfit.core.errors import InvalidWorkload
+
+    try:
+        return Fraction(text.strip())
+    except (ValueError, ZeroDivisionError) as err:
+        raise InvalidWorkload(f"{field}={text!r} is not a number; write e.g. 0.9") from err
+
+
+def parallelism_from_flags(flags: dict[str, Any], *, num_gpus: int | None, task: str, runtime: Any) -> Any:
+    """The `Parallelism` the flags ask for; `num_gpus` alone follows the runtime (see `_split_num_gpus`)."""
+    from memfit.core.choices import DeviceMap, FsdpStrategy, Offload, ZeroStage
+    from memfit.core.errors import InvalidWorkload
+    from memfit.core.units import parse_size
+    from memfit.core.workload import Parallelism
+
+    degrees = {name: flags.get(name) for name in ("dp", "tp", "pp")}
+    kwargs: dict[str, Any] = {name: value for name, value in degrees.items() if value is not None}
+    if num_gpus is not None:
+        if num_gpus < 1:
+            raise InvalidWorkload(f"num_gpus={num_gpus} must be at least 1")
+        if kwargs:
+            product = (degrees["dp"] or 1) * (degrees["tp"] or 1) * (degrees["pp"] or 1)
+            if product != num_gpus:
+                raise InvalidWorkload(f"--num-gpus {num_gpus} must equal dp × tp × pp = {product}")
+        else:
+            kwargs.update(_split_num_gpus(num_gpus, task=task, runtime=runtime))
+    if flags.get("zero") is not None:
+        kwargs["zero"] = ZeroStage.parse(flags["zero"], field="zero")
+    if flags.get("fsdp") is not None:
+        kwargs["fsdp"] = FsdpStrategy.parse(flags["fsdp"], field="fsdp")
+    for name in ("offload_optimizer", "offload_params"):
+        if flags.get(name) is not None:
+            kwargs[name] = Offload.parse(flags[name], field=name)
+    if flags.get("device_map") is not None:
+        kwargs.setdefault("device_map", DeviceMap.parse(flags["device_map"], field="device_map"))
+    if flags.get("max_gpu_memory") is not None:
+        kwargs["max_gpu_memory_bytes"] = parse_size(flags["max_gpu_memory"])
+    if flags.get("sequence_parallel"):
+        kwargs["sequence_parallel"] = True
+    return Parallelism(**kwargs)
+
+
+def _split_num_gpus(num_gpus: int, *, task: str, runtime: Any) -> dict[str, Any]:
+    """How `--num-gpus N` alone splits a job: the runtime profile's default when core/runtimes.py has one;
+    otherwise data parallel for training, tensor parallel for vLLM, and a layer split (pipeline-like,
+    `device_map="auto"` for transformers) for transformers and llama.cpp inference.
+    """
+    from memfit.core.choices import DeviceMap, Runtime
+
+    if num_gpus == 1:
+        return {}
+    if task == "train":
+        return {"dp": num_gpus}
+    try:
+        from memfit.core.runtimes import profile  # type: ignore[attr-defined]
+
+        split = getattr(profile(runtime), "num_gpus_split", None)
+    except ImportError:
+        split = None
+    if split in ("dp", "tp", "pp"):
+        extra = {"device_map": DeviceMap.AUTO} if split == "pp" and runtime is Runtime.TRANSFORMERS else {}
+        return {split: num_gpus, **extra}
+    if runtime is Runtime.VLLM:
+        return {"tp": num_gpus}
+    if runtime is Runtime.TRANSFORMERS:
+        return {"pp": num_gpus, "device_map": DeviceMap.AUTO}
+    return {"pp": num_gpus}
+
+
+def workload_from_flags(flags: dict[str, Any], *, num_gpus: int | None = None) -> Any:
+    """The `Inference` or `Training` the flags describe.
+
+    Raises:
+        InvalidWorkload: a bad value, or a flag of the other task (the message names the flag).
+    """
+    from memfit.core.choices import Runtime, Task
+
+    task = str(Task.parse(flags.get("task") or "infer", field="task"))
+    _check_task_flags(flags, task)
+    runtime = Runtime.parse(flags.get("runtime") or "transformers", field="runtime")
+    parallel = parallelism_from_flags(flags, num_gpus=num_gpus, task=task, runtime=runtime)
+    if task == "train":
+        return _training(flags, runtime=runtime, parallel=parallel)
+    return _inference(flags, runtime=runtime, parallel=parallel)
+
+
+def _common(flags: dict[str, Any]) -> dict[str, Any]:
+    from memfit.core.choices import AttnImpl
+    from memfit.core.dtypes import quant
+
+    kwargs: dict[str, Any] = {}
+    if flags.get("batch_size") is not None:
+        kwargs["batch_size"] = flags["batch_size"]
+    if flags.get("attn") is not None:
+        kwargs["attn"] = AttnImpl.parse(flags["attn"], field="attn")
+    if flags.get("quant") is not None:
+        kwargs["quant"] = quant(flags["quant"])
+    return kwargs
+
+
+def _inference(flags: dict[str, Any], *, runtime: Any, parallel: Any) -> Any:
+    from memfit.core.choices import KvCache
+    from memfit.core.dtypes import parse_dtype
+    from memfit.core.workload import Inference
+
+    kwargs = _common(flags)
+    prompt_tokens = flags.get("prompt_tokens")
+    kwargs["prompt_tokens"] = DEFAULT_PROMPT_TOKENS if prompt_tokens is None else prompt_tokens
+    if flags.get("new_tokens") is not None:
+        kwargs["new_tokens"] = flags["new_tokens"]
+    if flags.get("dtype") is not None:
+        kwargs["dtype"] = parse_dtype(flags["dtype"], field="dtype")
+    if flags.get("kv_cache_dtype") is not None:
+        kwargs["kv_cache_dtype"] = parse_dtype(flags["kv_cache_dtype"], field="kv_cache_dtype")
+    if flags.get("kv_cache") is not None:
+        kwargs["kv_cache"] = KvCache.parse(flags["kv_cache"], field="kv_cache")
+    if flags.get("gpu_memory_utilization") is not None:
+        kwargs["gpu_memory_utilization"] = _fraction(
+            flags["gpu_memory_utilization"], "gpu_memory_utilization"
+        )
+    if flags.get("n_gpu_layers") is not None:
+        kwargs["n_gpu_layers"] = flags["n_gpu_layers"]
+    if flags.get("allow_longer"):
+        kwargs["allow_longer"] = True
+    return Inference(runtime=runtime, parallel=parallel, **kwargs)
+
+
+def _training(flags: dict[str, Any], *, runtime: Any, parallel: Any) -> Any:
+    from memfit.core.choices import Checkpointing, Method, Optimizer, Precision
+    from memfit.core.dtypes import quant
+    from memfit.core.workload import Training
+
+    kwargs = _common(flags)
+    kwargs["seq_len"] = flags["seq_len"] if flags.get("seq_len") is not None else DEFAULT_SEQ_LEN
+    if flags.get("grad_accum") is not None:
+        kwargs["grad_accum"] = flags["grad_accum"]
+    method = Method.parse(flags.get("method") or "full", field="method")
+    kwargs["method"] = method
+    if flags.get("precision") is not None:
+        kwargs["precision"] = Precision.parse(flags["precision"], field="precision")
+    if flags.get("optimizer") is not None:
+        kwargs["optimizer"] = Optimizer.parse(flags["optimizer"], field="optimizer")
+    if flags.get("grad_checkpointing"):
+        kwargs["checkpointing"] = Checkpointing.FULL
+    if flags.get("chunked_loss"):
+        kwargs["chunked_loss"] = True
+    lora_flags = ("lora_rank", "lora_alpha", "lora_targets", "lora_dropout", "no_kbit_prep")
+    if method is Method.FULL:
+        for name in lora_flags:
+            if _given(flags, name):
+                from memfit.core.errors import InvalidWorkload
+
+                raise InvalidWorkload(f"{_BY_NAME[name].option} needs --method lora or qlora")
+    else:
+        kwargs["lora"] = _lora(flags)
+        if method is Method.QLORA and "quant" not in kwargs:
+            kwargs["quant"] = quant(DEFAULT_QLORA_QUANT)
+    return Training(runtime=runtime, parallel=parallel, **kwargs)
+
+
+def _lora(flags: dict[str, Any]) -> Any:
+    from memfit.core.workload import Lora
+
+    rank = flags["lora_rank"] if flags.get("lora_rank") is not None else DEFAULT_LORA_RANK
+    kwargs: dict[str, Any] = {"rank": rank, "alpha": 2 * rank}
+    if flags.get("lora_alpha") is not None:
+        kwargs["alpha"] = flags["lora_alpha"]
+    if flags.get("lora_targets") is not None:
+        kwargs["targets"] = tuple(t.strip() for t in flags["lora_targets"].split(",") if t.strip())
+    if flags.get("lora_dropout") is not None:
+        kwargs["dropout"] = _fraction(flags["lora_dropout"], "lora_dropout")
+    if flags.get("no_kbit_prep"):
+        kwargs["prepare_kbit"] = False
+    return Lora(**kwargs)
+
+
+def model_options(flags: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for `load_model` from the model-source flags."""
+    return {
+        "revision": flags.get("revision"),
+        "offline": bool(flags.get("offline")),
+        "trust_remote_code": bool(flags.get("trust_remote_code")),
+    }

@@ -1,0 +1,408 @@
+"""The only place the CLI formats numbers: rich trees and tables, every figure with its unit in its label.
+
+"GB" is printed only for 10^9 bytes and "GiB" only for 2^30 bytes (`memfit.core.units.format_bytes`).
+Every function returns rich renderables; `to_text` renders them into one string so that nothing reaches
+stdout before the whole result is ready.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from memfit.core.result import Estimate, Phase, Term
+from memfit.core.units import UNITS, format_bytes
+
+MAX_CHILDREN = 10
+"""Children shown under one tree node; the rest are summed into one '… n more' line."""
+MAX_DEPTH = 3
+"""Levels of a memory or parameter tree shown below the root."""
+
+UNIT_CHOICES = ("GiB", "GB", "MiB", "MB")
+
+
+def parse_unit(text: str) -> str:
+    """The canonical spelling of a display unit ('gib' → 'GiB'); InvalidWorkload for anything else."""
+    from memfit.core.errors import InvalidWorkload
+
+    for unit in UNIT_CHOICES:
+        if unit.lower() == text.strip().lower():
+            return unit
+    raise InvalidWorkload(f"unit={text!r} is not valid; use GiB (2^30 bytes) or GB (10^9 bytes)")
+
+
+def to_text(*renderables: RenderableType, width: int | None = None) -> str:
+    """Render to one string: colour only when stdout is a terminal, width from the terminal (min 100)."""
+    tty = sys.stdout.isatty()
+    columns = width or max(100, shutil.get_terminal_size((120, 40)).columns)
+    console = Console(
+        file=io.StringIO(),
+        force_terminal=tty,
+        color_system="auto" if tty else None,
+        width=columns,
+        highlight=False,
+        soft_wrap=False,
+    )
+    for renderable in renderables:
+        console.print(renderable)
+    return console.file.getvalue()  # type: ignore[attr-defined, no-any-return]
+
+
+def size(num_bytes: int, unit: str) -> str:
+    """'14.96 GiB': bytes in the display unit, the unit always written."""
+    return format_bytes(num_bytes, unit)
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "-"
+
+
+# --- params -----------------------------------------------------------------------------------------------
+
+
+def params_view(report: dict[str, Any]) -> RenderableType:
+    """A `memfit.params/1` report as a tree of parameter counts with each node's share of the total."""
+    model, total = report["model"], report["num_params"]
+    root = Tree(
+        Text.assemble(
+            (model["name"], "bold"),
+            f" ({model['family']}): ",
+            (f"{total:,} parameters", "bold"),
+            f" ({total / 1e9:,.2f} billion)",
+        )
+    )
+    nodes: dict[str, Tree] = {"": root}
+    shown: dict[str, int] = {}
+    for path, count in report["tree"].items():
+        parent, _, name = path.rpartition("/")
+        if parent not in nodes or path.count("/") >= MAX_DEPTH:
+            continue
+        shown[parent] = shown.get(parent, 0) + 1
+        if shown[parent] > MAX_CHILDREN:
+            continue
+        nodes[path] = nodes[parent].add(f"{name}: {count:,} parameters ({_share(count, total)})")
+    return root
+
+
+# --- estimate -----------------------------------------------------------------------------------------------
+
+
+def _term_label(term: Term, unit: str, whole: int) -> Text:
+    label = Text.assemble(
+        (term.name, "bold" if term.children else ""),
+        f": {size(term.nbytes, unit)}",
+        (f" ({_share(term.nbytes, whole)})", "dim"),
+    )
+    if term.evictable:
+        label.append(" evictable", style="yellow")
+    if term.note:
+        label.append(f"  {term.note}", style="dim")
+    return label
+
+
+def _add_terms(node: Tree, terms: Sequence[Term], unit: str, whole: int, depth: int) -> None:
+    ordered = sorted(terms, key=lambda t: -t.nbytes)
+    for term in ordered[:MAX_CHILDREN]:
+        child = node.add(_term_label(term, unit, whole))
+        if depth < MAX_DEPTH and term.children:
+            _add_terms(child, term.children, unit, whole, depth + 1)
+    rest = ordered[MAX_CHILDREN:]
+    if rest:
+        node.add(Text(f"… {len(rest)} more: {size(sum(t.nbytes for t in rest), unit)}", style="dim"))
+
+
+def _workload_summary(est: Estimate) -> str:
+    w: Any = est.workload
+    if w.__class__.__name__ == "Inference":
+        text = f"inference, batch {w.batch_size} × {w.prompt_tokens} prompt + {w.new_tokens} new tokens"
+    else:
+        text = f"training ({w.method}), batch {w.batch_size} × {w.seq_len} tokens, {w.optimizer}"
+    num_gpus = est.workload.parallel.num_gpus
+    return text + (f", {num_gpus} GPUs (figures per GPU)" if num_gpus > 1 else "")
+
+
+def phase_tree(est: Estimate, phase: Phase, unit: str, *, title: str) -> Tree:
+    """One phase as a tree of terms: allocator terms, then fragmentation and non-torch memory."""
+    header = Text.assemble(
+        (title, "bold"),
+        f" ({phase.name}): ",
+        (f"{size(phase.allocated_bytes, unit)} allocated", "bold"),
+        f" · {size(phase.reserved_bytes, unit)} reserved · {size(phase.device_bytes, unit)} on device",
+    )
+    if phase.at:
+        header.append(f"  at {phase.at}", style="dim")
+    root = Tree(header)
+    _add_terms(root, phase.memory.children, unit, phase.device_bytes, 1)
+    if phase.host_bytes:
+        root.add(Text(f"host RAM (not on the GPU): {size(phase.host_bytes, unit)}", style="cyan"))
+    return root
+
+
+def phases_table(phases: Iterable[Phase], unit: str) -> Table:
+    """One line per phase: allocated, reserved, on-device and host bytes, each with its unit."""
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for column in (
+        "phase",
+        f"allocated ({unit})",
+        f"reserved ({unit})",
+        f"on device ({unit})",
+        f"host RAM ({unit})",
+    ):
+        table.add_column(column, justify="left" if column == "phase" else "right")
+    for phase in phases:
+        table.add_row(
+            str(phase.name),
+            size(phase.allocated_bytes, unit),
+            size(phase.reserved_bytes, unit),
+            size(phase.device_bytes, unit),
+            size(phase.host_bytes, unit) if phase.host_bytes else "-",
+        )
+    return table
+
+
+def fit_line(est: Estimate, unit: str) -> Text | None:
+    """'fits on GPU with X to spare' or 'does not fit by X', against the GPU's usable memory."""
+    if est.gpu is None:
+        return None
+    peak, gpu = est.peak, est.gpu
+    needed = peak.device_bytes - peak.evictable_bytes
+    where = f"{gpu.name} ({size(gpu.usable_bytes, unit)} usable of {size(gpu.memory_bytes, unit)})"
+    per_gpu = " per GPU" if est.workload.parallel.num_gpus > 1 else ""
+    if est.fits:
+        line = Text.assemble(
+            ("fits", "bold green"),
+            f" on {where}{per_gpu}: needs {size(needed, unit)}, ",
+            (f"{size(gpu.usable_bytes - needed, unit)} to spare", "green"),
+        )
+    else:
+        line = Text.assemble(
+            ("does not fit", "bold red"),
+            f" on {where}{per_gpu}: needs {size(needed, unit)}, ",
+            (f"{size(needed - gpu.usable_bytes, unit)} short", "red"),
+        )
+    if peak.evictable_bytes:
+        line.append(
+            f"; {size(peak.evictable_bytes, unit)} of paged optimizer state can page out to host RAM",
+            style="yellow",
+        )
+    return line
+
+
+def assumptions_view(assumptions: Sequence[str]) -> RenderableType | None:
+    if not assumptions:
+        return None
+    return Group(Text("Assumptions", style="bold"), *(Text(f"  • {a}") for a in assumptions))
+
+
+def _attr(obj: Any, *names: str, default: Any = None) -> Any:
+    for name in names:
+        if isinstance(obj, dict) and name in obj:
+            return obj[name]
+        if hasattr(obj, name):
+            return getattr(obj, name)
+    return default
+
+
+def references_view(references: Sequence[Any], est: Estimate, unit: str) -> RenderableType | None:
+    """Classic published rules of thumb beside our figure, each in its source's own unit."""
+    if not references:
+        return None
+    table = Table(
+        title="Reference methods (each in its source's own unit)",
+        title_justify="left",
+        box=None,
+        header_style="bold",
+        pad_edge=False,
+    )
+    for column in ("method", "figure", "source"):
+        table.add_column(column)
+    table.add_row("memfit (this estimate, peak on device)", size(est.peak.device_bytes, unit), "this tool")
+    for ref in references:
+        ref_unit = _attr(ref, "unit", default=unit)
+        ref_unit = ref_unit if ref_unit in UNITS else unit
+        nbytes = _attr(ref, "nbytes", "total_bytes", "bytes")
+        figure = size(int(nbytes), ref_unit) if nbytes is not None else str(_attr(ref, "value", default="-"))
+        note = _attr(ref, "note", default="")
+        table.add_row(
+            str(_attr(ref, "name", default="?")),
+            figure + (f" ({note})" if note else ""),
+            str(_attr(ref, "source", "url", default="")),
+        )
+    return table
+
+
+def cuts_view(cuts: Sequence[Any], est: Estimate, unit: str) -> RenderableType | None:
+    """What would cut the training peak most: each change, the new peak and how much it saves."""
+    if not cuts:
+        return None
+    table = Table(
+        title="What would cut the peak most",
+        title_justify="left",
+        box=None,
+        header_style="bold",
+        pad_edge=False,
+    )
+    for column in ("change", f"new peak allocated ({unit})", f"saves ({unit})"):
+        table.add_column(column, justify="left" if column == "change" else "right")
+    old = est.peak.allocated_bytes
+    for cut in cuts:
+        label = str(_attr(cut, "label", "change", "name", "description", default=cut))
+        new_est = _attr(cut, "estimate")
+        new = (
+            new_est.peak.allocated_bytes
+            if new_est is not None
+            else _attr(cut, "peak_bytes", "new_peak_bytes")
+        )
+        saved = _attr(cut, "saved_bytes", "saves_bytes", default=None)
+        if saved is None and new is not None:
+            saved = old - new
+        table.add_row(
+            label,
+            size(int(new), unit) if new is not None else "-",
+            size(int(saved), unit) if saved is not None else "-",
+        )
+    return table
+
+
+def estimate_view(
+    est: Estimate, unit: str, *, references: Sequence[Any] = (), cuts: Sequence[Any] = ()
+) -> list[RenderableType]:
+    """The human estimate: the peak phase as a tree, the phases one line each, fit, cuts, references,
+    assumptions."""
+    peak_phase = est.phase(est.peak.phase)
+    title = f"{est.model.name} · {_workload_summary(est)} · {est.engine} engine · peak"
+    parts: list[RenderableType | None] = [
+        phase_tree(est, peak_phase, unit, title=title),
+        Text(""),
+        phases_table(est.phases, unit),
+        Text(""),
+        fit_line(est, unit),
+        cuts_view(cuts, est, unit),
+        references_view(references, est, unit),
+        assumptions_view(est.assumptions),
+    ]
+    return [p for p in parts if p is not None]
+
+
+# --- plan ---------------------------------------------------------------------------------------------------
+
+
+def plan_view(plan: Any, unit: str) -> list[RenderableType]:
+    """The planner's answer: the largest batch or context, or the least invasive changes that fit."""
+    out: list[RenderableType] = []
+    base = plan.baseline
+    out.append(
+        Text.assemble(
+            (f"{base.model.name} on {plan.gpu.name}", "bold"),
+            f" ({size(plan.gpu.usable_bytes, unit)} usable): as asked, ",
+            _fits_words(base),
+            f", {size(base.peak.device_bytes, unit)} on device",
+        )
+    )
+    if plan.maximize is not None:
+        field = plan.maximize_field
+        if plan.best is None:
+            out.append(Text(f"no {field} fits: even 1 needs more than the GPU offers", style="red"))
+        else:
+            out.append(
+                Text.assemble(
+                    f"largest {field} that fits: ",
+                    (f"{plan.max_value:,}", "bold green"),
+                    f" ({size(plan.best.peak.device_bytes, unit)} on device; "
+                    f"{plan.max_value + 1:,} does not fit)",
+                )
+            )
+        return out
+    if not plan.changes:
+        out.append(Text("no single change on the list fits; try more GPUs or a smaller model", style="red"))
+        return out
+    table = Table(
+        title="Least invasive changes that fit, in order",
+        title_justify="left",
+        box=None,
+        header_style="bold",
+        pad_edge=False,
+    )
+    for column in ("change", f"on device ({unit})", f"to spare ({unit})"):
+        table.add_column(column, justify="left" if column == "change" else "right")
+    for change in plan.changes:
+        peak = change.estimate.peak
+        spare = plan.gpu.usable_bytes - (peak.device_bytes - peak.evictable_bytes)
+        table.add_row(change.label, size(peak.device_bytes, unit), size(spare, unit))
+    out.append(table)
+    return out
+
+
+def _fits_words(est: Estimate) -> Text:
+    return Text("fits", style="green") if est.fits else Text("does not fit", style="red")
+
+
+# --- catalog and comparison ----------------------------------------------------------------------------
+
+
+def rows_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]], *, title: str) -> Table:
+    """A plain table of dict rows: `columns` are (key, header) pairs; byte keys end in `_bytes`."""
+    table = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
+    for _, header in columns:
+        table.add_column(header)
+    for row in rows:
+        table.add_row(*(_cell(row.get(key)) for key, _ in columns))
+    return table
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def gpu_rows(gpus: Sequence[Any], unit: str) -> list[dict[str, Any]]:
+    """Catalog GPUs as rows with board and usable memory formatted in `unit`."""
+    return [
+        {
+            "name": g.name,
+            "memory": size(g.memory_bytes, unit),
+            "usable": size(g.usable_bytes, unit),
+            "aliases": ", ".join(g.aliases),
+            "source": g.source,
+        }
+        for g in gpus
+    ]
+
+
+def comparison_view(report: dict[str, Any], unit: str) -> list[RenderableType]:
+    """A `memfit.comparison/1` report: per phase and figure, each engine's estimate, the measurement,
+    the error."""
+    table = Table(
+        title=f"{report.get('model', {}).get('name', '')}: estimates vs measurement",
+        title_justify="left",
+        box=None,
+        header_style="bold",
+        pad_edge=False,
+    )
+    for column in ("engine", "phase", "figure", f"estimate ({unit})", f"measured ({unit})", "error"):
+        table.add_column(column, justify="left" if column in ("engine", "phase", "figure") else "right")
+    for row in report.get("rows", []):
+        estimate, measured = row.get("estimate_bytes"), row.get("measured_bytes")
+        error = row.get("error")
+        table.add_row(
+            str(row.get("engine", "")),
+            str(row.get("phase", "")),
+            str(row.get("figure", "")),
+            size(estimate, unit) if isinstance(estimate, int) else "-",
+            size(measured, unit) if isinstance(measured, int) else "-",
+            f"{100 * float(error):+.1f}%" if error is not None else "-",
+        )
+    return [table]

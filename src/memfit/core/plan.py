@@ -1,0 +1,339 @@
+"""The planner: the largest batch or context that fits a GPU, or the least invasive changes that fit.
+
+Pure functions over the analytic estimate. `plan_max_batch` and `plan_max_context` grow the value by
+doubling until it stops fitting, then bisect, so they return n such that n fits and n + 1 does not
+(0 when even 1 does not fit); this relies on the law that more sequences or tokens never need less memory
+(tests/properties). `plan_changes` tries an ordered ladder of changes, least invasive first, and keeps the
+first `MAX_CHANGES` that fit, each with its estimate. Every probe is one analytic estimate (microseconds),
+so a plan takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from memfit.core.choices import Checkpointing, DeviceMap, Method, Offload, Optimizer, Runtime, ZeroStage
+from memfit.core.errors import InvalidWorkload, MemfitError
+from memfit.core.result import Estimate, Gpu
+from memfit.core.spec import ModelSpec
+from memfit.core.workload import Inference, Lora, Training
+
+Workload = Inference | Training
+Estimator = Callable[[ModelSpec, Workload, Gpu | None], Estimate]
+
+PLAN_SCHEMA = "memfit.plan/1"
+MAX_BATCH = 1 << 16
+"""Largest batch size the search probes (sequences per GPU)."""
+MAX_LONGER_CONTEXT = 1 << 24
+"""Largest context probed when the workload allows going past max_position_embeddings (tokens)."""
+MAX_CHANGES = 5
+"""Changes that fit kept by `plan_changes`, least invasive first."""
+PLAN_LORA_RANK = 16
+"""LoRA rank the planner proposes (alpha 2 × rank): the common peft default for chat fine-tunes."""
+PLAN_QLORA_QUANT = "nf4"
+"""4-bit format the planner proposes for QLoRA: bitsandbytes' NF4 (QLoRA paper, §3)."""
+MORE_GPUS = (2, 4, 8)
+"""GPU counts the planner tries when one GPU is not enough."""
+MAXIMIZE_FIELDS = {"batch": "batch_size", "context": "context"}
+
+
+def _default_estimator(spec: ModelSpec, workload: Workload, gpu: Gpu | None) -> Estimate:
+    from memfit.core.estimate import estimate
+
+    return estimate(spec, workload, gpu)
+
+
+def _fits(spec: ModelSpec, workload: Workload, gpu: Gpu, estimator: Estimator) -> Estimate | None:
+    """The estimate when `workload` fits `gpu`, else None (an impossible workload does not fit)."""
+    try:
+        est = estimator(spec, workload, gpu)
+    except InvalidWorkload:
+        return None
+    return est if est.fits else None
+
+
+def _largest(fits: Callable[[int], bool], limit: int) -> int:
+    """Largest n in 1..limit with fits(n), fits being monotone (true, then false); 0 if fits(1) is false."""
+    if limit < 1 or not fits(1):
+        return 0
+    good, bad = 1, 2
+    while bad <= limit and fits(bad):
+        good, bad = bad, bad * 2
+    bad = min(bad, limit + 1)
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        good, bad = (middle, bad) if fits(middle) else (good, middle)
+    return good
+
+
+def with_batch_size(workload: Workload, batch_size: int) -> Workload:
+    return dataclasses.replace(workload, batch_size=batch_size)
+
+
+def with_context(workload: Workload, tokens: int) -> Workload:
+    """Inference: the prompt length; training: the sequence length."""
+    if isinstance(workload, Training):
+        return dataclasses.replace(workload, seq_len=tokens)
+    return dataclasses.replace(workload, prompt_tokens=tokens)
+
+
+def context_limit(spec: ModelSpec, workload: Workload) -> int:
+    """Longest context the search may probe: max_position_embeddings (less new tokens for inference)."""
+    if isinstance(workload, Inference):
+        if workload.allow_longer:
+            return MAX_LONGER_CONTEXT
+        return spec.max_position_embeddings - workload.new_tokens
+    return spec.max_position_embeddings
+
+
+def plan_max_batch(
+    spec: ModelSpec, workload: Workload, gpu: Gpu, *, estimator: Estimator = _default_estimator
+) -> int:
+    """Largest batch size (sequences per GPU) that fits `gpu`; batch + 1 does not. 0: not even one fits."""
+    return _largest(
+        lambda n: _fits(spec, with_batch_size(workload, n), gpu, estimator) is not None, MAX_BATCH
+    )
+
+
+def plan_max_context(
+    spec: ModelSpec, workload: Workload, gpu: Gpu, *, estimator: Estimator = _default_estimator
+) -> int:
+    """Longest prompt (inference) or sequence (training) in tokens that fits `gpu`; one more does not.
+
+    Capped at the model's max_position_embeddings (less new tokens) unless the workload allows longer.
+    """
+    limit = context_limit(spec, workload)
+    return _largest(lambda n: _fits(spec, with_context(workload, n), gpu, estimator) is not None, limit)
+
+
+def num_gpus_split(num_gpus: int, workload: Workload) -> dict[str, Any]:
+    """Parallelism fields that spread a job over `num_gpus` the way its runtime usually does.
+
+    Training: data parallel. vLLM: tensor parallel. transformers: layers split in order over the GPUs
+    (`device_map="auto"`, modelled as pipeline stages). llama.cpp: layer split (pipeline stages).
+    """
+    if num_gpus == 1:
+        return {}
+    if isinstance(workload, Training):
+        return {"dp": num_gpus}
+    if workload.runtime is Runtime.VLLM:
+        return {"tp": num_gpus}
+    if workload.runtime is Runtime.TRANSFORMERS:
+        return {"pp": num_gpus, "device_map": DeviceMap.AUTO}
+    return {"pp": num_gpus}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Change:
+    """One candidate change to the job, the workload it gives, and that workload's estimate."""
+
+    label: str
+    workload: Inference | Training
+    estimate: Estimate
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    """The planner's answer: the job as asked, then the largest batch/context or the changes that fit."""
+
+    baseline: Estimate
+    gpu: Gpu
+    maximize: str | None = None  # "batch" | "context" | None
+    max_value: int | None = None  # with maximize: the largest value that fits (0: none)
+    best: Estimate | None = None  # with maximize: the estimate at max_value
+    changes: tuple[Change, ...] = ()  # without maximize: least invasive changes that fit
+
+    @property
+    def maximize_field(self) -> str:
+        """The workload field maximized: batch_size, prompt_tokens or seq_len."""
+        if self.maximize == "batch":
+            return "batch_size"
+        return "seq_len" if isinstance(self.baseline.workload, Training) else "prompt_tokens"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `memfit.plan/1` JSON contract: every estimate in `memfit.estimate/1` form."""
+        baseline = self.baseline.to_dict()
+        return {
+            "schema": PLAN_SCHEMA,
+            "model": {k: v for k, v in baseline["model"].items() if k != "spec"},
+            "gpu": baseline["gpu"],
+            "baseline": baseline,
+            "maximize": self.maximize,
+            "field": self.maximize_field if self.maximize else None,
+            "max_value": self.max_value,
+            "best": self.best.to_dict() if self.best else None,
+            "changes": [
+                {
+                    "label": c.label,
+                    "workload": c.estimate.to_dict()["workload"],
+                    "estimate": c.estimate.to_dict(),
+                }
+                for c in self.changes
+            ],
+        }
+
+
+def _training_ladder(spec: ModelSpec, wl: Training) -> Iterator[tuple[str, Training]]:
+    from memfit.core.dtypes import quant
+
+    lora = Lora(rank=PLAN_LORA_RANK, alpha=2 * PLAN_LORA_RANK)
+    ckpt = Checkpointing.FULL
+    adam = wl.optimizer in (Optimizer.ADAMW, Optimizer.ADAMW_FUSED, Optimizer.ADAMW_LOOP, Optimizer.ADAM)
+    rep = dataclasses.replace
+    if wl.checkpointing is Checkpointing.NONE:
+        yield "activation checkpointing (--grad-checkpointing)", rep(wl, checkpointing=ckpt)
+    if not wl.chunked_loss:
+        yield (
+            "chunked cross-entropy + checkpointing (--chunked-loss)",
+            rep(wl, chunked_loss=True, checkpointing=ckpt),
+        )
+    if adam:
+        yield "8-bit AdamW (--optimizer adamw-8bit)", rep(wl, optimizer=Optimizer.ADAMW_8BIT)
+        yield "8-bit AdamW + checkpointing", rep(wl, optimizer=Optimizer.ADAMW_8BIT, checkpointing=ckpt)
+    if wl.method is Method.FULL:
+        yield (
+            f"LoRA r{PLAN_LORA_RANK} on all linear layers (--method lora)",
+            rep(wl, method=Method.LORA, lora=lora),
+        )
+        yield "LoRA + checkpointing", rep(wl, method=Method.LORA, lora=lora, checkpointing=ckpt)
+    if wl.method is not Method.QLORA:
+        yield (
+            f"QLoRA ({PLAN_QLORA_QUANT} weights) + checkpointing (--method qlora)",
+            rep(
+                wl,
+                method=Method.QLORA,
+                lora=wl.lora or lora,
+                quant=quant(PLAN_QLORA_QUANT),
+                checkpointing=ckpt,
+            ),
+        )
+    par = wl.parallel
+    if par.dp > 1 and par.zero is ZeroStage.NONE and par.fsdp is None:
+        for stage in (ZeroStage.OPTIMIZER, ZeroStage.GRADIENTS, ZeroStage.PARAMETERS):
+            yield (
+                f"ZeRO-{stage} over the {par.dp} GPUs (--zero {stage})",
+                rep(wl, parallel=rep(par, zero=stage)),
+            )
+    if par.offload_optimizer is Offload.NONE:
+        zero = par.zero if par.zero.level >= 1 or par.fsdp is not None else ZeroStage.OPTIMIZER
+        yield (
+            "optimizer states offloaded to CPU RAM (--offload-optimizer cpu)",
+            rep(wl, parallel=rep(par, offload_optimizer=Offload.CPU, zero=zero)),
+        )
+    for n in MORE_GPUS:
+        if n > par.dp:
+            zero = ZeroStage.PARAMETERS if par.fsdp is None else ZeroStage.NONE
+            yield (
+                f"{n} GPUs, data parallel with ZeRO-3 (--dp {n} --zero 3)",
+                rep(wl, parallel=rep(par, dp=n, zero=zero)),
+            )
+    yield from _smaller_batches(wl)
+
+
+def _inference_ladder(spec: ModelSpec, wl: Inference) -> Iterator[tuple[str, Inference]]:
+    rep = dataclasses.replace
+    if wl.kv_cache_dtype is None and wl.runtime is not Runtime.LLAMA_CPP:
+        from memfit.core.dtypes import DType
+
+        yield "fp8 KV cache (--kv-cache-dtype fp8)", rep(wl, kv_cache_dtype=DType.FP8_E4M3)
+    if not wl.quant.is_quantized:
+        for name, label in _QUANT_STEPS[wl.runtime]:
+            quantized = _with_quant(wl, name)
+            if quantized is not None:
+                yield f"{label} (--quant {name})", quantized
+    for n in MORE_GPUS:
+        if n > wl.parallel.num_gpus:
+            fields = num_gpus_split(n, wl)
+            flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in fields.items())
+            yield f"{n} GPUs ({flags})", rep(wl, parallel=rep(wl.parallel, **fields))
+    yield from _smaller_batches(wl)
+
+
+_QUANT_STEPS: dict[Runtime, tuple[tuple[str, str], ...]] = {
+    Runtime.TRANSFORMERS: (("int8", "8-bit weights, bitsandbytes LLM.int8"), ("nf4", "4-bit NF4 weights")),
+    Runtime.VLLM: (("fp8", "FP8 weights"), ("awq-4bit-g128", "4-bit AWQ checkpoint")),
+    Runtime.LLAMA_CPP: (("gguf-Q8_0", "GGUF Q8_0 weights"), ("gguf-Q4_K_M", "GGUF Q4_K_M weights")),
+}
+"""Weight formats the planner proposes per runtime, least lossy first."""
+
+
+def _with_quant(wl: Inference, name: str) -> Inference | None:
+    from memfit.core.dtypes import quant
+
+    try:
+        chosen = quant(name)
+    except MemfitError:
+        return None
+    if wl.runtime not in chosen.runtimes:
+        return None
+    return dataclasses.replace(wl, quant=chosen)
+
+
+def _smaller_batches(wl: Workload) -> Iterator[tuple[str, Any]]:
+    batch = wl.batch_size // 2
+    while batch >= 1:
+        if isinstance(wl, Training):
+            accum = wl.grad_accum * (wl.batch_size // batch)
+            yield (
+                f"batch size {batch}, grad accum {accum} (same tokens per step)",
+                dataclasses.replace(wl, batch_size=batch, grad_accum=accum),
+            )
+        else:
+            yield f"batch size {batch} (--batch-size {batch})", dataclasses.replace(wl, batch_size=batch)
+        batch //= 2
+
+
+def plan_changes(
+    spec: ModelSpec, workload: Workload, gpu: Gpu, *, estimator: Estimator = _default_estimator
+) -> tuple[Change, ...]:
+    """The first `MAX_CHANGES` changes from the ladder (least invasive first) whose estimate fits `gpu`."""
+    ladder = (
+        _training_ladder(spec, workload)
+        if isinstance(workload, Training)
+        else _inference_ladder(spec, workload)
+    )
+    found: list[Change] = []
+    seen: set[Workload] = {workload}
+    for label, candidate in ladder:
+        if candidate in seen:
+            continue
+        seen.add(candidate)
+        est = _fits(spec, candidate, gpu, estimator)
+        if est is not None:
+            found.append(Change(label=label, workload=candidate, estimate=est))
+            if len(found) == MAX_CHANGES:
+                break
+    return tuple(found)
+
+
+def plan(
+    spec: ModelSpec,
+    workload: Workload,
+    gpu: Gpu,
+    *,
+    maximize: str | None = None,
+    estimator: Estimator = _default_estimator,
+) -> Plan:
+    """Plan `workload` on `gpu`: maximize "batch" or "context", or (None) list the changes that fit.
+
+    Raises:
+        InvalidWorkload: `maximize` is not batch or context, or the workload itself is impossible.
+    """
+    if maximize is not None and maximize not in MAXIMIZE_FIELDS:
+        raise InvalidWorkload(f"maximize={maximize!r} is not valid; use batch or context")
+    baseline = estimator(spec, workload, gpu)
+    if maximize is None:
+        return Plan(
+            baseline=baseline, gpu=gpu, changes=plan_changes(spec, workload, gpu, estimator=estimator)
+        )
+    if maximize == "batch":
+        value = plan_max_batch(spec, workload, gpu, estimator=estimator)
+        best_workload = with_batch_size(workload, value) if value else None
+    else:
+        value = plan_max_context(spec, workload, gpu, estimator=estimator)
+        best_workload = with_context(workload, value) if value else None
+    best = estimator(spec, best_workload, gpu) if best_workload is not None else None
+    return Plan(baseline=baseline, gpu=gpu, maximize=maximize, max_value=value, best=best)
