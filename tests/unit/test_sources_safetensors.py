@@ -36,12 +36,17 @@ def write_safetensors(path: Path, tensors: dict[str, tuple[str, list[int]]]) -> 
 def test_header_gives_exact_bytes_per_tensor(tmp_path):
     """A bf16 [100, 64] tensor is 12,800 B and an fp32 [64] tensor 256 B, in storage order."""
     # 100·64·2 = 12,800 B; 64·4 = 256 B
-    path = write_safetensors(tmp_path / "m.safetensors", {
-        "model.embed_tokens.weight": ("BF16", [100, 64]), "model.norm.weight": ("F32", [64]),
-    })
+    path = write_safetensors(
+        tmp_path / "m.safetensors",
+        {
+            "model.embed_tokens.weight": ("BF16", [100, 64]),
+            "model.norm.weight": ("F32", [64]),
+        },
+    )
     tensors = read_safetensors_header(path)
     assert [(t.name, t.dtype, t.shape, t.nbytes) for t in tensors] == [
-        ("model.embed_tokens.weight", "BF16", (100, 64), 12_800), ("model.norm.weight", "F32", (64,), 256),
+        ("model.embed_tokens.weight", "BF16", (100, 64), 12_800),
+        ("model.norm.weight", "F32", (64,), 256),
     ]
 
 
@@ -83,7 +88,8 @@ def test_real_writer_file_matches(tmp_path):
     st_numpy.save_file(arrays, str(path))
     # a: 3·5·2 = 30 B; b: 7·4 = 28 B
     assert {(t.name, t.dtype, t.shape, t.nbytes) for t in read_safetensors_header(path)} == {
-        ("a", "F16", (3, 5), 30), ("b", "I32", (7,), 28),
+        ("a", "F16", (3, 5), 30),
+        ("b", "I32", (7,), 28),
     }
 
 
@@ -93,8 +99,17 @@ def test_sharded_index_sums_every_shard(tmp_path):
     write_safetensors(tmp_path / "model-00001-of-00002.safetensors", {"embed": ("BF16", [100, 64])})
     write_safetensors(tmp_path / "model-00002-of-00002.safetensors", {"down": ("BF16", [64, 128])})
     index = tmp_path / "model.safetensors.index.json"
-    index.write_text(json.dumps({"metadata": {"total_size": 29_184}, "weight_map": {
-        "embed": "model-00001-of-00002.safetensors", "down": "model-00002-of-00002.safetensors"}}))
+    index.write_text(
+        json.dumps(
+            {
+                "metadata": {"total_size": 29_184},
+                "weight_map": {
+                    "embed": "model-00001-of-00002.safetensors",
+                    "down": "model-00002-of-00002.safetensors",
+                },
+            }
+        )
+    )
     checkpoint = load_safetensors_index(index, quant_method=None)
     assert checkpoint.format == "safetensors"
     assert checkpoint.total_bytes == 29_184
@@ -103,10 +118,15 @@ def test_sharded_index_sums_every_shard(tmp_path):
 def test_quantized_checkpoint_counted_as_stored(tmp_path):
     """GPTQ tensors keep their packed storage: I32 qweight [8, 64] is 2,048 B; quant_method is recorded."""
     # qweight 8·64·4 = 2,048; scales 1·64·2 = 128; qzeros 1·8·4 = 32; g_idx 64·4 = 256 → 2,464 B
-    path = write_safetensors(tmp_path / "model.safetensors", {
-        "q.qweight": ("I32", [8, 64]), "q.scales": ("F16", [1, 64]), "q.qzeros": ("I32", [1, 8]),
-        "q.g_idx": ("I32", [64]),
-    })
+    path = write_safetensors(
+        tmp_path / "model.safetensors",
+        {
+            "q.qweight": ("I32", [8, 64]),
+            "q.scales": ("F16", [1, 64]),
+            "q.qzeros": ("I32", [1, 8]),
+            "q.g_idx": ("I32", [64]),
+        },
+    )
     checkpoint = load_safetensors_checkpoint([path], quant_method="gptq")
     assert (checkpoint.quant_method, checkpoint.total_bytes) == ("gptq", 2_464)
 
@@ -128,12 +148,16 @@ def test_truncated_data_is_config_error(tmp_path):
         read_safetensors_header(path)
 
 
-@pytest.mark.parametrize(("payload", "message"), [
-    (b"\x01\x02", "too short"),
-    (struct.pack("<Q", 10**12) + b"{}", "exceeds 100,000,000 B"),
-    (struct.pack("<Q", 5) + b"nope!", "not valid JSON"),
-    (struct.pack("<Q", 2) + b"[]", "not a JSON object"),
-], ids=["short", "huge-length", "not-json", "not-object"])
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"\x01\x02", "too short"),
+        (struct.pack("<Q", 10**12) + b"{}", "exceeds 100,000,000 B"),
+        (struct.pack("<Q", 5) + b"nope!", "not valid JSON"),
+        (struct.pack("<Q", 2) + b"[]", "not a JSON object"),
+    ],
+    ids=["short", "huge-length", "not-json", "not-object"],
+)
 def test_garbage_is_config_error(tmp_path, payload, message):
     """Garbage instead of a safetensors header is a one-line ConfigError."""
     path = tmp_path / "bad.safetensors"

@@ -65,20 +65,28 @@ def load_gguf(path: Path | str) -> ModelSpec:
         UnsupportedArchitecture: its general.architecture has no Hugging Face mapping here.
     """
     path = Path(path)
+    config, checkpoint = read_gguf(path)
+    source = ModelSource(kind="gguf", ref=str(path), config_json=json.dumps(config, indent=2))
+    spec = build_spec(config, name=path.stem, source=source)
+    return dataclasses.replace(spec, checkpoint=checkpoint)
+
+
+def read_gguf(path: Path) -> tuple[dict[str, Any], CheckpointInfo]:
+    """The HF-style config dict equivalent to a GGUF's metadata, and its stored tensors.
+
+    Raises:
+        MissingExtra, ConfigError, UnsupportedArchitecture: as `load_gguf`.
+    """
     reader = _open_reader(path)
     fields = dict(reader.fields)
     arch_field = fields.get("general.architecture")
     if arch_field is None:
         raise ConfigError(f"{path}: GGUF metadata lacks general.architecture; a corrupt or partial file?")
-    arch = str(arch_field.contents())
-    metadata = _Metadata(fields, arch=arch, origin=str(path))
+    metadata = _Metadata(fields, arch=str(arch_field.contents()), origin=str(path))
     tensors = tuple(_tensor_info(tensor) for tensor in reader.tensors)
     file_type = _file_type_name(metadata.get("general.file_type"))
     config = config_from_gguf(metadata, tensors=tensors, file_type=file_type)
-    source = ModelSource(kind="gguf", ref=str(path), config_json=json.dumps(config, indent=2))
-    spec = build_spec(config, name=path.stem, source=source)
-    checkpoint = CheckpointInfo(format="gguf", tensors=tensors, file_type=file_type)
-    return dataclasses.replace(spec, checkpoint=checkpoint)
+    return config, CheckpointInfo(format="gguf", tensors=tensors, file_type=file_type)
 
 
 def _open_reader(path: Path) -> Any:
