@@ -260,3 +260,10 @@ def test_default_parameter_count_comes_from_count_params():
     result = REFERENCE_METHODS["specs-2-bytes-per-param"](SEVEN_B, Inference(prompt_tokens=1))
     assert result is not None
     assert result.nbytes == expected
+
+
+def test_qlora_model_memory_counts_the_nominal_4_bits():
+    """A QLoRA job's base weights are nf4: model memory is 7e9 × 4 / 8 = 3,500,000,000 B, not 16-bit."""
+    nf4 = Quant(name="nf4", bits_per_weight=Fraction(9, 2), kind="bnb")
+    qlora = Training(seq_len=16, method=Method.QLORA, lora=Lora(rank=8, alpha=16), quant=nf4)
+    assert _one("commandr-model", SEVEN_B, qlora, SEVEN_B_PARAMS).nbytes == 3_500_000_000

@@ -86,13 +86,18 @@ def _ceil(amount: Fraction | int) -> int:
 
 def _weight_bits(spec: ModelSpec, workload: Workload) -> int:
     """Nominal bits per weight, the 'precision' these rules take: 32, 16, 8 or 4 (quant scales left out)."""
-    if isinstance(workload, Training):
+    if isinstance(workload, Training) and not workload.quant.is_quantized:
         return 32 if workload.precision in (Precision.FP32, Precision.AMP_BF16, Precision.AMP_FP16) else 16
     if workload.quant.is_quantized:
         bits = workload.quant.bits_per_weight   # nf4 9/2, gptq-4bit-g128 133/32: nominal 4
         return bits.numerator // bits.denominator
-    dtype = workload.dtype or spec.checkpoint_dtype
+    dtype = (workload.dtype if isinstance(workload, Inference) else None) or spec.checkpoint_dtype
     return dtype.bits
+
+
+def _model_bytes(spec: ModelSpec, workload: Workload, num_params: int | None) -> int:
+    """Parameters × nominal weight bits ÷ 8: the 'model memory' every source starts from."""
+    return _ceil(Fraction(_num_params(spec, num_params) * _weight_bits(spec, workload), 8))
 
 
 def _tokens(workload: Workload) -> tuple[int, int]:
@@ -121,10 +126,6 @@ COMMANDR_OPTIMIZER_BITS = 32
 """The notebook's default optimizer bitwidth o (bitwidth_optimizer = 32); 8 for 8-bit Adam."""
 
 
-def _commandr_model_bytes(spec: ModelSpec, workload: Workload, num_params: int | None) -> int:
-    return _ceil(Fraction(_num_params(spec, num_params) * _weight_bits(spec, workload), 8))
-
-
 def _commandr_layer_activation_bytes(spec: ModelSpec, workload: Workload) -> int:
     """(34·s·b·h + 5·a·s²·b) × 2 bytes: one layer, as estimate_consumption() writes it."""
     s, b = _tokens(workload)
@@ -145,7 +146,7 @@ def _commandr(name: str, formula: str, nbytes: int, note: str = "") -> Reference
 def commandr_model(spec: ModelSpec, workload: Workload, *, num_params: int | None = None) -> ReferenceResult:
     """Model memory, bytes: n × p / 8 (estimate_model_size; p = the weights' bitwidth)."""
     return _commandr("commandr-model", "n · p / 8  (n parameters, p bits each)",
-                     _commandr_model_bytes(spec, workload, num_params))
+                     _model_bytes(spec, workload, num_params))
 
 
 def commandr_optimizer(spec: ModelSpec, workload: Workload, *,
@@ -183,7 +184,7 @@ def commandr_infer_total(spec: ModelSpec, workload: Workload, *,
     """Inference total, bytes: model + one layer's activations."""
     if not isinstance(workload, Inference):
         return None
-    total = (_commandr_model_bytes(spec, workload, num_params)
+    total = (_model_bytes(spec, workload, num_params)
              + _commandr_layer_activation_bytes(spec, workload))
     return _commandr("commandr-infer-total", "n·p/8 + (34·s·b·h + 5·a·s²·b)·2", total,
                      note="no KV cache term; activations of one layer")
@@ -195,7 +196,7 @@ def commandr_train_total(spec: ModelSpec, workload: Workload, *,
     training = _full_adam_training(workload)
     if training is None:
         return None
-    total = (_commandr_model_bytes(spec, training, num_params)
+    total = (_model_bytes(spec, training, num_params)
              + _commandr_optimizer_bytes(spec, training, num_params)
              + spec.num_layers * _commandr_layer_activation_bytes(spec, training))
     return _commandr("commandr-train-total", "n·p/8 + 2·n·o/8 + L·(34·s·b·h + 5·a·s²·b)·2", total,
@@ -299,10 +300,6 @@ DEEPDIVE_TRAINING_FACTOR = 4
 """'Training Memory ≈ 4 * Model Memory'."""
 
 
-def _deepdive_model_bytes(spec: ModelSpec, workload: Workload, num_params: int | None) -> int:
-    return _ceil(Fraction(_num_params(spec, num_params) * _weight_bits(spec, workload), 8))
-
-
 def _deepdive(name: str, section: str, formula: str, nbytes: int, *, unit: str = "MB",
               note: str = "") -> ReferenceResult:
     unit_bytes, unit_note = (MB, DEEPDIVE_MB_NOTE) if unit == "MB" else (1, DEEPDIVE_BYTES_NOTE)
@@ -314,7 +311,7 @@ def deepdive_model(spec: ModelSpec, workload: Workload, *, num_params: int | Non
     """Model memory, bytes: number of parameters × bytes per parameter (4 in fp32, 2 in 16-bit)."""
     return _deepdive("deepdive-model", "Calculating Model Memory",
                      "Model Memory (bytes) = Number of parameters * Bytes per parameter",
-                     _deepdive_model_bytes(spec, workload, num_params))
+                     _model_bytes(spec, workload, num_params))
 
 
 def deepdive_inference(spec: ModelSpec, workload: Workload, *,
@@ -324,7 +321,7 @@ def deepdive_inference(spec: ModelSpec, workload: Workload, *,
         return None
     return _deepdive("deepdive-inference-2x", "Estimating Working Memory",
                      "Working Memory ≈ 2 * Model Memory",
-                     DEEPDIVE_INFERENCE_FACTOR * _deepdive_model_bytes(spec, workload, num_params),
+                     DEEPDIVE_INFERENCE_FACTOR * _model_bytes(spec, workload, num_params),
                      note="its example doubles the rounded 494 MB: 988 MB")
 
 
@@ -335,7 +332,7 @@ def deepdive_training(spec: ModelSpec, workload: Workload, *,
         return None
     return _deepdive("deepdive-training-4x", "Estimating Working Memory",
                      "Training Memory ≈ 4 * Model Memory",
-                     DEEPDIVE_TRAINING_FACTOR * _deepdive_model_bytes(spec, workload, num_params),
+                     DEEPDIVE_TRAINING_FACTOR * _model_bytes(spec, workload, num_params),
                      note="its example quadruples the rounded 494 MB: 1,976 MB")
 
 
