@@ -182,3 +182,55 @@ def test_without_gguf_package_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "gguf", None)
     with pytest.raises(MissingExtra, match=r"pip install 'memfit\[gguf\]'"):
         load_local(path)
+
+
+def test_llama_3_1_8b_q4_k_m_gguf_matches_the_catalog(tmp_path):
+    """Llama-3.1-8B's llama.cpp metadata maps to the catalog spec's layers, vocab and untied head."""
+    # Tensor data is a sparse hole (no disk used): token_embd Q4_K 128,256·4,096/256 blocks · 144 B
+    # = 295,501,824 B; output Q6_K · 210 B = 430,940,160 B. Source of the keys: llama.cpp convert_hf_to_gguf.
+    gguf = pytest.importorskip("gguf")
+    numpy = pytest.importorskip("numpy")
+    from memfit.sources.catalog import load_catalog_model
+
+    path = tmp_path / "Llama-3.1-8B-Q4_K_M.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    dims = {
+        "block_count": 32,
+        "context_length": 131_072,
+        "embedding_length": 4096,
+        "feed_forward_length": 14_336,
+        "attention.head_count": 32,
+        "attention.head_count_kv": 8,
+        "vocab_size": 128_256,
+        "rope.dimension_count": 128,
+    }
+    for key, value in dims.items():
+        writer.add_uint32(f"llama.{key}", value)
+    writer.add_float32("llama.rope.freq_base", 500_000.0)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_K_M)
+    row_bytes = {
+        "token_embd.weight": (gguf.GGMLQuantizationType.Q4_K, 4096 // 256 * 144),
+        "output.weight": (gguf.GGMLQuantizationType.Q6_K, 4096 // 256 * 210),
+    }
+    for name, (ggml_type, nbytes) in row_bytes.items():
+        writer.add_tensor_info(
+            name, [128_256, nbytes], numpy.dtype(numpy.uint8), 128_256 * nbytes, raw_dtype=ggml_type
+        )
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    writer.close()
+    data_start = -(-path.stat().st_size // 32) * 32  # GGUF data is aligned to general.alignment = 32 B
+    with path.open("r+b") as file:
+        file.truncate(data_start + 128_256 * (2304 + 3360))
+    spec = load_gguf(path)
+    reference = load_catalog_model("Llama-3.1-8B")
+    assert reference is not None
+    assert spec.layers == reference.layers
+    assert (spec.vocab_size, spec.tie_word_embeddings, spec.max_position_embeddings) == (
+        128_256,
+        False,
+        131_072,
+    )
+    assert spec.checkpoint is not None
+    assert (spec.checkpoint.file_type, spec.checkpoint.total_bytes) == ("Q4_K_M", 726_441_984)

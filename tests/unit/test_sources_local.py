@@ -4,11 +4,12 @@ import json
 import shutil
 import struct
 import sys
+import types
 from pathlib import Path
 
 import pytest
 
-from memfit.core.errors import ConfigError, ModelNotFound, UnsupportedArchitecture
+from memfit.core.errors import ConfigError, MissingExtra, ModelNotFound, UnsupportedArchitecture
 from memfit.sources.local import load_local
 
 FIXTURES = Path(__file__).parent.parent / "data" / "fixtures"
@@ -154,3 +155,27 @@ def test_safetensors_without_config_is_config_error(tmp_path):
     path = write_safetensors(tmp_path / "model.safetensors", {"w": ("BF16", [2, 2])})
     with pytest.raises(ConfigError, match=r"no config.json beside it"):
         load_local(path)
+
+
+def test_unknown_model_type_goes_to_meta_builder(monkeypatch):
+    """With transformers, an unmapped model_type is built by memfit.trace.meta.spec_on_meta, flags passed."""
+    calls = []
+
+    def spec_on_meta(config, *, name, source, trust_remote_code):
+        calls.append((config["model_type"], name, source.kind, trust_remote_code))
+        return "meta-spec"
+
+    monkeypatch.setitem(sys.modules, "memfit.trace.meta", types.SimpleNamespace(spec_on_meta=spec_on_meta))
+    assert load_local(CONFIGS / "remote_code.json", trust_remote_code=True) == "meta-spec"
+    assert calls == [("frobnicator", "remote_code", "config", True)]
+
+
+def test_meta_builder_without_transformers(monkeypatch):
+    """A meta builder that finds no transformers (MissingExtra) still gives UnsupportedArchitecture."""
+
+    def spec_on_meta(config, *, name, source, trust_remote_code):
+        raise MissingExtra("needs torch: pip install 'memfit[trace]'")
+
+    monkeypatch.setitem(sys.modules, "memfit.trace.meta", types.SimpleNamespace(spec_on_meta=spec_on_meta))
+    with pytest.raises(UnsupportedArchitecture, match=r"pip install 'memfit\[trace\]' to count it"):
+        load_local(CONFIGS / "unknown_type.json")

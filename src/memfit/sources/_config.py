@@ -25,8 +25,8 @@ _META_MODULE = "memfit.trace.meta"
 """The [trace] extra's meta-device builder. Named as a string: sources sits below trace in the layer
 contract, so this optional, upward step is a run-time lookup, taken only for an unmapped model_type."""
 
-_META_SPEC_FUNCTION = "spec_from_meta"
-"""`spec_from_meta(config, *, name, source, trust_remote_code) -> ModelSpec` in `memfit.trace.meta`."""
+_META_SPEC_FUNCTION = "spec_on_meta"
+"""`spec_on_meta(config, *, name, source, trust_remote_code) -> ModelSpec` in `memfit.trace.meta`."""
 
 
 def parse_config(text: str, *, origin: str) -> dict[str, Any]:
@@ -107,12 +107,18 @@ def _spec_on_meta(
             "pass --trust-remote-code (trust_remote_code=True) to count it with transformers on the meta "
             "device"
         ) from err
+    without_trace = UnsupportedArchitecture(
+        f"{err}; or pip install 'memfit[trace]' to count it with transformers on the meta device"
+    )
     try:
         meta = importlib.import_module(_META_MODULE)
     except ImportError:
-        raise err from None
-    spec_from_meta = getattr(meta, _META_SPEC_FUNCTION, None)
-    if spec_from_meta is None:
-        raise err
-    spec: ModelSpec = spec_from_meta(config, name=name, source=source, trust_remote_code=trust_remote_code)
+        raise without_trace from err
+    build = getattr(meta, _META_SPEC_FUNCTION, None)
+    if build is None:
+        raise without_trace from err
+    try:
+        spec: ModelSpec = build(config, name=name, source=source, trust_remote_code=trust_remote_code)
+    except ImportError as missing:  # MissingExtra is an ImportError: no torch or transformers
+        raise without_trace from missing
     return spec
