@@ -1,0 +1,285 @@
+"""Activations of a training step: tensors autograd saves for backward, and the forward/backward transients.
+
+The structure follows the tensors a transformers 5.17 decoder layer really saves (torch 2.11 autograd saves
+an input only when the gradient that needs it is required; peft 0.21 LoRA; bitsandbytes 0.50 4-bit):
+
+- RMSNorm (`LlamaRMSNorm`): `x.to(fp32)` saved by `pow` (4 B/feature); when its weight trains, also the
+  normalised `hs.to(input_dtype)` saved by `weight * hs`; its output is saved by the Linears that read it.
+- A Linear whose weight trains saves its input (grad_W = gᵀx); a frozen or 4-bit one saves nothing of x.
+  Under autocast each Linear casts its input to bf16 itself, so q, k, v (gate, up) each save their own cast.
+- peft LoRA (`lora.Linear.forward`): x cast to fp32, dropout keeps its output and a bool mask, `lora_A`
+  its output for `lora_B`: (4 + 1)·fan_in + 4·rank bytes per token and adapted Linear.
+- Attention core by backend: flash / memory-efficient save q, k, v, out and an fp32 logsumexp; the math
+  fallback saves fp32 copies and the (heads × seq) probabilities; eager saves softmax's fp32 output and
+  its low-precision copy, (heads × seq) each, plus repeated K/V.
+- Gated MLP: act(gate) saves gate's output, the product saves act's and up's outputs, down saves the product.
+Per-token figures are bytes per token of one layer; `saved_activations` multiplies by tokens and layers.
+Source: transformers/models/llama/modeling_llama.py, integrations/sdpa_attention.py,
+peft/tuners/lora/layer.py; checked against the groundtruth rows h100-2026-11 (fwd end − fwd start per
+case, within 0.3 %).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from memfit.core.choices import AttnImpl, Checkpointing, Method, NormKind, Precision
+from memfit.core.params import Linear, layer_linears
+from memfit.core.result import Term
+from memfit.core.spec import AttentionSpec, LayerSpec, ModelSpec, MoeSpec
+from memfit.core.workload import Training
+
+FP32_BYTES = 4
+"""Bytes of an fp32 element (norm upcasts, softmax, LoRA inputs under peft, logsumexp)."""
+MASK_BYTES = 1
+"""Bytes per element of a dropout mask: torch native_dropout returns a bool mask."""
+FLASH_MAX_HEAD_DIM = 256
+"""Largest head_dim the SDPA flash backend takes. Source: torch sdp_utils check_head_dim_size_flash."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Flow:
+    """How tensors flow through the model under one training setup: element sizes and what trains."""
+
+    residual_bytes: int       # residual stream: 2 (bf16/fp16), 4 (fp32, AMP, QLoRA after prepare_kbit)
+    act_bytes: int            # Linear outputs and MLP intermediates
+    attn_bytes: int           # q, k, v as the attention kernel receives them
+    amp: bool                 # autocast: each Linear casts its input and weight to bf16/fp16
+    base_trains: bool         # full fine-tuning: base weights (and norms) get gradients
+    lora_rank: int            # 0: no LoRA
+    lora_dropout: bool        # peft keeps a dropped copy and its mask
+    lora_targets: frozenset[str]
+    checkpointing: bool
+    inputs_need_grad: bool    # the embeddings' output requires grad (full fine-tuning)
+    attn: AttnImpl
+
+    def adapted(self, lin: Linear) -> bool:
+        return self.lora_rank > 0 and lin.is_module and lin.name in self.lora_targets
+
+
+def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str]) -> Flow:
+    """The Flow of `wl` on `spec` (lora_targets: the Linear names that get an adapter)."""
+    fp32 = wl.precision is Precision.FP32
+    kbit_fp32 = wl.method is Method.QLORA and wl.lora is not None and wl.lora.prepare_kbit
+    residual = FP32_BYTES if (fp32 or wl.precision.is_amp or kbit_fp32) else 2
+    # bnb Linear4bit returns its output in the input's dtype; autocast returns bf16/fp16
+    act = FP32_BYTES if (fp32 or (kbit_fp32 and not wl.precision.is_amp)) else 2
+    attn_bytes = 2 if wl.attn is AttnImpl.FLASH else act
+    return Flow(
+        residual_bytes=residual, act_bytes=act, attn_bytes=attn_bytes, amp=wl.precision.is_amp,
+        base_trains=wl.method is Method.FULL,
+        lora_rank=wl.lora.rank if wl.lora is not None and wl.method is not Method.FULL else 0,
+        lora_dropout=wl.lora is not None and wl.lora.dropout > 0,
+        lora_targets=lora_targets if wl.method is not Method.FULL else frozenset(),
+        checkpointing=wl.checkpointing.level > Checkpointing.NONE.level,
+        inputs_need_grad=wl.method is Method.FULL, attn=wl.attn,
+    )
+
+
+def attention_backend(att: AttentionSpec, flow: Flow, *, seq_len: int) -> str:
+    """The kernel that runs attention: "flash", "efficient", "math" or "eager".
+
+    SDPA (transformers passes enable_gqa=True and no mask for unpadded causal input): flash for fp16/bf16
+    with head_dim ≤ 256; otherwise memory-efficient, which does not broadcast GQA heads, so GQA falls back
+    to math. A sliding window shorter than the sequence needs a mask: K/V are repeated, efficient runs.
+    Source: torch sdp_utils.cpp (2.11) backend checks; transformers integrations/sdpa_attention.py.
+    """
+    if flow.attn is AttnImpl.EAGER:
+        return "eager"
+    if flow.attn is AttnImpl.FLASH:
+        return "flash"
+    masked = att.sliding_window is not None and att.sliding_window < seq_len
+    if flow.attn_bytes == 2 and att.head_dim <= FLASH_MAX_HEAD_DIM and not masked:
+        return "flash"
+    if att.num_kv_heads == att.num_heads or masked:
+        return "efficient"
+    return "math"
+
+
+def _norm_bytes(kind: NormKind, width: int, flow: Flow, *, trains: bool) -> int:
+    """Bytes per token a norm saves (its output excluded: the reader saves that)."""
+    if kind is NormKind.RMS:
+        return FP32_BYTES * width + (flow.residual_bytes * width if trains else 0)
+    return flow.residual_bytes * width          # F.layer_norm saves its input (mean, rstd: one float each)
+
+
+def _inputs_bytes(readers: list[Linear], width: int, flow: Flow) -> int:
+    """Bytes per token the Linears reading one tensor save of it (trained base weights only)."""
+    if not readers or not flow.base_trains:
+        return 0
+    if flow.amp:
+        return 2 * width * len(readers)          # one autocast bf16 copy per Linear
+    return flow.residual_bytes * width            # the norm's output, shared
+
+
+def lora_bytes(lin: Linear, flow: Flow) -> int:
+    """Bytes per token one adapted Linear saves: fp32 dropout output and bool mask, and lora_A's output.
+
+    Under autocast lora_A saves its own bf16 cast instead of the fp32 dropout output.
+    Source: peft 0.21 lora/layer.py Linear.forward (x cast to lora_A's fp32 dtype, dropout, A, B).
+    """
+    in_bytes = 2 if flow.amp else FP32_BYTES
+    out_bytes = 2 if flow.amp else FP32_BYTES
+    mask = MASK_BYTES if flow.lora_dropout else 0
+    return lin.count * ((in_bytes + mask) * lin.fan_in + out_bytes * flow.lora_rank)
+
+
+def _attention_core(att: AttentionSpec, flow: Flow, *, seq_len: int) -> int:
+    """Bytes per token the attention kernel saves, including its output (o_proj's input)."""
+    if att.mla is not None:
+        q_width = att.num_heads * att.mla.qk_head_dim
+        kv_width = q_width + att.num_heads * att.mla.v_head_dim   # MLA expands K and V per head
+        out_width = att.num_heads * att.mla.v_head_dim
+        rep = 0
+    else:
+        q_width = out_width = att.num_heads * att.head_dim
+        kv_width = 2 * att.num_kv_heads * att.head_dim
+        rep = 2 * q_width - kv_width                # repeat_kv copies (GQA) replace k and v
+    ab = flow.attn_bytes
+    lse = FP32_BYTES * att.num_heads
+    match attention_backend(att, flow, seq_len=seq_len):
+        case "flash":
+            return ab * (q_width + kv_width + out_width) + lse
+        case "efficient":
+            repeated = rep if att.sliding_window is not None and att.sliding_window < seq_len else 0
+            return ab * (q_width + kv_width + repeated + out_width) + lse
+        case "math":
+            # fp32 scaled q, repeated k and v, fp32 probabilities; the output is o_proj's input
+            probs = FP32_BYTES * att.num_heads * seq_len
+            return FP32_BYTES * 3 * q_width + probs + ab * out_width
+        case _:
+            # eager: q, repeated k and v, fp32 softmax output and its copy in q's dtype; output copy
+            probs = FP32_BYTES * att.num_heads * seq_len + (ab * att.num_heads * seq_len if ab < 4 else 0)
+            return ab * (q_width + kv_width + rep + out_width) + probs
+
+
+def _mlp_bytes(h: int, layer: LayerSpec, flow: Flow, lins: tuple[Linear, ...]) -> int:
+    """Bytes per token the MLP (or MoE block) saves, LoRA excluded."""
+    mlp = layer.mlp
+    act = flow.act_bytes
+    if isinstance(mlp, MoeSpec):
+        i = mlp.expert.intermediate_size
+        expert = (4 if mlp.expert.gated else 2) * i * act
+        # per routed copy: gathered input, expert intermediates, the weighted output; router fp32 softmax
+        routed = mlp.top_k * (flow.residual_bytes * h + expert + act * h)
+        router = 2 * FP32_BYTES * mlp.num_experts
+        shared = 0
+        if mlp.shared_expert is not None:
+            shared = (4 if mlp.shared_expert.gated else 2) * mlp.shared_expert.intermediate_size * act
+        readers = [lin for lin in lins if lin.role in ("router", "shared_experts") and lin.fan_in == h]
+        return routed + router + shared + _inputs_bytes(readers, h, flow)
+    i = mlp.intermediate_size
+    # gated: gate out, act out, up out, product (down's input); plain: up out, act out
+    inner = (4 if mlp.gated else 2) * i * act
+    if not flow.base_trains:
+        inner -= i * act                            # a frozen down_proj does not keep the product
+    readers = [lin for lin in lins if lin.role == "mlp"][:-1]     # down_proj is listed last
+    return inner + _inputs_bytes(readers, h, flow)
+
+
+def layer_token_bytes(spec: ModelSpec, layer: LayerSpec, flow: Flow, *, seq_len: int,
+                      first: bool = False) -> dict[str, int]:
+    """Bytes per token one decoder layer saves for backward, by part (norms, attention, mlp, lora).
+
+    `first`: layer 0, whose input needs no grad under LoRA (its input norm saves nothing).
+    """
+    h = spec.hidden_size
+    lins = layer_linears(spec, layer)
+    att = layer.attention
+    norm_in = 0 if (first and not flow.inputs_need_grad) else _norm_bytes(layer.norm, h, flow,
+                                                                            trains=flow.base_trains)
+    one_norm = _norm_bytes(layer.norm, h, flow, trains=flow.base_trains)
+    norms = norm_in + max(0, layer.norms_per_layer - 1) * one_norm
+    attn_lins = [lin for lin in lins if lin.role == "attention"]
+    readers = [lin for lin in attn_lins[:-1] if lin.fan_in == h]   # o_proj is listed last
+    attention = _attention_core(att, flow, seq_len=seq_len) + _inputs_bytes(readers, h, flow)
+    if att.qk_norm.value != "none":
+        width = att.num_heads * att.head_dim + att.num_kv_heads * att.head_dim
+        attention += _norm_bytes(att.qk_norm_kind, width, flow, trains=flow.base_trains)
+    lora = sum(lora_bytes(lin, flow) for lin in lins if flow.adapted(lin))
+    return {"norms": norms, "attention": attention, "mlp": _mlp_bytes(h, layer, flow, lins), "lora": lora}
+
+
+def _layer_total(spec: ModelSpec, layer: LayerSpec, flow: Flow, *, seq_len: int, first: bool) -> int:
+    return sum(layer_token_bytes(spec, layer, flow, seq_len=seq_len, first=first).values())
+
+
+def saved_activations(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int) -> Term:
+    """Tensors saved for backward at the end of the forward pass, all layers (bytes), as a Term.
+
+    With checkpointing (non-reentrant) each layer keeps only its input (residual dtype, hidden wide).
+    The final norm saves its fp32 input, plus lm_head's input when lm_head trains.
+    """
+    tokens = batch * seq_len
+    h = spec.hidden_size
+    children: list[Term] = []
+    if flow.checkpointing:
+        children.append(Term(name="layer_inputs", nbytes=spec.num_layers * flow.residual_bytes * h * tokens,
+                             note="non-reentrant checkpointing keeps each decoder layer's input"))
+    else:
+        parts: dict[str, int] = {}
+        for index, layer in enumerate(spec.layers):
+            per = layer_token_bytes(spec, layer, flow, seq_len=seq_len, first=index == 0)
+            for name, value in per.items():
+                parts[name] = parts.get(name, 0) + value * tokens
+        children.append(Term.group("layers", [Term(name=k, nbytes=v) for k, v in parts.items()]))
+    final = _norm_bytes(spec.final_norm or NormKind.RMS, h, flow, trains=flow.base_trains)
+    head_input = (2 if flow.amp else flow.residual_bytes) * h if flow.base_trains else 0
+    children.append(Term(name="final_norm", nbytes=(final + head_input) * tokens))
+    return Term.group("activations", children)
+
+
+def recomputed_layer_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int) -> int:
+    """Checkpointing: the largest layer's saved tensors, rebuilt inside backward (bytes)."""
+    return max(_layer_total(spec, layer, flow, seq_len=seq_len, first=False) for layer in set(spec.layers)) \
+        * batch * seq_len
+
+
+def forward_extra_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int) -> int:
+    """Bytes alive at the forward peak beyond saved tensors: cache references and the final hidden state.
+
+    Without checkpointing transformers builds a DynamicCache (use_cache defaults to True) holding every
+    layer's rotated K and V until forward returns; SDPA flash saves those same tensors, eager and autocast
+    keep other copies. `outputs.last_hidden_state` holds the final norm's output during the loss.
+    """
+    tokens = batch * seq_len
+    h = spec.hidden_size
+    held = 0 if flow.base_trains and not flow.amp else flow.residual_bytes * h * tokens
+    if flow.checkpointing:
+        return held
+    for layer in spec.layers:
+        att = layer.attention
+        if att.mla is not None:
+            continue
+        kv = att.num_kv_heads * att.head_dim
+        backend = attention_backend(att, flow, seq_len=seq_len)
+        k_rot_bytes = FP32_BYTES if flow.amp and flow.residual_bytes == FP32_BYTES else flow.act_bytes
+        if backend in ("eager", "math") and att.num_kv_heads != att.num_heads:
+            held += (k_rot_bytes + flow.act_bytes) * kv * tokens
+        elif flow.amp:
+            held += k_rot_bytes * kv * tokens         # fp32 rotated K; SDPA saved its bf16 cast
+    return held
+
+
+def layer_transient_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int) -> int:
+    """Largest short-lived buffers while one layer runs backward (bytes): gradients of its big tensors.
+
+    eager/math: the (heads × seq) probability gradients in fp32 and low precision; otherwise the MLP's
+    three intermediate gradients; plus the residual-stream gradient in and out.
+    """
+    tokens = batch * seq_len
+    h = spec.hidden_size
+    worst = 0
+    for layer in set(spec.layers):
+        att = layer.attention
+        backend = attention_backend(att, flow, seq_len=seq_len)
+        attn = 0
+        if backend in ("eager", "math"):
+            # fp32 grads of the probabilities and of the scores, and a low-precision copy of one
+            low = flow.attn_bytes if flow.attn_bytes < FP32_BYTES else 0
+            attn = (2 * FP32_BYTES + low) * att.num_heads * seq_len
+        i = layer.mlp.expert.intermediate_size * layer.mlp.top_k if isinstance(layer.mlp, MoeSpec) \
+            else layer.mlp.intermediate_size
+        mlp = 3 * i * flow.act_bytes
+        worst = max(worst, attn, mlp)
+    return (worst + 2 * flow.residual_bytes * h) * tokens

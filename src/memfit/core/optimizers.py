@@ -1,0 +1,136 @@
+"""Optimizer states and the temporaries of each optimizer's step, from the tensors it updates.
+
+| optimizer          | states per element                  | step temporaries                             |
+|--------------------|-------------------------------------|----------------------------------------------|
+| adamw, adam        | exp_avg + exp_avg_sq, param dtype   | foreach: one full copy (`_foreach_sqrt`)      |
+| adamw-fused        | same                                | none; a device `step` scalar per tensor       |
+| adamw-loop         | same                                | two copies of the largest tensor (sqrt, div) |
+| sgd / sgd-momentum | none / momentum buffer              | none (in-place foreach)                       |
+| adafactor          | row + column factors (full for 1-D) | ~5 fp32 copies of the largest tensor         |
+| lion               | exp_avg                             | two copies of the largest tensor             |
+| adamw-8bit (bnb)   | 2 uint8 + fp32 absmax / 256 block   | none (in place); < 4096 elements: fp32       |
+| paged-adamw-8/32   | as bnb, in CUDA managed memory      | none; tensors < 1e5 elements stay on device  |
+
+Sources: torch/optim/adamw.py (2.11) `_multi_tensor_adamw`, `_single_tensor_adamw`, `_fused_adamw`;
+torch/optim/sgd.py; transformers/optimization.py Adafactor (relative_step=False, beta1=None);
+lion-pytorch `Lion.step`; bitsandbytes/optim/optimizer.py (0.50) `Optimizer2State.init_state`,
+`get_state_buffer`. The foreach copy and fused step scalars are pinned by the groundtruth rows
+l1b-full-bf16-adamw (opt2 peak − start = one parameter copy) and l1b-full-bf16-fused (+146 × 512 B).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from memfit.core.choices import Optimizer
+from memfit.core.result import Term
+
+ALLOCATOR_BLOCK_BYTES = 512
+"""The CUDA caching allocator rounds blocks up to 512 bytes. Source: c10/cuda/CUDACachingAllocator.cpp."""
+BNB_BLOCK = 256
+"""Elements per fp32 absmax of bnb's block-wise 8-bit states. Source: bnb Optimizer2State.init_state."""
+BNB_MIN_8BIT_SIZE = 4096
+"""Tensors with fewer elements keep fp32 states in bnb 8-bit optimizers (min_8bit_size default)."""
+BNB_PAGED_MIN_ELEMENTS = 100_000
+"""Tensors with fewer elements get device (not paged) state buffers. Source: bnb get_state_buffer."""
+FP32_BYTES = 4
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParamTensor:
+    """`count` trainable tensors of shape (rows, cols) (cols = 1 for vectors), `element_bytes` each."""
+
+    name: str
+    rows: int
+    cols: int
+    element_bytes: int
+    count: int = 1
+
+    @property
+    def numel(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def nbytes(self) -> int:
+        return self.count * self.numel * self.element_bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OptimizerMemory:
+    """What an optimizer holds (bytes): device states, managed (paged) states, step temporaries."""
+
+    states: Term
+    paged_bytes: int
+    step_bytes: int
+    step_note: str
+
+
+def _largest(tensors: tuple[ParamTensor, ...]) -> ParamTensor | None:
+    return max(tensors, key=lambda t: t.numel * t.element_bytes, default=None)
+
+
+def _two_state(tensors: tuple[ParamTensor, ...]) -> int:
+    return sum(2 * t.nbytes for t in tensors)
+
+
+def _bnb_states(tensors: tuple[ParamTensor, ...], *, bits: int, paged: bool) -> tuple[int, int]:
+    """(device bytes, managed bytes) of a bnb two-state optimizer's state1/state2 and absmax."""
+    device = managed = 0
+    for t in tensors:
+        eight = bits == 8 and t.numel >= BNB_MIN_8BIT_SIZE
+        state_bytes = 2 * t.numel * (1 if eight else FP32_BYTES)
+        absmax = 2 * FP32_BYTES * -(-t.numel // BNB_BLOCK) if eight else 0
+        if paged and t.numel >= BNB_PAGED_MIN_ELEMENTS:
+            managed += t.count * state_bytes
+        else:
+            device += t.count * state_bytes
+        device += t.count * absmax
+    return device, managed
+
+
+def _adafactor_states(tensors: tuple[ParamTensor, ...]) -> int:
+    """Factored second moments: rows + cols per matrix in the grad's dtype; a full one for vectors."""
+    total = 0
+    for t in tensors:
+        per = (t.rows + t.cols) if t.cols > 1 else t.numel
+        total += t.count * per * t.element_bytes
+    return total
+
+
+def optimizer_memory(opt: Optimizer, tensors: tuple[ParamTensor, ...]) -> OptimizerMemory:
+    """States and step temporaries of `opt` over the trainable `tensors` (bytes)."""
+    big = _largest(tensors)
+    big_bytes = big.numel * big.element_bytes if big else 0
+    params_bytes = sum(t.nbytes for t in tensors)
+    paged = 0
+    match opt:
+        case Optimizer.ADAMW | Optimizer.ADAM:
+            states, step, note = _two_state(tensors), params_bytes, "foreach sqrt(exp_avg_sq): one full copy"
+        case Optimizer.ADAMW_FUSED:
+            count = sum(t.count for t in tensors)
+            states, step, note = _two_state(tensors), 0, "fused kernel: no temporary"
+            states += count * ALLOCATOR_BLOCK_BYTES          # one fp32 `step` scalar per tensor on device
+        case Optimizer.ADAMW_LOOP:
+            states, step, note = _two_state(tensors), 2 * big_bytes, "for-loop: sqrt and div of the largest"
+        case Optimizer.SGD:
+            states, step, note = 0, 0, "in-place foreach update"
+        case Optimizer.SGD_MOMENTUM:
+            states, step, note = params_bytes, 0, "in-place foreach update"
+        case Optimizer.ADAFACTOR:
+            states = _adafactor_states(tensors)
+            upcasts = 2 * FP32_BYTES if big and big.element_bytes < FP32_BYTES else 0
+            step = big.numel * (3 * FP32_BYTES + upcasts) if big else 0
+            note = "per tensor: fp32 param and grad copies, update, its scaled copies"
+        case Optimizer.LION:
+            states, step, note = params_bytes, 2 * big_bytes, "per tensor: interpolated update and its sign"
+        case Optimizer.ADAMW_8BIT:
+            states, _ = _bnb_states(tensors, bits=8, paged=False)
+            step, note = 0, "in-place 8-bit block-wise kernel"
+        case Optimizer.PAGED_ADAMW_8BIT | Optimizer.PAGED_ADAMW_32BIT:
+            bits = 8 if opt is Optimizer.PAGED_ADAMW_8BIT else 32
+            states, paged = _bnb_states(tensors, bits=bits, paged=True)
+            step, note = 0, "in-place kernel; states in CUDA managed memory"
+    return OptimizerMemory(
+        states=Term.group("optimizer_states", [Term(name="states", nbytes=states)]),
+        paged_bytes=paged, step_bytes=step, step_note=note,
+    )

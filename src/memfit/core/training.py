@@ -1,0 +1,367 @@
+"""Training phases: what lives on the GPU at each instant of a steady-state step, and which phase peaks.
+
+A step as PyTorch + transformers + peft run it (HF Trainer-like: forward with labels, `loss.backward()`,
+`opt.step()`, `opt.zero_grad(set_to_none=True)`); each phase is the maximum over the first two steps, and
+step 2 (optimizer states exist, gradients were freed) is the larger one:
+
+- load: weights as trained (after peft and prepare_model_for_kbit_training) and adapters.
+- forward: weights + states + saved activations + the loss's peak (low-precision logits, their fp32
+  copy, log_softmax's output) + cache references and the final hidden state held until forward returns.
+- backward: the larger of its start (saved activations + log_softmax output and two fp32 logits-sized
+  gradients) and the last layer's backward (gradients so far, a recomputed layer under checkpointing).
+- optimizer: weights + gradients + states + the step's temporaries (torch's foreach AdamW: one full copy).
+With grad_accum > 1 gradients persist through the forward and backward of later micro-steps.
+Sources: module docstrings of activations.py, loss.py and optimizers.py; groundtruth h100-2026-11.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from memfit.core import activations as act
+from memfit.core import loss
+from memfit.core.choices import AttnImpl, Checkpointing, Method, NormKind, Optimizer, PhaseName, Precision
+from memfit.core.errors import InvalidWorkload
+from memfit.core.optimizers import ParamTensor, optimizer_memory
+from memfit.core.params import Linear, count_params, layer_linears, lm_head_linear
+from memfit.core.result import Phase, Term, memory
+from memfit.core.spec import ModelSpec
+from memfit.core.units import MiB
+from memfit.core.workload import Lora, Training
+
+CUBLAS_WORKSPACE_BYTES = 32 * MiB
+"""cuBLAS workspace per (handle, stream) on Hopper. Source: torch CublasHandlePool (sm90: 32 MiB);
+groundtruth "context" case (alloc_after_matmul − operands)."""
+CUBLAS_HANDLES_TRAINING = 2
+"""Workspaces alive from the first backward on: the forward thread's and autograd's backward thread's.
+Source: groundtruth l1b-full-bf16-adamw: bwd1 end − (params + grads) = 64 MiB, fwd1 end adds 32 MiB."""
+LORA_PARAM_BYTES = 4
+"""peft keeps adapter weights in fp32 (autocast_adapter_dtype=True). Source: peft tuners_utils."""
+
+
+def param_bytes(wl: Training) -> int:
+    """Bytes per trained (full fine-tuning) parameter: fp32 for fp32 and AMP, else 2."""
+    return 4 if wl.precision in (Precision.FP32, Precision.AMP_BF16, Precision.AMP_FP16) else 2
+
+
+def _module_names(spec: ModelSpec) -> list[str]:
+    names: list[str] = []
+    for layer in dict.fromkeys(spec.layers):
+        for lin in layer_linears(spec, layer):
+            if lin.is_module and lin.name not in names:
+                names.append(lin.name)
+    return names
+
+
+def lora_targets(spec: ModelSpec, lora: Lora) -> frozenset[str]:
+    """Linear names that get an adapter; InvalidWorkload naming the valid ones for unknown names."""
+    names = _module_names(spec)
+    if "all-linear" in lora.targets:
+        return frozenset(names)
+    valid = [*names, "lm_head"]
+    unknown = [t for t in lora.targets if t not in valid]
+    if unknown:
+        raise InvalidWorkload(f"lora_targets {','.join(unknown)} not in {spec.name}; "
+                              f"use all-linear or some of: {','.join(valid)}")
+    return frozenset(lora.targets)
+
+
+def validate(spec: ModelSpec, wl: Training) -> None:
+    """Raise InvalidWorkload for settings transformers/peft/bitsandbytes cannot run."""
+    if wl.method is Method.FULL and wl.quant.is_quantized:
+        raise InvalidWorkload(f"method=full cannot train quant={wl.quant.name} weights; use method=qlora "
+                              "or quant=none")
+    if wl.method is Method.QLORA and wl.precision is Precision.FP32:
+        raise InvalidWorkload("method=qlora computes in bf16/fp16 (bnb_4bit_compute_dtype); use precision "
+                              "bf16, fp16 or amp-bf16")
+    if wl.attn is AttnImpl.FLASH and wl.precision is Precision.FP32:
+        raise InvalidWorkload("attn=flash (flash-attention-2) needs fp16/bf16; use precision bf16 or "
+                              "attn=sdpa")
+    if wl.lora is not None and wl.method is not Method.FULL:
+        lora_targets(spec, wl.lora)
+
+
+def _linears(spec: ModelSpec) -> Iterator[tuple[int, Linear]]:
+    """(number of layers sharing it, Linear) for every decoder-layer matrix."""
+    counts: dict[int, int] = {}
+    for layer in spec.layers:
+        counts[id(layer)] = counts.get(id(layer), 0) + 1
+    for layer in dict.fromkeys(spec.layers):
+        for lin in layer_linears(spec, layer):
+            yield counts[id(layer)], lin
+
+
+def trainable_tensors(spec: ModelSpec, wl: Training, targets: frozenset[str]) -> tuple[ParamTensor, ...]:
+    """The tensors the optimizer updates: every parameter (full) or the LoRA A and B matrices."""
+    if wl.method is not Method.FULL and wl.lora is not None:
+        r = wl.lora.rank
+        out = []
+        head = (1, lm_head_linear(spec)) if "lm_head" in targets else None
+        for layers, lin in [*_linears(spec), *([head] if head else [])]:
+            if lin.is_module and lin.name in targets:
+                n = layers * lin.count
+                out.append(ParamTensor(name=f"{lin.name}.lora_A", rows=r, cols=lin.fan_in,
+                                       element_bytes=LORA_PARAM_BYTES, count=n))
+                out.append(ParamTensor(name=f"{lin.name}.lora_B", rows=lin.fan_out, cols=r,
+                                       element_bytes=LORA_PARAM_BYTES, count=n))
+        return tuple(out)
+    eb = param_bytes(wl)
+    h = spec.hidden_size
+    out = [ParamTensor(name="embeddings", rows=spec.vocab_size, cols=h, element_bytes=eb)]
+    if not spec.tie_word_embeddings:
+        out.append(ParamTensor(name="lm_head", rows=spec.vocab_size, cols=h, element_bytes=eb))
+    listed = spec.vocab_size * h * (1 if spec.tie_word_embeddings else 2)
+    for layers, lin in _linears(spec):
+        out.append(ParamTensor(name=lin.name, rows=lin.fan_out, cols=lin.fan_in, element_bytes=eb,
+                               count=layers * lin.count))
+        listed += layers * lin.num_weights
+        if lin.bias:
+            out.append(ParamTensor(name=f"{lin.name}.bias", rows=lin.fan_out, cols=1, element_bytes=eb,
+                                   count=layers * lin.count))
+            listed += layers * lin.count * lin.fan_out
+    norms = sum(layer.norms_per_layer * (2 if layer.norm is NormKind.LAYER else 1) for layer in spec.layers)
+    norms += 1 if spec.final_norm is not None else 0
+    out.append(ParamTensor(name="norms", rows=h, cols=1, element_bytes=eb, count=norms))
+    rest = count_params(spec).num_params - listed - norms * h
+    if rest > 0:
+        out.append(ParamTensor(name="other", rows=rest, cols=1, element_bytes=eb))
+    return tuple(out)
+
+
+def weights_term(spec: ModelSpec, wl: Training) -> Term:
+    """Model weights as trained (bytes): full precision, or quantized Linears plus kept parts.
+
+    Quantized: every decoder nn.Linear at the quant's exact bits; embeddings, lm_head, norms, biases and
+    raw Parameters stay in bf16, or fp32 after prepare_model_for_kbit_training.
+    """
+    total = count_params(spec).num_params
+    if not wl.quant.is_quantized:
+        return Term.group("weights", [Term(name="parameters", nbytes=total * param_bytes(wl))])
+    quantized = sum(layers * lin.num_weights for layers, lin in _linears(spec) if lin.is_module)
+    bits = quantized * wl.quant.bits_per_weight
+    kept_bytes = 4 if (wl.lora is not None and wl.lora.prepare_kbit) else 2
+    return Term.group("weights", [
+        Term(name="quantized_linears", nbytes=-(-bits.numerator // (bits.denominator * 8))),
+        Term(name="kept", nbytes=(total - quantized) * kept_bytes,
+             note="embeddings, lm_head, norms, biases" + (" upcast to fp32 by prepare_kbit"
+                                                           if kept_bytes == 4 else "")),
+    ])
+
+
+def autocast_cache_bytes(spec: ModelSpec, wl: Training, adapters_bytes: int) -> int:
+    """AMP: bf16/fp16 copies of every non-quantized Linear weight, kept by autograd until backward."""
+    if not wl.precision.is_amp:
+        return 0
+    linear = 0 if wl.quant.is_quantized else sum(layers * lin.num_params for layers, lin in _linears(spec)
+                                                 if lin.is_module)
+    head = spec.vocab_size * spec.hidden_size
+    return 2 * (linear + head) + adapters_bytes // 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Parts:
+    """Every amount one phase builder needs, in bytes (Terms where they have a breakdown)."""
+
+    weights: Term
+    adapters: Term
+    grads: int
+    states: Term
+    paged: int
+    step_bytes: int
+    step_note: str
+    saved: Term
+    cache: int
+    fwd_extra: int
+    recompute: int
+    layer_transient: int
+    layer_grads: int
+    head_grads: int
+    dequant: int
+
+
+def _parts(spec: ModelSpec, wl: Training) -> tuple[_Parts, act.Flow]:
+    targets = lora_targets(spec, wl.lora) if wl.lora is not None and wl.method is not Method.FULL \
+        else frozenset()
+    flow = act.training_flow(spec, wl, lora_targets=targets)
+    tensors = trainable_tensors(spec, wl, targets)
+    grads = sum(t.nbytes for t in tensors)
+    opt = optimizer_memory(wl.optimizer, tensors)
+    adapters = grads if wl.method is not Method.FULL else 0
+    per_layer = {id(layer): 0 for layer in spec.layers}
+    if wl.method is Method.FULL:
+        for layer in spec.layers:
+            per_layer[id(layer)] = sum(lin.num_params for lin in layer_linears(spec, layer)) * param_bytes(wl)
+    b, s = wl.batch_size, wl.seq_len
+    saved = act.saved_activations(spec, flow, batch=b, seq_len=s)
+    dequant = 0
+    if wl.quant.is_quantized:
+        dequant = 2 * max(lin.num_weights for _, lin in _linears(spec) if lin.is_module)
+    return _Parts(
+        weights=weights_term(spec, wl),
+        adapters=Term.group("adapters", [Term(name="lora", nbytes=adapters)]),
+        grads=grads, states=opt.states, paged=opt.paged_bytes, step_bytes=opt.step_bytes,
+        step_note=opt.step_note, saved=saved, cache=autocast_cache_bytes(spec, wl, adapters),
+        fwd_extra=act.forward_extra_bytes(spec, flow, batch=b, seq_len=s),
+        recompute=act.recomputed_layer_bytes(spec, flow, batch=b, seq_len=s) if flow.checkpointing else 0,
+        layer_transient=act.layer_transient_bytes(spec, flow, batch=b, seq_len=s),
+        layer_grads=max(per_layer.values()),
+        head_grads=spec.vocab_size * spec.hidden_size * param_bytes(wl) if wl.method is Method.FULL else 0,
+        dequant=dequant,
+    ), flow
+
+
+def _overhead(*, handles: int) -> Term:
+    workspace = Term(name="cublas_workspace", nbytes=handles * CUBLAS_WORKSPACE_BYTES,
+                     note="one per cuBLAS handle: forward and backward threads")
+    return Term.group("runtime_overhead", [workspace])
+
+
+def _grads(nbytes: int, note: str = "") -> Term:
+    return Term.group("gradients", [Term(name="trainable", nbytes=nbytes, note=note)])
+
+
+def _activations(p: _Parts, *, extra: tuple[Term, ...] = (), drop_final: bool = False) -> Term:
+    saved = [c for c in p.saved.children if not (drop_final and c.name == "final_norm")]
+    cache = Term(name="autocast_weight_copies", nbytes=p.cache, note="bf16 casts saved for backward")
+    return Term.group("activations", [*saved, cache, *extra])
+
+
+def _steady(p: _Parts, wl: Training) -> list[Term]:
+    """Terms every work phase of step 2 holds: weights, adapters, states, workspaces (+ grads if accum)."""
+    terms = [p.weights, p.adapters, p.states, _overhead(handles=CUBLAS_HANDLES_TRAINING)]
+    if wl.grad_accum > 1:
+        terms.append(_grads(p.grads, "accumulated over micro-steps"))
+    return terms
+
+
+def _non_torch(p: _Parts) -> list[Term]:
+    if not p.paged:
+        return []
+    return [Term.group("non_torch", [Term(name="paged_optimizer_states", nbytes=p.paged, evictable=True,
+                                          note="bitsandbytes paged states in CUDA managed memory")])]
+
+
+def _forward(spec: ModelSpec, wl: Training, p: _Parts, flow: act.Flow) -> Phase:
+    tokens = wl.batch_size * wl.seq_len
+    held = Term(name="held_until_return", nbytes=p.fwd_extra, note="DynamicCache K/V, last hidden state")
+    at_loss = [*_steady(p, wl), _activations(p, extra=(held,)),
+               loss.forward_peak_logits(spec, flow, tokens=tokens, chunked=wl.chunked_loss)]
+    in_layer = Term(name="layer_transient", nbytes=p.layer_transient)
+    at_layer = [*_steady(p, wl), _activations(p, extra=(held, in_layer))]
+    best = max((at_loss, "loss: logits, fp32 copy, log_softmax + saved activations"),
+               (at_layer, "last layer: saved activations + its transients"),
+               key=lambda c: _allocated(c[0]))
+    return Phase(name=PhaseName.FORWARD, memory=memory([*best[0], *_non_torch(p)]), at=best[1])
+
+
+def _allocated(terms: list[Term]) -> int:
+    return sum(t.nbytes for t in terms if t.name not in ("fragmentation", "non_torch"))
+
+
+def _backward(spec: ModelSpec, wl: Training, p: _Parts, flow: act.Flow) -> Phase:
+    tokens = wl.batch_size * wl.seq_len
+    start = [*_steady(p, wl), _activations(p),
+             loss.backward_start_logits(spec, flow, tokens=tokens, chunked=wl.chunked_loss)]
+    so_far = p.grads if wl.grad_accum > 1 else min(p.grads, p.head_grads + p.layer_grads)
+    layer_extra = (Term(name="recomputed_layer", nbytes=p.recompute),
+                   Term(name="layer_backward_transient", nbytes=p.layer_transient + p.dequant))
+    last = [*[t for t in _steady(p, wl) if t.name != "gradients"], _grads(so_far, "so far"),
+            _activations(p, extra=layer_extra, drop_final=True)]
+    end = [*[t for t in _steady(p, wl) if t.name != "gradients"], _grads(p.grads)]
+    candidates = ((start, "start of backward: logits grads + saved activations"),
+                  (last, "last layer's backward: " + ("recomputed layer, " if p.recompute else "")
+                   + "gradients so far"),
+                  (end, "end of backward: all gradients"))
+    best = max(candidates, key=lambda c: _allocated(c[0]))
+    return Phase(name=PhaseName.BACKWARD, memory=memory([*best[0], *_non_torch(p)]), at=best[1])
+
+
+def _optimizer(wl: Training, p: _Parts) -> Phase:
+    temp = Term(name="step_temporaries", nbytes=p.step_bytes, note=p.step_note)
+    states = Term.group("optimizer_states", [*p.states.children, temp])
+    terms = [p.weights, p.adapters, _grads(p.grads), states, _overhead(handles=CUBLAS_HANDLES_TRAINING)]
+    return Phase(name=PhaseName.OPTIMIZER, memory=memory([*terms, *_non_torch(p)]),
+                 at=f"optimizer step: gradients + states + {p.step_note}")
+
+
+def _assumptions(spec: ModelSpec, wl: Training, flow: act.Flow) -> tuple[str, ...]:
+    backends = sorted({act.attention_backend(layer.attention, flow, seq_len=wl.seq_len)
+                       for layer in spec.layers})
+    out = [
+        f"attention kernel: {', '.join(backends)} ({wl.attn})",
+        "steady state: step 2 with optimizer states; zero_grad(set_to_none=True) between steps",
+        "the model output is dropped after the loss (only the loss is kept, as HF Trainer does)",
+        "cuBLAS workspaces: 2 × 32 MiB (Hopper; forward and autograd threads)",
+    ]
+    if wl.precision.is_amp:
+        out.append("AMP: parameters fp32, autocast keeps bf16/fp16 weight copies until backward")
+    if wl.method is Method.QLORA and wl.lora is not None and wl.lora.prepare_kbit:
+        out.append("prepare_model_for_kbit_training: embeddings, lm_head and norms in fp32")
+    if wl.optimizer is Optimizer.LION:
+        out.append("lion: lion-pytorch's per-tensor update")
+    if wl.chunked_loss:
+        out.append("chunked loss: a fused linear + cross-entropy (Liger-Kernel style), no full logits")
+    if wl.optimizer in (Optimizer.PAGED_ADAMW_8BIT, Optimizer.PAGED_ADAMW_32BIT):
+        out.append("paged optimizer states live in CUDA managed memory and page out under pressure")
+    return tuple(out)
+
+
+def training_phases(spec: ModelSpec, wl: Training) -> tuple[tuple[Phase, ...], tuple[str, ...]]:
+    """Phases load, forward, backward, optimizer of `wl` on one GPU, and the assumptions made.
+
+    Raises:
+        InvalidWorkload: settings the runtime cannot run (the message names the field).
+    """
+    validate(spec, wl)
+    p, flow = _parts(spec, wl)
+    load = Phase(name=PhaseName.LOAD, memory=memory([p.weights, p.adapters]), at="model loaded")
+    phases = (load, _forward(spec, wl, p, flow), _backward(spec, wl, p, flow), _optimizer(wl, p))
+    return phases, _assumptions(spec, wl, flow)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cut:
+    """One change that lowers the training peak: what it is, the changed workload, its peak (bytes)."""
+
+    description: str
+    workload: Training
+    allocated_bytes: int
+
+
+def _peak(spec: ModelSpec, wl: Training) -> int:
+    return max(phase.allocated_bytes for phase in training_phases(spec, wl)[0])
+
+
+def _candidates(wl: Training) -> Iterator[tuple[str, Training]]:
+    if wl.checkpointing is Checkpointing.NONE:
+        yield "gradient checkpointing", dataclasses.replace(wl, checkpointing=Checkpointing.FULL)
+    if wl.batch_size > 1:
+        half = wl.batch_size // 2
+        yield (f"micro-batch {half} × grad_accum {wl.grad_accum * 2}",
+               dataclasses.replace(wl, batch_size=half, grad_accum=wl.grad_accum * 2))
+    if not wl.chunked_loss:
+        yield "chunked (fused) cross-entropy", dataclasses.replace(wl, chunked_loss=True)
+    if wl.optimizer in (Optimizer.ADAMW, Optimizer.ADAM, Optimizer.ADAMW_LOOP):
+        yield "fused AdamW", dataclasses.replace(wl, optimizer=Optimizer.ADAMW_FUSED)
+    if wl.optimizer in (Optimizer.ADAMW, Optimizer.ADAM, Optimizer.ADAMW_FUSED, Optimizer.ADAMW_LOOP):
+        yield "8-bit AdamW states (bitsandbytes)", dataclasses.replace(wl, optimizer=Optimizer.ADAMW_8BIT)
+    if wl.method is Method.FULL:
+        yield "LoRA rank 16 on all linear layers", dataclasses.replace(
+            wl, method=Method.LORA, lora=Lora(rank=16, alpha=32), precision=Precision.BF16
+            if wl.precision.is_amp or wl.precision is Precision.FP32 else wl.precision)
+
+
+def cut_suggestions(spec: ModelSpec, wl: Training) -> tuple[Cut, ...]:
+    """Single changes that lower the allocated peak, largest saving first (each with its new peak)."""
+    base = _peak(spec, wl)
+    cuts = []
+    for description, changed in _candidates(wl):
+        try:
+            peak = _peak(spec, changed)
+        except InvalidWorkload:
+            continue
+        if peak < base:
+            cuts.append(Cut(description=description, workload=changed, allocated_bytes=peak))
+    return tuple(sorted(cuts, key=lambda c: c.allocated_bytes))
