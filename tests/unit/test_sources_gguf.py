@@ -234,3 +234,37 @@ def test_llama_3_1_8b_q4_k_m_gguf_matches_the_catalog(tmp_path):
     )
     assert spec.checkpoint is not None
     assert (spec.checkpoint.file_type, spec.checkpoint.total_bytes) == ("Q4_K_M", 726_441_984)
+
+
+def test_split_gguf_reads_every_shard(tmp_path):
+    """A GGUF split into two shards (one tensor each) gives both tensors, from either shard's path."""
+    # a: F16 4·32·2 = 256 B; b: F32 4·32·4 = 512 B → 768 B
+    gguf = pytest.importorskip("gguf")
+    numpy = pytest.importorskip("numpy")
+    writer = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "llama", split_max_tensors=1)
+    for key, value in {
+        "block_count": LAYERS,
+        "embedding_length": HIDDEN,
+        "feed_forward_length": FFN,
+        "attention.head_count": HEADS,
+        "context_length": CONTEXT,
+        "vocab_size": VOCAB,
+    }.items():
+        writer.add_uint32(f"llama.{key}", value)
+    writer.add_tensor("a", numpy.zeros((4, 32), dtype=numpy.float16))
+    writer.add_tensor("b", numpy.zeros((4, 32), dtype=numpy.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    for shard in ("m-00001-of-00002.gguf", "m-00002-of-00002.gguf"):
+        spec = load_gguf(tmp_path / shard)
+        assert spec.checkpoint is not None
+        assert (spec.name, [t.name for t in spec.checkpoint.tensors], spec.checkpoint.total_bytes) == (
+            "m",
+            ["a", "b"],
+            768,
+        )
+    (tmp_path / "m-00002-of-00002.gguf").unlink()
+    with pytest.raises(ConfigError, match=r"shard m-00002-of-00002.gguf is missing"):
+        load_gguf(tmp_path / "m-00001-of-00002.gguf")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,9 @@ F16. Source: llama.cpp common/arg.cpp (--cache-type-k/-v default f16)."""
 GEMMA3_SLIDING_WINDOW_PATTERN = 6
 """Gemma 3: every 6th layer is global, the others slide; GGUF does not store it.
 Source: llama.cpp src/llama-model.cpp, LLM_ARCH_GEMMA3 (hparams.set_swa_pattern(6))."""
+
+_SPLIT_NAME = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+"""A split GGUF's shard names, `<stem>-00001-of-00003.gguf`. Source: gguf-py's SHARD_NAME_FORMAT."""
 
 _TORCH_DTYPE_BY_FILE_TYPE = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 
@@ -67,26 +71,49 @@ def load_gguf(path: Path | str) -> ModelSpec:
     path = Path(path)
     config, checkpoint = read_gguf(path)
     source = ModelSource(kind="gguf", ref=str(path), config_json=json.dumps(config, indent=2))
-    spec = build_spec(config, name=path.stem, source=source)
+    split = _SPLIT_NAME.match(path.name)
+    spec = build_spec(config, name=split["stem"] if split else path.stem, source=source)
     return dataclasses.replace(spec, checkpoint=checkpoint)
 
 
 def read_gguf(path: Path) -> tuple[dict[str, Any], CheckpointInfo]:
     """The HF-style config dict equivalent to a GGUF's metadata, and its stored tensors.
 
+    A split GGUF (`<stem>-00001-of-00003.gguf`, any shard given) takes its metadata from the first shard
+    and its tensors from every shard.
+
     Raises:
         MissingExtra, ConfigError, UnsupportedArchitecture: as `load_gguf`.
     """
-    reader = _open_reader(path)
+    shards = _shard_paths(path)
+    reader = _open_reader(shards[0])
     fields = dict(reader.fields)
     arch_field = fields.get("general.architecture")
     if arch_field is None:
         raise ConfigError(f"{path}: GGUF metadata lacks general.architecture; a corrupt or partial file?")
     metadata = _Metadata(fields, arch=str(arch_field.contents()), origin=str(path))
-    tensors = tuple(_tensor_info(tensor) for tensor in reader.tensors)
+    tensors = tuple(_tensor_info(tensor) for tensor in reader.tensors) + tuple(
+        _tensor_info(tensor) for shard in shards[1:] for tensor in _open_reader(shard).tensors
+    )
+    expected = metadata.get("split.tensors.count")
+    if expected is not None and expected != len(tensors):
+        raise ConfigError(f"{path}: split GGUF declares {expected} tensors, its shards hold {len(tensors)}")
     file_type = _file_type_name(metadata.get("general.file_type"))
     config = config_from_gguf(metadata, tensors=tensors, file_type=file_type)
     return config, CheckpointInfo(format="gguf", tensors=tensors, file_type=file_type)
+
+
+def _shard_paths(path: Path) -> list[Path]:
+    """Every shard of a split GGUF, first shard first; `[path]` for a single file."""
+    split = _SPLIT_NAME.match(path.name)
+    if split is None or int(split["count"]) == 1:
+        return [path]
+    count = int(split["count"])
+    shards = [path.with_name(f"{split['stem']}-{no:05d}-of-{count:05d}.gguf") for no in range(1, count + 1)]
+    missing = [shard.name for shard in shards if not shard.is_file()]
+    if missing:
+        raise ConfigError(f"{path}: split GGUF shard {missing[0]} is missing; download all {count} shards")
+    return shards
 
 
 def _open_reader(path: Path) -> Any:
