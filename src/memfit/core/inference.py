@@ -1,0 +1,257 @@
+"""Inference phases (load, prefill, decode) of one job on the most loaded GPU, with their assumptions.
+
+`inference_phases(spec, workload)` validates the workload against the model and the runtime's profile,
+then builds each phase's memory tree at its peak:
+- load: the weights as loaded;
+- prefill: weights + KV cache + the larger of (last layer's working set with the whole prompt cached) and
+  (the LM head moment: final hidden state + logits), + cuBLAS workspace and dequantisation buffers;
+- decode (new_tokens > 0): weights + the final cache + torch.cat's one-layer growth copy + one decode
+  step's working set + last-position logits.
+Reserved and device bytes come from overhead.reserved_and_device_terms with the exact segment rounding of
+weights and cache tensors. llama.cpp's own buffers are allocated == reserved; its off-GPU layers are
+`Phase.host`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from memfit.core.choices import KvCache, PhaseName
+from memfit.core.errors import InvalidWorkload
+from memfit.core.kv_cache import (
+    compute_dtype,
+    effective_kv_cache,
+    final_cache_tokens,
+    kv_bytes_per_token,
+    kv_cache_at,
+    kv_tensor_bytes,
+)
+from memfit.core.logits import logits
+from memfit.core.overhead import (
+    cublas_workspace_bytes,
+    reserved_and_device_terms,
+    round_block,
+    segment_reserved,
+)
+from memfit.core.result import Phase, Term, memory
+from memfit.core.runtimes import RuntimeProfile, check_runtime_supports, profile
+from memfit.core.spec import ModelSpec, MoeSpec
+from memfit.core.transients import decode_step, input_bytes, layer_peak, prefill_step
+from memfit.core.weights import weight_tensor_bytes, weights
+from memfit.core.workload import Inference
+
+RANDOM_INIT_TIED_HEAD = True
+"""Model the reserved bytes of a random-weight build (`from_config`, as memfit measure and the groundtruth
+do): a tied LM head is allocated once before tying, and its freed block stays cached.
+Source: groundtruth Llama-3.2-1B rows: load peak_alloc − end_alloc = 526,385,152 B (vocab × hidden × 2)."""
+LLAMA_CPP_CONTEXT_BYTES = 300 * 2**20
+"""Device memory of a llama.cpp CUDA process before buffers (context, cuBLAS handle).
+Source: estimate; llama.cpp does not report it (marked in assumptions)."""
+
+
+def inference_phases(spec: ModelSpec, workload: Inference) -> tuple[tuple[Phase, ...], tuple[str, ...]]:
+    """The load, prefill and (when generating) decode phases, and the assumptions behind them.
+
+    Raises:
+        InvalidWorkload: the workload is impossible for this model or runtime (one line naming the field).
+    """
+    prof = profile(workload.runtime)
+    kind = validate(spec, workload, prof)
+    assumptions = [f"runtime {prof.runtime}: {prof.source}", f"KV cache: {kind}",
+                   f"compute dtype {compute_dtype(spec, workload)}"]
+    if not prof.torch_allocator:
+        return _llama_cpp_phases(spec, workload, prof), tuple(assumptions)
+    return _torch_phases(spec, workload, prof, kind, assumptions), tuple(assumptions)
+
+
+def validate(spec: ModelSpec, workload: Inference, prof: RuntimeProfile) -> KvCache:
+    """Check the workload against the model and the runtime; return the effective cache kind."""
+    check_runtime_supports(prof.runtime, quant_kind=workload.quant.kind, quant_name=workload.quant.name,
+                           kv_cache=effective_kv_cache(workload, prof))
+    total = workload.total_tokens
+    if total > spec.max_position_embeddings and not workload.allow_longer:
+        raise InvalidWorkload(
+            f"prompt_tokens + new_tokens = {total} exceeds max_position_embeddings="
+            f"{spec.max_position_embeddings} of {spec.name}; shorten the job or set allow_longer")
+    tp = workload.parallel.tp
+    kv_heads = spec.layers[0].attention.num_kv_heads
+    if spec.layers[0].attention.mla is None and kv_heads % tp:
+        options = ", ".join(str(d) for d in range(1, kv_heads + 1) if kv_heads % d == 0)
+        raise InvalidWorkload(f"tp={tp} does not divide num_kv_heads={kv_heads} of {spec.name}; "
+                              f"use tp in {options}")
+    heads = spec.layers[0].attention.num_heads
+    if heads % tp:
+        raise InvalidWorkload(f"tp={tp} does not divide num_attention_heads={heads} of {spec.name}")
+    if workload.parallel.pp > spec.num_layers:
+        raise InvalidWorkload(f"pp={workload.parallel.pp} exceeds num_hidden_layers={spec.num_layers} "
+                              f"of {spec.name}")
+    return effective_kv_cache(workload, prof)
+
+
+def _gpu_weights(spec: ModelSpec, workload: Inference) -> tuple[Term, list[int]]:
+    """Weights on the most loaded GPU and their tensor sizes: 1/tp of each tensor, ceil(layers/pp) layers."""
+    dtype = compute_dtype(spec, workload)
+    tensors = weight_tensor_bytes(spec, dtype=dtype, quant=workload.quant, runtime=workload.runtime)
+    term = weights(spec, dtype=dtype, quant=workload.quant, runtime=workload.runtime)
+    tp, pp = workload.parallel.tp, workload.parallel.pp
+    if tp == 1 and pp == 1:
+        return term, [b for _, b in tensors]
+    layer_share = -(-spec.num_layers // pp)
+    scaled = _scale_term(term, tp=tp, layer_fraction=(layer_share, spec.num_layers), pp=pp)
+    sizes = [-(-b // tp) for _, b in tensors]
+    if pp > 1:   # segment rounding of this stage's share of the tensors
+        sizes = sizes[: max(1, len(sizes) * layer_share // spec.num_layers)]
+    return scaled, sizes
+
+
+def _scale_term(term: Term, *, tp: int, layer_fraction: tuple[int, int], pp: int) -> Term:
+    def scale(t: Term, in_layers: bool) -> Term:
+        if t.children:
+            return Term.group(t.name, [scale(c, in_layers or t.name == "layers") for c in t.children])
+        nbytes = -(-t.nbytes // tp)
+        if in_layers:
+            nbytes = nbytes * layer_fraction[0] // layer_fraction[1]
+        return replace(t, nbytes=nbytes)
+
+    scaled = scale(term, False)
+    if pp == 1:
+        return scaled
+    # the most loaded stage holds its layers plus the larger of the embeddings and the LM head
+    edge = max(scaled.bytes_of("embeddings"), scaled.bytes_of("lm_head") + scaled.bytes_of("final_norm"))
+    kept = [c for c in scaled.children if c.name == "layers"]
+    return Term.group("weights", [*kept, Term(name="embeddings_or_lm_head", nbytes=edge)])
+
+
+def _persistent_waste(sizes: list[int]) -> int:
+    """Reserved − allocated of tensors that are never freed (segment rounding)."""
+    return segment_reserved(sizes) - sum(round_block(s) for s in sizes)
+
+
+def _overhead(workload: Inference, dequant: int) -> Term:
+    return Term.group("runtime_overhead", [
+        Term(name="cublas_workspace", nbytes=cublas_workspace_bytes()),
+        Term(name="dequant", nbytes=dequant, note="dequantised weight and quantised input copies"),
+    ])
+
+
+def _phase(name: PhaseName, terms: list[Term], workload: Inference, *, waste: int, floor: int,
+           at: str) -> Phase:
+    allocated = memory(terms)
+    frag, non_torch = reserved_and_device_terms(allocated, workload, persistent_waste_bytes=waste,
+                                                cached_floor_bytes=floor)
+    return Phase(name=name, memory=memory([*terms, frag, non_torch]), at=at)
+
+
+def _torch_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, kind: KvCache,
+                  assumptions: list[str]) -> tuple[Phase, ...]:
+    weights_term, weight_sizes = _gpu_weights(spec, workload)
+    weight_waste = _persistent_waste(weight_sizes)
+    floor = 0
+    if RANDOM_INIT_TIED_HEAD and spec.tie_word_embeddings and not workload.quant.is_quantized:
+        floor = round_block(weights_term.bytes_of("embeddings"))
+        assumptions.append("reserved includes the tied LM head that from_config allocates before tying "
+                           "(random-weight build); a from_pretrained load does not have it")
+    generating = workload.new_tokens > 0
+    final_tokens = final_cache_tokens(workload)
+    cache_tokens = workload.prompt_tokens
+    if kind is KvCache.STATIC:
+        cache_tokens = workload.max_cache_tokens or final_tokens
+    if kind is KvCache.PAGED:
+        cache_tokens = final_tokens
+    inputs = Term(name="inputs", nbytes=input_bytes(workload, generating=generating))
+    load = _phase(PhaseName.LOAD, [weights_term], workload, waste=weight_waste, floor=floor,
+                  at="weights loaded")
+
+    # prefill: the last layer with the whole prompt cached, or the LM head moment
+    cache = kv_cache_at(spec, workload, tokens=cache_tokens, after_decode=False)
+    kv_waste = _persistent_waste(kv_tensor_bytes(spec, workload, tokens=cache_tokens))
+    step = prefill_step(spec, workload, kind=kind, cache_tokens=cache_tokens)
+    acts, dequant = layer_peak(spec, workload, step)
+    layer_terms = [weights_term, cache, Term.group("activations", [*acts.children, inputs]),
+                   _overhead(workload, dequant)]
+    positions = 1 if generating else workload.prompt_tokens
+    dt = compute_dtype(spec, workload)
+    final_hidden = Term(name="final_hidden",
+                        nbytes=workload.batch_size * dt.nbytes(positions * spec.hidden_size))
+    head_terms = [weights_term, cache, Term.group("activations", [final_hidden, inputs]),
+                  logits(spec, workload, positions=positions), _overhead(workload, 0)]
+    prefill_at_layer = sum(t.nbytes for t in layer_terms) >= sum(t.nbytes for t in head_terms)
+    prefill = _phase(PhaseName.PREFILL, layer_terms if prefill_at_layer else head_terms, workload,
+                     waste=weight_waste + kv_waste, floor=floor,
+                     at="last decoder layer" if prefill_at_layer else "LM head")
+    if not generating:
+        return (load, prefill)
+
+    # decode: the last step, cache at its final length, plus torch.cat's copy of one layer's K
+    cache_len = cache_tokens if kind is KvCache.STATIC else final_tokens
+    final_cache = kv_cache_at(spec, workload, tokens=cache_len, after_decode=True)
+    growth = 0
+    if kind is KvCache.DYNAMIC and prof.kv_cat_growth:
+        growth = max(kv_tensor_bytes(spec, workload, tokens=cache_len), default=0)
+    d_acts, d_dequant = layer_peak(spec, workload, decode_step(workload, kind=kind, cache_tokens=cache_len))
+    decode_terms = [weights_term, final_cache,
+                    Term.group("activations", [*d_acts.children, inputs,
+                                               Term(name="kv_cat_copy", nbytes=growth)]),
+                    logits(spec, workload, positions=1), _overhead(workload, d_dequant)]
+    decode_waste = _persistent_waste(kv_tensor_bytes(spec, workload, tokens=cache_len))
+    decode = _phase(PhaseName.DECODE, decode_terms, workload, waste=weight_waste + decode_waste, floor=floor,
+                    at="last decode step")
+    if kind is KvCache.STATIC and prof.auto_compile_static_cache:
+        assumptions.append("generate() compiles decode with CUDA graphs for a static cache (not sized)")
+    return (load, prefill, decode)
+
+
+def _llama_cpp_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile) -> tuple[Phase, ...]:
+    """llama.cpp: GGUF weights of the offloaded layers, KV pre-allocated to n_ctx, one compute buffer."""
+    dtype = compute_dtype(spec, workload)
+    all_weights = weights(spec, dtype=dtype, quant=workload.quant, runtime=workload.runtime)
+    n_gpu = spec.num_layers if workload.n_gpu_layers is None else min(workload.n_gpu_layers, spec.num_layers)
+    layers = all_weights.bytes_of("layers")
+    gpu_layers = layers * n_gpu // spec.num_layers
+    head_on_gpu = workload.n_gpu_layers is None or workload.n_gpu_layers > spec.num_layers
+    head = all_weights.bytes_of("lm_head") + all_weights.bytes_of("final_norm")
+    if spec.tie_word_embeddings:
+        head = all_weights.bytes_of("embeddings")   # the output matmul reads token_embd
+    gpu_weights = Term.group("weights", [Term(name="layers", nbytes=gpu_layers),
+                                         Term(name="lm_head", nbytes=head if head_on_gpu else 0)])
+    n_ctx = workload.max_cache_tokens or workload.total_tokens
+    cache = kv_cache_at(spec, workload, tokens=n_ctx, after_decode=False)
+    ubatch = min(prof.compute_ubatch_tokens or 512, workload.prompt_tokens)
+    mlp = spec.layers[0].mlp
+    inter = mlp.expert.intermediate_size * mlp.top_k if isinstance(mlp, MoeSpec) else mlp.intermediate_size
+    # ggml graph allocator: fp32 intermediates of one layer for a ubatch, and fp32 logits of the outputs
+    compute = Term.group("activations", [
+        Term(name="compute_buffer",
+             nbytes=workload.batch_size * ubatch * (3 * inter + 4 * spec.hidden_size) * 4),
+    ])
+    out_logits = Term.group("logits", [Term(name="output", nbytes=workload.batch_size * spec.vocab_size * 4)])
+    host_full = kv_cache_at(spec, replace(workload, n_gpu_layers=None), tokens=n_ctx, after_decode=False)
+    host = Term.group("host", [
+        Term(name="embeddings", nbytes=all_weights.bytes_of("embeddings")),   # token_embd stays in RAM
+        Term(name="layers", nbytes=layers - gpu_layers),
+        Term(name="lm_head", nbytes=0 if head_on_gpu else head),
+        Term(name="kv_cache", nbytes=host_full.nbytes - cache.nbytes),
+    ])
+    non_torch = Term.group("non_torch", [Term(name="cuda_context", nbytes=LLAMA_CPP_CONTEXT_BYTES)])
+    load = Phase(name=PhaseName.LOAD, memory=memory([gpu_weights, cache, non_torch]), host=host)
+    work = [gpu_weights, cache, compute, out_logits, non_torch]
+    phases = [load, Phase(name=PhaseName.PREFILL, memory=memory(work), host=host, at="compute buffer")]
+    if workload.new_tokens > 0:
+        phases.append(Phase(name=PhaseName.DECODE, memory=memory(work), host=host, at="compute buffer"))
+    return tuple(phases)
+
+
+def vllm_kv_capacity_tokens(spec: ModelSpec, workload: Inference, *, gpu_usable_bytes: int) -> int:
+    """Tokens of KV cache vLLM can hold: gpu_memory_utilization × usable − (weights + profiled activations
+    + non-torch), divided by the bytes per token, rounded down to whole blocks."""
+    phases, _ = inference_phases(spec, workload)
+    prefill = next(p for p in phases if p.name is PhaseName.PREFILL)
+    prof = profile(workload.runtime)
+    num, den = prof.default_gpu_memory_utilization or (9, 10)
+    utilization = workload.gpu_memory_utilization or (num / den)
+    budget = int(gpu_usable_bytes * utilization)
+    used = prefill.device_bytes - prefill.memory.bytes_of("kv_cache")
+    per_token = kv_bytes_per_token(spec, workload) * workload.batch_size // max(workload.batch_size, 1)
+    tokens = max(budget - used, 0) // max(per_token, 1)
+    return tokens // workload.block_size * workload.block_size
+

@@ -1,0 +1,163 @@
+"""KV cache bytes: MHA/GQA/MQA, MLA, sliding-window layers; dynamic, static and paged caches; cache dtypes.
+
+`kv_cache(spec, workload)` is the cache at the end of the job (its largest size). `kv_cache_at(spec,
+workload, tokens=)` is the cache holding `tokens` per sequence, for phase peaks. Children are named by
+attention kind: `full_attention`, `sliding`, `mla_latent`, `mla`.
+"""
+
+from __future__ import annotations
+
+from memfit.core.choices import KvCache
+from memfit.core.dtypes import DType
+from memfit.core.errors import InvalidWorkload
+from memfit.core.result import Term
+from memfit.core.runtimes import RuntimeProfile, profile
+from memfit.core.spec import AttentionSpec, ModelSpec
+from memfit.core.workload import Inference
+
+
+def compute_dtype(spec: ModelSpec, workload: Inference) -> DType:
+    """The dtype activations run in: the workload's, else the checkpoint's (bnb computes in it too)."""
+    return workload.dtype or spec.checkpoint_dtype
+
+
+def cache_dtypes(spec: ModelSpec, workload: Inference) -> tuple[DType, DType]:
+    """(K dtype, V dtype): the requested cache dtype (llama.cpp: K and V apart), else the compute dtype."""
+    k = workload.kv_cache_dtype or compute_dtype(spec, workload)
+    v = workload.v_cache_dtype or k
+    return k, v
+
+
+def effective_kv_cache(workload: Inference, prof: RuntimeProfile) -> KvCache:
+    """The cache kind used: the workload's when the runtime offers it; the runtime default for 'dynamic'."""
+    if workload.kv_cache in prof.kv_caches:
+        return workload.kv_cache
+    if workload.kv_cache is KvCache.DYNAMIC:
+        return prof.default_kv_cache
+    options = ", ".join(sorted(str(k) for k in prof.kv_caches))
+    raise InvalidWorkload(
+        f"kv_cache={workload.kv_cache} is not offered by runtime={prof.runtime}; use {options}")
+
+
+def final_cache_tokens(workload: Inference) -> int:
+    """Tokens per sequence in the cache after the last forward.
+
+    generate() feeds each new token back except the last: prompt + new − 1 (new > 0); a plain forward
+    caches the prompt. Source: transformers generation/utils.py (max_cache_length = max_length − 1).
+    """
+    return workload.prompt_tokens + max(workload.new_tokens - 1, 0)
+
+
+def per_token_widths(att: AttentionSpec, prof: RuntimeProfile, *, tp: int) -> tuple[int, int]:
+    """(K elements, V elements) cached per token on one layer and one GPU.
+
+    GQA/MQA/MHA: num_kv_heads × head_dim each (split over tp ranks). MLA: vLLM/SGLang/llama.cpp store the
+    compressed latent (kv_lora_rank + qk_rope_head_dim, no V; replicated over tp); transformers stores full
+    per-head K (qk_nope + qk_rope) and V (v_head_dim).
+    Source: transformers DeepseekV3Attention, vLLM MLA backend.
+    """
+    if att.mla is not None:
+        mla = att.mla
+        if prof.mla_latent_cache:
+            return mla.kv_lora_rank + mla.qk_rope_head_dim, 0
+        heads = att.num_heads // tp
+        return heads * mla.qk_head_dim, heads * mla.v_head_dim
+    width = att.num_kv_heads // tp * att.head_dim
+    return width, width
+
+
+def layer_cache_tokens(att: AttentionSpec, *, tokens: int, kind: KvCache, prof: RuntimeProfile,
+                       after_decode: bool, block_size: int) -> int:
+    """Tokens one sequence keeps on one layer.
+
+    Sliding layers: transformers' DynamicSlidingWindowLayer keeps a view of the last window − 1 tokens, so
+    the prefill's full-length storage lives until the first decode step, then window tokens
+    (Source: transformers 5.17 cache_utils.DynamicSlidingWindowLayer.update); static: min(window, length);
+    paged: blocks of block_size (vLLM frees blocks that leave the window).
+    """
+    if att.sliding_window is not None and prof.sliding_cache_window:
+        window = att.sliding_window
+        if kind is KvCache.DYNAMIC:
+            tokens = min(tokens, window) if after_decode else tokens
+        else:
+            tokens = min(tokens, window)
+    if kind is KvCache.PAGED:
+        tokens = -(-tokens // block_size) * block_size
+    return tokens
+
+
+def kv_cache_at(spec: ModelSpec, workload: Inference, *, tokens: int, after_decode: bool) -> Term:
+    """The KV cache of every layer holding `tokens` per sequence on the most loaded GPU (bytes).
+
+    bytes = batch × Σ_layers tokens_kept × (K width × K bytes + V width × V bytes); block-quantized
+    llama.cpp types (q8_0, q4_0) count their per-block scales exactly.
+    """
+    prof = profile(workload.runtime)
+    kind = effective_kv_cache(workload, prof)
+    k_dtype, v_dtype = cache_dtypes(spec, workload)
+    tp = workload.parallel.tp
+    totals: dict[str, int] = {}
+    for layer in _gpu_layers(spec, workload):
+        att = layer.attention
+        k_width, v_width = per_token_widths(att, prof, tp=tp)
+        kept = layer_cache_tokens(att, tokens=tokens, kind=kind, prof=prof, after_decode=after_decode,
+                                  block_size=workload.block_size)
+        nbytes = workload.batch_size * (k_dtype.nbytes(kept * k_width) + v_dtype.nbytes(kept * v_width))
+        name = _kind_name(att, prof)
+        totals[name] = totals.get(name, 0) + nbytes
+    return Term.group("kv_cache", [Term(name=n, nbytes=b) for n, b in totals.items()])
+
+
+def kv_cache(spec: ModelSpec, workload: Inference) -> Term:
+    """The KV cache at its largest: static caches at their allocated length, others at the final length."""
+    prof = profile(workload.runtime)
+    kind = effective_kv_cache(workload, prof)
+    tokens = final_cache_tokens(workload)
+    if kind is KvCache.STATIC and workload.max_cache_tokens is not None:
+        tokens = workload.max_cache_tokens
+    return kv_cache_at(spec, workload, tokens=tokens, after_decode=workload.new_tokens > 1)
+
+
+def kv_tensor_bytes(spec: ModelSpec, workload: Inference, *, tokens: int) -> list[int]:
+    """Bytes of each K and V tensor (one per layer each) holding `tokens`, for segment rounding."""
+    prof = profile(workload.runtime)
+    kind = effective_kv_cache(workload, prof)
+    k_dtype, v_dtype = cache_dtypes(spec, workload)
+    out: list[int] = []
+    for layer in _gpu_layers(spec, workload):
+        k_width, v_width = per_token_widths(layer.attention, prof, tp=workload.parallel.tp)
+        kept = layer_cache_tokens(layer.attention, tokens=tokens, kind=kind, prof=prof, after_decode=False,
+                                  block_size=workload.block_size)
+        out.append(workload.batch_size * k_dtype.nbytes(kept * k_width))
+        if v_width:
+            out.append(workload.batch_size * v_dtype.nbytes(kept * v_width))
+    return out
+
+
+def kv_bytes_per_token(spec: ModelSpec, workload: Inference) -> int:
+    """Cache bytes one more token adds to one sequence, over all (GPU) layers, ignoring windows and blocks."""
+    prof = profile(workload.runtime)
+    k_dtype, v_dtype = cache_dtypes(spec, workload)
+    total = 0
+    for layer in _gpu_layers(spec, workload):
+        k_width, v_width = per_token_widths(layer.attention, prof, tp=workload.parallel.tp)
+        total += k_dtype.nbytes(k_width) + v_dtype.nbytes(v_width)
+    return total
+
+
+def _gpu_layers(spec: ModelSpec, workload: Inference) -> tuple:  # type: ignore[type-arg]
+    """Layers whose cache sits on the most loaded GPU: all, or the first n_gpu_layers (llama.cpp),
+    or ceil(layers / pp) under a pipeline/device_map split."""
+    layers = spec.layers
+    if workload.n_gpu_layers is not None:
+        layers = layers[: workload.n_gpu_layers]
+    pp = workload.parallel.pp
+    if pp > 1:
+        layers = layers[: -(-len(layers) // pp)]
+    return layers
+
+
+def _kind_name(att: AttentionSpec, prof: RuntimeProfile) -> str:
+    if att.mla is not None:
+        return "mla_latent" if prof.mla_latent_cache else "mla"
+    return "sliding" if att.sliding_window is not None else "full_attention"

@@ -1,0 +1,159 @@
+"""Runtime overhead: cuBLAS workspaces, caching-allocator rounding and slack, non-torch device memory.
+
+Named constants with units and sources. `reserved_and_device_terms` turns a phase's allocated-memory tree
+into the `fragmentation` (reserved − allocated) and `non_torch` (device − reserved) terms; the analytic and
+trace engines share it.
+
+The CUDA caching allocator (c10/cuda/CUDACachingAllocator.cpp) rounds every block to 512 B; blocks of at
+most 1 MiB come from 2 MiB segments, blocks under 10 MiB from 20 MiB segments, larger ones get a segment
+of their size rounded up to 2 MiB. Freed blocks stay reserved (cached) for reuse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from fractions import Fraction
+
+from memfit.core.result import Term
+from memfit.core.units import MiB
+from memfit.core.workload import Inference, Training
+
+ALLOC_BLOCK_BYTES = 512
+"""Every allocation is rounded up to this. Source: CUDACachingAllocator.cpp kMinBlockSize."""
+SMALL_ALLOC_BYTES = 1 * MiB
+"""Largest 'small' request, served from 2 MiB segments. Source: kSmallSize."""
+SMALL_SEGMENT_BYTES = 2 * MiB
+"""Segment size of the small pool. Source: kSmallBuffer."""
+MIN_LARGE_ALLOC_BYTES = 10 * MiB
+"""Requests below this (and above 1 MiB) are carved from 20 MiB segments. Source: kMinLargeAlloc."""
+MID_SEGMENT_BYTES = 20 * MiB
+"""Segment size for 1-10 MiB requests. Source: kLargeBuffer."""
+LARGE_ROUND_BYTES = 2 * MiB
+"""Larger requests get their own segment rounded up to this. Source: kRoundLarge."""
+
+CUBLAS_WORKSPACE_BYTES_SM90 = 32 * MiB
+"""cuBLAS workspace per handle on Hopper, served by the caching allocator (counted in allocated).
+Source: groundtruth "context" case: alloc_after_matmul 100,663,296 − 2 × 32 MiB operands = 32 MiB."""
+
+CUDA_CONTEXT_BYTES = 520 * MiB
+"""Device memory of a process right after CUDA init. Source: groundtruth nvml_proc_after_init = 545,259,520 B
+(H100, CUDA 13.0, torch 2.11)."""
+LAZY_KERNEL_BYTES = 166 * MiB
+"""Kernel images and library handles loaded lazily by the first forward (cuBLAS, SDPA kernels).
+Source: groundtruth prefill rows: nvml_proc_end − peak_reserved = 719,323,136 B; minus CUDA_CONTEXT_BYTES."""
+
+POOL_SLACK = Fraction(1, 2)
+"""Cached-but-free bytes per byte of transient working set (activations, logits) at the phase peak: freed
+per-layer blocks of other sizes that the peak's allocations cannot reuse. Source: calibrated on groundtruth
+l8b-prefill-b1-s4096 (514 MiB of cached transients for ~1,034 MiB) and l8b-gen-b8-p1024-n128 (412 for 932)."""
+
+DEQUANT_SLACK: dict[str, Fraction] = {
+    "bnb-4bit": Fraction(1, 3),   # Source: l8b-nf4-gen-b1-p512-n64 (58 MiB reserved over allocated)
+    "bnb-int8": Fraction(3),      # Source: l8b-int8-gen-b1-p512-n64 (1,206 MiB over allocated): the int8
+                                  # outlier path frees fp32, bf16 and int8 weight-sized blocks per Linear
+}
+"""Cached slack per byte of dequantisation buffer, by Quant.kind (calibrated, one row each)."""
+
+NON_TORCH_EXTRA_BYTES: dict[str, int] = {
+    "bnb-4bit": 6 * MiB,    # Source: l8b-nf4-gen row: nvml_proc_end − peak_reserved = 692 MiB
+    "bnb-int8": 70 * MiB,   # Source: l8b-int8-gen row: 756 MiB
+}
+"""Extra kernel images loaded by a quantization library, by Quant.kind."""
+
+
+def round_block(nbytes: int) -> int:
+    """Bytes the caching allocator charges for one tensor of `nbytes`: rounded up to 512 B (0 stays 0)."""
+    return -(-nbytes // ALLOC_BLOCK_BYTES) * ALLOC_BLOCK_BYTES
+
+
+def segment_reserved(sizes: Iterable[int]) -> int:
+    """Reserved bytes after allocating tensors of `sizes` in order, none freed (a persistent set).
+
+    Small (≤1 MiB) blocks pack into 2 MiB segments, mid (<10 MiB) blocks into 20 MiB segments (best fit),
+    large ones take a segment rounded up to 2 MiB. Source: CUDACachingAllocator.cpp (get_allocation_size,
+    best-fit block search, block splitting).
+    """
+    small_free: list[int] = []
+    mid_free: list[int] = []
+    reserved = 0
+    for size in sizes:
+        block = round_block(size)
+        if block == 0:
+            continue
+        if block <= SMALL_ALLOC_BYTES:
+            reserved += _place(small_free, block, SMALL_SEGMENT_BYTES)
+        elif block < MIN_LARGE_ALLOC_BYTES:
+            reserved += _place(mid_free, block, MID_SEGMENT_BYTES)
+        else:
+            reserved += -(-block // LARGE_ROUND_BYTES) * LARGE_ROUND_BYTES
+    return reserved
+
+
+def _place(free: list[int], block: int, segment: int) -> int:
+    """Put `block` in the best-fitting free remainder, or open a new segment; returns new reserved bytes."""
+    fits = [i for i, room in enumerate(free) if room >= block]
+    if fits:
+        best = min(fits, key=lambda i: free[i])
+        free[best] -= block
+        return 0
+    free.append(segment - block)
+    return segment
+
+
+def cublas_workspace_bytes(*, num_handles: int = 1) -> int:
+    """cuBLAS workspace bytes held through the caching allocator: 32 MiB per handle (one per stream) on sm90.
+
+    Source: CUBLAS_WORKSPACE_BYTES_SM90 (measured, "context" groundtruth case).
+    """
+    return num_handles * CUBLAS_WORKSPACE_BYTES_SM90
+
+
+def _quant_kind(workload: Inference | Training) -> str:
+    return workload.quant.kind
+
+
+def reserved_and_device_terms(
+    allocated: Term,
+    workload: Inference | Training,
+    *,
+    persistent_waste_bytes: int = 0,
+    extra_slack_bytes: int = 0,
+    cached_floor_bytes: int = 0,
+) -> tuple[Term, Term]:
+    """The `fragmentation` and `non_torch` terms of one phase, given its allocated-memory tree.
+
+    fragmentation = persistent_waste_bytes (segment rounding of weights and KV cache, when the caller knows
+        the tensors; see `segment_reserved`) + POOL_SLACK × (activations + logits)
+        + DEQUANT_SLACK[quant kind] × runtime_overhead/dequant + extra_slack_bytes, where the cached
+        slack is at least cached_floor_bytes (a freed block known to stay cached, e.g. a load temporary,
+        which transients reuse first);
+    non_torch = CUDA_CONTEXT_BYTES + LAZY_KERNEL_BYTES + NON_TORCH_EXTRA_BYTES[quant kind].
+
+    Args:
+        allocated: the phase's memory tree (root with top-level allocator terms as children).
+        workload: the job; its quant kind selects the calibrated slack.
+        persistent_waste_bytes: reserved − allocated of the persistent tensors, when known.
+        extra_slack_bytes: other cached free blocks the caller knows of.
+        cached_floor_bytes: a cached free block that transients fill before the pool grows.
+    Source: constants above; calibrated on the H100 groundtruth rows they name.
+    """
+    transient = allocated.bytes_of("activations") + allocated.bytes_of("logits")
+    overhead = allocated.child("runtime_overhead")
+    dequant = overhead.bytes_of("dequant") if overhead else 0
+    kind = _quant_kind(workload)
+    pool = int(POOL_SLACK * transient)
+    dequant_slack = int(DEQUANT_SLACK.get(kind, Fraction(0)) * dequant)
+    floor_extra = max(0, cached_floor_bytes - pool - dequant_slack)
+    fragmentation = Term.group("fragmentation", [
+        Term(name="segment_rounding", nbytes=persistent_waste_bytes,
+             note="2 MiB / 20 MiB segment rounding of weights and KV cache"),
+        Term(name="cached_transients", nbytes=pool, note="freed per-layer blocks kept by the allocator"),
+        Term(name="cached_dequant", nbytes=dequant_slack, note="freed dequantisation blocks"),
+        Term(name="cached_load_block", nbytes=floor_extra, note="freed load temporary kept cached"),
+        Term(name="cached_other", nbytes=extra_slack_bytes),
+    ])
+    non_torch = Term.group("non_torch", [
+        Term(name="cuda_context", nbytes=CUDA_CONTEXT_BYTES),
+        Term(name="kernels", nbytes=LAZY_KERNEL_BYTES + NON_TORCH_EXTRA_BYTES.get(kind, 0)),
+    ])
+    return fragmentation, non_torch

@@ -1,0 +1,190 @@
+"""Prefill and decode working sets: the largest per-layer set of live temporaries, by step.
+
+A decoder layer's forward under `torch.no_grad()` (transformers 5.17, modeling_llama.py) holds, besides the
+weights and the cache:
+- across the whole layer loop: the embedding output (`inputs_embeds` stays referenced in the model's
+  forward), the layer input (referenced by the caller's loop variable), rotary cos and sin;
+- in the attention step: the normed input, q/k/v and their rotary copies, the SDPA output and its
+  contiguous transpose, plus by implementation: eager's scores (compute dtype) and fp32 softmax, SDPA's
+  repeated K/V and materialised bias when a mask is passed, flash's log-sum-exp;
+- in the MLP step: the post-attention residual and the normed input, then gate, act(gate), up and their
+  product (three intermediate-size tensors live at once), or a dequantised weight for bitsandbytes;
+- in a norm: the fp32 upcast and its square.
+The layer peak is the persistent set plus the largest step. Sizes are in bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from memfit.core.choices import AttnImpl, KvCache
+from memfit.core.dtypes import DType
+from memfit.core.kv_cache import compute_dtype
+from memfit.core.params import Linear, layer_linears
+from memfit.core.result import Term
+from memfit.core.spec import LayerSpec, ModelSpec, MoeSpec
+from memfit.core.workload import Inference
+
+SDPA_MASK_ALIGN = 16
+"""SDPA's memory-efficient kernel pads a mask's last dim to a multiple of 16, materialising it as
+(batch, heads, q, kv_padded). Source: torch aten/src/ATen/native/transformers/attention.cpp preprocess_mask
+/ pad_bias; groundtruth l1b-gen-b1-p512-n256-static (+24 MiB at 767 cached tokens)."""
+INT8_OUTLIER_BYTES_PER_WEIGHT = 7
+"""LLM.int8 inference with threshold 6.0: when input columns exceed the threshold the weight's outlier
+columns are sliced (int8, 1 B), dequantised (fp32, 4 B) and cast (compute dtype, 2 B); with random-weight
+activations nearly every column counts. Source: bitsandbytes MatMul8bitLt.forward (subB); groundtruth
+l8b-int8-gen-b1-p512-n64 (a worst case: a Linear's full weight)."""
+INT8_ACTIVATION_BYTES_PER_ELEMENT = 3
+"""LLM.int8 quantises the input: an fp16 copy (2 B) and int8 codes (1 B) per element.
+Source: bitsandbytes int8_vectorwise_quant(A.to(float16))."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Step:
+    """One forward pass: `query_tokens` per sequence attending to `kv_tokens` (cache included)."""
+
+    query_tokens: int
+    kv_tokens: int
+    masked: bool          # an explicit mask reaches SDPA (static cache, sliding window shorter than kv)
+
+
+def layer_peak(spec: ModelSpec, workload: Inference, step: Step) -> tuple[Term, int]:
+    """The largest layer working set of one forward step: (activations Term, dequantisation bytes in it)."""
+    best: tuple[Term, int] | None = None
+    seen: set[int] = set()
+    for layer in spec.layers:
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        candidate = _layer_working_set(spec, layer, workload, step)
+        if best is None or candidate[0].nbytes + candidate[1] > best[0].nbytes + best[1]:
+            best = candidate
+    assert best is not None  # spec.layers is never empty (ModelSpec checks it)
+    return best
+
+
+def _layer_working_set(spec: ModelSpec, layer: LayerSpec, workload: Inference,
+                       step: Step) -> tuple[Term, int]:
+    dt = compute_dtype(spec, workload).nbytes(1)
+    b, s = workload.batch_size, step.query_tokens
+    tokens = b * s
+    h = spec.hidden_size
+    hidden = tokens * h * dt                                 # (b, s, hidden) in the compute dtype
+    att = layer.attention
+    rotary = 2 * tokens * att.head_dim * dt                  # cos and sin, (b, s, head_dim) each
+    persistent = Term.group("hidden", [
+        Term(name="inputs_embeds", nbytes=hidden), Term(name="layer_input", nbytes=hidden),
+        Term(name="rotary", nbytes=rotary),
+    ])
+    attn = _attention_step(spec, layer, workload, step, hidden=hidden, dt=dt)
+    mlp, dequant = _mlp_step(spec, layer, workload, tokens=tokens, hidden=hidden, dt=dt)
+    norm = Term.group("norm", [Term(name="fp32_upcast", nbytes=2 * tokens * h * 4)])
+    step_term = max((attn, mlp, norm), key=lambda t: t.nbytes + (dequant if t is mlp else 0))
+    return Term.group("activations", [persistent, step_term]), dequant if step_term is mlp else 0
+
+
+def _attention_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, step: Step, *,
+                    hidden: int, dt: int) -> Term:
+    att = layer.attention
+    b, s, kv = workload.batch_size, step.query_tokens, step.kv_tokens
+    tp = workload.parallel.tp
+    heads, kv_heads = att.num_heads // tp, att.num_kv_heads // tp
+    if att.mla is not None:
+        q_dim = att.mla.qk_head_dim
+        v_dim = att.mla.v_head_dim
+        kv_heads = heads
+    else:
+        q_dim = v_dim = att.head_dim
+    q = b * s * heads * q_dim * dt
+    k = b * s * kv_heads * q_dim * dt
+    v = b * s * kv_heads * v_dim * dt
+    out = b * s * heads * v_dim * dt
+    parts = [Term(name="normed", nbytes=hidden), Term(name="qkv", nbytes=q + k + v),
+             Term(name="rotary_copies", nbytes=q + k), Term(name="output", nbytes=2 * out)]
+    grouped = kv_heads < heads
+    full_kv = b * kv * heads * (q_dim + v_dim) * dt      # K and V expanded to every query head
+    scores = b * heads * s * kv
+    match workload.attn:
+        case AttnImpl.EAGER:
+            if grouped:
+                parts.append(Term(name="repeat_kv", nbytes=full_kv))
+            # (b, heads, s, kv) scores and masked scores in the compute dtype, softmax in fp32
+            parts.append(Term(name="scores", nbytes=scores * (2 * dt + 4)))
+        case AttnImpl.SDPA if step.masked:
+            if grouped:
+                parts.append(Term(name="repeat_kv", nbytes=full_kv))
+            padded = -(-kv // SDPA_MASK_ALIGN) * SDPA_MASK_ALIGN
+            mask = b * s * kv                                   # bool (b, 1, s, kv)
+            bias = b * heads * s * padded * dt if padded != kv else b * s * kv * dt
+            parts.append(Term(name="mask", nbytes=mask + bias))
+        case _:
+            parts.append(Term(name="softmax_lse", nbytes=b * heads * s * 4))   # fp32 log-sum-exp
+    return Term.group("attention", parts)
+
+
+def _mlp_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, *, tokens: int, hidden: int,
+              dt: int) -> tuple[Term, int]:
+    """The MLP step's live set and the dequantisation bytes inside it."""
+    base = [Term(name="residual", nbytes=hidden), Term(name="normed", nbytes=hidden)]
+    linears = [lin for lin in layer_linears(spec, layer) if lin.role in ("mlp", "shared_experts")]
+    dequant = max((dequant_bytes(lin, workload, tokens=tokens, dt=dt) for lin in linears), default=0)
+    if isinstance(layer.mlp, MoeSpec):
+        moe = layer.mlp
+        inter = tokens * moe.expert.intermediate_size * dt
+        shared = tokens * moe.shared_expert.intermediate_size * dt if moe.shared_expert else 0
+        # router logits in fp32 per expert, one expert's gate/up/act over its routed tokens (upper bound:
+        # every token), the fp32 accumulation of expert outputs, and a shared expert's intermediates
+        parts = [Term(name="router_logits", nbytes=tokens * moe.num_experts * 4),
+                 Term(name="experts", nbytes=3 * inter + tokens * spec.hidden_size * 4),
+                 Term(name="shared_experts", nbytes=3 * shared)]
+        return Term.group("mlp", [*base, *parts]), dequant
+    inter = tokens * layer.mlp.intermediate_size * dt
+    if layer.mlp.gated:
+        # gate+act, then up while act lives, then their product: three intermediates; with a dequantised
+        # weight W: act + up output + W, or product + W + output
+        live = max(3 * inter, 2 * inter + dequant, inter + dequant + hidden) - dequant
+    else:
+        live = max(2 * inter, inter + dequant + hidden) - dequant
+    return Term.group("mlp", [*base, Term(name="intermediates", nbytes=live)]), dequant
+
+
+def dequant_bytes(lin: Linear, workload: Inference, *, tokens: int, dt: int) -> int:
+    """Transient bytes a quantized Linear allocates to multiply `tokens` rows (0 for unquantized).
+
+    bnb 4-bit: more than one row dequantises the whole weight to the compute dtype (one row uses the
+    gemv_4bit kernel without it). LLM.int8: the outlier-column weight copies and the quantised input.
+    Source: bitsandbytes matmul_4bit / MatMul4Bit, MatMul8bitLt; groundtruth nf4 and int8 rows.
+    """
+    n = lin.fan_in * lin.fan_out
+    match workload.quant.kind:
+        case "bnb-4bit" if lin.is_module and tokens > 1:
+            return n * dt
+        case "bnb-int8" if lin.is_module:
+            return INT8_OUTLIER_BYTES_PER_WEIGHT * n + INT8_ACTIVATION_BYTES_PER_ELEMENT * tokens * lin.fan_in
+        case _:
+            return 0
+
+
+def prefill_step(spec: ModelSpec, workload: Inference, *, kind: KvCache, cache_tokens: int) -> Step:
+    """The prefill forward: the whole prompt at once; masked when the cache is longer than the prompt
+    (static) or a sliding window is shorter than it."""
+    s = workload.prompt_tokens
+    kv = cache_tokens if kind is KvCache.STATIC else s
+    windows = [layer.attention.sliding_window for layer in spec.layers]
+    masked = kv != s or any(w is not None and w < s for w in windows)
+    return Step(query_tokens=s, kv_tokens=kv, masked=masked)
+
+
+def decode_step(workload: Inference, *, kind: KvCache, cache_tokens: int) -> Step:
+    """One decode forward: one token per sequence over the cache; static caches pass a mask."""
+    return Step(query_tokens=1, kv_tokens=cache_tokens, masked=kind is KvCache.STATIC)
+
+
+def input_bytes(workload: Inference, *, generating: bool) -> int:
+    """Token ids (int64), attention mask (int64) and generate's growing output ids (bytes)."""
+    b = workload.batch_size
+    ids = b * workload.prompt_tokens * DType.INT64.nbytes(1)
+    if not generating:
+        return ids
+    out = b * workload.total_tokens * DType.INT64.nbytes(1)
+    return 2 * ids + 2 * out

@@ -1,0 +1,194 @@
+"""Weight bytes per component under a dtype and a quantization format, or as a checkpoint stores them.
+
+`weights(spec, dtype=, quant=, runtime=)` returns the `weights` Term: children `embeddings`,
+`position_embeddings`, `layers` (with `attention`, `mlp`, `experts`, `router`, `norms`), `final_norm`,
+`lm_head`, `buffers`. `weight_tensor_bytes(...)` lists every tensor's bytes in load order, for the
+allocator's segment rounding (overhead.segment_reserved).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from fractions import Fraction
+
+from memfit.core.choices import Runtime
+from memfit.core.dtypes import DType, Quant
+from memfit.core.params import Linear, layer_linears, lm_head_linear, norm_params
+from memfit.core.quants import gguf_bits
+from memfit.core.result import Term
+from memfit.core.spec import CheckpointInfo, LayerSpec, ModelSpec
+
+ROPE_INV_FREQ_DTYPE = DType.FP32
+"""Rotary `inv_freq` buffer: head_dim/2 fp32 values. Source: transformers LlamaRotaryEmbedding."""
+NORM_DTYPE_GGUF = DType.FP32
+"""GGUF stores norm weights and biases as F32. Source: llama.cpp convert_hf_to_gguf (1-D tensors stay F32)."""
+
+_GGUF_ROLE_BY_MODULE = {"v_proj": "attn_v", "down_proj": "ffn_down", "o_proj": "attn_output"}
+
+Tensor = tuple[str, int]
+"""(component path below `weights`, bytes) of one stored tensor."""
+
+
+def weights(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime: Runtime) -> Term:
+    """Weights as loaded, by component (bytes).
+
+    Unquantized: every parameter at `dtype`. Quantized: each matrix the loader converts takes
+    ceil(weights × quant.bits_per_weight / 8) bytes plus per-row, per-input-feature and per-matrix
+    overheads; modules the format keeps (quant.keeps: embeddings, lm_head, norms, routers, biases, fused
+    3-D expert Parameters for bitsandbytes) stay at `dtype`. A spec with CheckpointInfo is counted as
+    stored (converted to `dtype` only when the checkpoint is plain floating point).
+    Source: bitsandbytes replace_with_bnb_linear (nn.Linear only, lm_head skipped); quants.py per format.
+    """
+    totals: dict[str, int] = {}
+    for path, nbytes in weight_tensor_bytes(spec, dtype=dtype, quant=quant, runtime=runtime):
+        totals[path] = totals.get(path, 0) + nbytes
+    return _tree("weights", totals)
+
+
+def weight_tensor_bytes(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime: Runtime) -> list[Tensor]:
+    """Every weight tensor's (component path, bytes), in load order."""
+    if spec.checkpoint is not None:
+        return list(_checkpoint_tensors(spec.checkpoint, dtype=dtype))
+    return list(_formula_tensors(spec, dtype=dtype, quant=quant, runtime=runtime))
+
+
+def _formula_tensors(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime: Runtime) -> Iterator[Tensor]:
+    h = spec.hidden_size
+    gguf = quant.kind == "gguf"
+    norm_dtype = NORM_DTYPE_GGUF if gguf else dtype
+    embed = Linear(name="token_embd", role="embeddings", fan_in=h, fan_out=spec.vocab_size, bias=False)
+    yield from _matrix("embeddings", embed, dtype=dtype, quant=quant, quantize=_quantizes(quant, embed))
+    if spec.learned_positions:
+        yield "position_embeddings", dtype.nbytes(spec.learned_positions * h)
+    if spec.embedding_norm is not None:
+        yield "embedding_norm", norm_dtype.nbytes(norm_params(spec.embedding_norm, h))
+    per_layer: dict[int, list[Tensor]] = {}
+    for index, layer in enumerate(spec.layers):
+        more_bits = _use_more_bits(index, spec.num_layers)
+        key = id(layer) * 2 + more_bits
+        if key not in per_layer:
+            per_layer[key] = list(_layer_tensors(spec, layer, dtype=dtype, norm_dtype=norm_dtype, quant=quant,
+                                                 more_bits=more_bits))
+        yield from per_layer[key]
+    if spec.final_norm is not None:
+        yield "final_norm", norm_dtype.nbytes(norm_params(spec.final_norm, h))
+    if not spec.tie_word_embeddings:
+        head = lm_head_linear(spec)
+        yield from _matrix("lm_head", head, dtype=dtype, quant=quant, quantize=_quantizes(quant, head),
+                           gguf_role="output")
+    for path, count in spec.extra_params:
+        yield path, dtype.nbytes(count)
+    head_dim = spec.layers[0].attention.head_dim
+    if not gguf:
+        yield "buffers", ROPE_INV_FREQ_DTYPE.nbytes(head_dim // 2)
+
+
+def _layer_tensors(spec: ModelSpec, layer: LayerSpec, *, dtype: DType, norm_dtype: DType, quant: Quant,
+                   more_bits: bool) -> Iterator[Tensor]:
+    for lin in layer_linears(spec, layer):
+        group = lin.role
+        role = _GGUF_ROLE_BY_MODULE.get(lin.name, "")
+        if lin.role == "experts" and lin.fan_out == spec.hidden_size:
+            role = "ffn_down"
+        yield from _matrix(f"layers/{group}", lin, dtype=dtype, quant=quant, quantize=_quantizes(quant, lin),
+                           gguf_role=f"{role}@more_bits" if role and more_bits else role)
+    att = layer.attention
+    q_norm = att.head_dim if att.qk_norm.value == "per-head" else att.num_heads * att.head_dim
+    k_norm = att.head_dim if att.qk_norm.value == "per-head" else att.num_kv_heads * att.head_dim
+    if att.qk_norm.value != "none":
+        yield "layers/attention", norm_dtype.nbytes(norm_params(att.qk_norm_kind, q_norm))
+        yield "layers/attention", norm_dtype.nbytes(norm_params(att.qk_norm_kind, k_norm))
+    if att.mla is not None:
+        if att.mla.q_lora_rank is not None:
+            yield "layers/attention", norm_dtype.nbytes(att.mla.q_lora_rank)
+        yield "layers/attention", norm_dtype.nbytes(att.mla.kv_lora_rank)
+    if att.sinks:
+        yield "layers/attention", dtype.nbytes(att.num_heads)
+    for _ in range(layer.norms_per_layer):
+        yield "layers/norms", norm_dtype.nbytes(norm_params(layer.norm, spec.hidden_size))
+
+
+def _quantizes(quant: Quant, lin: Linear) -> bool:
+    """Whether the loader converts this matrix under `quant` (else it stays in the compute dtype)."""
+    if not quant.is_quantized:
+        return False
+    if not lin.is_module and "fused" in quant.keeps:
+        return False      # bnb converts nn.Linear only; fused 3-D expert Parameters stay
+    return lin.role not in quant.keeps
+
+
+def _matrix(path: str, lin: Linear, *, dtype: DType, quant: Quant, quantize: bool,
+            gguf_role: str = "") -> Iterator[Tensor]:
+    """The tensors of one Linear (times lin.count): weight (with quant overheads) and bias."""
+    n = lin.num_weights
+    if not quantize:
+        yield path, dtype.nbytes(n)
+    else:
+        bits = _gguf_type_bits(quant, gguf_role) if quant.kind == "gguf" else quant.bits_per_weight
+        yield path, math.ceil(n * bits / 8)
+        for extra_bits in (lin.count * lin.fan_out * quant.row_overhead_bits,
+                           lin.count * lin.fan_in * quant.column_overhead_bits,
+                           lin.count * quant.tensor_overhead_bits):
+            if extra_bits:
+                yield path, -(-extra_bits // 8)
+    if lin.bias:
+        bias_dtype = NORM_DTYPE_GGUF if quant.kind == "gguf" else dtype
+        yield path, bias_dtype.nbytes(lin.count * lin.fan_out)
+
+
+def _gguf_type_bits(quant: Quant, role: str) -> Fraction:
+    """Bits of the GGUF type a preset gives a tensor role ("attn_v@more_bits" falls back to "attn_v")."""
+    mix = dict(quant.mix)
+    for key in (role, role.removesuffix("@more_bits"), "default"):
+        if key and key in mix:
+            return gguf_bits(mix[key])
+    return quant.bits_per_weight
+
+
+def _use_more_bits(index: int, num_layers: int) -> bool:
+    """llama.cpp's use_more_bits: the first and last eighth of layers, and every third layer between.
+
+    Source: llama.cpp src/llama-quant.cpp use_more_bits(i_layer, n_layers).
+    """
+    return index < num_layers // 8 or index >= 7 * num_layers // 8 or (index - num_layers // 8) % 3 == 2
+
+
+_CHECKPOINT_COMPONENTS = (
+    (re.compile(r"(embed_tokens|wte|word_embeddings|token_embd)"), "embeddings"),
+    (re.compile(r"(lm_head|^output\.)"), "lm_head"),
+    (re.compile(r"(self_attn|attn_|attention|\.attn\.)"), "layers/attention"),
+    (re.compile(r"(experts|_exps)"), "layers/experts"),
+    (re.compile(r"(mlp|ffn_|feed_forward)"), "layers/mlp"),
+    (re.compile(r"(layers\.\d+|blk\.\d+|\.h\.\d+)"), "layers/norms"),
+    (re.compile(r"norm"), "final_norm"),
+)
+_FLOAT_STORAGE = {"F32", "F16", "BF16", "FLOAT32", "FLOAT16", "BFLOAT16"}
+
+
+def _checkpoint_tensors(checkpoint: CheckpointInfo, *, dtype: DType) -> Iterator[Tensor]:
+    """Stored tensors by component; plain floating-point checkpoints are converted to `dtype`."""
+    convert = checkpoint.format != "gguf" and checkpoint.quant_method is None
+    for tensor in checkpoint.tensors:
+        path = next((comp for pattern, comp in _CHECKPOINT_COMPONENTS if pattern.search(tensor.name)),
+                    "other")
+        if convert and tensor.dtype.upper() in _FLOAT_STORAGE:
+            yield path, dtype.nbytes(math.prod(tensor.shape))
+        else:
+            yield path, tensor.nbytes
+
+
+def _tree(name: str, totals: dict[str, int]) -> Term:
+    heads: dict[str, dict[str, int]] = {}
+    leaves: list[Term] = []
+    for path, nbytes in totals.items():
+        head, _, rest = path.partition("/")
+        if rest:
+            heads.setdefault(head, {})[rest] = nbytes
+        else:
+            leaves.append(Term(name=head, nbytes=nbytes))
+    children = [*leaves, *(_tree(head, sub) for head, sub in heads.items())]
+    order = ["embeddings", "position_embeddings", "embedding_norm", "layers", "final_norm", "lm_head"]
+    children.sort(key=lambda t: order.index(t.name) if t.name in order else len(order))
+    return Term.group(name, children)
