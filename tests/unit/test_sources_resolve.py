@@ -1,6 +1,8 @@
 """load_model resolves catalog → local path → Hub id → ModelNotFound with close catalog names (DESIGN §6)."""
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import huggingface_hub
@@ -106,3 +108,11 @@ def test_unreachable_hub_id_offline(monkeypatch):
     with pytest.raises(ModelNotFound, match=r"offline mode is on; run once without --offline"):
         load_model("someorg/uncached-model", offline=True)
     assert calls == [True]
+
+
+def test_importing_sources_loads_no_optional_stack():
+    """`import memfit.sources` leaves huggingface_hub, gguf, numpy, torch and transformers unimported."""
+    heavy = "('huggingface_hub', 'gguf', 'numpy', 'torch', 'transformers')"
+    code = f"import sys, memfit.sources; print(sorted(m for m in {heavy} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
