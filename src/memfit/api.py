@@ -173,6 +173,38 @@ def params_report(model: str | ModelSpec) -> dict[str, Any]:
     }
 
 
+CATALOG_KINDS = ("models", "gpus", "quants")
+
+
+def catalog_report(kind: str) -> dict[str, Any]:
+    """The catalog listing the CLI prints with `catalog KIND --json` and the web app serves.
+
+    Raises:
+        InvalidWorkload: `kind` is not models, gpus or quants.
+    """
+    from memfit.core.codec import encode
+
+    wanted = kind.strip().lower()
+    if wanted == "models":
+        return {"schema": "memfit.catalog.models/1", "models": catalog_models()}
+    if wanted == "gpus":
+        return {"schema": "memfit.catalog.gpus/1", "gpus": [encode(g) for g in catalog_gpus()]}
+    if wanted == "quants":
+        rows = [
+            {
+                "name": q.name,
+                "kind": q.kind,
+                "bits_per_weight": str(q.bits_per_weight),
+                "runtimes": sorted(str(r) for r in q.runtimes),
+                "keeps": sorted(q.keeps),
+                "note": q.note,
+            }
+            for q in catalog_quants()
+        ]
+        return {"schema": "memfit.catalog.quants/1", "quants": rows}
+    raise InvalidWorkload(f"catalog {kind!r} is not valid; use one of: {', '.join(CATALOG_KINDS)}")
+
+
 def dumps(data: Any) -> str:
     """The JSON text the CLI prints and the web app returns for the same result, byte for byte."""
     import json

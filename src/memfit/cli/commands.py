@@ -171,26 +171,19 @@ def estimate(
         _emit(_json(est.to_dict()), out)
         return
     references = _references(spec, workload, reference) if reference else ()
-    cuts = _cuts(spec, workload, est) if est.workload.__class__.__name__ == "Training" else ()
+    cuts = _cuts(spec, workload) if est.workload.__class__.__name__ == "Training" else ()
     _emit(render.to_text(*render.estimate_view(est, display_unit, references=references, cuts=cuts)), out)
 
 
 def _references(spec: Any, workload: Any, names: str) -> Any:
-    try:
-        from memfit.core.reference import reference_estimates
-    except ImportError:
-        return ()
-    wanted = (
-        None if names.strip().lower() == "all" else tuple(n.strip() for n in names.split(",") if n.strip())
-    )
-    return reference_estimates(spec, workload, wanted)
+    from memfit.core.reference import reference_estimates
+
+    return reference_estimates(spec, workload, tuple(n.strip() for n in names.split(",") if n.strip()))
 
 
-def _cuts(spec: Any, workload: Any, est: Any) -> Any:
-    try:
-        from memfit.core.training import cut_suggestions
-    except ImportError:
-        return ()
+def _cuts(spec: Any, workload: Any) -> Any:
+    from memfit.core.training import cut_suggestions
+
     return cut_suggestions(spec, workload)
 
 
@@ -288,9 +281,6 @@ def compare(
     _emit(render.to_text(*render.comparison_view(report, display_unit)), out)
 
 
-CATALOG_KINDS = ("models", "gpus", "quants")
-
-
 @app.command()
 def catalog(
     what: Annotated[str, typer.Argument(help="models, gpus or quants.", show_default=False)],
@@ -300,68 +290,13 @@ def catalog(
     """List the bundled catalog: models, GPUs or weight formats (offline)."""
     from memfit import api
     from memfit.cli import render
-    from memfit.core.errors import InvalidWorkload
 
     display_unit = render.parse_unit(unit)
-    kind = what.strip().lower()
-    if kind not in CATALOG_KINDS:
-        raise InvalidWorkload(f"catalog {what!r} is not valid; use one of: {', '.join(CATALOG_KINDS)}")
-    if kind == "models":
-        rows = api.catalog_models()
-        data: Any = {"schema": "memfit.catalog.models/1", "models": rows}
-        table = render.rows_table(
-            rows,
-            [
-                ("name", "name"),
-                ("repo_id", "repo id"),
-                ("family", "family"),
-                ("gated", "gated"),
-                ("num_params", "parameters"),
-            ],
-            title=f"{len(rows)} catalog models (offline)",
-        )
-    elif kind == "gpus":
-        from memfit.core.codec import encode
-
-        gpus = api.catalog_gpus()
-        data = {"schema": "memfit.catalog.gpus/1", "gpus": [encode(g) for g in gpus]}
-        table = render.rows_table(
-            render.gpu_rows(gpus, display_unit),
-            [
-                ("name", "name"),
-                ("memory", f"board memory ({display_unit})"),
-                ("usable", f"CUDA-usable ({display_unit})"),
-                ("aliases", "aliases"),
-            ],
-            title=f"{len(gpus)} catalog GPUs",
-        )
-    else:
-        quants = api.catalog_quants()
-        rows = [
-            {
-                "name": q.name,
-                "kind": q.kind,
-                "bits_per_weight": str(q.bits_per_weight),
-                "approx_bits": f"{float(q.bits_per_weight):.3f}",
-                "runtimes": ", ".join(sorted(map(str, q.runtimes))),
-                "note": q.note,
-            }
-            for q in quants
-        ]
-        data = {"schema": "memfit.catalog.quants/1", "quants": rows}
-        table = render.rows_table(
-            rows,
-            [
-                ("name", "name"),
-                ("kind", "kind"),
-                ("bits_per_weight", "bits/weight"),
-                ("approx_bits", "≈ bits/weight"),
-                ("runtimes", "runtimes"),
-                ("note", "note"),
-            ],
-            title=f"{len(rows)} weight formats",
-        )
-    _emit(_json(data) if as_json else render.to_text(table), None)
+    report = api.catalog_report(what)
+    if as_json:
+        _emit(_json(report), None)
+        return
+    _emit(render.to_text(render.catalog_view(report, display_unit)), None)
 
 
 @app.command()

@@ -225,30 +225,12 @@ def parallelism_from_flags(flags: dict[str, Any], *, num_gpus: int | None, task:
 
 
 def _split_num_gpus(num_gpus: int, *, task: str, runtime: Any) -> dict[str, Any]:
-    """How `--num-gpus N` alone splits a job: the runtime profile's default when core/runtimes.py has one;
-    otherwise data parallel for training, tensor parallel for vLLM, and a layer split (pipeline-like,
-    `device_map="auto"` for transformers) for transformers and llama.cpp inference.
-    """
-    from memfit.core.choices import DeviceMap, Runtime
+    """How `--num-gpus N` alone splits a job: the runtime profile's default (core.plan.num_gpus_split)."""
+    from memfit.core.plan import num_gpus_split
+    from memfit.core.workload import Inference, Training
 
-    if num_gpus == 1:
-        return {}
-    if task == "train":
-        return {"dp": num_gpus}
-    try:
-        from memfit.core.runtimes import profile  # type: ignore[attr-defined]
-
-        split = getattr(profile(runtime), "num_gpus_split", None)
-    except ImportError:
-        split = None
-    if split in ("dp", "tp", "pp"):
-        extra = {"device_map": DeviceMap.AUTO} if split == "pp" and runtime is Runtime.TRANSFORMERS else {}
-        return {split: num_gpus, **extra}
-    if runtime is Runtime.VLLM:
-        return {"tp": num_gpus}
-    if runtime is Runtime.TRANSFORMERS:
-        return {"pp": num_gpus, "device_map": DeviceMap.AUTO}
-    return {"pp": num_gpus}
+    probe = Training(seq_len=1) if task == "train" else Inference(prompt_tokens=1, runtime=runtime)
+    return num_gpus_split(num_gpus, probe)
 
 
 def workload_from_flags(flags: dict[str, Any], *, num_gpus: int | None = None) -> Any:

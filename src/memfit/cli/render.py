@@ -11,6 +11,7 @@ import io
 import shutil
 import sys
 from collections.abc import Iterable, Sequence
+from fractions import Fraction
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
@@ -202,13 +203,17 @@ def assumptions_view(assumptions: Sequence[str]) -> RenderableType | None:
     return Group(Text("Assumptions", style="bold"), *(Text(f"  • {a}") for a in assumptions))
 
 
-def _attr(obj: Any, *names: str, default: Any = None) -> Any:
-    for name in names:
-        if isinstance(obj, dict) and name in obj:
-            return obj[name]
-        if hasattr(obj, name):
-            return getattr(obj, name)
-    return default
+MAX_CUTS = 5
+"""Changes shown under 'what would cut the peak most'."""
+
+
+def _source_figure(ref: Any) -> str:
+    """A reference figure in the unit its source printed; flags a source whose 'GB' meant 2^30 bytes."""
+    digits = 0 if ref.unit_bytes == 1 else 2
+    text = f"{float(ref.value):,.{digits}f} {ref.unit}"
+    if UNITS.get(ref.unit) != ref.unit_bytes:
+        text += f" (the source's {ref.unit} = {ref.unit_bytes:,} B)"
+    return text
 
 
 def references_view(references: Sequence[Any], est: Estimate, unit: str) -> RenderableType | None:
@@ -216,7 +221,7 @@ def references_view(references: Sequence[Any], est: Estimate, unit: str) -> Rend
     if not references:
         return None
     table = Table(
-        title="Reference methods (each in its source's own unit)",
+        title="Reference methods (each figure in its source's own unit)",
         title_justify="left",
         box=None,
         header_style="bold",
@@ -224,23 +229,14 @@ def references_view(references: Sequence[Any], est: Estimate, unit: str) -> Rend
     )
     for column in ("method", "figure", "source"):
         table.add_column(column)
-    table.add_row("memfit (this estimate, peak on device)", size(est.peak.device_bytes, unit), "this tool")
+    table.add_row("memfit (peak on device)", size(est.peak.device_bytes, unit), f"this estimate, {unit}")
     for ref in references:
-        ref_unit = _attr(ref, "unit", default=unit)
-        ref_unit = ref_unit if ref_unit in UNITS else unit
-        nbytes = _attr(ref, "nbytes", "total_bytes", "bytes")
-        figure = size(int(nbytes), ref_unit) if nbytes is not None else str(_attr(ref, "value", default="-"))
-        note = _attr(ref, "note", default="")
-        table.add_row(
-            str(_attr(ref, "name", default="?")),
-            figure + (f" ({note})" if note else ""),
-            str(_attr(ref, "source", "url", default="")),
-        )
+        table.add_row(ref.name, _source_figure(ref), ref.source)
     return table
 
 
 def cuts_view(cuts: Sequence[Any], est: Estimate, unit: str) -> RenderableType | None:
-    """What would cut the training peak most: each change, the new peak and how much it saves."""
+    """What would cut the training peak most: each change, the new peak allocated and what it saves."""
     if not cuts:
         return None
     table = Table(
@@ -250,24 +246,12 @@ def cuts_view(cuts: Sequence[Any], est: Estimate, unit: str) -> RenderableType |
         header_style="bold",
         pad_edge=False,
     )
-    for column in ("change", f"new peak allocated ({unit})", f"saves ({unit})"):
+    for column in ("change", f"peak allocated ({unit})", f"saves ({unit})"):
         table.add_column(column, justify="left" if column == "change" else "right")
     old = est.peak.allocated_bytes
-    for cut in cuts:
-        label = str(_attr(cut, "label", "change", "name", "description", default=cut))
-        new_est = _attr(cut, "estimate")
-        new = (
-            new_est.peak.allocated_bytes
-            if new_est is not None
-            else _attr(cut, "peak_bytes", "new_peak_bytes")
-        )
-        saved = _attr(cut, "saved_bytes", "saves_bytes", default=None)
-        if saved is None and new is not None:
-            saved = old - new
+    for cut in cuts[:MAX_CUTS]:
         table.add_row(
-            label,
-            size(int(new), unit) if new is not None else "-",
-            size(int(saved), unit) if saved is not None else "-",
+            cut.description, size(cut.allocated_bytes, unit), size(max(old - cut.allocated_bytes, 0), unit)
         )
     return table
 
@@ -279,17 +263,19 @@ def estimate_view(
     assumptions."""
     peak_phase = est.phase(est.peak.phase)
     title = f"{est.model.name} · {_workload_summary(est)} · {est.engine} engine · peak"
-    parts: list[RenderableType | None] = [
+    sections: list[RenderableType | None] = [
         phase_tree(est, peak_phase, unit, title=title),
-        Text(""),
         phases_table(est.phases, unit),
-        Text(""),
         fit_line(est, unit),
         cuts_view(cuts, est, unit),
         references_view(references, est, unit),
         assumptions_view(est.assumptions),
     ]
-    return [p for p in parts if p is not None]
+    out: list[RenderableType] = []
+    for section in sections:
+        if section is not None:
+            out.extend([section, Text("")] if section is not sections[1] or est.gpu is None else [section])
+    return out[:-1] if out else out
 
 
 # --- plan ---------------------------------------------------------------------------------------------------
@@ -324,6 +310,7 @@ def plan_view(plan: Any, unit: str) -> list[RenderableType]:
     if not plan.changes:
         out.append(Text("no single change on the list fits; try more GPUs or a smaller model", style="red"))
         return out
+    out.append(Text(""))
     table = Table(
         title="Least invasive changes that fit, in order",
         title_justify="left",
@@ -368,18 +355,42 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def gpu_rows(gpus: Sequence[Any], unit: str) -> list[dict[str, Any]]:
-    """Catalog GPUs as rows with board and usable memory formatted in `unit`."""
-    return [
-        {
-            "name": g.name,
-            "memory": size(g.memory_bytes, unit),
-            "usable": size(g.usable_bytes, unit),
-            "aliases": ", ".join(g.aliases),
-            "source": g.source,
-        }
-        for g in gpus
+def catalog_view(report: dict[str, Any], unit: str) -> Table:
+    """A `catalog_report` as a table: models, GPUs (memory in `unit`) or weight formats."""
+    if "models" in report:
+        rows = report["models"]
+        columns = [("name", "name"), ("repo_id", "repo id"), ("gated", "gated"), ("revision", "revision")]
+        return rows_table(rows, columns, title=f"{len(rows)} catalog models (offline, no login)")
+    if "gpus" in report:
+        rows = [
+            {
+                "name": g["name"],
+                "memory": size(g["memory_bytes"], unit),
+                "usable": size(g["usable_bytes"], unit),
+                "aliases": ", ".join(g["aliases"]),
+            }
+            for g in report["gpus"]
+        ]
+        columns = [
+            ("name", "name"),
+            ("memory", f"board memory ({unit})"),
+            ("usable", f"CUDA-usable ({unit})"),
+            ("aliases", "aliases"),
+        ]
+        return rows_table(rows, columns, title=f"{len(rows)} catalog GPUs")
+    rows = [
+        {**q, "approx": f"{float(Fraction(q['bits_per_weight'])):.3f}", "runtimes": ", ".join(q["runtimes"])}
+        for q in report["quants"]
     ]
+    columns = [
+        ("name", "name"),
+        ("kind", "kind"),
+        ("bits_per_weight", "bits per weight (exact)"),
+        ("approx", "bits per weight"),
+        ("runtimes", "runtimes"),
+        ("note", "note"),
+    ]
+    return rows_table(rows, columns, title=f"{len(rows)} weight formats")
 
 
 def comparison_view(report: dict[str, Any], unit: str) -> list[RenderableType]:

@@ -110,18 +110,22 @@ def plan_max_context(
 
 
 def num_gpus_split(num_gpus: int, workload: Workload) -> dict[str, Any]:
-    """Parallelism fields that spread a job over `num_gpus` the way its runtime usually does.
+    """Parallelism fields that spread a job over `num_gpus` the way its runtime does by default.
 
-    Training: data parallel. vLLM: tensor parallel. transformers: layers split in order over the GPUs
-    (`device_map="auto"`, modelled as pipeline stages). llama.cpp: layer split (pipeline stages).
+    Training: data parallel. Inference follows `RuntimeProfile.num_gpus_split`: "tensor_parallel" (vLLM)
+    sets tp; "device_map" (transformers, accelerate's device_map="auto") and "layers" (llama.cpp) split the
+    layers in order over the GPUs, modelled as pipeline stages (pp).
     """
     if num_gpus == 1:
         return {}
     if isinstance(workload, Training):
         return {"dp": num_gpus}
-    if workload.runtime is Runtime.VLLM:
+    from memfit.core.runtimes import profile
+
+    split = profile(workload.runtime).num_gpus_split
+    if split == "tensor_parallel":
         return {"tp": num_gpus}
-    if workload.runtime is Runtime.TRANSFORMERS:
+    if split == "device_map":
         return {"pp": num_gpus, "device_map": DeviceMap.AUTO}
     return {"pp": num_gpus}
 
