@@ -117,6 +117,10 @@ def _ignore_causal_mask_sdpa(padding_mask: Any, q_length: int, kv_length: int, q
             return False
     if local_attention_size is not None and kv_length >= local_attention_size:
         return False
+    if isinstance(q_offset, torch.Tensor):      # StaticLayer's fake counter: tokens already cached
+        q_offset = max(0, ones_until - q_length) if ones_until is not None else 0
+    if ones_until is None:                      # no padding mask: HF's rule without its value checks
+        return q_length == 1 or kv_length == q_length or q_offset == 0
 
     def all_ones(start: int, stop: int) -> bool:
         return ones_until is None or stop <= ones_until

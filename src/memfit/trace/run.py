@@ -53,7 +53,7 @@ def check_supported(spec: ModelSpec, workload: Inference | Training) -> None:
                                 "use engine=analytic")
     if workload.parallel.num_gpus > 1 or workload.parallel.device_map is not None:
         raise EngineUnavailable("trace runs one GPU; use engine=analytic for multi-GPU or device_map splits")
-    if workload.quant.is_quantized and workload.quant.kind != "bnb":
+    if workload.quant.is_quantized and not workload.quant.kind.startswith("bnb"):
         raise EngineUnavailable(f"trace stands in for bitsandbytes only, not quant={workload.quant.name}; "
                                 "use engine=analytic")
     if not spec.source.config_json:
