@@ -12,13 +12,18 @@ torch and transformers are imported inside functions only: importing this module
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from memfit.core.errors import ConfigError, MissingExtra, UnsupportedArchitecture
+from memfit.core.families._config import opt_int
+from memfit.core.families._decoder import decoder_spec, read_dims
+from memfit.core.params import TOP_LEVEL, count_params, layer_linears, norm_params
 from memfit.core.result import ParamNode
+from memfit.core.spec import MlpSpec, ModelSource, ModelSpec
 
 _BASES = ("model.language_model.", "model.decoder.", "model.", "transformer.", "gpt_neox.", "language_model.")
 """Module prefixes of the base model inside a *ForCausalLM wrapper, longest first."""
@@ -116,15 +121,29 @@ def build_on_meta(config: Mapping[str, Any], *, trust_remote_code: bool = False)
     model_type = fields.pop("model_type", None)
     if not isinstance(model_type, str):
         raise ConfigError("config field 'model_type' is missing")
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    if model_type not in CONFIG_MAPPING:
+        raise UnsupportedArchitecture(f"transformers {_version()} does not know model_type {model_type!r}")
     try:
         hf_config = AutoConfig.for_model(model_type, **fields)
-    except ValueError as err:
-        raise UnsupportedArchitecture(f"transformers does not know model_type {model_type!r}: {err}") from err
+    except Exception as err:  # transformers validates configs with its own error types
+        first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"transformers rejects this {model_type!r} config: {first_line}") from err
     try:
         with torch.device("meta"):
             return AutoModelForCausalLM.from_config(hf_config, trust_remote_code=trust_remote_code)
     except ValueError as err:
         raise UnsupportedArchitecture(f"model_type {model_type!r} has no causal LM class: {err}") from err
+    except (AssertionError, TypeError, AttributeError, RuntimeError) as err:
+        raise ConfigError(f"transformers could not build model_type {model_type!r} from this config: "
+                          f"{type(err).__name__}: {str(err).splitlines()[0]}") from err
+
+
+def _version() -> str:
+    import transformers
+
+    return str(transformers.__version__)
 
 
 def count_params_on_meta(config: Mapping[str, Any], *, name: str = "model",
@@ -143,3 +162,63 @@ def config_from_json(text: str) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ConfigError("config.json must be a JSON object")
     return config
+
+
+META_ASSUMPTION = (
+    "model_type {model_type!r} has no family module: parameters were counted exactly on the meta device "
+    "(transformers {version}); attention shapes come from the standard config keys (num_attention_heads, "
+    "num_key_value_heads, head_dim) and the MLP width was fitted to the counted layer parameters"
+)
+
+
+def spec_on_meta(config: Mapping[str, Any], *, name: str, source: ModelSource,
+                 trust_remote_code: bool = False) -> tuple[ModelSpec, tuple[str, ...]]:
+    """A best-effort ModelSpec for a model_type with no family module, and the assumptions it rests on.
+
+    Attention comes from the standard keys, as for Llama. The parameter total is exact: the model is built on
+    the meta device, the (gated, bias-free) MLP width is solved from the counted parameters per layer, and
+    whatever is left over (odd biases, extra norms, top-level modules such as a vision tower) is kept as
+    `extra_params`. A count that the standard-key guess already exceeds is reported in the assumptions.
+    """
+    counted = count_params_on_meta(config, name=name, trust_remote_code=trust_remote_code)
+    model_type = str(config.get("model_type"))
+    dims = read_dims(config, name=name, max_positions_default=2048)
+    by_name = {node.name: node.num_params for node in counted.children}
+    guess = _fitted_spec(config, name=name, source=source, model_type=model_type,
+                         layers_params=by_name.get("layers", 0), num_layers=dims.num_layers)
+    guess = dataclasses.replace(
+        guess, tie_word_embeddings="lm_head" not in by_name,
+        final_norm=guess.final_norm if "final_norm" in by_name else None,
+        learned_positions=by_name.get("position_embeddings", 0) // dims.hidden_size,
+    )
+    extras = [(node, n) for node, n in by_name.items() if node not in TOP_LEVEL]
+    ours = count_params(guess).num_params
+    left = counted.num_params - ours - sum(n for _, n in extras)
+    if left > 0:
+        extras.append(("other", left))
+    spec = dataclasses.replace(guess, extra_params=tuple(extras),
+                               source=dataclasses.replace(source, kind="meta"))
+    notes = [META_ASSUMPTION.format(model_type=model_type, version=_version())]
+    if left < 0:
+        notes.append(f"the standard-key guess for {model_type!r} has {-left:,} more parameters than the "
+                     "model built on the meta device; weights may be over-estimated by that many")
+    return spec, tuple(notes)
+
+
+def _fitted_spec(config: Mapping[str, Any], *, name: str, source: ModelSource, model_type: str,
+                 layers_params: int, num_layers: int) -> ModelSpec:
+    """A llama-like spec whose gated MLP width makes each layer hold as close to the counted share as fits."""
+    base = decoder_spec(config, name=name, source=source, family=model_type, max_positions_default=2048,
+                        mlp_for_layer=lambda _i: MlpSpec(intermediate_size=1, gated=True))
+    layer = base.layers[0]
+    h = base.hidden_size
+    fixed = sum(lin.num_params for lin in layer_linears(base, layer) if lin.role == "attention")
+    fixed += layer.norms_per_layer * norm_params(layer.norm, h)
+    per_layer = layers_params // num_layers - fixed
+    declared = opt_int(config, "intermediate_size", default=None, name=name)
+    if declared is not None and 3 * h * declared <= per_layer:
+        width = declared
+    else:
+        width = max(1, per_layer // (3 * h))
+    mlp = MlpSpec(intermediate_size=width, gated=True)
+    return dataclasses.replace(base, layers=tuple(dataclasses.replace(layer, mlp=mlp) for _ in base.layers))
