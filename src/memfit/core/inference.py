@@ -33,7 +33,7 @@ from memfit.core.overhead import (
     round_block,
     segment_reserved,
 )
-from memfit.core.result import Phase, Term, memory
+from memfit.core.result import Phase, Term, memory, replace_terms
 from memfit.core.runtimes import RuntimeProfile, check_runtime_supports, profile
 from memfit.core.spec import ModelSpec, MoeSpec
 from memfit.core.transients import decode_step, input_bytes, layer_peak, prefill_step
@@ -180,7 +180,7 @@ def _torch_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, ki
                      waste=weight_waste + kv_waste, floor=floor,
                      at="last decoder layer" if prefill_at_layer else "LM head")
     if not generating:
-        return (load, prefill)
+        return _carry_reserved((load, prefill))
 
     # decode: the last step, cache at its final length, plus torch.cat's copy of one layer's K
     cache_len = cache_tokens if kind is KvCache.STATIC else final_tokens
@@ -198,7 +198,25 @@ def _torch_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, ki
                     at="last decode step")
     if kind is KvCache.STATIC and prof.auto_compile_static_cache:
         assumptions.append("generate() compiles decode with CUDA graphs for a static cache (not sized)")
-    return (load, prefill, decode)
+    return _carry_reserved((load, prefill, decode))
+
+
+def _carry_reserved(phases: tuple[Phase, ...]) -> tuple[Phase, ...]:
+    """Reserved bytes never shrink from phase to phase: the caching allocator keeps freed blocks.
+
+    A phase reserving less than the one before gets a `fragmentation/cached_earlier` child making up the
+    difference. Source: CUDACachingAllocator (segments are released only by empty_cache or on OOM).
+    """
+    out: list[Phase] = []
+    for phase in phases:
+        if out and phase.reserved_bytes < out[-1].reserved_bytes:
+            missing = out[-1].reserved_bytes - phase.reserved_bytes
+            frag = phase.memory.child("fragmentation")
+            kids = frag.children if frag else ()
+            frag = Term.group("fragmentation", [*kids, Term(name="cached_earlier", nbytes=missing)])
+            phase = replace_terms(phase, frag)
+        out.append(phase)
+    return tuple(out)
 
 
 def _llama_cpp_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile) -> tuple[Phase, ...]:
