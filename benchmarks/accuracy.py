@@ -26,10 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from groundtruth import REPO, Case, load_cases  # noqa: E402
-
-from memfit.core.families import spec_from_config  # noqa: E402
-from memfit.core.spec import ModelSource, ModelSpec  # noqa: E402
+from groundtruth import REPO, Case, load_cases
+from memfit.core.families import spec_from_config
+from memfit.core.spec import ModelSource, ModelSpec
 
 CATEGORIES = ("inference", "quantized", "full fine-tune", "LoRA", "QLoRA")
 ALLOCATED_TOLERANCE = 0.03
@@ -53,7 +52,8 @@ class Row:
     def allocated_error(self) -> float | None:
         if self.allocated_bytes is None:
             return None
-        return (self.allocated_bytes - self.case.measured.allocated_bytes) / self.case.measured.allocated_bytes
+        measured = self.case.measured.allocated_bytes
+        return (self.allocated_bytes - measured) / measured
 
     @property
     def reserved_error(self) -> float | None:
@@ -174,8 +174,9 @@ def write(rows: list[Row], engine: str, out_dir: Path) -> tuple[Path, Path]:
                          "signed_error", "measured_phase", "estimated_phase", "note"])
         for r in rows:
             m = r.case.measured
-            for figure, meas, est, err in (("allocated", m.allocated_bytes, r.allocated_bytes, r.allocated_error),
-                                           ("reserved", m.reserved_bytes, r.reserved_bytes, r.reserved_error)):
+            figures = (("allocated", m.allocated_bytes, r.allocated_bytes, r.allocated_error),
+                       ("reserved", m.reserved_bytes, r.reserved_bytes, r.reserved_error))
+            for figure, meas, est, err in figures:
                 writer.writerow([r.case.case_id, r.case.source, r.case.category, engine, figure, meas,
                                  "" if est is None else est, "" if err is None else f"{err:.6f}", m.phase,
                                  r.phase, r.error])

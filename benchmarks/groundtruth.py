@@ -108,7 +108,9 @@ def measured_figures(record: dict[str, Any]) -> Measured:
         key = str(_TRAIN_PHASES.get(name.rstrip("0123456789"), name))
         old = per_phase.get(key, (0, 0))
         per_phase[key] = (max(old[0], p["peak_alloc"]), max(old[1], p["peak_reserved"]))
-    phase, (alloc, reserved) = max(per_phase.items(), key=lambda kv: kv[1][0]) if per_phase else ("load", (0, 0))
+    phase, (alloc, reserved) = ("load", (0, 0))
+    if per_phase:
+        phase, (alloc, reserved) = max(per_phase.items(), key=lambda kv: kv[1][0])
     if load is not None and load["end_alloc"] > alloc:
         phase, alloc = "load", load["end_alloc"]
     if load is not None:
