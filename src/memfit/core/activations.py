@@ -21,6 +21,7 @@ case, within 0.3 %).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from memfit.core.choices import AttnImpl, Checkpointing, Method, NormKind, Precision
@@ -52,9 +53,32 @@ class Flow:
     checkpointing: bool
     inputs_need_grad: bool    # the embeddings' output requires grad (full fine-tuning)
     attn: AttnImpl
+    hidden_dropout: bool = False   # config resid_pdrop / hidden_dropout > 0: a bool mask per residual branch
+    attn_dropout: bool = False     # config attention_dropout > 0: eager keeps a mask over the probabilities
 
     def adapted(self, lin: Linear) -> bool:
         return self.lora_rank > 0 and lin.is_module and lin.name in self.lora_targets
+
+
+HIDDEN_DROPOUT_KEYS = ("resid_pdrop", "hidden_dropout", "hidden_dropout_prob", "dropout")
+"""config.json keys of dropout on the residual branches (GPT-2, Falcon, BERT-style, OPT)."""
+ATTN_DROPOUT_KEYS = ("attn_pdrop", "attention_dropout", "attention_probs_dropout_prob")
+"""config.json keys of dropout on the attention probabilities."""
+
+
+def config_dropouts(spec: ModelSpec) -> tuple[bool, bool]:
+    """(hidden dropout > 0, attention dropout > 0) read from the config.json text the spec carries."""
+    try:
+        config = json.loads(spec.source.config_json) if spec.source.config_json else {}
+    except ValueError:
+        return False, False
+    if not isinstance(config, dict):
+        return False, False
+
+    def positive(keys: tuple[str, ...]) -> bool:
+        return any(isinstance(config.get(k), (int, float)) and config[k] > 0 for k in keys)
+
+    return positive(HIDDEN_DROPOUT_KEYS), positive(ATTN_DROPOUT_KEYS)
 
 
 def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str]) -> Flow:
@@ -62,9 +86,10 @@ def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str]
     fp32 = wl.precision is Precision.FP32
     kbit_fp32 = wl.method is Method.QLORA and wl.lora is not None and wl.lora.prepare_kbit
     residual = FP32_BYTES if (fp32 or wl.precision.is_amp or kbit_fp32) else 2
-    # bnb Linear4bit returns its output in the input's dtype; autocast returns bf16/fp16
-    act = FP32_BYTES if (fp32 or (kbit_fp32 and not wl.precision.is_amp)) else 2
-    attn_bytes = 2 if wl.attn is AttnImpl.FLASH else act
+    # bnb Linear4bit returns its output in the input's dtype (fp32 after prepare_kbit); autocast: bf16
+    act = FP32_BYTES if (fp32 or kbit_fp32) else 2
+    attn_bytes = 2 if (wl.attn is AttnImpl.FLASH or wl.precision.is_amp) else act
+    hidden_dropout, attn_dropout = config_dropouts(spec)
     return Flow(
         residual_bytes=residual, act_bytes=act, attn_bytes=attn_bytes, amp=wl.precision.is_amp,
         base_trains=wl.method is Method.FULL,
@@ -73,6 +98,7 @@ def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str]
         lora_targets=lora_targets if wl.method is not Method.FULL else frozenset(),
         checkpointing=wl.checkpointing.level > Checkpointing.NONE.level,
         inputs_need_grad=wl.method is Method.FULL, attn=wl.attn,
+        hidden_dropout=hidden_dropout, attn_dropout=attn_dropout,
     )
 
 
@@ -131,26 +157,34 @@ def _attention_core(att: AttentionSpec, flow: Flow, *, seq_len: int) -> int:
         kv_width = q_width + att.num_heads * att.mla.v_head_dim   # MLA expands K and V per head
         out_width = att.num_heads * att.mla.v_head_dim
         rep = 0
+        # latent norms: fp32 input (+ normalised copy when trained) and the output the b-projection keeps
+        latent = (att.mla.q_lora_rank or 0) + att.mla.kv_lora_rank
+        extra = (FP32_BYTES + 2 * flow.residual_bytes if flow.base_trains else FP32_BYTES) * latent
     else:
+        extra = 0
         q_width = out_width = att.num_heads * att.head_dim
         kv_width = 2 * att.num_kv_heads * att.head_dim
         rep = 2 * q_width - kv_width                # repeat_kv copies (GQA) replace k and v
     ab = flow.attn_bytes
     lse = FP32_BYTES * att.num_heads
-    match attention_backend(att, flow, seq_len=seq_len):
+    backend = attention_backend(att, flow, seq_len=seq_len)
+    match backend:
         case "flash":
-            return ab * (q_width + kv_width + out_width) + lse
+            return ab * (q_width + kv_width + out_width) + lse + extra
         case "efficient":
-            repeated = rep if att.sliding_window is not None and att.sliding_window < seq_len else 0
-            return ab * (q_width + kv_width + repeated + out_width) + lse
-        case "math":
-            # fp32 scaled q, repeated k and v, fp32 probabilities; the output is o_proj's input
-            probs = FP32_BYTES * att.num_heads * seq_len
-            return FP32_BYTES * 3 * q_width + probs + ab * out_width
-        case _:
-            # eager: q, repeated k and v, fp32 softmax output and its copy in q's dtype; output copy
-            probs = FP32_BYTES * att.num_heads * seq_len + (ab * att.num_heads * seq_len if ab < 4 else 0)
-            return ab * (q_width + kv_width + rep + out_width) + probs
+            if att.sliding_window is not None and att.sliding_window < seq_len:
+                # repeat_kv copies, and the bool mask converted to a (seq × seq) bias in q's dtype
+                return ab * (q_width + kv_width + rep + out_width + seq_len) + lse
+            return ab * (q_width + kv_width + out_width) + lse
+    # the output copy is o_proj's input: kept only when o_proj's weight trains
+    out = ab * out_width if flow.base_trains else 0
+    if backend == "math":
+        # fp32 scaled q, repeated k and v, fp32 probabilities
+        return FP32_BYTES * 3 * q_width + FP32_BYTES * att.num_heads * seq_len + out
+    # eager: q, repeated k and v, fp32 softmax output and its copy in q's dtype (+ dropout mask)
+    probs = FP32_BYTES * att.num_heads * seq_len + (ab * att.num_heads * seq_len if ab < 4 else 0)
+    mask = MASK_BYTES * att.num_heads * seq_len if flow.attn_dropout else 0
+    return ab * (q_width + kv_width + rep) + probs + mask + out
 
 
 def _mlp_bytes(h: int, layer: LayerSpec, flow: Flow, lins: tuple[Linear, ...]) -> int:
@@ -159,9 +193,10 @@ def _mlp_bytes(h: int, layer: LayerSpec, flow: Flow, lins: tuple[Linear, ...]) -
     act = flow.act_bytes
     if isinstance(mlp, MoeSpec):
         i = mlp.expert.intermediate_size
-        expert = (4 if mlp.expert.gated else 2) * i * act
+        expert = (4 if mlp.expert.gated else 2) * i * act - (0 if flow.base_trains else i * act)
+        gathered = flow.residual_bytes * h if flow.base_trains else 0
         # per routed copy: gathered input, expert intermediates, the weighted output; router fp32 softmax
-        routed = mlp.top_k * (flow.residual_bytes * h + expert + act * h)
+        routed = mlp.top_k * (gathered + expert + act * h)
         router = 2 * FP32_BYTES * mlp.num_experts
         shared = 0
         if mlp.shared_expert is not None:
@@ -189,7 +224,11 @@ def layer_token_bytes(spec: ModelSpec, layer: LayerSpec, flow: Flow, *, seq_len:
     norm_in = 0 if (first and not flow.inputs_need_grad) else _norm_bytes(layer.norm, h, flow,
                                                                             trains=flow.base_trains)
     one_norm = _norm_bytes(layer.norm, h, flow, trains=flow.base_trains)
-    norms = norm_in + max(0, layer.norms_per_layer - 1) * one_norm
+    # norms that run: OPT's non-affine LayerNorms have no parameters but still run
+    applied = max(layer.norms_per_layer, 1 if layer.parallel_block else 2)
+    norms = norm_in + (applied - 1) * one_norm
+    if flow.hidden_dropout:
+        norms += 2 * MASK_BYTES * h                 # dropout masks on the attention and MLP branches
     attn_lins = [lin for lin in lins if lin.role == "attention"]
     readers = [lin for lin in attn_lins[:-1] if lin.fan_in == h]   # o_proj is listed last
     attention = _attention_core(att, flow, seq_len=seq_len) + _inputs_bytes(readers, h, flow)
@@ -197,7 +236,10 @@ def layer_token_bytes(spec: ModelSpec, layer: LayerSpec, flow: Flow, *, seq_len:
         width = att.num_heads * att.head_dim + att.num_kv_heads * att.head_dim
         attention += _norm_bytes(att.qk_norm_kind, width, flow, trains=flow.base_trains)
     lora = sum(lora_bytes(lin, flow) for lin in lins if flow.adapted(lin))
-    return {"norms": norms, "attention": attention, "mlp": _mlp_bytes(h, layer, flow, lins), "lora": lora}
+    mlp = _mlp_bytes(h, layer, flow, lins)
+    if layer.parallel_block and applied == 1 and not flow.amp:
+        mlp -= _inputs_bytes(readers, h, flow)      # attention and MLP read one shared norm output
+    return {"norms": norms, "attention": attention, "mlp": max(0, mlp), "lora": lora}
 
 
 def _layer_total(spec: ModelSpec, layer: LayerSpec, flow: Flow, *, seq_len: int, first: bool) -> int:

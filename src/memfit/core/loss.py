@@ -53,6 +53,7 @@ def forward_peak_logits(spec: ModelSpec, flow: Flow, *, tokens: int, chunked: bo
     b = logits_bytes_per_element(flow)
     children = [
         Term(name="lm_head_output", nbytes=b * rows * v),
+        _softcap(spec, flow, rows=rows),
         Term(name="fp32_upcast", nbytes=FP32_BYTES * rows * v if b < FP32_BYTES else 0),
         Term(name="log_softmax", nbytes=FP32_BYTES * rows * v),
     ]
@@ -67,7 +68,8 @@ def saved_logits(spec: ModelSpec, flow: Flow, *, tokens: int, chunked: bool = Fa
     if chunked:
         return Term.group("logits", [Term(name="hidden_grad",
                                           nbytes=flow.residual_bytes * spec.hidden_size * tokens)])
-    return Term.group("logits", [Term(name="log_softmax", nbytes=FP32_BYTES * tokens * spec.vocab_size)])
+    return Term.group("logits", [Term(name="log_softmax", nbytes=FP32_BYTES * tokens * spec.vocab_size),
+                                 _softcap(spec, flow, rows=tokens)])
 
 
 def backward_start_logits(spec: ModelSpec, flow: Flow, *, tokens: int, chunked: bool = False) -> Term:
@@ -79,4 +81,14 @@ def backward_start_logits(spec: ModelSpec, flow: Flow, *, tokens: int, chunked: 
         Term(name="log_softmax", nbytes=FP32_BYTES * tv),
         Term(name="log_softmax_grad", nbytes=FP32_BYTES * tv),
         Term(name="logits_grad_fp32", nbytes=FP32_BYTES * tv),
+        _softcap(spec, flow, rows=tokens),
     ])
+
+
+def _softcap(spec: ModelSpec, flow: Flow, *, rows: int) -> Term:
+    """Gemma 2's final logit soft-capping: tanh's output (logits' dtype) is saved for backward.
+
+    Source: transformers Gemma2ForCausalLM.forward (logits / cap → tanh → × cap).
+    """
+    nbytes = logits_bytes_per_element(flow) * rows * spec.vocab_size if spec.final_logit_softcapping else 0
+    return Term(name="softcap_tanh", nbytes=nbytes)

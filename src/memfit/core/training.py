@@ -19,21 +19,23 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 
 from memfit.core import activations as act
 from memfit.core import loss
 from memfit.core.choices import AttnImpl, Checkpointing, Method, NormKind, Optimizer, PhaseName, Precision
 from memfit.core.errors import InvalidWorkload
 from memfit.core.optimizers import ParamTensor, optimizer_memory
+from memfit.core.overhead import cublas_workspace_bytes, reserved_and_device_terms
 from memfit.core.params import Linear, count_params, layer_linears, lm_head_linear
 from memfit.core.result import Phase, Term, memory
 from memfit.core.spec import ModelSpec
-from memfit.core.units import MiB
 from memfit.core.workload import Lora, Training
 
-CUBLAS_WORKSPACE_BYTES = 32 * MiB
-"""cuBLAS workspace per (handle, stream) on Hopper. Source: torch CublasHandlePool (sm90: 32 MiB);
-groundtruth "context" case (alloc_after_matmul − operands)."""
+TRAINING_POOL_SLACK = Fraction(1, 5)
+"""Reserved-but-free bytes per byte of activations + logits at the peak (cached blocks of freed transients).
+Source: median of (peak_reserved − peak_alloc) / (activations + logits) over the nine groundtruth training
+rows of h100-2026-11 (range 0.03-0.44); a rough figure: allocated is the calibrated one."""
 CUBLAS_HANDLES_TRAINING = 2
 """Workspaces alive from the first backward on: the forward thread's and autograd's backward thread's.
 Source: groundtruth l1b-full-bf16-adamw: bwd1 end − (params + grads) = 64 MiB, fwd1 end adds 32 MiB."""
@@ -213,7 +215,7 @@ def _parts(spec: ModelSpec, wl: Training) -> tuple[_Parts, act.Flow]:
 
 
 def _overhead(*, handles: int) -> Term:
-    workspace = Term(name="cublas_workspace", nbytes=handles * CUBLAS_WORKSPACE_BYTES,
+    workspace = Term(name="cublas_workspace", nbytes=cublas_workspace_bytes(num_handles=handles),
                      note="one per cuBLAS handle: forward and backward threads")
     return Term.group("runtime_overhead", [workspace])
 
@@ -236,11 +238,20 @@ def _steady(p: _Parts, wl: Training) -> list[Term]:
     return terms
 
 
-def _non_torch(p: _Parts) -> list[Term]:
-    if not p.paged:
-        return []
-    return [Term.group("non_torch", [Term(name="paged_optimizer_states", nbytes=p.paged, evictable=True,
-                                          note="bitsandbytes paged states in CUDA managed memory")])]
+def _outside(paged: int, wl: Training, allocated: list[Term]) -> list[Term]:
+    """fragmentation (cached free blocks) and non_torch (CUDA context, kernels, paged optimizer states)."""
+    transient = sum(t.nbytes for t in allocated if t.name in ("activations", "logits"))
+    fragmentation = Term.group("fragmentation", [
+        Term(name="cached_transients", nbytes=int(TRAINING_POOL_SLACK * transient),
+             note="freed activation and logits blocks kept by the caching allocator")])
+    _, context = reserved_and_device_terms(memory(allocated), wl)
+    states = Term(name="paged_optimizer_states", nbytes=paged, evictable=True,
+                  note="bitsandbytes paged states in CUDA managed memory")
+    return [fragmentation, Term.group("non_torch", [*context.children, states])]
+
+
+def _phase(name: PhaseName, terms: list[Term], paged: int, wl: Training, at: str) -> Phase:
+    return Phase(name=name, memory=memory([*terms, *_outside(paged, wl, terms)]), at=at)
 
 
 def _forward(spec: ModelSpec, wl: Training, p: _Parts, flow: act.Flow) -> Phase:
@@ -253,7 +264,7 @@ def _forward(spec: ModelSpec, wl: Training, p: _Parts, flow: act.Flow) -> Phase:
     best = max((at_loss, "loss: logits, fp32 copy, log_softmax + saved activations"),
                (at_layer, "last layer: saved activations + its transients"),
                key=lambda c: _allocated(c[0]))
-    return Phase(name=PhaseName.FORWARD, memory=memory([*best[0], *_non_torch(p)]), at=best[1])
+    return _phase(PhaseName.FORWARD, best[0], p.paged, wl, best[1])
 
 
 def _allocated(terms: list[Term]) -> int:
@@ -275,15 +286,15 @@ def _backward(spec: ModelSpec, wl: Training, p: _Parts, flow: act.Flow) -> Phase
                    + "gradients so far"),
                   (end, "end of backward: all gradients"))
     best = max(candidates, key=lambda c: _allocated(c[0]))
-    return Phase(name=PhaseName.BACKWARD, memory=memory([*best[0], *_non_torch(p)]), at=best[1])
+    return _phase(PhaseName.BACKWARD, best[0], p.paged, wl, best[1])
 
 
 def _optimizer(wl: Training, p: _Parts) -> Phase:
     temp = Term(name="step_temporaries", nbytes=p.step_bytes, note=p.step_note)
     states = Term.group("optimizer_states", [*p.states.children, temp])
     terms = [p.weights, p.adapters, _grads(p.grads), states, _overhead(handles=CUBLAS_HANDLES_TRAINING)]
-    return Phase(name=PhaseName.OPTIMIZER, memory=memory([*terms, *_non_torch(p)]),
-                 at=f"optimizer step: gradients + states + {p.step_note}")
+    at = f"optimizer step: gradients + states + {p.step_note}"
+    return _phase(PhaseName.OPTIMIZER, terms, p.paged, wl, at)
 
 
 def _assumptions(spec: ModelSpec, wl: Training, flow: act.Flow) -> tuple[str, ...]:
@@ -316,7 +327,7 @@ def training_phases(spec: ModelSpec, wl: Training) -> tuple[tuple[Phase, ...], t
     """
     validate(spec, wl)
     p, flow = _parts(spec, wl)
-    load = Phase(name=PhaseName.LOAD, memory=memory([p.weights, p.adapters]), at="model loaded")
+    load = _phase(PhaseName.LOAD, [p.weights, p.adapters], 0, wl, "model loaded")
     phases = (load, _forward(spec, wl, p, flow), _backward(spec, wl, p, flow), _optimizer(wl, p))
     return phases, _assumptions(spec, wl, flow)
 
