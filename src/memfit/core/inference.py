@@ -37,7 +37,7 @@ from memfit.core.result import Phase, Term, memory, replace_terms
 from memfit.core.runtimes import RuntimeProfile, check_runtime_supports, profile
 from memfit.core.spec import ModelSpec, MoeSpec
 from memfit.core.transients import decode_step, input_bytes, layer_peak, prefill_step
-from memfit.core.weights import weight_tensor_bytes, weights
+from memfit.core.weights import weight_tensor_bytes, weights, weights_tree
 from memfit.core.workload import Inference
 
 RANDOM_INIT_TIED_HEAD = True
@@ -92,7 +92,7 @@ def _gpu_weights(spec: ModelSpec, workload: Inference) -> tuple[Term, list[int]]
     """Weights on the most loaded GPU and their tensor sizes: 1/tp of each tensor, ceil(layers/pp) layers."""
     dtype = compute_dtype(spec, workload)
     tensors = weight_tensor_bytes(spec, dtype=dtype, quant=workload.quant, runtime=workload.runtime)
-    term = weights(spec, dtype=dtype, quant=workload.quant, runtime=workload.runtime)
+    term = weights_tree(tensors)
     tp, pp = workload.parallel.tp, workload.parallel.pp
     if tp == 1 and pp == 1:
         return term, [b for _, b in tensors]

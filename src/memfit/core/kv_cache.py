@@ -13,6 +13,7 @@ from memfit.core.errors import InvalidWorkload
 from memfit.core.result import Term
 from memfit.core.runtimes import RuntimeProfile, profile
 from memfit.core.spec import AttentionSpec, ModelSpec
+from memfit.core.weights import tensor_bytes
 from memfit.core.workload import Inference
 
 
@@ -92,20 +93,32 @@ def kv_cache_at(spec: ModelSpec, workload: Inference, *, tokens: int, after_deco
     bytes = batch × Σ_layers tokens_kept × (K width × K bytes + V width × V bytes); block-quantized
     llama.cpp types (q8_0, q4_0) count their per-block scales exactly.
     """
+    totals: dict[str, int] = {}
+    for name, k_bytes, v_bytes in _layer_tensors(spec, workload, tokens=tokens, after_decode=after_decode):
+        totals[name] = totals.get(name, 0) + k_bytes + v_bytes
+    return Term.group("kv_cache", [Term(name=n, nbytes=b) for n, b in totals.items()])
+
+
+def _layer_tensors(spec: ModelSpec, workload: Inference, *, tokens: int,
+                   after_decode: bool) -> list[tuple[str, int, int]]:
+    """(attention kind, K bytes, V bytes) of each GPU layer's cache for the whole batch."""
     prof = profile(workload.runtime)
     kind = effective_kv_cache(workload, prof)
     k_dtype, v_dtype = cache_dtypes(spec, workload)
-    tp = workload.parallel.tp
-    totals: dict[str, int] = {}
+    b, tp = workload.batch_size, workload.parallel.tp
+    memo: dict[int, tuple[str, int, int]] = {}
+    out: list[tuple[str, int, int]] = []
     for layer in _gpu_layers(spec, workload):
-        att = layer.attention
-        k_width, v_width = per_token_widths(att, prof, tp=tp)
-        kept = layer_cache_tokens(att, tokens=tokens, kind=kind, prof=prof, after_decode=after_decode,
-                                  block_size=workload.block_size)
-        nbytes = workload.batch_size * (k_dtype.nbytes(kept * k_width) + v_dtype.nbytes(kept * v_width))
-        name = _kind_name(att, prof)
-        totals[name] = totals.get(name, 0) + nbytes
-    return Term.group("kv_cache", [Term(name=n, nbytes=b) for n, b in totals.items()])
+        found = memo.get(id(layer))
+        if found is None:
+            att = layer.attention
+            k_width, v_width = per_token_widths(att, prof, tp=tp)
+            kept = layer_cache_tokens(att, tokens=tokens, kind=kind, prof=prof, after_decode=after_decode,
+                                      block_size=workload.block_size)
+            found = memo[id(layer)] = (_kind_name(att, prof), b * tensor_bytes(k_dtype, kept * k_width),
+                                       b * tensor_bytes(v_dtype, kept * v_width))
+        out.append(found)
+    return out
 
 
 def kv_cache(spec: ModelSpec, workload: Inference) -> Term:
@@ -120,17 +133,11 @@ def kv_cache(spec: ModelSpec, workload: Inference) -> Term:
 
 def kv_tensor_bytes(spec: ModelSpec, workload: Inference, *, tokens: int) -> list[int]:
     """Bytes of each K and V tensor (one per layer each) holding `tokens`, for segment rounding."""
-    prof = profile(workload.runtime)
-    kind = effective_kv_cache(workload, prof)
-    k_dtype, v_dtype = cache_dtypes(spec, workload)
     out: list[int] = []
-    for layer in _gpu_layers(spec, workload):
-        k_width, v_width = per_token_widths(layer.attention, prof, tp=workload.parallel.tp)
-        kept = layer_cache_tokens(layer.attention, tokens=tokens, kind=kind, prof=prof, after_decode=False,
-                                  block_size=workload.block_size)
-        out.append(workload.batch_size * k_dtype.nbytes(kept * k_width))
-        if v_width:
-            out.append(workload.batch_size * v_dtype.nbytes(kept * v_width))
+    for _, k_bytes, v_bytes in _layer_tensors(spec, workload, tokens=tokens, after_decode=False):
+        out.append(k_bytes)
+        if v_bytes:
+            out.append(v_bytes)
     return out
 
 
@@ -141,7 +148,7 @@ def kv_bytes_per_token(spec: ModelSpec, workload: Inference) -> int:
     total = 0
     for layer in _gpu_layers(spec, workload):
         k_width, v_width = per_token_widths(layer.attention, prof, tp=workload.parallel.tp)
-        total += k_dtype.nbytes(k_width) + v_dtype.nbytes(v_width)
+        total += tensor_bytes(k_dtype, k_width) + tensor_bytes(v_dtype, v_width)
     return total
 
 

@@ -31,6 +31,14 @@ Tensor = tuple[str, int]
 """(component path below `weights`, bytes) of one stored tensor."""
 
 
+def tensor_bytes(dtype: DType, num_elements: int) -> int:
+    """Bytes of `num_elements` of `dtype`: DType.nbytes, with an integer fast path for whole-bit types."""
+    bits = dtype.bits_per_element
+    if bits.denominator == 1:
+        return (num_elements * bits.numerator + 7) // 8
+    return dtype.nbytes(num_elements)
+
+
 def weights(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime: Runtime) -> Term:
     """Weights as loaded, by component (bytes).
 
@@ -41,8 +49,13 @@ def weights(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime: Runtime) ->
     stored (converted to `dtype` only when the checkpoint is plain floating point).
     Source: bitsandbytes replace_with_bnb_linear (nn.Linear only, lm_head skipped); quants.py per format.
     """
+    return weights_tree(weight_tensor_bytes(spec, dtype=dtype, quant=quant, runtime=runtime))
+
+
+def weights_tree(tensors: list[Tensor]) -> Term:
+    """The `weights` Term summing tensors listed by `weight_tensor_bytes` under their component paths."""
     totals: dict[str, int] = {}
-    for path, nbytes in weight_tensor_bytes(spec, dtype=dtype, quant=quant, runtime=runtime):
+    for path, nbytes in tensors:
         totals[path] = totals.get(path, 0) + nbytes
     return _tree("weights", totals)
 
@@ -61,9 +74,9 @@ def _formula_tensors(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime: Ru
     embed = Linear(name="token_embd", role="embeddings", fan_in=h, fan_out=spec.vocab_size, bias=False)
     yield from _matrix("embeddings", embed, dtype=dtype, quant=quant, quantize=_quantizes(quant, embed))
     if spec.learned_positions:
-        yield "position_embeddings", dtype.nbytes(spec.learned_positions * h)
+        yield "position_embeddings", tensor_bytes(dtype, spec.learned_positions * h)
     if spec.embedding_norm is not None:
-        yield "embedding_norm", norm_dtype.nbytes(norm_params(spec.embedding_norm, h))
+        yield "embedding_norm", tensor_bytes(norm_dtype, norm_params(spec.embedding_norm, h))
     per_layer: dict[int, list[Tensor]] = {}
     for index, layer in enumerate(spec.layers):
         more_bits = _use_more_bits(index, spec.num_layers)
@@ -73,16 +86,16 @@ def _formula_tensors(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime: Ru
                                                  more_bits=more_bits))
         yield from per_layer[key]
     if spec.final_norm is not None:
-        yield "final_norm", norm_dtype.nbytes(norm_params(spec.final_norm, h))
+        yield "final_norm", tensor_bytes(norm_dtype, norm_params(spec.final_norm, h))
     if not spec.tie_word_embeddings:
         head = lm_head_linear(spec)
         yield from _matrix("lm_head", head, dtype=dtype, quant=quant, quantize=_quantizes(quant, head),
                            gguf_role="output")
     for path, count in spec.extra_params:
-        yield path, dtype.nbytes(count)
+        yield path, tensor_bytes(dtype, count)
     head_dim = spec.layers[0].attention.head_dim
     if not gguf:
-        yield "buffers", ROPE_INV_FREQ_DTYPE.nbytes(head_dim // 2)
+        yield "buffers", tensor_bytes(ROPE_INV_FREQ_DTYPE, head_dim // 2)
 
 
 def _layer_tensors(spec: ModelSpec, layer: LayerSpec, *, dtype: DType, norm_dtype: DType, quant: Quant,
@@ -98,16 +111,16 @@ def _layer_tensors(spec: ModelSpec, layer: LayerSpec, *, dtype: DType, norm_dtyp
     q_norm = att.head_dim if att.qk_norm.value == "per-head" else att.num_heads * att.head_dim
     k_norm = att.head_dim if att.qk_norm.value == "per-head" else att.num_kv_heads * att.head_dim
     if att.qk_norm.value != "none":
-        yield "layers/attention", norm_dtype.nbytes(norm_params(att.qk_norm_kind, q_norm))
-        yield "layers/attention", norm_dtype.nbytes(norm_params(att.qk_norm_kind, k_norm))
+        yield "layers/attention", tensor_bytes(norm_dtype, norm_params(att.qk_norm_kind, q_norm))
+        yield "layers/attention", tensor_bytes(norm_dtype, norm_params(att.qk_norm_kind, k_norm))
     if att.mla is not None:
         if att.mla.q_lora_rank is not None:
-            yield "layers/attention", norm_dtype.nbytes(att.mla.q_lora_rank)
-        yield "layers/attention", norm_dtype.nbytes(att.mla.kv_lora_rank)
+            yield "layers/attention", tensor_bytes(norm_dtype, att.mla.q_lora_rank)
+        yield "layers/attention", tensor_bytes(norm_dtype, att.mla.kv_lora_rank)
     if att.sinks:
-        yield "layers/attention", dtype.nbytes(att.num_heads)
+        yield "layers/attention", tensor_bytes(dtype, att.num_heads)
     for _ in range(layer.norms_per_layer):
-        yield "layers/norms", norm_dtype.nbytes(norm_params(layer.norm, spec.hidden_size))
+        yield "layers/norms", tensor_bytes(norm_dtype, norm_params(layer.norm, spec.hidden_size))
 
 
 def _quantizes(quant: Quant, lin: Linear) -> bool:
@@ -124,7 +137,7 @@ def _matrix(path: str, lin: Linear, *, dtype: DType, quant: Quant, quantize: boo
     """The tensors of one Linear (times lin.count): weight (with quant overheads) and bias."""
     n = lin.num_weights
     if not quantize:
-        yield path, dtype.nbytes(n)
+        yield path, tensor_bytes(dtype, n)
     else:
         bits = _gguf_type_bits(quant, gguf_role) if quant.kind == "gguf" else quant.bits_per_weight
         yield path, math.ceil(n * bits / 8)
@@ -135,7 +148,7 @@ def _matrix(path: str, lin: Linear, *, dtype: DType, quant: Quant, quantize: boo
                 yield path, -(-extra_bits // 8)
     if lin.bias:
         bias_dtype = NORM_DTYPE_GGUF if quant.kind == "gguf" else dtype
-        yield path, bias_dtype.nbytes(lin.count * lin.fan_out)
+        yield path, tensor_bytes(bias_dtype, lin.count * lin.fan_out)
 
 
 def _gguf_type_bits(quant: Quant, role: str) -> Fraction:
@@ -174,7 +187,7 @@ def _checkpoint_tensors(checkpoint: CheckpointInfo, *, dtype: DType) -> Iterator
         path = next((comp for pattern, comp in _CHECKPOINT_COMPONENTS if pattern.search(tensor.name)),
                     "other")
         if convert and tensor.dtype.upper() in _FLOAT_STORAGE:
-            yield path, dtype.nbytes(math.prod(tensor.shape))
+            yield path, tensor_bytes(dtype, math.prod(tensor.shape))
         else:
             yield path, tensor.nbytes
 
