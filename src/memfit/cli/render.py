@@ -57,9 +57,16 @@ def to_text(*renderables: RenderableType, width: int | None = None) -> str:
     return console.file.getvalue()  # type: ignore[attr-defined, no-any-return]
 
 
+SMALL_UNIT = {"GiB": "MiB", "GB": "MB", "MiB": "KiB", "MB": "KB", "KiB": "B", "KB": "B"}
+"""The next smaller unit of the same family (binary or decimal), for figures under 0.01 of a unit."""
+
+
 def size(num_bytes: int, unit: str) -> str:
-    """'14.96 GiB': bytes in the display unit, the unit always written."""
-    return format_bytes(num_bytes, unit)
+    """'14.96 GiB': bytes in the display unit, the unit always written; figures under 0.01 of it use the
+    next smaller unit of the same family ('3.00 MiB', never a misleading '0.00 GiB')."""
+    while 0 < num_bytes < UNITS[unit] // 100 and unit in SMALL_UNIT:
+        unit = SMALL_UNIT[unit]
+    return format_bytes(num_bytes, unit, digits=0 if unit == "B" else 2)
 
 
 def _share(part: int, whole: int) -> str:
