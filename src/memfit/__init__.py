@@ -5,7 +5,7 @@
 >>> est.peak.allocated_bytes
 """
 
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from memfit._version import __version__
 from memfit.core.choices import (
@@ -96,7 +96,7 @@ _API = frozenset(
 )
 """Functions of memfit.api, imported on first use: the CLI's start-up (`memfit --help`) skips the catalog."""
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from memfit.api import (
         catalog_gpus,
         catalog_models,
@@ -110,7 +110,7 @@ if TYPE_CHECKING:
     )
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     if name in _API:
         from memfit import api
 

@@ -49,7 +49,7 @@ def _plain_coercion(command: Any) -> None:
         return
     import typer
 
-    class _Plain(RuntimeParam):  # type: ignore[misc, valid-type]
+    class _Plain(RuntimeParam):
         def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
             if self.annotation is bool:
                 return bool(value)

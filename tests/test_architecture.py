@@ -1,0 +1,74 @@
+"""The dependency rule (DESIGN §4) checked at runtime, and the public API's `__all__`."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import memfit
+
+SRC = Path(memfit.__file__).parent
+HEAVY = ("torch", "transformers", "peft", "bitsandbytes", "numpy")
+START_UP_FORBIDDEN = ("pydantic", "fastapi", "huggingface_hub")
+
+
+def _modules_after(code: str) -> set[str]:
+    """Top-level module names in sys.modules after running `code` in a fresh interpreter."""
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return set(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def test_importing_memfit_core_and_cli_leaves_heavy_stacks_out():
+    """`import memfit, memfit.core, memfit.cli` imports none of torch, transformers, peft, bitsandbytes, numpy."""
+    loaded = _modules_after("import memfit, memfit.core, memfit.cli")
+    assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_cli_params_start_up_avoids_pydantic_fastapi_and_the_hub():
+    """Running `memfit params` for a catalog model imports neither pydantic, fastapi nor huggingface_hub."""
+    code = ("import contextlib, io\nfrom memfit.cli import run\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n    assert run(['params', 'Llama-3.1-405B']) == 0")
+    loaded = _modules_after(code)
+    assert loaded.isdisjoint(START_UP_FORBIDDEN + HEAVY), sorted(loaded & set(START_UP_FORBIDDEN + HEAVY))
+
+
+def _imported_modules(path: Path) -> list[tuple[int, str, int]]:
+    """(line, module, relative level) for every import statement in a file, nested ones included."""
+    found: list[tuple[int, str, int]] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name, 0) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            found.append((node.lineno, node.module or "", node.level))
+    return found
+
+
+def test_core_imports_only_the_standard_library_and_itself():
+    """Every import under memfit/core/ names a stdlib module or memfit.core (relative imports stay inside)."""
+    offenders = []
+    for path in sorted((SRC / "core").rglob("*.py")):
+        for line, module, level in _imported_modules(path):
+            top = module.split(".")[0]
+            inside = level > 0 or module == "memfit.core" or module.startswith("memfit.core.")
+            if not (inside or top in sys.stdlib_module_names or top == "__future__"):
+                offenders.append(f"{path.relative_to(SRC)}:{line} imports {module}")
+    assert offenders == []
+
+
+def test_public_all_is_sorted():
+    """memfit.__all__ is in sorted order."""
+    assert memfit.__all__ == sorted(memfit.__all__)
+
+
+def test_public_all_is_complete_and_resolvable():
+    """Every public name of the memfit package is in __all__, and every name in __all__ resolves."""
+    public = {name for name in dir(memfit) if not name.startswith("_")
+              and not isinstance(getattr(memfit, name), types.ModuleType)}
+    assert public == set(memfit.__all__) - {"__version__"}
+    for name in memfit.__all__:
+        assert getattr(memfit, name) is not None
