@@ -115,7 +115,9 @@ def _attention_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, step
                 parts.append(Term(name="repeat_kv", nbytes=full_kv))
             padded = -(-kv // SDPA_MASK_ALIGN) * SDPA_MASK_ALIGN
             mask = b * s * kv                                   # bool (b, 1, s, kv)
-            bias = b * heads * s * padded * dt if padded != kv else b * s * kv * dt
+            # the additive bias expanded to every head; counted even when kv is already aligned (an
+            # upper bound that keeps the estimate monotone in tokens)
+            bias = b * heads * s * padded * dt
             parts.append(Term(name="mask", nbytes=mask + bias))
         case _:
             parts.append(Term(name="softmax_lse", nbytes=b * heads * s * 4))   # fp32 log-sum-exp

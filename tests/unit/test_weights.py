@@ -1,0 +1,79 @@
+"""Weight bytes (core/weights.py) under dtypes and quantization formats, computed by hand."""
+
+from memfit.api import load_model
+from memfit.core.choices import Runtime
+from memfit.core.dtypes import DType, quant
+from memfit.core.spec import AttentionSpec, LayerSpec, MlpSpec, ModelSource, ModelSpec, MoeSpec
+from memfit.core.weights import weights
+
+HIDDEN = 4096
+TRANSFORMERS = Runtime.TRANSFORMERS
+
+
+def _square_spec() -> ModelSpec:
+    """One layer whose q, k, v and o are each a 4096×4096 matrix (MHA, 32 heads of 128)."""
+    layer = LayerSpec(attention=AttentionSpec(num_heads=32, num_kv_heads=32, head_dim=128),
+                      mlp=MlpSpec(intermediate_size=64, gated=True))
+    return ModelSpec(name="square", family="llama", vocab_size=128, hidden_size=HIDDEN,
+                     max_position_embeddings=4096, tie_word_embeddings=True, layers=(layer,),
+                     source=ModelSource(kind="config", ref="square"))
+
+
+def test_nf4_one_4096x4096_matrix():
+    """nf4: 16,777,216 weights × 9/2 bits = 9,437,184 B (8,388,608 packed + 262,144 fp32 absmax) + 64 B code."""
+    term = weights(_square_spec(), dtype=DType.BF16, quant=quant("nf4"), runtime=TRANSFORMERS)
+    # q, k, v, o: 4 × (9,437,184 + 64) = 37,749,008
+    assert term.child("layers").bytes_of("attention") == 4 * (9_437_184 + 64)
+
+
+def test_nf4_double_quant_one_4096x4096_matrix():
+    """nf4-dq: 16,777,216 × 2113/512 / 8 = 8,654,848 B, plus 64 + 1024 + 4 B of codes and offset."""
+    # 8,388,608 packed + 262,144 uint8 absmax + 1,024 × 4 fp32 second-level absmax = 8,654,848
+    term = weights(_square_spec(), dtype=DType.BF16, quant=quant("nf4-dq"), runtime=TRANSFORMERS)
+    assert term.child("layers").bytes_of("attention") == 4 * (8_654_848 + 1092)
+
+
+def test_llama_3_1_8b_bf16_weights():
+    """Llama-3.1-8B in bf16: 8,030,261,248 params × 2 B = 16,060,522,496 B, plus the 256 B rotary buffer."""
+    term = weights(load_model("Llama-3.1-8B"), dtype=DType.BF16, quant=quant("none"), runtime=TRANSFORMERS)
+    assert term.nbytes - term.bytes_of("buffers") == 16_060_522_496
+
+
+def test_llama_3_1_8b_int8_matches_measured_storage():
+    """int8: 6,979,321,856 linear weights × 1 B + 43,008 rows × 32 layers × 4 B SCB + 2,101,878,784 B bf16 rest."""
+    # 6,979,321,856 + 5,505,024 + embeddings and lm_head 2,101,346,304 + norms 532,480 = 9,086,705,664
+    # (groundtruth l8b-int8 load end_alloc 9,086,706,688 = this + 1,024 B of buffers and rounding)
+    term = weights(load_model("Llama-3.1-8B"), dtype=DType.BF16, quant=quant("int8"), runtime=TRANSFORMERS)
+    assert term.nbytes - term.bytes_of("buffers") == 9_086_705_664
+
+
+def test_bnb_leaves_lm_head_in_compute_dtype():
+    """nf4 on Llama-3.1-8B: lm_head stays bf16, 128,256 × 4,096 × 2 = 1,050,673,152 B."""
+    term = weights(load_model("Llama-3.1-8B"), dtype=DType.BF16, quant=quant("nf4"), runtime=TRANSFORMERS)
+    assert term.bytes_of("lm_head") == 1_050_673_152
+
+
+def test_tied_embeddings_count_once():
+    """Llama-3.2-1B ties lm_head to the embeddings: no lm_head bytes."""
+    term = weights(load_model("Llama-3.2-1B"), dtype=DType.BF16, quant=quant("none"), runtime=TRANSFORMERS)
+    assert term.bytes_of("lm_head") == 0 and term.bytes_of("embeddings") == 128_256 * 2048 * 2
+
+
+def test_bnb_keeps_fused_moe_experts_unquantized():
+    """bnb converts nn.Linear only: fused 3-D expert Parameters stay bf16 (2 experts × 3 × 8 × 16 × 2 B)."""
+    expert = MlpSpec(intermediate_size=16, gated=True)
+    layer = LayerSpec(attention=AttentionSpec(num_heads=2, num_kv_heads=2, head_dim=4),
+                      mlp=MoeSpec(num_experts=2, top_k=1, expert=expert))
+    spec = ModelSpec(name="moe", family="qwen3_moe", vocab_size=32, hidden_size=8,
+                     max_position_embeddings=64, tie_word_embeddings=True, layers=(layer,),
+                     source=ModelSource(kind="config", ref="moe"))
+    term = weights(spec, dtype=DType.BF16, quant=quant("nf4"), runtime=TRANSFORMERS)
+    # gate_up (2, 32, 8) + down (2, 8, 16) = 512 + 256 weights × 2 B = 1,536 B
+    assert term.child("layers").bytes_of("experts") == 1_536
+
+
+def test_gguf_q4_k_m_output_is_q6_k():
+    """Q4_K_M stores output.weight as Q6_K: 128,256 × 4,096 × 105/16 / 8 = 430,940,160 B."""
+    term = weights(load_model("Llama-3.1-8B"), dtype=DType.BF16, quant=quant("gguf-Q4_K_M"),
+                   runtime=Runtime.LLAMA_CPP)
+    assert term.bytes_of("lm_head") == 430_940_160
