@@ -160,8 +160,11 @@ def mark_weights(model: Any, probe: Probe) -> None:
 
 # --- optimizers -------------------------------------------------------------------------------------------
 
-def make_optimizer(params: list[torch.nn.Parameter], optimizer: Optimizer) -> Any:
-    """The optimizer with foreach/fused explicit, as CUDA picks them (torch does not on fake tensors)."""
+def make_optimizer(params: list[torch.nn.Parameter], optimizer: Optimizer, *, real_bnb: bool = False) -> Any:
+    """The optimizer with foreach/fused explicit, as CUDA picks them (torch does not on fake tensors).
+
+    bitsandbytes optimizers: the real ones with `real_bnb` (measure), else stand-ins with their storage.
+    """
     lr = LEARNING_RATE
     match optimizer:
         case Optimizer.ADAMW:
@@ -180,6 +183,12 @@ def make_optimizer(params: list[torch.nn.Parameter], optimizer: Optimizer) -> An
             from transformers.optimization import Adafactor
 
             return Adafactor(params, lr=lr, relative_step=False, scale_parameter=False, warmup_init=False)
+        case Optimizer.ADAMW_8BIT | Optimizer.PAGED_ADAMW_8BIT | Optimizer.PAGED_ADAMW_32BIT if real_bnb:
+            import bitsandbytes as bnb
+
+            cls = {Optimizer.ADAMW_8BIT: bnb.optim.AdamW8bit, Optimizer.PAGED_ADAMW_8BIT: bnb.optim.PagedAdamW8bit,
+                   Optimizer.PAGED_ADAMW_32BIT: bnb.optim.PagedAdamW32bit}[optimizer]
+            return cls(params, lr=lr)
         case Optimizer.ADAMW_8BIT | Optimizer.PAGED_ADAMW_8BIT | Optimizer.PAGED_ADAMW_32BIT:
             from memfit.trace.standins import BnbAdamWStandIn
 
@@ -201,10 +210,14 @@ def random_ids(vocab_size: int, batch: int, length: int, device: str | torch.dev
     return torch.randint(0, vocab_size, (batch, length), device=device)
 
 
-def run_training(model: Any, workload: Training, probe: Probe, device: str, *, steps: int = 2) -> None:
-    """`steps` steps of forward with labels (HF loss), backward, optimizer step, zero_grad(set_to_none)."""
+def run_training(model: Any, workload: Training, probe: Probe, device: str, *, steps: int = 2,
+                 real_bnb: bool = False) -> Any:
+    """`steps` steps of forward with labels (HF loss), backward, optimizer step, zero_grad(set_to_none).
+
+    Returns the optimizer, so the caller decides when its states die.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = make_optimizer(params, workload.optimizer)
+    opt = make_optimizer(params, workload.optimizer, real_bnb=real_bnb)
     ids = random_ids(model.config.vocab_size, workload.batch_size, workload.seq_len, device)
     amp = autocast_dtype(workload)
     autocast = (lambda: torch.autocast(device.split(":")[0], dtype=amp)) if amp else contextlib.nullcontext
@@ -219,6 +232,7 @@ def run_training(model: Any, workload: Training, probe: Probe, device: str, *, s
             opt.step()
             probe.mark("optimizer_states", optimizer_tensors(opt))
             opt.zero_grad(set_to_none=True)
+    return opt
 
 
 def run_prefill(model: Any, workload: Inference, probe: Probe, device: str) -> None:
@@ -323,11 +337,13 @@ def _cache_tensors(cache: Any) -> list[torch.Tensor]:
     return out
 
 
-def run_workload(model: Any, workload: Inference | Training, probe: Probe, device: str) -> None:
-    """Run the job's phases through `probe`."""
+def run_workload(model: Any, workload: Inference | Training, probe: Probe, device: str, *,
+                 training_steps: int = 2) -> Any:
+    """Run the job's phases through `probe`; returns the optimizer of a training job (else None)."""
     if isinstance(workload, Training):
-        run_training(model, workload, probe, device)
+        return run_training(model, workload, probe, device, steps=training_steps)
     elif workload.new_tokens == 0:
         run_prefill(model, workload, probe, device)
     else:
         run_generate(model, workload, probe, device)
+    return None

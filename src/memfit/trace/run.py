@@ -83,11 +83,19 @@ def trace(spec: ModelSpec, workload: Inference | Training, boot: Boot,
             _prepare_after_load(model, workload)
             harness.mark_weights(model, tracker)
         with _step(progress, f"running {_task(workload)}"):
-            harness.run_workload(model, workload, tracker, device)
+            if isinstance(workload, Training):
+                optimizer = harness.run_workload(model, workload, tracker, device, training_steps=1)
+                tracker.repeat_phases(("forward", "backward"), "optimizer_states")
+                del optimizer
+            else:
+                harness.run_workload(model, workload, tracker, device)
     counts = patches.backend_counts()
     if counts:
         assumptions.append("SDPA backends as CUDA would pick them: "
                            + ", ".join(f"{k} ×{v}" for k, v in sorted(counts.items())))
+    if isinstance(workload, Training):
+        assumptions.append("one training step traced; step 2's forward and backward are step 1's plus the "
+                           "optimizer states, which live through them")
     if isinstance(workload, Inference) and workload.new_tokens:
         assumptions.append("decode traced with a loop reproducing generate()'s cache and logits handling")
     return tracker, assumptions

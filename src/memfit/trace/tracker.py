@@ -126,6 +126,21 @@ class Tracker(TorchDispatchMode):
             self._phase = None
             self.phases.append(record)
 
+    def repeat_phases(self, names: tuple[str, ...], role: str) -> None:
+        """Append copies of the last phases called `names`, with every live storage tagged `role` added.
+
+        A second training step runs the same ops as the first with the optimizer states alive throughout
+        (gradients are None again after zero_grad(set_to_none=True)), so its forward and backward are the
+        first step's plus those states: this replays them without running the model again.
+        """
+        extra = {serial: nbytes for serial, nbytes in self.live.items() if self.roles.get(serial) == role}
+        added = sum(extra.values())
+        for name in names:
+            last = next(p for p in reversed(self.phases) if p.name == name)
+            self.phases.append(PhasePeak(name=name, start_bytes=last.start_bytes + added,
+                                         peak_bytes=last.peak_bytes + added, end_bytes=last.end_bytes + added,
+                                         live={**last.live, **extra}, op=last.op))
+
     def serial(self, tensor: torch.Tensor) -> int | None:
         """The serial of the live storage behind `tensor`, or None if it is not counted."""
         return self._serial_of.get(tensor.untyped_storage()._cdata)
