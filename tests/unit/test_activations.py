@@ -1,0 +1,168 @@
+"""Saved activations per layer and token, attention backends and forward extras, with hand arithmetic."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+
+from memfit.core.activations import (
+    attention_backend,
+    config_dropouts,
+    forward_extra_bytes,
+    layer_token_bytes,
+    saved_activations,
+    training_flow,
+)
+from memfit.core.choices import AttnImpl, Checkpointing, Method, Precision
+from memfit.core.dtypes import quant
+from memfit.core.families import spec_from_config
+from memfit.core.spec import AttentionSpec, ModelSource, ModelSpec
+from memfit.core.training import lora_targets
+from memfit.core.workload import Lora, Training
+from memfit.sources.resolve import load_model
+
+SOURCE = ModelSource(kind="config", ref="test")
+HIDDEN = 64
+HEADS = 4
+KV_HEADS = 2
+HEAD_DIM = 16
+INTERMEDIATE = 80
+BASE = {"model_type": "llama", "hidden_size": HIDDEN, "num_hidden_layers": 2, "num_attention_heads": HEADS,
+        "num_key_value_heads": KV_HEADS, "vocab_size": 96, "max_position_embeddings": 4096,
+        "intermediate_size": INTERMEDIATE}
+
+
+def _tiny(**extra: object) -> ModelSpec:
+    return spec_from_config({**BASE, **extra}, name="tiny", source=SOURCE)
+
+
+def _flow(spec: ModelSpec, wl: Training):  # type: ignore[no-untyped-def]
+    targets = lora_targets(spec, wl.lora) if wl.lora is not None and wl.method is not Method.FULL \
+        else frozenset()
+    return training_flow(spec, wl, lora_targets=targets)
+
+
+def _per_token(spec: ModelSpec, wl: Training, *, first: bool = False) -> int:
+    flow = _flow(spec, wl)
+    return sum(layer_token_bytes(spec, spec.layers[1], flow, seq_len=wl.seq_len, first=first).values())
+
+
+def test_llama_1b_full_bf16_sdpa_per_layer_token() -> None:
+    """Llama-3.2-1B, full bf16, SDPA flash: 108,672 bytes per token and layer."""
+    # norms 2 × (4h fp32 input + 2h normalised + 2h output) = 16·2048 = 32,768
+    # flash: q 2·2048 + k 2·512 + v 2·512 + out 2·2048 + lse 4·32 = 10,368
+    # MLP: gate, silu, up, product 4 × 2·8192 = 65,536 → 108,672
+    spec = load_model("Llama-3.2-1B")
+    assert _per_token(spec, Training(seq_len=1024, batch_size=4)) == 108_672
+
+
+def test_llama_1b_eager_adds_quadratic_probabilities() -> None:
+    """Eager attention saves fp32 softmax and bf16 probabilities, (heads × seq) each, and repeated K/V."""
+    # 32,768 norms + q, k_rep, v_rep, out copy 4 × 2·2048 = 16,384 + 65,536 MLP = 114,688
+    # probabilities (4 + 2)·32 heads·1024 = 196,608 → 311,296
+    spec = load_model("Llama-3.2-1B")
+    assert _per_token(spec, Training(seq_len=1024, batch_size=2, attn=AttnImpl.EAGER)) == 311_296
+
+
+def test_llama_1b_amp_casts_per_linear() -> None:
+    """Under autocast each Linear keeps its own bf16 input cast and norms keep fp32 tensors."""
+    # norms 2 × (4h input + 4h normalised) = 16h = 32,768; casts q,k,v 3·2h + gate,up 2·2h = 10h = 20,480
+    # flash 10,368 (bf16 casts of q, k; v; out; lse) + MLP 65,536 → 129,152
+    spec = load_model("Llama-3.2-1B")
+    wl = Training(seq_len=1024, batch_size=2, precision=Precision.AMP_BF16)
+    assert _per_token(spec, wl) == 129_152
+
+
+def test_llama_8b_lora_saves_fp32_dropout_copies() -> None:
+    """LoRA r16 all-linear on Llama-3.1-8B: 334,400 bytes per token and (non-first) layer."""
+    # frozen norms 2 × 4h = 32,768; flash q 8192 + k 2048 + v 2048 + out 8192 + lse 128 = 20,608
+    # MLP (frozen down keeps no product): 3 × 2·14336 = 86,016
+    # LoRA: (4 + 1)·fan_in + 4·16 per Linear: 6 × (5·4096 + 64) + (5·14336 + 64) = 195,008 → 334,400
+    spec = load_model("Llama-3.1-8B")
+    wl = Training(seq_len=2048, method=Method.LORA, lora=Lora(rank=16, alpha=32))
+    assert _per_token(spec, wl) == 334_400
+    # layer 0's input needs no grad: its input norm saves nothing (4h = 16,384 less)
+    assert _per_token(spec, wl, first=True) == 334_400 - 16_384
+
+
+def test_checkpointing_keeps_layer_inputs_only() -> None:
+    """Non-reentrant checkpointing keeps each layer's bf16 input: 16 · 2 · 2048 · tokens."""
+    # l1b b8 s2048: 16 layers × 2 B × 2048 × 16,384 tokens = 1,073,741,824; final norm 8h·T = 268,435,456
+    spec = load_model("Llama-3.2-1B")
+    wl = Training(seq_len=2048, batch_size=8, checkpointing=Checkpointing.FULL)
+    term = saved_activations(spec, _flow(spec, wl), batch=8, seq_len=2048)
+    assert term.flat() == {"layer_inputs": 1_073_741_824, "final_norm": 268_435_456}
+
+
+def test_qlora_prepare_kbit_flows_fp32() -> None:
+    """After prepare_kbit the residual stream is fp32 (fp32 embeddings), so checkpointed inputs are 4 B."""
+    # 2 layers × 4 B × 64 × (2·32 tokens) = 32,768
+    spec = _tiny()
+    wl = Training(seq_len=32, batch_size=2, method=Method.QLORA, lora=Lora(rank=4, alpha=8),
+                  quant=quant("nf4"), checkpointing=Checkpointing.FULL)
+    term = saved_activations(spec, _flow(spec, wl), batch=2, seq_len=32)
+    assert term.bytes_of("layer_inputs") == 32_768
+
+
+@pytest.mark.parametrize(("precision", "attn", "kv_heads", "head_dim", "expected"), [
+    (Precision.BF16, AttnImpl.SDPA, 2, 16, "flash"),
+    (Precision.FP32, AttnImpl.SDPA, 2, 16, "math"),        # fp32 + enable_gqa: no fused kernel
+    (Precision.FP32, AttnImpl.SDPA, 4, 16, "efficient"),   # fp32 MHA
+    (Precision.BF16, AttnImpl.SDPA, 4, 320, "efficient"),  # head_dim > 256: no flash
+    (Precision.BF16, AttnImpl.EAGER, 2, 16, "eager"),
+])
+def test_attention_backend_choice(precision: Precision, attn: AttnImpl, kv_heads: int, head_dim: int,
+                                  expected: str) -> None:
+    """SDPA picks flash for bf16, efficient for fp32 MHA or big heads, math for fp32 GQA."""
+    spec = _tiny()
+    att = AttentionSpec(num_heads=HEADS, num_kv_heads=kv_heads, head_dim=head_dim)
+    flow = _flow(spec, Training(seq_len=64, precision=precision, attn=attn))
+    assert attention_backend(att, flow, seq_len=64) == expected
+
+
+def test_sliding_window_shorter_than_seq_needs_mask() -> None:
+    """A window shorter than the sequence passes a mask to SDPA, which then runs efficient attention."""
+    spec = _tiny()
+    att = AttentionSpec(num_heads=HEADS, num_kv_heads=KV_HEADS, head_dim=HEAD_DIM, sliding_window=32)
+    flow = _flow(spec, Training(seq_len=64))
+    assert attention_backend(att, flow, seq_len=64) == "efficient"
+    assert attention_backend(att, flow, seq_len=32) == "flash"
+
+
+def test_forward_extra_holds_eager_cache_and_final_hidden() -> None:
+    """Eager GQA: the DynamicCache keeps rotated K and V (not saved otherwise) until forward returns."""
+    # LoRA (frozen lm_head): last hidden 2 B × 64 × 64 tokens = 8,192
+    # cache per layer: (2 + 2) B × kv width 32 × 64 tokens = 8,192; 2 layers → 16,384; total 24,576
+    spec = _tiny()
+    wl = Training(seq_len=64, method=Method.LORA, lora=Lora(rank=4, alpha=8), attn=AttnImpl.EAGER)
+    assert forward_extra_bytes(spec, _flow(spec, wl), batch=1, seq_len=64) == 24_576
+
+
+def test_config_dropouts_read_from_config_text() -> None:
+    """GPT-2 style resid_pdrop and attn_pdrop in config.json turn on dropout masks."""
+    spec = _tiny()
+    text = '{"resid_pdrop": 0.1, "attn_pdrop": 0.0}'
+    gpt2_like = ModelSpec(**{**{f: getattr(spec, f) for f in spec.__dataclass_fields__},
+                             "source": ModelSource(kind="config", ref="x", config_json=text)})
+    assert config_dropouts(gpt2_like) == (True, False)
+    assert config_dropouts(spec) == (False, False)
+
+
+def test_hidden_dropout_adds_two_masks_per_layer() -> None:
+    """Residual-branch dropout keeps two bool masks of hidden size per token and layer."""
+    spec = _tiny()
+    text = '{"resid_pdrop": 0.1}'
+    dropped = ModelSpec(**{**{f: getattr(spec, f) for f in spec.__dataclass_fields__},
+                           "source": ModelSource(kind="config", ref="x", config_json=text)})
+    wl = Training(seq_len=16)
+    assert _per_token(dropped, wl) - _per_token(spec, wl) == 2 * HIDDEN
+
+
+def test_lora_dropout_zero_drops_the_mask() -> None:
+    """Without LoRA dropout peft keeps no mask: 1 byte per input feature less for each adapted Linear."""
+    # adapted q, k, v, o (fan_in 64 each), gate, up (64), down (80): 6·64 + 80 = 464
+    spec = _tiny()
+    with_drop = Training(seq_len=16, method=Method.LORA, lora=Lora(rank=4, alpha=8))
+    no_drop = Training(seq_len=16, method=Method.LORA, lora=Lora(rank=4, alpha=8, dropout=Fraction(0)))
+    assert _per_token(spec, with_drop) - _per_token(spec, no_drop) == 464

@@ -1,0 +1,56 @@
+"""Optimizer states and step temporaries on small tensor lists, with the arithmetic in comments."""
+
+from __future__ import annotations
+
+import pytest
+
+from memfit.core.choices import Optimizer
+from memfit.core.optimizers import ParamTensor, optimizer_memory
+
+# a (1000 × 512) bf16 matrix and two 512-wide bf16 vectors
+MATRIX = ParamTensor(name="w", rows=1000, cols=512, element_bytes=2)
+VECTORS = ParamTensor(name="norm", rows=512, cols=1, element_bytes=2, count=2)
+TENSORS = (MATRIX, VECTORS)
+PARAM_BYTES = 1000 * 512 * 2 + 2 * 512 * 2   # 1,024,000 + 2,048 = 1,026,048
+
+
+@pytest.mark.parametrize(("opt", "states", "step"), [
+    (Optimizer.ADAMW, 2 * PARAM_BYTES, PARAM_BYTES),                 # foreach: one full copy
+    (Optimizer.ADAM, 2 * PARAM_BYTES, PARAM_BYTES),
+    (Optimizer.ADAMW_FUSED, 2 * PARAM_BYTES + 3 * 512, 0),           # 3 device step scalars × 512 B
+    (Optimizer.ADAMW_LOOP, 2 * PARAM_BYTES, 2 * 1_024_000),          # sqrt and div of the largest
+    (Optimizer.SGD, 0, 0),
+    (Optimizer.SGD_MOMENTUM, PARAM_BYTES, 0),
+    (Optimizer.LION, PARAM_BYTES, 2 * 1_024_000),
+])
+def test_torch_style_optimizers(opt: Optimizer, states: int, step: int) -> None:
+    """States and temporaries of the torch-style optimizers match the table in optimizers.py."""
+    got = optimizer_memory(opt, TENSORS)
+    assert (got.states.nbytes, got.step_bytes, got.paged_bytes) == (states, step, 0)
+
+
+def test_adafactor_factors_matrices() -> None:
+    """Adafactor keeps rows + cols for a matrix and a full vector for 1-D tensors, in the grad dtype."""
+    # (1000 + 512) × 2 B + 2 × 512 × 2 B = 3,024 + 2,048 = 5,072
+    # step: largest tensor 512,000 elements × (3 × 4 + 8 for fp32 copies of bf16 param and grad) = 10,240,000
+    got = optimizer_memory(Optimizer.ADAFACTOR, TENSORS)
+    assert (got.states.nbytes, got.step_bytes) == (5_072, 10_240_000)
+
+
+def test_adamw_8bit_block_wise_states() -> None:
+    """bnb AdamW8bit: 2 uint8 per element + 2 fp32 absmax per 256; tensors under 4096 elements: fp32."""
+    # matrix: 2 × 512,000 + 2 × 4 × 2000 blocks = 1,024,000 + 16,000
+    # vectors (512 < 4096 elements, fp32): 2 tensors × 2 states × 512 × 4 B = 8,192
+    got = optimizer_memory(Optimizer.ADAMW_8BIT, TENSORS)
+    assert got.states.nbytes == 1_024_000 + 16_000 + 8_192
+    assert got.step_bytes == 0
+
+
+def test_paged_states_leave_the_allocator() -> None:
+    """Paged AdamW: states of tensors ≥ 1e5 elements go to managed memory; absmax and small ones stay."""
+    # 8-bit: matrix uint8 states 1,024,000 paged; absmax 16,000 and vectors 8,192 on device
+    got = optimizer_memory(Optimizer.PAGED_ADAMW_8BIT, TENSORS)
+    assert (got.states.nbytes, got.paged_bytes) == (24_192, 1_024_000)
+    # 32-bit: fp32 states 2 × 4 × 512,000 = 4,096,000 paged; vectors 2 × 4 × 1024 = 8,192 on device
+    got32 = optimizer_memory(Optimizer.PAGED_ADAMW_32BIT, TENSORS)
+    assert (got32.states.nbytes, got32.paged_bytes) == (8_192, 4_096_000)
