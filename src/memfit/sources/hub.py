@@ -10,9 +10,12 @@ be described this way leaves `ModelSpec.checkpoint` empty rather than failing. `
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +57,15 @@ def load_hub_model(
         UnsupportedArchitecture: an unmapped model_type (or one needing --trust-remote-code).
     """
     offline = hub_offline(offline)
+    with _quiet_hub():
+        return _load_hub_model(
+            repo_id, revision=revision, offline=offline, trust_remote_code=trust_remote_code
+        )
+
+
+def _load_hub_model(
+    repo_id: str, *, revision: str | None, offline: bool, trust_remote_code: bool
+) -> ModelSpec:
     config_path = download_config(repo_id, revision=revision, offline=offline)
     text = config_path.read_text(encoding="utf-8")
     config = parse_config(text, origin=f"{repo_id} config.json")
@@ -66,6 +78,24 @@ def load_hub_model(
         repo_id, revision=revision, offline=offline, quant_method=quant_method(config)
     )
     return dataclasses.replace(spec, checkpoint=checkpoint) if checkpoint is not None else spec
+
+
+@contextlib.contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """Hold back huggingface_hub's own warnings (e.g. "Retrying in 4s") while memfit calls it.
+
+    Failures reach the user as one memfit error line; the library's retry chatter on stderr would
+    break the CLI's one-line contract. The logger's level is restored afterwards.
+    """
+    from huggingface_hub.utils import logging as hub_logging  # its import sets the library's level
+
+    logger = hub_logging.get_logger()  # the library root logger, "huggingface_hub"
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _token() -> str | None:
