@@ -13,11 +13,12 @@ def test_mlp_step_holds_three_intermediates():
     spec = load_model("Llama-3.1-8B")
     wl = Inference(prompt_tokens=1024, batch_size=8)
     acts, dequant = layer_peak(spec, wl, Step(query_tokens=1024, kv_tokens=1024, masked=False))
-    assert acts.flat()["mlp/intermediates"] == 704_643_072 and dequant == 0
+    assert acts.flat()["mlp/intermediates"] == 704_643_072
+    assert dequant == 0
 
 
 def test_layer_peak_matches_measured_prefill_working_set():
-    """inputs_embeds, layer input, residual, normed (4 × 64 MiB) + 672 MiB MLP + 4 MiB cos/sin = 978,059,264 B."""
+    """Embeddings, layer input, residual, normed (4 × 64 MiB) + 672 MiB MLP + 4 MiB cos/sin = 978,059,264."""
     # groundtruth l8b-gen-b8-p1024-n128: peak − start − KV − cuBLAS = 978,206,720 B
     spec = load_model("Llama-3.1-8B")
     wl = Inference(prompt_tokens=1024, batch_size=8)
@@ -38,11 +39,12 @@ def test_bnb_4bit_dequantises_the_weight_for_many_rows():
     spec = load_model("Llama-3.1-8B")
     gate = next(lin for lin in layer_linears(spec, spec.layers[0]) if lin.name == "gate_proj")
     wl = Inference(prompt_tokens=512, quant=quant("nf4"))
-    assert (dequant_bytes(gate, wl, tokens=512, dt=2), dequant_bytes(gate, wl, tokens=1, dt=2)) == (117_440_512, 0)
+    assert dequant_bytes(gate, wl, tokens=512, dt=2) == 117_440_512
+    assert dequant_bytes(gate, wl, tokens=1, dt=2) == 0
 
 
 def test_static_prefill_materialises_the_padded_mask():
-    """A masked SDPA call over 767 cached tokens pads to 768: 1 × 32 × 512 × 768 × 2 B = 25,165,824 B of bias."""
+    """Masked SDPA over 767 cached tokens pads to 768: 1 × 32 × 512 × 768 × 2 B = 25,165,824 B of bias."""
     spec = load_model("Llama-3.2-1B")
     wl = Inference(prompt_tokens=512, new_tokens=256)
     step = Step(query_tokens=512, kv_tokens=767, masked=True)

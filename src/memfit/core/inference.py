@@ -15,6 +15,7 @@ weights and cache tensors. llama.cpp's own buffers are allocated == reserved; it
 from __future__ import annotations
 
 from dataclasses import replace
+from fractions import Fraction
 
 from memfit.core.choices import KvCache, PhaseName
 from memfit.core.errors import InvalidWorkload
@@ -266,7 +267,7 @@ def vllm_kv_capacity_tokens(spec: ModelSpec, workload: Inference, *, gpu_usable_
     prefill = next(p for p in phases if p.name is PhaseName.PREFILL)
     prof = profile(workload.runtime)
     num, den = prof.default_gpu_memory_utilization or (9, 10)
-    utilization = workload.gpu_memory_utilization or (num / den)
+    utilization = workload.gpu_memory_utilization or Fraction(num, den)
     budget = int(gpu_usable_bytes * utilization)
     used = prefill.device_bytes - prefill.memory.bytes_of("kv_cache")
     per_token = kv_bytes_per_token(spec, workload) * workload.batch_size // max(workload.batch_size, 1)

@@ -1,0 +1,110 @@
+"""Inference phases (core/inference.py): validation, phase structure and hand-computed peaks."""
+
+from fractions import Fraction
+
+import pytest
+
+from memfit.api import load_model
+from memfit.core.choices import KvCache, PhaseName, Runtime
+from memfit.core.dtypes import DType, quant
+from memfit.core.errors import InvalidWorkload
+from memfit.core.estimate import estimate
+from memfit.core.inference import inference_phases, vllm_kv_capacity_tokens
+from memfit.core.result import TOP_TERMS
+from memfit.core.units import GiB
+from memfit.core.workload import Inference, Parallelism
+
+
+def test_tp_must_divide_kv_heads():
+    """tp=3 on Llama-3.1-8B is one actionable line listing the valid tp values."""
+    with pytest.raises(InvalidWorkload, match=r"^tp=3 does not divide num_kv_heads=8 of Llama-3\.1-8B; "
+                                              r"use tp in 1, 2, 4, 8$"):
+        inference_phases(load_model("Llama-3.1-8B"), Inference(prompt_tokens=8, parallel=Parallelism(tp=3)))
+
+
+def test_prompt_longer_than_context_is_refused_unless_allowed():
+    """GPT-2 has 1,024 positions: 1,000 + 100 tokens is refused, and accepted with allow_longer."""
+    spec = load_model("gpt2")
+    with pytest.raises(InvalidWorkload, match="exceeds max_position_embeddings=1024"):
+        inference_phases(spec, Inference(prompt_tokens=1000, new_tokens=100))
+    phases, _ = inference_phases(spec, Inference(prompt_tokens=1000, new_tokens=100, allow_longer=True))
+    assert len(phases) == 3
+
+
+def test_batch_zero_is_refused():
+    """batch_size=0 is impossible."""
+    with pytest.raises(InvalidWorkload, match="batch_size=0 must be at least 1"):
+        Inference(prompt_tokens=8, batch_size=0)
+
+
+def test_scoring_forward_has_load_and_prefill_only():
+    """new_tokens=0 is one forward: phases load and prefill."""
+    phases, _ = inference_phases(load_model("Llama-3.2-1B"), Inference(prompt_tokens=16))
+    assert [p.name for p in phases] == [PhaseName.LOAD, PhaseName.PREFILL]
+
+
+def test_generation_adds_decode():
+    """new_tokens > 0 adds a decode phase; every top-level term is in the vocabulary."""
+    phases, _ = inference_phases(load_model("Llama-3.2-1B"), Inference(prompt_tokens=16, new_tokens=4))
+    assert [p.name for p in phases] == [PhaseName.LOAD, PhaseName.PREFILL, PhaseName.DECODE]
+    assert all(t.name in TOP_TERMS for p in phases for t in p.memory.children)
+
+
+def test_llama_3_1_8b_prefill_4096_peak_by_hand():
+    """Weights 16,060,522,752 + KV 536,870,912 + logits 1,050,673,152 + final hidden 33,554,432 + ids 32,768
+    + cuBLAS 33,554,432 = 17,715,208,448 B (groundtruth l8b-prefill-b1-s4096: 17,715,209,728)."""
+    est = estimate(load_model("Llama-3.1-8B"), Inference(prompt_tokens=4096))
+    assert est.peak.allocated_bytes == 17_715_208_448
+    assert est.phase("prefill").at == "LM head"
+
+
+def test_reserved_never_shrinks_between_phases():
+    """The caching allocator keeps freed blocks: decode reserves at least what prefill did."""
+    est = estimate(load_model("Llama-3.1-8B"), Inference(prompt_tokens=1024, new_tokens=16, batch_size=8))
+    assert est.phase("decode").reserved_bytes >= est.phase("prefill").reserved_bytes
+
+
+def test_nf4_generation_peak_includes_dequantised_weight():
+    """nf4 prefill holds a dequantised 14,336 × 4,096 bf16 gate/up weight (117,440,512 B) in the MLP step."""
+    est = estimate(load_model("Llama-3.1-8B"), Inference(prompt_tokens=512, new_tokens=8, quant=quant("nf4")))
+    prefill = est.phase("prefill")
+    assert prefill.memory.flat()["runtime_overhead/dequant"] == 117_440_512
+
+
+def test_tp_halves_weights_and_cache_per_gpu():
+    """tp=2 puts about half the weights and exactly half the cache on each GPU."""
+    spec = load_model("Llama-3.1-8B")
+    one = estimate(spec, Inference(prompt_tokens=1024, new_tokens=8)).phase("decode").memory
+    two = estimate(spec, Inference(prompt_tokens=1024, new_tokens=8,
+                                   parallel=Parallelism(tp=2))).phase("decode").memory
+    assert two.bytes_of("kv_cache") * 2 == one.bytes_of("kv_cache")
+    assert abs(two.bytes_of("weights") * 2 - one.bytes_of("weights")) <= 1024
+
+
+def test_llama_cpp_keeps_off_gpu_layers_in_host_ram():
+    """n_gpu_layers=16 of 32: half the layer weights and cache live in host RAM (Phase.host)."""
+    spec = load_model("Llama-3.1-8B")
+    wl = Inference(prompt_tokens=512, new_tokens=8, runtime=Runtime.LLAMA_CPP, quant=quant("gguf-Q4_K_M"),
+                   n_gpu_layers=16, kv_cache_dtype=DType.Q8_0)
+    prefill = estimate(spec, wl).phase("prefill")
+    assert prefill.host is not None
+    assert prefill.host.bytes_of("kv_cache") == prefill.memory.bytes_of("kv_cache")
+    assert prefill.reserved_bytes == prefill.allocated_bytes
+
+
+def test_vllm_capacity_is_whole_blocks():
+    """vLLM's KV capacity on an 80 GiB budget is a positive multiple of the 16-token block."""
+    spec = load_model("Llama-3.1-8B")
+    wl = Inference(prompt_tokens=1024, new_tokens=64, runtime=Runtime.VLLM,
+                   gpu_memory_utilization=Fraction(9, 10))
+    tokens = vllm_kv_capacity_tokens(spec, wl, gpu_usable_bytes=79 * GiB)
+    # (0.9 × 79 GiB − ~16 GiB weights − overhead) / 131,072 B ≈ 400k tokens
+    assert tokens % 16 == 0
+    assert 300_000 < tokens < 500_000
+
+
+def test_static_cache_is_allocated_at_prefill():
+    """A static cache holds prompt + new − 1 = 767 tokens at prefill (32,768 B per token)."""
+    est = estimate(load_model("Llama-3.2-1B"),
+                   Inference(prompt_tokens=512, new_tokens=256, kv_cache=KvCache.STATIC))
+    assert est.phase("prefill").memory.bytes_of("kv_cache") == 767 * 32_768
