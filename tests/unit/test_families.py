@@ -117,6 +117,20 @@ def test_mistral_window_on_every_layer() -> None:
     assert _windows(_spec(model_type="mistral", sliding_window=4096)) == [4096] * 6
 
 
+def test_llama_ignores_sliding_window() -> None:
+    """Llama-like code has no sliding attention, whatever sliding_window the config carries."""
+    assert _windows(_spec(model_type="llama", sliding_window=16)) == [None] * 6
+
+
+def test_qwen_moe_sliding_rules() -> None:
+    """Qwen2-MoE slides on even layers below max_window_layers; Qwen3-MoE on every layer (when enabled)."""
+    moe = {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 24, "sliding_window": 16,
+           "use_sliding_window": True, "max_window_layers": 4}
+    assert _windows(_spec(model_type="qwen2_moe", **moe)) == [16, None, 16, None, None, None]
+    assert _windows(_spec(model_type="qwen3_moe", **moe)) == [16] * 6
+    assert _windows(_spec(model_type="qwen3_moe", **{**moe, "use_sliding_window": False})) == [None] * 6
+
+
 def test_deepseek_v3_dense_then_moe() -> None:
     """DeepSeek-V3 keeps the first first_k_dense_replace layers dense and shares n_shared_experts × width."""
     spec = _spec(model_type="deepseek_v3", q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=8,

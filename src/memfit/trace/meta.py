@@ -132,7 +132,7 @@ def build_on_meta(config: Mapping[str, Any], *, trust_remote_code: bool = False)
         raise ConfigError(f"transformers rejects this {model_type!r} config: {first_line}") from err
     try:
         with torch.device("meta"):
-            return AutoModelForCausalLM.from_config(hf_config, trust_remote_code=trust_remote_code)
+            return AutoModelForCausalLM.from_config(hf_config, trust_remote_code=trust_remote_code)  # type: ignore[no-untyped-call]
     except ValueError as err:
         raise UnsupportedArchitecture(f"model_type {model_type!r} has no causal LM class: {err}") from err
     except (AssertionError, TypeError, AttributeError, RuntimeError) as err:

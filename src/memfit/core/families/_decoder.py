@@ -98,6 +98,24 @@ def qwen_windows(config: Mapping[str, Any], *, name: str) -> tuple[int | None, .
                          default_types=lambda n: [SLIDING if i >= first else FULL for i in range(n)])
 
 
+def qwen_moe_windows(config: Mapping[str, Any], *, name: str, every_other: bool) -> tuple[int | None, ...]:
+    """Qwen MoE rules, only with use_sliding_window: Qwen2-MoE slides on even layers below max_window_layers
+    (every_other), Qwen3-MoE on every layer.
+
+    Source: transformers 5.17.0 Qwen2MoeConfig.__post_init__ and Qwen3MoeAttention (config.sliding_window).
+    """
+    num_layers = read_dims(config, name=name).num_layers
+    if not opt_bool(config, "use_sliding_window", default=False, name=name):
+        return (None,) * num_layers
+    if not every_other:
+        return layer_windows({k: v for k, v in config.items() if k != "layer_types"}, name=name,
+                             num_layers=num_layers)
+    last = opt_int(config, "max_window_layers", default=28, name=name) or 0
+    return layer_windows(config, name=name, num_layers=num_layers,
+                         default_types=lambda n: [SLIDING if (i + 1) % 2 and i < last else FULL
+                                                  for i in range(n)])
+
+
 def dense_mlp(config: Mapping[str, Any], *, name: str, bias: bool = False, key: str = "intermediate_size",
               gated: bool = True, default: int | None = None) -> MlpSpec:
     """The dense feed-forward block: gated (gate, up, down) unless `gated=False`.
@@ -130,6 +148,7 @@ def decoder_spec(
     parallel_block: bool = False,
     final_norm: NormKind | None = NormKind.RMS,
     windows: tuple[int | None, ...] | None = None,
+    window_on_every_layer: bool = False,
     mlp_for_layer: Callable[[int], MlpSpec | MoeSpec] | None = None,
     attention_for_layer: Callable[[int, AttentionSpec], AttentionSpec] | None = None,
     default_dtype: DType = DType.FP32,
@@ -139,7 +158,9 @@ def decoder_spec(
 ) -> ModelSpec:
     """A ModelSpec for a llama-like decoder; flags default to Llama's and to the config's own fields.
 
-    qkv_bias/out_bias/mlp_bias default to the config's `attention_bias`/`mlp_bias` (False when absent);
+    qkv_bias/out_bias/mlp_bias default to the config's `attention_bias`/`mlp_bias` (False when absent).
+    Windows: `windows` when given; else, with `window_on_every_layer` (Mistral, Mixtral, Phi-3, StarCoder2),
+    the config's `sliding_window` on every layer; else none (Llama-like code ignores `sliding_window`).
     extra keyword arguments go to `ModelSpec` unchanged (learned_positions, lm_head_bias, ...).
     """
     dims = read_dims(config, name=name, max_positions_default=max_positions_default)
@@ -149,8 +170,10 @@ def decoder_spec(
         bias = opt_bool(config, "mlp_bias", default=False, name=name) if mlp_bias is None else mlp_bias
         dense = dense_mlp(config, name=name, bias=bias)
         mlp_for_layer = lambda _index: dense  # noqa: E731
-    if windows is None:
+    if windows is None and window_on_every_layer:
         windows = layer_windows(config, name=name, num_layers=dims.num_layers)
+    elif windows is None:
+        windows = (None,) * dims.num_layers
     shared: dict[LayerSpec, LayerSpec] = {}
     layers = []
     for index, window in enumerate(windows):

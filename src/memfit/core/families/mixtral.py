@@ -19,4 +19,4 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
     """A Mixtral ModelSpec from its config.json."""
     moe = moe_block(config, name=name, expert_width=req_int(config, "intermediate_size", name=name))
     return decoder_spec(config, name=name, source=source, family="mixtral", qkv_bias=False, out_bias=False,
-                        mlp_for_layer=lambda _index: moe)
+                        window_on_every_layer=True, mlp_for_layer=lambda _index: moe)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from memfit.core.families._config import opt_bool, opt_int, req_int
-from memfit.core.families._decoder import decoder_spec, qwen_windows
+from memfit.core.families._decoder import decoder_spec, qwen_moe_windows
 from memfit.core.families._moe import mlp_by_layer, moe_block, sparse_every
 from memfit.core.spec import MlpSpec, ModelSource, ModelSpec
 
@@ -25,5 +25,5 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
     is_sparse = sparse_every(config, name=name)
     bias = opt_bool(config, "qkv_bias", default=True, name=name)
     return decoder_spec(config, name=name, source=source, family="qwen2_moe", qkv_bias=bias, out_bias=False,
-                        windows=qwen_windows(config, name=name),
+                        windows=qwen_moe_windows(config, name=name, every_other=True),
                         mlp_for_layer=mlp_by_layer(config, name=name, moe=moe, is_sparse=is_sparse))

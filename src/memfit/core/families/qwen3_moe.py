@@ -11,7 +11,7 @@ from typing import Any
 
 from memfit.core.choices import QkNorm
 from memfit.core.families._config import req_int
-from memfit.core.families._decoder import decoder_spec, qwen_windows
+from memfit.core.families._decoder import decoder_spec, qwen_moe_windows
 from memfit.core.families._moe import mlp_by_layer, moe_block, sparse_every
 from memfit.core.spec import ModelSource, ModelSpec
 
@@ -21,5 +21,5 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
     moe = moe_block(config, name=name, expert_width=req_int(config, "moe_intermediate_size", name=name))
     is_sparse = sparse_every(config, name=name)
     return decoder_spec(config, name=name, source=source, family="qwen3_moe", qk_norm=QkNorm.PER_HEAD,
-                        windows=qwen_windows(config, name=name),
+                        windows=qwen_moe_windows(config, name=name, every_other=False),
                         mlp_for_layer=mlp_by_layer(config, name=name, moe=moe, is_sparse=is_sparse))

@@ -21,4 +21,4 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
     mlp = dense_mlp(config, name=name, bias=bias, gated=False)
     return decoder_spec(config, name=name, source=source, family="starcoder2", tie_default=True,
                         qkv_bias=bias, out_bias=bias, mlp_for_layer=lambda _index: mlp, norm=NormKind.LAYER,
-                        final_norm=NormKind.LAYER)
+                        final_norm=NormKind.LAYER, window_on_every_layer=True)
