@@ -1,5 +1,6 @@
 """Local config.json, model folders and .safetensors files → ModelSpec; every bad input one typed line."""
 
+import dataclasses
 import json
 import shutil
 import struct
@@ -163,11 +164,13 @@ def test_unknown_model_type_goes_to_meta_builder(monkeypatch):
 
     def spec_on_meta(config, *, name, source, trust_remote_code):
         calls.append((config["model_type"], name, source.kind, trust_remote_code))
-        return "meta-spec"
+        stand_in = load_local(TINY / "config.json")
+        return dataclasses.replace(stand_in, family=config["model_type"]), ("built on the meta device",)
 
     monkeypatch.setitem(sys.modules, "memfit.trace.meta", types.SimpleNamespace(spec_on_meta=spec_on_meta))
-    assert load_local(CONFIGS / "remote_code.json", trust_remote_code=True) == "meta-spec"
+    spec = load_local(CONFIGS / "remote_code.json", trust_remote_code=True)
     assert calls == [("frobnicator", "remote_code", "config", True)]
+    assert (spec.family, spec.assumptions) == ("frobnicator", ("built on the meta device",))
 
 
 def test_meta_builder_without_transformers(monkeypatch):

@@ -155,6 +155,7 @@ class ModelSpec:
     extra_params: tuple[tuple[str, int], ...] = ()  # odd top-level parameters: (component path, count)
     checkpoint: CheckpointInfo | None = None
     final_logit_softcapping: bool = False  # Gemma 2: tanh soft-capping makes extra full-size logits copies
+    assumptions: tuple[str, ...] = ()     # what a best-effort spec rests on (unmapped model_type built on meta)
 
     def __post_init__(self) -> None:
         if not self.layers:

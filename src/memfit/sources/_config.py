@@ -9,6 +9,7 @@ device (`memfit.trace.meta`) when the [trace] extra is installed, and never runs
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 from pathlib import Path
@@ -26,7 +27,8 @@ _META_MODULE = "memfit.trace.meta"
 contract, so this optional, upward step is a run-time lookup, taken only for an unmapped model_type."""
 
 _META_SPEC_FUNCTION = "spec_on_meta"
-"""`spec_on_meta(config, *, name, source, trust_remote_code) -> ModelSpec` in `memfit.trace.meta`."""
+"""`spec_on_meta(config, *, name, source, trust_remote_code) -> (ModelSpec, assumptions)` in
+`memfit.trace.meta`; the assumptions are kept on `ModelSpec.assumptions`."""
 
 
 def parse_config(text: str, *, origin: str) -> dict[str, Any]:
@@ -118,7 +120,10 @@ def _spec_on_meta(
     if build is None:
         raise without_trace from err
     try:
-        spec: ModelSpec = build(config, name=name, source=source, trust_remote_code=trust_remote_code)
+        built: tuple[ModelSpec, tuple[str, ...]] = build(
+            config, name=name, source=source, trust_remote_code=trust_remote_code
+        )
     except ImportError as missing:  # MissingExtra is an ImportError: no torch or transformers
         raise without_trace from missing
-    return spec
+    spec, assumptions = built
+    return dataclasses.replace(spec, assumptions=(*spec.assumptions, *assumptions))
