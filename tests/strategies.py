@@ -1,6 +1,72 @@
 """Every Hypothesis strategy used by the property tests lives here."""
 
 
+# --- training (core/training.py) -----------------------------------------------------------------------
+from fractions import Fraction as _Fraction
+
+from hypothesis import strategies as _st
+
+from memfit.core.choices import AttnImpl as _AttnImpl
+from memfit.core.choices import Checkpointing as _Checkpointing
+from memfit.core.choices import Method as _Method
+from memfit.core.choices import Optimizer as _Optimizer
+from memfit.core.choices import Precision as _Precision
+from memfit.core.dtypes import quant as _quant
+from memfit.core.families import spec_from_config as _spec_from_config
+from memfit.core.spec import ModelSource as _ModelSource
+from memfit.core.workload import Lora as _Lora
+from memfit.core.workload import Training as _Training
+
+TRAINING_LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""Module names of the llama-like layers `training_specs` builds (valid LoRA targets)."""
+
+
+@_st.composite
+def training_specs(draw: _st.DrawFn) -> object:
+    """Tiny llama/qwen2/mistral specs: hidden 32-256, 1-4 layers, GQA or MHA, tied or untied head."""
+    heads = draw(_st.sampled_from([2, 4, 8]))
+    head_dim = draw(_st.sampled_from([16, 32]))
+    kv = draw(_st.sampled_from([h for h in (1, 2, 4, 8) if heads % h == 0]))
+    config = {
+        "model_type": draw(_st.sampled_from(["llama", "qwen2", "mistral"])),
+        "hidden_size": heads * head_dim, "head_dim": head_dim, "num_attention_heads": heads,
+        "num_key_value_heads": kv, "num_hidden_layers": draw(_st.integers(1, 4)),
+        "intermediate_size": draw(_st.sampled_from([96, 128, 256, 512])),
+        "vocab_size": draw(_st.sampled_from([100, 1000, 5000])), "max_position_embeddings": 4096,
+        "tie_word_embeddings": draw(_st.booleans()),
+    }
+    return _spec_from_config(config, name="prop", source=_ModelSource(kind="config", ref="prop"))
+
+
+@_st.composite
+def training_workloads(draw: _st.DrawFn, *, method: _Method | None = None) -> _Training:
+    """Training jobs over every method, precision, optimizer, attention and checkpointing choice.
+
+    LoRA ranks stay ≤ 8 so that adapters stay smaller than the model they adapt.
+    """
+    chosen = method if method is not None else draw(_st.sampled_from(list(_Method)))
+    lora = None
+    if chosen is not _Method.FULL:
+        targets = draw(_st.one_of(_st.just(("all-linear",)),
+                                  _st.lists(_st.sampled_from(TRAINING_LINEAR_NAMES), min_size=1, max_size=7,
+                                            unique=True).map(tuple)))
+        lora = _Lora(rank=draw(_st.integers(1, 8)), alpha=16, targets=targets,
+                     dropout=draw(_st.sampled_from([_Fraction(0), _Fraction(1, 20)])),
+                     prepare_kbit=draw(_st.booleans()))
+    precisions = [p for p in _Precision if not (chosen is _Method.QLORA and p is _Precision.FP32)]
+    precision = draw(_st.sampled_from(precisions))
+    attns = [a for a in _AttnImpl if not (a is _AttnImpl.FLASH and precision is _Precision.FP32)]
+    return _Training(
+        seq_len=draw(_st.integers(1, 512)), batch_size=draw(_st.integers(1, 4)),
+        grad_accum=draw(_st.integers(1, 3)), method=chosen, lora=lora,
+        quant=_quant(draw(_st.sampled_from(["nf4", "nf4-dq", "fp4"]))) if chosen is _Method.QLORA
+        else _quant("none"),
+        precision=precision, optimizer=draw(_st.sampled_from(list(_Optimizer))),
+        checkpointing=draw(_st.sampled_from(list(_Checkpointing))), attn=draw(_st.sampled_from(attns)),
+        chunked_loss=draw(_st.booleans()),
+    )
+
+
 # --- inference (core/inference.py) ----------------------------------------------------------------------
 from hypothesis import strategies as _ist  # noqa: E402
 
