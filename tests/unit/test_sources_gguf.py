@@ -268,3 +268,56 @@ def test_split_gguf_reads_every_shard(tmp_path):
     (tmp_path / "m-00002-of-00002.gguf").unlink()
     with pytest.raises(ConfigError, match=r"shard m-00002-of-00002.gguf is missing"):
         load_gguf(tmp_path / "m-00001-of-00002.gguf")
+
+
+MLA_KEYS = {
+    "attention.key_length_mla": 24,
+    "attention.value_length_mla": 16,
+    "rope.dimension_count": 8,
+    "attention.kv_lora_rank": 32,
+    "attention.q_lora_rank": 48,
+    "expert_count": 8,
+    "expert_used_count": 2,
+    "expert_feed_forward_length": 32,
+    "expert_shared_count": 1,
+    "leading_dense_block_count": 1,
+    "expert_gating_func": 2,
+}
+ARCHITECTURES = [
+    ("llama", {}, "llama", "MlpSpec"),
+    ("qwen2", {}, "qwen2", "MlpSpec"),
+    ("qwen3", {}, "qwen3", "MlpSpec"),
+    (
+        "qwen2moe",
+        {
+            "expert_count": 8,
+            "expert_used_count": 2,
+            "expert_feed_forward_length": 32,
+            "expert_shared_feed_forward_length": 64,
+        },
+        "qwen2_moe",
+        "MoeSpec",
+    ),
+    (
+        "qwen3moe",
+        {"expert_count": 8, "expert_used_count": 2, "expert_feed_forward_length": 32},
+        "qwen3_moe",
+        "MoeSpec",
+    ),
+    ("gemma", {}, "gemma", "MlpSpec"),
+    ("gemma2", {"attention.sliding_window": 64}, "gemma2", "MlpSpec"),
+    ("gemma3", {"attention.sliding_window": 64}, "gemma3_text", "MlpSpec"),
+    ("phi3", {}, "phi3", "MlpSpec"),
+    ("olmo2", {}, "olmo2", "MlpSpec"),
+    ("deepseek2", MLA_KEYS, "deepseek_v3", "MoeSpec"),
+    ("gpt2", {}, "gpt2", "MlpSpec"),
+]
+
+
+@pytest.mark.parametrize(
+    ("arch", "extra", "family", "mlp_kind"), ARCHITECTURES, ids=[a[0] for a in ARCHITECTURES]
+)
+def test_every_gguf_architecture_reaches_its_family(tmp_path, arch, extra, family, mlp_kind):
+    """Each mapped GGUF architecture gives a config its family module accepts: 2 layers, right MLP kind."""
+    spec = load_gguf(write_gguf(tmp_path / f"{arch}.gguf", arch, extra=extra))
+    assert (spec.family, spec.num_layers, type(spec.layers[-1].mlp).__name__) == (family, 2, mlp_kind)
