@@ -1,0 +1,70 @@
+"""SDPA backend emulation and the HF mask rule the trace patches in."""
+
+import pytest
+
+from tests.helpers import requires_transformers
+
+pytestmark = requires_transformers
+
+torch = pytest.importorskip("torch")
+
+from memfit.trace import patches  # noqa: E402
+
+B, HEADS, KV_HEADS, SEQ, HEAD_DIM = 1, 4, 2, 16, 8
+
+
+def _qkv(dtype=torch.bfloat16, kv_heads=HEADS, head_dim=HEAD_DIM, q_len=SEQ, kv_len=SEQ):
+    q = torch.empty(B, HEADS, q_len, head_dim, dtype=dtype, device="meta")
+    k = torch.empty(B, kv_heads, kv_len, head_dim, dtype=dtype, device="meta")
+    return q, k, k.clone()
+
+
+@pytest.mark.parametrize(("case", "expected"), [
+    ({}, "flash"),                                                    # bf16, no mask
+    ({"mask": True}, "efficient"),                                    # a mask rules out flash
+    ({"dtype": torch.float32}, "efficient"),                          # flash needs fp16/bf16
+    ({"kv_heads": KV_HEADS, "gqa": True}, "flash"),                   # native GQA in flash
+    ({"kv_heads": KV_HEADS, "gqa": True, "mask": True}, "math"),      # efficient has no GQA
+    ({"head_dim": 512}, "efficient"),                                 # flash takes head_dim ≤ 256
+    ({"causal": True, "kv_len": 32}, "efficient"),                    # causal flash needs q_len == kv_len
+])
+def test_choose_backend_follows_cuda_rules(case, expected):
+    """The backend CUDA's SDPA selector would pick on sm90 for each input kind."""
+    q, k, v = _qkv(case.get("dtype", torch.bfloat16), case.get("kv_heads", HEADS), case.get("head_dim", HEAD_DIM),
+                   kv_len=case.get("kv_len", SEQ))
+    mask = torch.ones(SEQ, case.get("kv_len", SEQ), dtype=torch.bool, device="meta") if case.get("mask") else None
+    assert patches.choose_backend(q, k, v, mask, case.get("causal", False), case.get("gqa", False)) == expected
+
+
+def test_sdpa_math_path_matches_torch_numerically_on_cpu():
+    """Where the patched function takes MATH (GQA with a mask), it computes torch's attention exactly."""
+    torch.manual_seed(0)
+    q = torch.randn(B, HEADS, SEQ, HEAD_DIM)
+    k = torch.randn(B, KV_HEADS, SEQ, HEAD_DIM)
+    v = torch.randn(B, KV_HEADS, SEQ, HEAD_DIM)
+    mask = torch.ones(SEQ, SEQ, dtype=torch.bool).tril()
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    got = patches.sdpa(q, k, v, attn_mask=mask, enable_gqa=True)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize(("q_len", "kv_len", "q_offset", "ones", "expected"), [
+    (512, 512, 0, 512, True),     # prefill, dynamic cache: is_causal
+    (1, 513, 512, 513, True),     # decode, dynamic cache: no mask
+    (512, 768, 0, 512, True),     # prefill into a static cache: future slots are padding only
+    (1, 768, 512, 513, False),    # decode on a static cache: a real mask is built
+    (512, 512, 0, None, False),   # a fake padding mask of unknown content: keep it
+])
+def test_ignore_causal_mask_rule(q_len, kv_len, q_offset, ones, expected):
+    """HF's _ignore_causal_mask_sdpa, decided from the known unpadded length instead of mask values."""
+    patches.set_unpadded_length(ones)
+    try:
+        padding = torch.ones(1, kv_len, dtype=torch.bool, device="meta")
+        assert patches._ignore_causal_mask_sdpa(padding, q_len, kv_len, q_offset, 0) is expected
+    finally:
+        patches.set_unpadded_length(None)
+
+
+def test_ignore_causal_mask_without_padding_mask():
+    """No padding mask at all (plain prefill): the causal skip applies from offset 0."""
+    assert patches._ignore_causal_mask_sdpa(None, 64, 64, 0, 0) is True
