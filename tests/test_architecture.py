@@ -24,15 +24,17 @@ def _modules_after(code: str) -> set[str]:
 
 
 def test_importing_memfit_core_and_cli_leaves_heavy_stacks_out():
-    """`import memfit, memfit.core, memfit.cli` imports none of torch, transformers, peft, bitsandbytes, numpy."""
+    """`import memfit, memfit.core, memfit.cli` loads none of torch, transformers, peft, bnb, numpy."""
     loaded = _modules_after("import memfit, memfit.core, memfit.cli")
     assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
 
 
 def test_cli_params_start_up_avoids_pydantic_fastapi_and_the_hub():
     """Running `memfit params` for a catalog model imports neither pydantic, fastapi nor huggingface_hub."""
-    code = ("import contextlib, io\nfrom memfit.cli import run\n"
-            "with contextlib.redirect_stdout(io.StringIO()):\n    assert run(['params', 'Llama-3.1-405B']) == 0")
+    code = (
+        "import contextlib, io\nfrom memfit.cli import run\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n    assert run(['params', 'Llama-3.1-405B']) == 0"
+    )
     loaded = _modules_after(code)
     assert loaded.isdisjoint(START_UP_FORBIDDEN + HEAVY), sorted(loaded & set(START_UP_FORBIDDEN + HEAVY))
 
@@ -67,8 +69,11 @@ def test_public_all_is_sorted():
 
 def test_public_all_is_complete_and_resolvable():
     """Every public name of the memfit package is in __all__, and every name in __all__ resolves."""
-    public = {name for name in dir(memfit) if not name.startswith("_")
-              and not isinstance(getattr(memfit, name), types.ModuleType)}
+    public = {
+        name
+        for name in dir(memfit)
+        if not name.startswith("_") and not isinstance(getattr(memfit, name), types.ModuleType)
+    }
     assert public == set(memfit.__all__) - {"__version__"}
     for name in memfit.__all__:
         assert getattr(memfit, name) is not None

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from memfit import api
 from memfit.cli import app, run
+from memfit.core.choices import Method
 from memfit.core.errors import InvalidWorkload, MemfitError
 from memfit.core.workload import Inference, Lora, Training
-from memfit.core.choices import Method
 
 LORA_ARGS = ["--task", "train", "--method", "lora", "--seq-len", "1024", "--lora-rank", "16"]
 LORA_WORKLOAD = Training(seq_len=1024, method=Method.LORA, lora=Lora(rank=16, alpha=32))
@@ -142,7 +142,11 @@ def test_default_inference_workload_is_documented_defaults():
     assert outcome.exit_code == 0, outcome.stderr
     workload = json.loads(outcome.stdout)["workload"]
     assert (workload["task"], workload["prompt_tokens"], workload["new_tokens"], workload["batch_size"]) == (
-        "infer", 2048, 0, 1)
+        "infer",
+        2048,
+        0,
+        1,
+    )
 
 
 def test_estimate_human_output_names_units_phases_and_fit():
@@ -171,7 +175,9 @@ def test_does_not_fit_is_a_success():
     assert outcome.exit_code == 0, outcome.stderr
     assert "does not fit on 24GiB" in outcome.stdout
     assert "short" in outcome.stdout
-    data = json.loads(invoke("estimate", "Llama-3.1-8B", "--task", "train", "--gpu", "24GiB", "--json").stdout)
+    data = json.loads(
+        invoke("estimate", "Llama-3.1-8B", "--task", "train", "--gpu", "24GiB", "--json").stdout
+    )
     assert data["fits"] is False
 
 

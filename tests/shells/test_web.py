@@ -1,4 +1,4 @@
-"""The web API (DESIGN §8): responses equal the CLI's --json byte for byte; 422 names the field; 400 errors."""
+"""The web API (DESIGN §8): the same bytes as the CLI's --json; 422 names the field; 400 on errors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import sys
 import warnings
 
 import pytest
-
 from tests.helpers import requires_web
 
 pytestmark = requires_web
@@ -60,16 +59,21 @@ def test_plan_equals_cli_json(client):
     body = {"model": "Llama-3.1-8B", "workload": LORA, "gpu": "H100", "maximize": "batch"}
     response = client.post("/api/plan", json=body)
     assert response.status_code == 200, response.text
-    expected = cli_stdout("plan", "Llama-3.1-8B", *LORA_ARGS, "--gpu", "H100", "--maximize", "batch", "--json")
+    expected = cli_stdout(
+        "plan", "Llama-3.1-8B", *LORA_ARGS, "--gpu", "H100", "--maximize", "batch", "--json"
+    )
     assert response.text == expected
 
 
-@pytest.mark.parametrize(("path", "args"), [
-    ("/api/params?model=Llama-3.1-8B", ["params", "Llama-3.1-8B", "--json"]),
-    ("/api/catalog/models", ["catalog", "models", "--json"]),
-    ("/api/catalog/gpus", ["catalog", "gpus", "--json"]),
-    ("/api/catalog/quants", ["catalog", "quants", "--json"]),
-])
+@pytest.mark.parametrize(
+    ("path", "args"),
+    [
+        ("/api/params?model=Llama-3.1-8B", ["params", "Llama-3.1-8B", "--json"]),
+        ("/api/catalog/models", ["catalog", "models", "--json"]),
+        ("/api/catalog/gpus", ["catalog", "gpus", "--json"]),
+        ("/api/catalog/quants", ["catalog", "quants", "--json"]),
+    ],
+)
 def test_get_routes_equal_cli_json(client, path, args):
     """Every GET route returns the CLI's --json bytes for the same question."""
     response = client.get(path)
@@ -77,16 +81,25 @@ def test_get_routes_equal_cli_json(client, path, args):
     assert response.text == cli_stdout(*args)
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"model": "Llama-3.1-8B", "workload": {"task": "train", "seq_len": 0}}, "workload.seq_len"),
-    ({"model": "Llama-3.1-8B", "workload": {"task": "infer", "prompt_tokens": "many"}}, "workload.prompt_tokens"),
-    ({"model": "Llama-3.1-8B", "workload": {"task": "infer", "prompt_tokens": 8, "colour": 1}}, "workload.colour"),
-    ({"model": "Llama-3.1-8B"}, "workload"),
-    ({"workload": {"task": "infer", "prompt_tokens": 8}}, "model"),
-    ({"model": "Llama-3.1-8B", "workload": {"task": "infer", "prompt_tokens": 8}, "speed": 1}, "speed"),
-    ({"model": "/etc/passwd", "workload": {"task": "infer", "prompt_tokens": 8}}, "model"),
-    ({"model": "./my-model/config.json", "workload": {"task": "infer", "prompt_tokens": 8}}, "model"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"model": "Llama-3.1-8B", "workload": {"task": "train", "seq_len": 0}}, "workload.seq_len"),
+        (
+            {"model": "Llama-3.1-8B", "workload": {"task": "infer", "prompt_tokens": "many"}},
+            "workload.prompt_tokens",
+        ),
+        (
+            {"model": "Llama-3.1-8B", "workload": {"task": "infer", "prompt_tokens": 8, "colour": 1}},
+            "workload.colour",
+        ),
+        ({"model": "Llama-3.1-8B"}, "workload"),
+        ({"workload": {"task": "infer", "prompt_tokens": 8}}, "model"),
+        ({"model": "Llama-3.1-8B", "workload": {"task": "infer", "prompt_tokens": 8}, "speed": 1}, "speed"),
+        ({"model": "/etc/passwd", "workload": {"task": "infer", "prompt_tokens": 8}}, "model"),
+        ({"model": "./my-model/config.json", "workload": {"task": "infer", "prompt_tokens": 8}}, "model"),
+    ],
+)
 def test_bad_bodies_are_422_naming_the_field(client, body, field):
     """A body that does not decode (or a local path as model) is a 422 whose `field` names the culprit."""
     response = client.post("/api/estimate", json=body)
@@ -133,8 +146,12 @@ def test_curve_over_batch_sizes_never_shrinks(client):
 
 def test_curve_context_beyond_the_model_reports_the_error(client):
     """A context longer than max_position_embeddings is a point with an error, not a failed request."""
-    body = {"model": "Llama-3.2-1B", "workload": {"task": "infer", "prompt_tokens": 8}, "axis": "context",
-            "values": [1024, 1 << 20]}
+    body = {
+        "model": "Llama-3.2-1B",
+        "workload": {"task": "infer", "prompt_tokens": 8},
+        "axis": "context",
+        "values": [1024, 1 << 20],
+    }
     data = client.post("/api/curve", json=body).json()
     assert "peak" in data["points"][0]
     assert "error" in data["points"][1]

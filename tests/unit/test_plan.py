@@ -23,11 +23,20 @@ from memfit.core.workload import Inference, Training
 
 HIDDEN = 64
 MAX_POSITIONS = 131_072
-LAYER = LayerSpec(attention=AttentionSpec(num_heads=4, num_kv_heads=2, head_dim=16),
-                  mlp=MlpSpec(intermediate_size=128, gated=True))
-SPEC = ModelSpec(name="tiny", family="llama", vocab_size=256, hidden_size=HIDDEN,
-                 max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=True, layers=(LAYER, LAYER),
-                 source=ModelSource(kind="config", ref="tiny"))
+LAYER = LayerSpec(
+    attention=AttentionSpec(num_heads=4, num_kv_heads=2, head_dim=16),
+    mlp=MlpSpec(intermediate_size=128, gated=True),
+)
+SPEC = ModelSpec(
+    name="tiny",
+    family="llama",
+    vocab_size=256,
+    hidden_size=HIDDEN,
+    max_position_embeddings=MAX_POSITIONS,
+    tie_word_embeddings=True,
+    layers=(LAYER, LAYER),
+    source=ModelSource(kind="config", ref="tiny"),
+)
 GPU_40 = Gpu(name="40GiB", memory_bytes=40 * GiB, usable_bytes=40 * GiB)
 
 WEIGHTS_BYTES = 10 * GiB
@@ -136,12 +145,15 @@ def test_plan_rejects_an_unknown_maximize():
         plan(SPEC, Inference(prompt_tokens=8), GPU_40, maximize="speed", estimator=fake_estimate)
 
 
-@pytest.mark.parametrize(("workload", "expected"), [
-    (Training(seq_len=8), {"dp": 4}),
-    (Inference(prompt_tokens=8, runtime=Runtime.VLLM), {"tp": 4}),
-    (Inference(prompt_tokens=8), {"pp": 4, "device_map": DeviceMap.AUTO}),
-    (Inference(prompt_tokens=8, runtime=Runtime.LLAMA_CPP), {"pp": 4}),
-])
+@pytest.mark.parametrize(
+    ("workload", "expected"),
+    [
+        (Training(seq_len=8), {"dp": 4}),
+        (Inference(prompt_tokens=8, runtime=Runtime.VLLM), {"tp": 4}),
+        (Inference(prompt_tokens=8), {"pp": 4, "device_map": DeviceMap.AUTO}),
+        (Inference(prompt_tokens=8, runtime=Runtime.LLAMA_CPP), {"pp": 4}),
+    ],
+)
 def test_num_gpus_split_follows_the_runtime(workload, expected):
     """4 GPUs: data parallel for training, tensor parallel for vLLM, layer splits otherwise."""
     assert num_gpus_split(4, workload) == expected

@@ -1,8 +1,8 @@
 """The planner: the largest batch or context that fits a GPU, or the least invasive changes that fit.
 
-Pure functions over the analytic estimate. `plan_max_batch` and `plan_max_context` grow the value by
-doubling until it stops fitting, then bisect, so they return n such that n fits and n + 1 does not
-(0 when even 1 does not fit); this relies on the law that more sequences or tokens never need less memory
+Pure functions over the analytic estimate. `plan_max_batch` and `plan_max_context` search for n such
+that n fits and n + 1 does not (0 when even 1 does not fit), interpolating the bytes over the GPU with
+bisection as a safeguard; this relies on the law that more sequences or tokens never need less memory
 (tests/properties). `plan_changes` tries an ordered ladder of changes, least invasive first, and keeps the
 first `MAX_CHANGES` that fit, each with its estimate. Every probe is one analytic estimate (microseconds),
 so a plan takes milliseconds.
@@ -55,18 +55,59 @@ def _fits(spec: ModelSpec, workload: Workload, gpu: Gpu, estimator: Estimator) -
     return est if est.fits else None
 
 
-def _largest(fits: Callable[[int], bool], limit: int) -> int:
-    """Largest n in 1..limit with fits(n), fits being monotone (true, then false); 0 if fits(1) is false."""
-    if limit < 1 or not fits(1):
+def _over(spec: ModelSpec, workload: Workload, gpu: Gpu, estimator: Estimator) -> int | None:
+    """Bytes by which `workload` exceeds the GPU (≤ 0: it fits, as `Estimate.fits` decides); None if it
+    cannot run at all."""
+    try:
+        peak = estimator(spec, workload, gpu).peak
+    except InvalidWorkload:
+        return None
+    return peak.device_bytes - peak.evictable_bytes - gpu.usable_bytes
+
+
+def _next_probe(good: tuple[int, int], bad: tuple[int, int | None], previous: tuple[int, int] | None,
+                bisect: bool) -> int:
+    """Where to look next between a fitting `good` (n, over) and a failing `bad` (n, over or None).
+
+    Interpolates the bytes over the GPU linearly (memory is close to linear in batch and context), from
+    the two ends when both were measured, else from the last two fitting points; doubles when nothing is
+    known yet; bisects when asked (the last step did not halve the interval).
+    """
+    (good_n, good_over), (bad_n, bad_over) = good, bad
+    if bisect:
+        probe = (good_n + bad_n) // 2
+    elif bad_over is not None:
+        probe = good_n + (bad_n - good_n) * -good_over // (bad_over - good_over)
+    elif previous is not None and good_over > previous[1]:
+        probe = good_n + (good_n - previous[0]) * -good_over // (good_over - previous[1])
+    else:
+        probe = 2 * good_n
+    return min(max(probe, good_n + 1), bad_n - 1)
+
+
+def _largest(over: Callable[[int], int | None], limit: int) -> int:
+    """Largest n in 1..limit with over(n) ≤ 0, `over` growing with n; 0 if over(1) > 0.
+
+    A safeguarded secant search: on near-linear memory it needs about four probes (1, 2, the
+    extrapolated answer and one past it); bisection steps keep the worst case logarithmic.
+    """
+    first = over(1) if limit >= 1 else None
+    if first is None or first > 0:
         return 0
-    good, bad = 1, 2
-    while bad <= limit and fits(bad):
-        good, bad = bad, bad * 2
-    bad = min(bad, limit + 1)
-    while bad - good > 1:
-        middle = (good + bad) // 2
-        good, bad = (middle, bad) if fits(middle) else (good, middle)
-    return good
+    good: tuple[int, int] = (1, first)
+    bad: tuple[int, int | None] = (limit + 1, None)
+    previous: tuple[int, int] | None = None
+    bisect = False
+    while bad[0] - good[0] > 1:
+        width = bad[0] - good[0]
+        probe = _next_probe(good, bad, previous, bisect)
+        value = over(probe)
+        if value is not None and value <= 0:
+            previous, good = good, (probe, value)
+        else:
+            bad = (probe, value)
+        bisect = bad[0] <= limit and 2 * (bad[0] - good[0]) > width
+    return good[0]
 
 
 def with_batch_size(workload: Workload, batch_size: int) -> Workload:
@@ -93,9 +134,7 @@ def plan_max_batch(
     spec: ModelSpec, workload: Workload, gpu: Gpu, *, estimator: Estimator = _default_estimator
 ) -> int:
     """Largest batch size (sequences per GPU) that fits `gpu`; batch + 1 does not. 0: not even one fits."""
-    return _largest(
-        lambda n: _fits(spec, with_batch_size(workload, n), gpu, estimator) is not None, MAX_BATCH
-    )
+    return _largest(lambda n: _over(spec, with_batch_size(workload, n), gpu, estimator), MAX_BATCH)
 
 
 def plan_max_context(
@@ -106,7 +145,7 @@ def plan_max_context(
     Capped at the model's max_position_embeddings (less new tokens) unless the workload allows longer.
     """
     limit = context_limit(spec, workload)
-    return _largest(lambda n: _fits(spec, with_context(workload, n), gpu, estimator) is not None, limit)
+    return _largest(lambda n: _over(spec, with_context(workload, n), gpu, estimator), limit)
 
 
 def num_gpus_split(num_gpus: int, workload: Workload) -> dict[str, Any]:
