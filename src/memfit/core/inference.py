@@ -37,7 +37,7 @@ from memfit.core.overhead import (
 from memfit.core.result import Phase, Term, memory, replace_terms
 from memfit.core.runtimes import RuntimeProfile, check_runtime_supports, profile
 from memfit.core.spec import ModelSpec, MoeSpec
-from memfit.core.transients import decode_step, input_bytes, layer_peak, prefill_step
+from memfit.core.transients import Step, decode_step, input_bytes, layer_peak, prefill_step
 from memfit.core.weights import weight_tensor_bytes, weights, weights_tree
 from memfit.core.workload import Inference
 
@@ -166,11 +166,11 @@ def _torch_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, ki
     # prefill: the last layer with the whole prompt cached, or the LM head moment
     cache = kv_cache_at(spec, workload, tokens=cache_tokens, after_decode=False)
     kv_waste = _persistent_waste(kv_tensor_bytes(spec, workload, tokens=cache_tokens))
-    step = prefill_step(spec, workload, kind=kind, cache_tokens=cache_tokens)
-    acts, dequant = layer_peak(spec, workload, step)
+    acts, dequant = _prefill_layer_peak(spec, workload, prof, kind=kind, cache_tokens=cache_tokens,
+                                        assumptions=assumptions)
     layer_terms = [weights_term, cache, Term.group("activations", [*acts.children, inputs]),
                    _overhead(workload, dequant)]
-    positions = 1 if generating else workload.prompt_tokens
+    positions = 1 if generating or prof.max_batched_tokens else workload.prompt_tokens
     dt = compute_dtype(spec, workload)
     final_hidden = Term(name="final_hidden",
                         nbytes=workload.batch_size * dt.nbytes(positions * spec.hidden_size))
@@ -200,6 +200,23 @@ def _torch_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, ki
     if kind is KvCache.STATIC and prof.auto_compile_static_cache:
         assumptions.append("generate() compiles decode with CUDA graphs for a static cache (not sized)")
     return _carry_reserved((load, prefill, decode))
+
+
+def _prefill_layer_peak(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, *, kind: KvCache,
+                        cache_tokens: int, assumptions: list[str]) -> tuple[Term, int]:
+    """The prefill's largest layer working set; for a profiling runtime (vLLM), its profile run's.
+
+    vLLM sizes activations with one dummy forward of max_num_batched_tokens tokens and keeps that memory;
+    logits are computed for sampled positions only. Source: vLLM gpu_worker.determine_available_memory.
+    """
+    if prof.max_batched_tokens is None:
+        return layer_peak(spec, workload, prefill_step(spec, workload, kind=kind, cache_tokens=cache_tokens))
+    tokens = prof.max_batched_tokens
+    assumptions.append(f"vLLM: activations from its profiling forward of {tokens} tokens; the rest of "
+                       "gpu_memory_utilization × GPU memory becomes KV blocks (vllm_kv_capacity_tokens); "
+                       "CUDA graph memory not sized")
+    profile_run = replace(workload, batch_size=1, prompt_tokens=tokens, new_tokens=0, max_cache_tokens=None)
+    return layer_peak(spec, profile_run, Step(query_tokens=tokens, kv_tokens=tokens, masked=False))
 
 
 def _carry_reserved(phases: tuple[Phase, ...]) -> tuple[Phase, ...]:

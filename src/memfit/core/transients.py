@@ -29,6 +29,9 @@ SDPA_MASK_ALIGN = 16
 """SDPA's memory-efficient kernel pads a mask's last dim to a multiple of 16, materialising it as
 (batch, heads, q, kv_padded). Source: torch aten/src/ATen/native/transformers/attention.cpp preprocess_mask
 / pad_bias; groundtruth l1b-gen-b1-p512-n256-static (+24 MiB at 767 cached tokens)."""
+MOE_ROUTING_IMBALANCE = 2
+"""Tokens the busiest expert receives, as a multiple of the mean tokens × top_k / experts (routing is
+data dependent; random weights route near uniformly). Source: estimate, marked in the Term note."""
 INT8_OUTLIER_BYTES_PER_WEIGHT = 7
 """LLM.int8 inference with threshold 6.0: when input columns exceed the threshold the weight's outlier
 columns are sliced (int8, 1 B), dequantised (fp32, 4 B) and cast (compute dtype, 2 B); with random-weight
@@ -108,8 +111,10 @@ def _attention_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, step
         case AttnImpl.EAGER:
             if grouped:
                 parts.append(Term(name="repeat_kv", nbytes=full_kv))
-            # (b, heads, s, kv) scores and masked scores in the compute dtype, softmax in fp32
-            parts.append(Term(name="scores", nbytes=scores * (2 * dt + 4)))
+            # (b, heads, s, kv) masked scores in the compute dtype beside their fp32 softmax; the additive
+            # (b, 1, s, kv) mask in the compute dtype
+            parts.append(Term(name="scores", nbytes=scores * (dt + 4)))
+            parts.append(Term(name="mask", nbytes=b * s * kv * dt))
         case AttnImpl.SDPA if step.masked:
             if grouped:
                 parts.append(Term(name="repeat_kv", nbytes=full_kv))
@@ -132,12 +137,15 @@ def _mlp_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, *, tokens:
     dequant = max((dequant_bytes(lin, workload, tokens=tokens, dt=dt) for lin in linears), default=0)
     if isinstance(layer.mlp, MoeSpec):
         moe = layer.mlp
-        inter = tokens * moe.expert.intermediate_size * dt
+        routed = min(tokens, -(-MOE_ROUTING_IMBALANCE * tokens * moe.top_k // moe.num_experts))
+        inter = routed * moe.expert.intermediate_size * dt
         shared = tokens * moe.shared_expert.intermediate_size * dt if moe.shared_expert else 0
-        # router logits in fp32 per expert, one expert's gate/up/act over its routed tokens (upper bound:
-        # every token), the fp32 accumulation of expert outputs, and a shared expert's intermediates
-        parts = [Term(name="router_logits", nbytes=tokens * moe.num_experts * 4),
-                 Term(name="experts", nbytes=3 * inter + tokens * spec.hidden_size * 4),
+        # router logits in fp32, the one-hot expert mask (int64, tokens × top_k × experts), one expert's
+        # gate_up/act/product over its routed tokens, the accumulated output, and a shared expert's
+        # intermediates. Source: transformers 5.17 MixtralExperts / Qwen3MoeExperts eager loop.
+        router = tokens * moe.num_experts * 4 + tokens * moe.top_k * moe.num_experts * 8
+        parts = [Term(name="router", nbytes=router),
+                 Term(name="experts", nbytes=4 * inter + hidden),
                  Term(name="shared_experts", nbytes=3 * shared)]
         return Term.group("mlp", [*base, *parts]), dequant
     inter = tokens * layer.mlp.intermediate_size * dt
