@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.helpers import requires_transformers
 
 from memfit.core.families import spec_from_config
-from memfit.core.params import count_params
-from memfit.core.spec import ModelSource
+from memfit.core.params import count_params, layer_linears
+from memfit.core.spec import ModelSource, ModelSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_FILES = sorted((ROOT / "src" / "memfit" / "catalog" / "models").glob("*.json")) + sorted(
@@ -23,23 +24,58 @@ CONFIG_FILES = sorted((ROOT / "src" / "memfit" / "catalog" / "models").glob("*.j
 )
 
 
-def _spec(path: Path):
+def _spec(path: Path) -> tuple[dict[str, Any], ModelSpec]:
     config = json.loads(path.read_text())
     return config, spec_from_config(config, name=path.stem, source=ModelSource(kind="config", ref=str(path)))
+
+
+def _decoder_layers(model: Any) -> Any:
+    """The ModuleList of decoder layers of a *ForCausalLM built by transformers."""
+    import torch
+
+    from memfit.trace.meta import param_tree
+
+    for name, module in model.named_modules():
+        probe = param_tree([(f"{name}.0.x.weight", 1)], name="probe") if name else None
+        if isinstance(module, torch.nn.ModuleList) and probe and probe.children[0].name == "layers":
+            return module
+    raise LookupError("no decoder layers found")
+
+
+def _real_linears(layer: Any) -> list[tuple[str, int, int, bool]]:
+    """(leaf name, fan_in, fan_out, bias) of every nn.Linear and Conv1D module of one decoder layer."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    found = []
+    for name, module in layer.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if isinstance(module, torch.nn.Linear):
+            found.append((leaf, module.in_features, module.out_features, module.bias is not None))
+        elif isinstance(module, Conv1D):
+            found.append((leaf, module.weight.shape[0], module.nf, module.bias is not None))
+    return sorted(found)
 
 
 @requires_transformers
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=[f"{p.parent.name}/{p.stem}" for p in CONFIG_FILES])
 def test_counts_match_meta_device(path: Path) -> None:
-    """Every component path (top level, layers/attention/q_proj, ...) has the meta model's exact count."""
-    from memfit.trace.meta import count_params_on_meta
+    """Every component path (layers/attention/q_proj, ...) has the meta model's exact count, and every
+    layer's nn.Linear/Conv1D modules are exactly layer_linears' modules (names, shapes, biases)."""
+    from memfit.trace.meta import build_on_meta, param_tree
 
     config, spec = _spec(path)
+    model = build_on_meta(config)
     ours = count_params(spec)
-    theirs = count_params_on_meta(config, name=spec.name)
+    theirs = param_tree(((n, p.numel()) for n, p in model.named_parameters()), name=spec.name)
     assert {n.name: n.num_params for n in ours.children} == {n.name: n.num_params for n in theirs.children}
     assert ours.flat() == theirs.flat()
     assert ours.num_params == theirs.num_params
+    real_layers = _decoder_layers(model)
+    for index in sorted({0, spec.num_layers - 1}):
+        modules = sorted((lin.name, lin.fan_in, lin.fan_out, lin.bias)
+                         for lin in layer_linears(spec, spec.layers[index]) if lin.is_module)
+        assert modules == _real_linears(real_layers[index]), f"layer {index}"
 
 
 UNMAPPED_BASE = {"hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4, "vocab_size": 96,
