@@ -95,6 +95,23 @@ def test_anonymous_gpu_size(fixture_catalog, text, expected_bytes):
     assert gpu.name == text.replace(" ", "")
 
 
+def test_anonymous_gpu_name_is_canonical(fixture_catalog):
+    """'24 gib' is named '24GiB' (binary) and '80 gb' '80GB' (decimal, 80,000,000,000 B)."""
+    assert (catalog.get_gpu("24 gib").name, catalog.get_gpu("80 gb").name) == ("24GiB", "80GB")
+    assert catalog.get_gpu("80 gb").memory_bytes == 80_000_000_000
+
+
+def test_missing_catalog_file_is_config_error(tmp_path, monkeypatch):
+    """A catalog folder without gpus.json (a broken install) is a ConfigError saying to reinstall."""
+    clear_caches()
+    monkeypatch.setattr(catalog, "_catalog_files", lambda: tmp_path)
+    try:
+        with pytest.raises(ConfigError, match=r"catalog gpus.json is missing; .*reinstall memfit"):
+            catalog.catalog_gpus()
+    finally:
+        clear_caches()
+
+
 def test_unknown_gpu_suggests_closest(fixture_catalog):
     """'H100-80G' is UnknownGpu whose one line names H100-SXM-80GB and H100-PCIe-80GB among the closest."""
     with pytest.raises(UnknownGpu, match=r"no GPU named 'H100-80G'; closest: .*H100-SXM-80GB") as info:

@@ -116,3 +116,12 @@ def test_importing_sources_loads_no_optional_stack():
     code = f"import sys, memfit.sources; print(sorted(m for m in {heavy} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_local_paths_can_be_refused(hub_calls, tmp_path, monkeypatch):
+    """With local_paths=False (server mode) an existing org/name folder goes to the Hub; a path is refused."""
+    shutil.copytree(FIXTURES / "tiny-llama", tmp_path / "org" / "name")
+    monkeypatch.chdir(tmp_path)
+    assert load_model("org/name", local_paths=False) == "hub-spec"
+    with pytest.raises(ModelNotFound, match=r"local paths are not accepted here"):
+        load_model(str(tmp_path / "org" / "name"), local_paths=False)

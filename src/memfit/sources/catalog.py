@@ -19,14 +19,14 @@ from typing import Any
 from memfit.core.errors import ConfigError, InvalidWorkload, UnknownGpu
 from memfit.core.result import Gpu
 from memfit.core.spec import ModelSource, ModelSpec
-from memfit.core.units import parse_size
+from memfit.core.units import UNITS, parse_size
 from memfit.sources._config import build_spec, parse_config
 
 CATALOG_PACKAGE = "memfit.catalog"
 MODELS_SCHEMA = "memfit.catalog/1"
 GPUS_SCHEMA = "memfit.gpus/1"
 
-_SIZE_WITH_UNIT = re.compile(r"^\s*[0-9]+(?:\.[0-9]+)?\s*[KMGT]i?B\s*$", re.IGNORECASE)
+_SIZE_WITH_UNIT = re.compile(r"^\s*(?P<number>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[KMGT]i?B)\s*$", re.IGNORECASE)
 """An anonymous GPU must name a unit: a bare "24" is more likely a typo than a 24-byte GPU."""
 
 
@@ -38,7 +38,7 @@ def _catalog_files() -> Traversable:
 def _read_document(filename: str, *, schema: str, key: str) -> list[dict[str, Any]]:
     resource = _catalog_files().joinpath(filename)
     if not resource.is_file():
-        return []
+        raise ConfigError(f"catalog {filename} is missing; the install is incomplete: reinstall memfit")
     document = parse_config(resource.read_text(encoding="utf-8"), origin=f"catalog {filename}")
     if document.get("schema") != schema:
         found = document.get("schema")
@@ -93,7 +93,7 @@ def load_catalog_model(name: str) -> ModelSpec | None:
     return _load_entry(str(entry["name"])) if entry is not None else None
 
 
-@functools.lru_cache(maxsize=None)  # noqa: UP033 (the brief asks for an lru_cache)
+@functools.cache
 def _load_entry(name: str) -> ModelSpec:
     entry = _model_index()[name.lower()]
     resource = _catalog_files().joinpath("models", f"{name}.json")
@@ -154,8 +154,9 @@ def get_gpu(name: str) -> Gpu:
     gpu = _gpu_index().get(_gpu_key(name))
     if gpu is not None:
         return gpu
-    if _SIZE_WITH_UNIT.match(name):
-        return _anonymous_gpu(name)
+    size = _SIZE_WITH_UNIT.match(name)
+    if size is not None:
+        return _anonymous_gpu(name, label=size["number"] + _unit_symbol(size["unit"]))
     by_lower = {key.lower(): gpu.name for gpu in _gpus() for key in (gpu.name, *gpu.aliases)}
     matches = difflib.get_close_matches(name.strip().lower(), list(by_lower), n=6, cutoff=0.5)
     close = list(dict.fromkeys(by_lower[match] for match in matches))[:3]
@@ -163,13 +164,17 @@ def get_gpu(name: str) -> Gpu:
     raise UnknownGpu(f"no GPU named {name!r}; {hint}; or give a memory size such as 24GiB")
 
 
-def _anonymous_gpu(text: str) -> Gpu:
+def _unit_symbol(unit: str) -> str:
+    """The canonical spelling of a unit typed in any case: 'gib' → 'GiB', 'gb' → 'GB'."""
+    return next(symbol for symbol in UNITS if symbol.lower() == unit.lower())
+
+
+def _anonymous_gpu(text: str, *, label: str) -> Gpu:
     try:
         num_bytes = parse_size(text)
     except InvalidWorkload as err:
         raise UnknownGpu(f"GPU size {text!r} is not a size; write e.g. 24GiB or 80GB") from err
     if num_bytes < 1:
         raise UnknownGpu(f"GPU size {text!r} must be more than 0 bytes; write e.g. 24GiB or 80GB")
-    label = text.strip().replace(" ", "")
     return Gpu(name=label, memory_bytes=num_bytes, usable_bytes=num_bytes,
                source="a size given by the user: all of it is taken as usable")

@@ -99,7 +99,7 @@ def read_gguf(path: Path) -> tuple[dict[str, Any], CheckpointInfo]:
     if expected is not None and expected != len(tensors):
         raise ConfigError(f"{path}: split GGUF declares {expected} tensors, its shards hold {len(tensors)}")
     file_type = _file_type_name(metadata.get("general.file_type"))
-    config = config_from_gguf(metadata, tensors=tensors, file_type=file_type)
+    config = _config_from_gguf(metadata, tensors=tensors, file_type=file_type)
     return config, CheckpointInfo(format="gguf", tensors=tensors, file_type=file_type)
 
 
@@ -153,7 +153,7 @@ def _file_type_name(value: Any) -> str | None:
     return member.name.removeprefix("MOSTLY_").removeprefix("ALL_")
 
 
-def config_from_gguf(
+def _config_from_gguf(
     metadata: _Metadata, *, tensors: tuple[TensorInfo, ...], file_type: str | None
 ) -> dict[str, Any]:
     """The Hugging Face config.json equivalent to a GGUF's metadata (only keys memfit reads)."""

@@ -18,7 +18,8 @@ from memfit.sources.local import load_local
 
 
 def load_model(
-    ref: str, *, revision: str | None = None, offline: bool = False, trust_remote_code: bool = False
+    ref: str, *, revision: str | None = None, offline: bool = False, trust_remote_code: bool = False,
+    local_paths: bool = True,
 ) -> ModelSpec:
     """The ModelSpec for a catalog name, a local path or a Hugging Face Hub id.
 
@@ -29,6 +30,8 @@ def load_model(
         offline: never touch the network (as does `HF_HUB_OFFLINE=1`); Hub ids must be cached.
         trust_remote_code: allow counting a repo that ships its own model code (auto_map), with
             transformers on the meta device; never needed for the catalog.
+        local_paths: False skips step 2 (`memfit serve` refuses local files): only catalog names and
+            Hub ids resolve.
 
     Returns:
         The model's shapes, with `source` (kind, ref, config text, revision) and, for checkpoints read
@@ -54,10 +57,12 @@ def load_model(
         return load_hub_model(str(entry["repo_id"]), revision=revision, offline=offline,
                               trust_remote_code=trust_remote_code)
     path = Path(text).expanduser()
-    if path.exists():
+    if local_paths and path.exists():
         return load_local(path, trust_remote_code=trust_remote_code)
     if looks_like_repo_id(text):
         return load_hub_model(text, revision=revision, offline=offline, trust_remote_code=trust_remote_code)
+    if not local_paths and _looks_like_path(text):
+        raise ModelNotFound(f"local paths are not accepted here ({text}); use a catalog name or a Hub id")
     raise ModelNotFound(_not_found_message(text))
 
 
