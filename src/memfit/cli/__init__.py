@@ -79,6 +79,30 @@ def _plain_coercion(command: Any) -> None:
             plain(param)
 
 
+def _only_command(name: str) -> Any:
+    """A group holding only the command `name` (None if there is no such command).
+
+    Building every command's click parameters costs tens of milliseconds; a run needs just one. Help for
+    the whole app (`memfit --help`) still builds all of them.
+    """
+    import typer
+    import typer.main
+
+    for info in app.registered_commands:
+        callback = info.callback
+        if (info.name or getattr(callback, "__name__", "").replace("_", "-")) == name:
+            solo = typer.Typer(name="memfit", add_completion=False, pretty_exceptions_enable=False,
+                               context_settings={"help_option_names": ["-h", "--help"]})
+            solo.registered_commands = [info]
+            solo.callback()(_group)  # a group, so `memfit NAME ...` parses exactly as with the full app
+            return typer.main.get_command(solo)
+    return None
+
+
+def _group() -> None:
+    """memfit: how much GPU memory will this LLM job need, where does it go, will it fit?"""
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI on `argv` (default: sys.argv[1:]) and return the process exit code."""
     import typer
@@ -90,7 +114,7 @@ def run(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     debug = os.environ.get("MEMFIT_DEBUG", "") not in ("", "0")
     try:
-        command = typer.main.get_command(app)
+        command = (_only_command(args[0]) if args else None) or typer.main.get_command(app)
         _plain_coercion(command)
         result = command.main(args=args or ["--help"], prog_name="memfit", standalone_mode=False)
     except MemfitError as err:
