@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from tests.helpers import requires_transformers
 
-from memfit.core.families import spec_from_config
+from memfit.core.errors import ConfigError
+from memfit.core.families import FAMILIES, spec_from_config
 from memfit.core.params import count_params, layer_linears
 from memfit.core.spec import ModelSource, ModelSpec
 
@@ -104,3 +105,20 @@ def test_unknown_to_transformers_is_unsupported() -> None:
 
     with pytest.raises(UnsupportedArchitecture, match="does not know model_type 'no-such-model'"):
         count_params_on_meta({**UNMAPPED_BASE, "model_type": "no-such-model"})
+
+
+@requires_transformers
+@pytest.mark.parametrize("model_type", [
+    pytest.param(model_type, marks=pytest.mark.xfail(
+        strict=True, raises=ConfigError,
+        reason="DeepseekV2Config defaults num_experts_per_tok to None; a top-k is required to size MoE work"))
+    if model_type == "deepseek_v2" else model_type
+    for model_type in sorted(set(FAMILIES) - {"gemma3"})  # gemma3: its text_config defaults are tested above
+])
+def test_class_defaults_match_meta_device(model_type: str) -> None:
+    """A config naming only its model_type maps to transformers' default model, exactly."""
+    from memfit.trace.meta import count_params_on_meta
+
+    config = {"model_type": model_type}
+    spec = spec_from_config(config, name=model_type, source=ModelSource(kind="config", ref="defaults"))
+    assert count_params(spec).flat() == count_params_on_meta(config, name=model_type).flat()

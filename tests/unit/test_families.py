@@ -43,10 +43,16 @@ def test_unknown_model_type_lists_supported() -> None:
 
 
 def test_missing_field_names_it() -> None:
-    """A config without num_attention_heads raises ConfigError naming that field."""
-    config = {k: v for k, v in BASE.items() if k != "num_attention_heads"}
-    with pytest.raises(ConfigError, match=r"tiny: config field 'num_attention_heads' is missing"):
-        spec_from_config({**config, "model_type": "llama"}, name="tiny", source=SOURCE)
+    """A field with no class default (DeepSeek-V2's num_experts_per_tok) raises ConfigError naming it."""
+    with pytest.raises(ConfigError, match=r"tiny: config field 'num_experts_per_tok' is missing"):
+        _spec(model_type="deepseek_v2")
+
+
+def test_omitted_field_takes_class_default() -> None:
+    """An omitted field takes transformers' class default (LlamaConfig.intermediate_size = 11,008)."""
+    config = {k: v for k, v in BASE.items() if k != "intermediate_size"}
+    spec = spec_from_config({**config, "model_type": "llama"}, name="tiny", source=SOURCE)
+    assert spec.layers[0].mlp == MlpSpec(intermediate_size=11_008, gated=True)
 
 
 def test_ill_typed_field_names_it() -> None:

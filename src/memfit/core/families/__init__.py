@@ -41,6 +41,7 @@ from memfit.core.families import (
     qwen3_moe,
     starcoder2,
 )
+from memfit.core.families._defaults import with_defaults
 from memfit.core.families._layout import GPT2, GPT_OSS, GPTJ, LLAMA, NEOX, OPT, PHI, PHI3, STARCODER2, Layout
 from memfit.core.spec import ModelSource, ModelSpec
 
@@ -107,4 +108,4 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
         supported = ", ".join(supported_families())
         raise UnsupportedArchitecture(
             f"{name}: model_type {model_type!r} is not supported; supported: {supported}")
-    return builder(config, name=name, source=source)
+    return builder(with_defaults(config, model_type), name=name, source=source)

@@ -14,15 +14,12 @@ from memfit.core.choices import QkNorm
 from memfit.core.dtypes import DType
 from memfit.core.families._config import opt_int
 from memfit.core.families._decoder import decoder_spec, layer_windows, read_dims
+from memfit.core.families._defaults import CONFIG_DEFAULTS
 from memfit.core.families.gemma2 import alternating
 from memfit.core.spec import ModelSource, ModelSpec
 
-TEXT_DEFAULTS: dict[str, Any] = {
-    "vocab_size": 262208, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
-    "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "max_position_embeddings": 131072,
-    "sliding_window": 4096, "tie_word_embeddings": True,
-}
-"""Source: transformers 5.17.0 Gemma3TextConfig field defaults."""
+TEXT_DEFAULTS: dict[str, Any] = CONFIG_DEFAULTS["gemma3_text"]
+"""Gemma3TextConfig field defaults, for the text_config of multimodal Gemma 3 checkpoints."""
 
 
 def text_spec(config: Mapping[str, Any], *, name: str, source: ModelSource, family: str,

@@ -1,0 +1,179 @@
+"""transformers 5.17.0 config-class defaults for the fields the family modules read.
+
+A config.json may omit a field whose value is the config class default (Gemma 3's text_config lists only
+what differs); `with_defaults` fills such gaps exactly as `AutoConfig.for_model` would. Only literal field
+defaults appear here: fields that transformers derives in `__post_init__` (num_key_value_heads = heads,
+head_dim = hidden // heads, Falcon's ffn_hidden_size = 4h) are left to the family modules.
+Source: `dataclasses.fields(CONFIG_MAPPING[model_type])` in transformers 5.17.0, non-null defaults only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
+    "bloom": {
+        "hidden_size": 64, "n_layer": 2, "n_head": 8, "vocab_size": 250880, "tie_word_embeddings": True,
+    },
+    "cohere": {
+        "hidden_size": 8192, "num_hidden_layers": 40, "num_attention_heads": 64, "vocab_size": 256000,
+        "max_position_embeddings": 8192, "intermediate_size": 22528, "tie_word_embeddings": True,
+        "attention_bias": False, "use_qk_norm": False,
+    },
+    "cohere2": {
+        "hidden_size": 8192, "num_hidden_layers": 40, "num_attention_heads": 64, "vocab_size": 256000,
+        "max_position_embeddings": 8192, "intermediate_size": 22528, "tie_word_embeddings": True,
+        "attention_bias": False, "sliding_window": 4096,
+    },
+    "deepseek_v2": {
+        "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "vocab_size": 102400,
+        "max_position_embeddings": 2048, "intermediate_size": 11008, "tie_word_embeddings": False,
+        "attention_bias": False, "mlp_bias": False, "n_routed_experts": 64, "moe_intermediate_size": 1407,
+        "n_shared_experts": 2, "first_k_dense_replace": 0, "q_lora_rank": 1536, "kv_lora_rank": 512,
+        "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128,
+    },
+    "deepseek_v3": {
+        "hidden_size": 7168, "num_hidden_layers": 61, "num_attention_heads": 128,
+        "num_key_value_heads": 128, "vocab_size": 129280, "max_position_embeddings": 4096,
+        "intermediate_size": 18432, "tie_word_embeddings": False, "attention_bias": False,
+        "n_routed_experts": 256, "num_experts_per_tok": 8, "moe_intermediate_size": 2048,
+        "n_shared_experts": 1, "first_k_dense_replace": 3, "q_lora_rank": 1536, "kv_lora_rank": 512,
+        "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128,
+    },
+    "falcon": {
+        "hidden_size": 4544, "num_hidden_layers": 32, "num_attention_heads": 71, "vocab_size": 65024,
+        "max_position_embeddings": 2048, "tie_word_embeddings": True, "bias": False, "multi_query": True,
+        "new_decoder_architecture": False, "parallel_attn": True,
+    },
+    "gemma": {
+        "hidden_size": 3072, "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 16,
+        "head_dim": 256, "vocab_size": 256000, "max_position_embeddings": 8192, "intermediate_size": 24576,
+        "tie_word_embeddings": True, "attention_bias": False,
+    },
+    "gemma2": {
+        "hidden_size": 2304, "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4,
+        "head_dim": 256, "vocab_size": 256000, "max_position_embeddings": 8192, "intermediate_size": 9216,
+        "tie_word_embeddings": True, "attention_bias": False, "sliding_window": 4096,
+        "final_logit_softcapping": 30.0,
+    },
+    "gemma3_text": {
+        "hidden_size": 2304, "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4,
+        "head_dim": 256, "vocab_size": 262208, "max_position_embeddings": 131072,
+        "intermediate_size": 9216, "tie_word_embeddings": True, "attention_bias": False,
+        "sliding_window": 4096,
+    },
+    "gpt2": {
+        "n_embd": 768, "n_layer": 12, "n_head": 12, "vocab_size": 50257, "n_positions": 1024,
+        "tie_word_embeddings": True,
+    },
+    "gpt_bigcode": {
+        "n_embd": 768, "n_layer": 12, "n_head": 12, "vocab_size": 50257, "n_positions": 1024,
+        "tie_word_embeddings": True, "multi_query": True,
+    },
+    "gpt_neox": {
+        "hidden_size": 6144, "num_hidden_layers": 44, "num_attention_heads": 64, "vocab_size": 50432,
+        "max_position_embeddings": 2048, "intermediate_size": 24576, "tie_word_embeddings": False,
+        "attention_bias": True, "use_parallel_residual": True,
+    },
+    "gpt_oss": {
+        "hidden_size": 2880, "num_hidden_layers": 36, "num_attention_heads": 64, "num_key_value_heads": 8,
+        "head_dim": 64, "vocab_size": 201088, "max_position_embeddings": 131072, "intermediate_size": 2880,
+        "tie_word_embeddings": False, "attention_bias": True, "sliding_window": 128,
+        "num_local_experts": 128, "num_experts_per_tok": 4,
+    },
+    "gptj": {
+        "n_embd": 4096, "n_layer": 28, "n_head": 16, "vocab_size": 50400, "n_positions": 2048,
+        "tie_word_embeddings": False,
+    },
+    "granite": {
+        "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "vocab_size": 32000,
+        "max_position_embeddings": 2048, "intermediate_size": 11008, "tie_word_embeddings": False,
+        "attention_bias": False, "mlp_bias": False,
+    },
+    "llama": {
+        "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "vocab_size": 32000,
+        "max_position_embeddings": 2048, "intermediate_size": 11008, "tie_word_embeddings": False,
+        "attention_bias": False, "mlp_bias": False,
+    },
+    "mistral": {
+        "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "vocab_size": 32000, "max_position_embeddings": 131072, "intermediate_size": 14336,
+        "tie_word_embeddings": False, "sliding_window": 4096,
+    },
+    "mixtral": {
+        "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "vocab_size": 32000, "max_position_embeddings": 131072, "intermediate_size": 14336,
+        "tie_word_embeddings": False, "num_local_experts": 8, "num_experts_per_tok": 2,
+    },
+    "olmo2": {
+        "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "vocab_size": 50304,
+        "max_position_embeddings": 2048, "intermediate_size": 11008, "tie_word_embeddings": False,
+        "attention_bias": False,
+    },
+    "opt": {
+        "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "vocab_size": 50272,
+        "max_position_embeddings": 2048, "ffn_dim": 3072, "tie_word_embeddings": True,
+        "do_layer_norm_before": True, "enable_bias": True, "layer_norm_elementwise_affine": True,
+        "_remove_final_layer_norm": False,
+    },
+    "phi": {
+        "hidden_size": 2048, "num_hidden_layers": 24, "num_attention_heads": 32, "vocab_size": 51200,
+        "max_position_embeddings": 2048, "intermediate_size": 8192, "tie_word_embeddings": False,
+        "qk_layernorm": False,
+    },
+    "phi3": {
+        "hidden_size": 3072, "num_hidden_layers": 32, "num_attention_heads": 32, "vocab_size": 32064,
+        "max_position_embeddings": 4096, "intermediate_size": 8192, "tie_word_embeddings": False,
+    },
+    "qwen2": {
+        "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
+        "vocab_size": 151936, "max_position_embeddings": 32768, "intermediate_size": 22016,
+        "tie_word_embeddings": False, "sliding_window": 4096, "use_sliding_window": False,
+        "max_window_layers": 28,
+    },
+    "qwen2_moe": {
+        "hidden_size": 2048, "num_hidden_layers": 24, "num_attention_heads": 16, "num_key_value_heads": 16,
+        "vocab_size": 151936, "max_position_embeddings": 32768, "intermediate_size": 5632,
+        "tie_word_embeddings": False, "qkv_bias": True, "sliding_window": 4096,
+        "use_sliding_window": False, "max_window_layers": 28, "num_experts": 60, "num_experts_per_tok": 4,
+        "moe_intermediate_size": 1408, "shared_expert_intermediate_size": 5632, "decoder_sparse_step": 1,
+    },
+    "qwen3": {
+        "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
+        "head_dim": 128, "vocab_size": 151936, "max_position_embeddings": 32768,
+        "intermediate_size": 22016, "tie_word_embeddings": False, "attention_bias": False,
+        "sliding_window": 4096, "use_sliding_window": False, "max_window_layers": 28,
+    },
+    "qwen3_moe": {
+        "hidden_size": 2048, "num_hidden_layers": 24, "num_attention_heads": 32, "num_key_value_heads": 4,
+        "vocab_size": 151936, "max_position_embeddings": 32768, "intermediate_size": 6144,
+        "tie_word_embeddings": False, "attention_bias": False, "sliding_window": 4096,
+        "use_sliding_window": False, "num_experts": 128, "num_experts_per_tok": 8,
+        "moe_intermediate_size": 768, "decoder_sparse_step": 1,
+    },
+    "starcoder2": {
+        "hidden_size": 3072, "num_hidden_layers": 30, "num_attention_heads": 24, "num_key_value_heads": 2,
+        "vocab_size": 49152, "max_position_embeddings": 4096, "intermediate_size": 12288,
+        "tie_word_embeddings": True, "use_bias": True,
+    },
+}
+
+_ALIASES = (
+    ("hidden_size", "n_embd", "n_embed", "d_model"),
+    ("num_hidden_layers", "n_layer"),
+    ("num_attention_heads", "n_head"),
+    ("max_position_embeddings", "n_positions"),
+    ("num_experts", "num_local_experts", "n_routed_experts"),
+)
+"""Spellings of one field (transformers attribute_map): a default is skipped when any spelling is present."""
+
+
+def with_defaults(config: Mapping[str, Any], model_type: str) -> dict[str, Any]:
+    """`config` with the class defaults of `model_type` added for fields it omits (explicit nulls kept)."""
+    merged = dict(config)
+    for key, value in CONFIG_DEFAULTS.get(model_type, {}).items():
+        spellings = next((group for group in _ALIASES if key in group), (key,))
+        if not any(spelling in config for spelling in spellings):
+            merged[key] = value
+    return merged
