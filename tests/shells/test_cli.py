@@ -265,3 +265,20 @@ def test_core_parsers_reject_what_the_cli_rejects():
     assert_one_error_line(outcome, 2, mentions="gpu_memory_utilization")
     with pytest.raises(InvalidWorkload, match="gpu_memory_utilization"):
         Inference(prompt_tokens=1, gpu_memory_utilization=__import__("fractions").Fraction(3, 2))
+
+
+def test_compare_without_a_cuda_gpu_exits_1():
+    """`memfit compare` needs a GPU to measure on: one error line, exit 1, on this CPU-only machine."""
+    outcome = invoke("compare", "Llama-3.2-1B", "--prompt-tokens", "16")
+    assert_one_error_line(outcome, 1, mentions="")
+
+
+def test_comparison_view_shows_signed_errors():
+    """A comparison of an estimate with itself renders every figure with a +0.0% error and its unit."""
+    from memfit.cli import render
+
+    compare_module = pytest.importorskip("memfit.measure.compare")
+    est = api.estimate("Llama-3.2-1B", Inference(prompt_tokens=512))
+    text = render.to_text(*render.comparison_view(compare_module.comparison(est, {"analytic": est}), "GiB"))
+    assert "estimate (GiB)" in text
+    assert text.count("+0.0%") == 3 * (1 + len(est.phases))

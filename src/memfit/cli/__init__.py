@@ -91,8 +91,12 @@ def _only_command(name: str) -> Any:
     for info in app.registered_commands:
         callback = info.callback
         if (info.name or getattr(callback, "__name__", "").replace("_", "-")) == name:
-            solo = typer.Typer(name="memfit", add_completion=False, pretty_exceptions_enable=False,
-                               context_settings={"help_option_names": ["-h", "--help"]})
+            solo = typer.Typer(
+                name="memfit",
+                add_completion=False,
+                pretty_exceptions_enable=False,
+                context_settings={"help_option_names": ["-h", "--help"]},
+            )
             solo.registered_commands = [info]
             solo.callback()(_group)  # a group, so `memfit NAME ...` parses exactly as with the full app
             return typer.main.get_command(solo)

@@ -274,7 +274,7 @@ def compare(
     display_unit = render.parse_unit(unit)
     spec, workload = _job(model, flags, None)
     result = api.compare(spec, workload, gpu=gpu)
-    report = result.to_dict()
+    report = result if isinstance(result, dict) else result.to_dict()
     if as_json:
         _emit(_json(report), out)
         return

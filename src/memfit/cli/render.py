@@ -141,12 +141,12 @@ def phase_tree(est: Estimate, phase: Phase, unit: str, *, title: str) -> Tree:
     """One phase as a tree of terms: allocator terms, then fragmentation and non-torch memory."""
     header = Text.assemble(
         (title, "bold"),
-        f" ({phase.name}): ",
+        f"\npeak in {phase.name}: ",
         (f"{size(phase.allocated_bytes, unit)} allocated", "bold"),
         f" · {size(phase.reserved_bytes, unit)} reserved · {size(phase.device_bytes, unit)} on device",
     )
     if phase.at:
-        header.append(f"  at {phase.at}", style="dim")
+        header.append(f" (at {phase.at})", style="dim")
     root = Tree(header)
     _add_terms(root, phase.memory.children, unit, phase.device_bytes, 1)
     if phase.host_bytes:
@@ -269,7 +269,7 @@ def estimate_view(
     """The human estimate: the peak phase as a tree, the phases one line each, fit, cuts, references,
     assumptions."""
     peak_phase = est.phase(est.peak.phase)
-    title = f"{est.model.name} · {_workload_summary(est)} · {est.engine} engine · peak"
+    title = f"{est.model.name} · {_workload_summary(est)} · {est.engine} engine"
     sections: list[RenderableType | None] = [
         phase_tree(est, peak_phase, unit, title=title),
         phases_table(est.phases, unit),
@@ -401,26 +401,42 @@ def catalog_view(report: dict[str, Any], unit: str) -> Table:
 
 
 def comparison_view(report: dict[str, Any], unit: str) -> list[RenderableType]:
-    """A `memfit.comparison/1` report: per phase and figure, each engine's estimate, the measurement,
-    the error."""
-    table = Table(
-        title=f"{report.get('model', {}).get('name', '')}: estimates vs measurement",
-        title_justify="left",
-        box=None,
-        header_style="bold",
-        pad_edge=False,
-    )
+    """A `memfit.comparison/1` report: per engine, phase and figure, the estimate, the measurement and the
+    signed error (estimate − measured) / measured."""
+    measured = report["measured"]["peak"]
+    out: list[RenderableType] = [
+        Text.assemble(
+            (f"{report['model']}", "bold"),
+            f": measured peak in {measured['phase']}: ",
+            (f"{size(measured['allocated_bytes'], unit)} allocated", "bold"),
+            f" · {size(measured['reserved_bytes'], unit)} reserved",
+            f" · {size(measured['device_bytes'], unit)} on device",
+        ),
+        Text(""),
+    ]
+    table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("engine", "phase", "figure", f"estimate ({unit})", f"measured ({unit})", "error"):
         table.add_column(column, justify="left" if column in ("engine", "phase", "figure") else "right")
-    for row in report.get("rows", []):
-        estimate, measured = row.get("estimate_bytes"), row.get("measured_bytes")
-        error = row.get("error")
-        table.add_row(
-            str(row.get("engine", "")),
-            str(row.get("phase", "")),
-            str(row.get("figure", "")),
-            size(estimate, unit) if isinstance(estimate, int) else "-",
-            size(measured, unit) if isinstance(measured, int) else "-",
-            f"{100 * float(error):+.1f}%" if error is not None else "-",
-        )
-    return [table]
+    for engine, data in report["engines"].items():
+        rows = [("peak", data["peak"])] + [(p["name"], p) for p in data["phases"]]
+        for phase, figures in rows:
+            for figure in ("allocated_bytes", "reserved_bytes", "device_bytes"):
+                cell = figures.get(figure) or {}
+                table.add_row(
+                    engine,
+                    phase,
+                    figure.removesuffix("_bytes"),
+                    _maybe_size(cell.get("estimate"), unit),
+                    _maybe_size(cell.get("measured"), unit),
+                    _percent(cell.get("error")),
+                )
+    out.append(table)
+    return out
+
+
+def _maybe_size(value: Any, unit: str) -> str:
+    return size(value, unit) if isinstance(value, int) else "-"
+
+
+def _percent(error: Any) -> str:
+    return "-" if error is None else f"{100 * float(Fraction(str(error))):+.1f}%"

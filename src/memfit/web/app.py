@@ -51,6 +51,11 @@ def _looks_like_path(ref: str) -> bool:
     )
 
 
+def _model(body: dict[str, Any]) -> Any:
+    """The body's model loaded as a catalog name or Hub id, never from a local path (server mode)."""
+    return api.load_model(_model_ref(body), local_paths=False)
+
+
 def _model_ref(body: dict[str, Any]) -> str:
     """The body's model: a catalog name or a Hub id; local paths are refused in server mode."""
     from memfit.sources.catalog import catalog_model_entry
@@ -150,8 +155,8 @@ def create_app(*, allow_trace: bool = False) -> FastAPI:
             raise MemfitError(
                 "the trace engine is off in this server; start it with memfit serve --allow-trace"
             )
-        ref, workload, gpu = _model_ref(body), _workload(body), _gpu(body, required=False)
-        return _json(api.estimate(ref, workload, gpu=gpu, engine=engine).to_dict())
+        spec, workload, gpu = _model(body), _workload(body), _gpu(body, required=False)
+        return _json(api.estimate(spec, workload, gpu=gpu, engine=engine).to_dict())
 
     @app.post("/api/plan")
     async def plan(request: Request) -> Response:
@@ -160,8 +165,8 @@ def create_app(*, allow_trace: bool = False) -> FastAPI:
         maximize = body.get("maximize")
         if maximize not in (None, "batch", "context"):
             raise BodyError("maximize", f"maximize={maximize!r} is not valid; use batch, context or null")
-        ref, workload, gpu = _model_ref(body), _workload(body), _gpu(body, required=True)
-        return _json(api.plan(ref, workload, gpu=gpu or "", maximize=maximize).to_dict())
+        spec, workload, gpu = _model(body), _workload(body), _gpu(body, required=True)
+        return _json(api.plan(spec, workload, gpu=gpu or "", maximize=maximize).to_dict())
 
     @app.post("/api/curve")
     async def curve(request: Request) -> Response:
@@ -170,13 +175,13 @@ def create_app(*, allow_trace: bool = False) -> FastAPI:
         axis = body.get("axis")
         if axis not in ("batch", "context"):
             raise BodyError("axis", f"axis={axis!r} is not valid; use batch or context")
-        ref, workload, gpu = _model_ref(body), _workload(body), _gpu(body, required=False)
+        spec, workload, gpu = _model(body), _workload(body), _gpu(body, required=False)
         values = _int_list(body, "values")
-        return _json(_curve(api.load_model(ref), workload, gpu, axis, values))
+        return _json(_curve(spec, workload, gpu, axis, values))
 
     @app.get("/api/params")
     def params(model: str) -> Response:
-        return _json(api.params_report(_model_ref({"model": model})))
+        return _json(api.params_report(_model({"model": model})))
 
     @app.get("/api/catalog/{kind}")
     def catalog(kind: str) -> Response:
