@@ -75,7 +75,7 @@ def trace(spec: ModelSpec, workload: Inference | Training, boot: Boot,
             from memfit.trace.standins import quantize_standins
 
             quantize_standins(model, workload, assumptions)
-    tracker = Tracker()
+    tracker = Tracker(device_type=device)
     fake = FakeTensorMode(allow_non_fake_inputs=False)
     with fake, tracker:
         with _step(progress, "loading fake weights"), tracker.phase("load"):

@@ -44,8 +44,9 @@ class PhasePeak:
 class Tracker(TorchDispatchMode):
     """Counts allocator bytes of every storage produced under it (use inside a FakeTensorMode)."""
 
-    def __init__(self) -> None:
+    def __init__(self, device_type: str | None = None) -> None:
         super().__init__()
+        self.device_type = device_type          # count only tensors on this device type (None: all)
         self.live: dict[int, int] = {}          # serial → rounded bytes
         self._serial_of: dict[int, int] = {}    # storage pointer (StorageImpl*) → serial while alive
         self._serials = itertools.count(1)
@@ -76,6 +77,8 @@ class Tracker(TorchDispatchMode):
         self._note_peak(None)
 
     def _register(self, tensor: torch.Tensor) -> bool:
+        if self.device_type is not None and tensor.device.type != self.device_type:
+            return False                          # e.g. AdamW's CPU step counters
         if tensor.device.type == "meta" and not _is_fake(tensor):
             return False
         storage = tensor.untyped_storage()
