@@ -149,7 +149,12 @@ def _mlp_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, *, tokens:
                  Term(name="shared_experts", nbytes=3 * shared)]
         return Term.group("mlp", [*base, *parts]), dequant
     inter = tokens * layer.mlp.intermediate_size * dt
-    if layer.mlp.gated:
+    fused = any(lin.role == "mlp" and lin.fan_out == 2 * layer.mlp.intermediate_size for lin in linears)
+    if fused:
+        # one gate_up output (2 × intermediate) chunked into views, then act(gate) and the product
+        # Source: transformers Phi3MLP.forward
+        live = max(4 * inter, 2 * inter + dequant) - dequant
+    elif layer.mlp.gated:
         # gate+act, then up while act lives, then their product: three intermediates; with a dequantised
         # weight W: act + up output + W, or product + W + output
         live = max(3 * inter, 2 * inter + dequant, inter + dequant + hidden) - dequant
