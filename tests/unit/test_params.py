@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from memfit.core.families import spec_from_config
-from memfit.core.params import TOP_LEVEL, count_params, layer_linears, lm_head_linear, non_layer_params
+from memfit.core.params import (
+    TOP_LEVEL,
+    count_params,
+    layer_linears,
+    layer_non_linear_params,
+    lm_head_linear,
+    non_layer_params,
+)
 from memfit.core.spec import ModelSource, ModelSpec
 
 CONFIGS = Path(__file__).resolve().parents[1] / "data" / "configs"
@@ -185,3 +192,11 @@ def test_norms_per_layer(model_type: str, norms_per_layer: int) -> None:
     spec = _spec(model_type=model_type, head_dim=HEAD_DIM, sliding_window=8)
     width = 2 * HIDDEN if model_type == "phi" else HIDDEN   # LayerNorm with bias: weight + bias
     assert count_params(spec).flat()["layers/norms"] == LAYERS * norms_per_layer * width
+
+
+def test_layer_non_linear_params_qwen3() -> None:
+    """A Qwen3 layer's non-Linear parameters are its two per-head QK norms and two RMSNorms."""
+    spec = _spec(model_type="qwen3", head_dim=HEAD_DIM)
+    # q_norm, k_norm: head_dim 16 each; norms 2 × 64 = 128
+    assert layer_non_linear_params(spec, spec.layers[0]) == (
+        ("attention/q_norm", 16), ("attention/k_norm", 16), ("norms", 128))

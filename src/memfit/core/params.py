@@ -147,9 +147,24 @@ def _qk_norm_params(att: AttentionSpec, names: Layout) -> tuple[tuple[str, int],
     return ((names.q_norm, norm_params(kind, q_width)), (names.k_norm, norm_params(kind, k_width)))
 
 
+def layer_non_linear_params(spec: ModelSpec, layer: LayerSpec) -> tuple[tuple[str, int], ...]:
+    """(path below `layers`, count) of one layer's parameters outside its Linears: QK norms, MLA latent
+    norms, attention sinks and the layer norms. Norms are kept in the compute dtype by quantizers."""
+    att = layer.attention
+    out = [(f"attention/{name}", n) for name, n in _qk_norm_params(att, layout(spec.family))]
+    if att.mla is not None:
+        if att.mla.q_lora_rank is not None:
+            out.append(("attention/q_a_layernorm", att.mla.q_lora_rank))
+        out.append(("attention/kv_a_layernorm", att.mla.kv_lora_rank))
+    if att.sinks:
+        out.append(("attention/sinks", att.num_heads))
+    # DeepSeek-V3's e_score_correction_bias is a buffer, not a parameter: not counted here
+    out.append(("norms", layer.norms_per_layer * norm_params(layer.norm, spec.hidden_size)))
+    return tuple(out)
+
+
 def _layer_components(spec: ModelSpec, layer: LayerSpec) -> list[tuple[tuple[str, ...], int]]:
     """(path below `layers`, count) for every parameter group of one layer."""
-    att = layer.attention
     out: list[tuple[tuple[str, ...], int]] = []
     for lin in layer_linears(spec, layer):
         match lin.role:
@@ -161,15 +176,7 @@ def _layer_components(spec: ModelSpec, layer: LayerSpec) -> list[tuple[tuple[str
                 out.append((("moe", "router"), lin.num_params))
             case _:
                 out.append((("moe", lin.role, lin.name), lin.num_params))
-    out.extend((("attention", name), n) for name, n in _qk_norm_params(att, layout(spec.family)))
-    if att.mla is not None:
-        if att.mla.q_lora_rank is not None:
-            out.append((("attention", "q_a_layernorm"), att.mla.q_lora_rank))
-        out.append((("attention", "kv_a_layernorm"), att.mla.kv_lora_rank))
-    if att.sinks:
-        out.append((("attention", "sinks"), att.num_heads))
-    # DeepSeek-V3's e_score_correction_bias is a buffer, not a parameter: not counted here
-    out.append((("norms",), layer.norms_per_layer * norm_params(layer.norm, spec.hidden_size)))
+    out.extend((tuple(path.split("/")), n) for path, n in layer_non_linear_params(spec, layer))
     return out
 
 
