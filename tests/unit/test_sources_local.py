@@ -115,11 +115,21 @@ def test_malformed_json_names_the_line():
     assert "\n" not in str(info.value)
 
 
-def test_config_missing_required_field():
-    """A llama config without num_attention_heads is a ConfigError naming that field."""
-    with pytest.raises(ConfigError, match=r"num_attention_heads") as info:
-        load_local(CONFIGS / "missing_heads.json")
+def test_config_with_required_field_null():
+    """A llama config with num_attention_heads: null (no class default applies) is a ConfigError naming it."""
+    with pytest.raises(ConfigError, match=r"config field 'num_attention_heads' is missing") as info:
+        load_local(CONFIGS / "null_heads.json")
     assert "\n" not in str(info.value)
+
+
+def test_config_with_ill_typed_field(tmp_path):
+    """num_hidden_layers: "two" is a ConfigError saying it must be an integer."""
+    config = json.loads((TINY / "config.json").read_text())
+    config["num_hidden_layers"] = "two"
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=r"'num_hidden_layers' must be an integer, got 'two'"):
+        load_local(path)
 
 
 def test_config_without_model_type(tmp_path):

@@ -13,14 +13,16 @@ import difflib
 import functools
 import importlib.resources
 import re
-from importlib.resources.abc import Traversable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memfit.core.errors import ConfigError, InvalidWorkload, UnknownGpu
 from memfit.core.result import Gpu
 from memfit.core.spec import ModelSource, ModelSpec
 from memfit.core.units import UNITS, parse_size
 from memfit.sources._config import build_spec, parse_config
+
+if TYPE_CHECKING:  # importlib.resources.abc is new in Python 3.11; requires-python is 3.10
+    from importlib.resources.abc import Traversable
 
 CATALOG_PACKAGE = "memfit.catalog"
 MODELS_SCHEMA = "memfit.catalog/1"
