@@ -27,10 +27,11 @@ from memfit.core.choices import AttnImpl, Checkpointing, Method, NormKind, Optim
 from memfit.core.errors import InvalidWorkload
 from memfit.core.optimizers import ParamTensor, optimizer_memory
 from memfit.core.overhead import cublas_workspace_bytes, reserved_and_device_terms
+from memfit.core.parallel import rank_share, scale_bytes, scale_term
 from memfit.core.params import Linear, count_params, layer_linears, lm_head_linear
 from memfit.core.result import Phase, Term, memory
 from memfit.core.spec import ModelSpec
-from memfit.core.workload import Lora, Training
+from memfit.core.workload import Lora, Parallelism, Training
 
 TRAINING_POOL_SLACK = Fraction(1, 5)
 """Reserved-but-free bytes per byte of activations + logits at the peak (cached blocks of freed transients).
@@ -181,6 +182,10 @@ class _Parts:
     layer_grads: int
     head_grads: int
     dequant: int
+    logits_share: Fraction = Fraction(1)
+    master: int = 0          # fp32 master weights (DeepSpeed ZeRO over bf16/fp16 parameters)
+    gathered: int = 0        # ZeRO-3/FSDP: whole layers of parameters gathered at a time
+    host: int = 0            # offloaded optimizer states (and parameters) in host RAM
 
 
 def _parts(spec: ModelSpec, wl: Training) -> tuple[_Parts, act.Flow]:
@@ -200,7 +205,7 @@ def _parts(spec: ModelSpec, wl: Training) -> tuple[_Parts, act.Flow]:
     dequant = 0
     if wl.quant.is_quantized:
         dequant = 2 * max(lin.num_weights for _, lin in _linears(spec) if lin.is_module)
-    return _Parts(
+    parts = _Parts(
         weights=weights_term(spec, wl),
         adapters=Term.group("adapters", [Term(name="lora", nbytes=adapters)]),
         grads=grads, states=opt.states, paged=opt.paged_bytes, step_bytes=opt.step_bytes,
@@ -211,13 +216,58 @@ def _parts(spec: ModelSpec, wl: Training) -> tuple[_Parts, act.Flow]:
         layer_grads=max(per_layer.values()),
         head_grads=spec.vocab_size * spec.hidden_size * param_bytes(wl) if wl.method is Method.FULL else 0,
         dequant=dequant,
-    ), flow
+    )
+    return _sharded(spec, wl, parts, tensors), flow
 
 
-def _overhead(*, handles: int) -> Term:
+def _sharded(spec: ModelSpec, wl: Training, p: _Parts, tensors: tuple[ParamTensor, ...]) -> _Parts:
+    """`p` as the most loaded GPU holds it under `wl.parallel` (see core/parallel.py)."""
+    if wl.parallel == Parallelism():
+        return p
+    share = rank_share(spec, wl.parallel)
+    states, step, paged = p.states, p.step_bytes, p.paged
+    master = 0
+    if share.master_weights and any(t.element_bytes < 4 for t in tensors):
+        fp32 = tuple(dataclasses.replace(t, element_bytes=4) for t in tensors)
+        opt = optimizer_memory(wl.optimizer, fp32)
+        states, step, paged = opt.states, opt.step_bytes, opt.paged_bytes
+        master = sum(t.nbytes for t in fp32)
+    state_share = share.optimizer_states
+    host = 0
+    if share.offload_states:
+        host = scale_bytes(states.nbytes + master, state_share)
+        state_share = Fraction(0)
+    weights = scale_term(p.weights, Fraction(0) if share.offload_params else share.weights)
+    if share.offload_params:
+        host += scale_bytes(p.weights.nbytes, share.weights)
+    layer = share.layer_activations
+    saved = Term.group("activations", [
+        scale_term(c, layer if c.name == "layers" else share.residual_activations) for c in p.saved.children])
+    # gathered in the compute dtype (2 B), tp-split
+    layer_params = max(sum(lin.num_params for lin in layer_linears(spec, one)) for one in set(spec.layers))
+    gathered = scale_bytes(share.gathered_layers * layer_params * 2, share.layer_activations)
+    return dataclasses.replace(
+        p, weights=weights, adapters=scale_term(p.adapters, share.weights),
+        grads=scale_bytes(p.grads, share.gradients), states=scale_term(states, state_share),
+        paged=scale_bytes(paged, state_share), step_bytes=scale_bytes(step, state_share), saved=saved,
+        cache=scale_bytes(p.cache, Fraction(1, wl.parallel.tp * wl.parallel.pp)),
+        fwd_extra=scale_bytes(p.fwd_extra, layer), recompute=scale_bytes(p.recompute, layer),
+        layer_transient=scale_bytes(p.layer_transient, layer),
+        layer_grads=scale_bytes(p.layer_grads, share.gradients),
+        head_grads=scale_bytes(p.head_grads, share.gradients), logits_share=share.logits,
+        master=scale_bytes(master, state_share), gathered=gathered, host=host,
+    )
+
+
+def _overhead(*, handles: int, gathered: int = 0) -> Term:
     workspace = Term(name="cublas_workspace", nbytes=cublas_workspace_bytes(num_handles=handles),
                      note="one per cuBLAS handle: forward and backward threads")
-    return Term.group("runtime_overhead", [workspace])
+    layers = Term(name="gathered_parameters", nbytes=gathered, note="ZeRO-3/FSDP all-gathered layers")
+    return Term.group("runtime_overhead", [workspace, layers])
+
+
+def _master(p: _Parts) -> list[Term]:
+    return [Term.group("master_weights", [Term(name="fp32_copy", nbytes=p.master)])] if p.master else []
 
 
 def _grads(nbytes: int, note: str = "") -> Term:
@@ -232,7 +282,8 @@ def _activations(p: _Parts, *, extra: tuple[Term, ...] = (), drop_final: bool = 
 
 def _steady(p: _Parts, wl: Training) -> list[Term]:
     """Terms every work phase of step 2 holds: weights, adapters, states, workspaces (+ grads if accum)."""
-    terms = [p.weights, p.adapters, p.states, _overhead(handles=CUBLAS_HANDLES_TRAINING)]
+    terms = [p.weights, p.adapters, p.states, *_master(p),
+             _overhead(handles=CUBLAS_HANDLES_TRAINING, gathered=p.gathered)]
     if wl.grad_accum > 1:
         terms.append(_grads(p.grads, "accumulated over micro-steps"))
     return terms
@@ -250,21 +301,23 @@ def _outside(paged: int, wl: Training, allocated: list[Term]) -> list[Term]:
     return [fragmentation, Term.group("non_torch", [*context.children, states])]
 
 
-def _phase(name: PhaseName, terms: list[Term], paged: int, wl: Training, at: str) -> Phase:
-    return Phase(name=name, memory=memory([*terms, *_outside(paged, wl, terms)]), at=at)
+def _phase(name: PhaseName, terms: list[Term], paged: int, wl: Training, at: str, *, host: int = 0) -> Phase:
+    offloaded = Term.group("host", [Term(name="offloaded", nbytes=host)]) if host else None
+    return Phase(name=name, memory=memory([*terms, *_outside(paged, wl, terms)]), at=at, host=offloaded)
 
 
 def _forward(spec: ModelSpec, wl: Training, p: _Parts, flow: act.Flow) -> Phase:
     tokens = wl.batch_size * wl.seq_len
     held = Term(name="held_until_return", nbytes=p.fwd_extra, note="DynamicCache K/V, last hidden state")
     at_loss = [*_steady(p, wl), _activations(p, extra=(held,)),
-               loss.forward_peak_logits(spec, flow, tokens=tokens, chunked=wl.chunked_loss)]
+               scale_term(loss.forward_peak_logits(spec, flow, tokens=tokens, chunked=wl.chunked_loss),
+                          p.logits_share)]
     in_layer = Term(name="layer_transient", nbytes=p.layer_transient)
     at_layer = [*_steady(p, wl), _activations(p, extra=(held, in_layer))]
     best = max((at_loss, "loss: logits, fp32 copy, log_softmax + saved activations"),
                (at_layer, "last layer: saved activations + its transients"),
                key=lambda c: _allocated(c[0]))
-    return _phase(PhaseName.FORWARD, best[0], p.paged, wl, best[1])
+    return _phase(PhaseName.FORWARD, best[0], p.paged, wl, best[1], host=p.host)
 
 
 def _allocated(terms: list[Term]) -> int:
@@ -274,7 +327,8 @@ def _allocated(terms: list[Term]) -> int:
 def _backward(spec: ModelSpec, wl: Training, p: _Parts, flow: act.Flow) -> Phase:
     tokens = wl.batch_size * wl.seq_len
     start = [*_steady(p, wl), _activations(p),
-             loss.backward_start_logits(spec, flow, tokens=tokens, chunked=wl.chunked_loss)]
+             scale_term(loss.backward_start_logits(spec, flow, tokens=tokens, chunked=wl.chunked_loss),
+                        p.logits_share)]
     so_far = p.grads if wl.grad_accum > 1 else min(p.grads, p.head_grads + p.layer_grads)
     layer_extra = (Term(name="recomputed_layer", nbytes=p.recompute),
                    Term(name="layer_backward_transient", nbytes=p.layer_transient + p.dequant))
@@ -286,15 +340,16 @@ def _backward(spec: ModelSpec, wl: Training, p: _Parts, flow: act.Flow) -> Phase
                    + "gradients so far"),
                   (end, "end of backward: all gradients"))
     best = max(candidates, key=lambda c: _allocated(c[0]))
-    return _phase(PhaseName.BACKWARD, best[0], p.paged, wl, best[1])
+    return _phase(PhaseName.BACKWARD, best[0], p.paged, wl, best[1], host=p.host)
 
 
 def _optimizer(wl: Training, p: _Parts) -> Phase:
     temp = Term(name="step_temporaries", nbytes=p.step_bytes, note=p.step_note)
     states = Term.group("optimizer_states", [*p.states.children, temp])
-    terms = [p.weights, p.adapters, _grads(p.grads), states, _overhead(handles=CUBLAS_HANDLES_TRAINING)]
+    terms = [p.weights, p.adapters, _grads(p.grads), states, *_master(p),
+             _overhead(handles=CUBLAS_HANDLES_TRAINING)]
     at = f"optimizer step: gradients + states + {p.step_note}"
-    return _phase(PhaseName.OPTIMIZER, terms, p.paged, wl, at)
+    return _phase(PhaseName.OPTIMIZER, terms, p.paged, wl, at, host=p.host)
 
 
 def _assumptions(spec: ModelSpec, wl: Training, flow: act.Flow) -> tuple[str, ...]:
