@@ -205,3 +205,23 @@ def test_remote_code_config_asks_for_the_flag(monkeypatch, snapshot):
 def test_looks_like_repo_id(ref, expected):
     """Only org/name counts as a Hub id; paths and bare names do not."""
     assert looks_like_repo_id(ref) is expected
+
+
+def test_real_huggingface_hub_cache_layout(monkeypatch, tmp_path):
+    """Unmocked huggingface_hub finds a config and model.safetensors in a real cache layout, offline."""
+    from huggingface_hub import constants
+    from tests.unit.test_sources_local import tiny_tensors, write_safetensors
+
+    repo_folder = tmp_path / "models--memfit-test--Tiny-Llama"
+    snapshot = repo_folder / "snapshots" / SNAPSHOT
+    snapshot.mkdir(parents=True)
+    (repo_folder / "refs").mkdir()
+    (repo_folder / "refs" / "main").write_text(SNAPSHOT)
+    shutil.copy(FIXTURES / "tiny-llama" / "config.json", snapshot / "config.json")
+    write_safetensors(snapshot / "model.safetensors", tiny_tensors())
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    spec = load_hub_model(REPO, offline=True)
+    assert (spec.name, spec.source.revision) == ("Tiny-Llama", SNAPSHOT)
+    assert spec.checkpoint is not None
+    assert spec.checkpoint.total_bytes == TINY_BF16_BYTES
