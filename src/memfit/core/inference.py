@@ -147,9 +147,8 @@ def _torch_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, ki
                   assumptions: list[str]) -> tuple[Phase, ...]:
     weights_term, weight_sizes = _gpu_weights(spec, workload)
     weight_waste = _persistent_waste(weight_sizes)
-    floor = 0
-    if RANDOM_INIT_TIED_HEAD and spec.tie_word_embeddings and not workload.quant.is_quantized:
-        floor = round_block(weights_term.bytes_of("embeddings"))
+    floor = _init_floor(spec, workload, weights_term)
+    if floor:
         assumptions.append("reserved includes the tied LM head that from_config allocates before tying "
                            "(random-weight build); a from_pretrained load does not have it")
     generating = workload.new_tokens > 0
@@ -200,6 +199,30 @@ def _torch_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, ki
     if kind is KvCache.STATIC and prof.auto_compile_static_cache:
         assumptions.append("generate() compiles decode with CUDA graphs for a static cache (not sized)")
     return _carry_reserved((load, prefill, decode))
+
+
+def allocator_slack_inputs(spec: ModelSpec, workload: Inference) -> tuple[int, int]:
+    """(persistent_waste_bytes, cached_floor_bytes) to pass to overhead.reserved_and_device_terms.
+
+    The segment rounding of the weights and of the final KV cache tensors, and the cached block of a
+    random-init tied LM head: what the analytic phases use, for engines that build their own trees.
+    """
+    prof = profile(workload.runtime)
+    kind = validate(spec, workload, prof)
+    weights_term, sizes = _gpu_weights(spec, workload)
+    tokens = final_cache_tokens(workload)
+    if kind is KvCache.STATIC and workload.max_cache_tokens is not None:
+        tokens = workload.max_cache_tokens
+    waste = _persistent_waste(sizes) + _persistent_waste(kv_tensor_bytes(spec, workload, tokens=tokens))
+    return waste, _init_floor(spec, workload, weights_term)
+
+
+def _init_floor(spec: ModelSpec, workload: Inference, weights_term: Term) -> int:
+    """The cached block of a tied LM head allocated before tying (random-weight builds; see
+    RANDOM_INIT_TIED_HEAD), 0 otherwise."""
+    if RANDOM_INIT_TIED_HEAD and spec.tie_word_embeddings and not workload.quant.is_quantized:
+        return round_block(weights_term.bytes_of("embeddings"))
+    return 0
 
 
 def _prefill_layer_peak(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, *, kind: KvCache,
