@@ -16,6 +16,7 @@ from tests.helpers import requires_transformers
 
 from memfit.core.errors import ConfigError
 from memfit.core.families import FAMILIES, spec_from_config
+from memfit.core.families._defaults import CONFIG_DEFAULTS, REQUIRED
 from memfit.core.params import count_params, layer_linears
 from memfit.core.spec import ModelSource, ModelSpec
 
@@ -116,9 +117,11 @@ def test_unknown_to_transformers_is_unsupported() -> None:
     for model_type in sorted(set(FAMILIES) - {"gemma3"})  # gemma3: its text_config defaults are tested above
 ])
 def test_class_defaults_match_meta_device(model_type: str) -> None:
-    """A config naming only its model_type maps to transformers' default model, exactly."""
+    """A config stating only the required fields maps to transformers' default model, exactly."""
     from memfit.trace.meta import count_params_on_meta
 
-    config = {"model_type": model_type}
+    defaults = CONFIG_DEFAULTS[model_type]
+    required = {k: v for k, v in defaults.items() if k in ("n_layer", "n_head", "n_embd") or k in REQUIRED}
+    config = {"model_type": model_type, **required}
     spec = spec_from_config(config, name=model_type, source=ModelSource(kind="config", ref="defaults"))
     assert count_params(spec).flat() == count_params_on_meta(config, name=model_type).flat()

@@ -43,6 +43,13 @@ def test_unknown_model_type_lists_supported() -> None:
 
 
 def test_missing_field_names_it() -> None:
+    """A config without num_attention_heads raises ConfigError naming it: required fields get no default."""
+    config = {k: v for k, v in BASE.items() if k != "num_attention_heads"}
+    with pytest.raises(ConfigError, match=r"tiny: config field 'num_attention_heads' is missing"):
+        spec_from_config({**config, "model_type": "llama"}, name="tiny", source=SOURCE)
+
+
+def test_missing_field_without_default_names_it() -> None:
     """A field with no class default (DeepSeek-V2's num_experts_per_tok) raises ConfigError naming it."""
     with pytest.raises(ConfigError, match=r"tiny: config field 'num_experts_per_tok' is missing"):
         _spec(model_type="deepseek_v2")

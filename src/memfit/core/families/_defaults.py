@@ -169,11 +169,21 @@ _ALIASES = (
 """Spellings of one field (transformers attribute_map): a default is skipped when any spelling is present."""
 
 
+REQUIRED = frozenset({"hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size"})
+"""Fields a config.json must state (any spelling): a config without them is malformed, not a default model.
+(Gemma 3's multimodal text_config is the exception: gemma3.py fills it from Gemma3TextConfig entirely.)"""
+
+
 def with_defaults(config: Mapping[str, Any], model_type: str) -> dict[str, Any]:
-    """`config` with the class defaults of `model_type` added for fields it omits (explicit nulls kept)."""
+    """`config` with the class defaults of `model_type` added for omitted fields outside REQUIRED.
+
+    Explicit nulls are kept, as transformers keeps them.
+    """
     merged = dict(config)
     for key, value in CONFIG_DEFAULTS.get(model_type, {}).items():
         spellings = next((group for group in _ALIASES if key in group), (key,))
+        if any(spelling in REQUIRED for spelling in spellings):
+            continue
         if not any(spelling in config for spelling in spellings):
             merged[key] = value
     return merged

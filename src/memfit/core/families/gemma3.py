@@ -49,11 +49,11 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
     if not isinstance(text, Mapping) or not isinstance(vision_config, Mapping):
         raise ConfigError(f"{name}: config fields 'text_config' and 'vision_config' must be objects")
     vision = {**VISION_DEFAULTS, **{k: v for k, v in vision_config.items() if v is not None}}
-    text_fields = dict(text)
+    # published multimodal configs omit text fields equal to Gemma3TextConfig's defaults (even the heads)
+    text_fields = {**TEXT_DEFAULTS, **text}
     if "tie_word_embeddings" in config:
         text_fields["tie_word_embeddings"] = config["tie_word_embeddings"]
-    hidden = req_int({**TEXT_DEFAULTS, **{k: v for k, v in text.items() if v is not None}}, "hidden_size",
-                     name=name)
+    hidden = req_int(text_fields, "hidden_size", name=name)
     vision_hidden = req_int(vision, "hidden_size", name=name)
     projector = vision_hidden * hidden + vision_hidden  # mm_input_projection_weight + mm_soft_emb_norm
     return text_spec(

@@ -24,8 +24,8 @@ TEXT_DEFAULTS: dict[str, Any] = CONFIG_DEFAULTS["gemma3_text"]
 
 def text_spec(config: Mapping[str, Any], *, name: str, source: ModelSource, family: str,
               default_dtype: DType = DType.FP32, **spec_fields: Any) -> ModelSpec:
-    """The Gemma 3 decoder from a (possibly partial) text config."""
-    merged = {**TEXT_DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+    """The Gemma 3 decoder from a text config (its omitted fields already filled with class defaults)."""
+    merged = config
     pattern = opt_int(merged, "sliding_window_pattern", "_sliding_window_pattern", default=6, name=name) or 6
     windows = layer_windows(merged, name=name, num_layers=read_dims(merged, name=name).num_layers,
                             default_types=alternating(pattern))
