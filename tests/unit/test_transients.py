@@ -55,3 +55,11 @@ def test_static_prefill_materialises_the_padded_mask():
 
     hidden = 512 * 2048 * 2
     assert _attention_step(spec, spec.layers[0], wl, step, hidden=hidden, dt=2).bytes_of("mask") == 25_558_528
+
+
+def test_fused_gate_up_holds_four_intermediates():
+    """Phi-3's fused gate_up: (2 × 8,192) output, act and product: 4 × 2,048 × 8,192 × 2 B = 134,217,728 B."""
+    spec = load_model("Phi-3.5-mini-instruct")
+    wl = Inference(prompt_tokens=2048)
+    acts, _ = layer_peak(spec, wl, Step(query_tokens=2048, kv_tokens=2048, masked=False))
+    assert acts.flat()["mlp/intermediates"] == 134_217_728
