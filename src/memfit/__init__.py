@@ -112,9 +112,9 @@ if _typing.TYPE_CHECKING:
 
 def __getattr__(name: str) -> _typing.Any:
     if name in _API:
-        from memfit import api
+        import importlib
 
-        return getattr(api, name)
+        return getattr(importlib.import_module("memfit.api"), name)
     raise AttributeError(f"module 'memfit' has no attribute {name!r}")
 
 

@@ -13,7 +13,6 @@ engine is off unless the app is created with `allow_trace=True` (`memfit serve -
 from __future__ import annotations
 
 import importlib.resources
-import os
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -57,19 +56,14 @@ def _model(body: dict[str, Any]) -> Any:
 
 
 def _model_ref(body: dict[str, Any]) -> str:
-    """The body's model: a catalog name or a Hub id; local paths are refused in server mode."""
-    from memfit.sources.catalog import catalog_model_entry
-
+    """The body's model: a catalog name or a Hub id; anything shaped like a local path is refused."""
     ref = body.get("model")
     if not isinstance(ref, str) or not ref.strip():
         raise BodyError("model", "model must be a catalog name or a Hub id like org/name")
     ref = ref.strip()
-    if catalog_model_entry(ref) is None and (_looks_like_path(ref) or os.path.exists(ref)):
-        raise BodyError(
-            "model",
-            f"model={ref!r}: local paths are refused by the server; "
-            "give a catalog name or a Hub id like org/name",
-        )
+    if _looks_like_path(ref):
+        raise BodyError("model", f"model={ref!r}: local paths are refused by the server; "
+                                 "give a catalog name or a Hub id like org/name")
     return ref
 
 
