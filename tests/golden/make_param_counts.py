@@ -14,6 +14,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "tests" / "data" / "param_counts.json"
+GROUND_TRUTH = {  # loaded n_params of the measured models: /work/shared/groundtruth/h100-2026-11.jsonl
+    "Llama-3.2-1B": ("llama", 1_235_814_400),
+    "Llama-3.1-8B": ("llama", 8_030_261_248),
+    "Qwen2.5-0.5B": ("qwen2", 494_032_768),
+}
 SOURCES = {
     "catalog": ROOT / "src" / "memfit" / "catalog" / "models",
     "configs": ROOT / "tests" / "data" / "configs",
@@ -36,6 +41,14 @@ def main() -> None:
                 "num_params": count_params_on_meta(config, name=path.stem).num_params,
                 "source": f"meta-device count, transformers {transformers.__version__}",
             })
+    for name, (model_type, num_params) in GROUND_TRUTH.items():
+        rows.append({
+            "id": f"groundtruth/{name}",
+            "config": f"configs/{name}.json",
+            "model_type": model_type,
+            "num_params": num_params,
+            "source": "ground truth n_params, /work/shared/groundtruth/h100-2026-11.jsonl (loaded on an H100)",
+        })
     OUT.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
 
 
