@@ -30,11 +30,11 @@ def test_torch_style_optimizers(opt: Optimizer, states: int, step: int) -> None:
 
 
 def test_adafactor_factors_matrices() -> None:
-    """Adafactor keeps rows + cols for a matrix and a full vector for 1-D tensors, in the grad dtype."""
-    # (1000 + 512) × 2 B + 2 × 512 × 2 B = 3,024 + 2,048 = 5,072
-    # step: largest tensor 512,000 elements × (3 × 4 + 8 for fp32 copies of bf16 param and grad) = 10,240,000
+    """Adafactor keeps fp32 rows + cols for a matrix and a full fp32 vector for 1-D tensors."""
+    # (1000 + 512) × 4 B + 2 × 512 × 4 B = 6,048 + 4,096 = 10,144
+    # step: 512,000 elements × (2 update buffers × 4 B + fp32 param and grad copies 8 B) = 8,192,000
     got = optimizer_memory(Optimizer.ADAFACTOR, TENSORS)
-    assert (got.states.nbytes, got.step_bytes) == (5_072, 10_240_000)
+    assert (got.states.nbytes, got.step_bytes) == (10_144, 8_192_000)
 
 
 def test_adamw_8bit_block_wise_states() -> None:

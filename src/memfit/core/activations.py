@@ -34,6 +34,13 @@ FP32_BYTES = 4
 """Bytes of an fp32 element (norm upcasts, softmax, LoRA inputs under peft, logsumexp)."""
 MASK_BYTES = 1
 """Bytes per element of a dropout mask: torch native_dropout returns a bool mask."""
+GEMMA_NORM_FAMILIES = frozenset({"gemma", "gemma2", "gemma3", "gemma3_text"})
+"""Families whose RMSNorm computes `x.float()` normalised × (1 + w.float()): a trained weight also keeps the
+fp32 normalised tensor (4 B, not 2). Source: transformers GemmaRMSNorm.forward."""
+ACTIVATION_EXTRA_SAVED: dict[str, int] = {"gelu_new": 3, "gelu_fast": 5, "quick_gelu": 1, "relu": -1}
+"""Intermediate-width tensors an activation saves beyond its input, per token (relu keeps its output, which
+the next Linear keeps anyway, instead of its input). Source: transformers activations.py NewGELUActivation,
+FastGELUActivation, QuickGELUActivation written as Python arithmetic (each op saves its operands)."""
 FLASH_MAX_HEAD_DIM = 256
 """Largest head_dim the SDPA flash backend takes. Source: torch sdp_utils check_head_dim_size_flash."""
 
@@ -53,6 +60,7 @@ class Flow:
     checkpointing: bool
     inputs_need_grad: bool    # the embeddings' output requires grad (full fine-tuning)
     attn: AttnImpl
+    fp32_norm_output: bool = False  # Gemma-style norms keep the fp32 normalised tensor when trained
     hidden_dropout: bool = False   # config resid_pdrop / hidden_dropout > 0: a bool mask per residual branch
     attn_dropout: bool = False     # config attention_dropout > 0: eager keeps a mask over the probabilities
 
@@ -99,6 +107,7 @@ def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str]
         checkpointing=wl.checkpointing.level > Checkpointing.NONE.level,
         inputs_need_grad=wl.method is Method.FULL, attn=wl.attn,
         hidden_dropout=hidden_dropout, attn_dropout=attn_dropout,
+        fp32_norm_output=spec.family in GEMMA_NORM_FAMILIES,
     )
 
 
@@ -125,7 +134,8 @@ def attention_backend(att: AttentionSpec, flow: Flow, *, seq_len: int) -> str:
 def _norm_bytes(kind: NormKind, width: int, flow: Flow, *, trains: bool) -> int:
     """Bytes per token a norm saves (its output excluded: the reader saves that)."""
     if kind is NormKind.RMS:
-        return FP32_BYTES * width + (flow.residual_bytes * width if trains else 0)
+        normalised = FP32_BYTES if flow.fp32_norm_output else flow.residual_bytes
+        return FP32_BYTES * width + (normalised * width if trains else 0)
     return flow.residual_bytes * width          # F.layer_norm saves its input (mean, rstd: one float each)
 
 
@@ -167,24 +177,29 @@ def _attention_core(att: AttentionSpec, flow: Flow, *, seq_len: int) -> int:
         rep = 2 * q_width - kv_width                # repeat_kv copies (GQA) replace k and v
     ab = flow.attn_bytes
     lse = FP32_BYTES * att.num_heads
+    if att.fused_qkv and att.mla is None and not flow.amp:
+        # v is a view of the fused qkv output: keeping v keeps the whole q|k|v buffer
+        extra += flow.act_bytes * (q_width + kv_width // 2)
     backend = attention_backend(att, flow, seq_len=seq_len)
-    match backend:
-        case "flash":
-            return ab * (q_width + kv_width + out_width) + lse + extra
-        case "efficient":
-            if att.sliding_window is not None and att.sliding_window < seq_len:
-                # repeat_kv copies, and the bool mask converted to a (seq × seq) bias in q's dtype
-                return ab * (q_width + kv_width + rep + out_width + seq_len) + lse
-            return ab * (q_width + kv_width + out_width) + lse
-    # the output copy is o_proj's input: kept only when o_proj's weight trains
+    # eager/math: the output copy is o_proj's input, kept only when o_proj's weight trains
     out = ab * out_width if flow.base_trains else 0
-    if backend == "math":
+    probs = att.num_heads * seq_len
+    if backend == "flash":
+        core = ab * (q_width + kv_width + out_width) + lse
+    elif backend == "efficient" and att.sliding_window is not None and att.sliding_window < seq_len:
+        # repeat_kv copies, and the bool mask converted to a (seq × seq) bias in q's dtype
+        core = ab * (q_width + kv_width + rep + out_width + seq_len) + lse
+    elif backend == "efficient":
+        core = ab * (q_width + kv_width + out_width) + lse
+    elif backend == "math":
         # fp32 scaled q, repeated k and v, fp32 probabilities
-        return FP32_BYTES * 3 * q_width + FP32_BYTES * att.num_heads * seq_len + out
-    # eager: q, repeated k and v, fp32 softmax output and its copy in q's dtype (+ dropout mask)
-    probs = FP32_BYTES * att.num_heads * seq_len + (ab * att.num_heads * seq_len if ab < 4 else 0)
-    mask = MASK_BYTES * att.num_heads * seq_len if flow.attn_dropout else 0
-    return ab * (q_width + kv_width + rep) + probs + mask + out
+        core = FP32_BYTES * (3 * q_width + probs) + out
+    else:
+        # eager: q, repeated k and v, fp32 softmax output and its copy in q's dtype (+ dropout mask)
+        kept = FP32_BYTES * probs + (ab * probs if ab < FP32_BYTES else 0)
+        mask = MASK_BYTES * probs if flow.attn_dropout else 0
+        core = ab * (q_width + kv_width + rep) + kept + mask + out
+    return core + extra
 
 
 def _mlp_bytes(h: int, layer: LayerSpec, flow: Flow, lins: tuple[Linear, ...]) -> int:
@@ -205,7 +220,7 @@ def _mlp_bytes(h: int, layer: LayerSpec, flow: Flow, lins: tuple[Linear, ...]) -
         return routed + router + shared + _inputs_bytes(readers, h, flow)
     i = mlp.intermediate_size
     # gated: gate out, act out, up out, product (down's input); plain: up out, act out
-    inner = (4 if mlp.gated else 2) * i * act
+    inner = (4 if mlp.gated else 2 + ACTIVATION_EXTRA_SAVED.get(mlp.activation, 0)) * i * act
     if not flow.base_trains:
         inner -= i * act                            # a frozen down_proj does not keep the product
     readers = [lin for lin in lins if lin.role == "mlp"][:-1]     # down_proj is listed last

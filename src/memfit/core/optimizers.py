@@ -6,7 +6,7 @@
 | adamw-fused        | same                                | none; a device `step` scalar per tensor       |
 | adamw-loop         | same                                | two copies of the largest tensor (sqrt, div) |
 | sgd / sgd-momentum | none / momentum buffer              | none (in-place foreach)                       |
-| adafactor          | row + column factors (full for 1-D) | ~5 fp32 copies of the largest tensor         |
+| adafactor          | fp32 row + col factors (full 1-D)   | 2-4 fp32 copies of the largest tensor        |
 | lion               | exp_avg                             | two copies of the largest tensor             |
 | adamw-8bit (bnb)   | 2 uint8 + fp32 absmax / 256 block   | none (in place); < 4096 elements: fp32       |
 | paged-adamw-8/32   | as bnb, in CUDA managed memory      | none; tensors < 1e5 elements stay on device  |
@@ -89,11 +89,11 @@ def _bnb_states(tensors: tuple[ParamTensor, ...], *, bits: int, paged: bool) -> 
 
 
 def _adafactor_states(tensors: tuple[ParamTensor, ...]) -> int:
-    """Factored second moments: rows + cols per matrix in the grad's dtype; a full one for vectors."""
+    """Factored second moments: rows + cols per matrix, a full one for vectors; fp32 (it upcasts grads)."""
     total = 0
     for t in tensors:
         per = (t.rows + t.cols) if t.cols > 1 else t.numel
-        total += t.count * per * t.element_bytes
+        total += t.count * per * FP32_BYTES
     return total
 
 
@@ -118,9 +118,10 @@ def optimizer_memory(opt: Optimizer, tensors: tuple[ParamTensor, ...]) -> Optimi
             states, step, note = params_bytes, 0, "in-place foreach update"
         case Optimizer.ADAFACTOR:
             states = _adafactor_states(tensors)
+            # per tensor: fp32 grad and param copies (low-precision params), the old and new update
             upcasts = 2 * FP32_BYTES if big and big.element_bytes < FP32_BYTES else 0
-            step = big.numel * (3 * FP32_BYTES + upcasts) if big else 0
-            note = "per tensor: fp32 param and grad copies, update, its scaled copies"
+            step = big.numel * (2 * FP32_BYTES + upcasts) if big else 0
+            note = "per tensor: fp32 param and grad copies, two update buffers"
         case Optimizer.LION:
             states, step, note = params_bytes, 2 * big_bytes, "per tensor: interpolated update and its sign"
         case Optimizer.ADAMW_8BIT:
