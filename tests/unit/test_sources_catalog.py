@@ -1,5 +1,6 @@
 """The bundled catalog: models by basename or repo id, GPUs by name, alias or size; unknown names suggest."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ def clear_caches() -> None:
 
 
 @pytest.fixture
-def fixture_catalog(monkeypatch: pytest.MonkeyPatch):
+def fixture_catalog(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Point the catalog at tests/data/fixtures/catalog (one model, three GPUs) for one test."""
     clear_caches()
     monkeypatch.setattr(catalog, "_catalog_files", lambda: FIXTURE_CATALOG)
@@ -30,7 +31,7 @@ def fixture_catalog(monkeypatch: pytest.MonkeyPatch):
 @pytest.mark.parametrize(
     "ref", ["Tiny-Llama", "tiny-llama", "memfit-test/Tiny-Llama", "MEMFIT-TEST/tiny-llama"]
 )
-def test_model_by_basename_or_repo_id_any_case(fixture_catalog, ref):
+def test_model_by_basename_or_repo_id_any_case(fixture_catalog: Path, ref: str) -> None:
     """Basename and repo id, in any case, give the same catalog spec with the catalog's revision."""
     spec = catalog.load_catalog_model(ref)
     assert spec is not None
@@ -38,25 +39,25 @@ def test_model_by_basename_or_repo_id_any_case(fixture_catalog, ref):
     assert (spec.source.ref, spec.source.revision) == ("memfit-test/Tiny-Llama", "0123abc")
 
 
-def test_model_spec_is_cached(fixture_catalog):
+def test_model_spec_is_cached(fixture_catalog: Path) -> None:
     """Two lookups return the very same ModelSpec object."""
     assert catalog.load_catalog_model("Tiny-Llama") is catalog.load_catalog_model("memfit-test/tiny-llama")
 
 
-def test_unknown_model_is_none_and_close_names_suggested(fixture_catalog):
+def test_unknown_model_is_none_and_close_names_suggested(fixture_catalog: Path) -> None:
     """An unlisted name is None; 'Tiny-Lama' is close to Tiny-Llama."""
     assert catalog.load_catalog_model("Tiny-Lama") is None
     assert catalog.close_model_names("Tiny-Lama") == ["Tiny-Llama"]
 
 
-def test_catalog_models_lists_entries(fixture_catalog):
+def test_catalog_models_lists_entries(fixture_catalog: Path) -> None:
     """catalog_models() gives the published entries, copies the caller may change."""
     models = catalog.catalog_models()
     models[0]["name"] = "changed"
     assert [m["name"] for m in catalog.catalog_models()] == ["Tiny-Llama"]
 
 
-def test_bad_schema_is_config_error(tmp_path, monkeypatch):
+def test_bad_schema_is_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A models.json of another schema version is a ConfigError naming both."""
     (tmp_path / "models.json").write_text('{"schema": "memfit.catalog/2", "models": []}')
     clear_caches()
@@ -73,7 +74,7 @@ def test_bad_schema_is_config_error(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "name", ["H100-SXM-80GB", "h100-sxm-80gb", "H100 SXM 80GB", "H100", "h100 80gb hbm3"]
 )
-def test_gpu_by_name_or_alias(fixture_catalog, name):
+def test_gpu_by_name_or_alias(fixture_catalog: Path, name: str) -> None:
     """Name and aliases, in any case and with spaces for dashes, give the H100 SXM entry."""
     gpu = catalog.get_gpu(name)
     assert (gpu.name, gpu.usable_bytes) == ("H100-SXM-80GB", 85_017_493_504)
@@ -88,20 +89,20 @@ def test_gpu_by_name_or_alias(fixture_catalog, name):
         ("1.5TiB", 3 * 2**39),
     ],
 )
-def test_anonymous_gpu_size(fixture_catalog, text, expected_bytes):
+def test_anonymous_gpu_size(fixture_catalog: Path, text: str, expected_bytes: int) -> None:
     """A size with a unit is an anonymous GPU whose memory is all usable (24GiB = 25,769,803,776 B)."""
     gpu = catalog.get_gpu(text)
     assert (gpu.memory_bytes, gpu.usable_bytes) == (expected_bytes, expected_bytes)
     assert gpu.name == text.replace(" ", "")
 
 
-def test_anonymous_gpu_name_is_canonical(fixture_catalog):
+def test_anonymous_gpu_name_is_canonical(fixture_catalog: Path) -> None:
     """'24 gib' is named '24GiB' (binary) and '80 gb' '80GB' (decimal, 80,000,000,000 B)."""
     assert (catalog.get_gpu("24 gib").name, catalog.get_gpu("80 gb").name) == ("24GiB", "80GB")
     assert catalog.get_gpu("80 gb").memory_bytes == 80_000_000_000
 
 
-def test_missing_catalog_file_is_config_error(tmp_path, monkeypatch):
+def test_missing_catalog_file_is_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A catalog folder without gpus.json (a broken install) is a ConfigError saying to reinstall."""
     clear_caches()
     monkeypatch.setattr(catalog, "_catalog_files", lambda: tmp_path)
@@ -112,7 +113,7 @@ def test_missing_catalog_file_is_config_error(tmp_path, monkeypatch):
         clear_caches()
 
 
-def test_unknown_gpu_suggests_closest(fixture_catalog):
+def test_unknown_gpu_suggests_closest(fixture_catalog: Path) -> None:
     """'H100-80G' is UnknownGpu whose one line names H100-SXM-80GB and H100-PCIe-80GB among the closest."""
     with pytest.raises(UnknownGpu, match=r"no GPU named 'H100-80G'; closest: .*H100-SXM-80GB") as info:
         catalog.get_gpu("H100-80G")
@@ -121,18 +122,18 @@ def test_unknown_gpu_suggests_closest(fixture_catalog):
 
 
 @pytest.mark.parametrize("text", ["24", "0GiB", "lots"])
-def test_bare_number_zero_or_nonsense_is_unknown_gpu(fixture_catalog, text):
+def test_bare_number_zero_or_nonsense_is_unknown_gpu(fixture_catalog: Path, text: str) -> None:
     """A bare number (no unit), a zero size or a word is UnknownGpu, not a GPU."""
     with pytest.raises(UnknownGpu, match=r"GPU"):
         catalog.get_gpu(text)
 
 
-def test_catalog_gpus_in_order(fixture_catalog):
+def test_catalog_gpus_in_order(fixture_catalog: Path) -> None:
     """catalog_gpus() lists the fixture's three GPUs in file order."""
     assert [g.name for g in catalog.catalog_gpus()] == ["H100-SXM-80GB", "H100-PCIe-80GB", "RTX-4090"]
 
 
-def test_bundled_catalog_reads_package_data():
+def test_bundled_catalog_reads_package_data() -> None:
     """The installed catalog (importlib.resources) serves Llama-3.1-8B by repo id: 32 layers, hidden 4096."""
     clear_caches()
     spec = catalog.load_catalog_model("meta-llama/Llama-3.1-8B")

@@ -55,7 +55,7 @@ def write_gguf(
     return path
 
 
-def test_gguf_spec_equals_the_hf_config_spec(tmp_path):
+def test_gguf_spec_equals_the_hf_config_spec(tmp_path: Path) -> None:
     """A llama GGUF maps to the same layers as Tiny-Llama's config.json."""
     spec = load_gguf(write_gguf(tmp_path / "tiny-q8_0.gguf"))
     reference = load_local(TINY_CONFIG)
@@ -68,7 +68,7 @@ def test_gguf_spec_equals_the_hf_config_spec(tmp_path):
     assert spec.layers == reference.layers
 
 
-def test_gguf_checkpoint_has_ggml_types_and_exact_bytes(tmp_path):
+def test_gguf_checkpoint_has_ggml_types_and_exact_bytes(tmp_path: Path) -> None:
     """Tensors keep GGML type names and bytes; PyTorch-order shapes; file_type 7 is 'Q8_0'."""
     # token_embd F16 100·64·2 = 12,800 B; output Q8_0 100 rows · 2 blocks · 34 = 6,800 B;
     # attn_q Q8_0 64 · 2 · 34 = 4,352 B → 23,952 B
@@ -82,7 +82,7 @@ def test_gguf_checkpoint_has_ggml_types_and_exact_bytes(tmp_path):
     ]
 
 
-def test_gguf_source_carries_the_equivalent_config(tmp_path):
+def test_gguf_source_carries_the_equivalent_config(tmp_path: Path) -> None:
     """ModelSource(kind='gguf') holds the rebuilt config.json: 4 heads, 2 KV heads, fp16 compute."""
     spec = load_gguf(write_gguf(tmp_path / "tiny.gguf"))
     config = json.loads(spec.source.config_json)
@@ -94,7 +94,7 @@ def test_gguf_source_carries_the_equivalent_config(tmp_path):
     )
 
 
-def test_llama_with_experts_is_mixtral(tmp_path):
+def test_llama_with_experts_is_mixtral(tmp_path: Path) -> None:
     """llama.cpp stores Mixtral as llama with expert_count: the config says mixtral, 8 experts, top 2."""
     config, _ = read_gguf(
         write_gguf(tmp_path / "moe.gguf", extra={"expert_count": 8, "expert_used_count": 2})
@@ -106,7 +106,7 @@ def test_llama_with_experts_is_mixtral(tmp_path):
     )
 
 
-def test_qwen3moe_maps_expert_sizes(tmp_path):
+def test_qwen3moe_maps_expert_sizes(tmp_path: Path) -> None:
     """A qwen3moe GGUF gives qwen3_moe with num_experts, top-k and moe_intermediate_size."""
     extra = {"expert_count": 16, "expert_used_count": 4, "expert_feed_forward_length": 32}
     config, _ = read_gguf(write_gguf(tmp_path / "q3moe.gguf", "qwen3moe", extra=extra))
@@ -118,7 +118,7 @@ def test_qwen3moe_maps_expert_sizes(tmp_path):
     ) == ("qwen3_moe", 16, 4, 32)
 
 
-def test_deepseek2_absorbed_mla_dims(tmp_path):
+def test_deepseek2_absorbed_mla_dims(tmp_path: Path) -> None:
     """DeepSeek-V3 GGUF (absorbed MLA, sigmoid gating): qk_nope = 192 − 64, v = 128 from the *_mla keys."""
     extra = {
         "attention.key_length_mla": 192,
@@ -144,7 +144,7 @@ def test_deepseek2_absorbed_mla_dims(tmp_path):
     ) == ("deepseek_v3", 128, 64, 128, 3)
 
 
-def test_truncated_gguf_is_config_error(tmp_path):
+def test_truncated_gguf_is_config_error(tmp_path: Path) -> None:
     """A GGUF cut 100 bytes short is a one-line ConfigError saying it is truncated or corrupt."""
     path = write_gguf(tmp_path / "tiny.gguf")
     path.write_bytes(path.read_bytes()[:-100])
@@ -153,7 +153,7 @@ def test_truncated_gguf_is_config_error(tmp_path):
     assert "\n" not in str(info.value)
 
 
-def test_garbage_gguf_is_config_error(tmp_path):
+def test_garbage_gguf_is_config_error(tmp_path: Path) -> None:
     """A file that is not GGUF at all is a one-line ConfigError."""
     path = tmp_path / "junk.gguf"
     path.write_bytes(b"not a gguf file at all")
@@ -162,21 +162,21 @@ def test_garbage_gguf_is_config_error(tmp_path):
     assert "\n" not in str(info.value)
 
 
-def test_missing_dimension_is_config_error(tmp_path):
+def test_missing_dimension_is_config_error(tmp_path: Path) -> None:
     """A GGUF without llama.block_count is a ConfigError naming that key."""
     path = write_gguf(tmp_path / "tiny.gguf", skip=("block_count",))
     with pytest.raises(ConfigError, match=r"lacks llama.block_count"):
         load_gguf(path)
 
 
-def test_unknown_architecture(tmp_path):
+def test_unknown_architecture(tmp_path: Path) -> None:
     """A GGUF architecture with no HF mapping (mamba) is UnsupportedArchitecture listing supported ones."""
     path = write_gguf(tmp_path / "m.gguf", "mamba")
     with pytest.raises(UnsupportedArchitecture, match=r"'mamba' has no mapping .*supported: .*llama"):
         load_gguf(path)
 
 
-def test_without_gguf_package_names_the_extra(tmp_path, monkeypatch):
+def test_without_gguf_package_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without the gguf package, a .gguf path is MissingExtra naming pip install 'memfit[gguf]'."""
     path = write_gguf(tmp_path / "tiny.gguf")
     monkeypatch.setitem(sys.modules, "gguf", None)
@@ -184,7 +184,7 @@ def test_without_gguf_package_names_the_extra(tmp_path, monkeypatch):
         load_local(path)
 
 
-def test_llama_3_1_8b_q4_k_m_gguf_matches_the_catalog(tmp_path):
+def test_llama_3_1_8b_q4_k_m_gguf_matches_the_catalog(tmp_path: Path) -> None:
     """Llama-3.1-8B's llama.cpp metadata maps to the catalog spec's layers, vocab and untied head."""
     # Tensor data is a sparse hole (no disk used): token_embd Q4_K 128,256·4,096/256 blocks · 144 B
     # = 295,501,824 B; output Q6_K · 210 B = 430,940,160 B. Source of the keys: llama.cpp convert_hf_to_gguf.
@@ -236,7 +236,7 @@ def test_llama_3_1_8b_q4_k_m_gguf_matches_the_catalog(tmp_path):
     assert (spec.checkpoint.file_type, spec.checkpoint.total_bytes) == ("Q4_K_M", 726_441_984)
 
 
-def test_split_gguf_reads_every_shard(tmp_path):
+def test_split_gguf_reads_every_shard(tmp_path: Path) -> None:
     """A GGUF split into two shards (one tensor each) gives both tensors, from either shard's path."""
     # a: F16 4·32·2 = 256 B; b: F32 4·32·4 = 512 B → 768 B
     gguf = pytest.importorskip("gguf")
@@ -317,7 +317,9 @@ ARCHITECTURES = [
 @pytest.mark.parametrize(
     ("arch", "extra", "family", "mlp_kind"), ARCHITECTURES, ids=[a[0] for a in ARCHITECTURES]
 )
-def test_every_gguf_architecture_reaches_its_family(tmp_path, arch, extra, family, mlp_kind):
+def test_every_gguf_architecture_reaches_its_family(
+    tmp_path: Path, arch: str, extra: dict[str, int], family: str, mlp_kind: str
+) -> None:
     """Each mapped GGUF architecture gives a config its family module accepts: 2 layers, right MLP kind."""
     spec = load_gguf(write_gguf(tmp_path / f"{arch}.gguf", arch, extra=extra))
     assert (spec.family, spec.num_layers, type(spec.layers[-1].mlp).__name__) == (family, 2, mlp_kind)

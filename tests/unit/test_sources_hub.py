@@ -8,7 +8,7 @@ import httpx
 import huggingface_hub
 import pytest
 from huggingface_hub import errors as hf_errors
-from huggingface_hub.utils import SafetensorsFileMetadata, SafetensorsRepoMetadata, TensorInfo
+from huggingface_hub.utils._safetensors import SafetensorsFileMetadata, SafetensorsRepoMetadata, TensorInfo
 
 from memfit.core.errors import ConfigError, EngineUnavailable, ModelNotFound, UnsupportedArchitecture
 from memfit.sources.hub import load_hub_model, looks_like_repo_id
@@ -19,7 +19,7 @@ SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
 TINY_BF16_BYTES = 173_696  # 86,848 parameters × 2 B (see test_sources_local.py for the count)
 
 
-def http_error(cls: type, status: int) -> Exception:
+def http_error(cls: type[hf_errors.HfHubHTTPError], status: int) -> Exception:
     """A huggingface_hub HTTP error as the library raises it, with a response of `status`."""
     response = httpx.Response(status, request=httpx.Request("GET", f"https://huggingface.co/{REPO}"))
     return cls(f"HTTP {status}", response=response)
@@ -29,10 +29,19 @@ class FakeHub:
     """Stands in for huggingface_hub's download, cache and metadata calls; records every call."""
 
     def __init__(self, cache: Path, *, cached: bool, remote: Exception | None = None) -> None:
-        self.cache, self.cached, self.remote, self.calls = cache, cached, remote, []
+        self.cache, self.cached, self.remote = cache, cached, remote
+        self.calls: list[tuple[object, ...]] = []
         self.metadata_error: Exception | None = None
 
-    def hf_hub_download(self, repo_id, filename, *, revision=None, local_files_only=False, token=None):
+    def hf_hub_download(
+        self,
+        repo_id: str,
+        filename: str,
+        *,
+        revision: str | None = None,
+        local_files_only: bool = False,
+        token: str | None = None,
+    ) -> str:
         self.calls.append(("download", filename, local_files_only, token))
         if local_files_only and not self.cached:
             raise hf_errors.LocalEntryNotFoundError("not in cache")
@@ -40,11 +49,13 @@ class FakeHub:
             raise self.remote
         return str(self.cache / filename)
 
-    def try_to_load_from_cache(self, repo_id, filename, revision=None):
+    def try_to_load_from_cache(self, repo_id: str, filename: str, revision: str | None = None) -> str | None:
         path = self.cache / filename
         return str(path) if path.is_file() else None
 
-    def get_safetensors_metadata(self, repo_id, *, revision=None, token=None):
+    def get_safetensors_metadata(
+        self, repo_id: str, *, revision: str | None = None, token: str | None = None
+    ) -> SafetensorsRepoMetadata:
         self.calls.append(("metadata", repo_id, revision, token))
         if self.metadata_error is not None:
             raise self.metadata_error
@@ -81,7 +92,7 @@ def install(monkeypatch: pytest.MonkeyPatch, hub: FakeHub) -> FakeHub:
     return hub
 
 
-def test_cached_config_needs_no_network(monkeypatch, snapshot):
+def test_cached_config_needs_no_network(monkeypatch: pytest.MonkeyPatch, snapshot: Path) -> None:
     """A cached config is read with local_files_only=True, no network; the snapshot hash is the revision."""
     hub = install(monkeypatch, FakeHub(snapshot, cached=True))
     spec = load_hub_model(REPO, offline=True)
@@ -91,7 +102,9 @@ def test_cached_config_needs_no_network(monkeypatch, snapshot):
     assert spec.checkpoint is None
 
 
-def test_uncached_config_downloads_with_token_and_reads_headers(monkeypatch, snapshot):
+def test_uncached_config_downloads_with_token_and_reads_headers(
+    monkeypatch: pytest.MonkeyPatch, snapshot: Path
+) -> None:
     """Not cached and online: one download with HF_TOKEN, then safetensors metadata: 173,696 B."""
     hub = install(monkeypatch, FakeHub(snapshot, cached=False))
     monkeypatch.setenv("HF_TOKEN", "hf_test")
@@ -106,7 +119,7 @@ def test_uncached_config_downloads_with_token_and_reads_headers(monkeypatch, sna
     assert spec.source.revision == "main"
 
 
-def test_cached_safetensors_headers_are_read_locally(monkeypatch, snapshot):
+def test_cached_safetensors_headers_are_read_locally(monkeypatch: pytest.MonkeyPatch, snapshot: Path) -> None:
     """A cached model.safetensors is described from its own header, without the metadata endpoint."""
     from tests.unit.test_sources_local import tiny_tensors, write_safetensors
 
@@ -118,7 +131,7 @@ def test_cached_safetensors_headers_are_read_locally(monkeypatch, snapshot):
     assert all(call[0] != "metadata" for call in hub.calls)
 
 
-def test_metadata_failure_leaves_checkpoint_empty(monkeypatch, snapshot):
+def test_metadata_failure_leaves_checkpoint_empty(monkeypatch: pytest.MonkeyPatch, snapshot: Path) -> None:
     """A repo without safetensors (or a failed header read) still gives the config's spec."""
     hub = install(monkeypatch, FakeHub(snapshot, cached=True))
     hub.metadata_error = hf_errors.NotASafetensorsRepoError("no safetensors")
@@ -126,7 +139,7 @@ def test_metadata_failure_leaves_checkpoint_empty(monkeypatch, snapshot):
 
 
 @pytest.mark.parametrize("how", ["argument", "environment"])
-def test_offline_miss_is_model_not_found(monkeypatch, tmp_path, how):
+def test_offline_miss_is_model_not_found(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, how: str) -> None:
     """An uncached id offline (offline=True or HF_HUB_OFFLINE=1) says to run once online or give a path."""
     hub = install(monkeypatch, FakeHub(tmp_path, cached=False))
     if how == "environment":
@@ -139,7 +152,7 @@ def test_offline_miss_is_model_not_found(monkeypatch, tmp_path, how):
     assert [call[2] for call in hub.calls] == [True]
 
 
-def test_gated_repo_says_how_to_log_in(monkeypatch, tmp_path):
+def test_gated_repo_says_how_to_log_in(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A gated repo is ModelNotFound telling the user to accept the licence and log in or set HF_TOKEN."""
     install(monkeypatch, FakeHub(tmp_path, cached=False, remote=http_error(hf_errors.GatedRepoError, 403)))
     match = r"gated: accept its licence at https://huggingface.co/memfit-test/Tiny-Llama.*login.*HF_TOKEN"
@@ -147,7 +160,7 @@ def test_gated_repo_says_how_to_log_in(monkeypatch, tmp_path):
         load_hub_model(REPO)
 
 
-def test_missing_repo_is_model_not_found(monkeypatch, tmp_path):
+def test_missing_repo_is_model_not_found(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A 404 repo is ModelNotFound naming the id."""
     install(
         monkeypatch,
@@ -157,7 +170,7 @@ def test_missing_repo_is_model_not_found(monkeypatch, tmp_path):
         load_hub_model(REPO)
 
 
-def test_missing_revision_is_model_not_found(monkeypatch, tmp_path):
+def test_missing_revision_is_model_not_found(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """An unknown --revision is ModelNotFound naming it."""
     install(
         monkeypatch, FakeHub(tmp_path, cached=False, remote=http_error(hf_errors.RevisionNotFoundError, 404))
@@ -166,7 +179,7 @@ def test_missing_revision_is_model_not_found(monkeypatch, tmp_path):
         load_hub_model(REPO, revision="v9")
 
 
-def test_unreachable_hub_is_engine_unavailable(monkeypatch, tmp_path):
+def test_unreachable_hub_is_engine_unavailable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No network and no cache (huggingface_hub's LocalEntryNotFoundError online) is EngineUnavailable."""
     install(monkeypatch, FakeHub(tmp_path, cached=False, remote=hf_errors.LocalEntryNotFoundError("offline")))
     with pytest.raises(EngineUnavailable, match=r"could not reach the Hugging Face Hub .*local path") as info:
@@ -174,7 +187,7 @@ def test_unreachable_hub_is_engine_unavailable(monkeypatch, tmp_path):
     assert "\n" not in str(info.value)
 
 
-def test_malformed_hub_config_is_config_error(monkeypatch, snapshot):
+def test_malformed_hub_config_is_config_error(monkeypatch: pytest.MonkeyPatch, snapshot: Path) -> None:
     """A cached config.json that is not JSON is a ConfigError naming the repo and line."""
     (snapshot / "config.json").write_text("{\n  oops\n}")
     install(monkeypatch, FakeHub(snapshot, cached=True))
@@ -182,7 +195,7 @@ def test_malformed_hub_config_is_config_error(monkeypatch, snapshot):
         load_hub_model(REPO)
 
 
-def test_remote_code_config_asks_for_the_flag(monkeypatch, snapshot):
+def test_remote_code_config_asks_for_the_flag(monkeypatch: pytest.MonkeyPatch, snapshot: Path) -> None:
     """A config with auto_map and an unmapped model_type asks for --trust-remote-code; no code runs."""
     shutil.copy(FIXTURES / "configs" / "remote_code.json", snapshot / "config.json")
     install(monkeypatch, FakeHub(snapshot, cached=True))
@@ -202,12 +215,12 @@ def test_remote_code_config_asks_for_the_flag(monkeypatch, snapshot):
         ("/abs/path", False),
     ],
 )
-def test_looks_like_repo_id(ref, expected):
+def test_looks_like_repo_id(ref: str, expected: bool) -> None:
     """Only org/name counts as a Hub id; paths and bare names do not."""
     assert looks_like_repo_id(ref) is expected
 
 
-def test_real_huggingface_hub_cache_layout(monkeypatch, tmp_path):
+def test_real_huggingface_hub_cache_layout(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Unmocked huggingface_hub finds a config and model.safetensors in a real cache layout, offline."""
     from huggingface_hub import constants
     from tests.unit.test_sources_local import tiny_tensors, write_safetensors

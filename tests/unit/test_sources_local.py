@@ -7,10 +7,12 @@ import struct
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from memfit.core.errors import ConfigError, MissingExtra, ModelNotFound, UnsupportedArchitecture
+from memfit.core.spec import ModelSource, ModelSpec
 from memfit.sources.local import load_local
 
 FIXTURES = Path(__file__).parent.parent / "data" / "fixtures"
@@ -52,7 +54,7 @@ def tiny_folder(tmp_path: Path) -> Path:
     return folder
 
 
-def test_config_json_gives_spec_named_after_folder():
+def test_config_json_gives_spec_named_after_folder() -> None:
     """A config.json path maps to a 2-layer, 64-wide llama named after its folder, with no checkpoint."""
     spec = load_local(TINY / "config.json")
     assert (spec.name, spec.family, spec.num_layers, spec.hidden_size) == ("tiny-llama", "llama", 2, 64)
@@ -60,7 +62,7 @@ def test_config_json_gives_spec_named_after_folder():
     assert json.loads(spec.source.config_json)["vocab_size"] == 100
 
 
-def test_folder_reads_safetensors_headers(tiny_folder):
+def test_folder_reads_safetensors_headers(tiny_folder: Path) -> None:
     """A folder with model.safetensors carries every tensor: 173,696 B in bf16."""
     spec = load_local(tiny_folder)
     assert spec.source.kind == "folder"
@@ -68,7 +70,7 @@ def test_folder_reads_safetensors_headers(tiny_folder):
     assert (len(spec.checkpoint.tensors), spec.checkpoint.total_bytes) == (21, TINY_BF16_BYTES)
 
 
-def test_sharded_folder_reads_every_shard(tiny_folder):
+def test_sharded_folder_reads_every_shard(tiny_folder: Path) -> None:
     """A folder with an index and two shards gives the same 173,696 B as one file."""
     tensors = tiny_tensors()
     (tiny_folder / "model.safetensors").unlink()
@@ -83,7 +85,7 @@ def test_sharded_folder_reads_every_shard(tiny_folder):
     assert spec.checkpoint.total_bytes == TINY_BF16_BYTES
 
 
-def test_safetensors_file_beside_config(tiny_folder):
+def test_safetensors_file_beside_config(tiny_folder: Path) -> None:
     """A .safetensors path reads the config beside it and only that file's tensors."""
     spec = load_local(tiny_folder / "model.safetensors")
     assert (spec.source.kind, spec.name) == ("safetensors", "Tiny-Llama")
@@ -91,7 +93,7 @@ def test_safetensors_file_beside_config(tiny_folder):
     assert spec.checkpoint.total_bytes == TINY_BF16_BYTES
 
 
-def test_quant_method_recorded_from_config(tiny_folder):
+def test_quant_method_recorded_from_config(tiny_folder: Path) -> None:
     """quantization_config.quant_method = 'awq' is recorded on the checkpoint."""
     config = json.loads((tiny_folder / "config.json").read_text())
     config["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": 128}
@@ -101,28 +103,28 @@ def test_quant_method_recorded_from_config(tiny_folder):
     assert spec.checkpoint.quant_method == "awq"
 
 
-def test_missing_path_is_model_not_found(tmp_path):
+def test_missing_path_is_model_not_found(tmp_path: Path) -> None:
     """A path that does not exist is ModelNotFound, one line naming it."""
     with pytest.raises(ModelNotFound, match=r"no such file or folder: .*nope") as info:
         load_local(tmp_path / "nope")
     assert "\n" not in str(info.value)
 
 
-def test_malformed_json_names_the_line():
+def test_malformed_json_names_the_line() -> None:
     """A comma missing after line 3 is a ConfigError at line 4 column 3, where the next key starts."""
     with pytest.raises(ConfigError, match=r"malformed.json line 4 column 3: Expecting ',' delimiter") as info:
         load_local(CONFIGS / "malformed.json")
     assert "\n" not in str(info.value)
 
 
-def test_config_with_required_field_null():
+def test_config_with_required_field_null() -> None:
     """A llama config with num_attention_heads: null (no class default applies) is a ConfigError naming it."""
     with pytest.raises(ConfigError, match=r"config field 'num_attention_heads' is missing") as info:
         load_local(CONFIGS / "null_heads.json")
     assert "\n" not in str(info.value)
 
 
-def test_config_with_ill_typed_field(tmp_path):
+def test_config_with_ill_typed_field(tmp_path: Path) -> None:
     """num_hidden_layers: "two" is a ConfigError saying it must be an integer."""
     config = json.loads((TINY / "config.json").read_text())
     config["num_hidden_layers"] = "two"
@@ -132,7 +134,7 @@ def test_config_with_ill_typed_field(tmp_path):
         load_local(path)
 
 
-def test_config_without_model_type(tmp_path):
+def test_config_without_model_type(tmp_path: Path) -> None:
     """A JSON object without model_type is a ConfigError saying so."""
     path = tmp_path / "config.json"
     path.write_text('{"hidden_size": 64}')
@@ -140,7 +142,7 @@ def test_config_without_model_type(tmp_path):
         load_local(path)
 
 
-def test_unknown_model_type_without_transformers(monkeypatch):
+def test_unknown_model_type_without_transformers(monkeypatch: pytest.MonkeyPatch) -> None:
     """An unmapped model_type with the meta-device builder unimportable is UnsupportedArchitecture."""
     monkeypatch.setitem(sys.modules, "memfit.trace.meta", None)  # makes `import memfit.trace.meta` fail
     match = r"'frobnicator' is not supported; supported: .*llama"
@@ -149,30 +151,32 @@ def test_unknown_model_type_without_transformers(monkeypatch):
     assert "\n" not in str(info.value)
 
 
-def test_remote_code_needs_the_flag():
+def test_remote_code_needs_the_flag() -> None:
     """A config with auto_map and an unmapped model_type asks for --trust-remote-code."""
     with pytest.raises(UnsupportedArchitecture, match=r"pass --trust-remote-code"):
         load_local(CONFIGS / "remote_code.json")
 
 
-def test_folder_without_config_is_config_error(tmp_path):
+def test_folder_without_config_is_config_error(tmp_path: Path) -> None:
     """A folder with neither config.json nor a single .gguf is a ConfigError."""
     with pytest.raises(ConfigError, match=r"no config.json in this folder"):
         load_local(tmp_path)
 
 
-def test_safetensors_without_config_is_config_error(tmp_path):
+def test_safetensors_without_config_is_config_error(tmp_path: Path) -> None:
     """A lone .safetensors file without a config beside it is a ConfigError."""
     path = write_safetensors(tmp_path / "model.safetensors", {"w": ("BF16", [2, 2])})
     with pytest.raises(ConfigError, match=r"no config.json beside it"):
         load_local(path)
 
 
-def test_unknown_model_type_goes_to_meta_builder(monkeypatch):
+def test_unknown_model_type_goes_to_meta_builder(monkeypatch: pytest.MonkeyPatch) -> None:
     """With transformers, an unmapped model_type is built by memfit.trace.meta.spec_on_meta, flags passed."""
     calls = []
 
-    def spec_on_meta(config, *, name, source, trust_remote_code):
+    def spec_on_meta(
+        config: dict[str, Any], *, name: str, source: ModelSource, trust_remote_code: bool
+    ) -> tuple[ModelSpec, tuple[str, ...]]:
         calls.append((config["model_type"], name, source.kind, trust_remote_code))
         stand_in = load_local(TINY / "config.json")
         return dataclasses.replace(stand_in, family=config["model_type"]), ("built on the meta device",)
@@ -183,10 +187,12 @@ def test_unknown_model_type_goes_to_meta_builder(monkeypatch):
     assert (spec.family, spec.assumptions) == ("frobnicator", ("built on the meta device",))
 
 
-def test_meta_builder_without_transformers(monkeypatch):
+def test_meta_builder_without_transformers(monkeypatch: pytest.MonkeyPatch) -> None:
     """A meta builder that finds no transformers (MissingExtra) still gives UnsupportedArchitecture."""
 
-    def spec_on_meta(config, *, name, source, trust_remote_code):
+    def spec_on_meta(
+        config: dict[str, Any], *, name: str, source: ModelSource, trust_remote_code: bool
+    ) -> tuple[ModelSpec, tuple[str, ...]]:
         raise MissingExtra("needs torch: pip install 'memfit[trace]'")
 
     monkeypatch.setitem(sys.modules, "memfit.trace.meta", types.SimpleNamespace(spec_on_meta=spec_on_meta))

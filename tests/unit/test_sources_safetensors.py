@@ -1,5 +1,6 @@
 """safetensors headers → TensorInfo: exact bytes from data_offsets, weights never read, bad files one line."""
 
+import io
 import json
 import struct
 from pathlib import Path
@@ -33,7 +34,7 @@ def write_safetensors(path: Path, tensors: dict[str, tuple[str, list[int]]]) -> 
     return path
 
 
-def test_header_gives_exact_bytes_per_tensor(tmp_path):
+def test_header_gives_exact_bytes_per_tensor(tmp_path: Path) -> None:
     """A bf16 [100, 64] tensor is 12,800 B and an fp32 [64] tensor 256 B, in storage order."""
     # 100·64·2 = 12,800 B; 64·4 = 256 B
     path = write_safetensors(
@@ -50,36 +51,29 @@ def test_header_gives_exact_bytes_per_tensor(tmp_path):
     ]
 
 
-def test_reads_only_the_header(tmp_path, monkeypatch):
+class RecordingFile(io.BytesIO):
+    """An in-memory file that records the size of every read."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.sizes: list[int] = []
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        self.sizes.append(-1 if size is None else size)
+        return super().read(size)
+
+
+def test_reads_only_the_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Reading the header never reads past 8 + N bytes, whatever the data size."""
     path = write_safetensors(tmp_path / "m.safetensors", {"w": ("F32", [256, 256])})  # 262,144 data bytes
     (header_bytes,) = struct.unpack("<Q", path.read_bytes()[:8])
-    requested: list[int] = []
-    real_open = Path.open
-
-    def recording_open(self, *args, **kwargs):
-        file = real_open(self, *args, **kwargs)
-        real_read = file.read
-
-        class Recorder:
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                file.close()
-
-            def read(self, size=-1):
-                requested.append(size)
-                return real_read(size)
-
-        return Recorder()
-
-    monkeypatch.setattr(Path, "open", recording_open)
+    file = RecordingFile(path.read_bytes())
+    monkeypatch.setattr(Path, "open", lambda self, *args, **kwargs: file)
     read_safetensors_header(path)
-    assert requested == [8, header_bytes]
+    assert file.sizes == [8, header_bytes]
 
 
-def test_real_writer_file_matches(tmp_path):
+def test_real_writer_file_matches(tmp_path: Path) -> None:
     """A file written by the safetensors library parses to its shapes and exact bytes."""
     numpy = pytest.importorskip("numpy")
     st_numpy = pytest.importorskip("safetensors.numpy")
@@ -93,7 +87,7 @@ def test_real_writer_file_matches(tmp_path):
     }
 
 
-def test_sharded_index_sums_every_shard(tmp_path):
+def test_sharded_index_sums_every_shard(tmp_path: Path) -> None:
     """An index over two shards yields the tensors of both, 12,800 + 16,384 B."""
     # shard 1: embed 100·64·2 = 12,800 B; shard 2: down [64, 128] bf16 = 64·128·2 = 16,384 B
     write_safetensors(tmp_path / "model-00001-of-00002.safetensors", {"embed": ("BF16", [100, 64])})
@@ -115,7 +109,7 @@ def test_sharded_index_sums_every_shard(tmp_path):
     assert checkpoint.total_bytes == 29_184
 
 
-def test_quantized_checkpoint_counted_as_stored(tmp_path):
+def test_quantized_checkpoint_counted_as_stored(tmp_path: Path) -> None:
     """GPTQ tensors keep their packed storage: I32 qweight [8, 64] is 2,048 B; quant_method is recorded."""
     # qweight 8·64·4 = 2,048; scales 1·64·2 = 128; qzeros 1·8·4 = 32; g_idx 64·4 = 256 → 2,464 B
     path = write_safetensors(
@@ -131,7 +125,7 @@ def test_quantized_checkpoint_counted_as_stored(tmp_path):
     assert (checkpoint.quant_method, checkpoint.total_bytes) == ("gptq", 2_464)
 
 
-def test_truncated_header_is_config_error(tmp_path):
+def test_truncated_header_is_config_error(tmp_path: Path) -> None:
     """A file cut inside its header is a one-line ConfigError saying it is truncated."""
     path = write_safetensors(tmp_path / "m.safetensors", {"w": ("F32", [4])})
     path.write_bytes(path.read_bytes()[:20])
@@ -140,7 +134,7 @@ def test_truncated_header_is_config_error(tmp_path):
     assert "\n" not in str(info.value)
 
 
-def test_truncated_data_is_config_error(tmp_path):
+def test_truncated_data_is_config_error(tmp_path: Path) -> None:
     """A file cut inside its data (a partial download) names the tensor that runs past the end."""
     path = write_safetensors(tmp_path / "m.safetensors", {"w": ("F32", [1024])})
     path.write_bytes(path.read_bytes()[:-1])
@@ -158,7 +152,7 @@ def test_truncated_data_is_config_error(tmp_path):
     ],
     ids=["short", "huge-length", "not-json", "not-object"],
 )
-def test_garbage_is_config_error(tmp_path, payload, message):
+def test_garbage_is_config_error(tmp_path: Path, payload: bytes, message: str) -> None:
     """Garbage instead of a safetensors header is a one-line ConfigError."""
     path = tmp_path / "bad.safetensors"
     path.write_bytes(payload)
@@ -167,14 +161,14 @@ def test_garbage_is_config_error(tmp_path, payload, message):
     assert "\n" not in str(info.value)
 
 
-def test_offsets_must_match_shape():
+def test_offsets_must_match_shape() -> None:
     """An F32 [4] tensor spanning 8 bytes (not 16) is rejected."""
     header = {"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}
     with pytest.raises(ConfigError, match=r"needs 16 B but its data_offsets span 8 B"):
         tensors_from_header(header, origin="x")
 
 
-def test_index_with_missing_shard_is_config_error(tmp_path):
+def test_index_with_missing_shard_is_config_error(tmp_path: Path) -> None:
     """An index naming a shard that is not on disk is a ConfigError naming the shard file."""
     index = tmp_path / "model.safetensors.index.json"
     index.write_text(json.dumps({"weight_map": {"w": "model-00001-of-00001.safetensors"}}))
