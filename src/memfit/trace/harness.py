@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import torch
@@ -94,14 +94,19 @@ def attn_implementation(workload: Inference | Training) -> str:
 
 
 def build_model(config_json: str, workload: Inference | Training, checkpoint_dtype: DType,
-                device: str | torch.device) -> Any:
-    """`AutoModelForCausalLM.from_config` under `device` (meta for trace), with LoRA and checkpointing."""
+                device: str | torch.device, *, prepare: Callable[[Any], Any] | None = None) -> Any:
+    """`AutoModelForCausalLM.from_config` under `device` (meta for trace), with LoRA and checkpointing.
+
+    `prepare` runs between the build and the method (trace: bitsandbytes stand-ins, kbit preparation).
+    """
     from transformers import AutoModelForCausalLM
 
     cfg = hf_config(config_json)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(cfg, dtype=model_dtype(workload, checkpoint_dtype),
                                                  attn_implementation=attn_implementation(workload))
+    if prepare is not None:
+        model = prepare(model)
     return apply_method(model, workload)
 
 
@@ -125,6 +130,10 @@ def add_lora(model: Any, workload: Training) -> Any:
     targets: Any = "all-linear" if "all-linear" in lora.targets else list(lora.targets)
     config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=float(lora.dropout),
                         target_modules=targets, task_type="CAUSAL_LM")
+    from memfit.trace import standins
+
+    if any(isinstance(m, (standins.Linear4bitStandIn, standins.Linear8bitStandIn)) for m in model.modules()):
+        config._register_custom_module(standins.lora_custom_modules())
     return get_peft_model(model, config)
 
 

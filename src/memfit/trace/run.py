@@ -70,17 +70,13 @@ def trace(spec: ModelSpec, workload: Inference | Training, boot: Boot,
         assumptions.append(fallback_assumption(boot))
     device = boot.device
     with _step(progress, "building the model on the meta device"):
-        model = harness.build_model(spec.source.config_json, workload, spec.checkpoint_dtype, "meta")
-        if workload.quant.is_quantized:
-            from memfit.trace.standins import quantize_standins
-
-            quantize_standins(model, workload, assumptions)
+        model = harness.build_model(spec.source.config_json, workload, spec.checkpoint_dtype, "meta",
+                                    prepare=lambda m: _quantize(m, workload, assumptions))
     tracker = Tracker(device_type=device)
     fake = FakeTensorMode(allow_non_fake_inputs=False)
     with fake, tracker:
         with _step(progress, "loading fake weights"), tracker.phase("load"):
             harness.materialize(model, device)
-            _prepare_after_load(model, workload)
             harness.mark_weights(model, tracker)
         with _step(progress, f"running {_task(workload)}"):
             if isinstance(workload, Training):
@@ -101,11 +97,17 @@ def trace(spec: ModelSpec, workload: Inference | Training, boot: Boot,
     return tracker, assumptions
 
 
-def _prepare_after_load(model: Any, workload: Inference | Training) -> None:
-    if isinstance(workload, Training) and workload.method is Method.QLORA:
-        from memfit.trace.standins import prepare_kbit
+def _quantize(model: Any, workload: Inference | Training, assumptions: list[str]) -> Any:
+    """bitsandbytes stand-ins on the meta model; QLoRA's kbit preparation (fp32 upcast) when asked."""
+    if not workload.quant.is_quantized:
+        return model
+    from memfit.trace.standins import prepare_kbit, quantize_standins
 
-        prepare_kbit(model, workload)
+    quantize_standins(model, workload, assumptions)
+    if isinstance(workload, Training) and workload.method is Method.QLORA and workload.lora \
+            and workload.lora.prepare_kbit:
+        model = prepare_kbit(model)
+    return model
 
 
 def _task(workload: Inference | Training) -> str:

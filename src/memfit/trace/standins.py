@@ -1,0 +1,262 @@
+"""Stand-ins for bitsandbytes on fake tensors: quantized Linear layers and 8-bit / paged optimizers.
+
+bitsandbytes needs a real GPU, so the trace swaps each quantized layer for a module holding tensors of the
+real storage sizes and dtypes, whose forward and backward allocate what bitsandbytes' kernels allocate.
+Source: bitsandbytes 0.50.2 (nn/modules.py Linear4bit.forward, autograd/_functions.py matmul_4bit and
+MatMul4Bit, backends/cuda/ops.py gemm_4bit and _dequant_linear_fallback, functional.py quantize_4bit,
+dequantize_4bit) and peft 0.21 tuners/lora/bnb.py Linear4bit.forward.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from memfit.core.choices import Optimizer
+from memfit.core.errors import EngineUnavailable
+from memfit.core.workload import Inference, Training
+
+NF4_BLOCK = 64
+"""Weights per absmax in bnb 4-bit (elements). Source: BitsAndBytesConfig bnb_4bit_blocksize default 64."""
+NESTED_BLOCK = 256
+"""absmax values per second-level scale with double quant. Source: quantize_4bit → quantize_blockwise(256)."""
+NF4_CODE_ENTRIES = 16
+"""fp32 entries of the 4-bit code table each layer holds (get_4bit_type)."""
+DYNAMIC_CODE_ENTRIES = 256
+"""fp32 entries of the 8-bit dynamic map of the second-level state (create_dynamic_map)."""
+SKIP_MODULES = ("lm_head",)
+"""Linear layers transformers' bnb integration leaves unquantized. Source: get_keys_to_not_convert (the
+output embedding)."""
+CUSTOM_KERNEL_MAX_M = 4
+"""At most this many rows (tokens) bnb's fused 4-bit GEMM always takes on sm90; larger large-weight matmuls
+dequantize the weight and call F.linear. Source: backends/cuda/ops.py _GEMM_4BIT_CUSTOM_FLOOR_M and the sm90
+branch of _gemm_4bit_use_custom_cuda (M ≤ 64/48/32 by wave count for weights ≥ 4 Mi elements)."""
+SM90_NUM_SMS = 132
+"""Streaming multiprocessors of an H100 SXM, which bnb's heuristic reads."""
+INT8_BLOCK = 256
+"""Elements per absmax in bnb's 8-bit blockwise optimizer states. Source: optim/optimizer.py (blocksize 256)."""
+INT8_MIN_NUMEL = 4096
+"""Parameters smaller than this keep 32-bit states in bnb 8-bit optimizers. Source: min_8bit_size=4096."""
+
+
+# --- 4-bit linear ---------------------------------------------------------------------------------------
+
+def _use_custom_kernel(m: int, n: int, k: int) -> bool:
+    """bnb's sm90 choice between its fused kernel (no dequantised copy) and dequantise + F.linear."""
+    if m <= CUSTOM_KERNEL_MAX_M:
+        return True
+    if m > 64 or n * k < 4 * 1024 * 1024:
+        return m < 8 if n * k >= 4 * 1024 * 1024 else m <= 16
+    n_blocks = (n + 63) // 64
+    if n_blocks >= SM90_NUM_SMS * 3:
+        return m <= 64
+    if n_blocks >= SM90_NUM_SMS * 2:
+        return m <= 48
+    if n_blocks >= SM90_NUM_SMS:
+        return m <= 32
+    return False
+
+
+class Linear4bitStandIn(nn.Linear):
+    """A bnb Linear4bit: packed uint8 weight ((n+1)//2, 1), absmax (fp32, or uint8 + second level), code."""
+
+    def __init__(self, linear: nn.Linear, *, nested: bool, compute_dtype: torch.dtype) -> None:
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        numel = self.in_features * self.out_features
+        device = linear.weight.device
+        self.weight = nn.Parameter(torch.empty(((numel + 1) // 2, 1), dtype=torch.uint8, device=device),
+                                   requires_grad=False)
+        self.bias = linear.bias
+        self.nested, self.compute_dtype = nested, compute_dtype
+        blocks = -(-numel // NF4_BLOCK)
+        self.register_buffer("code", torch.empty(NF4_CODE_ENTRIES, device=device), persistent=False)
+        if nested:
+            self.register_buffer("absmax", torch.empty(blocks, dtype=torch.uint8, device=device),
+                                 persistent=False)
+            self.register_buffer("absmax2", torch.empty(-(-blocks // NESTED_BLOCK), device=device),
+                                 persistent=False)
+            self.register_buffer("code2", torch.empty(DYNAMIC_CODE_ENTRIES, device=device), persistent=False)
+            self.register_buffer("offset", torch.empty((), device=device), persistent=False)
+        else:
+            self.register_buffer("absmax", torch.empty(blocks, device=device), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inp_dtype = x.dtype
+        x = x.to(self.compute_dtype)
+        bias = None if self.bias is None else self.bias.to(self.compute_dtype)
+        if torch.is_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)):
+            out = _MatMul4bit.apply(x, self.weight, bias, self)
+        else:
+            out = _gemm_4bit(x, bias, self)
+        return out.to(inp_dtype)
+
+
+def _absmax_fp32(mod: Linear4bitStandIn) -> torch.Tensor | None:
+    """Double quant: the dequantised absmax (fp32) and its + offset copy (dequantize_blockwise + offset)."""
+    if not mod.nested:
+        return None
+    absmax_dq = torch.empty_like(mod.absmax, dtype=torch.float32)
+    return absmax_dq + mod.offset
+
+
+def _gemm_4bit(x: torch.Tensor, bias: torch.Tensor | None, mod: Linear4bitStandIn) -> torch.Tensor:
+    """bitsandbytes::gemm_4bit on CUDA: fused kernel (output only) or dequantise + F.linear."""
+    k, n = mod.in_features, mod.out_features
+    if _use_custom_kernel(x.numel() // k, n, k):
+        return torch.empty((*x.shape[:-1], n), dtype=x.dtype, device=x.device)
+    absmax = _absmax_fp32(mod)
+    weight = torch.empty((n, k), dtype=x.dtype, device=x.device)
+    out = torch.nn.functional.linear(x, weight, bias)
+    del absmax
+    return out
+
+
+class _MatMul4bit(torch.autograd.Function):
+    """MatMul4Bit: saves nothing but the packed weight; backward dequantises it for grad_input."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                mod: Linear4bitStandIn) -> torch.Tensor:
+        ctx.mod, ctx.has_bias = mod, bias is not None
+        return _gemm_4bit(x, bias, mod)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:
+        mod = ctx.mod
+        grad_bias = grad_output.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            absmax = torch.empty_like(mod.absmax, dtype=torch.float32) if mod.nested else None
+            weight = torch.empty((mod.out_features, mod.in_features), dtype=mod.compute_dtype,
+                                 device=grad_output.device)
+            del absmax
+            grad_x = torch.matmul(grad_output, weight.to(grad_output.dtype))
+        return grad_x, None, grad_bias, None
+
+
+# --- 8-bit linear (LLM.int8) ---------------------------------------------------------------------------
+
+class Linear8bitStandIn(nn.Linear):
+    """A bnb Linear8bitLt after loading: int8 weight (out, in) and fp32 row scales (out,)."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        device = linear.weight.device
+        self.weight = nn.Parameter(torch.empty((self.out_features, self.in_features), dtype=torch.int8,
+                                               device=device), requires_grad=False)
+        self.bias = linear.bias
+        self.register_buffer("scb", torch.empty(self.out_features, device=device), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # MatMul8bitLt: A → fp16, row-wise int8 quantisation (int8 copy + fp32 row scales), int8 GEMM into
+        # int32, dequantised to fp16, then back to the input dtype.
+        a16 = x.to(torch.float16)
+        qa = torch.empty_like(a16, dtype=torch.int8)
+        row_scales = torch.empty(a16.shape[:-1], dtype=torch.float32, device=x.device)
+        del a16
+        acc = torch.empty((*x.shape[:-1], self.out_features), dtype=torch.int32, device=x.device)
+        del qa, row_scales
+        out = torch.empty_like(acc, dtype=torch.float16)
+        del acc
+        if self.bias is not None:
+            out = out + self.bias.to(torch.float16)
+        return out.to(x.dtype)
+
+
+def quantize_standins(model: Any, workload: Inference | Training, assumptions: list[str]) -> None:
+    """Swap every quantized Linear of `model` (on meta) for its stand-in, as from_pretrained would load it."""
+    name = workload.quant.name
+    compute = torch.bfloat16
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if type(child) is not nn.Linear or child_name in SKIP_MODULES:
+                continue
+            if name.startswith(("nf4", "fp4")):
+                new: nn.Module = Linear4bitStandIn(child, nested=name.endswith("-dq"), compute_dtype=compute)
+            elif name.startswith("int8"):
+                new = Linear8bitStandIn(child)
+            else:
+                raise EngineUnavailable(f"quant={name} has no bitsandbytes stand-in; use engine=analytic")
+            setattr(parent, child_name, new)
+    assumptions.append(f"bitsandbytes {name} layers stood in by tensors of their real storage and kernel "
+                       "transients (sm90 kernel choice)")
+    if name.startswith("int8"):
+        assumptions.append("LLM.int8 outlier columns (data-dependent, threshold 6.0) are not modelled")
+
+
+def prepare_kbit(model: Any) -> Any:
+    """peft's prepare_model_for_kbit_training without checkpointing: freeze, cast 16-bit params to fp32."""
+    from peft import prepare_model_for_kbit_training
+
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
+def lora_custom_modules() -> dict[type, type]:
+    """peft custom-module mapping: LoRA on a 4-bit stand-in behaves like peft's bnb Linear4bit."""
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    class LoraLinear4bit(LoraLinear):
+        """peft's lora.bnb.Linear4bit forward: clone the base output, cast the adapter output back, add."""
+
+        def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+            result = self.base_layer(x, *args, **kwargs).clone()
+            for active in self.active_adapters:
+                if active not in self.lora_A:
+                    continue
+                lora_a, lora_b = self.lora_A[active], self.lora_B[active]
+                convert = not torch.is_autocast_enabled()
+                expected = result.dtype
+                if convert:
+                    x = self._cast_input_dtype(x, lora_a.weight.dtype)
+                output = lora_b(lora_a(self.lora_dropout[active](x))) * self.scaling[active]
+                if convert:
+                    output = output.to(expected)
+                result = result + output
+            return result
+
+    return {Linear4bitStandIn: LoraLinear4bit, Linear8bitStandIn: LoraLinear4bit}
+
+
+# --- optimizers ------------------------------------------------------------------------------------------
+
+class BnbAdamWStandIn(torch.optim.Optimizer):
+    """bnb AdamW8bit / PagedAdamW8bit / PagedAdamW32bit: states of their real sizes, in-place updates.
+
+    8-bit: two uint8 moments per element plus fp32 absmax per 256 elements (params ≥ 4096 elements; smaller
+    ones keep fp32 moments). Paged states live in CUDA managed memory, outside the torch allocator: they are
+    created on the meta device (not counted) and reported as non_torch, evictable.
+    """
+
+    def __init__(self, params: list[nn.Parameter], *, optimizer: Optimizer, lr: float) -> None:
+        super().__init__(params, {"lr": lr})
+        self.kind = optimizer
+        self.paged_bytes = 0
+
+    def _state_for(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
+        eight_bit = self.kind is not Optimizer.PAGED_ADAMW_32BIT and p.numel() >= INT8_MIN_NUMEL
+        paged = self.kind in (Optimizer.PAGED_ADAMW_8BIT, Optimizer.PAGED_ADAMW_32BIT)
+        device = torch.device("meta") if paged else p.device
+        dtype = torch.uint8 if eight_bit else torch.float32
+        state = {"state1": torch.empty(p.shape, dtype=dtype, device=device),
+                 "state2": torch.empty(p.shape, dtype=dtype, device=device)}
+        if eight_bit:
+            blocks = -(-p.numel() // INT8_BLOCK)
+            state["absmax1"] = torch.empty(blocks, device=device)
+            state["absmax2"] = torch.empty(blocks, device=device)
+        if paged:
+            self.paged_bytes += sum(t.numel() * t.element_size() for t in state.values())
+        return state
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p not in self.state or not self.state[p]:
+                    self.state[p] = self._state_for(p)
+                p.add_(p.grad, alpha=-group["lr"])       # bnb's fused update is in place
