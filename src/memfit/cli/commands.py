@@ -55,7 +55,7 @@ GpuOpt = Annotated[
     str | None,
     typer.Option(
         "--gpu",
-        help="A catalog GPU (H100-SXM-80GB, RTX-4090, ...) or a size such as 24GiB.",
+        help="A catalog GPU (H100-SXM-80GB, RTX-4090, ...; `memfit catalog gpus`) or a size such as 24GiB.",
         show_default=False,
     ),
 ]
@@ -143,7 +143,8 @@ def estimate(
     engine: Annotated[
         str,
         typer.Option(
-            help="analytic (microseconds) or trace (real HF code on fake tensors; needs memfit\\[trace])."
+            help="analytic (formulas, milliseconds) or trace (real HF code on fake tensors; "
+            "needs memfit\\[trace])."
         ),
     ] = "analytic",
     gpu: GpuOpt = None,

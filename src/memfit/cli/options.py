@@ -150,7 +150,7 @@ def with_workload_flags(func: Callable[..., Any]) -> Callable[..., Any]:
     """Give a command every workload flag: the wrapped function receives them as one dict `flags`."""
     hints = typing.get_type_hints(func, include_extras=True)
     own = [
-        p.replace(annotation=hints[p.name])
+        p.replace(annotation=hints[p.name], kind=inspect.Parameter.KEYWORD_ONLY)
         for p in inspect.signature(func).parameters.values()
         if p.name != "flags"
     ]
@@ -162,9 +162,23 @@ def with_workload_flags(func: Callable[..., Any]) -> Callable[..., Any]:
 
     command.__name__ = func.__name__
     command.__doc__ = func.__doc__
-    command.__signature__ = inspect.Signature([*own, *shared])  # type: ignore[attr-defined]
-    command.__annotations__ = {p.name: p.annotation for p in [*own, *shared]}
+    # help panels appear in order of first use: the command's own plain options (--gpu, --engine) first,
+    # then the workload panels, then its own paneled options (--num-gpus joins Parallelism; Output last)
+    first = [p for p in own if _panel(p) is None]
+    last = [p for p in own if _panel(p) is not None]
+    ordered = [*first, *shared, *last]
+    command.__signature__ = inspect.Signature(ordered)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in ordered}
     return command
+
+
+def _panel(parameter: inspect.Parameter) -> str | None:
+    """The rich help panel a typer Annotated parameter names, if any."""
+    for meta in getattr(parameter.annotation, "__metadata__", ()):
+        panel = getattr(meta, "rich_help_panel", None)
+        if panel:
+            return str(panel)
+    return None
 
 
 def _given(flags: dict[str, Any], name: str) -> bool:
