@@ -8,7 +8,11 @@ import httpx
 import huggingface_hub
 import pytest
 from huggingface_hub import errors as hf_errors
-from huggingface_hub.utils._safetensors import SafetensorsFileMetadata, SafetensorsRepoMetadata, TensorInfo
+from huggingface_hub.utils import (  # type: ignore[attr-defined]  # public, re-exported at run time
+    SafetensorsFileMetadata,
+    SafetensorsRepoMetadata,
+    TensorInfo,
+)
 
 from memfit.core.errors import ConfigError, EngineUnavailable, ModelNotFound, UnsupportedArchitecture
 from memfit.sources.hub import load_hub_model, looks_like_repo_id
