@@ -47,7 +47,7 @@ def main() -> None:
             "config": f"configs/{name}.json",
             "model_type": model_type,
             "num_params": num_params,
-            "source": "ground truth n_params, /work/shared/groundtruth/h100-2026-11.jsonl (loaded on an H100)",
+            "source": "ground truth n_params (loaded on an H100), shared/groundtruth/h100-2026-11.jsonl",
         })
     OUT.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
 
