@@ -85,8 +85,11 @@ def _quiet_hub() -> Iterator[None]:
     """Hold back huggingface_hub's own warnings (e.g. "Retrying in 4s") while memfit calls it.
 
     Failures reach the user as one memfit error line; the library's retry chatter on stderr would
-    break the CLI's one-line contract. The logger's level is restored afterwards.
+    break the CLI's one-line contract. The logger's level is restored afterwards; MEMFIT_DEBUG=1 keeps it.
     """
+    if os.environ.get("MEMFIT_DEBUG"):
+        yield
+        return
     from huggingface_hub.utils import logging as hub_logging  # its import sets the library's level
 
     logger = hub_logging.get_logger()  # the library root logger, "huggingface_hub"
