@@ -270,19 +270,20 @@ def estimate_view(
     assumptions."""
     peak_phase = est.phase(est.peak.phase)
     title = f"{est.model.name} · {_workload_summary(est)} · {est.engine} engine"
-    sections: list[RenderableType | None] = [
-        phase_tree(est, peak_phase, unit, title=title),
-        phases_table(est.phases, unit),
-        fit_line(est, unit),
-        cuts_view(cuts, est, unit),
-        references_view(references, est, unit),
-        assumptions_view(est.assumptions),
+    # the fit line follows the phases table directly; every other section is set off by a blank line
+    sections: list[list[RenderableType | None]] = [
+        [phase_tree(est, peak_phase, unit, title=title)],
+        [phases_table(est.phases, unit), fit_line(est, unit)],
+        [cuts_view(cuts, est, unit)],
+        [references_view(references, est, unit)],
+        [assumptions_view(est.assumptions)],
     ]
     out: list[RenderableType] = []
     for section in sections:
-        if section is not None:
-            out.extend([section, Text("")] if section is not sections[1] or est.gpu is None else [section])
-    return out[:-1] if out else out
+        shown = [part for part in section if part is not None]
+        if shown:
+            out.extend([Text(""), *shown] if out else shown)
+    return out
 
 
 # --- plan ---------------------------------------------------------------------------------------------------
