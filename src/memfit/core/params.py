@@ -194,14 +194,15 @@ def _tree(name: str, counts: dict[tuple[str, ...], int]) -> ParamNode:
 
 def layers_params(spec: ModelSpec) -> ParamNode:
     """The `layers` node: every decoder layer's components, summed over layers."""
+    distinct: dict[int, LayerSpec] = {}
+    times: dict[int, int] = {}
+    for layer in spec.layers:  # equal layers share one object: each distinct object is counted once
+        distinct.setdefault(id(layer), layer)
+        times[id(layer)] = times.get(id(layer), 0) + 1
     totals: dict[tuple[str, ...], int] = {}
-    per_layer: dict[int, list[tuple[tuple[str, ...], int]]] = {}
-    for layer in spec.layers:
-        components = per_layer.get(id(layer))
-        if components is None:
-            components = per_layer[id(layer)] = _layer_components(spec, layer)
-        for path, n in components:
-            totals[path] = totals.get(path, 0) + n
+    for key, layer in distinct.items():
+        for path, n in _layer_components(spec, layer):
+            totals[path] = totals.get(path, 0) + n * times[key]
     return _tree("layers", totals)
 
 
