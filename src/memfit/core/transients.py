@@ -26,9 +26,8 @@ from memfit.core.spec import LayerSpec, ModelSpec, MoeSpec
 from memfit.core.workload import Inference
 
 SDPA_MASK_ALIGN = 16
-"""SDPA's memory-efficient kernel pads a mask's last dim to a multiple of 16, materialising it as
-(batch, heads, q, kv_padded). Source: torch aten/src/ATen/native/transformers/attention.cpp preprocess_mask
-/ pad_bias; groundtruth l1b-gen-b1-p512-n256-static (+24 MiB at 767 cached tokens)."""
+"""SDPA's memory-efficient kernel pads an unaligned mask's last dim to a multiple of 16 (a copy of the
+(batch, 1, q, kv) mask). Source: torch aten/src/ATen/native/transformers/attention.cpp pad_bias."""
 MOE_ROUTING_IMBALANCE = 2
 """Tokens the busiest expert receives, as a multiple of the mean tokens × top_k / experts (routing is
 data dependent; random weights route near uniformly). Source: estimate, marked in the Term note."""
@@ -89,6 +88,7 @@ def _layer_working_set(spec: ModelSpec, layer: LayerSpec, workload: Inference,
 def _attention_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, step: Step, *,
                     hidden: int, dt: int) -> Term:
     att = layer.attention
+    dt_name = compute_dtype(spec, workload)
     b, s, kv = workload.batch_size, step.query_tokens, step.kv_tokens
     tp = workload.parallel.tp
     heads, kv_heads = att.num_heads // tp, att.num_kv_heads // tp
@@ -111,22 +111,37 @@ def _attention_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, step
         case AttnImpl.EAGER:
             if grouped:
                 parts.append(Term(name="repeat_kv", nbytes=full_kv))
-            # (b, heads, s, kv) masked scores in the compute dtype beside their fp32 softmax; the additive
-            # (b, 1, s, kv) mask in the compute dtype
-            parts.append(Term(name="scores", nbytes=scores * (dt + 4)))
+            # (b, heads, s, kv) masked scores, their fp32 copy and fp32 softmax; the (b, 1, s, kv) mask
+            parts.append(Term(name="scores", nbytes=scores * _eager_bytes_per_score(dt_name)))
             parts.append(Term(name="mask", nbytes=b * s * kv * dt))
         case AttnImpl.SDPA if step.masked:
             if grouped:
                 parts.append(Term(name="repeat_kv", nbytes=full_kv))
             padded = -(-kv // SDPA_MASK_ALIGN) * SDPA_MASK_ALIGN
-            mask = b * s * kv                                   # bool (b, 1, s, kv)
-            # the additive bias expanded to every head; counted even when kv is already aligned (an
-            # upper bound that keeps the estimate monotone in tokens)
-            bias = b * heads * s * padded * dt
-            parts.append(Term(name="mask", nbytes=mask + bias))
+            # bool (b, 1, s, kv) mask, its additive copy in the compute dtype and the aligned copy the
+            # efficient kernel pads to (counted even when already aligned: a small upper bound that keeps
+            # the estimate monotone in tokens)
+            parts.append(Term(name="mask", nbytes=b * s * kv + 2 * b * s * padded * dt))
         case _:
             parts.append(Term(name="softmax_lse", nbytes=b * heads * s * 4))   # fp32 log-sum-exp
     return Term.group("attention", parts)
+
+
+def _eager_bytes_per_score(dtype: DType) -> int:
+    """Peak bytes per (b, heads, s, kv) score in eager attention's softmax(x, dtype=float32).
+
+    fp16 on CUDA takes the half-to-float kernel (2 B input + 4 B output); bf16 is first copied to fp32
+    (2 + 4 + 4 B); fp32 needs no copy (4 + 4 B). Source: torch aten/src/ATen/native/SoftMax.cpp softmax()
+    (half_to_float only for CUDA Half); transformers eager_attention_forward; trace of Llama-3.2-1B.
+    """
+    dt = dtype.nbytes(1)
+    match dtype:
+        case DType.FP16:
+            return dt + 4
+        case DType.FP32:
+            return 2 * dt
+        case _:
+            return dt + 4 + 4
 
 
 def _mlp_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, *, tokens: int, hidden: int,
