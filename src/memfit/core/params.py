@@ -116,7 +116,8 @@ def _moe_linears(h: int, moe: MoeSpec, names: Layout) -> Iterator[Linear]:
     if moe.shared_expert is not None:
         yield from _mlp_linears(h, moe.shared_expert, names, role="shared_experts")
     if moe.shared_expert_gate:
-        yield Linear(name="shared_expert_gate", role="router", fan_in=h, fan_out=1, bias=False)
+        # an nn.Linear(h, 1): bitsandbytes quantizes it and peft's all-linear targets it, unlike the router
+        yield Linear(name="shared_expert_gate", role="shared_experts", fan_in=h, fan_out=1, bias=False)
 
 
 def layer_linears(spec: ModelSpec, layer: LayerSpec) -> tuple[Linear, ...]:
@@ -170,7 +171,7 @@ def _layer_components(spec: ModelSpec, layer: LayerSpec) -> list[tuple[tuple[str
         match lin.role:
             case "attention" | "mlp":
                 out.append(((lin.role, lin.name), lin.num_params))
-            case "router" if lin.name == "shared_expert_gate":
+            case "shared_experts" if lin.name == "shared_expert_gate":
                 out.append((("moe", lin.name), lin.num_params))
             case "router":
                 out.append((("moe", "router"), lin.num_params))
