@@ -335,7 +335,14 @@ def _backward(spec: ModelSpec, wl: Training, p: _Parts, flow: act.Flow) -> Phase
     last = [*[t for t in _steady(p, wl) if t.name != "gradients"], _grads(so_far, "so far"),
             _activations(p, extra=layer_extra, drop_final=True)]
     end = [*[t for t in _steady(p, wl) if t.name != "gradients"], _grads(p.grads)]
+    # lm_head's backward: the logits gradient in the head's dtype while the head's weight gradient forms
+    logits_grad = 0 if wl.chunked_loss else scale_bytes(
+        loss.logits_bytes_per_element(flow) * tokens * spec.vocab_size, p.logits_share)
+    head = [*[t for t in _steady(p, wl) if t.name != "gradients"],
+            _grads(p.grads if wl.grad_accum > 1 else min(p.grads, p.head_grads), "lm_head"),
+            _activations(p), Term.group("logits", [Term(name="logits_grad", nbytes=logits_grad)])]
     candidates = ((start, "start of backward: logits grads + saved activations"),
+                  (head, "lm_head backward: logits grad + head weight grad + saved activations"),
                   (last, "last layer's backward: " + ("recomputed layer, " if p.recompute else "")
                    + "gradients so far"),
                   (end, "end of backward: all gradients"))
