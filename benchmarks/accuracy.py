@@ -101,8 +101,10 @@ def run_case(case: Case, engine: str) -> Row:
                    error=f"not estimated: {type(err).__name__}: {first}"[:200])
 
 
-def _pct(value: float | None) -> str:
-    return "" if value is None else f"{100 * value:+.2f}%"
+def _pct(value: float | None, *, signed: bool = True) -> str:
+    if value is None:
+        return ""
+    return f"{100 * value:+.2f}%" if signed else f"{100 * value:.2f}%"
 
 
 def _gib(nbytes: int | None) -> str:
@@ -110,11 +112,13 @@ def _gib(nbytes: int | None) -> str:
 
 
 def table_lines(rows: list[Row]) -> list[str]:
-    """A Markdown table: case, category, measured and estimated allocated/reserved (GiB), signed errors."""
+    """A Markdown table: case, category, measured and estimated allocated/reserved (GiB), signed errors;
+    under-estimates first (by allocated error), cases not estimated last."""
     lines = ["| case | category | meas. alloc GiB | est. alloc GiB | alloc err | meas. reserved GiB | "
              "est. reserved GiB | reserved err | note |",
              "|---|---|---:|---:|---:|---:|---:|---:|---|"]
-    for r in rows:
+    ordered = sorted(rows, key=lambda r: (r.allocated_error is None, r.allocated_error or 0.0))
+    for r in ordered:
         m = r.case.measured
         lines.append(f"| {r.case.case_id} | {r.case.category} | {_gib(m.allocated_bytes)} | "
                      f"{_gib(r.allocated_bytes)} | {_pct(r.allocated_error)} | {_gib(m.reserved_bytes)} | "
@@ -138,8 +142,10 @@ def summary_lines(rows: list[Row]) -> list[str]:
                      and abs(r.reserved_error or 0) <= RESERVED_TOLERANCE)
         lines.append(
             f"| {cat} | {len(group)} | {len(done)} | "
-            f"{_pct(statistics.median(alloc)) if alloc else ''} | {_pct(max(alloc)) if alloc else ''} | "
-            f"{_pct(statistics.median(res)) if res else ''} | {_pct(max(res)) if res else ''} | "
+            f"{_pct(statistics.median(alloc), signed=False) if alloc else ''} | "
+            f"{_pct(max(alloc), signed=False) if alloc else ''} | "
+            f"{_pct(statistics.median(res), signed=False) if res else ''} | "
+            f"{_pct(max(res), signed=False) if res else ''} | "
             f"{within}/{len(group)} |")
     return lines
 
