@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import json
+from pathlib import Path
 
 import pytest
 
@@ -222,3 +224,103 @@ def test_gemma3_multimodal_extras() -> None:
     assert names[-2:] == ["vision_tower", "multi_modal_projector"]
     # projector: 32 × 64 + 32 (mm_soft_emb_norm) = 2,080
     assert count_params(spec).flat()["multi_modal_projector"] == 2_080
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "data" / "configs"
+
+# Totals of tests/data/configs/tiny-*.json by hand. Shared: hidden 64, vocab 96 → embeddings (and an untied
+# lm_head) 96·64 = 6,144; an RMSNorm 64, a LayerNorm with bias 128. "attn" is q, k, v, o; "mlp" gate, up,
+# down (64·80 = 5,120 each unless stated). test_meta_params proves the same files on the meta device.
+TINY_TOTALS = [
+    # kv 1, head_dim 32, biases: q 64·128 + 128 = 8,320; k, v 64·32 + 32 = 2,080; o 128·64 + 64 = 8,256;
+    # gate, up 5,200; down 5,184; norms 128 → 36,448 × 3 = 109,344; + 6,144 + 64 + head 6,144 = 121,696
+    ("tiny-llama-biases", 121_696),
+    # kv 2, head_dim 32: q, o 8,192; k, v 4,096; mlp 15,360; norms 128 → 40,064 × 3 = 120,192; + 12,352
+    ("tiny-mistral", 132_544),
+    # kv 2, q/k/v biases: q 4,160; k, v 2,080; o 4,096; mlp 15,360; norms 128 → 27,904 × 3; tied: + 6,208
+    ("tiny-qwen2-sliding", 89_920),
+    # head_dim 24: q, o 6,144; k, v 3,072; q_norm, k_norm 24; mlp 15,360; norms 128 → 33,968 × 3 = 101,904;
+    # + 6,144 + 64 + 6,144
+    ("tiny-qwen3", 114_256),
+    # kv 1, head_dim 16: q, o 4,096; k, v 1,024; mlp 15,360; norms 128 → 25,728 × 3 = 77,184; tied: + 6,208
+    ("tiny-gemma", 83_392),
+    # kv 2: attn 12,288; mlp 15,360; four norms 256 → 27,904 × 3 = 83,712; tied: + 6,208
+    ("tiny-gemma2", 89_920),
+    # as Gemma 2 plus q_norm, k_norm 16 each → 27,936 × 7 layers = 195,552; tied: + 6,208
+    ("tiny-gemma3_text", 201_760),
+    # text 27,936 × 3 + 6,208 = 90,016; SigLIP tower 29,232 (test_families); projector 32·64 + 32 = 2,080
+    ("tiny-gemma3-vision-head", 121_328),
+    # attn 12,288; q_norm 4·16 = 64, k_norm 2·16 = 32; mlp 15,360; norms 128 → 27,872 × 3 = 83,616; + 12,352
+    ("tiny-olmo2-gqa", 95_968),
+    # attention biases: q, o 4,160; k, v 2,080; mlp 15,360; norms 128 → 27,968 × 3 = 83,904; + 12,352
+    ("tiny-granite", 96_256),
+    # attn 12,288; q_norm (4, 16) = 64, k_norm (2, 16) = 32; mlp 15,360; one bias-free LayerNorm 64
+    # → 27,808 × 3 = 83,424; tied: + 6,144 + 64
+    ("tiny-cohere-qk-norm", 89_632),
+    # attn 12,288; mlp 15,360; one norm 64 → 27,712 × 5 layers = 138,560; tied: + 6,208
+    ("tiny-cohere2", 144_768),
+    # qkv_proj 64·(64 + 2·32) = 8,192; o 4,096; gate_up 64·160 = 10,240; down 5,120; norms 128 → 27,776 × 3;
+    # tied: + 6,208
+    ("tiny-phi3-gqa-tied", 89_536),
+    # no biases: attn 12,288; c_fc, c_proj 5,120; two LayerNorms 256 → 22,784 × 3 = 68,352;
+    # + 6,144 + final LayerNorm 128 + head 6,144
+    ("tiny-starcoder2-no-bias", 80_768),
+    # q, k, v, dense 64·64 + 64 = 4,160; q_layernorm, k_layernorm 2·16 = 32 each; fc1 5,200; fc2 5,184;
+    # one LayerNorm 128 → 27,216 × 3 = 81,648; + 6,144 + 128 + biased head 6,144 + 96
+    ("tiny-phi-qk-layernorm", 94_160),
+    # c_attn 64·192 + 192 = 12,480; c_proj 4,160; c_fc 64·100 + 100 = 6,500; c_proj 100·64 + 64 = 6,464;
+    # ln_1, ln_2 256 → 29,860 × 2 = 59,720; + wte 6,144 + wpe 64·64 = 4,096 + ln_f 128 + untied head 6,144
+    ("tiny-gpt2-n-inner", 76_232),
+    # the same shapes (multi_query false: c_attn 64·192), tied
+    ("tiny-gpt_bigcode-mha", 70_088),
+    # no attention bias: query_key_value 64·192 = 12,288; dense 4,096; dense_h_to_4h 5,200; 4h_to_h 5,184;
+    # two LayerNorms 256 → 27,024 × 3 = 81,072; tied: + 6,144 + 128
+    ("tiny-gpt_neox-sequential-no-bias", 87_344),
+    # q, k, v, out 4,096 each; fc_in 64·256 + 256 = 16,640; fc_out 256·64 + 64 = 16,448; ln_1 128
+    # → 49,600 × 2 = 99,200; + 6,144 + 128 + biased head 6,240
+    ("tiny-gptj", 111_712),
+    # no biases: q, k, v, out 4,096; fc1, fc2 64·72 = 4,608; two LayerNorms 256 → 25,856 × 3 = 77,568;
+    # embeddings 96·32 = 3,072; positions (128 + 2)·64 = 8,320; project_in, project_out 32·64 = 2,048 each
+    ("tiny-opt-no-final-norm", 93_056),
+    # query_key_value 12,480; dense 4,160; dense_h_to_4h 64·256 + 256 = 16,640; 4h_to_h 16,448; norms 256
+    # → 49,984 × 2 = 99,968; + 6,144 + embedding LayerNorm 128 + ln_f 128
+    ("tiny-bloom", 106_368),
+    # the same layers as BLOOM (3h fused qkv, biases, two norms) without the embedding LayerNorm
+    ("tiny-falcon-classic-mha", 106_240),
+    # 8 heads of 8, kv 2: query_key_value 64·(8 + 4)·8 = 6,144; dense 4,096; MLP 2 × 64·96; one LayerNorm 128
+    # → 22,656 × 2 = 45,312; + 6,144 + 128
+    ("tiny-falcon-new-arch-one-ln", 51_584),
+    # attn 12,288; router 4·64 = 256; experts 4·(64·160 + 80·64) = 61,440; norms 128 → 74,112 × 3; + 12,352
+    ("tiny-mixtral-sliding", 234_688),
+    # attn 12,288; layers 0, 2, 3 dense: 15,360 + 128; layer 1 sparse: router 256, experts 4·(64·48 + 24·64)
+    # = 18,432, shared 3·64·40 = 7,680, shared_expert_gate 64, norms 128 → 3 × 27,776 + 38,848; + 12,352
+    ("tiny-qwen2_moe-sparse-step", 134_528),
+    # head_dim 8: q, o 2,048; k, v 1,024; q/k norms 8 each → 6,160; layer 0 dense 15,360; layers 1, 2
+    # router 256 + experts 18,432; norms 128 → 21,648 + 2 × 24,976 = 71,600; + 12,352
+    ("tiny-qwen3_moe-mlp-only", 83_952),
+    # MLA without q LoRA: q_proj 64·4·12 = 3,072; kv_a 64·20 + 20 = 1,300; kv_b 16·4·16 = 1,024;
+    # o 32·64 + 64 = 2,112; kv_a_layernorm 16 → 7,524; layer 0 dense 15,360; layers 1, 2 router 256,
+    # experts 4·(64·24 + 12·64) = 9,216, shared 3·64·24 = 4,608; norms 128 → 23,012 + 2 × 21,732; + 12,352
+    ("tiny-deepseek_v2-no-q-lora", 78_828),
+    # q_a 64·24 = 1,536; q_b 24·48 = 1,152; kv_a 1,280; kv_b 1,024; o 2,048; latent norms 24 + 16 → 7,080;
+    # layers 0, 1 dense 15,360; layer 2 router 512, experts 8·2,304 = 18,432, shared 3·64·12 = 2,304;
+    # norms 128 → 2 × 22,568 + 28,456 = 73,592; + 12,352
+    ("tiny-deepseek_v3-dense-then-moe", 85_944),
+    # biased attn: q, o 4,160; k, v 2,080; sinks 4; router 256 + 4; gate_up 4·(64·160 + 160) = 41,600;
+    # down 4·(80·64 + 64) = 20,736; norms 128 → 75,208 × 3 = 225,624; + 12,352
+    ("tiny-gpt_oss", 237_976),
+]
+
+
+def test_every_tiny_config_has_a_row() -> None:
+    """Each tiny config in tests/data/configs has a hand-computed total here."""
+    assert {row[0] for row in TINY_TOTALS} == {p.stem for p in CONFIGS.glob("tiny-*.json")}
+
+
+@pytest.mark.parametrize(("stem", "total"), TINY_TOTALS, ids=[row[0] for row in TINY_TOTALS])
+def test_tiny_total(stem: str, total: int) -> None:
+    """count_params gives the hand-computed total."""
+    path = CONFIGS / f"{stem}.json"
+    config = json.loads(path.read_text())
+    spec = spec_from_config(config, name=stem, source=ModelSource(kind="config", ref=stem))
+    assert count_params(spec).num_params == total
