@@ -27,7 +27,8 @@ from memfit.core.errors import MemfitError
 from memfit.core.workload import Inference, Lora, Training
 
 GROUNDTRUTH = Path(__file__).resolve().parents[2] / "shared" / "groundtruth" / "h100-2026-11.jsonl"
-OPTIMIZERS = {"adamw": Optimizer.ADAMW, "adamw_fused": Optimizer.ADAMW_FUSED, "sgd_momentum": Optimizer.SGD_MOMENTUM,
+OPTIMIZERS = {"adamw": Optimizer.ADAMW, "adamw_fused": Optimizer.ADAMW_FUSED,
+              "sgd_momentum": Optimizer.SGD_MOMENTUM,
               "adafactor": Optimizer.ADAFACTOR, "adamw8bit": Optimizer.ADAMW_8BIT,
               "paged_adamw8bit": Optimizer.PAGED_ADAMW_8BIT, "paged_adamw32bit": Optimizer.PAGED_ADAMW_32BIT}
 
@@ -38,7 +39,8 @@ def workload_of(case: dict[str, Any]) -> Inference | Training | None:
     attn = AttnImpl.parse(case.get("attn", "sdpa"))
     q = quant(case.get("quant", "none"))
     if task in ("prefill", "generate"):
-        return Inference(prompt_tokens=case["prompt"], new_tokens=case.get("new", 0), batch_size=case["batch"],
+        return Inference(prompt_tokens=case["prompt"], new_tokens=case.get("new", 0),
+                         batch_size=case["batch"],
                          quant=q, attn=attn,
                          kv_cache=KvCache.STATIC if case.get("cache") == "static" else KvCache.DYNAMIC)
     if task == "train":
@@ -89,7 +91,8 @@ def main() -> int:
         measured, traced = judged_bytes(row), est.peak.allocated_bytes
         results.append({"case": case["id"], "measured": measured, "trace": traced,
                         "error_pct": f"{100 * (traced - measured) / measured:+.3f}",
-                        "seconds": f"{time.perf_counter() - started:.1f}", "note": est.phase(est.peak.phase).at})
+                        "seconds": f"{time.perf_counter() - started:.1f}",
+                        "note": est.phase(est.peak.phase).at})
         print(json.dumps(results[-1]), file=sys.stderr)
     _write(results, Path(args.out))
     return 0
@@ -101,14 +104,16 @@ def _write(results: list[dict[str, Any]], out: Path) -> None:
                             check=False).stdout.strip()
     path = out / f"trace-check-{datetime.date.today().isoformat()}.csv"
     with path.open("w", newline="") as fh:
-        fh.write(f"# device: CPU ({platform.machine()}), memfit {commit}, python {platform.python_version()}, "
+        fh.write(f"# device: CPU ({platform.machine()}), memfit {commit}, "
+                 f"python {platform.python_version()}, "
                  f"max child RSS {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024} MiB\n")
         writer = csv.DictWriter(fh, fieldnames=list(results[0]))
         writer.writeheader()
         writer.writerows(results)
     print("| case | measured (B) | trace (B) | error % | s | note |\n|---|---:|---:|---:|---:|---|")
     for r in results:
-        print(f"| {r['case']} | {r['measured']} | {r['trace']} | {r['error_pct']} | {r['seconds']} | {r['note']} |")
+        cells = (r["case"], r["measured"], r["trace"], r["error_pct"], r["seconds"], r["note"])
+        print("| " + " | ".join(str(c) for c in cells) + " |")
     print(f"\nwrote {path}")
 
 

@@ -4,19 +4,20 @@ trace engine end to end (worker subprocess, fake-CUDA shim)."""
 import json
 
 import pytest
+from tests.helpers import requires_transformers
 
 from memfit.core.choices import AttnImpl, Checkpointing, Engine, Method, PhaseName, Precision
 from memfit.core.families import spec_from_config
 from memfit.core.spec import ModelSource
 from memfit.core.workload import Inference, Lora, Training
-from tests.helpers import requires_transformers
 
 pytestmark = requires_transformers
 
 TINY = {
     "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
     "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 256,
-    "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "torch_dtype": "float32",
+    "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "tie_word_embeddings": False,
+    "torch_dtype": "float32",
 }
 
 

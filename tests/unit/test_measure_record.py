@@ -1,4 +1,4 @@
-"""Measured records (the ground-truth JSONL format): case fields, judged figure, Estimate round trip, compare."""
+"""Measured records (the ground-truth JSONL format): case fields, judged figure, round trip, compare."""
 
 import pytest
 
@@ -29,13 +29,16 @@ RECORD = {  # a ground-truth-shaped record: load, then two training steps
 
 def test_case_of_training_uses_ground_truth_fields():
     """A QLoRA workload becomes the ground truth's case fields, defaults left out."""
-    workload = Training(seq_len=2048, method=Method.QLORA, lora=Lora(rank=16, alpha=32), quant=quant("nf4-dq"),
+    workload = Training(seq_len=2048, method=Method.QLORA, lora=Lora(rank=16, alpha=32),
+                        quant=quant("nf4-dq"),
                         checkpointing=Checkpointing.FULL, optimizer=Optimizer.PAGED_ADAMW_8BIT)
     case = case_of("Llama-3.1-8B", workload)
     assert {k: case[k] for k in ("task", "method", "r", "quant", "gc", "optim", "seq", "batch")} == {
-        "task": "train", "method": "qlora", "r": 16, "quant": "nf4-dq", "gc": True, "optim": "paged_adamw8bit",
+        "task": "train", "method": "qlora", "r": 16, "quant": "nf4-dq", "gc": True,
+        "optim": "paged_adamw8bit",
         "seq": 2048, "batch": 1}
-    assert "amp" not in case and "targets" not in case
+    assert "amp" not in case
+    assert "targets" not in case
 
 
 def test_case_of_generation_with_static_cache():
@@ -64,7 +67,7 @@ def test_record_phase_names_map_to_memfit_phases():
 
 
 def test_estimate_from_record_takes_the_larger_step():
-    """forward = fwd2 (14 GiB > 10 GiB): weights 2 GiB + 12 GiB rest; reserved 16 GiB; load = its end, 2 GiB."""
+    """forward = fwd2 (14 > 10 GiB): weights 2 GiB + 12 GiB rest; reserved 16 GiB; load = its end, 2 GiB."""
     spec = load_model("Llama-3.2-1B")
     est = estimate_from_record(spec, Training(seq_len=8), None, RECORD)
     forward = est.phase(PhaseName.FORWARD)
@@ -88,8 +91,9 @@ def test_comparison_reports_signed_relative_errors():
     """An estimate 10 % over the measured peak reports error 0.1 on allocated bytes."""
     spec = load_model("Llama-3.2-1B")
     measured = estimate_from_record(spec, Training(seq_len=8), None, RECORD)
-    bigger = dict(RECORD, phases=[dict(p, peak_alloc=p["peak_alloc"] * 11 // 10, end_alloc=p["end_alloc"] * 11 // 10)
-                                  for p in RECORD["phases"]])
+    bigger = dict(RECORD, phases=[
+        dict(p, peak_alloc=p["peak_alloc"] * 11 // 10, end_alloc=p["end_alloc"] * 11 // 10)
+        for p in RECORD["phases"]])
     estimate = estimate_from_record(spec, Training(seq_len=8), None, bigger)
     out = comparison(measured, {"analytic": estimate})
     assert out["schema"] == "memfit.comparison/1"
@@ -105,5 +109,5 @@ def test_measure_without_cuda_is_one_line_error():
         pytest.skip("this machine has a CUDA GPU")
     from memfit.measure import measure
 
-    with pytest.raises(EngineUnavailable, match="^memfit measure needs a CUDA GPU; none is visible$"):
+    with pytest.raises(EngineUnavailable, match=r"^memfit measure needs a CUDA GPU; none is visible$"):
         measure(load_model("Llama-3.2-1B"), Inference(prompt_tokens=8), None)

@@ -1,7 +1,6 @@
 """SDPA backend emulation and the HF mask rule the trace patches in."""
 
 import pytest
-
 from tests.helpers import requires_transformers
 
 pytestmark = requires_transformers
@@ -30,10 +29,12 @@ def _qkv(dtype=torch.bfloat16, kv_heads=HEADS, head_dim=HEAD_DIM, q_len=SEQ, kv_
 ])
 def test_choose_backend_follows_cuda_rules(case, expected):
     """The backend CUDA's SDPA selector would pick on sm90 for each input kind."""
-    q, k, v = _qkv(case.get("dtype", torch.bfloat16), case.get("kv_heads", HEADS), case.get("head_dim", HEAD_DIM),
-                   kv_len=case.get("kv_len", SEQ))
-    mask = torch.ones(SEQ, case.get("kv_len", SEQ), dtype=torch.bool, device="meta") if case.get("mask") else None
-    assert patches.choose_backend(q, k, v, mask, case.get("causal", False), case.get("gqa", False)) == expected
+    kv_len = case.get("kv_len", SEQ)
+    q, k, v = _qkv(case.get("dtype", torch.bfloat16), case.get("kv_heads", HEADS),
+                   case.get("head_dim", HEAD_DIM), kv_len=kv_len)
+    mask = torch.ones(SEQ, kv_len, dtype=torch.bool, device="meta") if case.get("mask") else None
+    chosen = patches.choose_backend(q, k, v, mask, case.get("causal", False), case.get("gqa", False))
+    assert chosen == expected
 
 
 def test_sdpa_math_path_matches_torch_numerically_on_cpu():

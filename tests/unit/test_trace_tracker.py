@@ -1,7 +1,6 @@
 """The trace tracker: 512-byte rounding, storage lifetimes, per-phase peaks, roles."""
 
 import pytest
-
 from tests.helpers import requires_transformers
 
 pytestmark = requires_transformers

@@ -48,7 +48,7 @@ def measure_record(spec: ModelSpec, workload: Inference | Training) -> dict[str,
     timeout = float(os.environ.get("MEMFIT_MEASURE_TIMEOUT", MEASURE_TIMEOUT_S))
     try:
         done = subprocess.run([sys.executable, "-m", "memfit.measure.run"], input=json.dumps(request),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout,
+                              capture_output=True, text=True, timeout=timeout,
                               check=False)
     except subprocess.TimeoutExpired as err:
         raise EngineUnavailable(f"the measured run took longer than {timeout:.0f} s") from err

@@ -18,7 +18,8 @@ from memfit.core.workload import Inference, Training
 
 RECORD_PHASES = {
     "load": PhaseName.LOAD, "prefill": PhaseName.PREFILL, "generate": PhaseName.DECODE,
-    "decode": PhaseName.DECODE, "fwd": PhaseName.FORWARD, "bwd": PhaseName.BACKWARD, "opt": PhaseName.OPTIMIZER,
+    "decode": PhaseName.DECODE, "fwd": PhaseName.FORWARD, "bwd": PhaseName.BACKWARD,
+    "opt": PhaseName.OPTIMIZER,
 }
 """Record phase names (fwd1, bwd2, ... drop their step number) → memfit phases."""
 

@@ -100,16 +100,16 @@ def _versions() -> dict[str, str]:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
-    import memfit
+    from memfit._version import __version__
 
-    out["memfit"] = getattr(memfit, "__version__", "")
+    out["memfit"] = __version__
     try:
         import pynvml
 
         pynvml.nvmlInit()
         out["driver"] = str(pynvml.nvmlSystemGetDriverVersion())
         pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - the driver version is informative only
+    except Exception:
         pass
     return out
 

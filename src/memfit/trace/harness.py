@@ -195,7 +195,8 @@ def make_optimizer(params: list[torch.nn.Parameter], optimizer: Optimizer, *, re
         case Optimizer.ADAMW_8BIT | Optimizer.PAGED_ADAMW_8BIT | Optimizer.PAGED_ADAMW_32BIT if real_bnb:
             import bitsandbytes as bnb
 
-            cls = {Optimizer.ADAMW_8BIT: bnb.optim.AdamW8bit, Optimizer.PAGED_ADAMW_8BIT: bnb.optim.PagedAdamW8bit,
+            cls = {Optimizer.ADAMW_8BIT: bnb.optim.AdamW8bit,
+                   Optimizer.PAGED_ADAMW_8BIT: bnb.optim.PagedAdamW8bit,
                    Optimizer.PAGED_ADAMW_32BIT: bnb.optim.PagedAdamW32bit}[optimizer]
             return cls(params, lr=lr)
         case Optimizer.ADAMW_8BIT | Optimizer.PAGED_ADAMW_8BIT | Optimizer.PAGED_ADAMW_32BIT:
@@ -259,7 +260,8 @@ def make_cache(model: Any, workload: Inference) -> Any:
     from transformers import DynamicCache, StaticCache
 
     if workload.kv_cache is KvCache.STATIC:
-        return StaticCache(config=model.config, max_cache_len=workload.max_cache_tokens or workload.total_tokens)
+        length = workload.max_cache_tokens or workload.total_tokens
+        return StaticCache(config=model.config, max_cache_len=length)
     if workload.kv_cache is KvCache.DYNAMIC:
         return DynamicCache(config=model.config)
     raise EngineUnavailable(f"kv_cache={workload.kv_cache} is a vLLM cache; use engine=analytic")

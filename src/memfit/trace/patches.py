@@ -59,7 +59,8 @@ def choose_backend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
             and head_dim <= FLASH_MAX_HEAD_DIM and gqa_ok
             and not (is_causal and query.shape[-2] != key.shape[-2])):
         return "flash"
-    if query.dtype in (torch.float16, torch.bfloat16, torch.float32) and same_heads and key.shape[-1] == head_dim:
+    efficient_dtypes = (torch.float16, torch.bfloat16, torch.float32)
+    if query.dtype in efficient_dtypes and same_heads and key.shape[-1] == head_dim:
         return "efficient"
     return "math"
 
@@ -96,7 +97,8 @@ def sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask:
 
 def _efficient_bias(attn_mask: torch.Tensor | None, query: torch.Tensor) -> torch.Tensor | None:
     """The additive bias the efficient kernel gets: a bool mask becomes a float mask (a new tensor),
-    padded so its last dim is a multiple of 16. Source: sdp_utils convert_boolean_attn_mask, preprocess_mask."""
+    padded so its last dim is a multiple of 16.
+    Source: sdp_utils convert_boolean_attn_mask, preprocess_mask."""
     if attn_mask is None:
         return None
     if attn_mask.dtype == torch.bool:
@@ -128,7 +130,7 @@ def _ignore_causal_mask_sdpa(padding_mask: Any, q_length: int, kv_length: int, q
         return ones_until is None or stop <= ones_until
 
     def all_zeros(start: int, stop: int) -> bool:
-        return ones_until is not None and start >= ones_until or start >= stop
+        return (ones_until is not None and start >= ones_until) or start >= stop
 
     if (q_length == 1 or kv_length == q_length) and all_ones(kv_offset, kv_offset + kv_length):
         return True

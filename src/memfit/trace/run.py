@@ -69,19 +69,23 @@ def trace(spec: ModelSpec, workload: Inference | Training, boot: Boot,
     if boot.device != "cuda":
         assumptions.append(fallback_assumption(boot))
     device = boot.device
-    with _step(progress, "building the model on the meta device"):
+    with _Step(progress, "building the model on the meta device"):
         model = harness.build_model(spec.source.config_json, workload, spec.checkpoint_dtype, "meta",
                                     prepare=lambda m: _quantize(m, workload, assumptions))
     tracker = Tracker(device_type=device)
     fake = FakeTensorMode(allow_non_fake_inputs=False)
+    from memfit.trace import standins
+
+    standins.set_tagger(tracker.mark)
     with fake, tracker:
-        with _step(progress, "loading fake weights"), tracker.phase("load"):
+        with _Step(progress, "loading fake weights"), tracker.phase("load"):
             harness.materialize(model, device)
             harness.mark_weights(model, tracker)
-        with _step(progress, f"running {_task(workload)}"):
+        with _Step(progress, f"running {_task(workload)}"):
             if isinstance(workload, Training):
                 optimizer = harness.run_workload(model, workload, tracker, device, training_steps=1)
                 tracker.repeat_phases(("forward", "backward"), "optimizer_states")
+                tracker.paged_bytes = getattr(optimizer, "paged_bytes", 0)
                 del optimizer
             else:
                 harness.run_workload(model, workload, tracker, device)
@@ -116,7 +120,7 @@ def _task(workload: Inference | Training) -> str:
     return "prefill" if workload.new_tokens == 0 else f"prefill and {workload.new_tokens} decode steps"
 
 
-class _step:
+class _Step:
     """A progress line for one stage (no-op without a progress bar)."""
 
     def __init__(self, progress: Any, text: str) -> None:
@@ -147,10 +151,18 @@ def assemble(spec: ModelSpec, workload: Inference | Training, gpu: Gpu | None, t
                 chosen[record.name][1] * CUBLAS_WORKSPACE_BYTES_SM90:
             chosen[record.name] = (record, handles)
     phases = []
+    paged = getattr(tracker, "paged_bytes", 0)
     for name, (record, handles) in chosen.items():
         terms = _terms(tracker.breakdown(record, PHASE_ROLE_DEFAULT.get(name, "activations")), handles)
-        phases.append(_with_overhead(Phase(name=PhaseName.parse(name), memory=memory(terms), at=record.op),
-                                     workload, assumptions))
+        waste = _persistent_waste(tracker, record)
+        phase = _with_overhead(Phase(name=PhaseName.parse(name), memory=memory(terms), at=record.op),
+                               workload, assumptions, waste)
+        if paged and name != "load":
+            phase = _add_paged(phase, paged)
+        phases.append(phase)
+    if paged:
+        assumptions.append("paged optimizer states live in CUDA managed memory: counted in device bytes "
+                           "(non_torch), evictable, not in allocated")
     assumptions.append(f"cuBLAS workspace {CUBLAS_WORKSPACE_BYTES_SM90 // MiB} MiB per handle (Hopper); "
                        "fake tensors do not see it, so it is added")
     return Estimate(engine=Engine.TRACE, model=spec, workload=workload, phases=tuple(phases), gpu=gpu,
@@ -165,20 +177,48 @@ def _cublas_handles(name: str, index: int, is_training: bool) -> int:
     return 1 if index == 1 else CUBLAS_HANDLES_TRAINING     # phases[1] is the first forward
 
 
+PERSISTENT_ROLES = frozenset({"weights", "adapters", "kv_cache", "gradients", "optimizer_states"})
+
+
+def _persistent_waste(tracker: Tracker, record: PhasePeak) -> int:
+    """Segment rounding of the persistent tensors live at the peak (reserved − allocated), by the
+    caching allocator's segment rules (core.overhead.segment_reserved)."""
+    try:
+        from memfit.core.overhead import segment_reserved
+    except ImportError:
+        return 0
+    sizes = [nbytes for serial, nbytes in sorted(record.live.items())
+             if tracker.roles.get(serial) in PERSISTENT_ROLES]
+    return max(0, segment_reserved(sizes) - sum(sizes))
+
+
+def _add_paged(phase: Phase, paged_bytes: int) -> Phase:
+    from memfit.core.result import replace_terms
+
+    non_torch = phase.memory.child("non_torch")
+    kids = list(non_torch.children) if non_torch else []
+    kids.append(Term(name="paged_optimizer_states", nbytes=paged_bytes, evictable=True,
+                     note="bitsandbytes paged states in CUDA managed memory"))
+    return replace_terms(phase, Term.group("non_torch", kids))
+
+
 def _terms(by_role: dict[str, int], handles: int) -> list[Term]:
     step = by_role.pop("optimizer_step", 0)
+    dequant = by_role.pop("dequant", 0)
     terms = [Term(name=role, nbytes=nbytes) for role, nbytes in by_role.items() if role != "optimizer_states"]
     states = by_role.get("optimizer_states", 0)
     if states or step:
         terms.append(Term.group("optimizer_states", [Term(name="states", nbytes=states),
                                                      Term(name="step_temporaries", nbytes=step)]))
-    if handles:
+    if handles or dequant:
         terms.append(Term.group("runtime_overhead", [
-            Term(name="cublas_workspace", nbytes=handles * CUBLAS_WORKSPACE_BYTES_SM90)]))
+            Term(name="cublas_workspace", nbytes=handles * CUBLAS_WORKSPACE_BYTES_SM90),
+            Term(name="dequant", nbytes=dequant, note="bitsandbytes dequantised weights and absmax")]))
     return terms
 
 
-def _with_overhead(phase: Phase, workload: Inference | Training, assumptions: list[str]) -> Phase:
+def _with_overhead(phase: Phase, workload: Inference | Training, assumptions: list[str],
+                   persistent_waste_bytes: int = 0) -> Phase:
     """Add fragmentation and non_torch from core.overhead (the same models analytic uses)."""
     from memfit.core.result import replace_terms
 
@@ -189,7 +229,8 @@ def _with_overhead(phase: Phase, workload: Inference | Training, assumptions: li
                            "fragmentation and non_torch are 0")
         return phase
     allocated = Term.group("allocated", [t for t in phase.memory.children])
-    fragmentation, non_torch = reserved_and_device_terms(allocated, workload)
+    fragmentation, non_torch = reserved_and_device_terms(allocated, workload,
+                                                         persistent_waste_bytes=persistent_waste_bytes)
     return replace_terms(phase, fragmentation, non_torch)
 
 

@@ -36,9 +36,23 @@ branch of _gemm_4bit_use_custom_cuda (M â‰¤ 64/48/32 by wave count for weights â
 SM90_NUM_SMS = 132
 """Streaming multiprocessors of an H100 SXM, which bnb's heuristic reads."""
 INT8_BLOCK = 256
-"""Elements per absmax in bnb's 8-bit blockwise optimizer states. Source: optim/optimizer.py (blocksize 256)."""
+"""Elements per absmax in bnb's 8-bit blockwise optimizer states.
+Source: optim/optimizer.py (blocksize 256)."""
 INT8_MIN_NUMEL = 4096
 """Parameters smaller than this keep 32-bit states in bnb 8-bit optimizers. Source: min_8bit_size=4096."""
+
+
+_TAG: dict[str, Any] = {"mark": None}
+
+
+def set_tagger(mark: Any) -> None:
+    """Route dequantisation buffers to `mark(role, tensors)` (the trace's tracker), or None."""
+    _TAG["mark"] = mark
+
+
+def _tag_dequant(*tensors: torch.Tensor | None) -> None:
+    if _TAG["mark"] is not None:
+        _TAG["mark"]("dequant", tensors)
 
 
 # --- 4-bit linear ---------------------------------------------------------------------------------------
@@ -109,6 +123,7 @@ def _gemm_4bit(x: torch.Tensor, bias: torch.Tensor | None, mod: Linear4bitStandI
         return torch.empty((*x.shape[:-1], n), dtype=x.dtype, device=x.device)
     absmax = _absmax_fp32(mod)
     weight = torch.empty((n, k), dtype=x.dtype, device=x.device)
+    _tag_dequant(absmax, weight)
     out = torch.nn.functional.linear(x, weight, bias)
     del absmax
     return out
@@ -132,6 +147,7 @@ class _MatMul4bit(torch.autograd.Function):
             absmax = torch.empty_like(mod.absmax, dtype=torch.float32) if mod.nested else None
             weight = torch.empty((mod.out_features, mod.in_features), dtype=mod.compute_dtype,
                                  device=grad_output.device)
+            _tag_dequant(absmax, weight)
             del absmax
             grad_x = torch.matmul(grad_output, weight.to(grad_output.dtype))
         return grad_x, None, grad_bias, None

@@ -56,6 +56,7 @@ class Tracker(TorchDispatchMode):
         self.phases: list[PhasePeak] = []
         self._phase: PhasePeak | None = None
         self.num_ops = 0
+        self.paged_bytes = 0                    # bytes outside the allocator (bnb paged optimizer states)
 
     # --- counting -------------------------------------------------------------------------------------
 
@@ -119,7 +120,7 @@ class Tracker(TorchDispatchMode):
 
     @contextmanager
     def phase(self, name: str) -> Iterator[PhasePeak]:
-        """Track one phase: its peak starts from the bytes live when it begins (as reset_peak_memory_stats)."""
+        """Track one phase; its peak starts from the bytes live at its start (as reset_peak_memory_stats)."""
         record = PhasePeak(name=name, start_bytes=self.total, peak_bytes=self.total, live=self.live.copy())
         self._phase = record
         try:

@@ -27,7 +27,7 @@ def main() -> int:
     except MemfitError as err:
         print(json.dumps({"error": str(err), "kind": type(err).__name__}))
         return 0
-    except Exception as err:  # noqa: BLE001 - anything the model code raises is reported, not a traceback
+    except Exception as err:
         kind = type(err).__name__
         print(json.dumps({"error": f"the trace failed in the model code ({kind}: {_one_line(err)}); "
                           "use engine=analytic", "kind": "EngineUnavailable"}))
