@@ -124,7 +124,9 @@ def build_on_meta(config: Mapping[str, Any], *, trust_remote_code: bool = False)
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     if model_type not in CONFIG_MAPPING:
-        raise UnsupportedArchitecture(f"transformers {_version()} does not know model_type {model_type!r}")
+        remote = " (its config names remote code in auto_map, which memfit does not download or run)"
+        raise UnsupportedArchitecture(f"transformers {_version()} does not know model_type {model_type!r}"
+                                      f"{remote if 'auto_map' in config else ''}")
     try:
         hf_config = AutoConfig.for_model(model_type, **fields)
     except Exception as err:  # transformers validates configs with its own error types
