@@ -12,11 +12,18 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from memfit.core.dtypes import DType
 from memfit.core.families._config import opt_bool, req_int
 from memfit.core.families._decoder import decoder_spec, layer_windows, read_dims
 from memfit.core.families._moe import moe_block
 from memfit.core.families.gemma2 import alternating
 from memfit.core.spec import AttentionSpec, ModelSource, ModelSpec
+
+
+STORED_DTYPE = DType.BF16
+"""Checkpoint dtype when config.json names none (the published configs do not): attention, embeddings and
+norms are stored in bf16, the MoE experts in MXFP4 (quantization_config). Source: vLLM gpt-oss launch post
+(MXFP4 MoE weights, bfloat16 for attention and other layers)."""
 
 
 def _with_sinks(_index: int, attention: AttentionSpec) -> AttentionSpec:
@@ -32,5 +39,5 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
                             default_types=alternating(2))
     bias = opt_bool(config, "attention_bias", default=True, name=name)
     return decoder_spec(config, name=name, source=source, family="gpt_oss", windows=windows, qkv_bias=bias,
-                        out_bias=bias,
+                        out_bias=bias, default_dtype=STORED_DTYPE,
                         attention_for_layer=_with_sinks, mlp_for_layer=lambda _index: moe)
