@@ -106,6 +106,9 @@ def _gpu_weights(spec: ModelSpec, workload: Inference) -> tuple[Term, list[int]]
 
 
 def _scale_term(term: Term, *, tp: int, layer_fraction: tuple[int, int], pp: int) -> Term:
+    """Weights of the most loaded GPU: every tensor split tp ways (tensor parallel shards matrices and the
+    vocabulary), layers cut to this stage's share under pp / device_map. Simple and honest: no replicated
+    norms, no uneven device_map budgets."""
     def scale(t: Term, in_layers: bool) -> Term:
         if t.children:
             return Term.group(t.name, [scale(c, in_layers or t.name == "layers") for c in t.children])
