@@ -131,6 +131,11 @@ def attention_backend(att: AttentionSpec, flow: Flow, *, seq_len: int) -> str:
     return "math"
 
 
+def unique_layers(spec: ModelSpec) -> tuple[LayerSpec, ...]:
+    """Each distinct layer object once (equal layers share one object), in order."""
+    return tuple({id(layer): layer for layer in spec.layers}.values())
+
+
 def _norm_bytes(kind: NormKind, width: int, flow: Flow, *, trains: bool) -> int:
     """Bytes per token a norm saves (its output excluded: the reader saves that)."""
     if kind is NormKind.RMS:
@@ -275,10 +280,14 @@ def saved_activations(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int) 
                              note="non-reentrant checkpointing keeps each decoder layer's input"))
     else:
         parts: dict[str, int] = {}
-        for index, layer in enumerate(spec.layers):
-            per = layer_token_bytes(spec, layer, flow, seq_len=seq_len, first=index == 0)
+        counts: dict[tuple[int, bool], tuple[LayerSpec, int]] = {}
+        for index, layer in enumerate(spec.layers):   # equal layers share one object: count each once
+            key = (id(layer), index == 0)
+            counts[key] = (layer, counts.get(key, (layer, 0))[1] + 1)
+        for (_, first), (layer, count) in counts.items():
+            per = layer_token_bytes(spec, layer, flow, seq_len=seq_len, first=first)
             for name, value in per.items():
-                parts[name] = parts.get(name, 0) + value * tokens
+                parts[name] = parts.get(name, 0) + value * tokens * count
         children.append(Term.group("layers", [Term(name=k, nbytes=v) for k, v in parts.items()]))
     final = _norm_bytes(spec.final_norm or NormKind.RMS, h, flow, trains=flow.base_trains)
     head_input = (2 if flow.amp else flow.residual_bytes) * h if flow.base_trains else 0
@@ -288,8 +297,8 @@ def saved_activations(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int) 
 
 def recomputed_layer_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int) -> int:
     """Checkpointing: the largest layer's saved tensors, rebuilt inside backward (bytes)."""
-    return max(_layer_total(spec, layer, flow, seq_len=seq_len, first=False) for layer in set(spec.layers)) \
-        * batch * seq_len
+    worst = max(_layer_total(spec, one, flow, seq_len=seq_len, first=False) for one in unique_layers(spec))
+    return worst * batch * seq_len
 
 
 def forward_extra_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int) -> int:
@@ -327,7 +336,7 @@ def layer_transient_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: i
     tokens = batch * seq_len
     h = spec.hidden_size
     worst = 0
-    for layer in set(spec.layers):
+    for layer in unique_layers(spec):
         att = layer.attention
         backend = attention_backend(att, flow, seq_len=seq_len)
         attn = 0

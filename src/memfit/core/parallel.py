@@ -63,7 +63,7 @@ def _divisors(n: int) -> str:
 
 def validate_parallel(spec: ModelSpec, par: Parallelism) -> None:
     """InvalidWorkload when tp does not split every layer's heads, or pp exceeds the layers."""
-    for layer in set(spec.layers):
+    for layer in {id(one): one for one in spec.layers}.values():
         att = layer.attention
         if att.num_heads % par.tp:
             raise InvalidWorkload(f"tp={par.tp} does not divide num_attention_heads={att.num_heads} of "

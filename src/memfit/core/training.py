@@ -51,7 +51,7 @@ def param_bytes(wl: Training) -> int:
 
 def _module_names(spec: ModelSpec) -> list[str]:
     names: list[str] = []
-    for layer in dict.fromkeys(spec.layers):
+    for layer in act.unique_layers(spec):
         for lin in layer_linears(spec, layer):
             if lin.is_module and lin.name not in names:
                 names.append(lin.name)
@@ -91,7 +91,7 @@ def _linears(spec: ModelSpec) -> Iterator[tuple[int, Linear]]:
     counts: dict[int, int] = {}
     for layer in spec.layers:
         counts[id(layer)] = counts.get(id(layer), 0) + 1
-    for layer in dict.fromkeys(spec.layers):
+    for layer in act.unique_layers(spec):
         for lin in layer_linears(spec, layer):
             yield counts[id(layer)], lin
 
@@ -198,7 +198,7 @@ def _parts(spec: ModelSpec, wl: Training) -> tuple[_Parts, act.Flow]:
     adapters = grads if wl.method is not Method.FULL else 0
     per_layer = {id(layer): 0 for layer in spec.layers}
     if wl.method is Method.FULL:
-        for layer in spec.layers:
+        for layer in act.unique_layers(spec):
             per_layer[id(layer)] = sum(lin.num_params for lin in layer_linears(spec, layer)) * param_bytes(wl)
     b, s = wl.batch_size, wl.seq_len
     saved = act.saved_activations(spec, flow, batch=b, seq_len=s)
@@ -244,7 +244,8 @@ def _sharded(spec: ModelSpec, wl: Training, p: _Parts, tensors: tuple[ParamTenso
     saved = Term.group("activations", [
         scale_term(c, layer if c.name == "layers" else share.residual_activations) for c in p.saved.children])
     # gathered in the compute dtype (2 B), tp-split
-    layer_params = max(sum(lin.num_params for lin in layer_linears(spec, one)) for one in set(spec.layers))
+    layer_params = max(sum(lin.num_params for lin in layer_linears(spec, one))
+                       for one in act.unique_layers(spec))
     gathered = scale_bytes(share.gathered_layers * layer_params * 2, share.layer_activations)
     return dataclasses.replace(
         p, weights=weights, adapters=scale_term(p.adapters, share.weights),
@@ -334,7 +335,12 @@ def _backward(spec: ModelSpec, wl: Training, p: _Parts, flow: act.Flow) -> Phase
                    Term(name="layer_backward_transient", nbytes=p.layer_transient + p.dequant))
     last = [*[t for t in _steady(p, wl) if t.name != "gradients"], _grads(so_far, "so far"),
             _activations(p, extra=layer_extra, drop_final=True)]
-    end = [*[t for t in _steady(p, wl) if t.name != "gradients"], _grads(p.grads)]
+    # tied embeddings: the head's gradient waits in autograd's input buffer and is summed out of place
+    # with the embedding's, so three vocab × hidden gradients coexist at the very end
+    tied = 2 * p.head_grads if spec.tie_word_embeddings else 0
+    end = [*[t for t in _steady(p, wl) if t.name != "gradients"],
+           Term.group("gradients", [Term(name="trainable", nbytes=p.grads),
+                                    Term(name="tied_embedding_grad_sum", nbytes=tied)])]
     # lm_head's backward: the logits gradient in the head's dtype while the head's weight gradient forms
     logits_grad = 0 if wl.chunked_loss else scale_bytes(
         loss.logits_bytes_per_element(flow) * tokens * spec.vocab_size, p.logits_share)
