@@ -324,3 +324,10 @@ def test_tiny_total(stem: str, total: int) -> None:
     config = json.loads(path.read_text())
     spec = spec_from_config(config, name=stem, source=ModelSource(kind="config", ref=stem))
     assert count_params(spec).num_params == total
+
+
+def test_gpt_oss_stored_dtype_defaults_to_bf16() -> None:
+    """gpt-oss configs name no dtype; its non-expert tensors are stored in bf16."""
+    spec = _spec(model_type="gpt_oss", head_dim=16, num_local_experts=4, num_experts_per_tok=2,
+                 sliding_window=8)
+    assert spec.checkpoint_dtype is DType.BF16

@@ -19,7 +19,6 @@ from memfit.core.families._moe import moe_block
 from memfit.core.families.gemma2 import alternating
 from memfit.core.spec import AttentionSpec, ModelSource, ModelSpec
 
-
 STORED_DTYPE = DType.BF16
 """Checkpoint dtype when config.json names none (the published configs do not): attention, embeddings and
 norms are stored in bf16, the MoE experts in MXFP4 (quantization_config). Source: vLLM gpt-oss launch post
