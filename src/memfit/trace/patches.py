@@ -15,7 +15,8 @@
    - `_linear_attention_padding_mask` (line ~1496): keeps a 2-D mask for linear-attention models; not patched
      (those models are not in the supported set).
    - modeling_utils.warn_if_padding_and_no_attention_mask: skips a warning only.
-3. Autocast on "cuda" is refused when CUDA is unavailable; `amp_definitely_not_available` and
+3. `torch.cuda.get_device_capability` answers (9, 0): transformers checks it before grouped_mm (MoE).
+4. Autocast on "cuda" is refused when CUDA is unavailable; `amp_definitely_not_available` and
    `is_bf16_supported` are patched so autocast("cuda", bf16) runs (it is a dispatch key, no device needed).
 """
 
@@ -28,6 +29,9 @@ import torch.nn.functional as F  # noqa: N812
 
 FLASH_MAX_HEAD_DIM = 256
 """Largest head_dim flash attention takes (elements). Source: sdp_utils.cpp check_head_dim_size_flash."""
+
+SM90_CAPABILITY = (9, 0)
+"""The compute capability the trace reports (H100): the ground truth's GPU."""
 
 _state: dict[str, Any] = {"unpadded_length": None, "installed": False, "choices": {}}
 
@@ -149,6 +153,8 @@ def install() -> None:
 
     amp_common.amp_definitely_not_available = lambda: False
     torch.cuda.is_bf16_supported = lambda *args, **kwargs: True  # type: ignore[assignment]
+    # transformers asks the capability before grouped_mm (MoE experts) and fused kernels: an H100 (sm90)
+    torch.cuda.get_device_capability = lambda *args, **kwargs: SM90_CAPABILITY  # type: ignore[assignment]
 
     from transformers import masking_utils
 

@@ -27,11 +27,22 @@ def main() -> int:
     except MemfitError as err:
         print(json.dumps({"error": str(err), "kind": type(err).__name__}))
         return 0
-    except Exception as err:
-        kind = type(err).__name__
-        print(json.dumps({"error": f"the trace failed in the model code ({kind}: {_one_line(err)}); "
-                          "use engine=analytic", "kind": "EngineUnavailable"}))
+    except Exception as err:  # anything the model code raises is reported in one line, not a traceback
+        print(json.dumps({"error": _explain(err), "kind": "EngineUnavailable"}))
         return 0
+
+
+DATA_DEPENDENT = ("DataDependentOutputException", "DynamicOutputShapeException",
+                  "GuardOnDataDependentSymNode", "UnsupportedOperatorException")
+"""FakeTensor's errors for ops whose result depends on tensor values (.item(), nonzero, data-dependent shapes)."""
+
+
+def _explain(err: BaseException) -> str:
+    kind = type(err).__name__
+    if kind in DATA_DEPENDENT:
+        return (f"this model's code makes a data-dependent choice the trace cannot follow ({kind}: "
+                f"{_one_line(err)[:120]}); use engine=analytic, or engine=measure on a GPU")
+    return f"the trace failed in the model code ({kind}: {_one_line(err)}); use engine=analytic"
 
 
 def _one_line(err: BaseException) -> str:
