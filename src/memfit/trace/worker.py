@@ -34,7 +34,7 @@ def main() -> int:
 
 DATA_DEPENDENT = ("DataDependentOutputException", "DynamicOutputShapeException",
                   "GuardOnDataDependentSymNode", "UnsupportedOperatorException")
-"""FakeTensor's errors for ops whose result depends on tensor values (.item(), nonzero, data-dependent shapes)."""
+"""FakeTensor errors for ops whose result depends on values (.item(), nonzero, data-dependent shapes)."""
 
 
 def _explain(err: BaseException) -> str:
