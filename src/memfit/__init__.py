@@ -3,38 +3,55 @@
 >>> import memfit
 >>> est = memfit.estimate("Llama-3.1-8B", memfit.Inference(prompt_tokens=4096))
 >>> est.peak.allocated_bytes
+
+Every public name is imported on first use (PEP 562), so `import memfit` and the CLI's start-up
+(`memfit --help`) load nothing they do not need; type checkers see the imports below.
 """
 
+import importlib as _importlib
 import typing as _typing
 
 from memfit._version import __version__
-from memfit.core.choices import (
-    AttnImpl,
-    Checkpointing,
-    Engine,
-    KvCache,
-    Method,
-    Optimizer,
-    PhaseName,
-    Precision,
-    Runtime,
-    ZeroStage,
-)
-from memfit.core.dtypes import DType, Quant, quant
-from memfit.core.errors import (
-    ConfigError,
-    EngineUnavailable,
-    InvalidWorkload,
-    MemfitError,
-    MissingExtra,
-    ModelNotFound,
-    UnknownGpu,
-    UnsupportedArchitecture,
-)
-from memfit.core.plan import Plan
-from memfit.core.result import Estimate, Gpu, ParamNode, Phase, Term
-from memfit.core.spec import ModelSpec
-from memfit.core.workload import Inference, Lora, Parallelism, Training
+
+if _typing.TYPE_CHECKING:
+    from memfit.api import (
+        catalog_gpus,
+        catalog_models,
+        catalog_quants,
+        compare,
+        count_params,
+        estimate,
+        get_gpu,
+        load_model,
+        plan,
+    )
+    from memfit.core.choices import (
+        AttnImpl,
+        Checkpointing,
+        Engine,
+        KvCache,
+        Method,
+        Optimizer,
+        PhaseName,
+        Precision,
+        Runtime,
+        ZeroStage,
+    )
+    from memfit.core.dtypes import DType, Quant, quant
+    from memfit.core.errors import (
+        ConfigError,
+        EngineUnavailable,
+        InvalidWorkload,
+        MemfitError,
+        MissingExtra,
+        ModelNotFound,
+        UnknownGpu,
+        UnsupportedArchitecture,
+    )
+    from memfit.core.plan import Plan
+    from memfit.core.result import Estimate, Gpu, ParamNode, Phase, Term
+    from memfit.core.spec import ModelSpec
+    from memfit.core.workload import Inference, Lora, Parallelism, Training
 
 __all__ = [
     "AttnImpl",
@@ -81,42 +98,60 @@ __all__ = [
     "quant",
 ]
 
-_API = frozenset(
-    {
-        "catalog_gpus",
-        "catalog_models",
-        "catalog_quants",
-        "compare",
-        "count_params",
-        "estimate",
-        "get_gpu",
-        "load_model",
-        "plan",
-    }
-)
-"""Functions of memfit.api, imported on first use: the CLI's start-up (`memfit --help`) skips the catalog."""
-
-if _typing.TYPE_CHECKING:
-    from memfit.api import (
-        catalog_gpus,
-        catalog_models,
-        catalog_quants,
-        compare,
-        count_params,
-        estimate,
-        get_gpu,
-        load_model,
-        plan,
-    )
+_HOME: dict[str, str] = {
+    "AttnImpl": "memfit.core.choices",
+    "Checkpointing": "memfit.core.choices",
+    "ConfigError": "memfit.core.errors",
+    "DType": "memfit.core.dtypes",
+    "Engine": "memfit.core.choices",
+    "EngineUnavailable": "memfit.core.errors",
+    "Estimate": "memfit.core.result",
+    "Gpu": "memfit.core.result",
+    "Inference": "memfit.core.workload",
+    "InvalidWorkload": "memfit.core.errors",
+    "KvCache": "memfit.core.choices",
+    "Lora": "memfit.core.workload",
+    "MemfitError": "memfit.core.errors",
+    "Method": "memfit.core.choices",
+    "MissingExtra": "memfit.core.errors",
+    "ModelNotFound": "memfit.core.errors",
+    "ModelSpec": "memfit.core.spec",
+    "Optimizer": "memfit.core.choices",
+    "Parallelism": "memfit.core.workload",
+    "ParamNode": "memfit.core.result",
+    "Phase": "memfit.core.result",
+    "PhaseName": "memfit.core.choices",
+    "Plan": "memfit.core.plan",
+    "Precision": "memfit.core.choices",
+    "Quant": "memfit.core.dtypes",
+    "Runtime": "memfit.core.choices",
+    "Term": "memfit.core.result",
+    "Training": "memfit.core.workload",
+    "UnknownGpu": "memfit.core.errors",
+    "UnsupportedArchitecture": "memfit.core.errors",
+    "ZeroStage": "memfit.core.choices",
+    "catalog_gpus": "memfit.api",
+    "catalog_models": "memfit.api",
+    "catalog_quants": "memfit.api",
+    "compare": "memfit.api",
+    "count_params": "memfit.api",
+    "estimate": "memfit.api",
+    "get_gpu": "memfit.api",
+    "load_model": "memfit.api",
+    "plan": "memfit.api",
+    "quant": "memfit.core.dtypes",
+}
+"""Where each public name lives."""
 
 
 def __getattr__(name: str) -> _typing.Any:
-    if name in _API:
-        import importlib
-
-        return getattr(importlib.import_module("memfit.api"), name)
-    raise AttributeError(f"module 'memfit' has no attribute {name!r}")
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'memfit' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(home), name)
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_API})
+    return sorted({*globals(), *_HOME})
