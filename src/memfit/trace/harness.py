@@ -231,13 +231,17 @@ def run_training(model: Any, workload: Training, probe: Probe, device: str, *, s
     ids = random_ids(model.config.vocab_size, workload.batch_size, workload.seq_len, device)
     amp = autocast_dtype(workload)
     autocast = (lambda: torch.autocast(device.split(":")[0], dtype=amp)) if amp else contextlib.nullcontext
+    # with gradient accumulation the second micro-batch runs with the first one's gradients alive; every
+    # later one repeats it, so two micro-batches cover the step's memory
+    micro_batches = min(workload.grad_accum, 2)
     for _ in range(steps):
-        with probe.phase("forward"), autocast():
-            loss = model(input_ids=ids, labels=ids).loss
-        with probe.phase("backward"):
-            loss.backward()
-            probe.mark("gradients", [p.grad for p in params])
-        del loss
+        for _ in range(micro_batches):
+            with probe.phase("forward"), autocast():
+                loss = model(input_ids=ids, labels=ids).loss
+            with probe.phase("backward"):
+                loss.backward()
+                probe.mark("gradients", [p.grad for p in params])
+            del loss
         with probe.phase("optimizer"):
             opt.step()
             probe.mark("optimizer_states", optimizer_tensors(opt))

@@ -56,6 +56,11 @@ def check_supported(spec: ModelSpec, workload: Inference | Training) -> None:
     if workload.quant.is_quantized and not workload.quant.kind.startswith("bnb"):
         raise EngineUnavailable(f"trace stands in for bitsandbytes only, not quant={workload.quant.name}; "
                                 "use engine=analytic")
+    if isinstance(workload, Inference) and workload.kv_cache_dtype not in (None, workload.dtype):
+        raise EngineUnavailable(f"kv_cache_dtype={workload.kv_cache_dtype} is not traced (transformers keeps "
+                                "the cache in the compute dtype); use engine=analytic")
+    if isinstance(workload, Training) and workload.chunked_loss:
+        raise EngineUnavailable("chunked_loss is not a transformers code path; use engine=analytic")
     if not spec.source.config_json:
         raise EngineUnavailable(f"{spec.name} has no config.json text to rebuild the model from; "
                                 "use engine=analytic")
