@@ -28,4 +28,4 @@ def estimate(spec: ModelSpec, workload: Inference | Training, gpu: Gpu | None = 
 
             phases, assumptions = training_phases(spec, workload)
     return Estimate(engine=Engine.ANALYTIC, model=spec, workload=workload, phases=phases, gpu=gpu,
-                    assumptions=assumptions)
+                    assumptions=(*spec.assumptions, *assumptions))
