@@ -9,6 +9,8 @@ import sys
 import types
 from pathlib import Path
 
+import pytest
+
 import memfit
 
 SRC = Path(memfit.__file__).parent
@@ -29,14 +31,18 @@ def test_importing_memfit_core_and_cli_leaves_heavy_stacks_out():
     assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
 
 
-def test_cli_params_start_up_avoids_pydantic_fastapi_and_the_hub():
-    """Running `memfit params` for a catalog model imports neither pydantic, fastapi nor huggingface_hub."""
-    code = (
-        "import contextlib, io\nfrom memfit.cli import run\n"
-        "with contextlib.redirect_stdout(io.StringIO()):\n    assert run(['params', 'Llama-3.1-405B']) == 0"
-    )
+@pytest.mark.parametrize("args", [
+    ["params", "Llama-3.1-405B"],
+    ["estimate", "Llama-3.1-8B", "--task", "train", "--method", "lora", "--gpu", "H100", "--reference", "all"],
+    ["plan", "Llama-3.1-8B", "--gpu", "24GiB"],
+])
+def test_cli_runs_avoid_pydantic_fastapi_and_the_hub(args):
+    """CLI runs on catalog models import neither pydantic, fastapi, huggingface_hub nor the heavy stacks."""
+    code = ("import contextlib, io\nfrom memfit.cli import run\n"
+            f"with contextlib.redirect_stdout(io.StringIO()):\n    assert run({args!r}) == 0")
     loaded = _modules_after(code)
-    assert loaded.isdisjoint(START_UP_FORBIDDEN + HEAVY), sorted(loaded & set(START_UP_FORBIDDEN + HEAVY))
+    forbidden = set(START_UP_FORBIDDEN + HEAVY)
+    assert loaded.isdisjoint(forbidden), sorted(loaded & forbidden)
 
 
 def _imported_modules(path: Path) -> list[tuple[int, str, int]]:
