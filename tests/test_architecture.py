@@ -33,7 +33,7 @@ def test_importing_memfit_core_and_cli_leaves_heavy_stacks_out():
 
 @pytest.mark.parametrize("args", [
     ["params", "Llama-3.1-405B"],
-    ["estimate", "Llama-3.1-8B", "--task", "train", "--method", "lora", "--gpu", "H100", "--reference", "all"],
+    ["estimate", "Llama-3.1-8B", "--task", "train", "--method", "lora", "--gpu", "H100", "--reference=all"],
     ["plan", "Llama-3.1-8B", "--gpu", "24GiB"],
 ])
 def test_cli_runs_avoid_pydantic_fastapi_and_the_hub(args):
