@@ -116,16 +116,19 @@ def test_max_context_training_is_the_sequence_length():
 
 
 def test_changes_ladder_keeps_the_least_invasive_that_fit_in_order():
-    """Full fine-tune, batch 4 × 4,096: 10 + 40 + 16 GiB = 66 GiB does not fit 40 GiB; checkpointing alone
-    (10 + 40 + 2 = 52 GiB) does not either; 8-bit Adam (10 + 10 + 16 = 36 GiB) is the first that fits."""
+    """Full fine-tune, batch 4 × 4,096: 10 + 40 + 16 GiB = 66 GiB does not fit 40 GiB, nor does
+    checkpointing alone (10 + 40 + 2 = 52 GiB); LoRA (10 + 1 + 16 = 27 GiB) is the first that fits, then
+    LoRA + checkpointing (13 GiB), QLoRA, 8-bit Adam (10 + 10 + 16 = 36 GiB), 8-bit Adam + checkpointing."""
     workload = Training(seq_len=4096, batch_size=4)
     changes = plan_changes(SPEC, workload, GPU_40, estimator=fake_estimate)
     assert len(changes) == 5
-    assert changes[0].workload.optimizer is Optimizer.ADAMW_8BIT
-    assert changes[0].workload.checkpointing is Checkpointing.NONE
-    assert changes[0].estimate.peak.device_bytes == 36 * GiB
-    assert changes[1].workload.checkpointing is Checkpointing.FULL
-    assert changes[2].workload.method is Method.LORA
+    first = changes[0].workload
+    assert (first.method, first.checkpointing) == (Method.LORA, Checkpointing.NONE)
+    assert changes[0].estimate.peak.device_bytes == 27 * GiB
+    assert changes[1].estimate.peak.device_bytes == 13 * GiB
+    assert changes[2].workload.method is Method.QLORA
+    assert changes[3].workload.optimizer is Optimizer.ADAMW_8BIT
+    assert changes[3].estimate.peak.device_bytes == 36 * GiB
     assert all(change.estimate.fits for change in changes)
 
 

@@ -65,8 +65,9 @@ def _over(spec: ModelSpec, workload: Workload, gpu: Gpu, estimator: Estimator) -
     return peak.device_bytes - peak.evictable_bytes - gpu.usable_bytes
 
 
-def _next_probe(good: tuple[int, int], bad: tuple[int, int | None], previous: tuple[int, int] | None,
-                bisect: bool) -> int:
+def _next_probe(
+    good: tuple[int, int], bad: tuple[int, int | None], previous: tuple[int, int] | None, bisect: bool
+) -> int:
     """Where to look next between a fitting `good` (n, over) and a failing `bad` (n, over or None).
 
     Interpolates the bytes over the GPU linearly (memory is close to linear in batch and context), from
@@ -220,39 +221,41 @@ class Plan:
 
 
 def _training_ladder(spec: ModelSpec, wl: Training) -> Iterator[tuple[str, Training]]:
+    """Training changes, least invasive first: each heavier change also keeps the lighter ones that
+    cost nothing in quality (checkpointing), so a later rung is never weaker than an earlier one."""
     from memfit.core.dtypes import quant
 
-    lora = Lora(rank=PLAN_LORA_RANK, alpha=2 * PLAN_LORA_RANK)
-    ckpt = Checkpointing.FULL
-    adam = wl.optimizer in (Optimizer.ADAMW, Optimizer.ADAMW_FUSED, Optimizer.ADAMW_LOOP, Optimizer.ADAM)
     rep = dataclasses.replace
-    if wl.checkpointing is Checkpointing.NONE:
-        yield "activation checkpointing (--grad-checkpointing)", rep(wl, checkpointing=ckpt)
-    if not wl.chunked_loss:
-        yield (
-            "chunked cross-entropy + checkpointing (--chunked-loss)",
-            rep(wl, chunked_loss=True, checkpointing=ckpt),
-        )
-    if adam:
-        yield "8-bit AdamW (--optimizer adamw-8bit)", rep(wl, optimizer=Optimizer.ADAMW_8BIT)
-        yield "8-bit AdamW + checkpointing", rep(wl, optimizer=Optimizer.ADAMW_8BIT, checkpointing=ckpt)
+    ckpt = rep(wl, checkpointing=Checkpointing.FULL)
+    lora = Lora(rank=PLAN_LORA_RANK, alpha=2 * PLAN_LORA_RANK)
+    as_lora = rep(ckpt, method=Method.LORA, lora=lora) if wl.method is Method.FULL else ckpt
+    as_qlora = rep(ckpt, method=Method.QLORA, lora=wl.lora or lora, quant=quant(PLAN_QLORA_QUANT))
+    yield "activation checkpointing (--grad-checkpointing)", ckpt
+    yield "chunked cross-entropy + checkpointing (--chunked-loss)", rep(ckpt, chunked_loss=True)
     if wl.method is Method.FULL:
         yield (
             f"LoRA r{PLAN_LORA_RANK} on all linear layers (--method lora)",
             rep(wl, method=Method.LORA, lora=lora),
         )
-        yield "LoRA + checkpointing", rep(wl, method=Method.LORA, lora=lora, checkpointing=ckpt)
+        yield "LoRA + checkpointing", as_lora
     if wl.method is not Method.QLORA:
-        yield (
-            f"QLoRA ({PLAN_QLORA_QUANT} weights) + checkpointing (--method qlora)",
-            rep(
-                wl,
-                method=Method.QLORA,
-                lora=wl.lora or lora,
-                quant=quant(PLAN_QLORA_QUANT),
-                checkpointing=ckpt,
-            ),
-        )
+        yield f"QLoRA ({PLAN_QLORA_QUANT} weights) + checkpointing (--method qlora)", as_qlora
+    if wl.optimizer in (Optimizer.ADAMW, Optimizer.ADAMW_FUSED, Optimizer.ADAMW_LOOP, Optimizer.ADAM):
+        yield "8-bit AdamW (--optimizer adamw-8bit)", rep(wl, optimizer=Optimizer.ADAMW_8BIT)
+        yield "8-bit AdamW + checkpointing", rep(ckpt, optimizer=Optimizer.ADAMW_8BIT)
+    yield from _sharding(wl, ckpt, as_lora, as_qlora)
+    yield from _smaller_batches(wl)
+    if wl.method is Method.FULL:
+        yield from _smaller_batches(as_lora, prefix="LoRA, ")
+    if wl.method is not Method.QLORA:
+        yield from _smaller_batches(as_qlora, prefix="QLoRA, ")
+
+
+def _sharding(
+    wl: Training, ckpt: Training, as_lora: Training, as_qlora: Training
+) -> Iterator[tuple[str, Training]]:
+    """ZeRO over the GPUs the job already has, optimizer offload, then more GPUs with ZeRO-3."""
+    rep = dataclasses.replace
     par = wl.parallel
     if par.dp > 1 and par.zero is ZeroStage.NONE and par.fsdp is None:
         for stage in (ZeroStage.OPTIMIZER, ZeroStage.GRADIENTS, ZeroStage.PARAMETERS):
@@ -260,20 +263,26 @@ def _training_ladder(spec: ModelSpec, wl: Training) -> Iterator[tuple[str, Train
                 f"ZeRO-{stage} over the {par.dp} GPUs (--zero {stage})",
                 rep(wl, parallel=rep(par, zero=stage)),
             )
+        yield (
+            f"ZeRO-3 + checkpointing over the {par.dp} GPUs",
+            rep(ckpt, parallel=rep(par, zero=ZeroStage.PARAMETERS)),
+        )
+        yield (
+            f"LoRA + ZeRO-3 + checkpointing over the {par.dp} GPUs",
+            rep(as_lora, parallel=rep(par, zero=ZeroStage.PARAMETERS)),
+        )
     if par.offload_optimizer is Offload.NONE:
         zero = par.zero if par.zero.level >= 1 or par.fsdp is not None else ZeroStage.OPTIMIZER
-        yield (
-            "optimizer states offloaded to CPU RAM (--offload-optimizer cpu)",
-            rep(wl, parallel=rep(par, offload_optimizer=Offload.CPU, zero=zero)),
-        )
+        offload = rep(par, offload_optimizer=Offload.CPU, zero=zero)
+        yield "optimizer states offloaded to CPU RAM (--offload-optimizer cpu)", rep(wl, parallel=offload)
+        yield "optimizer offload + checkpointing", rep(ckpt, parallel=offload)
+    zero3 = ZeroStage.PARAMETERS if par.fsdp is None else ZeroStage.NONE
     for n in MORE_GPUS:
         if n > par.dp:
-            zero = ZeroStage.PARAMETERS if par.fsdp is None else ZeroStage.NONE
-            yield (
-                f"{n} GPUs, data parallel with ZeRO-3 (--dp {n} --zero 3)",
-                rep(wl, parallel=rep(par, dp=n, zero=zero)),
-            )
-    yield from _smaller_batches(wl)
+            more = rep(par, dp=n, zero=zero3)
+            yield f"{n} GPUs, ZeRO-3 + checkpointing (--num-gpus {n} --zero 3)", rep(ckpt, parallel=more)
+            yield f"{n} GPUs, LoRA + ZeRO-3 + checkpointing", rep(as_lora, parallel=more)
+            yield f"{n} GPUs, QLoRA + ZeRO-3 + checkpointing", rep(as_qlora, parallel=more)
 
 
 def _inference_ladder(spec: ModelSpec, wl: Inference) -> Iterator[tuple[str, Inference]]:
@@ -289,9 +298,7 @@ def _inference_ladder(spec: ModelSpec, wl: Inference) -> Iterator[tuple[str, Inf
                 yield f"{label} (--quant {name})", quantized
     for n in MORE_GPUS:
         if n > wl.parallel.num_gpus:
-            fields = num_gpus_split(n, wl)
-            flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in fields.items())
-            yield f"{n} GPUs ({flags})", rep(wl, parallel=rep(wl.parallel, **fields))
+            yield f"{n} GPUs (--num-gpus {n})", rep(wl, parallel=rep(wl.parallel, **num_gpus_split(n, wl)))
     yield from _smaller_batches(wl)
 
 
@@ -315,14 +322,15 @@ def _with_quant(wl: Inference, name: str) -> Inference | None:
     return dataclasses.replace(wl, quant=chosen)
 
 
-def _smaller_batches(wl: Workload) -> Iterator[tuple[str, Any]]:
+def _smaller_batches(wl: Workload, *, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Halved batches; training keeps the tokens per optimizer step with gradient accumulation."""
     batch = wl.batch_size // 2
     while batch >= 1:
         if isinstance(wl, Training):
             accum = wl.grad_accum * (wl.batch_size // batch)
             yield (
-                f"batch size {batch}, grad accum {accum} (same tokens per step)",
-                dataclasses.replace(wl, batch_size=batch, grad_accum=accum),
+                f"{prefix}checkpointing, micro-batch {batch} × grad accum {accum} (same tokens per step)",
+                dataclasses.replace(wl, batch_size=batch, grad_accum=accum, checkpointing=Checkpointing.FULL),
             )
         else:
             yield f"batch size {batch} (--batch-size {batch})", dataclasses.replace(wl, batch_size=batch)
