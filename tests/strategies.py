@@ -109,3 +109,34 @@ def inference_workloads(draw: _ist.DrawFn) -> _Inference:
         kv_cache=draw(_ist.sampled_from([_IKvCache.DYNAMIC, _IKvCache.STATIC])),
         attn=draw(_ist.sampled_from(list(_IAttnImpl))),
     )
+
+
+# --- planner (core/plan.py) -----------------------------------------------------------------------------
+from hypothesis import strategies as _pst  # noqa: E402
+
+from memfit.core.result import Gpu as _PGpu  # noqa: E402
+from memfit.core.units import MiB as _PMiB  # noqa: E402
+
+PLANNER_CATALOG_MODELS = ("SmolLM2-135M-Instruct", "Qwen2.5-0.5B", "Llama-3.2-1B", "gemma-2-2b-it",
+                          "Qwen3-4B", "Llama-3.1-8B", "Mixtral-8x7B-v0.1", "DeepSeek-V2-Lite")
+"""Catalog models covering GQA, MHA, sliding windows, MoE and MLA, for planner properties at real scale."""
+
+
+def planner_gpus(*, min_mib: int = 512, max_mib: int = 192 * 1024) -> _pst.SearchStrategy[_PGpu]:
+    """Anonymous GPUs of min_mib..max_mib MiB, all of it usable (as `--gpu 24GiB` gives)."""
+    return _pst.integers(min_mib, max_mib).map(
+        lambda mib: _PGpu(name=f"{mib}MiB", memory_bytes=mib * _PMiB, usable_bytes=mib * _PMiB))
+
+
+def planner_jobs() -> _pst.SearchStrategy[tuple[object, object]]:
+    """(spec, workload) pairs: tiny inference or training specs with a matching workload."""
+    return _pst.one_of(_pst.tuples(inference_specs(), inference_workloads()),
+                       _pst.tuples(training_specs(), training_workloads()))
+
+
+def planner_catalog_jobs() -> _pst.SearchStrategy[tuple[str, object]]:
+    """(catalog model name, workload) pairs at real scale: inference up to 8k tokens, training up to 4k."""
+    infer = _pst.builds(_Inference, prompt_tokens=_pst.integers(1, 8192), new_tokens=_pst.integers(0, 512),
+                        batch_size=_pst.integers(1, 8))
+    train = _pst.builds(_Training, seq_len=_pst.integers(1, 4096), batch_size=_pst.integers(1, 4))
+    return _pst.tuples(_pst.sampled_from(PLANNER_CATALOG_MODELS), _pst.one_of(infer, train))
