@@ -79,6 +79,7 @@ def main() -> int:
         workload = workload_of(case)
         if workload is None:
             results.append({"case": case["id"], "measured": "", "trace": "", "error_pct": "",
+                            "reserved_measured": "", "reserved_trace": "", "reserved_error_pct": "",
                             "seconds": "", "note": "not a workload (CUDA context + cuBLAS workspace)"})
             continue
         started = time.perf_counter()
@@ -86,11 +87,15 @@ def main() -> int:
             est = estimate(case["model"], workload, engine="trace")
         except MemfitError as err:
             results.append({"case": case["id"], "measured": judged_bytes(row), "trace": "", "error_pct": "",
+                            "reserved_measured": "", "reserved_trace": "", "reserved_error_pct": "",
                             "seconds": f"{time.perf_counter() - started:.1f}", "note": str(err)})
             continue
         measured, traced = judged_bytes(row), est.peak.allocated_bytes
+        reserved = max(p["peak_reserved"] for p in row["phases"] if p["name"] != "load")
         results.append({"case": case["id"], "measured": measured, "trace": traced,
                         "error_pct": f"{100 * (traced - measured) / measured:+.3f}",
+                        "reserved_measured": reserved, "reserved_trace": est.peak.reserved_bytes,
+                        "reserved_error_pct": f"{100 * (est.peak.reserved_bytes - reserved) / reserved:+.2f}",
                         "seconds": f"{time.perf_counter() - started:.1f}",
                         "note": est.phase(est.peak.phase).at})
         print(json.dumps(results[-1]), file=sys.stderr)
@@ -110,9 +115,13 @@ def _write(results: list[dict[str, Any]], out: Path) -> None:
         writer = csv.DictWriter(fh, fieldnames=list(results[0]))
         writer.writeheader()
         writer.writerows(results)
-    print("| case | measured (B) | trace (B) | error % | s | note |\n|---|---:|---:|---:|---:|---|")
+    header = ("case", "measured (B)", "trace (B)", "error %", "reserved measured", "reserved trace",
+              "error %", "s", "at")
+    print("| " + " | ".join(header) + " |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
-        cells = (r["case"], r["measured"], r["trace"], r["error_pct"], r["seconds"], r["note"])
+        cells = (r["case"], r["measured"], r["trace"], r["error_pct"], r["reserved_measured"],
+                 r["reserved_trace"], r["reserved_error_pct"], r["seconds"], r["note"])
         print("| " + " | ".join(str(c) for c in cells) + " |")
     print(f"\nwrote {path}")
 
