@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -116,7 +116,7 @@ def params(
     model: ModelArg,
     as_json: JsonOpt = False,
     out: OutOpt = None,
-    revision: Annotated[Optional[str], typer.Option(help="Hub revision.", show_default=False)] = None,  # noqa: UP045
+    revision: Annotated[str | None, typer.Option(help="Hub revision.", show_default=False)] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Never touch the network.")] = False,
     trust_remote_code: Annotated[
         bool, typer.Option("--trust-remote-code", help="Allow a Hub repo's own code.")
@@ -172,7 +172,9 @@ def estimate(
         _emit(_json(est.to_dict()), out)
         return
     references = _references(spec, workload, reference) if reference else ()
-    cuts = _cuts(spec, workload) if est.workload.__class__.__name__ == "Training" else ()
+    from memfit.core.workload import Training
+
+    cuts = _cuts(spec, workload) if isinstance(workload, Training) else ()
     _emit(render.to_text(*render.estimate_view(est, display_unit, references=references, cuts=cuts)), out)
 
 
