@@ -61,6 +61,9 @@ def inference_phases(spec: ModelSpec, workload: Inference) -> tuple[tuple[Phase,
     assumptions = [f"runtime {prof.runtime}: {prof.source}", f"KV cache: {kind}",
                    f"compute dtype {compute_dtype(spec, workload)}"]
     if not prof.torch_allocator:
+        assumptions += ["llama.cpp: own buffers, allocated = reserved; token_embd stays in host RAM; the "
+                        "compute buffer is approximated as one ubatch's fp32 layer intermediates; the CUDA "
+                        "context is an estimate (LLAMA_CPP_CONTEXT_BYTES)"]
         return _llama_cpp_phases(spec, workload, prof), tuple(assumptions)
     return _torch_phases(spec, workload, prof, kind, assumptions), tuple(assumptions)
 
