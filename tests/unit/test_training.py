@@ -10,7 +10,9 @@ from memfit.core.choices import AttnImpl, Checkpointing, Method, Optimizer, Phas
 from memfit.core.dtypes import QUANTS, quant
 from memfit.core.errors import InvalidWorkload
 from memfit.core.estimate import estimate
+from memfit.core.families import spec_from_config
 from memfit.core.result import TOP_TERMS, Gpu, Phase
+from memfit.core.spec import ModelSource, ModelSpec
 from memfit.core.training import cut_suggestions, training_phases, weights_term
 from memfit.core.workload import Lora, Training
 from memfit.sources.resolve import load_model
@@ -166,3 +168,30 @@ def test_unquantized_lora_weights_follow_precision() -> None:
     wl = Training(seq_len=64, method=Method.LORA, lora=Lora(rank=4, alpha=8, dropout=Fraction(0)),
                   quant=QUANTS["none"], checkpointing=Checkpointing.FULL)
     assert _phases(wl)[PhaseName.LOAD].memory.bytes_of("weights") == L1B_BYTES
+
+
+MOE = {"model_type": "qwen3_moe", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+       "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 100,
+       "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 96,
+       "max_position_embeddings": 512}
+
+
+def _moe_spec() -> ModelSpec:
+    return spec_from_config(MOE, name="tiny-moe", source=ModelSource(kind="config", ref="t"))
+
+
+def test_all_linear_on_fused_experts_needs_zero_dropout() -> None:
+    """peft's ParamWrapper refuses lora_dropout > 0, so all-linear on a transformers-5 MoE is invalid."""
+    wl = Training(seq_len=64, method=Method.LORA, lora=Lora(rank=2, alpha=4))
+    with pytest.raises(InvalidWorkload, match="needs lora_dropout=0"):
+        training_phases(_moe_spec(), wl)
+
+
+def test_all_linear_moe_adapters_match_peft() -> None:
+    """r=2, E=4: gate_up A (16, 64) + B (192, 16), down A (8, 96) + B (64, 8), router A (2, 64) + B (4, 2)."""
+    # experts: 16·64 + 192·16 + 8·96 + 64·8 = 1024 + 3072 + 768 + 512 = 5,376; router 128 + 8 = 136
+    # attention q,k,v,o: 2·(64+64) + 2·(64+32) + 2·(64+32) + 2·(64+64) = 896 → 6,408 per layer
+    # 2 layers × 6,408 × 4 B = 51,264 (shapes from get_peft_model on the meta device, peft 0.21)
+    wl = Training(seq_len=64, method=Method.LORA, lora=Lora(rank=2, alpha=4, dropout=Fraction(0)))
+    load = training_phases(_moe_spec(), wl)[0][0]
+    assert load.memory.bytes_of("adapters") == 51_264

@@ -61,6 +61,9 @@ class Flow:
     inputs_need_grad: bool    # the embeddings' output requires grad (full fine-tuning)
     attn: AttnImpl
     fp32_norm_output: bool = False  # Gemma-style norms keep the fp32 normalised tensor when trained
+    attn_softcap: bool = False     # config attn_logit_softcapping (Gemma 2): eager keeps tanh's output
+    experts_adapted: bool = False  # peft all-linear on transformers-5 MoE: LoRA on the fused expert params
+    merged_experts: bool = False   # ... over low-precision experts: W + ΔW is built and kept per layer
     hidden_dropout: bool = False   # config resid_pdrop / hidden_dropout > 0: a bool mask per residual branch
     attn_dropout: bool = False     # config attention_dropout > 0: eager keeps a mask over the probabilities
 
@@ -74,17 +77,21 @@ ATTN_DROPOUT_KEYS = ("attn_pdrop", "attention_dropout", "attention_probs_dropout
 """config.json keys of dropout on the attention probabilities."""
 
 
-def config_dropouts(spec: ModelSpec) -> tuple[bool, bool]:
-    """(hidden dropout > 0, attention dropout > 0) read from the config.json text the spec carries."""
+def _config(spec: ModelSpec) -> dict[str, object]:
+    """The config.json the spec carries, parsed ({} when absent or not an object)."""
     try:
         config = json.loads(spec.source.config_json) if spec.source.config_json else {}
     except ValueError:
-        return False, False
-    if not isinstance(config, dict):
-        return False, False
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def config_dropouts(spec: ModelSpec) -> tuple[bool, bool]:
+    """(hidden dropout > 0, attention dropout > 0) read from the config.json text the spec carries."""
+    config = _config(spec)
 
     def positive(keys: tuple[str, ...]) -> bool:
-        return any(isinstance(config.get(k), (int, float)) and config[k] > 0 for k in keys)
+        return any(isinstance(v, (int, float)) and v > 0 for v in (config.get(k) for k in keys))
 
     return positive(HIDDEN_DROPOUT_KEYS), positive(ATTN_DROPOUT_KEYS)
 
@@ -98,6 +105,9 @@ def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str]
     act = FP32_BYTES if (fp32 or kbit_fp32) else 2
     attn_bytes = 2 if (wl.attn is AttnImpl.FLASH or wl.precision.is_amp) else act
     hidden_dropout, attn_dropout = config_dropouts(spec)
+    experts = wl.method is not Method.FULL and wl.lora is not None and "all-linear" in wl.lora.targets \
+        and any(lin.role == "experts" and not lin.is_module
+                for layer in unique_layers(spec) for lin in layer_linears(spec, layer))
     return Flow(
         residual_bytes=residual, act_bytes=act, attn_bytes=attn_bytes, amp=wl.precision.is_amp,
         base_trains=wl.method is Method.FULL,
@@ -108,6 +118,8 @@ def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str]
         inputs_need_grad=wl.method is Method.FULL, attn=wl.attn,
         hidden_dropout=hidden_dropout, attn_dropout=attn_dropout,
         fp32_norm_output=spec.family in GEMMA_NORM_FAMILIES,
+        attn_softcap=_config(spec).get("attn_logit_softcapping") is not None,
+        experts_adapted=experts, merged_experts=experts and residual == 2,
     )
 
 
@@ -203,7 +215,8 @@ def _attention_core(att: AttentionSpec, flow: Flow, *, seq_len: int) -> int:
         # eager: q, repeated k and v, fp32 softmax output and its copy in q's dtype (+ dropout mask)
         kept = FP32_BYTES * probs + (ab * probs if ab < FP32_BYTES else 0)
         mask = MASK_BYTES * probs if flow.attn_dropout else 0
-        core = ab * (q_width + kv_width + rep) + kept + mask + out
+        softcap = ab * probs if flow.attn_softcap else 0        # tanh's output of the capped scores
+        core = ab * (q_width + kv_width + rep) + kept + mask + softcap + out
     return core + extra
 
 
@@ -212,9 +225,10 @@ def _mlp_bytes(h: int, layer: LayerSpec, flow: Flow, lins: tuple[Linear, ...]) -
     mlp = layer.mlp
     act = flow.act_bytes
     if isinstance(mlp, MoeSpec):
+        trains = flow.base_trains or flow.experts_adapted
         i = mlp.expert.intermediate_size
-        expert = (4 if mlp.expert.gated else 2) * i * act - (0 if flow.base_trains else i * act)
-        gathered = flow.residual_bytes * h if flow.base_trains else 0
+        expert = (4 if mlp.expert.gated else 2) * i * act - (0 if trains else i * act)
+        gathered = flow.residual_bytes * h if trains else 0
         # per routed copy: gathered input, expert intermediates, the weighted output; router fp32 softmax
         routed = mlp.top_k * (gathered + expert + act * h)
         router = 2 * FP32_BYTES * mlp.num_experts
@@ -262,6 +276,19 @@ def layer_token_bytes(spec: ModelSpec, layer: LayerSpec, flow: Flow, *, seq_len:
     return {"norms": norms, "attention": attention, "mlp": max(0, mlp), "lora": lora}
 
 
+def merged_expert_bytes(spec: ModelSpec, layer: LayerSpec, flow: Flow) -> tuple[int, int]:
+    """(bytes of W + ΔW for every fused expert parameter of `layer`, elements of the largest one).
+
+    peft's ParamWrapper over bf16/fp16 experts builds ΔW = B·A per expert and parametrizes the weight as
+    W + ΔW for the forward; autograd keeps it for backward. Source: peft 0.21 lora/layer.py ParamWrapper
+    (_activate_lora, get_delta_weight); transformers-5 MoE experts are fused 3-D Parameters.
+    """
+    if not flow.merged_experts:
+        return 0, 0
+    experts = [lin for lin in layer_linears(spec, layer) if lin.role == "experts" and not lin.is_module]
+    return 2 * sum(lin.num_weights for lin in experts), max((lin.num_weights for lin in experts), default=0)
+
+
 def _layer_total(spec: ModelSpec, layer: LayerSpec, flow: Flow, *, seq_len: int, first: bool) -> int:
     return sum(layer_token_bytes(spec, layer, flow, seq_len=seq_len, first=first).values())
 
@@ -288,7 +315,9 @@ def saved_activations(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int) 
             per = layer_token_bytes(spec, layer, flow, seq_len=seq_len, first=first)
             for name, value in per.items():
                 parts[name] = parts.get(name, 0) + value * tokens * count
-        children.append(Term.group("layers", [Term(name=k, nbytes=v) for k, v in parts.items()]))
+        merged = sum(merged_expert_bytes(spec, layer, flow)[0] for layer in spec.layers)
+        children.append(Term.group("layers", [*(Term(name=k, nbytes=v) for k, v in parts.items()),
+                                              Term(name="merged_expert_weights", nbytes=merged)]))
     final = _norm_bytes(spec.final_norm or NormKind.RMS, h, flow, trains=flow.base_trains)
     head_input = (2 if flow.amp else flow.residual_bytes) * h if flow.base_trains else 0
     children.append(Term(name="final_norm", nbytes=(final + head_input) * tokens))
@@ -297,8 +326,8 @@ def saved_activations(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int) 
 
 def recomputed_layer_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int) -> int:
     """Checkpointing: the largest layer's saved tensors, rebuilt inside backward (bytes)."""
-    worst = max(_layer_total(spec, one, flow, seq_len=seq_len, first=False) for one in unique_layers(spec))
-    return worst * batch * seq_len
+    return max(_layer_total(spec, one, flow, seq_len=seq_len, first=False) * batch * seq_len
+               + merged_expert_bytes(spec, one, flow)[0] for one in unique_layers(spec))
 
 
 def forward_extra_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int) -> int:
@@ -348,4 +377,6 @@ def layer_transient_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: i
             else layer.mlp.intermediate_size
         mlp = 3 * i * flow.act_bytes
         worst = max(worst, attn, mlp)
-    return (worst + 2 * flow.residual_bytes * h) * tokens
+    # merged experts: the bf16 gradient of W + ΔW for the largest fused parameter (trace: Mixtral-8x7B)
+    merged = max(merged_expert_bytes(spec, layer, flow)[1] for layer in unique_layers(spec))
+    return (worst + 2 * flow.residual_bytes * h) * tokens + 2 * merged

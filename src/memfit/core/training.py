@@ -30,7 +30,7 @@ from memfit.core.overhead import cublas_workspace_bytes, reserved_and_device_ter
 from memfit.core.parallel import rank_share, scale_bytes, scale_term
 from memfit.core.params import Linear, count_params, layer_linears, lm_head_linear
 from memfit.core.result import Phase, Term, memory
-from memfit.core.spec import ModelSpec
+from memfit.core.spec import ModelSpec, MoeSpec
 from memfit.core.workload import Lora, Parallelism, Training
 
 TRAINING_POOL_SLACK = Fraction(1, 5)
@@ -84,6 +84,11 @@ def validate(spec: ModelSpec, wl: Training) -> None:
                               "attn=sdpa")
     if wl.lora is not None and wl.method is not Method.FULL:
         lora_targets(spec, wl.lora)
+        fused_experts = any(lin.role == "experts" and not lin.is_module for _, lin in _linears(spec))
+        if fused_experts and "all-linear" in wl.lora.targets and wl.lora.dropout > 0:
+            raise InvalidWorkload(
+                f"lora_targets=all-linear on {spec.name} adapts its fused expert parameters (peft "
+                "lora.ParamWrapper), which needs lora_dropout=0; set lora_dropout 0 or list target modules")
 
 
 def _linears(spec: ModelSpec) -> Iterator[tuple[int, Linear]]:
@@ -100,9 +105,13 @@ def trainable_tensors(spec: ModelSpec, wl: Training, targets: frozenset[str]) ->
     """The tensors the optimizer updates: every parameter (full) or the LoRA A and B matrices."""
     if wl.method is not Method.FULL and wl.lora is not None:
         r = wl.lora.rank
-        out = []
+        out: list[ParamTensor] = []
         head = (1, lm_head_linear(spec)) if "lm_head" in targets else None
         for layers, lin in [*_linears(spec), *([head] if head else [])]:
+            if not lin.is_module and "all-linear" in wl.lora.targets and lin.role in ("experts", "router"):
+                gate_up = lin.fan_in == spec.hidden_size and any(
+                    isinstance(layer.mlp, MoeSpec) and layer.mlp.expert.gated for layer in spec.layers)
+                out.extend(_parameter_adapters(lin, layers, r, doubled=gate_up))
             if lin.is_module and lin.name in targets:
                 n = layers * lin.count
                 out.append(ParamTensor(name=f"{lin.name}.lora_A", rows=r, cols=lin.fan_in,
@@ -131,6 +140,21 @@ def trainable_tensors(spec: ModelSpec, wl: Training, targets: frozenset[str]) ->
     if rest > 0:
         out.append(ParamTensor(name="other", rows=rest, cols=1, element_bytes=eb))
     return tuple(out)
+
+
+def _parameter_adapters(lin: Linear, layers: int, rank: int, *,
+                        doubled: bool) -> tuple[ParamTensor, ParamTensor]:
+    """peft ParamWrapper adapters on a raw Parameter: rank × experts rows (twice for fused gate_up).
+
+    Source: peft 0.21 get_peft_model with all-linear on transformers-5 Mixtral/Qwen3-MoE (meta device):
+    gate_up_proj (E, 2I, h) gets A (2·E·r, h), B (2I, 2·E·r); down_proj (E, h, I) gets A (E·r, I), B (h, E·r);
+    the router (E, h) gets A (r, h), B (E, r).
+    """
+    width = (2 if doubled else 1) * lin.count * rank if lin.role == "experts" else rank
+    eb = LORA_PARAM_BYTES
+    a = ParamTensor(name=f"{lin.name}.lora_A", rows=width, cols=lin.fan_in, element_bytes=eb, count=layers)
+    b = ParamTensor(name=f"{lin.name}.lora_B", rows=lin.fan_out, cols=width, element_bytes=eb, count=layers)
+    return a, b
 
 
 def weights_term(spec: ModelSpec, wl: Training) -> Term:
