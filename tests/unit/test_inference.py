@@ -44,7 +44,7 @@ def test_scoring_forward_has_load_and_prefill_only():
 
 
 def test_generation_adds_decode():
-    """new_tokens > 0 adds a decode phase; every top-level term is in the vocabulary."""
+    """new_tokens > 1 adds a decode phase (token 1 comes from prefill); terms are in the vocabulary."""
     phases, _ = inference_phases(load_model("Llama-3.2-1B"), Inference(prompt_tokens=16, new_tokens=4))
     assert [p.name for p in phases] == [PhaseName.LOAD, PhaseName.PREFILL, PhaseName.DECODE]
     assert all(t.name in TOP_TERMS for p in phases for t in p.memory.children)
@@ -108,3 +108,9 @@ def test_static_cache_is_allocated_at_prefill():
     est = estimate(load_model("Llama-3.2-1B"),
                    Inference(prompt_tokens=512, new_tokens=256, kv_cache=KvCache.STATIC))
     assert est.phase("prefill").memory.bytes_of("kv_cache") == 767 * 32_768
+
+
+def test_one_new_token_is_prefill_only():
+    """generate(max_new_tokens=1) runs no decode step: phases load and prefill, last-position logits."""
+    phases, _ = inference_phases(load_model("Llama-3.2-1B"), Inference(prompt_tokens=16, new_tokens=1))
+    assert [p.name for p in phases] == [PhaseName.LOAD, PhaseName.PREFILL]

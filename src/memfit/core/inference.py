@@ -185,7 +185,7 @@ def _torch_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, ki
     prefill = _phase(PhaseName.PREFILL, layer_terms if prefill_at_layer else head_terms, workload,
                      waste=weight_waste + kv_waste, floor=floor,
                      at="last decoder layer" if prefill_at_layer else "LM head")
-    if not generating:
+    if workload.new_tokens < 2:   # the first new token comes from the prefill's logits
         return _carry_reserved((load, prefill))
 
     # decode: the last step, cache at its final length, plus torch.cat's copy of one layer's K
@@ -301,7 +301,7 @@ def _llama_cpp_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile
     load = Phase(name=PhaseName.LOAD, memory=memory([gpu_weights, cache, non_torch]), host=host)
     work = [gpu_weights, cache, compute, out_logits, non_torch]
     phases = [load, Phase(name=PhaseName.PREFILL, memory=memory(work), host=host, at="compute buffer")]
-    if workload.new_tokens > 0:
+    if workload.new_tokens > 1:
         phases.append(Phase(name=PhaseName.DECODE, memory=memory(work), host=host, at="compute buffer"))
     return tuple(phases)
 
