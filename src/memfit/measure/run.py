@@ -54,11 +54,10 @@ def measure_request(request: dict[str, Any]) -> dict[str, Any]:
     record: dict[str, Any] = {"case": case_of(request["model"], workload)}
     record["nvml_dev_used_before_init"] = nvml_memory().get("device", 0)
     torch.cuda.init()
-    torch.zeros(1, device="cuda")
-    del_context = torch.cuda.memory_allocated()
+    torch.zeros(1, device="cuda")           # creates the CUDA context; the tensor dies at once
     after = nvml_memory()
     record.update(nvml_proc_after_init=after.get("proc", 0), nvml_dev_used_after_init=after.get("device", 0),
-                  alloc_after_init=del_context)
+                  alloc_after_init=torch.cuda.memory_allocated())
     props = torch.cuda.get_device_properties(0)
     record.update(gpu=props.name, gpu_total_bytes=int(props.total_memory), versions=_versions())
     probe = CudaProbe()
@@ -118,12 +117,10 @@ def _load(config_json: str, workload: Any, checkpoint_dtype: Any) -> Any:
     """from_config on the GPU; bitsandbytes: random bf16 weights saved once, loaded quantized as users do."""
     import torch
 
-    from memfit.core.choices import Method
     from memfit.trace import harness
 
     if not workload.quant.is_quantized:
-        model = harness.build_model(config_json, _full(workload), checkpoint_dtype, "cuda")
-        return model
+        return harness.build_model(config_json, _full(workload), checkpoint_dtype, "cuda")
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     folder = _random_checkpoint(config_json, workload)
@@ -137,7 +134,6 @@ def _load(config_json: str, workload: Any, checkpoint_dtype: Any) -> Any:
     model = AutoModelForCausalLM.from_pretrained(
         folder, quantization_config=quant, device_map="cuda", dtype=torch.bfloat16,
         attn_implementation=harness.attn_implementation(workload))
-    del Method
     return model
 
 
