@@ -99,7 +99,7 @@ def config_dropouts(spec: ModelSpec) -> tuple[bool, bool]:
 def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str]) -> Flow:
     """The Flow of `wl` on `spec` (lora_targets: the Linear names that get an adapter)."""
     fp32 = wl.precision is Precision.FP32
-    kbit_fp32 = wl.method is Method.QLORA and wl.lora is not None and wl.lora.prepare_kbit
+    kbit_fp32 = wl.quant.is_quantized and wl.lora is not None and wl.lora.prepare_kbit
     residual = FP32_BYTES if (fp32 or wl.precision.is_amp or kbit_fp32) else 2
     # bnb Linear4bit returns its output in the input's dtype (fp32 after prepare_kbit); autocast: bf16
     act = FP32_BYTES if (fp32 or kbit_fp32) else 2
