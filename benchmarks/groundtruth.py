@@ -123,7 +123,7 @@ def category(case: dict[str, Any]) -> str:
     """inference | quantized | full fine-tune | LoRA | QLoRA."""
     if case["task"] in ("prefill", "generate"):
         return "quantized" if case.get("quant") else "inference"
-    method = case.get("method", "full")
+    method = str(case.get("method", "full"))
     return {"full": "full fine-tune", "lora": "LoRA", "qlora": "QLoRA"}.get(method, method)
 
 
