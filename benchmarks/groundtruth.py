@@ -63,12 +63,17 @@ class Case:
     spec_dict: dict[str, Any] | None = None   # memfit.estimate/1 records carry their spec
 
 
-def to_workload(case: dict[str, Any]) -> Inference | Training:
-    """The core workload of a groundtruth `case` object (task, batch, prompt, new, seq, dtype, quant, ...)."""
+def to_workload(case: dict[str, Any], *, attn_used: str | None = None) -> Inference | Training:
+    """The core workload of a groundtruth `case` object (task, batch, prompt, new, seq, dtype, quant, ...).
+
+    Without an `attn` field the run used HF's default attention, which the record names in
+    `attn_impl_used` (pass it as `attn_used`); SDPA otherwise.
+    """
     task = case["task"]
     dtype = parse_dtype(case.get("dtype", "bf16"))
     batch = int(case.get("batch", 1))
-    attn = AttnImpl.parse(case["attn"]) if case.get("attn") else AttnImpl.SDPA
+    attn_name = case.get("attn") or attn_used
+    attn = AttnImpl.parse(attn_name) if attn_name else AttnImpl.SDPA
     q = quant(case["quant"]) if case.get("quant") else quant("none")
     if task in ("prefill", "generate"):
         return Inference(
@@ -147,7 +152,7 @@ def _read(path: Path) -> Iterator[Case]:
             continue
         config = path.parent / "configs" / f"{case['model']}.json"
         try:
-            workload: Inference | Training | None = to_workload(case)
+            workload: Inference | Training | None = to_workload(case, attn_used=record.get("attn_impl_used"))
             why = ""
         except Exception as err:  # an unmappable case is listed, not fatal
             workload, why = None, f"{type(err).__name__}: {err}"
