@@ -85,3 +85,24 @@ def test_trace_engine_training_has_gradients_and_states():
                                             PhaseName.OPTIMIZER]
     assert optimizer.child("optimizer_states").bytes_of("states") == 2 * optimizer.bytes_of("gradients")
     assert optimizer.bytes_of("gradients") == optimizer.bytes_of("adapters")
+
+
+def test_measure_generate_and_training_paths_run_on_cpu():
+    """measure's own code paths (generate() with EOS off, LoRA training) run on a tiny model on CPU."""
+    import torch
+
+    from memfit.core.dtypes import DType
+    from memfit.measure.run import _apply_method, _full, _generate
+    from memfit.trace import harness
+
+    gen = Inference(prompt_tokens=8, new_tokens=3, batch_size=2)
+    model = harness.build_model(json.dumps(TINY), gen, DType.FP32, "cpu")
+    _generate(model, gen, harness.NullProbe(), device="cpu")
+    train = Training(seq_len=8, method=Method.LORA, lora=Lora(rank=2, alpha=4), precision=Precision.FP32)
+    model = _apply_method(harness.build_model(json.dumps(TINY), _full(train), DType.FP32, "cpu"), train)
+    optimizer = harness.run_training(model, train, harness.NullProbe(), "cpu", steps=1)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable
+    assert all("lora_" in name for name, p in model.named_parameters() if p.requires_grad)
+    assert len(optimizer.state) == len(trainable)
+    assert isinstance(trainable[0], torch.nn.Parameter)

@@ -189,14 +189,14 @@ def _random_checkpoint(config_json: str, workload: Any) -> Path:
     return folder
 
 
-def _generate(model: Any, workload: Any, probe: Any) -> None:
+def _generate(model: Any, workload: Any, probe: Any, device: str = "cuda") -> None:
     """`generate(max_new_tokens=n, min_new_tokens=n, do_sample=False)`, EOS disabled, as users call it."""
     import torch
 
     from memfit.core.choices import KvCache
     from memfit.trace import harness
 
-    ids = harness.random_ids(model.config.vocab_size, workload.batch_size, workload.prompt_tokens, "cuda")
+    ids = harness.random_ids(model.config.vocab_size, workload.batch_size, workload.prompt_tokens, device)
     model.generation_config.eos_token_id = None
     extra: dict[str, Any] = {}
     if workload.kv_cache is KvCache.STATIC:
