@@ -167,3 +167,10 @@ def test_index_page_is_self_contained(client):
     assert "<script src" not in page
     assert "<link" not in page
     assert "https://" not in page
+
+
+def test_a_body_that_is_not_json_is_422(client):
+    """A body that is not JSON at all is a 422 naming `body`."""
+    response = client.post("/api/estimate", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["field"] == "body"

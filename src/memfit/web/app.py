@@ -16,6 +16,7 @@ import importlib.resources
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from memfit import api
@@ -62,8 +63,11 @@ def _model_ref(body: dict[str, Any]) -> str:
         raise BodyError("model", "model must be a catalog name or a Hub id like org/name")
     ref = ref.strip()
     if _looks_like_path(ref):
-        raise BodyError("model", f"model={ref!r}: local paths are refused by the server; "
-                                 "give a catalog name or a Hub id like org/name")
+        raise BodyError(
+            "model",
+            f"model={ref!r}: local paths are refused by the server; "
+            "give a catalog name or a Hub id like org/name",
+        )
     return ref
 
 
@@ -140,38 +144,15 @@ def create_app(*, allow_trace: bool = False) -> FastAPI:
 
     @app.post("/api/estimate")
     async def estimate(request: Request) -> Response:
-        body = _object(await request.json())
-        _check_keys(body, ("model", "workload", "gpu", "engine"))
-        engine = str(body.get("engine") or "analytic")
-        if engine not in ENGINES_IN_SERVER:
-            raise BodyError("engine", f"engine={engine!r} is not served; use analytic or trace")
-        if engine == "trace" and not allow_trace:
-            raise MemfitError(
-                "the trace engine is off in this server; start it with memfit serve --allow-trace"
-            )
-        spec, workload, gpu = _model(body), _workload(body), _gpu(body, required=False)
-        return _json(api.estimate(spec, workload, gpu=gpu, engine=engine).to_dict())
+        return await run_in_threadpool(_estimate, await _body(request), allow_trace)
 
     @app.post("/api/plan")
     async def plan(request: Request) -> Response:
-        body = _object(await request.json())
-        _check_keys(body, ("model", "workload", "gpu", "maximize"))
-        maximize = body.get("maximize")
-        if maximize not in (None, "batch", "context"):
-            raise BodyError("maximize", f"maximize={maximize!r} is not valid; use batch, context or null")
-        spec, workload, gpu = _model(body), _workload(body), _gpu(body, required=True)
-        return _json(api.plan(spec, workload, gpu=gpu or "", maximize=maximize).to_dict())
+        return await run_in_threadpool(_plan, await _body(request))
 
     @app.post("/api/curve")
     async def curve(request: Request) -> Response:
-        body = _object(await request.json())
-        _check_keys(body, ("model", "workload", "gpu", "axis", "values"))
-        axis = body.get("axis")
-        if axis not in ("batch", "context"):
-            raise BodyError("axis", f"axis={axis!r} is not valid; use batch or context")
-        spec, workload, gpu = _model(body), _workload(body), _gpu(body, required=False)
-        values = _int_list(body, "values")
-        return _json(_curve(spec, workload, gpu, axis, values))
+        return await run_in_threadpool(_curve_response, await _body(request))
 
     @app.get("/api/params")
     def params(model: str) -> Response:
@@ -182,6 +163,47 @@ def create_app(*, allow_trace: bool = False) -> FastAPI:
         return _json(api.catalog_report(kind))
 
     return app
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    """The request's JSON object (BodyError when it is not JSON or not an object)."""
+    try:
+        data = await request.json()
+    except ValueError as err:
+        raise BodyError("body", "the request body is not JSON") from err
+    return _object(data)
+
+
+def _estimate(body: dict[str, Any], allow_trace: bool) -> Response:
+    """POST /api/estimate: `memfit estimate --json` for the body's model, workload, GPU and engine."""
+    _check_keys(body, ("model", "workload", "gpu", "engine"))
+    engine = str(body.get("engine") or "analytic")
+    if engine not in ENGINES_IN_SERVER:
+        raise BodyError("engine", f"engine={engine!r} is not served; use analytic or trace")
+    if engine == "trace" and not allow_trace:
+        raise MemfitError("the trace engine is off in this server; start it with memfit serve --allow-trace")
+    spec, workload, gpu = _model(body), _workload(body), _gpu(body, required=False)
+    return _json(api.estimate(spec, workload, gpu=gpu, engine=engine).to_dict())
+
+
+def _plan(body: dict[str, Any]) -> Response:
+    """POST /api/plan: `memfit plan --json`, with maximize "batch", "context" or null."""
+    _check_keys(body, ("model", "workload", "gpu", "maximize"))
+    maximize = body.get("maximize")
+    if maximize not in (None, "batch", "context"):
+        raise BodyError("maximize", f"maximize={maximize!r} is not valid; use batch, context or null")
+    spec, workload, gpu = _model(body), _workload(body), _gpu(body, required=True)
+    return _json(api.plan(spec, workload, gpu=gpu or "", maximize=maximize).to_dict())
+
+
+def _curve_response(body: dict[str, Any]) -> Response:
+    """POST /api/curve: peaks over `values` of the batch size or the context length."""
+    _check_keys(body, ("model", "workload", "gpu", "axis", "values"))
+    axis = body.get("axis")
+    if axis not in ("batch", "context"):
+        raise BodyError("axis", f"axis={axis!r} is not valid; use batch or context")
+    spec, workload, gpu = _model(body), _workload(body), _gpu(body, required=False)
+    return _json(_curve(spec, workload, gpu, axis, _int_list(body, "values")))
 
 
 def _curve(spec: Any, workload: Any, gpu: Gpu | None, axis: str, values: list[int]) -> dict[str, Any]:
