@@ -29,6 +29,8 @@ from memfit.core.kv_cache import (
 )
 from memfit.core.logits import logits
 from memfit.core.overhead import (
+    FREED_POOL_SLACK,
+    POOL_SLACK,
     cublas_workspace_bytes,
     reserved_and_device_terms,
     round_block,
@@ -142,10 +144,10 @@ def _overhead(workload: Inference, dequant: int) -> Term:
 
 
 def _phase(name: PhaseName, terms: list[Term], workload: Inference, *, waste: int, floor: int,
-           at: str) -> Phase:
+           at: str, pool_slack: Fraction = POOL_SLACK) -> Phase:
     allocated = memory(terms)
     frag, non_torch = reserved_and_device_terms(allocated, workload, persistent_waste_bytes=waste,
-                                                cached_floor_bytes=floor)
+                                                cached_floor_bytes=floor, pool_slack=pool_slack)
     return Phase(name=name, memory=memory([*terms, frag, non_torch]), at=at)
 
 
@@ -182,9 +184,13 @@ def _torch_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, ki
     head_terms = [weights_term, cache, Term.group("activations", [final_hidden, inputs]),
                   logits(spec, workload, positions=positions), _overhead(workload, 0)]
     prefill_at_layer = sum(t.nbytes for t in layer_terms) >= sum(t.nbytes for t in head_terms)
-    prefill = _phase(PhaseName.PREFILL, layer_terms if prefill_at_layer else head_terms, workload,
-                     waste=weight_waste + kv_waste, floor=floor,
-                     at="last decoder layer" if prefill_at_layer else "LM head")
+    if prefill_at_layer:
+        prefill = _phase(PhaseName.PREFILL, layer_terms, workload, waste=weight_waste + kv_waste, floor=floor,
+                         at="last decoder layer")
+    else:   # the layers' freed blocks stay cached beside the logits
+        freed_pool = int(FREED_POOL_SLACK * (acts.nbytes + dequant))
+        prefill = _phase(PhaseName.PREFILL, head_terms, workload, waste=weight_waste + kv_waste,
+                         floor=max(floor, freed_pool), at="LM head", pool_slack=Fraction(0))
     if workload.new_tokens < 2:   # the first new token comes from the prefill's logits
         return _carry_reserved((load, prefill))
 

@@ -47,6 +47,11 @@ POOL_SLACK = Fraction(1, 2)
 per-layer blocks of other sizes that the peak's allocations cannot reuse. Source: calibrated on groundtruth
 l8b-prefill-b1-s4096 (514 MiB of cached transients for ~1,034 MiB) and l8b-gen-b8-p1024-n128 (412 for 932)."""
 
+FREED_POOL_SLACK = Fraction(11, 10)
+"""Cached bytes per byte of the last layer's working set once it is freed (at the LM head): the per-layer
+blocks stay reserved and the full-sequence logits need a segment of their own. Source: groundtruth
+l8b-prefill-b1-s4096: peak_reserved − allocated − segment rounding = 514 MiB for a 466 MiB layer set."""
+
 DEQUANT_SLACK: dict[str, Fraction] = {
     "bnb-4bit": Fraction(1, 3),   # Source: l8b-nf4-gen-b1-p512-n64 (58 MiB reserved over allocated)
     "bnb-int8": Fraction(3),      # Source: l8b-int8-gen-b1-p512-n64 (1,206 MiB over allocated): the int8
@@ -119,6 +124,7 @@ def reserved_and_device_terms(
     persistent_waste_bytes: int = 0,
     extra_slack_bytes: int = 0,
     cached_floor_bytes: int = 0,
+    pool_slack: Fraction = POOL_SLACK,
 ) -> tuple[Term, Term]:
     """The `fragmentation` and `non_torch` terms of one phase, given its allocated-memory tree.
 
@@ -135,13 +141,15 @@ def reserved_and_device_terms(
         persistent_waste_bytes: reserved − allocated of the persistent tensors, when known.
         extra_slack_bytes: other cached free blocks the caller knows of.
         cached_floor_bytes: a cached free block that transients fill before the pool grows.
+        pool_slack: cached bytes per transient byte at this peak (POOL_SLACK; 0 where the caller passes
+            the freed pool as cached_floor_bytes instead).
     Source: constants above; calibrated on the H100 groundtruth rows they name.
     """
     transient = allocated.bytes_of("activations") + allocated.bytes_of("logits")
     overhead = allocated.child("runtime_overhead")
     dequant = overhead.bytes_of("dequant") if overhead else 0
     kind = _quant_kind(workload)
-    pool = int(POOL_SLACK * transient)
+    pool = int(pool_slack * transient)
     dequant_slack = int(DEQUANT_SLACK.get(kind, Fraction(0)) * dequant)
     floor_extra = max(0, cached_floor_bytes - pool - dequant_slack)
     fragmentation = Term.group("fragmentation", [
