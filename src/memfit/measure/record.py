@@ -87,8 +87,8 @@ def case_id(case: dict[str, Any]) -> str:
 
 def judged_alloc_bytes(record: dict[str, Any]) -> int:
     """What an estimate is judged on: the largest work-phase peak_alloc, or load end_alloc if larger."""
-    work = [p["peak_alloc"] for p in record["phases"] if p["name"] != "load"]
-    load = [p["end_alloc"] for p in record["phases"] if p["name"] == "load"]
+    work = [int(p["peak_alloc"]) for p in record["phases"] if p["name"] != "load"]
+    load = [int(p["end_alloc"]) for p in record["phases"] if p["name"] == "load"]
     if not work and not load:
         raise InvalidWorkload("the measured record has no phases")
     return max(work + load)
@@ -141,11 +141,11 @@ def record_from_estimate(estimate: Estimate) -> dict[str, Any]:
     """A ground-truth-style record from a measure Estimate (per memfit phase; start/end not kept)."""
     if estimate.engine is not Engine.MEASURE:
         raise InvalidWorkload(f"only measured estimates are records, not engine={estimate.engine}")
-    phases = []
+    phases: list[dict[str, Any]] = []
     for phase in estimate.phases:
         phases.append({"name": str(phase.name), "peak_alloc": phase.allocated_bytes,
                        "end_alloc": phase.allocated_bytes, "peak_reserved": phase.reserved_bytes})
     return {"case": case_of(estimate.model.name, estimate.workload), "phases": phases,
-            "peak_alloc": max(p["peak_alloc"] for p in phases),
-            "peak_reserved": max(p["peak_reserved"] for p in phases),
+            "peak_alloc": max(p.allocated_bytes for p in estimate.phases),
+            "peak_reserved": max(p.reserved_bytes for p in estimate.phases),
             "gpu": estimate.gpu.name if estimate.gpu else None, "ok": True}

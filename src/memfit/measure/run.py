@@ -53,7 +53,7 @@ def measure_request(request: dict[str, Any]) -> dict[str, Any]:
     checkpoint_dtype = DType(request.get("checkpoint_dtype", "bf16"))
     record: dict[str, Any] = {"case": case_of(request["model"], workload)}
     record["nvml_dev_used_before_init"] = nvml_memory().get("device", 0)
-    torch.cuda.init()
+    torch.cuda.init()  # type: ignore[no-untyped-call]
     torch.zeros(1, device="cuda")           # creates the CUDA context; the tensor dies at once
     after = nvml_memory()
     record.update(nvml_proc_after_init=after.get("proc", 0), nvml_dev_used_after_init=after.get("device", 0),
@@ -126,11 +126,11 @@ def _load(config_json: str, workload: Any, checkpoint_dtype: Any) -> Any:
     folder = _random_checkpoint(config_json, workload)
     name = workload.quant.name
     if name.startswith("int8"):
-        quant = BitsAndBytesConfig(load_in_8bit=True)
+        quant = BitsAndBytesConfig(load_in_8bit=True)  # type: ignore[no-untyped-call]
     else:
-        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=name.split("-")[0],
-                                   bnb_4bit_use_double_quant=name.endswith("-dq"),
-                                   bnb_4bit_compute_dtype=torch.bfloat16)
+        quant = BitsAndBytesConfig(  # type: ignore[no-untyped-call]
+            load_in_4bit=True, bnb_4bit_quant_type=name.split("-")[0],
+            bnb_4bit_use_double_quant=name.endswith("-dq"), bnb_4bit_compute_dtype=torch.bfloat16)
     model = AutoModelForCausalLM.from_pretrained(
         folder, quantization_config=quant, device_map="cuda", dtype=torch.bfloat16,
         attn_implementation=harness.attn_implementation(workload))
@@ -161,7 +161,7 @@ def _apply_method(model: Any, workload: Any) -> Any:
 
         assert workload.lora is not None
         if workload.lora.prepare_kbit:
-            model = prepare_model_for_kbit_training(
+            model = prepare_model_for_kbit_training(  # type: ignore[no-untyped-call]
                 model, use_gradient_checkpointing=workload.checkpointing is Checkpointing.FULL,
                 gradient_checkpointing_kwargs={"use_reentrant": False})
     return harness.apply_method(model, workload)
@@ -182,7 +182,7 @@ def _random_checkpoint(config_json: str, workload: Any) -> Path:
 
     cfg = harness.hf_config(config_json)
     with torch.device("cuda"):
-        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)  # type: ignore[no-untyped-call]
     model.save_pretrained(folder)
     del model
     torch.cuda.empty_cache()

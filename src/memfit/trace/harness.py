@@ -103,8 +103,9 @@ def build_model(config_json: str, workload: Inference | Training, checkpoint_dty
 
     cfg = hf_config(config_json)
     with torch.device(device):
-        model = AutoModelForCausalLM.from_config(cfg, dtype=model_dtype(workload, checkpoint_dtype),
-                                                 attn_implementation=attn_implementation(workload))
+        model = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
+            cfg, dtype=model_dtype(workload, checkpoint_dtype),
+            attn_implementation=attn_implementation(workload))
     if prepare is not None:
         model = prepare(model)
     return apply_method(model, workload)
@@ -191,7 +192,8 @@ def make_optimizer(params: list[torch.nn.Parameter], optimizer: Optimizer, *, re
         case Optimizer.ADAFACTOR:
             from transformers.optimization import Adafactor
 
-            return Adafactor(params, lr=lr, relative_step=False, scale_parameter=False, warmup_init=False)
+            return Adafactor(  # type: ignore[no-untyped-call]
+                params, lr=lr, relative_step=False, scale_parameter=False, warmup_init=False)
         case Optimizer.ADAMW_8BIT | Optimizer.PAGED_ADAMW_8BIT | Optimizer.PAGED_ADAMW_32BIT if real_bnb:
             import bitsandbytes as bnb
 
@@ -208,7 +210,7 @@ def make_optimizer(params: list[torch.nn.Parameter], optimizer: Optimizer, *, re
 
 def optimizer_tensors(opt: Any) -> list[torch.Tensor]:
     """Every tensor held in the optimizer's state."""
-    out = []
+    out: list[torch.Tensor] = []
     for state in opt.state.values():
         out.extend(v for v in state.values() if isinstance(v, torch.Tensor))
     return out
@@ -321,7 +323,8 @@ def _generate_step(model: Any, ids: torch.Tensor, kwargs: dict[str, Any], probe:
     return ids, kwargs
 
 
-def _fast_forward(ids: torch.Tensor, kwargs: dict[str, Any], num_tokens: int) -> tuple[torch.Tensor, dict]:
+def _fast_forward(ids: torch.Tensor, kwargs: dict[str, Any],
+                  num_tokens: int) -> tuple[torch.Tensor, dict[str, Any]]:
     """Grow the generation state by `num_tokens` positions without running the model."""
     cache = kwargs["past_key_values"]
     for layer in getattr(cache, "layers", ()):

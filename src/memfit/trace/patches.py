@@ -82,21 +82,22 @@ def sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask:
     if backend == "flash":
         out = aten._scaled_dot_product_flash_attention(query, key, value, dropout_p, is_causal,
                                                        False, scale=scale)
-        return out[0]
+        return out[0]  # type: ignore[no-any-return]
     if backend == "efficient":
         bias = _efficient_bias(attn_mask, query)
         needs_lse = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
         out = aten._scaled_dot_product_efficient_attention(query, key, value, bias, needs_lse, dropout_p,
                                                            is_causal, scale=scale)
-        return out[0]
+        return out[0]  # type: ignore[no-any-return]
     if enable_gqa and key.shape[-3] != query.shape[-3]:
         groups = query.shape[-3] // key.shape[-3]
         key = key.repeat_interleave(groups, dim=-3)
         value = value.repeat_interleave(groups, dim=-3)
     if attn_mask is not None and attn_mask.dtype == torch.bool:   # as sdpa's convert_boolean_attn_mask
         attn_mask = torch.where(attn_mask, 0.0, float("-inf")).to(query.dtype)
-    return aten._scaled_dot_product_attention_math(query, key, value, attn_mask, dropout_p, is_causal,
-                                                   None, scale=scale)[0]
+    out = aten._scaled_dot_product_attention_math(query, key, value, attn_mask, dropout_p, is_causal,
+                                                  None, scale=scale)
+    return out[0]  # type: ignore[no-any-return]
 
 
 def _efficient_bias(attn_mask: torch.Tensor | None, query: torch.Tensor) -> torch.Tensor | None:
@@ -146,15 +147,15 @@ def install() -> None:
     """Apply every patch once per process (the worker calls it before building a model)."""
     if _state["installed"]:
         return
-    F.scaled_dot_product_attention = sdpa  # type: ignore[assignment]
-    torch.nn.functional.scaled_dot_product_attention = sdpa  # type: ignore[assignment]
+    F.scaled_dot_product_attention = sdpa
+    torch.nn.functional.scaled_dot_product_attention = sdpa
 
     import torch.cuda.amp.common as amp_common
 
     amp_common.amp_definitely_not_available = lambda: False
-    torch.cuda.is_bf16_supported = lambda *args, **kwargs: True  # type: ignore[assignment]
+    torch.cuda.is_bf16_supported = lambda *args, **kwargs: True
     # transformers asks the capability before grouped_mm (MoE experts) and fused kernels: an H100 (sm90)
-    torch.cuda.get_device_capability = lambda *args, **kwargs: SM90_CAPABILITY  # type: ignore[assignment]
+    torch.cuda.get_device_capability = lambda *args, **kwargs: SM90_CAPABILITY
 
     from transformers import masking_utils
 

@@ -102,18 +102,24 @@ class Linear4bitStandIn(nn.Linear):
         x = x.to(self.compute_dtype)
         bias = None if self.bias is None else self.bias.to(self.compute_dtype)
         if torch.is_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)):
-            out = _MatMul4bit.apply(x, self.weight, bias, self)
+            out = _MatMul4bit.apply(x, self.weight, bias, self)  # type: ignore[no-untyped-call]
         else:
             out = _gemm_4bit(x, bias, self)
-        return out.to(inp_dtype)
+        return out.to(inp_dtype)  # type: ignore[no-any-return]
 
 
 def _absmax_fp32(mod: Linear4bitStandIn) -> torch.Tensor | None:
     """Double quant: the dequantised absmax (fp32) and its + offset copy (dequantize_blockwise + offset)."""
     if not mod.nested:
         return None
-    absmax_dq = torch.empty_like(mod.absmax, dtype=torch.float32)
-    return absmax_dq + mod.offset
+    absmax_dq = torch.empty_like(_buffer(mod, "absmax"), dtype=torch.float32)
+    return absmax_dq + _buffer(mod, "offset")
+
+
+def _buffer(mod: nn.Module, name: str) -> torch.Tensor:
+    value = getattr(mod, name)
+    assert isinstance(value, torch.Tensor)   # registered in __init__; not user input
+    return value
 
 
 def _gemm_4bit(x: torch.Tensor, bias: torch.Tensor | None, mod: Linear4bitStandIn) -> torch.Tensor:
@@ -144,7 +150,7 @@ class _MatMul4bit(torch.autograd.Function):
         grad_bias = grad_output.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         grad_x = None
         if ctx.needs_input_grad[0]:
-            absmax = torch.empty_like(mod.absmax, dtype=torch.float32) if mod.nested else None
+            absmax = torch.empty_like(_buffer(mod, "absmax"), dtype=torch.float32) if mod.nested else None
             weight = torch.empty((mod.out_features, mod.in_features), dtype=mod.compute_dtype,
                                  device=grad_output.device)
             _tag_dequant(absmax, weight)
@@ -208,7 +214,7 @@ def prepare_kbit(model: Any) -> Any:
     """peft's prepare_model_for_kbit_training without checkpointing: freeze, cast 16-bit params to fp32."""
     from peft import prepare_model_for_kbit_training
 
-    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)  # type: ignore[no-untyped-call]
 
 
 def lora_custom_modules() -> dict[type, type]:
@@ -227,12 +233,12 @@ def lora_custom_modules() -> dict[type, type]:
                 convert = not torch.is_autocast_enabled()
                 expected = result.dtype
                 if convert:
-                    x = self._cast_input_dtype(x, lora_a.weight.dtype)
+                    x = self._cast_input_dtype(x, lora_a.weight.dtype)  # type: ignore[arg-type]
                 output = lora_b(lora_a(self.lora_dropout[active](x))) * self.scaling[active]
                 if convert:
                     output = output.to(expected)
                 result = result + output
-            return result
+            return result  # type: ignore[no-any-return]
 
     return {Linear4bitStandIn: LoraLinear4bit, Linear8bitStandIn: LoraLinear4bit}
 
@@ -268,7 +274,7 @@ class BnbAdamWStandIn(torch.optim.Optimizer):
         return state
 
     @torch.no_grad()
-    def step(self, closure: Any = None) -> None:
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:

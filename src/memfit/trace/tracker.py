@@ -41,11 +41,11 @@ class PhasePeak:
     op: str = ""
 
 
-class Tracker(TorchDispatchMode):
+class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
     """Counts allocator bytes of every storage produced under it (use inside a FakeTensorMode)."""
 
     def __init__(self, device_type: str | None = None) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.device_type = device_type          # count only tensors on this device type (None: all)
         self.live: dict[int, int] = {}          # serial → rounded bytes
         self._serial_of: dict[int, int] = {}    # storage pointer (StorageImpl*) → serial while alive
