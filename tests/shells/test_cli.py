@@ -282,3 +282,12 @@ def test_comparison_view_shows_signed_errors():
     text = render.to_text(*render.comparison_view(compare_module.comparison(est, {"analytic": est}), "GiB"))
     assert "estimate (GiB)" in text
     assert text.count("+0.0%") == 3 * (1 + len(est.phases))
+
+
+@pytest.mark.parametrize(("runtime", "expected"), [("vllm", (1, 2, 1)), ("transformers", (1, 1, 2))])
+def test_num_gpus_alone_follows_the_inference_runtime(runtime, expected):
+    """`--num-gpus 2` is tensor parallel under vLLM and a layer split (device_map) under transformers."""
+    outcome = invoke("estimate", "Llama-3.1-8B", "--runtime", runtime, "--num-gpus", "2", "--json")
+    assert outcome.exit_code == 0, outcome.stderr
+    parallel = json.loads(outcome.stdout)["workload"]["parallel"]
+    assert (parallel["dp"], parallel["tp"], parallel["pp"]) == expected

@@ -171,6 +171,7 @@ def test_index_page_is_self_contained(client):
 
 def test_a_body_that_is_not_json_is_422(client):
     """A body that is not JSON at all is a 422 naming `body`."""
-    response = client.post("/api/estimate", content=b"{not json", headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    response = client.post("/api/estimate", content=b"{not json", headers=headers)
     assert response.status_code == 422
     assert response.json()["field"] == "body"
