@@ -230,7 +230,7 @@ def parallelism_from_flags(flags: dict[str, Any], *, num_gpus: int | None, task:
         if flags.get(name) is not None:
             kwargs[name] = Offload.parse(flags[name], field=name)
     if flags.get("device_map") is not None:
-        kwargs.setdefault("device_map", DeviceMap.parse(flags["device_map"], field="device_map"))
+        kwargs["device_map"] = DeviceMap.parse(flags["device_map"], field="device_map")
     if flags.get("max_gpu_memory") is not None:
         kwargs["max_gpu_memory_bytes"] = parse_size(flags["max_gpu_memory"])
     if flags.get("sequence_parallel"):
