@@ -14,7 +14,7 @@ weights and cache tensors. llama.cpp's own buffers are allocated == reserved; it
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from memfit.core.choices import KvCache, PhaseName
@@ -151,66 +151,88 @@ def _phase(name: PhaseName, terms: list[Term], workload: Inference, *, waste: in
     return Phase(name=name, memory=memory([*terms, frag, non_torch]), at=at)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Job:
+    """What every torch-allocator phase shares: the job, the weights on this GPU and the cache lengths."""
+
+    spec: ModelSpec
+    workload: Inference
+    prof: RuntimeProfile
+    kind: KvCache
+    weights: Term
+    weight_waste: int
+    floor: int
+    inputs: Term
+    cache_tokens: int      # cached tokens per sequence during prefill
+    final_tokens: int      # after the last decode step
+
+
 def _torch_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, kind: KvCache,
                   assumptions: list[str]) -> tuple[Phase, ...]:
     weights_term, weight_sizes = _gpu_weights(spec, workload)
-    weight_waste = _persistent_waste(weight_sizes)
     floor = _init_floor(spec, workload, weights_term)
     if floor:
         assumptions.append("reserved includes the tied LM head that from_config allocates before tying "
                            "(random-weight build); a from_pretrained load does not have it")
-    generating = workload.new_tokens > 0
     final_tokens = final_cache_tokens(workload)
     cache_tokens = workload.prompt_tokens
     if kind is KvCache.STATIC:
         cache_tokens = workload.max_cache_tokens or final_tokens
     if kind is KvCache.PAGED:
         cache_tokens = final_tokens
-    inputs = Term(name="inputs", nbytes=input_bytes(workload, generating=generating))
-    load = _phase(PhaseName.LOAD, [weights_term], workload, waste=weight_waste, floor=floor,
+    job = _Job(spec=spec, workload=workload, prof=prof, kind=kind, weights=weights_term,
+               weight_waste=_persistent_waste(weight_sizes), floor=floor,
+               inputs=Term(name="inputs", nbytes=input_bytes(workload, generating=workload.new_tokens > 0)),
+               cache_tokens=cache_tokens, final_tokens=final_tokens)
+    load = _phase(PhaseName.LOAD, [weights_term], workload, waste=job.weight_waste, floor=floor,
                   at="weights loaded")
+    prefill = _prefill_phase(job, assumptions)
+    if workload.new_tokens < 2:   # the first new token comes from the prefill's logits
+        return _carry_reserved((load, prefill))
+    if kind is KvCache.STATIC and prof.auto_compile_static_cache:
+        assumptions.append("generate() compiles decode with CUDA graphs for a static cache (not sized)")
+    return _carry_reserved((load, prefill, _decode_phase(job)))
 
-    # prefill: the last layer with the whole prompt cached, or the LM head moment
-    cache = kv_cache_at(spec, workload, tokens=cache_tokens, after_decode=False)
-    kv_waste = _persistent_waste(kv_tensor_bytes(spec, workload, tokens=cache_tokens))
-    acts, dequant = _prefill_layer_peak(spec, workload, prof, kind=kind, cache_tokens=cache_tokens,
-                                        assumptions=assumptions)
-    layer_terms = [weights_term, cache, Term.group("activations", [*acts.children, inputs]),
+
+def _prefill_phase(job: _Job, assumptions: list[str]) -> Phase:
+    """The prefill at its peak: the last layer with the whole prompt cached, or the LM head moment."""
+    spec, workload = job.spec, job.workload
+    cache = kv_cache_at(spec, workload, tokens=job.cache_tokens, after_decode=False)
+    waste = job.weight_waste + _persistent_waste(kv_tensor_bytes(spec, workload, tokens=job.cache_tokens))
+    acts, dequant = _prefill_layer_peak(spec, workload, job.prof, kind=job.kind,
+                                        cache_tokens=job.cache_tokens, assumptions=assumptions)
+    layer_terms = [job.weights, cache, Term.group("activations", [*acts.children, job.inputs]),
                    _overhead(workload, dequant)]
-    positions = 1 if generating or prof.max_batched_tokens else workload.prompt_tokens
+    generating = workload.new_tokens > 0
+    positions = 1 if generating or job.prof.max_batched_tokens else workload.prompt_tokens
     dt = compute_dtype(spec, workload)
     final_hidden = Term(name="final_hidden",
                         nbytes=workload.batch_size * dt.nbytes(positions * spec.hidden_size))
-    head_terms = [weights_term, cache, Term.group("activations", [final_hidden, inputs]),
+    head_terms = [job.weights, cache, Term.group("activations", [final_hidden, job.inputs]),
                   logits(spec, workload, positions=positions), _overhead(workload, 0)]
-    prefill_at_layer = sum(t.nbytes for t in layer_terms) >= sum(t.nbytes for t in head_terms)
-    if prefill_at_layer:
-        prefill = _phase(PhaseName.PREFILL, layer_terms, workload, waste=weight_waste + kv_waste, floor=floor,
-                         at="last decoder layer")
-    else:   # the layers' freed blocks stay cached beside the logits
-        freed_pool = int(FREED_POOL_SLACK * (acts.nbytes + dequant))
-        prefill = _phase(PhaseName.PREFILL, head_terms, workload, waste=weight_waste + kv_waste,
-                         floor=max(floor, freed_pool), at="LM head", pool_slack=Fraction(0))
-    if workload.new_tokens < 2:   # the first new token comes from the prefill's logits
-        return _carry_reserved((load, prefill))
+    if sum(t.nbytes for t in layer_terms) >= sum(t.nbytes for t in head_terms):
+        return _phase(PhaseName.PREFILL, layer_terms, workload, waste=waste, floor=job.floor,
+                      at="last decoder layer")
+    # the layers' freed blocks stay cached beside the logits
+    freed_pool = int(FREED_POOL_SLACK * (acts.nbytes + dequant))
+    return _phase(PhaseName.PREFILL, head_terms, workload, waste=waste, floor=max(job.floor, freed_pool),
+                  at="LM head", pool_slack=Fraction(0))
 
-    # decode: the last step, cache at its final length, plus torch.cat's copy of one layer's K
-    cache_len = cache_tokens if kind is KvCache.STATIC else final_tokens
+
+def _decode_phase(job: _Job) -> Phase:
+    """The last decode step: the cache at its final length, torch.cat's copy of one layer's K or V, one
+    token's working set and last-position logits."""
+    spec, workload = job.spec, job.workload
+    cache_len = job.cache_tokens if job.kind is KvCache.STATIC else job.final_tokens
     final_cache = kv_cache_at(spec, workload, tokens=cache_len, after_decode=True)
-    growth = 0
-    if kind is KvCache.DYNAMIC and prof.kv_cat_growth:
-        growth = max(kv_tensor_bytes(spec, workload, tokens=cache_len), default=0)
-    d_acts, d_dequant = layer_peak(spec, workload, decode_step(workload, kind=kind, cache_tokens=cache_len))
-    decode_terms = [weights_term, final_cache,
-                    Term.group("activations", [*d_acts.children, inputs,
-                                               Term(name="kv_cat_copy", nbytes=growth)]),
-                    logits(spec, workload, positions=1), _overhead(workload, d_dequant)]
-    decode_waste = _persistent_waste(kv_tensor_bytes(spec, workload, tokens=cache_len))
-    decode = _phase(PhaseName.DECODE, decode_terms, workload, waste=weight_waste + decode_waste, floor=floor,
-                    at="last decode step")
-    if kind is KvCache.STATIC and prof.auto_compile_static_cache:
-        assumptions.append("generate() compiles decode with CUDA graphs for a static cache (not sized)")
-    return _carry_reserved((load, prefill, decode))
+    tensors = kv_tensor_bytes(spec, workload, tokens=cache_len)
+    growth = max(tensors, default=0) if job.kind is KvCache.DYNAMIC and job.prof.kv_cat_growth else 0
+    acts, dequant = layer_peak(spec, workload, decode_step(workload, kind=job.kind, cache_tokens=cache_len))
+    terms = [job.weights, final_cache,
+             Term.group("activations", [*acts.children, job.inputs, Term(name="kv_cat_copy", nbytes=growth)]),
+             logits(spec, workload, positions=1), _overhead(workload, dequant)]
+    return _phase(PhaseName.DECODE, terms, workload, waste=job.weight_waste + _persistent_waste(tensors),
+                  floor=job.floor, at="last decode step")
 
 
 def allocator_slack_inputs(spec: ModelSpec, workload: Inference) -> tuple[int, int]:
