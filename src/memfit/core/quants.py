@@ -50,7 +50,7 @@ def _bnb_4bit(name: str, *, double_quant: bool) -> Quant:
         bits = 4 + Fraction(32, block)                  # 9/2
         per_matrix_bits = 16 * 32
     return Quant(name=name, bits_per_weight=bits, kind="bnb-4bit", tensor_overhead_bits=per_matrix_bits,
-                 keeps=_BNB_KEEPS, runtimes=_BNB,
+                 keeps=_BNB_KEEPS, runtimes=_HF_AND_VLLM,
                  note="bitsandbytes 4-bit: packed codes, absmax per 64 weights" +
                       (", double-quantized absmax" if double_quant else ""))
 
