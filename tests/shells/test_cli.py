@@ -291,3 +291,12 @@ def test_num_gpus_alone_follows_the_inference_runtime(runtime, expected):
     assert outcome.exit_code == 0, outcome.stderr
     parallel = json.loads(outcome.stdout)["workload"]["parallel"]
     assert (parallel["dp"], parallel["tp"], parallel["pp"]) == expected
+
+
+def test_version_prints_the_version():
+    """`memfit --version` prints `memfit <version>` and exits 0."""
+    from memfit._version import __version__
+
+    outcome = invoke("--version")
+    assert outcome.exit_code == 0
+    assert outcome.stdout == f"memfit {__version__}\n"

@@ -19,13 +19,35 @@ from memfit.cli.options import with_workload_flags
 
 app = typer.Typer(
     name="memfit",
-    help="How much GPU memory will this LLM job need, where does it go, will it fit, and what would fit?\n\n"
-    "Sizes: GiB = 2^30 bytes, GB = 10^9 bytes; every figure is printed with its unit.",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from memfit._version import __version__
+
+        sys.stdout.write(f"memfit {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print memfit's version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
+    """How much GPU memory will this LLM job need, where does it go, will it fit, and what would fit?
+
+    Sizes: GiB = 2^30 bytes, GB = 10^9 bytes; every figure is printed with its unit.
+    """
+
 
 _OUT = "Output"
 ModelArg = Annotated[
