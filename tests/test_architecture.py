@@ -32,6 +32,7 @@ def test_importing_memfit_core_and_cli_leaves_heavy_stacks_out():
 
 
 @pytest.mark.parametrize("args", [
+    ["--help"],
     ["params", "Llama-3.1-405B"],
     ["estimate", "Llama-3.1-8B", "--task", "train", "--method", "lora", "--gpu", "H100", "--reference=all"],
     ["plan", "Llama-3.1-8B", "--gpu", "24GiB"],
