@@ -78,3 +78,47 @@ def test_gguf_q4_k_m_output_is_q6_k():
     term = weights(load_model("Llama-3.1-8B"), dtype=DType.BF16, quant=quant("gguf-Q4_K_M"),
                    runtime=Runtime.LLAMA_CPP)
     assert term.bytes_of("lm_head") == 430_940_160
+
+
+def _with_checkpoint(fmt: str, tensors: tuple, quant_method: str | None = None) -> ModelSpec:
+    from dataclasses import replace
+
+    from memfit.core.spec import CheckpointInfo
+
+    return replace(_square_spec(), checkpoint=CheckpointInfo(format=fmt, tensors=tensors,
+                                                              quant_method=quant_method))
+
+
+def test_gguf_checkpoint_counts_stored_bytes():
+    """A GGUF file is counted as stored: token_embd 144 B + blk.0.attn_q 9,437,184 B + norm 16,384 B."""
+    from memfit.core.spec import TensorInfo
+
+    spec = _with_checkpoint("gguf", (
+        TensorInfo(name="token_embd.weight", dtype="Q4_K", shape=(256,), nbytes=144),
+        TensorInfo(name="blk.0.attn_q.weight", dtype="Q4_K", shape=(4096, 4096), nbytes=9_437_184),
+        TensorInfo(name="blk.0.attn_norm.weight", dtype="F32", shape=(4096,), nbytes=16_384),
+    ))
+    term = weights(spec, dtype=DType.BF16, quant=quant("none"), runtime=Runtime.LLAMA_CPP)
+    assert term.bytes_of("embeddings") == 144
+    assert term.child("layers").bytes_of("attention") == 9_437_184
+    assert term.nbytes == 144 + 9_437_184 + 16_384
+
+
+def test_plain_safetensors_are_converted_to_the_compute_dtype():
+    """A bf16 safetensors matrix of 4096² loaded in fp32 takes 16,777,216 × 4 = 67,108,864 B."""
+    from memfit.core.spec import TensorInfo
+
+    spec = _with_checkpoint("safetensors", (
+        TensorInfo(name="model.layers.0.self_attn.q_proj.weight", dtype="BF16", shape=(4096, 4096),
+                   nbytes=33_554_432),))
+    assert weights(spec, dtype=DType.FP32, quant=quant("none"), runtime=TRANSFORMERS).nbytes == 67_108_864
+
+
+def test_quantized_safetensors_are_counted_as_stored():
+    """A GPTQ checkpoint keeps its packed int32 qweight bytes whatever the compute dtype."""
+    from memfit.core.spec import TensorInfo
+
+    spec = _with_checkpoint("safetensors", (
+        TensorInfo(name="model.layers.0.self_attn.q_proj.qweight", dtype="I32", shape=(512, 4096),
+                   nbytes=8_388_608),), quant_method="gptq")
+    assert weights(spec, dtype=DType.FP16, quant=quant("none"), runtime=TRANSFORMERS).nbytes == 8_388_608

@@ -168,15 +168,29 @@ def _use_more_bits(index: int, num_layers: int) -> bool:
     return index < num_layers // 8 or index >= 7 * num_layers // 8 or (index - num_layers // 8) % 3 == 2
 
 
-_CHECKPOINT_COMPONENTS = (
+_CHECKPOINT_TOP = (
     (re.compile(r"(embed_tokens|wte|word_embeddings|token_embd)"), "embeddings"),
     (re.compile(r"(lm_head|^output\.)"), "lm_head"),
+)
+_CHECKPOINT_LAYER = re.compile(r"(layers\.\d+|blk\.\d+|\.h\.\d+)\.")
+_CHECKPOINT_IN_LAYER = (
+    (re.compile(r"(layernorm|_norm\.|\.ln_\d)"), "layers/norms"),
     (re.compile(r"(self_attn|attn_|attention|\.attn\.)"), "layers/attention"),
     (re.compile(r"(experts|_exps)"), "layers/experts"),
     (re.compile(r"(mlp|ffn_|feed_forward)"), "layers/mlp"),
-    (re.compile(r"(layers\.\d+|blk\.\d+|\.h\.\d+)"), "layers/norms"),
-    (re.compile(r"norm"), "final_norm"),
 )
+
+
+def _checkpoint_component(name: str) -> str:
+    """The weights path of a stored tensor named as in HF safetensors or GGUF files."""
+    for pattern, path in _CHECKPOINT_TOP:
+        if pattern.search(name):
+            return path
+    if _CHECKPOINT_LAYER.search(name):
+        return next((path for pattern, path in _CHECKPOINT_IN_LAYER if pattern.search(name)), "layers/other")
+    return "final_norm" if "norm" in name else "other"
+
+
 _FLOAT_STORAGE = {"F32", "F16", "BF16", "FLOAT32", "FLOAT16", "BFLOAT16"}
 
 
@@ -184,8 +198,7 @@ def _checkpoint_tensors(checkpoint: CheckpointInfo, *, dtype: DType) -> Iterator
     """Stored tensors by component; plain floating-point checkpoints are converted to `dtype`."""
     convert = checkpoint.format != "gguf" and checkpoint.quant_method is None
     for tensor in checkpoint.tensors:
-        path = next((comp for pattern, comp in _CHECKPOINT_COMPONENTS if pattern.search(tensor.name)),
-                    "other")
+        path = _checkpoint_component(tensor.name)
         if convert and tensor.dtype.upper() in _FLOAT_STORAGE:
             yield path, tensor_bytes(dtype, math.prod(tensor.shape))
         else:
