@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from fractions import Fraction
 
 import pytest
@@ -166,3 +167,42 @@ def test_lora_dropout_zero_drops_the_mask() -> None:
     with_drop = Training(seq_len=16, method=Method.LORA, lora=Lora(rank=4, alpha=8))
     no_drop = Training(seq_len=16, method=Method.LORA, lora=Lora(rank=4, alpha=8, dropout=Fraction(0)))
     assert _per_token(spec, with_drop) - _per_token(spec, no_drop) == 464
+
+
+def _with_config(spec: ModelSpec, text: str) -> ModelSpec:
+    fields = {f: getattr(spec, f) for f in spec.__dataclass_fields__}
+    return ModelSpec(**{**fields, "source": ModelSource(kind="config", ref="x", config_json=text)})
+
+
+def test_gemma2_eager_softcapping_keeps_tanh_output() -> None:
+    """attn_logit_softcapping under eager keeps tanh's bf16 output: heads × seq × 2 B per token more."""
+    # 4 heads × 64 positions × 2 B = 512
+    spec = _tiny()
+    wl = Training(seq_len=64, attn=AttnImpl.EAGER)
+    capped = _with_config(spec, '{"attn_logit_softcapping": 50.0}')
+    assert _per_token(capped, wl) - _per_token(spec, wl) == 512
+
+
+def test_python_gelu_keeps_three_more_intermediates() -> None:
+    """GPT-2's gelu_new is Python arithmetic: tanh output and two products saved, 3 × I more."""
+    # non-gated MLP, intermediate 80, bf16: 3 × 80 × 2 B = 480
+    plain = _tiny(mlp_bias=False)
+    gelu = ModelSpec(**{**{f: getattr(plain, f) for f in plain.__dataclass_fields__}, "layers": tuple(
+        dataclasses.replace(layer, mlp=dataclasses.replace(layer.mlp, gated=False, activation="gelu_new"))
+        for layer in plain.layers)})
+    exact = ModelSpec(**{**{f: getattr(plain, f) for f in plain.__dataclass_fields__}, "layers": tuple(
+        dataclasses.replace(layer, mlp=dataclasses.replace(layer.mlp, gated=False, activation="gelu"))
+        for layer in plain.layers)})
+    wl = Training(seq_len=16)
+    assert _per_token(gelu, wl) - _per_token(exact, wl) == 480
+
+
+def test_fused_qkv_view_keeps_the_whole_projection() -> None:
+    """Phi-3's v is a view of the fused qkv output, so q's and k's parts stay alive with it."""
+    # q width 64 + k width 32 = 96 elements × 2 B = 192 per token
+    plain = _tiny()
+    fused = ModelSpec(**{**{f: getattr(plain, f) for f in plain.__dataclass_fields__}, "layers": tuple(
+        dataclasses.replace(layer, attention=dataclasses.replace(layer.attention, fused_qkv=True))
+        for layer in plain.layers)})
+    wl = Training(seq_len=16)
+    assert _per_token(fused, wl) - _per_token(plain, wl) == 192
