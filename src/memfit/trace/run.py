@@ -19,6 +19,7 @@ from memfit.core.spec import ModelSpec
 from memfit.core.units import MiB
 from memfit.core.workload import Inference, Training
 from memfit.trace import harness, patches
+from memfit.trace.allocator import CachingAllocator
 from memfit.trace.boot import Boot, fallback_assumption
 from memfit.trace.tracker import PhasePeak, Tracker
 
@@ -77,7 +78,7 @@ def trace(spec: ModelSpec, workload: Inference | Training, boot: Boot,
     with _Step(progress, "building the model on the meta device"):
         model = harness.build_model(spec.source.config_json, workload, spec.checkpoint_dtype, "meta",
                                     prepare=lambda m: _quantize(m, workload, assumptions))
-    tracker = Tracker(device_type=device)
+    tracker = Tracker(device_type=device, allocator=CachingAllocator())
     fake = FakeTensorMode(allow_non_fake_inputs=False)
     from memfit.trace import standins
 
@@ -88,6 +89,7 @@ def trace(spec: ModelSpec, workload: Inference | Training, boot: Boot,
             harness.mark_weights(model, tracker)
         with _Step(progress, f"running {_task(workload)}"):
             if isinstance(workload, Training):
+                tracker.record_events()
                 optimizer = harness.run_workload(model, workload, tracker, device, training_steps=1)
                 tracker.repeat_phases(("forward", "backward"), "optimizer_states")
                 tracker.paged_bytes = getattr(optimizer, "paged_bytes", 0)
@@ -162,9 +164,10 @@ def assemble(spec: ModelSpec, workload: Inference | Training, gpu: Gpu | None, t
     paged = getattr(tracker, "paged_bytes", 0)
     for name, (record, handles) in chosen.items():
         terms = _terms(tracker.breakdown(record, PHASE_ROLE_DEFAULT.get(name, "activations")), handles)
-        waste = _persistent_waste(tracker, record)
         phase = _with_overhead(Phase(name=PhaseName.parse(name), memory=memory(terms), at=record.op),
-                               workload, assumptions, waste)
+                               workload, assumptions, _persistent_waste(tracker, record))
+        if record.peak_reserved:
+            phase = _replayed_fragmentation(phase, record.peak_reserved)
         if paged and name != "load":
             phase = _add_paged(phase, paged)
         phases.append(phase)
@@ -198,6 +201,16 @@ def _persistent_waste(tracker: Tracker, record: PhasePeak) -> int:
     sizes = [nbytes for serial, nbytes in sorted(record.live.items())
              if tracker.roles.get(serial) in PERSISTENT_ROLES]
     return max(0, segment_reserved(sizes) - sum(sizes))
+
+
+def _replayed_fragmentation(phase: Phase, peak_reserved: int) -> Phase:
+    """fragmentation = the allocator replay's peak reserved − the phase's allocated peak."""
+    from memfit.core.result import replace_terms
+
+    slack = max(0, peak_reserved - phase.allocated_bytes)
+    return replace_terms(phase, Term.group("fragmentation", [
+        Term(name="allocator_replay", nbytes=slack,
+             note="caching-allocator segments replayed from the traced allocations and frees")]))
 
 
 def _add_paged(phase: Phase, paged_bytes: int) -> Phase:

@@ -9,6 +9,7 @@ roles afterwards (`mark` tags parameters, gradients, optimizer states, KV cache 
 from __future__ import annotations
 
 import itertools
+import threading
 import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -18,6 +19,11 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_iter
+
+from memfit.trace.allocator import CachingAllocator
+
+CUBLAS_WORKSPACE_BYTES = 32 * 1024 * 1024
+"""cuBLAS workspace per handle on Hopper (bytes); see run.CUBLAS_WORKSPACE_BYTES_SM90."""
 
 ALLOCATOR_ROUND_BYTES = 512
 """Block granularity of the CUDA caching allocator (bytes). Source: c10/cuda/CUDACachingAllocator.cpp,
@@ -37,6 +43,7 @@ class PhasePeak:
     start_bytes: int = 0
     peak_bytes: int = 0
     end_bytes: int = 0
+    peak_reserved: int = 0                      # from the allocator replay (0 without one)
     live: dict[int, int] = field(default_factory=dict)
     op: str = ""
 
@@ -44,8 +51,10 @@ class PhasePeak:
 class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
     """Counts allocator bytes of every storage produced under it (use inside a FakeTensorMode)."""
 
-    def __init__(self, device_type: str | None = None) -> None:
+    def __init__(self, device_type: str | None = None, allocator: CachingAllocator | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
+        self.allocator = allocator
+        self.events: list[tuple[int, int]] | None = None   # recording: (serial, bytes; 0 = free)
         self.device_type = device_type          # count only tensors on this device type (None: all)
         self.live: dict[int, int] = {}          # serial → rounded bytes
         self._serial_of: dict[int, int] = {}    # storage pointer (StorageImpl*) → serial while alive
@@ -57,12 +66,15 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self._phase: PhasePeak | None = None
         self.num_ops = 0
         self.paged_bytes = 0                    # bytes outside the allocator (bnb paged optimizer states)
+        self._threads: set[int] = set()
 
     # --- counting -------------------------------------------------------------------------------------
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
         self.num_ops += 1
+        if self.allocator is not None and func in _MATMULS:
+            self._first_matmul_of_thread()
         grew = False
         for value in tree_iter(out):
             if isinstance(value, torch.Tensor):
@@ -70,6 +82,14 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
         if grew:
             self._note_peak(func)
         return out
+
+    def _first_matmul_of_thread(self) -> None:
+        """cuBLAS takes a workspace from the allocator at a thread's first matmul (one handle per thread:
+        the forward's and autograd's device thread). Counted in the replay only; `assemble` adds it."""
+        thread = threading.get_ident()
+        if thread not in self._threads and self.allocator is not None:
+            self._threads.add(thread)
+            self.allocator.malloc(-len(self._threads) - 1, CUBLAS_WORKSPACE_BYTES)
 
     def register(self, tensors: Iterable[torch.Tensor]) -> None:
         """Count tensors created outside dispatch (none in practice; kept for stand-ins built by hand)."""
@@ -99,12 +119,20 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self._serial_of[key] = serial
         self.live[serial] = nbytes
         self.total += nbytes
+        if self.allocator is not None:
+            self.allocator.malloc(serial, nbytes)
+            if self.events is not None:
+                self.events.append((serial, nbytes))
         weakref.finalize(storage, self._release, key, serial)
         return True
 
     def _release(self, key: int, serial: int) -> None:
         nbytes = self.live.pop(serial, 0)
         self.total -= nbytes
+        if self.allocator is not None:
+            self.allocator.free(serial)
+            if self.events is not None:
+                self.events.append((serial, 0))
         if self._serial_of.get(key) == serial:
             del self._serial_of[key]
 
@@ -123,10 +151,16 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
         """Track one phase; its peak starts from the bytes live at its start (as reset_peak_memory_stats)."""
         record = PhasePeak(name=name, start_bytes=self.total, peak_bytes=self.total, live=self.live.copy())
         self._phase = record
+        if self.allocator is not None:
+            self.allocator.reset_peak()
+            if self.events is not None:
+                self.events.append((-1, 0))                 # a phase boundary in the recording
         try:
             yield record
         finally:
             record.end_bytes = self.total
+            if self.allocator is not None:
+                record.peak_reserved = self.allocator.peak_reserved
             self._phase = None
             self.phases.append(record)
 
@@ -139,11 +173,41 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
         """
         extra = {serial: nbytes for serial, nbytes in self.live.items() if self.roles.get(serial) == role}
         added = sum(extra.values())
-        for name in names:
+        reserved = self._replay_events(len(names))
+        for index, name in enumerate(names):
             last = next(p for p in reversed(self.phases) if p.name == name)
             self.phases.append(PhasePeak(name=name, start_bytes=last.start_bytes + added,
                                          peak_bytes=last.peak_bytes + added, end_bytes=last.end_bytes + added,
-                                         live={**last.live, **extra}, op=last.op))
+                                         live={**last.live, **extra}, op=last.op,
+                                         peak_reserved=reserved[index] if index < len(reserved) else 0))
+
+    def record_events(self) -> None:
+        """Start recording allocator events (for `repeat_phases` to replay them)."""
+        self.events = []
+
+    def _replay_events(self, num_phases: int) -> list[int]:
+        """Replay the first `num_phases` recorded phases' allocations and frees on the allocator, with
+        fresh handles (their storages that outlive those phases stay allocated); each one's peak reserved."""
+        if self.allocator is None or not self.events:
+            return []
+        events, self.events = self.events, None
+        offset = next(self._serials) + 1_000_000_000       # handles no live serial can reach
+        phases: list[list[tuple[int, int]]] = []
+        for serial, nbytes in events:
+            if serial < 0:
+                phases.append([])
+            elif phases:
+                phases[-1].append((serial, nbytes))
+        peaks = []
+        for phase in phases[:num_phases]:
+            self.allocator.reset_peak()
+            for serial, nbytes in phase:
+                if nbytes:
+                    self.allocator.malloc(serial + offset, nbytes)
+                else:
+                    self.allocator.free(serial + offset)
+            peaks.append(self.allocator.peak_reserved)
+        return peaks
 
     def serial(self, tensor: torch.Tensor) -> int | None:
         """The serial of the live storage behind `tensor`, or None if it is not counted."""
@@ -165,6 +229,11 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
             role = self.roles.get(serial, default_role)
             out[role] = out.get(role, 0) + nbytes
         return out
+
+
+_MATMULS = frozenset({torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
+                      torch.ops.aten.baddbmm.default})
+"""Ops that call cuBLAS (and so create the thread's workspace)."""
 
 
 def _is_fake(tensor: torch.Tensor) -> bool:
