@@ -101,10 +101,20 @@ def config_dropouts(spec: ModelSpec) -> tuple[bool, bool]:
     return positive(HIDDEN_DROPOUT_KEYS), positive(ATTN_DROPOUT_KEYS)
 
 
+KBIT_UPCAST_KINDS = frozenset({"bnb-4bit", "bnb-int8"})
+"""Quant kinds whose other weights prepare_model_for_kbit_training casts to fp32 (it skips GPTQ, AQLM,
+EETQ, HQQ and torchao models). Source: peft 0.21 utils/other.py prepare_model_for_kbit_training."""
+
+
+def upcasts_kept_weights(wl: Training) -> bool:
+    """Whether prepare_kbit runs on a bitsandbytes base and casts its unquantized weights to fp32."""
+    return wl.quant.kind in KBIT_UPCAST_KINDS and wl.lora is not None and wl.lora.prepare_kbit
+
+
 def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str]) -> Flow:
     """The Flow of `wl` on `spec` (lora_targets: the Linear names that get an adapter)."""
     fp32 = wl.precision is Precision.FP32
-    kbit_fp32 = wl.quant.is_quantized and wl.lora is not None and wl.lora.prepare_kbit
+    kbit_fp32 = upcasts_kept_weights(wl)
     residual = FP32_BYTES if (fp32 or wl.precision.is_amp or kbit_fp32) else 2
     # bnb Linear4bit returns its output in the input's dtype (fp32 after prepare_kbit); autocast: bf16
     act = FP32_BYTES if (fp32 or kbit_fp32) else 2

@@ -168,7 +168,7 @@ def weights_term(spec: ModelSpec, wl: Training) -> Term:
         return Term.group("weights", [Term(name="parameters", nbytes=total * param_bytes(wl))])
     quantized = sum(layers * lin.num_weights for layers, lin in _linears(spec) if lin.is_module)
     bits = quantized * wl.quant.bits_per_weight
-    kept_bytes = 4 if (wl.lora is not None and wl.lora.prepare_kbit) else 2
+    kept_bytes = 4 if act.upcasts_kept_weights(wl) else 2
     return Term.group("weights", [
         Term(name="quantized_linears", nbytes=-(-bits.numerator // (bits.denominator * 8))),
         Term(name="kept", nbytes=(total - quantized) * kept_bytes,
@@ -400,7 +400,7 @@ def _assumptions(spec: ModelSpec, wl: Training, flow: act.Flow) -> tuple[str, ..
     ]
     if wl.precision.is_amp:
         out.append("AMP: parameters fp32, autocast keeps bf16/fp16 weight copies until backward")
-    if wl.method is Method.QLORA and wl.lora is not None and wl.lora.prepare_kbit:
+    if act.upcasts_kept_weights(wl):
         out.append("prepare_model_for_kbit_training: embeddings, lm_head and norms in fp32")
     if wl.optimizer is Optimizer.LION:
         out.append("lion: lion-pytorch's per-tensor update")
