@@ -34,7 +34,7 @@ from memfit.core.overhead import (
     cublas_workspace_bytes,
     reserved_and_device_terms,
     round_block,
-    segment_reserved,
+    segment_waste,
 )
 from memfit.core.result import Phase, Term, memory, replace_terms
 from memfit.core.runtimes import RuntimeProfile, check_runtime_supports, profile
@@ -133,7 +133,7 @@ def _scale_term(term: Term, *, tp: int, layer_fraction: tuple[int, int], pp: int
 
 def _persistent_waste(sizes: list[int]) -> int:
     """Reserved − allocated of tensors that are never freed (segment rounding)."""
-    return segment_reserved(sizes) - sum(round_block(s) for s in sizes)
+    return segment_waste(sizes)
 
 
 def _overhead(workload: Inference, dequant: int) -> Term:

@@ -71,6 +71,12 @@ def round_block(nbytes: int) -> int:
     return -(-nbytes // ALLOC_BLOCK_BYTES) * ALLOC_BLOCK_BYTES
 
 
+def segment_waste(sizes: Iterable[int]) -> int:
+    """Reserved − allocated bytes of a persistent set of tensors (see `segment_reserved`)."""
+    blocks = [round_block(size) for size in sizes]
+    return segment_reserved(blocks) - sum(blocks)
+
+
 def segment_reserved(sizes: Iterable[int]) -> int:
     """Reserved bytes after allocating tensors of `sizes` in order, none freed (a persistent set).
 
@@ -86,22 +92,28 @@ def segment_reserved(sizes: Iterable[int]) -> int:
         if block == 0:
             continue
         if block <= SMALL_ALLOC_BYTES:
-            reserved += _place(small_free, block, SMALL_SEGMENT_BYTES)
+            reserved += _place(small_free, block, SMALL_SEGMENT_BYTES, smallest=ALLOC_BLOCK_BYTES)
         elif block < MIN_LARGE_ALLOC_BYTES:
-            reserved += _place(mid_free, block, MID_SEGMENT_BYTES)
+            reserved += _place(mid_free, block, MID_SEGMENT_BYTES, smallest=SMALL_ALLOC_BYTES + 1)
         else:
             reserved += -(-block // LARGE_ROUND_BYTES) * LARGE_ROUND_BYTES
     return reserved
 
 
-def _place(free: list[int], block: int, segment: int) -> int:
-    """Put `block` in the best-fitting free remainder, or open a new segment; returns new reserved bytes."""
-    fits = [i for i, room in enumerate(free) if room >= block]
-    if fits:
-        best = min(fits, key=lambda i: free[i])
+def _place(free: list[int], block: int, segment: int, *, smallest: int) -> int:
+    """Put `block` in the best-fitting free remainder, or open a new segment; returns new reserved bytes.
+    Remainders smaller than the pool's `smallest` request can never be used again and are dropped."""
+    best = -1
+    for i, room in enumerate(free):
+        if room >= block and (best < 0 or room < free[best]):
+            best = i
+    if best >= 0:
         free[best] -= block
+        if free[best] < smallest:
+            free.pop(best)
         return 0
-    free.append(segment - block)
+    if segment - block >= smallest:
+        free.append(segment - block)
     return segment
 
 
