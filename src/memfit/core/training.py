@@ -33,10 +33,11 @@ from memfit.core.result import Phase, Term, memory
 from memfit.core.spec import ModelSpec, MoeSpec
 from memfit.core.workload import Lora, Parallelism, Training
 
-TRAINING_POOL_SLACK = Fraction(1, 5)
-"""Reserved-but-free bytes per byte of activations + logits at the peak (cached blocks of freed transients).
-Source: median of (peak_reserved − peak_alloc) / (activations + logits) over the nine groundtruth training
-rows of h100-2026-11 (range 0.03-0.44); a rough figure: allocated is the calibrated one."""
+CACHED_BYTES_PER_LOGIT = Fraction(11, 4)
+"""Reserved-but-free bytes per (token × vocab entry) in forward and backward: the loss's big fp32 blocks
+freed and cached while others of other sizes are allocated. Source: min-max fit of peak_reserved −
+peak_alloc over the eight non-AMP training rows of h100-2026-11 (errors within ±6.7 %; activations added
+nothing); the AMP row's reserved peak comes from the optimizer step and is 12 % higher."""
 CUBLAS_HANDLES_TRAINING = 2
 """Workspaces alive from the first backward on: the forward thread's and autograd's backward thread's.
 Source: groundtruth l1b-full-bf16-adamw: bwd1 end − (params + grads) = 64 MiB, fwd1 end adds 32 MiB."""
@@ -314,21 +315,29 @@ def _steady(p: _Parts, wl: Training) -> list[Term]:
     return terms
 
 
-def _outside(paged: int, wl: Training, allocated: list[Term]) -> list[Term]:
+def _outside(paged: int, wl: Training, allocated: list[Term], *, cached: int = 0) -> list[Term]:
     """fragmentation (cached free blocks) and non_torch (CUDA context, kernels, paged optimizer states)."""
-    transient = sum(t.nbytes for t in allocated if t.name in ("activations", "logits"))
     fragmentation = Term.group("fragmentation", [
-        Term(name="cached_transients", nbytes=int(TRAINING_POOL_SLACK * transient),
-             note="freed activation and logits blocks kept by the caching allocator")])
+        Term(name="cached_transients", nbytes=cached,
+             note="freed loss and activation blocks kept by the caching allocator")])
     _, context = reserved_and_device_terms(memory(allocated), wl)
     states = Term(name="paged_optimizer_states", nbytes=paged, evictable=True,
                   note="bitsandbytes paged states in CUDA managed memory")
     return [fragmentation, Term.group("non_torch", [*context.children, states])]
 
 
-def _phase(name: PhaseName, terms: list[Term], paged: int, wl: Training, at: str, *, host: int = 0) -> Phase:
+def _phase(name: PhaseName, terms: list[Term], paged: int, wl: Training, at: str, *, host: int = 0,
+           cached: int = 0) -> Phase:
     offloaded = Term.group("host", [Term(name="offloaded", nbytes=host)]) if host else None
-    return Phase(name=name, memory=memory([*terms, *_outside(paged, wl, terms)]), at=at, host=offloaded)
+    outside = _outside(paged, wl, terms, cached=cached)
+    return Phase(name=name, memory=memory([*terms, *outside]), at=at, host=offloaded)
+
+
+def _cached_bytes(spec: ModelSpec, wl: Training, p: _Parts) -> int:
+    """Fragmentation of forward and backward: CACHED_BYTES_PER_LOGIT per logit the loss materialises."""
+    tokens = wl.batch_size * wl.seq_len
+    rows = loss.chunk_tokens(spec, tokens=tokens) if wl.chunked_loss else tokens
+    return scale_bytes(int(CACHED_BYTES_PER_LOGIT * rows * spec.vocab_size), p.logits_share)
 
 
 def _forward(spec: ModelSpec, wl: Training, p: _Parts, flow: act.Flow) -> Phase:
@@ -342,7 +351,8 @@ def _forward(spec: ModelSpec, wl: Training, p: _Parts, flow: act.Flow) -> Phase:
     best = max((at_loss, "loss: logits, fp32 copy, log_softmax + saved activations"),
                (at_layer, "last layer: saved activations + its transients"),
                key=lambda c: _allocated(c[0]))
-    return _phase(PhaseName.FORWARD, best[0], p.paged, wl, best[1], host=p.host)
+    return _phase(PhaseName.FORWARD, best[0], p.paged, wl, best[1], host=p.host,
+                  cached=_cached_bytes(spec, wl, p))
 
 
 def _allocated(terms: list[Term]) -> int:
@@ -377,7 +387,8 @@ def _backward(spec: ModelSpec, wl: Training, p: _Parts, flow: act.Flow) -> Phase
                    + "gradients so far"),
                   (end, "end of backward: all gradients"))
     best = max(candidates, key=lambda c: _allocated(c[0]))
-    return _phase(PhaseName.BACKWARD, best[0], p.paged, wl, best[1], host=p.host)
+    return _phase(PhaseName.BACKWARD, best[0], p.paged, wl, best[1], host=p.host,
+                  cached=_cached_bytes(spec, wl, p))
 
 
 def _optimizer(wl: Training, p: _Parts) -> Phase:
