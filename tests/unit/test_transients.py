@@ -63,3 +63,14 @@ def test_fused_gate_up_holds_four_intermediates():
     wl = Inference(prompt_tokens=2048)
     acts, _ = layer_peak(spec, wl, Step(query_tokens=2048, kv_tokens=2048, masked=False))
     assert acts.flat()["mlp/intermediates"] == 134_217_728
+
+
+def test_fp32_gqa_sdpa_falls_back_to_math():
+    """fp32 rules out flash and GQA rules out the efficient kernel: math holds fp32 scores and softmax,
+    32 heads × 2,048² × (4 + 4) B = 1,073,741,824 B."""
+    from memfit.core.dtypes import DType
+
+    spec = load_model("Llama-3.2-1B")
+    wl = Inference(prompt_tokens=2048, dtype=DType.FP32)
+    acts, _ = layer_peak(spec, wl, Step(query_tokens=2048, kv_tokens=2048, masked=False))
+    assert acts.flat()["attention/scores"] == 1_073_741_824
