@@ -205,9 +205,15 @@ def fit_line(est: Estimate, unit: str) -> Text | None:
 
 
 def assumptions_view(assumptions: Sequence[str]) -> RenderableType | None:
+    """The estimate's assumptions as a bulleted list; long ones wrap under their own text."""
     if not assumptions:
         return None
-    return Group(Text("Assumptions", style="bold"), *(Text(f"  • {a}") for a in assumptions))
+    bullets = Table.grid(padding=(0, 1))
+    bullets.add_column(width=3, justify="right")
+    bullets.add_column(ratio=1)
+    for assumption in assumptions:
+        bullets.add_row("•", assumption)
+    return Group(Text("Assumptions", style="bold"), bullets)
 
 
 MAX_CUTS = 5
