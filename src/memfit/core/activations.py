@@ -46,6 +46,9 @@ ACTIVATION_EXTRA_SAVED: dict[str, int] = {"gelu_new": 3, "gelu_fast": 5, "quick_
 """Intermediate-width tensors an activation saves beyond its input, per token (relu keeps its output, which
 the next Linear keeps anyway, instead of its input). Source: transformers activations.py NewGELUActivation,
 FastGELUActivation, QuickGELUActivation written as Python arithmetic (each op saves its operands)."""
+NO_SDPA_FAMILIES = frozenset({"bloom"})
+"""Families whose transformers 5.17 classes refuse attn_implementation="sdpa" (ALiBi through baddbmm);
+their default, eager, is modelled instead. Source: BloomForCausalLM raises for sdpa (trace engine run)."""
 FLASH_MAX_HEAD_DIM = 256
 """Largest head_dim the SDPA flash backend takes. Source: torch sdp_utils check_head_dim_size_flash."""
 
@@ -66,6 +69,7 @@ class Flow:
     inputs_need_grad: bool    # the embeddings' output requires grad (full fine-tuning)
     attn: AttnImpl
     fp32_norm_output: bool = False  # Gemma-style norms keep the fp32 normalised tensor when trained
+    sdpa_supported: bool = True    # False: the family runs eager attention when SDPA is asked for
     attn_softcap: bool = False     # config attn_logit_softcapping (Gemma 2): eager keeps tanh's output
     experts_adapted: bool = False  # peft all-linear on transformers-5 MoE: LoRA on the fused expert params
     merged_experts: bool = False   # ... over low-precision experts: W + ΔW is built and kept per layer
@@ -133,6 +137,7 @@ def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str]
         inputs_need_grad=wl.method is Method.FULL, attn=wl.attn,
         hidden_dropout=hidden_dropout, attn_dropout=attn_dropout,
         fp32_norm_output=spec.family in GEMMA_NORM_FAMILIES,
+        sdpa_supported=spec.family not in NO_SDPA_FAMILIES,
         attn_softcap=_config(spec).get("attn_logit_softcapping") is not None,
         experts_adapted=experts, merged_experts=experts and residual == 2,
     )
@@ -146,7 +151,7 @@ def attention_backend(att: AttentionSpec, flow: Flow, *, seq_len: int) -> str:
     to math. A sliding window shorter than the sequence needs a mask: K/V are repeated, efficient runs.
     Source: torch sdp_utils.cpp (2.11) backend checks; transformers integrations/sdpa_attention.py.
     """
-    if flow.attn is AttnImpl.EAGER:
+    if flow.attn is AttnImpl.EAGER or (flow.attn is AttnImpl.SDPA and not flow.sdpa_supported):
         return "eager"
     if flow.attn is AttnImpl.FLASH:
         return "flash"

@@ -404,7 +404,7 @@ def _assumptions(spec: ModelSpec, wl: Training, flow: act.Flow) -> tuple[str, ..
     backends = sorted({act.attention_backend(layer.attention, flow, seq_len=wl.seq_len)
                        for layer in spec.layers})
     out = [
-        f"attention kernel: {', '.join(backends)} ({wl.attn})",
+        f"attention kernel: {', '.join(backends)} (attn={wl.attn})",
         "steady state: step 2 with optimizer states; zero_grad(set_to_none=True) between steps",
         "the model output is dropped after the loss (only the loss is kept, as HF Trainer does)",
         "cuBLAS workspaces: 2 × 32 MiB (Hopper; forward and autograd threads)",
