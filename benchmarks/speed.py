@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import functools
 import importlib.metadata
 import json
 import os
@@ -158,7 +159,7 @@ def analytic(repeats: int) -> list[dict[str, Any]]:
             continue
         for workload in (infer, Training(seq_len=2048)):
             try:
-                catalog_samples.extend(_time_ms(lambda s=spec, w=workload: estimate(s, w, h100), 5))
+                catalog_samples.extend(_time_ms(functools.partial(estimate, spec, workload, h100), 5))
             except Exception:  # a model the analytic engine refuses is not a timing
                 continue
     if catalog_samples:
@@ -356,7 +357,8 @@ def write(rows: list[dict[str, Any]], info: dict[str, str]) -> tuple[Path, Path]
     for r in rows:
         meets = {True: "yes", False: "**no**", None: "-"}[r.get("meets_target")]
         lines.append(
-            f"| {r['benchmark']} | {r['case']} | {r['n']} | {_cell(r['median'], r['unit'])} | {_cell(r['p99'], r['unit'])} | "
+            f"| {r['benchmark']} | {r['case']} | {r['n']} | {_cell(r['median'], r['unit'])} | "
+            f"{_cell(r['p99'], r['unit'])} | "
             f"{'-' if r.get('max_rss_mib') is None else r['max_rss_mib']} | "
             f"{'-' if r['target'] is None else str(r['target']) + ' ' + r['unit']} | {meets} |"
             + (f" error: {r['error']}" if r.get("error") else "")

@@ -25,7 +25,7 @@ def _modules_after(code: str) -> set[str]:
     return set(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
-def test_importing_memfit_core_and_cli_leaves_heavy_stacks_out():
+def test_importing_memfit_core_and_cli_leaves_heavy_stacks_out() -> None:
     """`import memfit, memfit.core, memfit.cli` loads none of torch, transformers, peft, bnb, numpy."""
     loaded = _modules_after("import memfit, memfit.core, memfit.cli")
     assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
@@ -37,7 +37,7 @@ def test_importing_memfit_core_and_cli_leaves_heavy_stacks_out():
     ["estimate", "Llama-3.1-8B", "--task", "train", "--method", "lora", "--gpu", "H100", "--reference=all"],
     ["plan", "Llama-3.1-8B", "--gpu", "24GiB"],
 ])
-def test_cli_runs_avoid_pydantic_fastapi_and_the_hub(args):
+def test_cli_runs_avoid_pydantic_fastapi_and_the_hub(args: list[str]) -> None:
     """CLI runs on catalog models import neither pydantic, fastapi, huggingface_hub nor the heavy stacks."""
     code = ("import contextlib, io\nfrom memfit.cli import run\n"
             f"with contextlib.redirect_stdout(io.StringIO()):\n    assert run({args!r}) == 0")
@@ -57,7 +57,7 @@ def _imported_modules(path: Path) -> list[tuple[int, str, int]]:
     return found
 
 
-def test_core_imports_only_the_standard_library_and_itself():
+def test_core_imports_only_the_standard_library_and_itself() -> None:
     """Every import under memfit/core/ names a stdlib module or memfit.core (relative imports stay inside)."""
     offenders = []
     for path in sorted((SRC / "core").rglob("*.py")):
@@ -69,12 +69,12 @@ def test_core_imports_only_the_standard_library_and_itself():
     assert offenders == []
 
 
-def test_public_all_is_sorted():
+def test_public_all_is_sorted() -> None:
     """memfit.__all__ is in sorted order."""
     assert memfit.__all__ == sorted(memfit.__all__)
 
 
-def test_public_all_is_complete_and_resolvable():
+def test_public_all_is_complete_and_resolvable() -> None:
     """Every public name of the memfit package is in __all__, and every name in __all__ resolves."""
     public = {
         name

@@ -47,7 +47,7 @@ def assert_one_error_line(outcome: Outcome, exit_code: int, *, mentions: str) ->
     assert "Traceback" not in outcome.stderr
 
 
-def test_help_lists_every_command():
+def test_help_lists_every_command() -> None:
     """`memfit --help` exits 0 and names all seven commands."""
     outcome = invoke("--help")
     assert outcome.exit_code == 0
@@ -55,14 +55,14 @@ def test_help_lists_every_command():
         assert command in outcome.stdout
 
 
-def test_typer_app_runs_under_clirunner():
+def test_typer_app_runs_under_clirunner() -> None:
     """The typer app itself runs under CliRunner.invoke: `catalog gpus --json` prints the GPU catalog."""
     result = CliRunner().invoke(app, ["catalog", "gpus", "--json"])
     assert result.exit_code == 0
     assert json.loads(result.stdout)["schema"] == "memfit.catalog.gpus/1"
 
 
-def test_params_json_is_the_params_report():
+def test_params_json_is_the_params_report() -> None:
     """`params --json` prints memfit.params/1: Llama-3.1-8B has 8,030,261,248 parameters."""
     # 2 × 128,256 × 4,096 (embeddings, untied head) + 32 layers × 218,112,000 + 4,096 (final norm)
     outcome = invoke("params", "Llama-3.1-8B", "--json")
@@ -74,7 +74,7 @@ def test_params_json_is_the_params_report():
     assert data["tree"]["embeddings"] == 128_256 * 4_096
 
 
-def test_params_human_output_has_total_and_components():
+def test_params_human_output_has_total_and_components() -> None:
     """The human params view prints the exact total with separators and the top-level components."""
     outcome = invoke("params", "Llama-3.1-8B")
     assert outcome.exit_code == 0
@@ -101,25 +101,25 @@ def test_params_human_output_has_total_and_components():
         (["catalog", "teapots"], 2, "teapots"),
     ],
 )
-def test_bad_input_is_one_error_line_and_exit_2(args, exit_code, mentions):
+def test_bad_input_is_one_error_line_and_exit_2(args: list[str], exit_code: int, mentions: str) -> None:
     """Every kind of bad input gives exactly one `error: ` line naming the culprit, exit 2, empty stdout."""
     assert_one_error_line(invoke(*args), exit_code, mentions=mentions)
 
 
-def test_measure_without_a_cuda_gpu_exits_1():
+def test_measure_without_a_cuda_gpu_exits_1() -> None:
     """`memfit measure` on a machine without CUDA (or without the extra) is one error line, exit 1."""
     outcome = invoke("measure", "Llama-3.2-1B", "--prompt-tokens", "16")
     assert_one_error_line(outcome, 1, mentions="")
 
 
-def test_memfit_debug_shows_the_exception():
+def test_memfit_debug_shows_the_exception() -> None:
     """With MEMFIT_DEBUG=1 the MemfitError propagates (a traceback) instead of the one-line message."""
     runner = CliRunner()
     with runner.isolation(env={"MEMFIT_DEBUG": "1"}), pytest.raises(MemfitError, match="No-Such"):
         run(["params", "No-Such-Model-7B"])
 
 
-def test_estimate_json_equals_the_api():
+def test_estimate_json_equals_the_api() -> None:
     """`estimate --json` prints exactly `api.estimate(...).to_dict()` for a LoRA job on an H100."""
     outcome = invoke("estimate", "Llama-3.1-8B", *LORA_ARGS, "--gpu", "H100-SXM-80GB", "--json")
     assert outcome.exit_code == 0, outcome.stderr
@@ -128,7 +128,7 @@ def test_estimate_json_equals_the_api():
     assert outcome.stdout == api.dumps(expected)
 
 
-def test_inference_estimate_json_equals_the_api():
+def test_inference_estimate_json_equals_the_api() -> None:
     """`estimate --prompt-tokens 4096 --new-tokens 128 --json` equals the API's Inference estimate."""
     outcome = invoke("estimate", "Llama-3.1-8B", "--prompt-tokens", "4096", "--new-tokens", "128", "--json")
     assert outcome.exit_code == 0, outcome.stderr
@@ -136,7 +136,7 @@ def test_inference_estimate_json_equals_the_api():
     assert json.loads(outcome.stdout) == expected
 
 
-def test_default_inference_workload_is_documented_defaults():
+def test_default_inference_workload_is_documented_defaults() -> None:
     """No workload flags: inference of 2,048 prompt tokens, no new tokens, batch 1."""
     outcome = invoke("estimate", "Llama-3.2-1B", "--json")
     assert outcome.exit_code == 0, outcome.stderr
@@ -149,7 +149,7 @@ def test_default_inference_workload_is_documented_defaults():
     )
 
 
-def test_estimate_human_output_names_units_phases_and_fit():
+def test_estimate_human_output_names_units_phases_and_fit() -> None:
     """The human training view has the peak tree, every phase, GiB in labels and the fit line."""
     outcome = invoke("estimate", "Llama-3.1-8B", *LORA_ARGS, "--gpu", "H100-SXM-80GB")
     assert outcome.exit_code == 0, outcome.stderr
@@ -161,7 +161,7 @@ def test_estimate_human_output_names_units_phases_and_fit():
     assert " GB" not in outcome.stdout.replace("80GB", "")
 
 
-def test_unit_gb_prints_decimal_gigabytes_only():
+def test_unit_gb_prints_decimal_gigabytes_only() -> None:
     """`--unit GB` labels every figure GB (10^9 bytes) and never GiB."""
     outcome = invoke("estimate", "Llama-3.1-8B", *LORA_ARGS, "--unit", "GB")
     assert outcome.exit_code == 0, outcome.stderr
@@ -169,7 +169,7 @@ def test_unit_gb_prints_decimal_gigabytes_only():
     assert "GiB" not in outcome.stdout
 
 
-def test_does_not_fit_is_a_success():
+def test_does_not_fit_is_a_success() -> None:
     """A job that does not fit exits 0, says so and by how much."""
     outcome = invoke("estimate", "Llama-3.1-8B", "--task", "train", "--gpu", "24GiB")
     assert outcome.exit_code == 0, outcome.stderr
@@ -181,7 +181,7 @@ def test_does_not_fit_is_a_success():
     assert data["fits"] is False
 
 
-def test_reference_methods_are_shown_beside_ours():
+def test_reference_methods_are_shown_beside_ours() -> None:
     """`--reference all` adds the reference table with each source's own unit."""
     outcome = invoke("estimate", "Llama-3.1-8B", *LORA_ARGS, "--reference", "all")
     assert outcome.exit_code == 0, outcome.stderr
@@ -189,7 +189,7 @@ def test_reference_methods_are_shown_beside_ours():
     assert "memfit (peak on device)" in outcome.stdout
 
 
-def test_num_gpus_alone_is_data_parallel_for_training():
+def test_num_gpus_alone_is_data_parallel_for_training() -> None:
     """`--num-gpus 4` on a training job is dp=4 (the transformers training default)."""
     outcome = invoke("estimate", "Llama-3.1-8B", *LORA_ARGS, "--num-gpus", "4", "--json")
     assert outcome.exit_code == 0, outcome.stderr
@@ -197,7 +197,7 @@ def test_num_gpus_alone_is_data_parallel_for_training():
     assert (parallel["dp"], parallel["tp"], parallel["pp"]) == (4, 1, 1)
 
 
-def test_out_writes_the_json_file_and_nothing_to_stdout(tmp_path: Path):
+def test_out_writes_the_json_file_and_nothing_to_stdout(tmp_path: Path) -> None:
     """`--out FILE` writes the same JSON to FILE, prints nothing and leaves no temporary file behind."""
     target = tmp_path / "estimate.json"
     outcome = invoke("estimate", "Llama-3.1-8B", *LORA_ARGS, "--json", "--out", str(target))
@@ -207,7 +207,7 @@ def test_out_writes_the_json_file_and_nothing_to_stdout(tmp_path: Path):
     assert [p.name for p in tmp_path.iterdir()] == ["estimate.json"]
 
 
-def test_out_into_a_missing_folder_fails_cleanly(tmp_path: Path):
+def test_out_into_a_missing_folder_fails_cleanly(tmp_path: Path) -> None:
     """`--out` into a folder that does not exist is one error line, exit 1, and writes nothing."""
     target = tmp_path / "missing" / "estimate.json"
     outcome = invoke("params", "Llama-3.2-1B", "--json", "--out", str(target))
@@ -215,7 +215,7 @@ def test_out_into_a_missing_folder_fails_cleanly(tmp_path: Path):
     assert not target.parent.exists()
 
 
-def test_plan_maximize_batch_json_matches_the_planner():
+def test_plan_maximize_batch_json_matches_the_planner() -> None:
     """`plan --maximize batch --json` prints memfit.plan/1 whose max_value fits and max_value + 1 does not."""
     outcome = invoke("plan", "Llama-3.1-8B", *LORA_ARGS, "--gpu", "H100", "--maximize", "batch", "--json")
     assert outcome.exit_code == 0, outcome.stderr
@@ -230,7 +230,7 @@ def test_plan_maximize_batch_json_matches_the_planner():
     assert api.estimate("Llama-3.1-8B", replace(LORA_WORKLOAD, batch_size=best + 1), gpu="H100").fits is False
 
 
-def test_plan_lists_changes_that_fit_when_the_job_does_not():
+def test_plan_lists_changes_that_fit_when_the_job_does_not() -> None:
     """A full fine-tune of Llama-3.1-8B on 24 GiB does not fit; plan lists changes that do, each fitting."""
     outcome = invoke("plan", "Llama-3.1-8B", "--task", "train", "--gpu", "24GiB", "--json")
     assert outcome.exit_code == 0, outcome.stderr
@@ -241,7 +241,7 @@ def test_plan_lists_changes_that_fit_when_the_job_does_not():
 
 
 @pytest.mark.parametrize("kind", ["models", "gpus", "quants"])
-def test_catalog_runs_offline_with_huggingface_hub_broken(kind, monkeypatch):
+def test_catalog_runs_offline_with_huggingface_hub_broken(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """`catalog KIND --json` works with huggingface_hub unimportable: the catalog never touches the Hub."""
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # any import of it now raises ImportError
     outcome = invoke("catalog", kind, "--json")
@@ -251,7 +251,7 @@ def test_catalog_runs_offline_with_huggingface_hub_broken(kind, monkeypatch):
     assert data[kind]
 
 
-def test_catalog_gpus_human_output_has_units_in_headers():
+def test_catalog_gpus_human_output_has_units_in_headers() -> None:
     """The GPU table labels its memory columns with the unit."""
     outcome = invoke("catalog", "gpus")
     assert outcome.exit_code == 0
@@ -259,7 +259,7 @@ def test_catalog_gpus_human_output_has_units_in_headers():
     assert "H100-SXM-80GB" in outcome.stdout
 
 
-def test_core_parsers_reject_what_the_cli_rejects():
+def test_core_parsers_reject_what_the_cli_rejects() -> None:
     """The CLI's --gpu-memory-utilization goes through the core check: 1.5 is refused with the field named."""
     outcome = invoke("estimate", "Llama-3.1-8B", "--runtime", "vllm", "--gpu-memory-utilization", "1.5")
     assert_one_error_line(outcome, 2, mentions="gpu_memory_utilization")
@@ -267,13 +267,13 @@ def test_core_parsers_reject_what_the_cli_rejects():
         Inference(prompt_tokens=1, gpu_memory_utilization=__import__("fractions").Fraction(3, 2))
 
 
-def test_compare_without_a_cuda_gpu_exits_1():
+def test_compare_without_a_cuda_gpu_exits_1() -> None:
     """`memfit compare` needs a GPU to measure on: one error line, exit 1, on this CPU-only machine."""
     outcome = invoke("compare", "Llama-3.2-1B", "--prompt-tokens", "16")
     assert_one_error_line(outcome, 1, mentions="")
 
 
-def test_comparison_view_shows_signed_errors():
+def test_comparison_view_shows_signed_errors() -> None:
     """A comparison of an estimate with itself renders every figure with a +0.0% error and its unit."""
     from memfit.cli import render
 
@@ -285,7 +285,7 @@ def test_comparison_view_shows_signed_errors():
 
 
 @pytest.mark.parametrize(("runtime", "expected"), [("vllm", (1, 2, 1)), ("transformers", (1, 1, 2))])
-def test_num_gpus_alone_follows_the_inference_runtime(runtime, expected):
+def test_num_gpus_alone_follows_the_inference_runtime(runtime: str, expected: tuple[int, int, int]) -> None:
     """`--num-gpus 2` is tensor parallel under vLLM and a layer split (device_map) under transformers."""
     outcome = invoke("estimate", "Llama-3.1-8B", "--runtime", runtime, "--num-gpus", "2", "--json")
     assert outcome.exit_code == 0, outcome.stderr
@@ -293,7 +293,7 @@ def test_num_gpus_alone_follows_the_inference_runtime(runtime, expected):
     assert (parallel["dp"], parallel["tp"], parallel["pp"]) == expected
 
 
-def test_version_prints_the_version():
+def test_version_prints_the_version() -> None:
     """`memfit --version` prints `memfit <version>` and exits 0."""
     from memfit._version import __version__
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from typing import Any
 
 import pytest
 from tests.helpers import requires_web
@@ -23,7 +24,7 @@ LORA_ARGS = ["--task", "train", "--method", "lora", "--seq-len", "1024", "--lora
 
 
 @pytest.fixture(scope="module")
-def client():
+def client() -> Any:
     return fastapi_testclient.TestClient(create_app())
 
 
@@ -38,7 +39,7 @@ def cli_stdout(*args: str) -> str:
         return out.getvalue().decode()
 
 
-def test_estimate_equals_cli_json_byte_for_byte(client):
+def test_estimate_equals_cli_json_byte_for_byte(client: Any) -> None:
     """POST /api/estimate returns exactly the bytes `memfit estimate --json` prints for the same job."""
     response = client.post("/api/estimate", json={"model": "Llama-3.1-8B", "workload": LORA, "gpu": "H100"})
     assert response.status_code == 200
@@ -46,7 +47,7 @@ def test_estimate_equals_cli_json_byte_for_byte(client):
     assert response.text == cli_stdout("estimate", "Llama-3.1-8B", *LORA_ARGS, "--gpu", "H100", "--json")
 
 
-def test_inference_estimate_equals_cli_json(client):
+def test_inference_estimate_equals_cli_json(client: Any) -> None:
     """An inference body with only prompt_tokens equals the CLI run with --prompt-tokens alone."""
     body = {"model": "Llama-3.2-1B", "workload": {"task": "infer", "prompt_tokens": 4096}}
     response = client.post("/api/estimate", json=body)
@@ -54,7 +55,7 @@ def test_inference_estimate_equals_cli_json(client):
     assert response.text == cli_stdout("estimate", "Llama-3.2-1B", "--prompt-tokens", "4096", "--json")
 
 
-def test_plan_equals_cli_json(client):
+def test_plan_equals_cli_json(client: Any) -> None:
     """POST /api/plan with maximize=batch equals `memfit plan --maximize batch --json`."""
     body = {"model": "Llama-3.1-8B", "workload": LORA, "gpu": "H100", "maximize": "batch"}
     response = client.post("/api/plan", json=body)
@@ -74,7 +75,7 @@ def test_plan_equals_cli_json(client):
         ("/api/catalog/quants", ["catalog", "quants", "--json"]),
     ],
 )
-def test_get_routes_equal_cli_json(client, path, args):
+def test_get_routes_equal_cli_json(client: Any, path: str, args: list[str]) -> None:
     """Every GET route returns the CLI's --json bytes for the same question."""
     response = client.get(path)
     assert response.status_code == 200
@@ -100,14 +101,14 @@ def test_get_routes_equal_cli_json(client, path, args):
         ({"model": "./my-model/config.json", "workload": {"task": "infer", "prompt_tokens": 8}}, "model"),
     ],
 )
-def test_bad_bodies_are_422_naming_the_field(client, body, field):
+def test_bad_bodies_are_422_naming_the_field(client: Any, body: dict[str, Any], field: str) -> None:
     """A body that does not decode (or a local path as model) is a 422 whose `field` names the culprit."""
     response = client.post("/api/estimate", json=body)
     assert response.status_code == 422
     assert response.json()["field"] == field
 
 
-def test_memfit_errors_are_400_with_the_message(client):
+def test_memfit_errors_are_400_with_the_message(client: Any) -> None:
     """An unknown model is a MemfitError: 400 with {"error": message}."""
     body = {"model": "No-Such-Model-7B", "workload": {"task": "infer", "prompt_tokens": 8}}
     response = client.post("/api/estimate", json=body)
@@ -115,7 +116,7 @@ def test_memfit_errors_are_400_with_the_message(client):
     assert "No-Such-Model-7B" in response.json()["error"]
 
 
-def test_trace_is_off_unless_allowed(client):
+def test_trace_is_off_unless_allowed(client: Any) -> None:
     """engine=trace is refused (400) by a server started without --allow-trace."""
     body = {"model": "Llama-3.2-1B", "workload": {"task": "infer", "prompt_tokens": 8}, "engine": "trace"}
     response = client.post("/api/estimate", json=body)
@@ -123,14 +124,14 @@ def test_trace_is_off_unless_allowed(client):
     assert "--allow-trace" in response.json()["error"]
 
 
-def test_plan_needs_a_gpu(client):
+def test_plan_needs_a_gpu(client: Any) -> None:
     """POST /api/plan without a gpu is a 422 naming `gpu`."""
     response = client.post("/api/plan", json={"model": "Llama-3.1-8B", "workload": LORA})
     assert response.status_code == 422
     assert response.json()["field"] == "gpu"
 
 
-def test_curve_over_batch_sizes_never_shrinks(client):
+def test_curve_over_batch_sizes_never_shrinks(client: Any) -> None:
     """/api/curve returns one point per batch size; the peak never shrinks as the batch grows."""
     values = [1, 2, 4, 8]
     body = {"model": "Llama-3.1-8B", "workload": LORA, "gpu": "H100", "axis": "batch", "values": values}
@@ -144,7 +145,7 @@ def test_curve_over_batch_sizes_never_shrinks(client):
     assert data["gpu"]["usable_bytes"] == 85_017_493_504
 
 
-def test_curve_context_beyond_the_model_reports_the_error(client):
+def test_curve_context_beyond_the_model_reports_the_error(client: Any) -> None:
     """A context longer than max_position_embeddings is a point with an error, not a failed request."""
     body = {
         "model": "Llama-3.2-1B",
@@ -157,7 +158,7 @@ def test_curve_context_beyond_the_model_reports_the_error(client):
     assert "error" in data["points"][1]
 
 
-def test_index_page_is_self_contained(client):
+def test_index_page_is_self_contained(client: Any) -> None:
     """GET / serves the page: inline script and SVG, no external script, stylesheet or CDN."""
     response = client.get("/")
     assert response.status_code == 200
@@ -169,7 +170,7 @@ def test_index_page_is_self_contained(client):
     assert "https://" not in page
 
 
-def test_a_body_that_is_not_json_is_422(client):
+def test_a_body_that_is_not_json_is_422(client: Any) -> None:
     """A body that is not JSON at all is a 422 naming `body`."""
     headers = {"Content-Type": "application/json"}
     response = client.post("/api/estimate", content=b"{not json", headers=headers)
