@@ -220,19 +220,26 @@ def _prefill_phase(job: _Job, assumptions: list[str]) -> Phase:
 
 
 def _decode_phase(job: _Job) -> Phase:
-    """The last decode step: the cache at its final length, torch.cat's copy of one layer's K or V, one
-    token's working set and last-position logits."""
+    """The last decode step at its peak: the cache at its final length plus either the last layer's
+    working set with torch.cat's copy of one layer's K or V, or the LM head's last-position logits."""
     spec, workload = job.spec, job.workload
     cache_len = job.cache_tokens if job.kind is KvCache.STATIC else job.final_tokens
     final_cache = kv_cache_at(spec, workload, tokens=cache_len, after_decode=True)
     tensors = kv_tensor_bytes(spec, workload, tokens=cache_len)
+    waste = job.weight_waste + _persistent_waste(tensors)
     growth = max(tensors, default=0) if job.kind is KvCache.DYNAMIC and job.prof.kv_cat_growth else 0
     acts, dequant = layer_peak(spec, workload, decode_step(workload, kind=job.kind, cache_tokens=cache_len))
-    terms = [job.weights, final_cache,
-             Term.group("activations", [*acts.children, job.inputs, Term(name="kv_cat_copy", nbytes=growth)]),
-             logits(spec, workload, positions=1), _overhead(workload, dequant)]
-    return _phase(PhaseName.DECODE, terms, workload, waste=job.weight_waste + _persistent_waste(tensors),
-                  floor=job.floor, at="last decode step")
+    layer_terms = [job.weights, final_cache,
+                   Term.group("activations", [*acts.children, job.inputs,
+                                              Term(name="kv_cat_copy", nbytes=growth)]),
+                   _overhead(workload, dequant)]
+    dt = compute_dtype(spec, workload)
+    final_hidden = Term(name="final_hidden", nbytes=workload.batch_size * dt.nbytes(spec.hidden_size))
+    head_terms = [job.weights, final_cache, Term.group("activations", [final_hidden, job.inputs]),
+                  logits(spec, workload, positions=1), _overhead(workload, 0)]
+    at_layer = sum(t.nbytes for t in layer_terms) >= sum(t.nbytes for t in head_terms)
+    return _phase(PhaseName.DECODE, layer_terms if at_layer else head_terms, workload, waste=waste,
+                  floor=job.floor, at="last decode step, " + ("last layer" if at_layer else "LM head"))
 
 
 def allocator_slack_inputs(spec: ModelSpec, workload: Inference) -> tuple[int, int]:
