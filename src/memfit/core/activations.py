@@ -70,6 +70,7 @@ class Flow:
     attn: AttnImpl
     fp32_norm_output: bool = False  # Gemma-style norms keep the fp32 normalised tensor when trained
     sdpa_supported: bool = True    # False: the family runs eager attention when SDPA is asked for
+    alibi: bool = False            # config alibi (Falcon-RW): SDPA gets one float (b, heads, s, s) bias
     attn_softcap: bool = False     # config attn_logit_softcapping (Gemma 2): eager keeps tanh's output
     experts_adapted: bool = False  # peft all-linear on transformers-5 MoE: LoRA on the fused expert params
     merged_experts: bool = False   # ... over low-precision experts: W + ΔW is built and kept per layer
@@ -137,7 +138,7 @@ def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str]
         inputs_need_grad=wl.method is Method.FULL, attn=wl.attn,
         hidden_dropout=hidden_dropout, attn_dropout=attn_dropout,
         fp32_norm_output=spec.family in GEMMA_NORM_FAMILIES,
-        sdpa_supported=spec.family not in NO_SDPA_FAMILIES,
+        sdpa_supported=spec.family not in NO_SDPA_FAMILIES, alibi=_config(spec).get("alibi") is True,
         attn_softcap=_config(spec).get("attn_logit_softcapping") is not None,
         experts_adapted=experts, merged_experts=experts and residual == 2,
     )
@@ -155,7 +156,7 @@ def attention_backend(att: AttentionSpec, flow: Flow, *, seq_len: int) -> str:
         return "eager"
     if flow.attn is AttnImpl.FLASH:
         return "flash"
-    masked = att.sliding_window is not None and att.sliding_window < seq_len
+    masked = (att.sliding_window is not None and att.sliding_window < seq_len) or flow.alibi
     if flow.attn_bytes == 2 and att.head_dim <= FLASH_MAX_HEAD_DIM and not masked:
         return "flash"
     if att.num_kv_heads == att.num_heads or masked:
@@ -223,7 +224,8 @@ def _attention_core(att: AttentionSpec, flow: Flow, *, seq_len: int) -> int:
     probs = att.num_heads * seq_len
     if backend == "flash":
         core = ab * (q_width + kv_width + out_width) + lse
-    elif backend == "efficient" and att.sliding_window is not None and att.sliding_window < seq_len:
+    elif backend == "efficient" and att.sliding_window is not None and att.sliding_window < seq_len \
+            and not flow.alibi:
         # repeat_kv copies, and the bool mask converted to a (seq × seq) bias in q's dtype
         core = ab * (q_width + kv_width + rep + out_width + seq_len) + lse
     elif backend == "efficient":
@@ -338,6 +340,12 @@ def saved_activations(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int) 
         merged = sum(merged_expert_bytes(spec, layer, flow)[0] for layer in spec.layers)
         children.append(Term.group("layers", [*(Term(name=k, nbytes=v) for k, v in parts.items()),
                                               Term(name="merged_expert_weights", nbytes=merged)]))
+    backends = {attention_backend(layer.attention, flow, seq_len=seq_len) for layer in unique_layers(spec)}
+    if flow.alibi and "efficient" in backends:
+        # Falcon's ALiBi + causal mask: one float bias built once per forward, kept by every layer (or, under
+        # checkpointing, as an input of every checkpointed layer)
+        heads = spec.layers[0].attention.num_heads
+        children.append(Term(name="alibi_bias", nbytes=flow.attn_bytes * batch * heads * seq_len * seq_len))
     final = _norm_bytes(spec.final_norm or NormKind.RMS, h, flow, trains=flow.base_trains)
     head_input = (2 if flow.amp else flow.residual_bytes) * h if flow.base_trains else 0
     children.append(Term(name="final_norm", nbytes=(final + head_input) * tokens))
