@@ -300,3 +300,30 @@ def test_version_prints_the_version() -> None:
     outcome = invoke("--version")
     assert outcome.exit_code == 0
     assert outcome.stdout == f"memfit {__version__}\n"
+
+
+FLAG_FOR_FIELD = {
+    "checkpointing": "grad_checkpointing",
+    "lora": None,
+    "parallel": None,
+    "prepare_kbit": "no_kbit_prep",
+    "rank": "lora_rank",
+    "alpha": "lora_alpha",
+    "targets": "lora_targets",
+    "dropout": "lora_dropout",
+    "max_gpu_memory_bytes": "max_gpu_memory",
+}
+"""Fields whose flag is spelled differently (the documented exceptions), or None for nested objects."""
+
+
+def test_every_workload_field_has_a_flag() -> None:
+    """Each field of Inference, Training, Lora and Parallelism is reachable from a kebab-case flag."""
+    import dataclasses
+
+    from memfit.cli.options import FLAG_NAMES
+    from memfit.core.workload import Parallelism
+
+    for cls in (Inference, Training, Lora, Parallelism):
+        for field in dataclasses.fields(cls):
+            flag = FLAG_FOR_FIELD.get(field.name, field.name)
+            assert flag is None or flag in FLAG_NAMES, f"{cls.__name__}.{field.name} has no --{flag}"

@@ -79,6 +79,21 @@ FLAGS: tuple[Flag, ...] = (
         "infer",
     ),
     Flag("kv_cache", str, "dynamic (default), static or paged.", _INFER, "infer"),
+    Flag(
+        "v_cache_dtype",
+        str,
+        "llama.cpp's V cache type; default: the same as --kv-cache-dtype.",
+        _INFER,
+        "infer",
+    ),
+    Flag("block_size", int, "Paged KV cache tokens per block (vLLM default 16).", _INFER, "infer"),
+    Flag(
+        "max_cache_tokens",
+        int,
+        "Static cache length in tokens; default: prompt + new tokens.",
+        _INFER,
+        "infer",
+    ),
     Flag("gpu_memory_utilization", str, "vLLM's fraction of GPU memory to take, e.g. 0.9.", _INFER, "infer"),
     Flag("n_gpu_layers", int, "llama.cpp: layers on the GPU (default all).", _INFER, "infer"),
     Flag(
@@ -292,6 +307,11 @@ def _inference(flags: dict[str, Any], *, runtime: Any, parallel: Any) -> Any:
         kwargs["dtype"] = parse_dtype(flags["dtype"], field="dtype")
     if flags.get("kv_cache_dtype") is not None:
         kwargs["kv_cache_dtype"] = parse_dtype(flags["kv_cache_dtype"], field="kv_cache_dtype")
+    if flags.get("v_cache_dtype") is not None:
+        kwargs["v_cache_dtype"] = parse_dtype(flags["v_cache_dtype"], field="v_cache_dtype")
+    for name in ("block_size", "max_cache_tokens"):
+        if flags.get(name) is not None:
+            kwargs[name] = flags[name]
     if flags.get("kv_cache") is not None:
         kwargs["kv_cache"] = KvCache.parse(flags["kv_cache"], field="kv_cache")
     if flags.get("gpu_memory_utilization") is not None:
