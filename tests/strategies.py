@@ -72,6 +72,8 @@ from hypothesis import strategies as _ist  # noqa: E402
 
 from memfit.core.choices import AttnImpl as _IAttnImpl  # noqa: E402
 from memfit.core.choices import KvCache as _IKvCache  # noqa: E402
+from memfit.core.choices import Runtime as _IRuntime  # noqa: E402
+from memfit.core.dtypes import DType as _IDType  # noqa: E402
 from memfit.core.dtypes import quant as _iquant  # noqa: E402
 from memfit.core.spec import AttentionSpec as _IAttentionSpec  # noqa: E402
 from memfit.core.spec import LayerSpec as _ILayerSpec  # noqa: E402
@@ -101,10 +103,20 @@ def inference_specs(draw: _ist.DrawFn) -> _IModelSpec:
 
 @_ist.composite
 def inference_workloads(draw: _ist.DrawFn) -> _Inference:
-    """transformers inference jobs: scoring or generation, dynamic or static cache, every attention, bnb."""
+    """Inference jobs: scoring or generation; transformers (dynamic or static cache, every attention,
+    bnb, every compute dtype), vLLM (paged) or llama.cpp (GGUF, quantized K/V caches, partial offload)."""
+    prompt, new, batch = draw(_ist.integers(1, 300)), draw(_ist.integers(0, 40)), draw(_ist.integers(1, 4))
+    runtime = draw(_ist.sampled_from([_IRuntime.TRANSFORMERS] * 3 + [_IRuntime.VLLM, _IRuntime.LLAMA_CPP]))
+    if runtime is _IRuntime.LLAMA_CPP:
+        return _Inference(prompt_tokens=prompt, new_tokens=new, batch_size=batch, runtime=runtime,
+                          quant=_iquant(draw(_ist.sampled_from(["gguf-Q4_K_M", "gguf-Q8_0", "gguf-IQ4_XS"]))),
+                          v_cache_dtype=draw(_ist.sampled_from([None, _IDType.Q8_0, _IDType.Q4_0])),
+                          n_gpu_layers=draw(_ist.one_of(_ist.none(), _ist.integers(0, 5))))
+    if runtime is _IRuntime.VLLM:
+        return _Inference(prompt_tokens=prompt, new_tokens=new, batch_size=batch, runtime=runtime)
     return _Inference(
-        prompt_tokens=draw(_ist.integers(1, 300)), new_tokens=draw(_ist.integers(0, 40)),
-        batch_size=draw(_ist.integers(1, 4)),
+        prompt_tokens=prompt, new_tokens=new, batch_size=batch,
+        dtype=draw(_ist.sampled_from([None, _IDType.FP16, _IDType.FP32])),
         quant=_iquant(draw(_ist.sampled_from(["none", "nf4", "nf4-dq", "int8"]))),
         kv_cache=draw(_ist.sampled_from([_IKvCache.DYNAMIC, _IKvCache.STATIC])),
         attn=draw(_ist.sampled_from(list(_IAttnImpl))),

@@ -4,12 +4,12 @@ from dataclasses import replace
 
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.strategies import inference_specs, inference_workloads
 
 from memfit.core.dtypes import DType
 from memfit.core.estimate import estimate
 from memfit.core.kv_cache import kv_cache
 from memfit.core.result import Term
-from tests.strategies import inference_specs, inference_workloads
 
 
 @given(spec=inference_specs(), wl=inference_workloads(), extra=st.integers(1, 8))
@@ -36,8 +36,8 @@ def test_peak_never_shrinks_with_new_tokens(spec, wl, extra):
 @given(spec=inference_specs(), wl=inference_workloads())
 def test_fp8_cache_is_exactly_half_of_bf16(spec, wl):
     """An fp8 KV cache takes exactly half the bytes of a bf16 one."""
-    bf16 = kv_cache(spec, replace(wl, kv_cache_dtype=DType.BF16)).nbytes
-    fp8 = kv_cache(spec, replace(wl, kv_cache_dtype=DType.FP8_E4M3)).nbytes
+    bf16 = kv_cache(spec, replace(wl, kv_cache_dtype=DType.BF16, v_cache_dtype=None)).nbytes
+    fp8 = kv_cache(spec, replace(wl, kv_cache_dtype=DType.FP8_E4M3, v_cache_dtype=None)).nbytes
     assert 2 * fp8 == bf16
 
 
