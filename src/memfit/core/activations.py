@@ -46,6 +46,9 @@ ACTIVATION_EXTRA_SAVED: dict[str, int] = {"gelu_new": 3, "gelu_fast": 5, "quick_
 """Intermediate-width tensors an activation saves beyond its input, per token (relu keeps its output, which
 the next Linear keeps anyway, instead of its input). Source: transformers activations.py NewGELUActivation,
 FastGELUActivation, QuickGELUActivation written as Python arithmetic (each op saves its operands)."""
+QKV_COPY_FAMILIES = frozenset({"bloom"})
+"""Families that reshape the fused qkv output into fresh q, k, v copies (so no view keeps it alive).
+Source: transformers BloomAttention._reshape (reshape of a strided view)."""
 NO_SDPA_FAMILIES = frozenset({"bloom"})
 """Families whose transformers 5.17 classes refuse attn_implementation="sdpa" (ALiBi through baddbmm);
 their default, eager, is modelled instead. Source: BloomForCausalLM raises for sdpa (trace engine run)."""
@@ -71,6 +74,7 @@ class Flow:
     fp32_norm_output: bool = False  # Gemma-style norms keep the fp32 normalised tensor when trained
     sdpa_supported: bool = True    # False: the family runs eager attention when SDPA is asked for
     alibi: bool = False            # config alibi (Falcon-RW): SDPA gets one float (b, heads, s, s) bias
+    qkv_views: bool = True         # fused qkv split into views (False: BLOOM copies them)
     attn_softcap: bool = False     # config attn_logit_softcapping (Gemma 2): eager keeps tanh's output
     experts_adapted: bool = False  # peft all-linear on transformers-5 MoE: LoRA on the fused expert params
     merged_experts: bool = False   # ... over low-precision experts: W + ΔW is built and kept per layer
@@ -139,6 +143,7 @@ def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str]
         hidden_dropout=hidden_dropout, attn_dropout=attn_dropout,
         fp32_norm_output=spec.family in GEMMA_NORM_FAMILIES,
         sdpa_supported=spec.family not in NO_SDPA_FAMILIES, alibi=_config(spec).get("alibi") is True,
+        qkv_views=spec.family not in QKV_COPY_FAMILIES,
         attn_softcap=_config(spec).get("attn_logit_softcapping") is not None,
         experts_adapted=experts, merged_experts=experts and residual == 2,
     )
@@ -215,7 +220,7 @@ def _attention_core(att: AttentionSpec, flow: Flow, *, seq_len: int) -> int:
         rep = 2 * q_width - kv_width                # repeat_kv copies (GQA) replace k and v
     ab = flow.attn_bytes
     lse = FP32_BYTES * att.num_heads
-    if att.fused_qkv and att.mla is None and not flow.amp:
+    if att.fused_qkv and att.mla is None and not flow.amp and flow.qkv_views:
         # v is a view of the fused qkv output: keeping v keeps the whole q|k|v buffer
         extra += flow.act_bytes * (q_width + kv_width // 2)
     backend = attention_backend(att, flow, seq_len=seq_len)
