@@ -448,7 +448,7 @@ def _peak(spec: ModelSpec, wl: Training) -> int:
     return max(phase.allocated_bytes for phase in training_phases(spec, wl)[0])
 
 
-def _candidates(wl: Training) -> Iterator[tuple[str, Training]]:
+def _candidates(spec: ModelSpec, wl: Training) -> Iterator[tuple[str, Training]]:
     if wl.checkpointing is Checkpointing.NONE:
         yield "gradient checkpointing", dataclasses.replace(wl, checkpointing=Checkpointing.FULL)
     if wl.batch_size > 1:
@@ -462,8 +462,12 @@ def _candidates(wl: Training) -> Iterator[tuple[str, Training]]:
     if wl.optimizer in (Optimizer.ADAMW, Optimizer.ADAM, Optimizer.ADAMW_FUSED, Optimizer.ADAMW_LOOP):
         yield "8-bit AdamW states (bitsandbytes)", dataclasses.replace(wl, optimizer=Optimizer.ADAMW_8BIT)
     if wl.method is Method.FULL:
+        # peft adapts fused MoE experts only without dropout (see validate)
+        lora = Lora(rank=16, alpha=32)
+        if any(not lin.is_module and lin.role == "experts" for _, lin in _linears(spec)):
+            lora = dataclasses.replace(lora, dropout=Fraction(0))
         yield "LoRA rank 16 on all linear layers", dataclasses.replace(
-            wl, method=Method.LORA, lora=Lora(rank=16, alpha=32), precision=Precision.BF16
+            wl, method=Method.LORA, lora=lora, precision=Precision.BF16
             if wl.precision.is_amp or wl.precision is Precision.FP32 else wl.precision)
 
 
@@ -471,7 +475,7 @@ def cut_suggestions(spec: ModelSpec, wl: Training) -> tuple[Cut, ...]:
     """Single changes that lower the allocated peak, largest saving first (each with its new peak)."""
     base = _peak(spec, wl)
     cuts = []
-    for description, changed in _candidates(wl):
+    for description, changed in _candidates(spec, wl):
         try:
             peak = _peak(spec, changed)
         except InvalidWorkload:
