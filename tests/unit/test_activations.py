@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from fractions import Fraction
 
 import pytest
@@ -206,3 +207,17 @@ def test_fused_qkv_view_keeps_the_whole_projection() -> None:
         for layer in plain.layers)})
     wl = Training(seq_len=16)
     assert _per_token(fused, wl) - _per_token(plain, wl) == 192
+
+
+def test_falcon_alibi_sdpa_keeps_one_shared_bias() -> None:
+    """ALiBi under SDPA: efficient kernel with one float (batch, heads, seq, seq) bias for all layers."""
+    # 2 B × batch 2 × 4 heads × 64 × 64 = 65,536
+    config = {"model_type": "falcon", "hidden_size": HIDDEN, "num_attention_heads": HEADS,
+              "num_hidden_layers": 2, "vocab_size": 96, "alibi": True, "multi_query": False,
+              "new_decoder_architecture": False, "parallel_attn": False, "bias": True}
+    spec = spec_from_config(config, name="rw", source=ModelSource(kind="config", ref="rw",
+                                                                  config_json=json.dumps(config)))
+    wl = Training(seq_len=64, batch_size=2)
+    flow = _flow(spec, wl)
+    assert attention_backend(spec.layers[0].attention, flow, seq_len=64) == "efficient"
+    assert saved_activations(spec, flow, batch=2, seq_len=64).bytes_of("alibi_bias") == 65_536
