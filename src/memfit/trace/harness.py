@@ -208,6 +208,15 @@ def make_optimizer(params: list[torch.nn.Parameter], optimizer: Optimizer, *, re
     raise EngineUnavailable(f"optimizer={optimizer} is not traced; use engine=analytic")
 
 
+def host_step_counters(opt: Any) -> list[torch.Tensor]:
+    """The `step` counters torch keeps on the CPU (foreach and for-loop, not capturable, not fused): on a
+    CPU-fallback trace they would look like device tensors."""
+    if not isinstance(opt, torch.optim.Optimizer) or opt.defaults.get("fused") or \
+            opt.defaults.get("capturable"):
+        return []
+    return [state["step"] for state in opt.state.values() if isinstance(state.get("step"), torch.Tensor)]
+
+
 def optimizer_tensors(opt: Any) -> list[torch.Tensor]:
     """Every tensor held in the optimizer's state."""
     out: list[torch.Tensor] = []
@@ -246,6 +255,7 @@ def run_training(model: Any, workload: Training, probe: Probe, device: str, *, s
             del loss
         with probe.phase("optimizer"):
             opt.step()
+            probe.mark("host", host_step_counters(opt))
             probe.mark("optimizer_states", optimizer_tensors(opt))
             opt.zero_grad(set_to_none=True)
     return opt

@@ -25,6 +25,9 @@ from memfit.trace.allocator import CachingAllocator
 CUBLAS_WORKSPACE_BYTES = 32 * 1024 * 1024
 """cuBLAS workspace per handle on Hopper (bytes); see run.CUBLAS_WORKSPACE_BYTES_SM90."""
 
+HOST_ROLE = "host"
+"""Role of tensors that a real GPU run keeps in host memory (AdamW's step counters)."""
+
 ALLOCATOR_ROUND_BYTES = 512
 """Block granularity of the CUDA caching allocator (bytes). Source: c10/cuda/CUDACachingAllocator.cpp,
 kMinBlockSize = 512; max_memory_allocated counts rounded block sizes."""
@@ -214,13 +217,27 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
         return self._serial_of.get(tensor.untyped_storage()._cdata)
 
     def mark(self, role: str, tensors: Iterable[torch.Tensor | None]) -> None:
-        """Tag the storages behind `tensors` with `role`; the first tag of a storage wins."""
+        """Tag the storages behind `tensors` with `role`; the first tag of a storage wins.
+
+        Role "host" means the tensor lives in host memory on a real GPU: it is dropped from the count.
+        """
         for tensor in tensors:
             if tensor is None:
+                continue
+            if role == HOST_ROLE:
+                self._forget(tensor)
                 continue
             serial = self.serial(tensor)
             if serial is not None:
                 self.roles.setdefault(serial, role)
+
+    def _forget(self, tensor: torch.Tensor) -> None:
+        key = tensor.untyped_storage()._cdata
+        serial = self._serial_of.pop(key, None)
+        if serial is not None:
+            self.total -= self.live.pop(serial, 0)
+            if self.allocator is not None:
+                self.allocator.free(serial)
 
     def breakdown(self, peak: PhasePeak, default_role: str) -> dict[str, int]:
         """Bytes by role of the storages live at `peak`; untagged ones go to `default_role`."""
