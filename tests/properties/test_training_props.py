@@ -10,10 +10,11 @@ from tests.strategies import TRAINING_LINEAR_NAMES, training_specs, training_wor
 
 from memfit.core.activations import saved_activations, training_flow
 from memfit.core.choices import Checkpointing, Method, Optimizer, Precision, ZeroStage
+from memfit.core.optimizers import lora_targets
 from memfit.core.parallel import GATHER_PREFETCH_LAYERS
 from memfit.core.params import count_params
 from memfit.core.spec import ModelSpec
-from memfit.core.training import lora_targets, training_phases
+from memfit.core.training import training_phases
 from memfit.core.workload import Lora, Parallelism, Training
 
 BNB_OPTIMIZERS = (Optimizer.ADAMW_8BIT, Optimizer.PAGED_ADAMW_8BIT, Optimizer.PAGED_ADAMW_32BIT)

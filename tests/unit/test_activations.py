@@ -19,8 +19,8 @@ from memfit.core.activations import (
 from memfit.core.choices import AttnImpl, Checkpointing, Method, Precision
 from memfit.core.dtypes import quant
 from memfit.core.families import spec_from_config
+from memfit.core.optimizers import lora_targets
 from memfit.core.spec import AttentionSpec, ModelSource, ModelSpec
-from memfit.core.training import lora_targets
 from memfit.core.workload import Lora, Training
 from memfit.sources.resolve import load_model
 

@@ -1,5 +1,8 @@
 """Optimizer states and the temporaries of each optimizer's step, from the tensors it updates.
 
+`trainable_tensors` lists those tensors: every parameter for full fine-tuning, or peft's LoRA A and B
+matrices (on nn.Linear modules, and with all-linear on transformers-5 fused MoE experts and routers).
+
 | optimizer          | states per element                  | step temporaries                             |
 |--------------------|-------------------------------------|----------------------------------------------|
 | adamw, adam        | exp_avg + exp_avg_sq, param dtype   | foreach: one full copy (`_foreach_sqrt`)      |
@@ -20,10 +23,15 @@ l1b-full-bf16-adamw (opt2 peak − start = one parameter copy) and l1b-full-bf16
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from memfit.core.choices import Optimizer
+from memfit.core.choices import Method, NormKind, Optimizer, Precision
+from memfit.core.errors import InvalidWorkload
+from memfit.core.params import Linear, count_params, layer_linears, lm_head_linear
 from memfit.core.result import Term
+from memfit.core.spec import LayerSpec, ModelSpec, MoeSpec
+from memfit.core.workload import Lora, Training
 
 ALLOCATOR_BLOCK_BYTES = 512
 """The CUDA caching allocator rounds blocks up to 512 bytes. Source: c10/cuda/CUDACachingAllocator.cpp."""
@@ -135,3 +143,106 @@ def optimizer_memory(opt: Optimizer, tensors: tuple[ParamTensor, ...]) -> Optimi
         states=Term.group("optimizer_states", [Term(name="states", nbytes=states)]),
         paged_bytes=paged, step_bytes=step, step_note=note,
     )
+
+
+# --- what trains: the tensors an optimizer updates ------------------------------------------------------
+
+LORA_PARAM_BYTES = 4
+"""peft keeps adapter weights in fp32 (autocast_adapter_dtype=True). Source: peft tuners_utils."""
+
+
+def _unique_layers(spec: ModelSpec) -> tuple[LayerSpec, ...]:
+    return tuple({id(layer): layer for layer in spec.layers}.values())
+
+
+def param_bytes(wl: Training) -> int:
+    """Bytes per trained (full fine-tuning) parameter: fp32 for fp32 and AMP, else 2."""
+    return 4 if wl.precision in (Precision.FP32, Precision.AMP_BF16, Precision.AMP_FP16) else 2
+
+
+def _module_names(spec: ModelSpec) -> list[str]:
+    names: list[str] = []
+    for layer in _unique_layers(spec):
+        for lin in layer_linears(spec, layer):
+            if lin.is_module and lin.name not in names:
+                names.append(lin.name)
+    return names
+
+
+def lora_targets(spec: ModelSpec, lora: Lora) -> frozenset[str]:
+    """Linear names that get an adapter; InvalidWorkload naming the valid ones for unknown names."""
+    names = _module_names(spec)
+    if "all-linear" in lora.targets:
+        return frozenset(names)
+    valid = [*names, "lm_head"]
+    unknown = [t for t in lora.targets if t not in valid]
+    if unknown:
+        raise InvalidWorkload(f"lora_targets {','.join(unknown)} not in {spec.name}; "
+                              f"use all-linear or some of: {','.join(valid)}")
+    return frozenset(lora.targets)
+
+
+def decoder_linears(spec: ModelSpec) -> Iterator[tuple[int, Linear]]:
+    """(number of layers sharing it, Linear) for every decoder-layer matrix."""
+    counts: dict[int, int] = {}
+    for layer in spec.layers:
+        counts[id(layer)] = counts.get(id(layer), 0) + 1
+    for layer in _unique_layers(spec):
+        for lin in layer_linears(spec, layer):
+            yield counts[id(layer)], lin
+
+
+def trainable_tensors(spec: ModelSpec, wl: Training, targets: frozenset[str]) -> tuple[ParamTensor, ...]:
+    """The tensors the optimizer updates: every parameter (full) or the LoRA A and B matrices."""
+    if wl.method is not Method.FULL and wl.lora is not None:
+        r = wl.lora.rank
+        out: list[ParamTensor] = []
+        head = (1, lm_head_linear(spec)) if "lm_head" in targets else None
+        for layers, lin in [*decoder_linears(spec), *([head] if head else [])]:
+            if not lin.is_module and "all-linear" in wl.lora.targets and lin.role in ("experts", "router"):
+                gate_up = lin.fan_in == spec.hidden_size and any(
+                    isinstance(layer.mlp, MoeSpec) and layer.mlp.expert.gated for layer in spec.layers)
+                out.extend(_parameter_adapters(lin, layers, r, doubled=gate_up))
+            if lin.is_module and lin.name in targets:
+                n = layers * lin.count
+                out.append(ParamTensor(name=f"{lin.name}.lora_A", rows=r, cols=lin.fan_in,
+                                       element_bytes=LORA_PARAM_BYTES, count=n))
+                out.append(ParamTensor(name=f"{lin.name}.lora_B", rows=lin.fan_out, cols=r,
+                                       element_bytes=LORA_PARAM_BYTES, count=n))
+        return tuple(out)
+    eb = param_bytes(wl)
+    h = spec.hidden_size
+    out = [ParamTensor(name="embeddings", rows=spec.vocab_size, cols=h, element_bytes=eb)]
+    if not spec.tie_word_embeddings:
+        out.append(ParamTensor(name="lm_head", rows=spec.vocab_size, cols=h, element_bytes=eb))
+    listed = spec.vocab_size * h * (1 if spec.tie_word_embeddings else 2)
+    for layers, lin in decoder_linears(spec):
+        out.append(ParamTensor(name=lin.name, rows=lin.fan_out, cols=lin.fan_in, element_bytes=eb,
+                               count=layers * lin.count))
+        listed += layers * lin.num_weights
+        if lin.bias:
+            out.append(ParamTensor(name=f"{lin.name}.bias", rows=lin.fan_out, cols=1, element_bytes=eb,
+                                   count=layers * lin.count))
+            listed += layers * lin.count * lin.fan_out
+    norms = sum(layer.norms_per_layer * (2 if layer.norm is NormKind.LAYER else 1) for layer in spec.layers)
+    norms += 1 if spec.final_norm is not None else 0
+    out.append(ParamTensor(name="norms", rows=h, cols=1, element_bytes=eb, count=norms))
+    rest = count_params(spec).num_params - listed - norms * h
+    if rest > 0:
+        out.append(ParamTensor(name="other", rows=rest, cols=1, element_bytes=eb))
+    return tuple(out)
+
+
+def _parameter_adapters(lin: Linear, layers: int, rank: int, *,
+                        doubled: bool) -> tuple[ParamTensor, ParamTensor]:
+    """peft ParamWrapper adapters on a raw Parameter: rank × experts rows (twice for fused gate_up).
+
+    Source: peft 0.21 get_peft_model with all-linear on transformers-5 Mixtral/Qwen3-MoE (meta device):
+    gate_up_proj (E, 2I, h) gets A (2·E·r, h), B (2I, 2·E·r); down_proj (E, h, I) gets A (E·r, I), B (h, E·r);
+    the router (E, h) gets A (r, h), B (E, r).
+    """
+    width = (2 if doubled else 1) * lin.count * rank if lin.role == "experts" else rank
+    eb = LORA_PARAM_BYTES
+    a = ParamTensor(name=f"{lin.name}.lora_A", rows=width, cols=lin.fan_in, element_bytes=eb, count=layers)
+    b = ParamTensor(name=f"{lin.name}.lora_B", rows=lin.fan_out, cols=width, element_bytes=eb, count=layers)
+    return a, b

@@ -23,14 +23,21 @@ from fractions import Fraction
 
 from memfit.core import activations as act
 from memfit.core import loss
-from memfit.core.choices import AttnImpl, Checkpointing, Method, NormKind, Optimizer, PhaseName, Precision
+from memfit.core.choices import AttnImpl, Checkpointing, Method, Optimizer, PhaseName, Precision
 from memfit.core.errors import InvalidWorkload
-from memfit.core.optimizers import ParamTensor, optimizer_memory
+from memfit.core.optimizers import (
+    ParamTensor,
+    decoder_linears,
+    lora_targets,
+    optimizer_memory,
+    param_bytes,
+    trainable_tensors,
+)
 from memfit.core.overhead import cublas_workspace_bytes, reserved_and_device_terms
 from memfit.core.parallel import rank_share, scale_bytes, scale_term
-from memfit.core.params import Linear, count_params, layer_linears, lm_head_linear
+from memfit.core.params import count_params, layer_linears
 from memfit.core.result import Phase, Term, memory
-from memfit.core.spec import ModelSpec, MoeSpec
+from memfit.core.spec import ModelSpec
 from memfit.core.workload import Lora, Parallelism, Training
 
 CACHED_BYTES_PER_LOGIT = Fraction(11, 4)
@@ -41,35 +48,6 @@ nothing); the AMP row's reserved peak comes from the optimizer step and is 12 % 
 CUBLAS_HANDLES_TRAINING = 2
 """Workspaces alive from the first backward on: the forward thread's and autograd's backward thread's.
 Source: groundtruth l1b-full-bf16-adamw: bwd1 end − (params + grads) = 64 MiB, fwd1 end adds 32 MiB."""
-LORA_PARAM_BYTES = 4
-"""peft keeps adapter weights in fp32 (autocast_adapter_dtype=True). Source: peft tuners_utils."""
-
-
-def param_bytes(wl: Training) -> int:
-    """Bytes per trained (full fine-tuning) parameter: fp32 for fp32 and AMP, else 2."""
-    return 4 if wl.precision in (Precision.FP32, Precision.AMP_BF16, Precision.AMP_FP16) else 2
-
-
-def _module_names(spec: ModelSpec) -> list[str]:
-    names: list[str] = []
-    for layer in act.unique_layers(spec):
-        for lin in layer_linears(spec, layer):
-            if lin.is_module and lin.name not in names:
-                names.append(lin.name)
-    return names
-
-
-def lora_targets(spec: ModelSpec, lora: Lora) -> frozenset[str]:
-    """Linear names that get an adapter; InvalidWorkload naming the valid ones for unknown names."""
-    names = _module_names(spec)
-    if "all-linear" in lora.targets:
-        return frozenset(names)
-    valid = [*names, "lm_head"]
-    unknown = [t for t in lora.targets if t not in valid]
-    if unknown:
-        raise InvalidWorkload(f"lora_targets {','.join(unknown)} not in {spec.name}; "
-                              f"use all-linear or some of: {','.join(valid)}")
-    return frozenset(lora.targets)
 
 
 def validate(spec: ModelSpec, wl: Training) -> None:
@@ -85,77 +63,11 @@ def validate(spec: ModelSpec, wl: Training) -> None:
                               "attn=sdpa")
     if wl.lora is not None and wl.method is not Method.FULL:
         lora_targets(spec, wl.lora)
-        fused_experts = any(lin.role == "experts" and not lin.is_module for _, lin in _linears(spec))
+        fused_experts = any(lin.role == "experts" and not lin.is_module for _, lin in decoder_linears(spec))
         if fused_experts and "all-linear" in wl.lora.targets and wl.lora.dropout > 0:
             raise InvalidWorkload(
                 f"lora_targets=all-linear on {spec.name} adapts its fused expert parameters (peft "
                 "lora.ParamWrapper), which needs lora_dropout=0; set lora_dropout 0 or list target modules")
-
-
-def _linears(spec: ModelSpec) -> Iterator[tuple[int, Linear]]:
-    """(number of layers sharing it, Linear) for every decoder-layer matrix."""
-    counts: dict[int, int] = {}
-    for layer in spec.layers:
-        counts[id(layer)] = counts.get(id(layer), 0) + 1
-    for layer in act.unique_layers(spec):
-        for lin in layer_linears(spec, layer):
-            yield counts[id(layer)], lin
-
-
-def trainable_tensors(spec: ModelSpec, wl: Training, targets: frozenset[str]) -> tuple[ParamTensor, ...]:
-    """The tensors the optimizer updates: every parameter (full) or the LoRA A and B matrices."""
-    if wl.method is not Method.FULL and wl.lora is not None:
-        r = wl.lora.rank
-        out: list[ParamTensor] = []
-        head = (1, lm_head_linear(spec)) if "lm_head" in targets else None
-        for layers, lin in [*_linears(spec), *([head] if head else [])]:
-            if not lin.is_module and "all-linear" in wl.lora.targets and lin.role in ("experts", "router"):
-                gate_up = lin.fan_in == spec.hidden_size and any(
-                    isinstance(layer.mlp, MoeSpec) and layer.mlp.expert.gated for layer in spec.layers)
-                out.extend(_parameter_adapters(lin, layers, r, doubled=gate_up))
-            if lin.is_module and lin.name in targets:
-                n = layers * lin.count
-                out.append(ParamTensor(name=f"{lin.name}.lora_A", rows=r, cols=lin.fan_in,
-                                       element_bytes=LORA_PARAM_BYTES, count=n))
-                out.append(ParamTensor(name=f"{lin.name}.lora_B", rows=lin.fan_out, cols=r,
-                                       element_bytes=LORA_PARAM_BYTES, count=n))
-        return tuple(out)
-    eb = param_bytes(wl)
-    h = spec.hidden_size
-    out = [ParamTensor(name="embeddings", rows=spec.vocab_size, cols=h, element_bytes=eb)]
-    if not spec.tie_word_embeddings:
-        out.append(ParamTensor(name="lm_head", rows=spec.vocab_size, cols=h, element_bytes=eb))
-    listed = spec.vocab_size * h * (1 if spec.tie_word_embeddings else 2)
-    for layers, lin in _linears(spec):
-        out.append(ParamTensor(name=lin.name, rows=lin.fan_out, cols=lin.fan_in, element_bytes=eb,
-                               count=layers * lin.count))
-        listed += layers * lin.num_weights
-        if lin.bias:
-            out.append(ParamTensor(name=f"{lin.name}.bias", rows=lin.fan_out, cols=1, element_bytes=eb,
-                                   count=layers * lin.count))
-            listed += layers * lin.count * lin.fan_out
-    norms = sum(layer.norms_per_layer * (2 if layer.norm is NormKind.LAYER else 1) for layer in spec.layers)
-    norms += 1 if spec.final_norm is not None else 0
-    out.append(ParamTensor(name="norms", rows=h, cols=1, element_bytes=eb, count=norms))
-    rest = count_params(spec).num_params - listed - norms * h
-    if rest > 0:
-        out.append(ParamTensor(name="other", rows=rest, cols=1, element_bytes=eb))
-    return tuple(out)
-
-
-def _parameter_adapters(lin: Linear, layers: int, rank: int, *,
-                        doubled: bool) -> tuple[ParamTensor, ParamTensor]:
-    """peft ParamWrapper adapters on a raw Parameter: rank × experts rows (twice for fused gate_up).
-
-    Source: peft 0.21 get_peft_model with all-linear on transformers-5 Mixtral/Qwen3-MoE (meta device):
-    gate_up_proj (E, 2I, h) gets A (2·E·r, h), B (2I, 2·E·r); down_proj (E, h, I) gets A (E·r, I), B (h, E·r);
-    the router (E, h) gets A (r, h), B (E, r).
-    """
-    width = (2 if doubled else 1) * lin.count * rank if lin.role == "experts" else rank
-    eb = LORA_PARAM_BYTES
-    a = ParamTensor(name=f"{lin.name}.lora_A", rows=width, cols=lin.fan_in, element_bytes=eb, count=layers)
-    b = ParamTensor(name=f"{lin.name}.lora_B", rows=lin.fan_out, cols=width, element_bytes=eb, count=layers)
-    return a, b
 
 
 def weights_term(spec: ModelSpec, wl: Training) -> Term:
@@ -167,7 +79,7 @@ def weights_term(spec: ModelSpec, wl: Training) -> Term:
     total = count_params(spec).num_params
     if not wl.quant.is_quantized:
         return Term.group("weights", [Term(name="parameters", nbytes=total * param_bytes(wl))])
-    quantized = sum(layers * lin.num_weights for layers, lin in _linears(spec) if lin.is_module)
+    quantized = sum(layers * lin.num_weights for layers, lin in decoder_linears(spec) if lin.is_module)
     bits = quantized * wl.quant.bits_per_weight
     kept_bytes = 4 if act.upcasts_kept_weights(wl) else 2
     return Term.group("weights", [
@@ -182,8 +94,8 @@ def autocast_cache_bytes(spec: ModelSpec, wl: Training, adapters_bytes: int) -> 
     """AMP: bf16/fp16 copies of every non-quantized Linear weight, kept by autograd until backward."""
     if not wl.precision.is_amp:
         return 0
-    linear = 0 if wl.quant.is_quantized else sum(layers * lin.num_params for layers, lin in _linears(spec)
-                                                 if lin.is_module)
+    linear = 0 if wl.quant.is_quantized else sum(
+        layers * lin.num_params for layers, lin in decoder_linears(spec) if lin.is_module)
     head = spec.vocab_size * spec.hidden_size
     return 2 * (linear + head) + adapters_bytes // 2
 
@@ -229,7 +141,7 @@ def _parts(spec: ModelSpec, wl: Training) -> tuple[_Parts, act.Flow]:
     saved = act.saved_activations(spec, flow, batch=b, seq_len=s)
     dequant = 0
     if wl.quant.is_quantized:
-        dequant = 2 * max(lin.num_weights for _, lin in _linears(spec) if lin.is_module)
+        dequant = 2 * max(lin.num_weights for _, lin in decoder_linears(spec) if lin.is_module)
     parts = _Parts(
         weights=weights_term(spec, wl),
         adapters=Term.group("adapters", [Term(name="lora", nbytes=adapters)]),
@@ -464,7 +376,7 @@ def _candidates(spec: ModelSpec, wl: Training) -> Iterator[tuple[str, Training]]
     if wl.method is Method.FULL:
         # peft adapts fused MoE experts only without dropout (see validate)
         lora = Lora(rank=16, alpha=32)
-        if any(not lin.is_module and lin.role == "experts" for _, lin in _linears(spec)):
+        if any(not lin.is_module and lin.role == "experts" for _, lin in decoder_linears(spec)):
             lora = dataclasses.replace(lora, dropout=Fraction(0))
         yield "LoRA rank 16 on all linear layers", dataclasses.replace(
             wl, method=Method.LORA, lora=lora, precision=Precision.BF16
