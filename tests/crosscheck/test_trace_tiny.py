@@ -106,3 +106,16 @@ def test_measure_generate_and_training_paths_run_on_cpu():
     assert all("lora_" in name for name, p in model.named_parameters() if p.requires_grad)
     assert len(optimizer.state) == len(trainable)
     assert isinstance(trainable[0], torch.nn.Parameter)
+
+
+def test_measure_writes_the_random_checkpoint_once(tmp_path, monkeypatch):
+    """bitsandbytes runs load a random bf16 checkpoint: written once per config, then reused."""
+    from memfit.measure.run import _random_checkpoint
+
+    monkeypatch.setenv("MEMFIT_CACHE_DIR", str(tmp_path))
+    first = _random_checkpoint(json.dumps(TINY))
+    assert (first / "config.json").exists()
+    assert any(first.glob("*.safetensors"))
+    stamp = (first / "config.json").stat().st_mtime_ns
+    assert _random_checkpoint(json.dumps(TINY)) == first
+    assert (first / "config.json").stat().st_mtime_ns == stamp

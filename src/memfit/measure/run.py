@@ -52,6 +52,8 @@ def measure_request(request: dict[str, Any]) -> dict[str, Any]:
     workload = workload_from_dict(request["workload"])
     checkpoint_dtype = DType(request.get("checkpoint_dtype", "bf16"))
     record: dict[str, Any] = {"case": case_of(request["model"], workload)}
+    # bitsandbytes: the random bf16 checkpoint is written once, on the CPU, before CUDA starts
+    folder = _random_checkpoint(request["config_json"]) if workload.quant.is_quantized else None
     record["nvml_dev_used_before_init"] = nvml_memory().get("device", 0)
     torch.cuda.init()  # type: ignore[no-untyped-call]
     torch.zeros(1, device="cuda")           # creates the CUDA context; the tensor dies at once
@@ -64,11 +66,11 @@ def measure_request(request: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         with probe.phase("load"):
-            model = _load(request["config_json"], workload, checkpoint_dtype)
-        model = _apply_method(model, workload)
+            model = _load(request["config_json"], workload, checkpoint_dtype, folder)
         record.update(n_params=sum(p.numel() for p in model.parameters()),
                       param_bytes=sum(p.numel() * p.element_size() for p in model.parameters()),
                       attn_impl_used=getattr(model.config, "_attn_implementation", None))
+        model = _apply_method(model, workload)
         if isinstance(workload, Training):
             record["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
             harness.run_training(model, workload, probe, "cuda", real_bnb=True)
@@ -113,7 +115,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _load(config_json: str, workload: Any, checkpoint_dtype: Any) -> Any:
+def _load(config_json: str, workload: Any, checkpoint_dtype: Any, folder: Path | None) -> Any:
     """from_config on the GPU; bitsandbytes: random bf16 weights saved once, loaded quantized as users do."""
     import torch
 
@@ -123,7 +125,7 @@ def _load(config_json: str, workload: Any, checkpoint_dtype: Any) -> Any:
         return harness.build_model(config_json, _full(workload), checkpoint_dtype, "cuda")
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    folder = _random_checkpoint(config_json, workload)
+    assert folder is not None       # written by measure_request for every quantized workload
     name = workload.quant.name
     if name.startswith("int8"):
         quant = BitsAndBytesConfig(load_in_8bit=True)  # type: ignore[no-untyped-call]
@@ -167,8 +169,8 @@ def _apply_method(model: Any, workload: Any) -> Any:
     return harness.apply_method(model, workload)
 
 
-def _random_checkpoint(config_json: str, workload: Any) -> Path:
-    """A folder with random bf16 weights for this config, saved once (cached by config hash)."""
+def _random_checkpoint(config_json: str) -> Path:
+    """A folder with random bf16 weights for this config, built on the CPU and saved once (by config hash)."""
     import torch
 
     from memfit.trace import harness
@@ -181,11 +183,10 @@ def _random_checkpoint(config_json: str, workload: Any) -> Path:
     from transformers import AutoModelForCausalLM
 
     cfg = harness.hf_config(config_json)
-    with torch.device("cuda"):
-        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)  # type: ignore[no-untyped-call]
-    model.save_pretrained(folder)
-    del model
-    torch.cuda.empty_cache()
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)  # type: ignore[no-untyped-call]
+    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    model.save_pretrained(partial)
+    os.replace(partial, folder)         # concurrent runs never read a half-written checkpoint
     return folder
 
 
