@@ -43,9 +43,9 @@ LAZY_KERNEL_BYTES = 166 * MiB
 Source: groundtruth prefill rows: nvml_proc_end − peak_reserved = 719,323,136 B; minus CUDA_CONTEXT_BYTES."""
 
 POOL_SLACK = Fraction(1, 2)
-"""Cached-but-free bytes per byte of transient working set (activations, logits) at the phase peak: freed
-per-layer blocks of other sizes that the peak's allocations cannot reuse. Source: calibrated on groundtruth
-l8b-prefill-b1-s4096 (514 MiB of cached transients for ~1,034 MiB) and l8b-gen-b8-p1024-n128 (412 for 932)."""
+"""Cached-but-free bytes per byte of transient working set (activations, logits) at a peak inside a layer:
+freed blocks of other sizes that the peak's allocations cannot reuse. Source: calibrated on groundtruth
+l8b-gen-b8-p1024-n128 (412 MiB over allocated for a 932 MiB layer working set; the rounding is 0.44)."""
 
 FREED_POOL_SLACK = Fraction(11, 10)
 """Cached bytes per byte of the last layer's working set once it is freed (at the LM head): the per-layer
