@@ -76,7 +76,8 @@ def _use_custom_kernel(m: int, n: int, k: int) -> bool:
 class Linear4bitStandIn(nn.Linear):
     """A bnb Linear4bit: packed uint8 weight ((n+1)//2, 1), absmax (fp32, or uint8 + second level), code."""
 
-    def __init__(self, linear: nn.Linear, *, nested: bool, compute_dtype: torch.dtype) -> None:
+    def __init__(self, linear: nn.Linear, *, nested: bool, compute_dtype: torch.dtype,
+                 shared_code2: torch.Tensor | None = None) -> None:
         nn.Module.__init__(self)
         self.in_features, self.out_features = linear.in_features, linear.out_features
         numel = self.in_features * self.out_features
@@ -92,7 +93,11 @@ class Linear4bitStandIn(nn.Linear):
                                  persistent=False)
             self.register_buffer("absmax2", torch.empty(-(-blocks // NESTED_BLOCK), device=device),
                                  persistent=False)
-            self.register_buffer("code2", torch.empty(DYNAMIC_CODE_ENTRIES, device=device), persistent=False)
+            # the 8-bit dynamic map is cached once per device (functional.name2qmap) and shared by all layers
+            code2 = shared_code2
+            if code2 is None:
+                code2 = torch.empty(DYNAMIC_CODE_ENTRIES, device=device)
+            self.register_buffer("code2", code2, persistent=False)
             self.register_buffer("offset", torch.empty((), device=device), persistent=False)
         else:
             self.register_buffer("absmax", torch.empty(blocks, device=device), persistent=False)
@@ -193,12 +198,14 @@ def quantize_standins(model: Any, workload: Inference | Training, assumptions: l
     """Swap every quantized Linear of `model` (on meta) for its stand-in, as from_pretrained would load it."""
     name = workload.quant.name
     compute = torch.bfloat16
+    shared_code2 = torch.empty(DYNAMIC_CODE_ENTRIES, device=next(model.parameters()).device)
     for parent in list(model.modules()):
         for child_name, child in list(parent.named_children()):
             if type(child) is not nn.Linear or child_name in SKIP_MODULES:
                 continue
             if name.startswith(("nf4", "fp4")):
-                new: nn.Module = Linear4bitStandIn(child, nested=name.endswith("-dq"), compute_dtype=compute)
+                new: nn.Module = Linear4bitStandIn(child, nested=name.endswith("-dq"), compute_dtype=compute,
+                                                   shared_code2=shared_code2)
             elif name.startswith("int8"):
                 new = Linear8bitStandIn(child)
             else:
