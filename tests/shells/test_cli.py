@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,12 @@ def test_bad_input_is_one_error_line_and_exit_2(args: list[str], exit_code: int,
     assert_one_error_line(invoke(*args), exit_code, mentions=mentions)
 
 
+without_cuda = pytest.mark.skipif(
+    shutil.which("nvidia-smi") is not None, reason="a CUDA GPU is present: measure would really run"
+)
+
+
+@without_cuda
 def test_measure_without_a_cuda_gpu_exits_1() -> None:
     """`memfit measure` on a machine without CUDA (or without the extra) is one error line, exit 1."""
     outcome = invoke("measure", "Llama-3.2-1B", "--prompt-tokens", "16")
@@ -267,6 +274,7 @@ def test_core_parsers_reject_what_the_cli_rejects() -> None:
         Inference(prompt_tokens=1, gpu_memory_utilization=__import__("fractions").Fraction(3, 2))
 
 
+@without_cuda
 def test_compare_without_a_cuda_gpu_exits_1() -> None:
     """`memfit compare` needs a GPU to measure on: one error line, exit 1, on this CPU-only machine."""
     outcome = invoke("compare", "Llama-3.2-1B", "--prompt-tokens", "16")
