@@ -25,7 +25,7 @@ from memfit.core.errors import InvalidWorkload, MemfitError
 from memfit.core.result import Estimate, Gpu, workload_from_dict
 
 MAX_CURVE_POINTS = 64
-"""Points one /api/curve request may ask for (each is one analytic estimate, microseconds)."""
+"""Points one /api/curve request may ask for (each is one analytic estimate, about a millisecond)."""
 ENGINES_IN_SERVER = ("analytic", "trace")
 
 
