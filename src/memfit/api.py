@@ -53,7 +53,7 @@ def estimate(
         model: a catalog name, local path, Hub id, or a ModelSpec from `load_model`.
         workload: an `Inference` or `Training` job.
         gpu: a GPU name from the catalog, a size such as "24GiB", or a `Gpu`; None: no fit check.
-        engine: "analytic" (default, microseconds), "trace" (real model code on fake tensors, needs the
+        engine: "analytic" (default, milliseconds), "trace" (real model code on fake tensors, needs the
             [trace] extra) or "measure" (a real CUDA run, needs the [measure] extra and a GPU).
 
     Returns:
