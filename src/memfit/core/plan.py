@@ -4,8 +4,8 @@ Pure functions over the analytic estimate. `plan_max_batch` and `plan_max_contex
 that n fits and n + 1 does not (0 when even 1 does not fit), interpolating the bytes over the GPU with
 bisection as a safeguard; this relies on the law that more sequences or tokens never need less memory
 (tests/properties). `plan_changes` tries an ordered ladder of changes, least invasive first, and keeps the
-first `MAX_CHANGES` that fit, each with its estimate. Every probe is one analytic estimate (about a millisecond),
-so a plan takes milliseconds.
+first `MAX_CHANGES` that fit, each with its estimate. Every probe is one analytic estimate (about a
+millisecond), so a plan takes tens of milliseconds.
 """
 
 from __future__ import annotations
