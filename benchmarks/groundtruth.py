@@ -88,7 +88,7 @@ def to_workload(case: dict[str, Any], *, attn_used: str | None = None) -> Infere
     lora = None
     if method is not Method.FULL:
         rank = int(case.get("r", 16))
-        targets = tuple(case["targets"]) if case.get("targets") else ("all-linear",)
+        targets = lora_targets(case.get("targets"))
         lora = Lora(rank=rank, alpha=2 * rank, targets=targets, dropout=Fraction(1, 20),
                     prepare_kbit=bool(case.get("prepare_kbit", True)))
     if case.get("amp"):
@@ -100,6 +100,15 @@ def to_workload(case: dict[str, Any], *, attn_used: str | None = None) -> Infere
         optimizer=_OPTIMIZERS[case.get("optim", "adamw")],
         checkpointing=Checkpointing.FULL if case.get("gc") else Checkpointing.NONE, attn=attn,
     )
+
+
+def lora_targets(value: str | list[str] | None) -> tuple[str, ...]:
+    """LoRA target modules of a case's `targets`: "q_proj,v_proj" or a list; none means "all-linear"."""
+    if not value:
+        return ("all-linear",)
+    items = value.split(",") if isinstance(value, str) else value
+    names = tuple(name.strip() for name in items if name.strip())
+    return names or ("all-linear",)
 
 
 def measured_figures(record: dict[str, Any]) -> Measured:
