@@ -122,3 +122,24 @@ def test_quantized_safetensors_are_counted_as_stored():
         TensorInfo(name="model.layers.0.self_attn.q_proj.qweight", dtype="I32", shape=(512, 4096),
                    nbytes=8_388_608),), quant_method="gptq")
     assert weights(spec, dtype=DType.FP16, quant=quant("none"), runtime=TRANSFORMERS).nbytes == 8_388_608
+
+
+def test_every_catalog_model_bf16_weights_are_two_bytes_per_parameter():
+    """bf16 weights minus the `buffers` child (rotary inv_freq, not a parameter) = 2 B × count_params."""
+    from memfit.core.params import count_params
+    from memfit.sources.catalog import catalog_models, load_catalog_model
+
+    names = [entry["name"] for entry in catalog_models()]
+    assert len(names) > 50
+    for name in names:
+        spec = load_catalog_model(name)
+        assert spec is not None
+        term = weights(spec, dtype=DType.BF16, quant=quant("none"), runtime=TRANSFORMERS)
+        assert term.nbytes - term.bytes_of("buffers") == 2 * count_params(spec).num_params, name
+
+
+def test_opt_350m_embeddings_are_embedding_dim_wide():
+    """OPT-350m embeds at word_embed_proj_dim 512, not hidden 1024: 50,272 × 512 × 2 B = 51,478,528 B."""
+    term = weights(load_model("opt-350m"), dtype=DType.BF16, quant=quant("none"), runtime=TRANSFORMERS)
+    assert term.bytes_of("embeddings") == 50_272 * 512 * 2
+    assert term.bytes_of("lm_head") == 0   # tied to the 512-wide embeddings

@@ -15,7 +15,13 @@ from fractions import Fraction
 
 from memfit.core.choices import Runtime
 from memfit.core.dtypes import DType, Quant
-from memfit.core.params import Linear, layer_linears, lm_head_linear, norm_params
+from memfit.core.params import (
+    Linear,
+    layer_linears,
+    layer_non_linear_params,
+    lm_head_linear,
+    non_layer_params,
+)
 from memfit.core.quants import gguf_bits
 from memfit.core.result import Term
 from memfit.core.spec import CheckpointInfo, LayerSpec, ModelSpec
@@ -71,12 +77,14 @@ def _formula_tensors(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime: Ru
     h = spec.hidden_size
     gguf = quant.kind == "gguf"
     norm_dtype = NORM_DTYPE_GGUF if gguf else dtype
-    embed = Linear(name="token_embd", role="embeddings", fan_in=h, fan_out=spec.vocab_size, bias=False)
+    outside = dict(non_layer_params(spec))   # counts shared with count_params (params.py)
+    width = spec.embedding_dim or h          # OPT-350m embeds (and ties its head) at 512, not hidden 1024
+    embed = Linear(name="token_embd", role="embeddings", fan_in=width, fan_out=spec.vocab_size, bias=False)
     yield from _matrix("embeddings", embed, dtype=dtype, quant=quant, quantize=_quantizes(quant, embed))
-    if spec.learned_positions:
-        yield "position_embeddings", tensor_bytes(dtype, spec.learned_positions * h)
-    if spec.embedding_norm is not None:
-        yield "embedding_norm", tensor_bytes(norm_dtype, norm_params(spec.embedding_norm, h))
+    if outside["position_embeddings"]:
+        yield "position_embeddings", tensor_bytes(dtype, outside["position_embeddings"])
+    if outside["embedding_norm"]:
+        yield "embedding_norm", tensor_bytes(norm_dtype, outside["embedding_norm"])
     per_layer: dict[int, list[Tensor]] = {}
     for index, layer in enumerate(spec.layers):
         more_bits = _use_more_bits(index, spec.num_layers)
@@ -85,12 +93,14 @@ def _formula_tensors(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime: Ru
             per_layer[key] = list(_layer_tensors(spec, layer, dtype=dtype, norm_dtype=norm_dtype, quant=quant,
                                                  more_bits=more_bits))
         yield from per_layer[key]
-    if spec.final_norm is not None:
-        yield "final_norm", tensor_bytes(norm_dtype, norm_params(spec.final_norm, h))
+    if outside["final_norm"]:
+        yield "final_norm", tensor_bytes(norm_dtype, outside["final_norm"])
     if not spec.tie_word_embeddings:
         head = lm_head_linear(spec)
         yield from _matrix("lm_head", head, dtype=dtype, quant=quant, quantize=_quantizes(quant, head),
                            gguf_role="output")
+    elif spec.lm_head_bias:  # a tied head still owns its bias
+        yield "lm_head", tensor_bytes(NORM_DTYPE_GGUF if gguf else dtype, spec.vocab_size)
     for path, count in spec.extra_params:
         yield path, tensor_bytes(dtype, count)
     head_dim = spec.layers[0].attention.head_dim
@@ -107,20 +117,15 @@ def _layer_tensors(spec: ModelSpec, layer: LayerSpec, *, dtype: DType, norm_dtyp
             role = "ffn_down"
         yield from _matrix(f"layers/{group}", lin, dtype=dtype, quant=quant, quantize=_quantizes(quant, lin),
                            gguf_role=f"{role}@more_bits" if role and more_bits else role)
-    att = layer.attention
-    q_norm = att.head_dim if att.qk_norm.value == "per-head" else att.num_heads * att.head_dim
-    k_norm = att.head_dim if att.qk_norm.value == "per-head" else att.num_kv_heads * att.head_dim
-    if att.qk_norm.value != "none":
-        yield "layers/attention", tensor_bytes(norm_dtype, norm_params(att.qk_norm_kind, q_norm))
-        yield "layers/attention", tensor_bytes(norm_dtype, norm_params(att.qk_norm_kind, k_norm))
-    if att.mla is not None:
-        if att.mla.q_lora_rank is not None:
-            yield "layers/attention", tensor_bytes(norm_dtype, att.mla.q_lora_rank)
-        yield "layers/attention", tensor_bytes(norm_dtype, att.mla.kv_lora_rank)
-    if att.sinks:
-        yield "layers/attention", tensor_bytes(dtype, att.num_heads)
-    for _ in range(layer.norms_per_layer):
-        yield "layers/norms", tensor_bytes(norm_dtype, norm_params(layer.norm, spec.hidden_size))
+    for path, count in layer_non_linear_params(spec, layer):   # counts shared with count_params
+        if path == "norms":
+            # one tensor per norm module (the allocator sees each); LayerNorm's weight+bias as one here
+            for _ in range(layer.norms_per_layer):
+                yield "layers/norms", tensor_bytes(norm_dtype, count // layer.norms_per_layer)
+        elif count:
+            # QK and MLA latent norms stay in the norm dtype; attention sinks are a plain parameter
+            tensor_dtype = dtype if path == "attention/sinks" else norm_dtype
+            yield "layers/attention", tensor_bytes(tensor_dtype, count)
 
 
 def _quantizes(quant: Quant, lin: Linear) -> bool:
