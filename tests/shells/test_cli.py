@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from memfit import api
 from memfit.cli import app, run
-from memfit.core.choices import Method
+from memfit.core.choices import KvCache, Method, Runtime
 from memfit.core.errors import InvalidWorkload, MemfitError
 from memfit.core.workload import Inference, Lora, Training
 
@@ -335,3 +335,19 @@ def test_every_workload_field_has_a_flag() -> None:
         for field in dataclasses.fields(cls):
             flag = FLAG_FOR_FIELD.get(field.name, field.name)
             assert flag is None or flag in FLAG_NAMES, f"{cls.__name__}.{field.name} has no --{flag}"
+
+
+def test_vllm_estimate_reports_kv_capacity_in_tokens() -> None:
+    """A vLLM job on a GPU shows the KV cache capacity in tokens and in whole sequences of the job."""
+    from memfit.core.inference import vllm_kv_capacity_tokens
+
+    args = ["--runtime", "vllm", "--prompt-tokens", "4096", "--new-tokens", "512", "--batch-size", "64"]
+    outcome = invoke("estimate", "Llama-3.1-8B", *args, "--gpu", "H100-SXM-80GB")
+    assert outcome.exit_code == 0, outcome.stderr
+    workload = Inference(
+        prompt_tokens=4096, new_tokens=512, batch_size=64, runtime=Runtime.VLLM, kv_cache=KvCache.PAGED
+    )
+    tokens = vllm_kv_capacity_tokens(
+        api.load_model("Llama-3.1-8B"), workload, gpu_usable_bytes=api.get_gpu("H100-SXM-80GB").usable_bytes
+    )
+    assert f"{tokens:,} tokens = {tokens // 4608:,} sequences of 4,608 tokens" in outcome.stdout

@@ -314,6 +314,10 @@ def _inference(flags: dict[str, Any], *, runtime: Any, parallel: Any) -> Any:
             kwargs[name] = flags[name]
     if flags.get("kv_cache") is not None:
         kwargs["kv_cache"] = KvCache.parse(flags["kv_cache"], field="kv_cache")
+    else:  # the runtime's own cache kind (vLLM: paged; llama.cpp: static), spelled out in the JSON
+        from memfit.core.runtimes import profile
+
+        kwargs["kv_cache"] = profile(runtime).default_kv_cache
     if flags.get("gpu_memory_utilization") is not None:
         kwargs["gpu_memory_utilization"] = _fraction(
             flags["gpu_memory_utilization"], "gpu_memory_utilization"

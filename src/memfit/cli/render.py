@@ -204,6 +204,26 @@ def fit_line(est: Estimate, unit: str) -> Text | None:
     return line
 
 
+def vllm_capacity_line(est: Estimate) -> Text | None:
+    """vLLM preallocates: the KV blocks it gets on this GPU, in tokens and in whole sequences of this job."""
+    from memfit.core.choices import Runtime
+    from memfit.core.workload import Inference
+
+    workload = est.workload
+    if est.gpu is None or not isinstance(workload, Inference) or workload.runtime is not Runtime.VLLM:
+        return None
+    from memfit.core.inference import vllm_kv_capacity_tokens
+
+    tokens = vllm_kv_capacity_tokens(est.model, workload, gpu_usable_bytes=est.gpu.usable_bytes)
+    sequences = tokens // workload.total_tokens
+    style = "green" if sequences >= workload.batch_size else "red"
+    return Text.assemble(
+        f"vLLM KV cache capacity on {est.gpu.name}: {tokens:,} tokens = ",
+        (f"{sequences:,} sequences of {workload.total_tokens:,} tokens", style),
+        f" (batch size {workload.batch_size:,} asked)",
+    )
+
+
 def assumptions_view(assumptions: Sequence[str]) -> RenderableType | None:
     """The estimate's assumptions as a bulleted list; long ones wrap under their own text."""
     if not assumptions:
@@ -279,7 +299,7 @@ def estimate_view(
     # the fit line follows the phases table directly; every other section is set off by a blank line
     sections: list[list[RenderableType | None]] = [
         [phase_tree(est, peak_phase, unit, title=title)],
-        [phases_table(est.phases, unit), fit_line(est, unit)],
+        [phases_table(est.phases, unit), fit_line(est, unit), vllm_capacity_line(est)],
         [cuts_view(cuts, est, unit)],
         [references_view(references, est, unit)],
         [assumptions_view(est.assumptions)],
