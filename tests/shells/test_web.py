@@ -176,3 +176,23 @@ def test_a_body_that_is_not_json_is_422(client: Any) -> None:
     response = client.post("/api/estimate", content=b"{not json", headers=headers)
     assert response.status_code == 422
     assert response.json()["field"] == "body"
+
+
+def test_num_gpus_equals_the_cli_flag(client: Any) -> None:
+    """`num_gpus` in a body is the CLI's --num-gpus: vLLM on 2 GPUs is tensor parallel, same bytes."""
+    workload = {"task": "infer", "prompt_tokens": 4096, "runtime": "vllm", "kv_cache": "paged"}
+    body = {"model": "Llama-3.1-8B", "workload": workload, "gpu": "H100", "num_gpus": 2}
+    response = client.post("/api/estimate", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["workload"]["parallel"]["tp"] == 2
+    args = ["--prompt-tokens", "4096", "--runtime", "vllm", "--num-gpus", "2", "--gpu", "H100", "--json"]
+    assert response.text == cli_stdout("estimate", "Llama-3.1-8B", *args)
+
+
+def test_num_gpus_must_match_explicit_degrees(client: Any) -> None:
+    """num_gpus beside explicit parallel degrees must equal their product (422 naming num_gpus)."""
+    workload = {"task": "train", "seq_len": 512, "parallel": {"dp": 2}}
+    body = {"model": "Llama-3.2-1B", "workload": workload, "num_gpus": 4}
+    response = client.post("/api/estimate", json=body)
+    assert response.status_code == 422
+    assert response.json()["field"] == "num_gpus"

@@ -12,6 +12,7 @@ engine is off unless the app is created with `allow_trace=True` (`memfit serve -
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 from typing import Any
 
@@ -22,6 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from memfit import api
 from memfit._version import __version__
 from memfit.core.errors import InvalidWorkload, MemfitError
+from memfit.core.plan import num_gpus_split
 from memfit.core.result import Estimate, Gpu, workload_from_dict
 
 MAX_CURVE_POINTS = 64
@@ -90,9 +92,30 @@ def _workload(body: dict[str, Any]) -> Any:
             "workload", 'workload must be an object such as {"task": "infer", "prompt_tokens": 4096}'
         )
     try:
-        return workload_from_dict(data)
+        workload = workload_from_dict(data)
     except InvalidWorkload as err:
         raise BodyError(f"workload.{_field_of(str(err))}", str(err)) from err
+    return _spread(workload, body.get("num_gpus"))
+
+
+def _spread(workload: Any, num_gpus: Any) -> Any:
+    """`num_gpus` as the CLI's --num-gpus: alone it follows the runtime; with parallel degrees set, it must
+    equal their product."""
+    if num_gpus is None:
+        return workload
+    if isinstance(num_gpus, bool) or not isinstance(num_gpus, int) or num_gpus < 1:
+        raise BodyError("num_gpus", f"num_gpus={num_gpus!r} must be an integer of at least 1")
+    par = workload.parallel
+    if par.dp * par.tp * par.pp != 1:
+        if par.dp * par.tp * par.pp != num_gpus:
+            raise BodyError("num_gpus", f"num_gpus={num_gpus} must equal dp × tp × pp = {par.num_gpus}")
+        return workload
+    try:
+        return dataclasses.replace(
+            workload, parallel=dataclasses.replace(par, **num_gpus_split(num_gpus, workload))
+        )
+    except InvalidWorkload as err:
+        raise BodyError("num_gpus", str(err)) from err
 
 
 def _field_of(message: str) -> str:
@@ -176,7 +199,7 @@ async def _body(request: Request) -> dict[str, Any]:
 
 def _estimate(body: dict[str, Any], allow_trace: bool) -> Response:
     """POST /api/estimate: `memfit estimate --json` for the body's model, workload, GPU and engine."""
-    _check_keys(body, ("model", "workload", "gpu", "engine"))
+    _check_keys(body, ("model", "workload", "gpu", "num_gpus", "engine"))
     engine = str(body.get("engine") or "analytic")
     if engine not in ENGINES_IN_SERVER:
         raise BodyError("engine", f"engine={engine!r} is not served; use analytic or trace")
@@ -188,7 +211,7 @@ def _estimate(body: dict[str, Any], allow_trace: bool) -> Response:
 
 def _plan(body: dict[str, Any]) -> Response:
     """POST /api/plan: `memfit plan --json`, with maximize "batch", "context" or null."""
-    _check_keys(body, ("model", "workload", "gpu", "maximize"))
+    _check_keys(body, ("model", "workload", "gpu", "num_gpus", "maximize"))
     maximize = body.get("maximize")
     if maximize not in (None, "batch", "context"):
         raise BodyError("maximize", f"maximize={maximize!r} is not valid; use batch, context or null")
@@ -198,7 +221,7 @@ def _plan(body: dict[str, Any]) -> Response:
 
 def _curve_response(body: dict[str, Any]) -> Response:
     """POST /api/curve: peaks over `values` of the batch size or the context length."""
-    _check_keys(body, ("model", "workload", "gpu", "axis", "values"))
+    _check_keys(body, ("model", "workload", "gpu", "num_gpus", "axis", "values"))
     axis = body.get("axis")
     if axis not in ("batch", "context"):
         raise BodyError("axis", f"axis={axis!r} is not valid; use batch or context")
