@@ -1,5 +1,8 @@
 """Allocator and runtime overhead (core/overhead.py): rounding, segments, cuBLAS, reserved/device terms."""
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from memfit.api import load_model
 from memfit.core.choices import Runtime
 from memfit.core.dtypes import DType, quant
@@ -10,6 +13,8 @@ from memfit.core.overhead import (
     reserved_and_device_terms,
     round_block,
     segment_reserved,
+    segment_reserved_repeated,
+    segment_waste_repeated,
 )
 from memfit.core.result import Term, memory
 from memfit.core.units import MiB
@@ -68,3 +73,46 @@ def test_cached_floor_is_filled_by_transients_first():
     allocated = memory([Term(name="activations", nbytes=16 * MiB)])
     frag, _ = reserved_and_device_terms(allocated, Inference(prompt_tokens=8), cached_floor_bytes=100 * MiB)
     assert frag.nbytes == 100 * MiB
+
+
+def _one_by_one_reserved(sizes: list[int]) -> int:
+    """The allocator rule placed block by block (the original simulation), as a reference."""
+    pools: dict[str, list[int]] = {"small": [], "mid": []}
+    reserved = 0
+    for size in sizes:
+        block = round_block(size)
+        if block == 0:
+            continue
+        if block >= 10 * MiB:
+            reserved += -(-block // (2 * MiB)) * 2 * MiB
+            continue
+        pool, segment, smallest = (("small", 2 * MiB, 512) if block <= MiB else ("mid", 20 * MiB, MiB + 1))
+        free = pools[pool]
+        fits = [i for i, room in enumerate(free) if room >= block]
+        if fits:
+            best = min(fits, key=lambda i: free[i])   # first of the smallest fitting remainders
+            free[best] -= block
+            if free[best] < smallest:
+                free.pop(best)
+        else:
+            reserved += segment
+            if segment - block >= smallest:
+                free.append(segment - block)
+    return reserved
+
+
+@given(st.lists(st.tuples(st.lists(st.sampled_from(
+    [0, 1, 300, 512, 4096, 700 * 1024, MiB, MiB + 1, 3 * MiB, 7 * MiB + 5, 9 * MiB, 10 * MiB, 33 * MiB]),
+    max_size=6), st.integers(0, 5)), max_size=6))
+def test_repeated_groups_equal_one_by_one_placement(groups: list[tuple[list[int], int]]) -> None:
+    """Run-length placement of repeated groups reserves exactly what block-by-block placement does."""
+    expanded = [size for sizes, times in groups for _ in range(times) for size in sizes]
+    assert segment_reserved_repeated([(tuple(s), t) for s, t in groups]) == _one_by_one_reserved(expanded)
+    assert segment_reserved(expanded) == _one_by_one_reserved(expanded)
+
+
+def test_repeated_layers_waste_like_the_expanded_list():
+    """126 layers of [8 MiB, 8 MiB, 64 KiB]: each pair wastes 4 MiB of a 20 MiB segment = 504 MiB, and
+    126 × 64 KiB = 7.875 MiB of norms in four 2 MiB small segments (8 MiB, 0.125 MiB of it unused)."""
+    groups = [((8 * MiB, 8 * MiB, 64 * 1024), 126)]
+    assert segment_waste_repeated(groups) == 126 * 4 * MiB + 8 * MiB - 126 * 64 * 1024

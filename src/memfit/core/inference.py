@@ -25,22 +25,23 @@ from memfit.core.kv_cache import (
     final_cache_tokens,
     kv_bytes_per_token,
     kv_cache_at,
-    kv_tensor_bytes,
+    kv_tensor_groups,
 )
 from memfit.core.logits import logits
 from memfit.core.overhead import (
     FREED_POOL_SLACK,
     POOL_SLACK,
+    Repeated,
     cublas_workspace_bytes,
     reserved_and_device_terms,
     round_block,
-    segment_waste,
+    segment_waste_repeated,
 )
 from memfit.core.result import Phase, Term, memory, replace_terms
 from memfit.core.runtimes import RuntimeProfile, check_runtime_supports, profile
 from memfit.core.spec import ModelSpec, MoeSpec
 from memfit.core.transients import Step, decode_step, input_bytes, layer_peak, prefill_step
-from memfit.core.weights import weight_tensor_bytes, weights, weights_tree
+from memfit.core.weights import weight_tensor_groups, weights, weights_tree_groups
 from memfit.core.workload import Inference
 
 RANDOM_INIT_TIED_HEAD = True
@@ -94,20 +95,22 @@ def validate(spec: ModelSpec, workload: Inference, prof: RuntimeProfile) -> KvCa
     return effective_kv_cache(workload, prof)
 
 
-def _gpu_weights(spec: ModelSpec, workload: Inference) -> tuple[Term, list[int]]:
-    """Weights on the most loaded GPU and their tensor sizes: 1/tp of each tensor, ceil(layers/pp) layers."""
+def _gpu_weights(spec: ModelSpec, workload: Inference) -> tuple[Term, list[Repeated]]:
+    """Weights on the most loaded GPU and their tensor sizes (runs of equal layers grouped): 1/tp of each
+    tensor, ceil(layers/pp) layers."""
     dtype = compute_dtype(spec, workload)
-    tensors = weight_tensor_bytes(spec, dtype=dtype, quant=workload.quant, runtime=workload.runtime)
-    term = weights_tree(tensors)
+    groups = weight_tensor_groups(spec, dtype=dtype, quant=workload.quant, runtime=workload.runtime)
+    term = weights_tree_groups(groups)
     tp, pp = workload.parallel.tp, workload.parallel.pp
     if tp == 1 and pp == 1:
-        return term, [b for _, b in tensors]
+        return term, [(tuple(b for _, b in tensors), times) for tensors, times in groups]
     layer_share = -(-spec.num_layers // pp)
     scaled = _scale_term(term, tp=tp, layer_fraction=(layer_share, spec.num_layers), pp=pp)
-    sizes = [-(-b // tp) for _, b in tensors]
-    if pp > 1:   # segment rounding of this stage's share of the tensors
-        sizes = sizes[: max(1, len(sizes) * layer_share // spec.num_layers)]
-    return scaled, sizes
+    if pp == 1:
+        return scaled, [(tuple(-(-b // tp) for _, b in tensors), times) for tensors, times in groups]
+    sizes = [-(-b // tp) for tensors, times in groups for _ in range(times) for _, b in tensors]
+    # segment rounding of this stage's share of the tensors
+    return scaled, [(tuple(sizes[: max(1, len(sizes) * layer_share // spec.num_layers)]), 1)]
 
 
 def _scale_term(term: Term, *, tp: int, layer_fraction: tuple[int, int], pp: int) -> Term:
@@ -131,9 +134,9 @@ def _scale_term(term: Term, *, tp: int, layer_fraction: tuple[int, int], pp: int
     return Term.group("weights", [*kept, Term(name="embeddings_or_lm_head", nbytes=edge)])
 
 
-def _persistent_waste(sizes: list[int]) -> int:
-    """Reserved − allocated of tensors that are never freed (segment rounding)."""
-    return segment_waste(sizes)
+def _persistent_waste(groups: list[Repeated]) -> int:
+    """Reserved − allocated of tensors that are never freed (segment rounding), given as repeated groups."""
+    return segment_waste_repeated(groups)
 
 
 def _overhead(workload: Inference, dequant: int) -> Term:
@@ -198,7 +201,7 @@ def _prefill_phase(job: _Job, assumptions: list[str]) -> Phase:
     """The prefill at its peak: the last layer with the whole prompt cached, or the LM head moment."""
     spec, workload = job.spec, job.workload
     cache = kv_cache_at(spec, workload, tokens=job.cache_tokens, after_decode=False)
-    waste = job.weight_waste + _persistent_waste(kv_tensor_bytes(spec, workload, tokens=job.cache_tokens))
+    waste = job.weight_waste + _persistent_waste(kv_tensor_groups(spec, workload, tokens=job.cache_tokens))
     acts, dequant = _prefill_layer_peak(spec, workload, job.prof, kind=job.kind,
                                         cache_tokens=job.cache_tokens, assumptions=assumptions)
     layer_terms = [job.weights, cache, Term.group("activations", [*acts.children, job.inputs]),
@@ -225,9 +228,10 @@ def _decode_phase(job: _Job) -> Phase:
     spec, workload = job.spec, job.workload
     cache_len = job.cache_tokens if job.kind is KvCache.STATIC else job.final_tokens
     final_cache = kv_cache_at(spec, workload, tokens=cache_len, after_decode=True)
-    tensors = kv_tensor_bytes(spec, workload, tokens=cache_len)
+    tensors = kv_tensor_groups(spec, workload, tokens=cache_len)
     waste = job.weight_waste + _persistent_waste(tensors)
-    growth = max(tensors, default=0) if job.kind is KvCache.DYNAMIC and job.prof.kv_cat_growth else 0
+    cat_growth = job.kind is KvCache.DYNAMIC and job.prof.kv_cat_growth
+    growth = max((max(sizes) for sizes, _ in tensors), default=0) if cat_growth else 0
     acts, dequant = layer_peak(spec, workload, decode_step(workload, kind=job.kind, cache_tokens=cache_len))
     layer_terms = [job.weights, final_cache,
                    Term.group("activations", [*acts.children, job.inputs,
@@ -254,7 +258,7 @@ def allocator_slack_inputs(spec: ModelSpec, workload: Inference) -> tuple[int, i
     tokens = final_cache_tokens(workload)
     if kind is KvCache.STATIC and workload.max_cache_tokens is not None:
         tokens = workload.max_cache_tokens
-    waste = _persistent_waste(sizes) + _persistent_waste(kv_tensor_bytes(spec, workload, tokens=tokens))
+    waste = _persistent_waste(sizes) + _persistent_waste(kv_tensor_groups(spec, workload, tokens=tokens))
     return waste, _init_floor(spec, workload, weights_term)
 
 

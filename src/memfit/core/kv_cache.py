@@ -94,21 +94,28 @@ def kv_cache_at(spec: ModelSpec, workload: Inference, *, tokens: int, after_deco
     llama.cpp types (q8_0, q4_0) count their per-block scales exactly.
     """
     totals: dict[str, int] = {}
-    for name, k_bytes, v_bytes in _layer_tensors(spec, workload, tokens=tokens, after_decode=after_decode):
-        totals[name] = totals.get(name, 0) + k_bytes + v_bytes
+    for (name, k_bytes, v_bytes), times in _layer_tensors(spec, workload, tokens=tokens,
+                                                          after_decode=after_decode):
+        totals[name] = totals.get(name, 0) + (k_bytes + v_bytes) * times
     return Term.group("kv_cache", [Term(name=n, nbytes=b) for n, b in totals.items()])
 
 
 def _layer_tensors(spec: ModelSpec, workload: Inference, *, tokens: int,
-                   after_decode: bool) -> list[tuple[str, int, int]]:
-    """(attention kind, K bytes, V bytes) of each GPU layer's cache for the whole batch."""
+                   after_decode: bool) -> list[tuple[tuple[str, int, int], int]]:
+    """((attention kind, K bytes, V bytes), times) of the GPU layers' caches for the whole batch, in layer
+    order; a run of equal layers (one shared LayerSpec object) is computed once and counted `times`."""
     prof = profile(workload.runtime)
     kind = effective_kv_cache(workload, prof)
     k_dtype, v_dtype = cache_dtypes(spec, workload)
     b, tp = workload.batch_size, workload.parallel.tp
     memo: dict[int, tuple[str, int, int]] = {}
-    out: list[tuple[str, int, int]] = []
+    out: list[tuple[tuple[str, int, int], int]] = []
+    last = -1
     for layer in _gpu_layers(spec, workload):
+        if id(layer) == last:
+            out[-1] = (out[-1][0], out[-1][1] + 1)
+            continue
+        last = id(layer)
         found = memo.get(id(layer))
         if found is None:
             att = layer.attention
@@ -117,7 +124,7 @@ def _layer_tensors(spec: ModelSpec, workload: Inference, *, tokens: int,
                                       block_size=workload.block_size)
             found = memo[id(layer)] = (_kind_name(att, prof), b * tensor_bytes(k_dtype, kept * k_width),
                                        b * tensor_bytes(v_dtype, kept * v_width))
-        out.append(found)
+        out.append((found, 1))
     return out
 
 
@@ -133,12 +140,16 @@ def kv_cache(spec: ModelSpec, workload: Inference) -> Term:
 
 def kv_tensor_bytes(spec: ModelSpec, workload: Inference, *, tokens: int) -> list[int]:
     """Bytes of each K and V tensor (one per layer each) holding `tokens`, for segment rounding."""
-    out: list[int] = []
-    for _, k_bytes, v_bytes in _layer_tensors(spec, workload, tokens=tokens, after_decode=False):
-        out.append(k_bytes)
-        if v_bytes:
-            out.append(v_bytes)
-    return out
+    return [size for sizes, times in kv_tensor_groups(spec, workload, tokens=tokens)
+            for _ in range(times) for size in sizes]
+
+
+def kv_tensor_groups(spec: ModelSpec, workload: Inference, *,
+                     tokens: int) -> list[tuple[tuple[int, ...], int]]:
+    """`kv_tensor_bytes` as ((K bytes, V bytes), times) per run of equal layers, for
+    overhead.segment_reserved_repeated."""
+    layers = _layer_tensors(spec, workload, tokens=tokens, after_decode=False)
+    return [((k_bytes, v_bytes) if v_bytes else (k_bytes,), times) for (_, k_bytes, v_bytes), times in layers]
 
 
 def kv_bytes_per_token(spec: ModelSpec, workload: Inference) -> int:

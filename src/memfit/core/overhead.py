@@ -73,8 +73,7 @@ def round_block(nbytes: int) -> int:
 
 def segment_waste(sizes: Iterable[int]) -> int:
     """Reserved − allocated bytes of a persistent set of tensors (see `segment_reserved`)."""
-    blocks = [round_block(size) for size in sizes]
-    return segment_reserved(blocks) - sum(blocks)
+    return segment_waste_repeated([(tuple(sizes), 1)])
 
 
 def segment_reserved(sizes: Iterable[int]) -> int:
@@ -84,37 +83,92 @@ def segment_reserved(sizes: Iterable[int]) -> int:
     large ones take a segment rounded up to 2 MiB. Source: CUDACachingAllocator.cpp (get_allocation_size,
     best-fit block search, block splitting).
     """
-    small_free: list[int] = []
-    mid_free: list[int] = []
+    return segment_reserved_repeated([(tuple(sizes), 1)])
+
+
+Repeated = tuple[tuple[int, ...], int]
+"""(tensor sizes in allocation order, times the group is allocated in a row): equal decoder layers."""
+
+
+def segment_waste_repeated(groups: Iterable[Repeated]) -> int:
+    """`segment_waste` of the tensors of every group, each group allocated `times` in a row."""
+    groups = tuple(groups)
+    allocated = sum(round_block(size) * times for sizes, times in groups for size in sizes)
+    return segment_reserved_repeated(groups) - allocated
+
+
+def segment_reserved_repeated(groups: Iterable[Repeated]) -> int:
+    """`segment_reserved` of the tensors of every group, each group allocated `times` in a row.
+
+    The same simulation in O(segments): the three pools never share a segment, so each pool sees only
+    its own blocks in order; equal consecutive blocks are placed as one run (large blocks need no
+    simulation at all). Gives exactly `segment_reserved` of the expanded list.
+    """
+    small: list[list[int]] = []   # [block, count] runs, consecutive equal blocks merged
+    mid: list[list[int]] = []
     reserved = 0
-    for size in sizes:
-        block = round_block(size)
-        if block == 0:
+    for sizes, times in groups:
+        if times <= 0:
             continue
-        if block <= SMALL_ALLOC_BYTES:
-            reserved += _place(small_free, block, SMALL_SEGMENT_BYTES, smallest=ALLOC_BLOCK_BYTES)
-        elif block < MIN_LARGE_ALLOC_BYTES:
-            reserved += _place(mid_free, block, MID_SEGMENT_BYTES, smallest=SMALL_ALLOC_BYTES + 1)
-        else:
-            reserved += -(-block // LARGE_ROUND_BYTES) * LARGE_ROUND_BYTES
+        small_part: list[int] = []
+        mid_part: list[int] = []
+        for size in sizes:
+            block = round_block(size)
+            if block == 0:
+                continue
+            if block <= SMALL_ALLOC_BYTES:
+                small_part.append(block)
+            elif block < MIN_LARGE_ALLOC_BYTES:
+                mid_part.append(block)
+            else:
+                reserved += -(-block // LARGE_ROUND_BYTES) * LARGE_ROUND_BYTES * times
+        _extend_runs(small, small_part, times)
+        _extend_runs(mid, mid_part, times)
+    reserved += _place_runs(small, SMALL_SEGMENT_BYTES, smallest=ALLOC_BLOCK_BYTES)
+    reserved += _place_runs(mid, MID_SEGMENT_BYTES, smallest=SMALL_ALLOC_BYTES + 1)
     return reserved
 
 
-def _place(free: list[int], block: int, segment: int, *, smallest: int) -> int:
-    """Put `block` in the best-fitting free remainder, or open a new segment; returns new reserved bytes.
-    Remainders smaller than the pool's `smallest` request can never be used again and are dropped."""
-    best = -1
-    for i, room in enumerate(free):
-        if room >= block and (best < 0 or room < free[best]):
-            best = i
-    if best >= 0:
-        free[best] -= block
-        if free[best] < smallest:
-            free.pop(best)
-        return 0
-    if segment - block >= smallest:
-        free.append(segment - block)
-    return segment
+def _extend_runs(runs: list[list[int]], blocks: list[int], times: int) -> None:
+    """Append `blocks` repeated `times` to `runs`, merging equal neighbours (one run if all are equal)."""
+    if not blocks:
+        return
+    if all(b == blocks[0] for b in blocks):
+        blocks, times = [blocks[0]], len(blocks) * times
+    else:
+        blocks, times = blocks * times, 1
+    for block in blocks:
+        if runs and runs[-1][0] == block:
+            runs[-1][1] += times
+        else:
+            runs.append([block, times])
+
+
+def _place_runs(runs: list[list[int]], segment: int, *, smallest: int) -> int:
+    """Best-fit placement of runs of equal blocks into one pool's segments; returns reserved bytes.
+
+    A run fills its best-fitting free remainder with as many blocks as fit at once: the remainder stays
+    the best fit while it shrinks, so this equals placing the blocks one by one."""
+    free: list[int] = []
+    reserved = 0
+    for block, count in runs:
+        while count:
+            best = -1
+            for i, room in enumerate(free):
+                if room >= block and (best < 0 or room < free[best]):
+                    best = i
+            if best < 0:
+                reserved += segment
+                count -= 1
+                if segment - block >= smallest:
+                    free.append(segment - block)
+                continue
+            placed = min(count, free[best] // block)
+            count -= placed
+            free[best] -= placed * block
+            if free[best] < smallest:
+                free.pop(best)
+    return reserved
 
 
 def cublas_workspace_bytes(*, num_handles: int = 1) -> int:

@@ -3,7 +3,8 @@
 `weights(spec, dtype=, quant=, runtime=)` returns the `weights` Term: children `embeddings`,
 `position_embeddings`, `layers` (with `attention`, `mlp`, `experts`, `router`, `norms`), `final_norm`,
 `lm_head`, `buffers`. `weight_tensor_bytes(...)` lists every tensor's bytes in load order, for the
-allocator's segment rounding (overhead.segment_reserved).
+allocator's segment rounding (overhead.segment_reserved); `weight_tensor_groups(...)` gives the same list
+with each run of equal decoder layers computed once (overhead.segment_reserved_repeated).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ _GGUF_ROLE_BY_MODULE = {"v_proj": "attn_v", "down_proj": "ffn_down", "o_proj": "
 
 Tensor = tuple[str, int]
 """(component path below `weights`, bytes) of one stored tensor."""
+TensorGroup = tuple[list[Tensor], int]
+"""(tensors in load order, times the group is loaded in a row): a run of equal decoder layers."""
 
 
 def tensor_bytes(dtype: DType, num_elements: int) -> int:
@@ -55,57 +58,77 @@ def weights(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime: Runtime) ->
     stored (converted to `dtype` only when the checkpoint is plain floating point).
     Source: bitsandbytes replace_with_bnb_linear (nn.Linear only, lm_head skipped); quants.py per format.
     """
-    return weights_tree(weight_tensor_bytes(spec, dtype=dtype, quant=quant, runtime=runtime))
+    return weights_tree_groups(weight_tensor_groups(spec, dtype=dtype, quant=quant, runtime=runtime))
 
 
 def weights_tree(tensors: list[Tensor]) -> Term:
     """The `weights` Term summing tensors listed by `weight_tensor_bytes` under their component paths."""
+    return weights_tree_groups([(tensors, 1)])
+
+
+def weights_tree_groups(groups: list[TensorGroup]) -> Term:
+    """The `weights` Term summing the tensors of `weight_tensor_groups` (each group × its count)."""
     totals: dict[str, int] = {}
-    for path, nbytes in tensors:
-        totals[path] = totals.get(path, 0) + nbytes
+    for tensors, times in groups:
+        for path, nbytes in tensors:
+            totals[path] = totals.get(path, 0) + nbytes * times
     return _tree("weights", totals)
 
 
 def weight_tensor_bytes(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime: Runtime) -> list[Tensor]:
     """Every weight tensor's (component path, bytes), in load order."""
+    groups = weight_tensor_groups(spec, dtype=dtype, quant=quant, runtime=runtime)
+    return [tensor for tensors, times in groups for _ in range(times) for tensor in tensors]
+
+
+def weight_tensor_groups(spec: ModelSpec, *, dtype: DType, quant: Quant,
+                         runtime: Runtime) -> list[TensorGroup]:
+    """`weight_tensor_bytes` in load order as (tensors, times) groups: a run of equal decoder layers (one
+    shared LayerSpec object) is one group allocated `times` in a row, computed once."""
     if spec.checkpoint is not None:
-        return list(_checkpoint_tensors(spec.checkpoint, dtype=dtype))
-    return list(_formula_tensors(spec, dtype=dtype, quant=quant, runtime=runtime))
+        return [(list(_checkpoint_tensors(spec.checkpoint, dtype=dtype)), 1)]
+    return _formula_groups(spec, dtype=dtype, quant=quant, runtime=runtime)
 
 
-def _formula_tensors(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime: Runtime) -> Iterator[Tensor]:
+def _formula_groups(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime: Runtime) -> list[TensorGroup]:
     h = spec.hidden_size
     gguf = quant.kind == "gguf"
     norm_dtype = NORM_DTYPE_GGUF if gguf else dtype
     outside = dict(non_layer_params(spec))   # counts shared with count_params (params.py)
     width = spec.embedding_dim or h          # OPT-350m embeds (and ties its head) at 512, not hidden 1024
     embed = Linear(name="token_embd", role="embeddings", fan_in=width, fan_out=spec.vocab_size, bias=False)
-    yield from _matrix("embeddings", embed, dtype=dtype, quant=quant, quantize=_quantizes(quant, embed))
+    head = list(_matrix("embeddings", embed, dtype=dtype, quant=quant, quantize=_quantizes(quant, embed)))
     if outside["position_embeddings"]:
-        yield "position_embeddings", tensor_bytes(dtype, outside["position_embeddings"])
+        head.append(("position_embeddings", tensor_bytes(dtype, outside["position_embeddings"])))
     if outside["embedding_norm"]:
-        yield "embedding_norm", tensor_bytes(norm_dtype, outside["embedding_norm"])
-    per_layer: dict[int, list[Tensor]] = {}
+        head.append(("embedding_norm", tensor_bytes(norm_dtype, outside["embedding_norm"])))
+    groups: list[TensorGroup] = [(head, 1)]
+    per_layer: dict[tuple[int, bool], list[Tensor]] = {}
+    last: tuple[int, bool] | None = None
     for index, layer in enumerate(spec.layers):
-        more_bits = _use_more_bits(index, spec.num_layers)
-        key = id(layer) * 2 + more_bits
+        key = (id(layer), gguf and _use_more_bits(index, spec.num_layers))
+        if key == last:
+            groups[-1] = (groups[-1][0], groups[-1][1] + 1)
+            continue
         if key not in per_layer:
             per_layer[key] = list(_layer_tensors(spec, layer, dtype=dtype, norm_dtype=norm_dtype, quant=quant,
-                                                 more_bits=more_bits))
-        yield from per_layer[key]
+                                                 more_bits=key[1]))
+        groups.append((per_layer[key], 1))
+        last = key
+    tail: list[Tensor] = []
     if outside["final_norm"]:
-        yield "final_norm", tensor_bytes(norm_dtype, outside["final_norm"])
+        tail.append(("final_norm", tensor_bytes(norm_dtype, outside["final_norm"])))
     if not spec.tie_word_embeddings:
-        head = lm_head_linear(spec)
-        yield from _matrix("lm_head", head, dtype=dtype, quant=quant, quantize=_quantizes(quant, head),
-                           gguf_role="output")
+        lm_head = lm_head_linear(spec)
+        tail.extend(_matrix("lm_head", lm_head, dtype=dtype, quant=quant, quantize=_quantizes(quant, lm_head),
+                            gguf_role="output"))
     elif spec.lm_head_bias:  # a tied head still owns its bias
-        yield "lm_head", tensor_bytes(NORM_DTYPE_GGUF if gguf else dtype, spec.vocab_size)
-    for path, count in spec.extra_params:
-        yield path, tensor_bytes(dtype, count)
-    head_dim = spec.layers[0].attention.head_dim
+        tail.append(("lm_head", tensor_bytes(norm_dtype, spec.vocab_size)))
+    tail.extend((path, tensor_bytes(dtype, count)) for path, count in spec.extra_params)
     if not gguf:
-        yield "buffers", tensor_bytes(ROPE_INV_FREQ_DTYPE, head_dim // 2)
+        tail.append(("buffers", tensor_bytes(ROPE_INV_FREQ_DTYPE, spec.layers[0].attention.head_dim // 2)))
+    groups.append((tail, 1))
+    return groups
 
 
 def _layer_tensors(spec: ModelSpec, layer: LayerSpec, *, dtype: DType, norm_dtype: DType, quant: Quant,
