@@ -81,3 +81,15 @@ def test_tensor_parallel_splits_kv_heads():
     """tp=2: each rank caches 4 of the 8 kv heads: 65,536 B per token."""
     spec = load_model("Llama-3.1-8B")
     assert kv_bytes_per_token(spec, Inference(prompt_tokens=1, parallel=Parallelism(tp=2))) == 65_536
+
+
+def test_layer_runs_group_consecutive_shared_layers():
+    """[A, A, B, A] → (A, 2), (B, 1), (A, 1): runs are consecutive, counted by object identity."""
+    from memfit.core.kv_cache import layer_runs
+    from memfit.core.spec import AttentionSpec, LayerSpec, MlpSpec
+
+    a = LayerSpec(attention=AttentionSpec(num_heads=4, num_kv_heads=4, head_dim=8),
+                  mlp=MlpSpec(intermediate_size=64, gated=True))
+    b = LayerSpec(attention=AttentionSpec(num_heads=4, num_kv_heads=2, head_dim=8),
+                  mlp=MlpSpec(intermediate_size=64, gated=True))
+    assert layer_runs((a, a, b, a)) == [(a, 2), (b, 1), (a, 1)]

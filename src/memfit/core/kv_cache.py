@@ -12,7 +12,7 @@ from memfit.core.dtypes import DType
 from memfit.core.errors import InvalidWorkload
 from memfit.core.result import Term
 from memfit.core.runtimes import RuntimeProfile, profile
-from memfit.core.spec import AttentionSpec, ModelSpec
+from memfit.core.spec import AttentionSpec, LayerSpec, ModelSpec
 from memfit.core.weights import tensor_bytes
 from memfit.core.workload import Inference
 
@@ -110,12 +110,7 @@ def _layer_tensors(spec: ModelSpec, workload: Inference, *, tokens: int,
     b, tp = workload.batch_size, workload.parallel.tp
     memo: dict[int, tuple[str, int, int]] = {}
     out: list[tuple[tuple[str, int, int], int]] = []
-    last = -1
-    for layer in _gpu_layers(spec, workload):
-        if id(layer) == last:
-            out[-1] = (out[-1][0], out[-1][1] + 1)
-            continue
-        last = id(layer)
+    for layer, times in layer_runs(_gpu_layers(spec, workload)):
         found = memo.get(id(layer))
         if found is None:
             att = layer.attention
@@ -124,8 +119,19 @@ def _layer_tensors(spec: ModelSpec, workload: Inference, *, tokens: int,
                                       block_size=workload.block_size)
             found = memo[id(layer)] = (_kind_name(att, prof), b * tensor_bytes(k_dtype, kept * k_width),
                                        b * tensor_bytes(v_dtype, kept * v_width))
-        out.append((found, 1))
+        out.append((found, times))
     return out
+
+
+def layer_runs(layers: tuple[LayerSpec, ...]) -> list[tuple[LayerSpec, int]]:
+    """(layer, times) for each run of consecutive equal layers (ModelSpec shares one object per run)."""
+    runs: list[tuple[LayerSpec, int]] = []
+    for layer in layers:
+        if runs and runs[-1][0] is layer:
+            runs[-1] = (layer, runs[-1][1] + 1)
+        else:
+            runs.append((layer, 1))
+    return runs
 
 
 def kv_cache(spec: ModelSpec, workload: Inference) -> Term:

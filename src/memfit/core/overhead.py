@@ -11,6 +11,7 @@ of their size rounded up to 2 MiB. Freed blocks stay reserved (cached) for reuse
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from fractions import Fraction
 
@@ -124,8 +125,8 @@ def segment_reserved_repeated(groups: Iterable[Repeated]) -> int:
                 reserved += -(-block // LARGE_ROUND_BYTES) * LARGE_ROUND_BYTES * times
         _extend_runs(small, small_part, times)
         _extend_runs(mid, mid_part, times)
-    reserved += _place_runs(small, SMALL_SEGMENT_BYTES, smallest=ALLOC_BLOCK_BYTES)
-    reserved += _place_runs(mid, MID_SEGMENT_BYTES, smallest=SMALL_ALLOC_BYTES + 1)
+    reserved += _place_runs(tuple(map(tuple, small)), SMALL_SEGMENT_BYTES, smallest=ALLOC_BLOCK_BYTES)
+    reserved += _place_runs(tuple(map(tuple, mid)), MID_SEGMENT_BYTES, smallest=SMALL_ALLOC_BYTES + 1)
     return reserved
 
 
@@ -144,8 +145,10 @@ def _extend_runs(runs: list[list[int]], blocks: list[int], times: int) -> None:
             runs.append([block, times])
 
 
-def _place_runs(runs: list[list[int]], segment: int, *, smallest: int) -> int:
-    """Best-fit placement of runs of equal blocks into one pool's segments; returns reserved bytes.
+@functools.lru_cache(maxsize=1024)
+def _place_runs(runs: tuple[tuple[int, int], ...], segment: int, *, smallest: int) -> int:
+    """Best-fit placement of (block, count) runs of equal blocks into one pool's segments; returns reserved
+    bytes. Pure in its integer arguments, so memoised: a model's weights give the same runs on every call.
 
     A run fills its best-fitting free remainder with as many blocks as fit at once: the remainder stays
     the best fit while it shrinks, so this equals placing the blocks one by one."""
