@@ -55,11 +55,7 @@ class Step:
 def layer_peak(spec: ModelSpec, workload: Inference, step: Step) -> tuple[Term, int]:
     """The largest layer working set of one forward step: (activations Term, dequantisation bytes in it)."""
     best: tuple[Term, int] | None = None
-    seen: set[int] = set()
-    for layer in spec.layers:
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
+    for layer in {id(layer): layer for layer in spec.layers}.values():   # each shared LayerSpec once
         candidate = _layer_working_set(spec, layer, workload, step)
         if best is None or candidate[0].nbytes + candidate[1] > best[0].nbytes + best[1]:
             best = candidate
