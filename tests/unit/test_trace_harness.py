@@ -64,3 +64,9 @@ def test_trace_refuses_what_it_cannot_run(workload, message):
 
     with pytest.raises(EngineUnavailable, match=message):
         check_supported(load_model("Llama-3.2-1B"), workload)
+
+
+def test_builtin_model_type_ignores_auto_map():
+    """A phi3 config that also names remote code builds transformers' own Phi3 config."""
+    cfg = harness.hf_config(json.dumps({"model_type": "phi3", "auto_map": {"AutoConfig": "x.Y"}}))
+    assert type(cfg).__name__ == "Phi3Config"

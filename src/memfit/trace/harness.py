@@ -25,7 +25,9 @@ from memfit.trace import patches
 LEARNING_RATE = 1e-4
 """Any positive learning rate: memory does not depend on it."""
 
-ATTN_IMPLEMENTATION = {AttnImpl.SDPA: "sdpa", AttnImpl.EAGER: "eager"}
+ATTN_IMPLEMENTATION: dict[AttnImpl, str | None] = {AttnImpl.SDPA: None, AttnImpl.EAGER: "eager"}
+"""attn_implementation per AttnImpl; SDPA passes None: transformers' default, SDPA wherever the model
+supports it (eager for the others, e.g. BLOOM), as the ground truth ran."""
 TORCH_DTYPE = {DType.BF16: torch.bfloat16, DType.FP16: torch.float16, DType.FP32: torch.float32}
 
 
@@ -51,14 +53,20 @@ class NullProbe:
 # --- building ---------------------------------------------------------------------------------------------
 
 def hf_config(config_json: str) -> Any:
-    """A transformers config from config.json text; remote code is refused (trace would execute it)."""
+    """A transformers config from config.json text; remote code is refused (trace would execute it).
+
+    A config naming remote code (`auto_map`) for a model_type transformers has built in uses the built-in
+    class, as transformers does without trust_remote_code.
+    """
     from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     data = json.loads(config_json)
     model_type = data.pop("model_type", None)
-    if "auto_map" in data:
+    if "auto_map" in data and model_type not in CONFIG_MAPPING:
         raise EngineUnavailable("this model needs remote code, which the trace engine does not run; "
                                 "use engine=analytic")
+    data.pop("auto_map", None)
     try:
         return AutoConfig.for_model(model_type, **data)
     except (ValueError, KeyError) as err:
@@ -86,7 +94,7 @@ def autocast_dtype(workload: Inference | Training) -> torch.dtype | None:
     return None
 
 
-def attn_implementation(workload: Inference | Training) -> str:
+def attn_implementation(workload: Inference | Training) -> str | None:
     if workload.attn not in ATTN_IMPLEMENTATION:
         raise EngineUnavailable(f"attn={workload.attn} needs the flash-attn package, which trace does not "
                                 "emulate; use attn=sdpa or engine=analytic")

@@ -96,6 +96,10 @@ def trace(spec: ModelSpec, workload: Inference | Training, boot: Boot,
                 del optimizer
             else:
                 harness.run_workload(model, workload, tracker, device)
+    if tracker.scalars_answered:
+        assumptions.append(f"{tracker.scalars_answered} value-dependent scalar reads (.item(), bool()) "
+                           "in the model code were read as 0/False; memfit assumes they pick between "
+                           "same-shaped paths (RoPE factor choice, layer drop)")
     counts = patches.backend_counts()
     if counts:
         assumptions.append("SDPA backends as CUDA would pick them: "

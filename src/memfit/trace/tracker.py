@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch._subclasses.fake_tensor import DataDependentOutputException
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_iter
 
@@ -70,10 +71,17 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self.num_ops = 0
         self.paged_bytes = 0                    # bytes outside the allocator (bnb paged optimizer states)
         self._threads: set[int] = set()
+        self.answer_scalars = True              # read fake scalars as 0 instead of failing
+        self.scalars_answered = 0
 
     # --- counting -------------------------------------------------------------------------------------
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func is torch.ops.aten._local_scalar_dense.default and self.answer_scalars:
+            try:
+                return func(*args, **(kwargs or {}))        # fake tensors holding a constant know it
+            except DataDependentOutputException:
+                return self._answer_scalar(args[0])
         out = func(*args, **(kwargs or {}))
         self.num_ops += 1
         if self.allocator is not None and func in _MATMULS:
@@ -85,6 +93,14 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
         if grew:
             self._note_peak(func)
         return out
+
+    def _answer_scalar(self, tensor: torch.Tensor) -> bool | int | float:
+        """A fake tensor has no value: `.item()` / `bool()` read as 0 (False). Used for the branches HF takes
+        on values that do not change shapes (longrope's factor choice, OPT's layerdrop draw); counted."""
+        self.scalars_answered += 1
+        if tensor.dtype == torch.bool:
+            return False
+        return 0.0 if tensor.is_floating_point() else 0
 
     def _first_matmul_of_thread(self) -> None:
         """cuBLAS takes a workspace from the allocator at a thread's first matmul (one handle per thread:
