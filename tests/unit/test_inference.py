@@ -10,7 +10,7 @@ from memfit.core.dtypes import DType, quant
 from memfit.core.errors import InvalidWorkload
 from memfit.core.estimate import estimate
 from memfit.core.inference import inference_phases, vllm_kv_capacity_tokens
-from memfit.core.result import TOP_TERMS
+from memfit.core.result import TOP_TERMS, Estimate, Gpu
 from memfit.core.units import GiB
 from memfit.core.workload import Inference, Parallelism
 
@@ -114,3 +114,87 @@ def test_one_new_token_is_prefill_only():
     """generate(max_new_tokens=1) runs no decode step: phases load and prefill, last-position logits."""
     phases, _ = inference_phases(load_model("Llama-3.2-1B"), Inference(prompt_tokens=16, new_tokens=1))
     assert [p.name for p in phases] == [PhaseName.LOAD, PhaseName.PREFILL]
+
+
+def _h100() -> Gpu:
+    from memfit.sources.catalog import get_gpu
+
+    return get_gpu("H100-SXM-80GB")
+
+
+def _vllm_8b(batch: int) -> Inference:
+    return Inference(prompt_tokens=1024, new_tokens=1024, batch_size=batch, dtype=DType.BF16,
+                     runtime=Runtime.VLLM, gpu_memory_utilization=Fraction(9, 10))
+
+
+def _non_kv_device_bytes(batch: int) -> int:
+    """The no-GPU prefill's device bytes less its KV cache: weights, profiled activations, overhead."""
+    phases, _ = inference_phases(load_model("Llama-3.1-8B"), _vllm_8b(batch))
+    prefill = next(p for p in phases if p.name is PhaseName.PREFILL)
+    return prefill.device_bytes - prefill.memory.bytes_of("kv_cache")
+
+
+def test_vllm_kv_cache_is_the_capacity_its_budget_leaves():
+    """Llama-3.1-8B on H100-SXM-80GB at 0.9: the cache is the budget less everything else, in blocks."""
+    spec, gpu, wl = load_model("Llama-3.1-8B"), _h100(), _vllm_8b(8)
+    budget = 85_017_493_504 * 9 // 10            # 76,515,744,153 B
+    # weights 16,060,522,752 + profiled activations 977,666,048 + cuBLAS 33,554,432 + fragmentation
+    # 624,614,912 + non-torch 719,323,136 = 18,415,681,280 B
+    assert _non_kv_device_bytes(8) == 18_415_681_280
+    per_token = 32 * 2 * 8 * 128 * 2              # layers × (K, V) × kv heads × head_dim × bf16 = 131,072 B
+    # (76,515,744,153 − 18,415,681,280) // 131,072 = 443,268 tokens → 27,704 blocks of 16 = 443,264
+    tokens = 443_264
+    est = estimate(spec, wl, gpu)
+    for name in (PhaseName.PREFILL, PhaseName.DECODE):
+        cache = est.phase(name).memory.child("kv_cache")
+        assert cache is not None
+        assert cache.nbytes == tokens * per_token
+        # 443,264 // 2,048 = 216 sequences
+        assert "KV capacity 443,264 tokens = 216 sequences of 2,048 tokens" in cache.children[0].note
+    assert est.phase(PhaseName.LOAD).memory.bytes_of("kv_cache") == 0
+    assert any("KV capacity 443,264 tokens" in line and "H100-SXM-80GB" in line for line in est.assumptions)
+    assert vllm_kv_capacity_tokens(spec, wl, gpu_usable_bytes=gpu.usable_bytes) == tokens
+    # 8 sequences × 2,048 tokens = 16,384 ≤ 443,264; the whole process stays inside the 0.9 budget
+    assert est.fits is True
+    assert est.peak.device_bytes <= budget
+
+
+def test_vllm_does_not_fit_when_capacity_holds_fewer_sequences_than_the_batch():
+    """batch 217 × 2,048 tokens = 444,416 > the 443,136-token capacity: fits is False, peak alone is not."""
+    spec, gpu, wl = load_model("Llama-3.1-8B"), _h100(), _vllm_8b(217)
+    # (76,515,744,153 − 18,431,090,432 B non-KV at batch 217) // 131,072 = 443,150 → 443,136 in blocks
+    assert _non_kv_device_bytes(217) == 18_431_090_432
+    est = estimate(spec, wl, gpu)
+    assert est.phase(PhaseName.DECODE).memory.bytes_of("kv_cache") == 443_136 * 131_072
+    assert est.required_capacity_ok is False
+    assert est.fits is False
+    assert est.peak.device_bytes <= gpu.usable_bytes      # a plain peak comparison would have said "fits"
+    assert est.to_dict()["fits"] is False
+    assert Estimate.from_dict(est.to_dict()).fits is False   # the capacity verdict survives JSON
+
+
+def test_vllm_sequences_round_up_to_whole_blocks():
+    """A 1,000 + 1-token sequence takes ceil(1,001 / 16) = 63 blocks = 1,008 tokens of capacity."""
+    from memfit.core.inference import inference_parts
+
+    wl = Inference(prompt_tokens=1000, new_tokens=1, batch_size=3, dtype=DType.BF16, runtime=Runtime.VLLM)
+    _, _, capacity = inference_parts(load_model("Llama-3.2-1B"), wl, _h100())
+    assert capacity is not None
+    assert capacity.sequence_tokens == 1008
+    assert capacity.holds_batch is (capacity.tokens >= 3 * 1008)
+
+
+def test_vllm_without_gpu_keeps_requested_cache_and_says_capacity_needs_gpu():
+    """No GPU: the cache holds batch × prompt+new (8 × 2,048 tokens × 131,072 B) and fits is None."""
+    est = estimate(load_model("Llama-3.1-8B"), _vllm_8b(8))
+    assert est.phase(PhaseName.DECODE).memory.bytes_of("kv_cache") == 8 * 2048 * 131_072
+    assert est.fits is None
+    assert est.required_capacity_ok is None
+    assert any("needs --gpu" in line for line in est.assumptions)
+
+
+def test_transformers_fits_is_still_the_peak_comparison():
+    """The transformers runtime does not preallocate: no capacity, fits = device peak ≤ usable."""
+    est = estimate(load_model("Llama-3.1-8B"), Inference(prompt_tokens=1024, dtype=DType.BF16), _h100())
+    assert est.required_capacity_ok is None
+    assert est.fits is (est.peak.device_bytes <= 85_017_493_504)

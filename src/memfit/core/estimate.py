@@ -18,14 +18,17 @@ def estimate(spec: ModelSpec, workload: Inference | Training, gpu: Gpu | None = 
     Raises:
         InvalidWorkload: the workload is impossible for this model (the message names the field).
     """
+    capacity_ok: bool | None = None
     match workload:
         case Inference():
-            from memfit.core.inference import inference_phases
+            from memfit.core.inference import inference_parts
 
-            phases, assumptions = inference_phases(spec, workload)
+            phases, assumptions, capacity = inference_parts(spec, workload, gpu)
+            if capacity is not None:   # vLLM on a GPU: fits when its KV capacity holds the batch
+                capacity_ok = capacity.holds_batch
         case Training():
             from memfit.core.training import training_phases
 
             phases, assumptions = training_phases(spec, workload)
     return Estimate(engine=Engine.ANALYTIC, model=spec, workload=workload, phases=phases, gpu=gpu,
-                    assumptions=(*spec.assumptions, *assumptions))
+                    assumptions=(*spec.assumptions, *assumptions), required_capacity_ok=capacity_ok)

@@ -1,7 +1,7 @@
 """Inference phases (load, prefill, decode) of one job on the most loaded GPU, with their assumptions.
 
-`inference_phases(spec, workload)` validates the workload against the model and the runtime's profile,
-then builds each phase's memory tree at its peak:
+`inference_phases(spec, workload, gpu=None)` validates the workload against the model and the runtime's
+profile, then builds each phase's memory tree at its peak:
 - load: the weights as loaded;
 - prefill: weights + KV cache + the larger of (last layer's working set with the whole prompt cached) and
   (the LM head moment: final hidden state + logits), + cuBLAS workspace and dequantisation buffers;
@@ -37,7 +37,7 @@ from memfit.core.overhead import (
     round_block,
     segment_waste_repeated,
 )
-from memfit.core.result import Phase, Term, memory, replace_terms
+from memfit.core.result import Gpu, Phase, Term, memory, replace_terms
 from memfit.core.runtimes import RuntimeProfile, check_runtime_supports, profile
 from memfit.core.spec import ModelSpec, MoeSpec
 from memfit.core.transients import Step, decode_step, input_bytes, layer_peak, prefill_step
@@ -53,8 +53,29 @@ LLAMA_CPP_CONTEXT_BYTES = 300 * 2**20
 Source: estimate; llama.cpp does not report it (marked in assumptions)."""
 
 
-def inference_phases(spec: ModelSpec, workload: Inference) -> tuple[tuple[Phase, ...], tuple[str, ...]]:
+def inference_phases(spec: ModelSpec, workload: Inference,
+                     gpu: Gpu | None = None) -> tuple[tuple[Phase, ...], tuple[str, ...]]:
     """The load, prefill and (when generating) decode phases, and the assumptions behind them.
+
+    With a `gpu`, a preallocating runtime (vLLM) gets its KV cache sized as the capacity its budget leaves
+    (see `inference_parts`).
+
+    Raises:
+        InvalidWorkload: the workload is impossible for this model or runtime (one line naming the field).
+    """
+    phases, assumptions, _ = inference_parts(spec, workload, gpu)
+    return phases, assumptions
+
+
+def inference_parts(spec: ModelSpec, workload: Inference,
+                    gpu: Gpu | None = None) -> tuple[tuple[Phase, ...], tuple[str, ...], KvCapacity | None]:
+    """`inference_phases`, plus the KV capacity of a preallocating runtime on `gpu` (None otherwise).
+
+    A preallocating runtime (vLLM) takes gpu_memory_utilization × usable bytes up front; what weights,
+    the profiling run's activations and the process overhead leave becomes KV blocks. With a GPU the
+    prefill and decode phases hold that whole capacity as their `kv_cache`, and the job fits only when it
+    holds batch_size sequences of prompt + new tokens (each rounded up to whole blocks). Without a GPU the
+    cache is sized for the requested batch and length, and an assumption says the capacity needs a GPU.
 
     Raises:
         InvalidWorkload: the workload is impossible for this model or runtime (one line naming the field).
@@ -67,8 +88,72 @@ def inference_phases(spec: ModelSpec, workload: Inference) -> tuple[tuple[Phase,
         assumptions += ["llama.cpp: own buffers, allocated = reserved; token_embd stays in host RAM; the "
                         "compute buffer is approximated as one ubatch's fp32 layer intermediates; the CUDA "
                         "context is an estimate (LLAMA_CPP_CONTEXT_BYTES)"]
-        return _llama_cpp_phases(spec, workload, prof), tuple(assumptions)
-    return _torch_phases(spec, workload, prof, kind, assumptions), tuple(assumptions)
+        return _llama_cpp_phases(spec, workload, prof), tuple(assumptions), None
+    raw = _torch_phases(spec, workload, prof, kind, assumptions)
+    phases = _carry_reserved(raw)
+    if not prof.preallocates_fraction:
+        return phases, tuple(assumptions), None
+    if gpu is None:
+        assumptions.append(f"{prof.runtime}: KV cache sized for the requested batch and length; the capacity "
+                           "gpu_memory_utilization leaves (and whether it holds the batch) needs --gpu")
+        return phases, tuple(assumptions), None
+    capacity = kv_capacity(spec, workload, phases, gpu_usable_bytes=gpu.usable_bytes)
+    assumptions.append(f"{prof.runtime}: {capacity.describe()} on {gpu.name} ({capacity.utilization} × "
+                       f"{gpu.usable_bytes:,} B usable = {capacity.budget_bytes:,} B budget, less weights, "
+                       "profiled activations and overhead); the job fits only if the batch fits in it")
+    cache = Term.group("kv_cache", [Term(name="paged_blocks", nbytes=capacity.nbytes,
+                                         note=capacity.describe())])
+    held = _carry_reserved(tuple(p if p.name is PhaseName.LOAD else replace_terms(p, cache) for p in raw))
+    return held, tuple(assumptions), capacity
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KvCapacity:
+    """The KV cache a preallocating runtime (vLLM) allocates from its budget, and what the job needs."""
+
+    utilization: Fraction       # gpu_memory_utilization
+    budget_bytes: int           # utilization × usable bytes
+    tokens: int                 # capacity in tokens (whole blocks)
+    nbytes: int                 # capacity in bytes: tokens × bytes per token
+    sequence_tokens: int        # one sequence of prompt + new tokens, rounded up to whole blocks
+    batch_size: int
+
+    @property
+    def sequences(self) -> int:
+        """Whole sequences of the requested length the capacity holds."""
+        return self.tokens // max(self.sequence_tokens, 1)
+
+    @property
+    def holds_batch(self) -> bool:
+        """Whether batch_size sequences of the requested length fit in the capacity."""
+        return self.tokens >= self.batch_size * self.sequence_tokens
+
+    def describe(self) -> str:
+        """One line: the capacity in tokens and in sequences of the requested length."""
+        return (f"KV capacity {self.tokens:,} tokens = {self.sequences:,} sequences of "
+                f"{self.sequence_tokens:,} tokens (batch {self.batch_size:,} asked)")
+
+
+def kv_capacity(spec: ModelSpec, workload: Inference, phases: tuple[Phase, ...], *,
+                gpu_usable_bytes: int) -> KvCapacity:
+    """The KV capacity vLLM allocates: gpu_memory_utilization × usable − (the prefill's device bytes
+    without its cache: weights, profiled activations, overhead), in whole blocks of the per-token bytes.
+
+    Source: vLLM gpu_worker.determine_available_memory (requested memory − non-KV peak of the profile run);
+    KVCacheManager allocates whole blocks of block_size tokens.
+    """
+    prof = profile(workload.runtime)
+    num, den = prof.default_gpu_memory_utilization or (9, 10)
+    utilization = workload.gpu_memory_utilization or Fraction(num, den)
+    budget = int(gpu_usable_bytes * utilization)
+    prefill = next(p for p in phases if p.name is PhaseName.PREFILL)
+    used = prefill.device_bytes - prefill.memory.bytes_of("kv_cache")
+    per_token = max(kv_bytes_per_token(spec, workload), 1)
+    block = workload.block_size
+    tokens = max(budget - used, 0) // per_token // block * block
+    return KvCapacity(utilization=utilization, budget_bytes=budget, tokens=tokens, nbytes=tokens * per_token,
+                      sequence_tokens=-(-workload.total_tokens // block) * block,
+                      batch_size=workload.batch_size)
 
 
 def validate(spec: ModelSpec, workload: Inference, prof: RuntimeProfile) -> KvCache:
@@ -172,6 +257,7 @@ class _Job:
 
 def _torch_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, kind: KvCache,
                   assumptions: list[str]) -> tuple[Phase, ...]:
+    """The torch-allocator phases, each at its own peak (callers apply `_carry_reserved`)."""
     weights_term, weight_sizes = _gpu_weights(spec, workload)
     floor = _init_floor(spec, workload, weights_term)
     if floor:
@@ -191,10 +277,10 @@ def _torch_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, ki
                   at="weights loaded")
     prefill = _prefill_phase(job, assumptions)
     if workload.new_tokens < 2:   # the first new token comes from the prefill's logits
-        return _carry_reserved((load, prefill))
+        return (load, prefill)
     if kind is KvCache.STATIC and prof.auto_compile_static_cache:
         assumptions.append("generate() compiles decode with CUDA graphs for a static cache (not sized)")
-    return _carry_reserved((load, prefill, _decode_phase(job)))
+    return (load, prefill, _decode_phase(job))
 
 
 def _prefill_phase(job: _Job, assumptions: list[str]) -> Phase:
@@ -347,15 +433,6 @@ def _llama_cpp_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile
 
 def vllm_kv_capacity_tokens(spec: ModelSpec, workload: Inference, *, gpu_usable_bytes: int) -> int:
     """Tokens of KV cache vLLM can hold: gpu_memory_utilization × usable − (weights + profiled activations
-    + non-torch), divided by the bytes per token, rounded down to whole blocks."""
+    + non-torch), divided by the bytes per token, rounded down to whole blocks (see `kv_capacity`)."""
     phases, _ = inference_phases(spec, workload)
-    prefill = next(p for p in phases if p.name is PhaseName.PREFILL)
-    prof = profile(workload.runtime)
-    num, den = prof.default_gpu_memory_utilization or (9, 10)
-    utilization = workload.gpu_memory_utilization or Fraction(num, den)
-    budget = int(gpu_usable_bytes * utilization)
-    used = prefill.device_bytes - prefill.memory.bytes_of("kv_cache")
-    per_token = kv_bytes_per_token(spec, workload) * workload.batch_size // max(workload.batch_size, 1)
-    tokens = max(budget - used, 0) // max(per_token, 1)
-    return tokens // workload.block_size * workload.block_size
-
+    return kv_capacity(spec, workload, phases, gpu_usable_bytes=gpu_usable_bytes).tokens

@@ -218,6 +218,8 @@ class Estimate:
     phases: tuple[Phase, ...]
     gpu: Gpu | None = None
     assumptions: tuple[str, ...] = ()
+    required_capacity_ok: bool | None = None   # a preallocating runtime (vLLM): its KV capacity holds the
+                                               # batch; when not None, `fits` is this (None: peak decides)
 
     @property
     def peak(self) -> Peak:
@@ -232,9 +234,12 @@ class Estimate:
 
     @property
     def fits(self) -> bool | None:
-        """Whether the peak fits the GPU's usable memory (evictable managed memory excluded); None: no GPU."""
+        """Whether the peak fits the GPU's usable memory (evictable managed memory excluded); None: no GPU.
+        A preallocating runtime fits when its KV capacity holds the batch (`required_capacity_ok`)."""
         if self.gpu is None:
             return None
+        if self.required_capacity_ok is not None:
+            return self.required_capacity_ok
         peak = self.peak
         return peak.device_bytes - peak.evictable_bytes <= self.gpu.usable_bytes
 
@@ -263,6 +268,9 @@ class Estimate:
             "gpu": encode(self.gpu) if self.gpu else None,
             "fits": self.fits,
             "assumptions": list(self.assumptions),
+            # vLLM on a GPU only: whether its KV capacity holds the batch (what `fits` says)
+            **({} if self.required_capacity_ok is None
+               else {"required_capacity_ok": self.required_capacity_ok}),
         }
 
     @classmethod
@@ -278,6 +286,7 @@ class Estimate:
             phases=tuple(_phase_from_dict(p) for p in data["phases"]),
             gpu=decode(Gpu, data["gpu"]) if data.get("gpu") else None,
             assumptions=tuple(data.get("assumptions", ())),
+            required_capacity_ok=data.get("required_capacity_ok"),
         )
 
 
