@@ -198,3 +198,69 @@ def test_transformers_fits_is_still_the_peak_comparison():
     est = estimate(load_model("Llama-3.1-8B"), Inference(prompt_tokens=1024, dtype=DType.BF16), _h100())
     assert est.required_capacity_ok is None
     assert est.fits is (est.peak.device_bytes <= 85_017_493_504)
+
+
+def test_auto_device_map_rule_by_hand():
+    """Budgets 10 and 10 (cap), balanced 15/2 + 1 = 8 on GPU 0, minus the largest module still to place."""
+    from memfit.core.inference import auto_device_map
+
+    # modules [2, 3, 3, 3, 4]: total 15; GPU 0 budget min(10, 7 + 1) = 8
+    # GPU 0: 2 fits (8 − 4 kept free = 4); 2 + 3 = 5 > 4 → GPU 1 (budget 10): 3, 3, 3 → 9;
+    # 9 + 4 > 10 → CPU (device 2)
+    assert auto_device_map([2, 3, 3, 3, 4], num_gpus=2, cap_bytes=10, balance_buffer=1) == [0, 1, 1, 1, 2]
+    # one GPU capped at 100: everything fits after keeping the largest remaining module free
+    assert auto_device_map([2, 3, 3, 3, 4], num_gpus=1, cap_bytes=100, balance_buffer=0) == [0] * 5
+
+
+def _device_map_8b(pp: int, cap: int) -> Inference:
+    from memfit.core.choices import DeviceMap
+
+    return Inference(prompt_tokens=512, new_tokens=64, dtype=DType.BF16,
+                     parallel=Parallelism(pp=pp, device_map=DeviceMap.AUTO, max_gpu_memory_bytes=cap))
+
+
+def test_device_map_auto_offloads_what_one_capped_gpu_cannot_hold():
+    """Llama-3.1-8B, one GPU capped at 8 GiB: embeddings + 14 layers on the GPU, the rest in host RAM."""
+    est = estimate(load_model("Llama-3.1-8B"), _device_map_8b(1, 8 * GiB))
+    decode = est.phase(PhaseName.DECODE)
+    weights = decode.memory.child("weights")
+    assert weights is not None
+    # room 8,589,934,592 − lm_head 1,050,673,152 kept free = 7,539,261,440; embeddings 1,050,673,152 +
+    # 14 layers × 436,224,000 = 7,157,809,152 (a 15th would make 7,594,033,152)
+    assert weights.bytes_of("embeddings") == 1_050_673_152
+    assert weights.bytes_of("layers") == 14 * 436_224_000
+    assert weights.bytes_of("offload_staging") == 1_050_673_152   # the offloaded lm_head runs on GPU 0
+    # host: 18 layers 7,852,032,000 + lm_head 1,050,673,152 + final norm 8,192 + rotary buffer 256
+    assert decode.host_bytes == 8_902_713_600
+    # offloaded layers run on GPU 0: the whole cache is there (32 layers × 575 tokens × 4,096 B)
+    assert decode.memory.bytes_of("kv_cache") == 32 * 575 * 4096
+    line = est.assumptions[-1]
+    assert 'device_map="auto" over 1 GPU(s)' in line
+    assert "18 offloaded" in line
+
+
+def test_device_map_auto_two_capped_gpus_report_the_most_loaded():
+    """Two GPUs capped at 6 GiB: GPU 0 takes embeddings + 9 layers, GPU 1 takes 14 (shown), 9 to CPU RAM."""
+    est = estimate(load_model("Llama-3.1-8B"), _device_map_8b(2, 6 * GiB))
+    decode = est.phase(PhaseName.DECODE)
+    # GPU 0: room 6,442,450,944 − 1,050,673,152 = 5,391,777,792 ≥ 1,050,673,152 + 9 × 436,224,000;
+    # GPU 1: 14 × 436,224,000 = 6,107,136,000 ≤ 6,442,450,944; host: 9 layers + norm + head + buffer
+    assert decode.host_bytes == 9 * 436_224_000 + 1_050_673_152 + 8192 + 256
+    # GPU 0: 4,976,689,152 + staged 1,050,673,152 + KV of 18 layers (9 own, 9 offloaded) × 575 tokens ×
+    # 4,096 B = 6,069,755,904; GPU 1: 6,107,136,000 + 14 × 2,355,200 = 6,140,108,800 → GPU 1 is shown
+    weights = decode.memory.child("weights")
+    assert weights is not None
+    assert weights.nbytes == 14 * 436_224_000
+    assert decode.memory.bytes_of("kv_cache") == 14 * 575 * 4096
+    assert any("layers per GPU [9, 14]" in line and "showing GPU 1" in line for line in est.assumptions)
+
+
+def test_device_map_without_cap_keeps_the_even_split():
+    """No max_gpu_memory: pp=2 keeps ceil(32 / 2) = 16 layers per GPU and no host RAM."""
+    from memfit.core.choices import DeviceMap
+
+    wl = Inference(prompt_tokens=512, new_tokens=64, dtype=DType.BF16,
+                   parallel=Parallelism(pp=2, device_map=DeviceMap.AUTO))
+    decode = estimate(load_model("Llama-3.1-8B"), wl).phase(PhaseName.DECODE)
+    assert decode.host_bytes == 0
+    assert decode.memory.child("weights").bytes_of("layers") == 16 * 436_224_000  # type: ignore[union-attr]
