@@ -51,3 +51,21 @@ def test_every_tree_node_is_the_sum_of_its_children(spec, wl):
     """Every parent Term of every phase equals the sum of its children."""
     est = estimate(spec, wl)
     assert all(_sums(phase.memory) for phase in est.phases)
+
+
+@given(sizes=st.lists(st.integers(0, 1000), min_size=1, max_size=40), num_gpus=st.integers(1, 4),
+       cap=st.integers(1, 5000), buffer=st.integers(0, 500))
+def test_auto_device_map_fills_in_order_within_budgets(sizes, num_gpus, cap, buffer):
+    """Devices never go back, no GPU exceeds the cap, GPU 0 keeps the largest later module free."""
+    from memfit.core.inference import auto_device_map
+
+    devices = auto_device_map(sizes, num_gpus=num_gpus, cap_bytes=cap, balance_buffer=buffer)
+    assert len(devices) == len(sizes)
+    assert devices == sorted(devices)
+    assert all(0 <= d <= num_gpus for d in devices)
+    for gpu in range(num_gpus):
+        assert sum(s for s, d in zip(sizes, devices, strict=True) if d == gpu) <= cap
+    on_zero = [i for i, d in enumerate(devices) if d == 0]
+    if on_zero:
+        last = on_zero[-1]
+        assert sum(sizes[: last + 1]) + max(sizes[last + 1:], default=0) <= cap

@@ -9,7 +9,9 @@ profile, then builds each phase's memory tree at its peak:
   step's working set + last-position logits.
 Reserved and device bytes come from overhead.reserved_and_device_terms with the exact segment rounding of
 weights and cache tensors. llama.cpp's own buffers are allocated == reserved; its off-GPU layers are
-`Phase.host`.
+`Phase.host`. A preallocating runtime (vLLM) on a known GPU holds the KV capacity its budget leaves
+(`inference_parts`, `KvCapacity`); transformers' device_map="auto" under a per-GPU cap places modules as
+accelerate does (`auto_device_map`), offloaded weights in `Phase.host`.
 """
 
 from __future__ import annotations
