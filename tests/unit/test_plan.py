@@ -6,7 +6,16 @@ import dataclasses
 
 import pytest
 
-from memfit.core.choices import Checkpointing, DeviceMap, Engine, Method, Optimizer, PhaseName, Runtime
+from memfit.core.choices import (
+    Checkpointing,
+    DeviceMap,
+    Engine,
+    KvCache,
+    Method,
+    Optimizer,
+    PhaseName,
+    Runtime,
+)
 from memfit.core.errors import InvalidWorkload
 from memfit.core.plan import (
     PLAN_SCHEMA,
@@ -163,3 +172,14 @@ def test_num_gpus_split_follows_the_runtime(
 ) -> None:
     """4 GPUs: data parallel for training, tensor parallel for vLLM, layer splits otherwise."""
     assert num_gpus_split(4, workload) == expected
+
+
+def test_max_batch_honours_a_capacity_limit_below_the_memory_budget() -> None:
+    """vLLM: 8B on an H100 at 0.9 holds 216 sequences of 2,048 tokens, though the peak stays in budget."""
+    # capacity 443,264 tokens (tests/unit/test_inference.py) // 2,048 tokens per sequence = 216
+    from memfit.sources.catalog import get_gpu, load_catalog_model
+
+    spec = load_catalog_model("Llama-3.1-8B")
+    assert spec is not None
+    job = Inference(prompt_tokens=1024, new_tokens=1024, runtime=Runtime.VLLM, kv_cache=KvCache.PAGED)
+    assert plan_max_batch(spec, job, get_gpu("H100-SXM-80GB")) == 216

@@ -59,10 +59,15 @@ def _over(spec: ModelSpec, workload: Workload, gpu: Gpu, estimator: Estimator) -
     """Bytes by which `workload` exceeds the GPU (≤ 0: it fits, as `Estimate.fits` decides); None if it
     cannot run at all."""
     try:
-        peak = estimator(spec, workload, gpu).peak
+        est = estimator(spec, workload, gpu)
     except InvalidWorkload:
         return None
-    return peak.device_bytes - peak.evictable_bytes - gpu.usable_bytes
+    over = est.peak.device_bytes - est.peak.evictable_bytes - gpu.usable_bytes
+    if est.fits is False and over <= 0:
+        # within the memory budget but short of something else the runtime needs (vLLM: KV capacity for
+        # batch_size sequences): treat as just over, so the search stays below it
+        return 1
+    return over
 
 
 def _next_probe(
