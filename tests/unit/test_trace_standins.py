@@ -49,3 +49,33 @@ def test_int8_storage():
 def test_sm90_kernel_choice(m, n, k, custom):
     """bnb 0.50's sm90 heuristic for gemm_4bit on large weights."""
     assert _use_custom_kernel(m, n, k) is custom
+
+
+def _int8_forward_transient(threshold):
+    """Peak bytes one Linear8bitStandIn forward adds over its weights and input (8 tokens, 128 → 64)."""
+    from memfit.trace.tracker import Tracker
+
+    layer = Linear8bitStandIn(torch.nn.Linear(IN, OUT, bias=False, dtype=torch.bfloat16), threshold=threshold)
+    tracker = Tracker()
+    with tracker:
+        layer.register_buffer("scb", torch.ones(OUT), persistent=False)
+        x = torch.randn(1, 8, IN, dtype=torch.bfloat16)
+        with tracker.phase("forward") as record:
+            out = layer(x)
+    assert (tuple(out.shape), out.dtype) == ((1, 8, OUT), torch.bfloat16)
+    return record.peak_bytes - record.start_bytes
+
+
+def test_int8_forward_dequantises_every_outlier_column():
+    """threshold 6.0, every column an outlier: the whole weight dequantised, 9 B per weight at the peak."""
+    # int8 column copy, its ×SCB fp32 product and ×1/127 fp32 result: (1 + 4 + 4) × 64 × 128 = 73,728, plus
+    # row scales (8 × 4 = 32 → 512), int8 codes (8 × 128 = 1,024), column indices (128 × 8 = 1,024) and
+    # outlier inputs in bf16 (8 × 128 × 2 = 2,048): 78,336 B
+    assert _int8_forward_transient(6.0) == 9 * OUT * IN + 512 + 1024 + 1024 + 2048 == 78336
+
+
+def test_int8_forward_without_threshold_keeps_no_weight_copy():
+    """threshold 0: no outlier side path, so no weight copy; the peak is the GEMM's output chain."""
+    # int8 codes (1,024) + row scales (512) + int32 GEMM (8 × 64 × 4 = 2,048) + its fp16 dequant (8 × 64 × 2
+    # = 1,024) + the bf16 cast (1,024) = 5,632 B
+    assert _int8_forward_transient(0.0) == 1024 + 512 + 2048 + 1024 + 1024 == 5632

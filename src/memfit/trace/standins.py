@@ -3,8 +3,8 @@
 bitsandbytes needs a real GPU, so the trace swaps each quantized layer for a module holding tensors of the
 real storage sizes and dtypes, whose forward and backward allocate what bitsandbytes' kernels allocate.
 Source: bitsandbytes 0.50.2 (nn/modules.py Linear4bit.forward, autograd/_functions.py matmul_4bit and
-MatMul4Bit, backends/cuda/ops.py gemm_4bit and _dequant_linear_fallback, functional.py quantize_4bit,
-dequantize_4bit) and peft 0.21 tuners/lora/bnb.py Linear4bit.forward.
+MatMul4Bit, MatMul8bitLt, backends/cuda/ops.py gemm_4bit and _dequant_linear_fallback, functional.py
+quantize_4bit, dequantize_4bit) and peft 0.21 tuners/lora/bnb.py Linear4bit.forward.
 """
 
 from __future__ import annotations
@@ -166,32 +166,86 @@ class _MatMul4bit(torch.autograd.Function):
 
 # --- 8-bit linear (LLM.int8) ---------------------------------------------------------------------------
 
-class Linear8bitStandIn(nn.Linear):
-    """A bnb Linear8bitLt after loading: int8 weight (out, in) and fp32 row scales (out,)."""
+INT8_THRESHOLD = 6.0
+"""LLM.int8 outlier threshold: input columns holding a value with |a| ≥ this go through the fp16 side path
+(absolute activation value). Source: transformers BitsAndBytesConfig llm_int8_threshold default 6.0."""
+INT8_SCALE = 1 / 127
+"""int8 → real factor of bnb's row-wise quantisation (per unit of the fp32 row absmax).
+Source: bitsandbytes _ops.py int8_vectorwise_dequant (A * stats * 7.874015718698502e-3)."""
 
-    def __init__(self, linear: nn.Linear) -> None:
+
+class Linear8bitStandIn(nn.Linear):
+    """A bnb Linear8bitLt after loading: int8 weight (out, in) and fp32 row scales (out,).
+
+    Its forward allocates what MatMul8bitLt.forward allocates for inference (has_fp16_weights=False), with
+    every input column counted as an outlier when `threshold` > 0 (see `_matmul_8bit`).
+    """
+
+    def __init__(self, linear: nn.Linear, *, threshold: float = INT8_THRESHOLD) -> None:
         nn.Module.__init__(self)
         self.in_features, self.out_features = linear.in_features, linear.out_features
         device = linear.weight.device
         self.weight = nn.Parameter(torch.empty((self.out_features, self.in_features), dtype=torch.int8,
                                                device=device), requires_grad=False)
         self.bias = linear.bias
+        self.threshold = threshold
         self.register_buffer("scb", torch.empty(self.out_features, device=device), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # MatMul8bitLt: A → fp16, row-wise int8 quantisation (int8 copy + fp32 row scales), int8 GEMM into
-        # int32, dequantised to fp16, then back to the input dtype.
-        a16 = x.to(torch.float16)
-        qa = torch.empty_like(a16, dtype=torch.int8)
-        row_scales = torch.empty(a16.shape[:-1], dtype=torch.float32, device=x.device)
-        del a16
-        acc = torch.empty((*x.shape[:-1], self.out_features), dtype=torch.int32, device=x.device)
-        del qa, row_scales
-        out = torch.empty_like(acc, dtype=torch.float16)
-        del acc
-        if self.bias is not None:
-            out = out + self.bias.to(torch.float16)
-        return out.to(x.dtype)
+        # bnb computes under its own autograd Function; the frozen int8 base contributes no graph here
+        with torch.no_grad():
+            return _matmul_8bit(x, self)
+
+
+def _matmul_8bit(x: torch.Tensor, mod: Linear8bitStandIn) -> torch.Tensor:
+    """MatMul8bitLt.forward, inference fast path (bnb 0.50.2), allocation for allocation.
+
+    Source: autograd/_functions.py MatMul8bitLt.forward; backends/cuda/ops.py int8_vectorwise_quant,
+    int8_linear_matmul, int8_mm_dequant; backends/default/ops.py int8_mixed_scaled_mm, int8_scaled_mm;
+    _ops.py int8_vectorwise_dequant.
+    """
+    k, n = mod.in_features, mod.out_features
+    a = x.reshape(-1, k)
+    rows = a.shape[0]
+    weight, scb = mod.weight, _buffer(mod, "scb")
+    # 1. int8_vectorwise_quant(A.to(float16), threshold): row scales, int8 codes, outlier mask → columns
+    a16 = a.to(torch.float16)
+    row_stats = torch.empty(rows, dtype=torch.float32, device=x.device)
+    ca = torch.empty_like(a16, dtype=torch.int8)
+    cols = None
+    if mod.threshold > 0.0:
+        outliers = a16.abs() >= mod.threshold
+        col_mask = outliers.any(dim=0)
+        # argwhere(col_mask) is value-dependent: the worst case, every column (int64 indices)
+        cols = torch.arange(k, device=x.device)
+        del col_mask, outliers
+    del a16
+    # 2. int8_mixed_scaled_mm: the outlier inputs in A's dtype and the dequantised weight columns
+    sub_b = None
+    sub_a = None
+    if cols is not None:
+        sub_a = a[:, cols]
+        cb_cols = weight[:, cols]                           # int8, 1 B per weight
+        scaled = cb_cols * scb.view(-1, 1)                  # fp32, 4 B
+        _tag_dequant(cb_cols, scaled)
+        dequant = scaled * INT8_SCALE                       # fp32, 4 B: the peak, 9 B per weight
+        _tag_dequant(dequant)
+        del scaled, cb_cols
+        sub_b = dequant.to(a.dtype).t()                     # compute dtype, 2 B
+        _tag_dequant(sub_b)
+        del dequant
+    # 3. int8_scaled_mm: int32 GEMM, dequantised to fp16 (bias added in place), cast to A's dtype
+    acc = torch.empty((rows, n), dtype=torch.int32, device=x.device)
+    out16 = torch.empty_like(acc, dtype=torch.float16)
+    if mod.bias is not None:
+        out16.add_(mod.bias.to(a.dtype))
+    out = out16.to(a.dtype)
+    del out16, acc
+    # 4. the outlier columns' product, added out of place
+    if sub_a is not None and sub_b is not None:
+        out = out.addmm(sub_a, sub_b)
+    del sub_b, sub_a, ca, row_stats, cols
+    return out.reshape(*x.shape[:-1], n)
 
 
 def quantize_standins(model: Any, workload: Inference | Training, assumptions: list[str]) -> None:
@@ -214,7 +268,10 @@ def quantize_standins(model: Any, workload: Inference | Training, assumptions: l
     assumptions.append(f"bitsandbytes {name} layers stood in by tensors of their real storage and kernel "
                        "transients (sm90 kernel choice)")
     if name.startswith("int8"):
-        assumptions.append("LLM.int8 outlier columns (data-dependent, threshold 6.0) are not modelled")
+        assumptions.append(f"LLM.int8 outliers (threshold {INT8_THRESHOLD}) are value-dependent: every "
+                           "input column of every int8 Linear is taken as an outlier (the worst case; "
+                           "random-weight runs flag most columns of down_proj), so each forward dequantises "
+                           "its whole weight (9 B per weight at the peak)")
 
 
 def prepare_kbit(model: Any) -> Any:
