@@ -23,7 +23,7 @@ class Choice(str, enum.Enum):
 
     @classmethod
     def parse(cls: type[C], text: str | C, *, field: str = "") -> C:
-        """The member spelled `text` (its value, any case, '_' or '-'), or InvalidWorkload naming the options."""
+        """The member spelled `text` (value, any case, '_' or '-'), or InvalidWorkload naming the options."""
         if isinstance(text, cls):
             return text
         wanted = str(text).strip().lower().replace("_", "-")
@@ -81,7 +81,7 @@ class AttnImpl(Choice):
 
 
 class KvCache(Choice):
-    """KV cache kind: grows with tokens (dynamic), pre-allocated to max length (static), fixed blocks (paged)."""
+    """KV cache kind: grows with tokens (dynamic), pre-allocated to max length (static), blocks (paged)."""
 
     DYNAMIC = "dynamic"
     STATIC = "static"
@@ -174,7 +174,7 @@ class NormKind(Choice):
 
 
 class QkNorm(Choice):
-    """Where query/key norms sit: none, per head (Qwen3, Gemma 3: head_dim weights) or over all heads (OLMo 2)."""
+    """Where query/key norms sit: none, per head (Qwen3, Gemma 3: head_dim weights) or all heads (OLMo 2)."""
 
     NONE = "none"
     PER_HEAD = "per-head"

@@ -52,7 +52,8 @@ class AttentionSpec:
                 raise ConfigError(f"attention {name}={getattr(self, name)} must be at least 1")
         if self.num_heads % self.num_kv_heads:
             raise ConfigError(
-                f"num_key_value_heads={self.num_kv_heads} does not divide num_attention_heads={self.num_heads}"
+                f"num_key_value_heads={self.num_kv_heads} does not divide "
+                f"num_attention_heads={self.num_heads}"
             )
 
 
@@ -68,7 +69,7 @@ class MlpSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MoeSpec:
-    """A mixture-of-experts block: a router over `num_experts` experts, `top_k` per token, plus shared experts."""
+    """A mixture-of-experts block: a router over `num_experts` experts, `top_k` per token; shared experts."""
 
     num_experts: int
     top_k: int
@@ -81,7 +82,9 @@ class MoeSpec:
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= self.num_experts:
-            raise ConfigError(f"num_experts_per_tok={self.top_k} must be in 1..num_experts={self.num_experts}")
+            raise ConfigError(
+                f"num_experts_per_tok={self.top_k} must be in 1..num_experts={self.num_experts}"
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,7 +114,7 @@ class ModelSource:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TensorInfo:
-    """One stored tensor of a checkpoint: name, storage dtype (as the file names it), shape and exact bytes."""
+    """One stored tensor of a checkpoint: name, storage dtype (as the file names it), shape, bytes."""
 
     name: str
     dtype: str
@@ -155,7 +158,7 @@ class ModelSpec:
     extra_params: tuple[tuple[str, int], ...] = ()  # odd top-level parameters: (component path, count)
     checkpoint: CheckpointInfo | None = None
     final_logit_softcapping: bool = False  # Gemma 2: tanh soft-capping makes extra full-size logits copies
-    assumptions: tuple[str, ...] = ()     # what a best-effort spec rests on (unmapped model_type built on meta)
+    assumptions: tuple[str, ...] = ()     # what a best-effort spec rests on (built on meta)
 
     def __post_init__(self) -> None:
         if not self.layers:

@@ -1,4 +1,4 @@
-"""Byte units as integers, decimal (KB, MB, GB, TB: powers of 10) and binary (KiB, MiB, GiB, TiB: powers of 2).
+"""Byte units as integers, decimal (KB, MB, GB, TB: powers of 10), binary (KiB, MiB, GiB, TiB: powers of 2).
 
 "GB" always means 10^9 bytes and "GiB" 2^30 bytes; the two are never mixed.
 """

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Union
 
 from memfit.core.choices import (
     AttnImpl,
@@ -79,7 +78,7 @@ class Lora:
             raise InvalidWorkload(f"lora_dropout={self.dropout} must be in [0, 1)")
 
     def targets_module(self, name: str) -> bool:
-        """Whether a Linear named `name` (q_proj, gate_proj, ...) gets an adapter; all-linear skips lm_head."""
+        """Whether a Linear named `name` (q_proj, gate_proj, ...) gets an adapter (all-linear: no lm_head)."""
         if "all-linear" in self.targets:
             return name != "lm_head"
         return name in self.targets
@@ -159,4 +158,4 @@ class Training:
             raise InvalidWorkload(f"runtime={self.runtime} does not train; use runtime=transformers")
 
 
-Workload = Union[Inference, Training]
+Workload = Inference | Training
