@@ -23,9 +23,9 @@ device = reserved + non_torch.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from memfit.core.choices import Engine, PhaseName
 from memfit.core.codec import decode, encode
@@ -45,6 +45,20 @@ ESTIMATE_SCHEMA = "memfit.estimate/1"
 PARAMS_SCHEMA = "memfit.params/1"
 
 
+_Node = TypeVar("_Node", "ParamNode", "Term")
+
+
+def _flat_paths(root: _Node, value: Callable[[_Node], int]) -> dict[str, int]:
+    """`value` of every node below `root`, keyed by its '/'-joined path of names (root excluded)."""
+    out: dict[str, int] = {}
+    stack = [(child, child.name) for child in reversed(root.children)]
+    while stack:
+        node, path = stack.pop()
+        out[path] = value(node)
+        stack.extend((child, f"{path}/{child.name}") for child in reversed(node.children))
+    return out
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ParamNode:
     """A component's parameter count; a parent's count is the sum of its children."""
@@ -61,16 +75,7 @@ class ParamNode:
 
     def flat(self) -> dict[str, int]:
         """Counts by path below this node: {"layers": ..., "layers/attention/q_proj": ...}."""
-        out: dict[str, int] = {}
-        for child in self.children:
-            child._flatten("", out)
-        return out
-
-    def _flatten(self, prefix: str, out: dict[str, int]) -> None:
-        path = f"{prefix}{self.name}"
-        out[path] = self.num_params
-        for child in self.children:
-            child._flatten(f"{path}/", out)
+        return _flat_paths(self, lambda node: node.num_params)
 
     def find(self, path: str) -> ParamNode:
         """The node at a '/'-separated path below this one; KeyError if there is none."""
@@ -105,16 +110,7 @@ class Term:
 
     def flat(self) -> dict[str, int]:
         """Bytes by path below this term: {"weights": ..., "weights/layers/mlp": ...}."""
-        out: dict[str, int] = {}
-        for child in self.children:
-            child._flatten("", out)
-        return out
-
-    def _flatten(self, prefix: str, out: dict[str, int]) -> None:
-        path = f"{prefix}{self.name}"
-        out[path] = self.nbytes
-        for child in self.children:
-            child._flatten(f"{path}/", out)
+        return _flat_paths(self, lambda term: term.nbytes)
 
     def child(self, name: str) -> Term | None:
         """The direct child called `name`, or None."""
