@@ -143,3 +143,17 @@ def test_opt_350m_embeddings_are_embedding_dim_wide():
     term = weights(load_model("opt-350m"), dtype=DType.BF16, quant=quant("none"), runtime=TRANSFORMERS)
     assert term.bytes_of("embeddings") == 50_272 * 512 * 2
     assert term.bytes_of("lm_head") == 0   # tied to the 512-wide embeddings
+
+
+def test_bnb_leaves_falcon_linear_subclass_in_compute_dtype():
+    """FalconLinear subclasses nn.Linear, so nf4 converts nothing: square layer q,k,v,o stay 4 × 4096² × 2 B."""
+    spec = _square_spec()
+    falcon = ModelSpec(name="sq-falcon", family="falcon", vocab_size=128, hidden_size=HIDDEN,
+                       max_position_embeddings=4096, tie_word_embeddings=True, layers=spec.layers,
+                       source=spec.source)
+    term = weights(falcon, dtype=DType.BF16, quant=quant("nf4"), runtime=TRANSFORMERS)
+    # falcon layout fuses nothing here (fused_qkv False): q, k, v, o = 4 × 16,777,216 × 2 = 134,217,728 B
+    assert term.child("layers").bytes_of("attention") == 4 * 16_777_216 * 2
+    # while GGUF (not bnb) still quantizes the same matrices: Q8_0 is 34 B per 32 weights
+    gguf = weights(falcon, dtype=DType.BF16, quant=quant("gguf-Q8_0"), runtime=TRANSFORMERS)
+    assert gguf.child("layers").bytes_of("attention") == 4 * 16_777_216 * 34 // 32  # 71,303,168

@@ -18,13 +18,20 @@ Source: transformers 5.17.0 modeling files; every count is cross-checked against
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from memfit.core.choices import NormKind, QkNorm
 from memfit.core.families import layout
 from memfit.core.families._layout import Layout
 from memfit.core.result import ParamNode
 from memfit.core.spec import AttentionSpec, LayerSpec, MlpSpec, ModelSpec, MoeSpec
+
+BNB_SKIPPED_LINEAR_FAMILIES = frozenset({"falcon"})
+"""Families whose decoder-layer matrices are subclasses of nn.Linear (Falcon's FalconLinear): bitsandbytes
+converts only `isinstance(m, Conv1D) or type(m) is nn.Linear`, so these stay in the compute dtype; peft's
+LoRA still targets them (isinstance nn.Linear).
+Source: transformers 5.17.0 integrations/bitsandbytes.py replace_with_bnb_linear; models/falcon
+modeling_falcon.py `class FalconLinear(nn.Linear)` (the only such subclass among our families)."""
 
 TOP_LEVEL = ("embeddings", "position_embeddings", "embedding_norm", "layers", "final_norm", "lm_head")
 """Top-level components of every parameter tree, in order; `spec.extra_params` may add more after them."""
@@ -41,6 +48,7 @@ class Linear:
     bias: bool
     count: int = 1   # identical matrices in this layer (num_experts for fused experts)
     is_module: bool = True  # nn.Linear or Conv1D (bnb-quantizable, LoRA-targetable); False: a raw Parameter
+    bnb_quantizable: bool = True  # False: a subclass of nn.Linear, which bitsandbytes leaves unconverted
 
     @property
     def num_weights(self) -> int:
@@ -125,8 +133,12 @@ def layer_linears(spec: ModelSpec, layer: LayerSpec) -> tuple[Linear, ...]:
     names = layout(spec.family)
     attention = tuple(_attention_linears(spec, layer.attention, names))
     if isinstance(layer.mlp, MoeSpec):
-        return (*attention, *_moe_linears(spec.hidden_size, layer.mlp, names))
-    return (*attention, *_mlp_linears(spec.hidden_size, layer.mlp, names, role="mlp"))
+        linears = (*attention, *_moe_linears(spec.hidden_size, layer.mlp, names))
+    else:
+        linears = (*attention, *_mlp_linears(spec.hidden_size, layer.mlp, names, role="mlp"))
+    if spec.family in BNB_SKIPPED_LINEAR_FAMILIES:
+        return tuple(replace(lin, bnb_quantizable=False) if lin.is_module else lin for lin in linears)
+    return linears
 
 
 def lm_head_linear(spec: ModelSpec) -> Linear:

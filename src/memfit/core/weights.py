@@ -157,6 +157,8 @@ def _quantizes(quant: Quant, lin: Linear) -> bool:
         return False
     if not lin.is_module and "fused" in quant.keeps:
         return False      # bnb converts nn.Linear only; fused 3-D expert Parameters stay
+    if not lin.bnb_quantizable and quant.kind.startswith("bnb"):
+        return False      # bnb converts `type(m) is nn.Linear` only: subclasses (FalconLinear) stay
     return lin.role not in quant.keeps
 
 
