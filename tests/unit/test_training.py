@@ -187,6 +187,18 @@ def test_all_linear_on_fused_experts_needs_zero_dropout() -> None:
         training_phases(_moe_spec(), wl)
 
 
+def test_qwen2_moe_all_linear_accepts_dropout_and_skips_experts() -> None:
+    """peft 0.21 maps no Qwen2-MoE expert to ParamWrapper: dropout is fine and only attention gets LoRA."""
+    # same shapes as MOE with model_type qwen2_moe (+ shared expert 64 wide, its gate): attention as below
+    # 896 per layer; shared expert gate/up (64→64) 2·(2·64+2·64) = 512, down 2·64+2·64 = 256,
+    # shared_expert_gate (64→1) 2·64 + 1·2 = 130 → 1,794 per layer; 2 layers × 1,794 × 4 B = 14,352
+    cfg = {**MOE, "model_type": "qwen2_moe", "shared_expert_intermediate_size": 64}
+    spec = spec_from_config(cfg, name="tiny-qwen2-moe", source=ModelSource(kind="config", ref="t"))
+    wl = Training(seq_len=64, method=Method.LORA, lora=Lora(rank=2, alpha=4))
+    load = training_phases(spec, wl)[0][0]
+    assert load.memory.bytes_of("adapters") == 14_352
+
+
 def test_all_linear_moe_adapters_match_peft() -> None:
     """r=2, E=4: gate_up A (16, 64) + B (192, 16), down A (8, 96) + B (64, 8), router A (2, 64) + B (4, 2)."""
     # experts: 16·64 + 192·16 + 8·96 + 64·8 = 1024 + 3072 + 768 + 512 = 5,376; router 128 + 8 = 136

@@ -30,6 +30,7 @@ import json
 from dataclasses import dataclass
 
 from memfit.core.choices import AttnImpl, Checkpointing, Method, NormKind, Precision
+from memfit.core.optimizers import peft_adapts_fused_experts
 from memfit.core.params import Linear, layer_linears
 from memfit.core.result import Term
 from memfit.core.spec import AttentionSpec, LayerSpec, ModelSpec, MoeSpec
@@ -129,9 +130,8 @@ def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str]
     act = FP32_BYTES if (fp32 or kbit_fp32) else 2
     attn_bytes = 2 if (wl.attn is AttnImpl.FLASH or wl.precision.is_amp) else act
     hidden_dropout, attn_dropout = config_dropouts(spec)
-    experts = wl.method is not Method.FULL and wl.lora is not None and "all-linear" in wl.lora.targets \
-        and any(lin.role == "experts" and not lin.is_module
-                for layer in unique_layers(spec) for lin in layer_linears(spec, layer))
+    experts = (wl.method is not Method.FULL and wl.lora is not None
+               and peft_adapts_fused_experts(spec, wl.lora))
     return Flow(
         residual_bytes=residual, act_bytes=act, attn_bytes=attn_bytes, amp=wl.precision.is_amp,
         base_trains=wl.method is Method.FULL,

@@ -31,6 +31,7 @@ from memfit.core.optimizers import (
     lora_targets,
     optimizer_memory,
     param_bytes,
+    peft_adapts_fused_experts,
     trainable_tensors,
 )
 from memfit.core.overhead import cublas_workspace_bytes, reserved_and_device_terms
@@ -63,8 +64,7 @@ def validate(spec: ModelSpec, wl: Training) -> None:
                               "attn=sdpa")
     if wl.lora is not None and wl.method is not Method.FULL:
         lora_targets(spec, wl.lora)
-        fused_experts = any(lin.role == "experts" and not lin.is_module for _, lin in decoder_linears(spec))
-        if fused_experts and "all-linear" in wl.lora.targets and wl.lora.dropout > 0:
+        if peft_adapts_fused_experts(spec, wl.lora) and wl.lora.dropout > 0:
             raise InvalidWorkload(
                 f"lora_targets=all-linear on {spec.name} adapts its fused expert parameters (peft "
                 "lora.ParamWrapper), which needs lora_dropout=0; set lora_dropout 0 or list target modules")
@@ -376,7 +376,7 @@ def _candidates(spec: ModelSpec, wl: Training) -> Iterator[tuple[str, Training]]
     if wl.method is Method.FULL:
         # peft adapts fused MoE experts only without dropout (see validate)
         lora = Lora(rank=16, alpha=32)
-        if any(not lin.is_module and lin.role == "experts" for _, lin in decoder_linears(spec)):
+        if peft_adapts_fused_experts(spec, lora):
             lora = dataclasses.replace(lora, dropout=Fraction(0))
         yield "LoRA rank 16 on all linear layers", dataclasses.replace(
             wl, method=Method.LORA, lora=lora, precision=Precision.BF16
