@@ -29,10 +29,17 @@ def test_fp8_cache_is_half_of_bf16():
     assert fp8.nbytes == 536_870_912
 
 
-def test_mla_transformers_stores_full_heads():
-    """DeepSeek-V3 under transformers: 128 heads × (192 K + 128 V) × 2 B = 81,920 B per token and layer."""
+def test_mla_transformers_stores_the_latent_in_two_tensors():
+    """DeepSeek-V3 under transformers: keys (b, 1, s, 512) + values (b, 1, s, 64) = 576 × 2 B = 1,152 B."""
     spec = load_model("DeepSeek-V3")
-    assert kv_bytes_per_token(spec, Inference(prompt_tokens=1)) == 61 * 81_920
+    assert kv_bytes_per_token(spec, Inference(prompt_tokens=1)) == 61 * 1_152
+
+
+def test_mla_transformers_cache_of_deepseek_v2_lite():
+    """V2-Lite, b4 × 512 tokens: 27 layers × 4 × 512 × (512 + 64) × 2 B = 63,700,992 B (trace: 60.75 MiB)."""
+    term = kv_cache_at(load_model("DeepSeek-V2-Lite"), Inference(prompt_tokens=512, batch_size=4), tokens=512,
+                       after_decode=False)
+    assert term.child("mla").nbytes == 63_700_992
 
 
 def test_mla_vllm_stores_the_latent():

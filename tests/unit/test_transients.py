@@ -74,3 +74,12 @@ def test_fp32_gqa_sdpa_falls_back_to_math():
     wl = Inference(prompt_tokens=2048, dtype=DType.FP32)
     acts, _ = layer_peak(spec, wl, Step(query_tokens=2048, kv_tokens=2048, masked=False))
     assert acts.flat()["attention/scores"] == 1_073_741_824
+
+
+def test_mla_decode_expands_k_and_v_from_the_latent_cache():
+    """DeepSeek-V2-Lite decode, b4 over 575 cached tokens: kv_b_proj out + new key, 16 heads × 448 × 2 B."""
+    spec = load_model("DeepSeek-V2-Lite")
+    wl = Inference(prompt_tokens=512, new_tokens=64, batch_size=4)
+    acts, _ = layer_peak(spec, wl, Step(query_tokens=1, kv_tokens=575, masked=False))
+    # 4 × 575 × 16 × (2·128 nope + 128 v + 64 rope) × 2 = 32,972,800 (trace: 31.6 MiB of activations)
+    assert acts.flat()["attention/expanded_kv"] == 32_972_800

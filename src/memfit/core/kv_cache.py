@@ -2,7 +2,8 @@
 
 `kv_cache(spec, workload)` is the cache at the end of the job (its largest size). `kv_cache_at(spec,
 workload, tokens=)` is the cache holding `tokens` per sequence, for phase peaks. Children are named by
-attention kind: `full_attention`, `sliding`, `mla_latent`, `mla`.
+attention kind: `full_attention`, `sliding`, `mla_latent` (one latent tensor per layer: vLLM, llama.cpp) and `mla`
+(transformers' two latent tensors per layer).
 """
 
 from __future__ import annotations
@@ -52,17 +53,20 @@ def final_cache_tokens(workload: Inference) -> int:
 def per_token_widths(att: AttentionSpec, prof: RuntimeProfile, *, tp: int) -> tuple[int, int]:
     """(K elements, V elements) cached per token on one layer and one GPU.
 
-    GQA/MQA/MHA: num_kv_heads × head_dim each (split over tp ranks). MLA: vLLM/SGLang/llama.cpp store the
-    compressed latent (kv_lora_rank + qk_rope_head_dim, no V; replicated over tp); transformers stores full
-    per-head K (qk_nope + qk_rope) and V (v_head_dim).
-    Source: transformers DeepseekV3Attention, vLLM MLA backend.
+    GQA/MQA/MHA: num_kv_heads × head_dim each (split over tp ranks). MLA caches the compressed latent,
+    replicated over tp: vLLM/SGLang/llama.cpp as one tensor (kv_lora_rank + qk_rope_head_dim, no V);
+    transformers 5.17 as two single-head tensors, "keys" the normed latent (b, 1, s, kv_lora_rank) and
+    "values" the rotated shared key (b, 1, s, qk_rope_head_dim), expanding per-head K and V from them in
+    every layer's forward (a transient, see transients.py).
+    Source: transformers 5.17 DeepseekV2Attention / DeepseekV3Attention.forward
+    (`past_key_values.update(k_nope, k_pe)` before `expand_kv`); cache shapes checked on CPU with a tiny
+    deepseek_v2 and deepseek_v3 config; vLLM MLA backend.
     """
     if att.mla is not None:
         mla = att.mla
         if prof.mla_latent_cache:
             return mla.kv_lora_rank + mla.qk_rope_head_dim, 0
-        heads = att.num_heads // tp
-        return heads * mla.qk_head_dim, heads * mla.v_head_dim
+        return mla.kv_lora_rank, mla.qk_rope_head_dim
     width = att.num_kv_heads // tp * att.head_dim
     return width, width
 

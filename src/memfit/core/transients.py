@@ -22,7 +22,7 @@ from memfit.core.dtypes import DType
 from memfit.core.kv_cache import compute_dtype
 from memfit.core.params import Linear, layer_linears
 from memfit.core.result import Term
-from memfit.core.spec import LayerSpec, ModelSpec, MoeSpec
+from memfit.core.spec import AttentionSpec, LayerSpec, ModelSpec, MoeSpec
 from memfit.core.workload import Inference
 
 SDPA_MASK_ALIGN = 16
@@ -100,8 +100,12 @@ def _attention_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, step
     k = b * s * kv_heads * q_dim * dt
     v = b * s * kv_heads * v_dim * dt
     out = b * s * heads * v_dim * dt
-    parts = [Term(name="normed", nbytes=hidden), Term(name="qkv", nbytes=q + k + v),
-             Term(name="rotary_copies", nbytes=q + k), Term(name="output", nbytes=2 * out)]
+    if att.mla is not None:
+        parts = [Term(name="normed", nbytes=hidden), *_mla_parts(att, b=b, s=s, kv=kv, heads=heads, dt=dt),
+                 Term(name="output", nbytes=2 * out)]
+    else:
+        parts = [Term(name="normed", nbytes=hidden), Term(name="qkv", nbytes=q + k + v),
+                 Term(name="rotary_copies", nbytes=q + k), Term(name="output", nbytes=2 * out)]
     grouped = kv_heads < heads
     full_kv = b * kv * heads * (q_dim + v_dim) * dt      # K and V expanded to every query head
     scores = b * heads * s * kv
@@ -128,6 +132,21 @@ def _attention_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, step
         case _:
             parts.append(Term(name="softmax_lse", nbytes=b * heads * s * 4))   # fp32 log-sum-exp
     return Term.group("attention", parts)
+
+
+def _mla_parts(att: AttentionSpec, *, b: int, s: int, kv: int, heads: int, dt: int) -> list[Term]:
+    """MLA's attention temporaries: the query, its rotary part and the query_states cat; the compressed
+    latent, its norm and rotated shared key; then K and V expanded from the (cached) latent over all `kv`
+    tokens: kv_b_proj's (b, kv, heads × (nope + v)) output (V is a view of it) and the new_empty key
+    (b, heads, kv, nope + rope).
+    Source: transformers 5.17 DeepseekV2Attention.forward / expand_kv (DeepseekV3 alike)."""
+    mla = att.mla
+    assert mla is not None  # only called for MLA layers
+    q = b * s * heads * mla.qk_head_dim * dt
+    latent = b * s * (2 * mla.kv_lora_rank + 2 * mla.qk_rope_head_dim) * dt
+    expanded = b * kv * heads * (2 * mla.qk_nope_head_dim + mla.v_head_dim + mla.qk_rope_head_dim) * dt
+    return [Term(name="query", nbytes=2 * q + b * s * heads * mla.qk_rope_head_dim * dt),
+            Term(name="latent", nbytes=latent), Term(name="expanded_kv", nbytes=expanded)]
 
 
 def _sdpa_takes_math(dtype: DType, *, q_dim: int, v_dim: int, grouped: bool) -> bool:
