@@ -170,6 +170,24 @@ def test_unquantized_lora_weights_follow_precision() -> None:
     assert _phases(wl)[PhaseName.LOAD].memory.bytes_of("weights") == L1B_BYTES
 
 
+FALCON = {"model_type": "falcon", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+          "vocab_size": 100, "new_decoder_architecture": False, "multi_query": False, "parallel_attn": False,
+          "bias": True, "alibi": True}
+
+
+def test_qlora_leaves_falcon_linears_unquantized_in_fp32() -> None:
+    """bnb converts only `type(m) is nn.Linear`: FalconLinear stays, and prepare_kbit makes it all fp32."""
+    # per layer: query_key_value 64·192+192 = 12,480; dense 64·64+64 = 4,160; dense_h_to_4h 64·256+256
+    # = 16,640; dense_4h_to_h 256·64+64 = 16,448; two LayerNorms 256 → 49,984; × 2 layers = 99,968
+    # + embeddings 100·64 = 6,400 + final LayerNorm 128 = 106,496 parameters × 4 B = 425,984
+    spec = spec_from_config(FALCON, name="tiny-falcon", source=ModelSource(kind="config", ref="t"))
+    wl = Training(seq_len=64, method=Method.QLORA, lora=Lora(rank=2, alpha=4), quant=quant("nf4-dq"),
+                  checkpointing=Checkpointing.FULL)
+    term = weights_term(spec, wl)
+    assert term.nbytes == 425_984
+    assert term.flat().get("weights/quantized_linears", 0) == 0
+
+
 MOE = {"model_type": "qwen3_moe", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 100,
        "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 96,

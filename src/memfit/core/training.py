@@ -36,7 +36,7 @@ from memfit.core.optimizers import (
 )
 from memfit.core.overhead import cublas_workspace_bytes, reserved_and_device_terms
 from memfit.core.parallel import rank_share, scale_bytes, scale_term
-from memfit.core.params import count_params, layer_linears
+from memfit.core.params import Linear, count_params, layer_linears
 from memfit.core.result import Phase, Term, memory
 from memfit.core.spec import ModelSpec
 from memfit.core.workload import Lora, Parallelism, Training
@@ -70,6 +70,16 @@ def validate(spec: ModelSpec, wl: Training) -> None:
                 "lora.ParamWrapper), which needs lora_dropout=0; set lora_dropout 0 or list target modules")
 
 
+def _quantized(wl: Training, lin: Linear) -> bool:
+    """Whether the loader quantizes this decoder matrix: nn.Linear/Conv1D only, and for bitsandbytes only
+    `type(m) is nn.Linear` (subclasses such as FalconLinear stay in bf16, then fp32 after prepare_kbit).
+
+    Source: transformers 5.17 integrations/bitsandbytes.py replace_with_bnb_linear.
+    """
+    bnb = wl.quant.kind.startswith("bnb")
+    return wl.quant.is_quantized and lin.is_module and (lin.bnb_quantizable or not bnb)
+
+
 def weights_term(spec: ModelSpec, wl: Training) -> Term:
     """Model weights as trained (bytes): full precision, or quantized Linears plus kept parts.
 
@@ -79,13 +89,13 @@ def weights_term(spec: ModelSpec, wl: Training) -> Term:
     total = count_params(spec).num_params
     if not wl.quant.is_quantized:
         return Term.group("weights", [Term(name="parameters", nbytes=total * param_bytes(wl))])
-    quantized = sum(layers * lin.num_weights for layers, lin in decoder_linears(spec) if lin.is_module)
+    quantized = sum(layers * lin.num_weights for layers, lin in decoder_linears(spec) if _quantized(wl, lin))
     bits = quantized * wl.quant.bits_per_weight
     kept_bytes = 4 if act.upcasts_kept_weights(wl) else 2
     return Term.group("weights", [
         Term(name="quantized_linears", nbytes=-(-bits.numerator // (bits.denominator * 8))),
         Term(name="kept", nbytes=(total - quantized) * kept_bytes,
-             note="embeddings, lm_head, norms, biases" + (" upcast to fp32 by prepare_kbit"
+             note="embeddings, lm_head, norms, biases, unconverted Linears" + (" upcast to fp32 by prepare_kbit"
                                                            if kept_bytes == 4 else "")),
     ])
 
@@ -141,7 +151,8 @@ def _parts(spec: ModelSpec, wl: Training) -> tuple[_Parts, act.Flow]:
     saved = act.saved_activations(spec, flow, batch=b, seq_len=s)
     dequant = 0
     if wl.quant.is_quantized:
-        dequant = 2 * max(lin.num_weights for _, lin in decoder_linears(spec) if lin.is_module)
+        dequant = 2 * max((lin.num_weights for _, lin in decoder_linears(spec) if _quantized(wl, lin)),
+                          default=0)
     parts = _Parts(
         weights=weights_term(spec, wl),
         adapters=Term.group("adapters", [Term(name="lora", nbytes=adapters)]),
