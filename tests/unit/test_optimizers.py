@@ -37,6 +37,15 @@ def test_adafactor_factors_matrices() -> None:
     assert (got.states.nbytes, got.step_bytes) == (10_144, 8_192_000)
 
 
+def test_adafactor_sizes_temporaries_by_the_whole_fused_expert_stack() -> None:
+    """A fused (experts, rows, cols) Parameter is one tensor: its step buffers span every expert."""
+    # 2 layers of (64, 96, 128) bf16 experts: states 2 × 64 × (96 + 128) × 4 B = 114,688
+    # step: one tensor of 64 · 96 · 128 = 786,432 elements × 16 B = 12,582,912 (not 12,288 × 16 B)
+    stacked = ParamTensor(name="gate_up_proj", rows=96, cols=128, element_bytes=2, count=2, stack=64)
+    got = optimizer_memory(Optimizer.ADAFACTOR, (stacked,))
+    assert (got.states.nbytes, got.step_bytes) == (114_688, 12_582_912)
+
+
 def test_adamw_8bit_block_wise_states() -> None:
     """bnb AdamW8bit: 2 uint8 per element + 2 fp32 absmax per 256; tensors under 4096 elements: fp32."""
     # matrix: 2 × 512,000 + 2 × 4 × 2000 blocks = 1,024,000 + 16,000

@@ -46,17 +46,22 @@ FP32_BYTES = 4
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ParamTensor:
-    """`count` trainable tensors of shape (rows, cols) (cols = 1 for vectors), `element_bytes` each."""
+    """`count` trainable tensors of shape (stack, rows, cols) (cols = 1 for vectors), `element_bytes` each.
+
+    `stack` > 1: transformers-5 fused MoE experts, one 3-D Parameter per layer holding every expert's
+    matrix, so per-tensor step temporaries are sized by the whole stack.
+    """
 
     name: str
     rows: int
     cols: int
     element_bytes: int
     count: int = 1
+    stack: int = 1
 
     @property
     def numel(self) -> int:
-        return self.rows * self.cols
+        return self.stack * self.rows * self.cols
 
     @property
     def nbytes(self) -> int:
@@ -100,7 +105,7 @@ def _adafactor_states(tensors: tuple[ParamTensor, ...]) -> int:
     """Factored second moments: rows + cols per matrix, a full one for vectors; fp32 (it upcasts grads)."""
     total = 0
     for t in tensors:
-        per = (t.rows + t.cols) if t.cols > 1 else t.numel
+        per = t.stack * (t.rows + t.cols) if t.cols > 1 else t.numel
         total += t.count * per * FP32_BYTES
     return total
 
@@ -240,12 +245,17 @@ def trainable_tensors(spec: ModelSpec, wl: Training, targets: frozenset[str]) ->
         out.append(ParamTensor(name="lm_head", rows=spec.vocab_size, cols=h, element_bytes=eb))
     listed = spec.vocab_size * h * (1 if spec.tie_word_embeddings else 2)
     for layers, lin in decoder_linears(spec):
+        # a module's `count` copies are separate tensors; a raw Parameter stacks them into one
+        count, stack = (layers * lin.count, 1) if lin.is_module else (layers, lin.count)
         out.append(ParamTensor(name=lin.name, rows=lin.fan_out, cols=lin.fan_in, element_bytes=eb,
-                               count=layers * lin.count))
+                               count=count, stack=stack))
         listed += layers * lin.num_weights
-        if lin.bias:
+        if lin.bias and stack > 1:      # fused expert bias: one (experts, fan_out) matrix per layer
+            out.append(ParamTensor(name=f"{lin.name}.bias", rows=lin.count, cols=lin.fan_out,
+                                   element_bytes=eb, count=layers))
+        elif lin.bias:
             out.append(ParamTensor(name=f"{lin.name}.bias", rows=lin.fan_out, cols=1, element_bytes=eb,
-                                   count=layers * lin.count))
+                                   count=count))
             listed += layers * lin.count * lin.fan_out
     norms = sum(layer.norms_per_layer * (2 if layer.norm is NormKind.LAYER else 1) for layer in spec.layers)
     norms += 1 if spec.final_norm is not None else 0

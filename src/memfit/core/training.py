@@ -95,8 +95,8 @@ def weights_term(spec: ModelSpec, wl: Training) -> Term:
     return Term.group("weights", [
         Term(name="quantized_linears", nbytes=-(-bits.numerator // (bits.denominator * 8))),
         Term(name="kept", nbytes=(total - quantized) * kept_bytes,
-             note="embeddings, lm_head, norms, biases, unconverted Linears" + (" upcast to fp32 by prepare_kbit"
-                                                           if kept_bytes == 4 else "")),
+             note="embeddings, lm_head, norms, biases, unconverted Linears"
+             + (" upcast to fp32 by prepare_kbit" if kept_bytes == 4 else "")),
     ])
 
 
