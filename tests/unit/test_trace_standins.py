@@ -79,3 +79,41 @@ def test_int8_forward_without_threshold_keeps_no_weight_copy():
     # int8 codes (1,024) + row scales (512) + int32 GEMM (8 × 64 × 4 = 2,048) + its fp16 dequant (8 × 64 × 2
     # = 1,024) + the bf16 cast (1,024) = 5,632 B
     assert _int8_forward_transient(0.0) == 1024 + 512 + 2048 + 1024 + 1024 == 5632
+
+
+def _quantize(model, quant):
+    from memfit.core.dtypes import quant as lookup
+    from memfit.core.workload import Inference
+    from memfit.trace.standins import quantize_standins
+
+    quantize_standins(model, Inference(prompt_tokens=8, quant=lookup(quant)), [])
+    return model
+
+
+def test_conv1d_is_quantized_with_its_transposed_shape():
+    """GPT-2's Conv1D(nf=64, nx=128) holds weight (128, 64) = (in, out): nf4 packs 8,192 weights → 4,096 B."""
+    from transformers.pytorch_utils import Conv1D
+
+    model = torch.nn.Sequential()
+    with torch.device("meta"):
+        model.add_module("c_attn", Conv1D(OUT, IN))
+    layer = _quantize(model, "nf4").c_attn
+    assert isinstance(layer, Linear4bitStandIn)
+    assert (layer.in_features, layer.out_features) == (IN, OUT)
+    assert tuple(layer.weight.shape) == (4096, 1)
+    assert tuple(layer.bias.shape) == (OUT,)
+
+
+def test_linear_subclasses_and_lm_head_stay_unquantized():
+    """transformers quantizes `type(m) is nn.Linear` only: a FalconLinear-style subclass and lm_head stay."""
+
+    class SubLinear(torch.nn.Linear):
+        pass
+
+    model = torch.nn.Sequential()
+    with torch.device("meta"):
+        model.add_module("sub", SubLinear(IN, OUT))
+        model.add_module("plain", torch.nn.Linear(IN, OUT))
+        model.add_module("lm_head", torch.nn.Linear(IN, OUT))
+    _quantize(model, "int8")
+    assert [type(m).__name__ for m in model.children()] == ["SubLinear", "Linear8bitStandIn", "Linear"]

@@ -55,6 +55,27 @@ def _tag_dequant(*tensors: torch.Tensor | None) -> None:
         _TAG["mark"]("dequant", tensors)
 
 
+# --- which layers are quantized ----------------------------------------------------------------------------
+
+def is_quantized_layer(module: nn.Module) -> bool:
+    """transformers' replace_with_bnb_linear rule: exactly nn.Linear (not a subclass such as FalconLinear)
+    or a GPT-2-style Conv1D. Source: transformers 5.17 integrations/bitsandbytes.py replace_with_bnb_linear
+    (`isinstance(module, Conv1D) or type(module) is nn.Linear`)."""
+    from transformers.pytorch_utils import Conv1D
+
+    return isinstance(module, Conv1D) or type(module) is nn.Linear
+
+
+def layer_features(module: nn.Module) -> tuple[int, int]:
+    """(in_features, out_features) of a Linear or a Conv1D, whose weight is stored transposed (in, out).
+    bnb's Linear4bit / Linear8bitLt get (in, out) and the loader transposes Conv1D's checkpoint weight
+    (transformers sets `source_cls` for that), so the quantized layer is an ordinary (out, in) Linear."""
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    in_features, out_features = module.weight.shape
+    return int(in_features), int(out_features)
+
+
 # --- 4-bit linear ---------------------------------------------------------------------------------------
 
 def _use_custom_kernel(m: int, n: int, k: int) -> bool:
@@ -76,10 +97,10 @@ def _use_custom_kernel(m: int, n: int, k: int) -> bool:
 class Linear4bitStandIn(nn.Linear):
     """A bnb Linear4bit: packed uint8 weight ((n+1)//2, 1), absmax (fp32, or uint8 + second level), code."""
 
-    def __init__(self, linear: nn.Linear, *, nested: bool, compute_dtype: torch.dtype,
+    def __init__(self, linear: nn.Module, *, nested: bool, compute_dtype: torch.dtype,
                  shared_code2: torch.Tensor | None = None) -> None:
         nn.Module.__init__(self)
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.in_features, self.out_features = layer_features(linear)
         numel = self.in_features * self.out_features
         device = linear.weight.device
         self.weight = nn.Parameter(torch.empty(((numel + 1) // 2, 1), dtype=torch.uint8, device=device),
@@ -181,9 +202,9 @@ class Linear8bitStandIn(nn.Linear):
     every input column counted as an outlier when `threshold` > 0 (see `_matmul_8bit`).
     """
 
-    def __init__(self, linear: nn.Linear, *, threshold: float = INT8_THRESHOLD) -> None:
+    def __init__(self, linear: nn.Module, *, threshold: float = INT8_THRESHOLD) -> None:
         nn.Module.__init__(self)
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.in_features, self.out_features = layer_features(linear)
         device = linear.weight.device
         self.weight = nn.Parameter(torch.empty((self.out_features, self.in_features), dtype=torch.int8,
                                                device=device), requires_grad=False)
@@ -255,7 +276,7 @@ def quantize_standins(model: Any, workload: Inference | Training, assumptions: l
     shared_code2 = torch.empty(DYNAMIC_CODE_ENTRIES, device=next(model.parameters()).device)
     for parent in list(model.modules()):
         for child_name, child in list(parent.named_children()):
-            if type(child) is not nn.Linear or child_name in SKIP_MODULES:
+            if not is_quantized_layer(child) or child_name in SKIP_MODULES:
                 continue
             if name.startswith(("nf4", "fp4")):
                 new: nn.Module = Linear4bitStandIn(child, nested=name.endswith("-dq"), compute_dtype=compute,
