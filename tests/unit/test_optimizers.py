@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 
 from memfit.core.choices import Optimizer
-from memfit.core.optimizers import ParamTensor, optimizer_memory
+from memfit.core.families import spec_from_config
+from memfit.core.optimizers import ParamTensor, optimizer_memory, trainable_tensors
+from memfit.core.params import count_params
+from memfit.core.spec import ModelSource
+from memfit.core.workload import Training
 
 # a (1000 × 512) bf16 matrix and two 512-wide bf16 vectors
 MATRIX = ParamTensor(name="w", rows=1000, cols=512, element_bytes=2)
@@ -63,3 +67,21 @@ def test_paged_states_leave_the_allocator() -> None:
     # 32-bit: fp32 states 2 × 4 × 512,000 = 4,096,000 paged; vectors 2 × 4 × 1024 = 8,192 on device
     got32 = optimizer_memory(Optimizer.PAGED_ADAMW_32BIT, TENSORS)
     assert (got32.states.nbytes, got32.paged_bytes) == (8_192, 4_096_000)
+
+
+TINY_OPT = {"model_type": "opt", "hidden_size": 64, "ffn_dim": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "vocab_size": 100, "word_embed_proj_dim": 32,
+            "max_position_embeddings": 64, "do_layer_norm_before": False}
+
+
+def test_full_training_tensors_use_the_narrow_embedding_width() -> None:
+    """OPT-350m style: the token embedding is (vocab, word_embed_proj_dim), every parameter counted once."""
+    # embeddings 100·32 = 3,200; positions (64 + 2)·64 = 4,224; per layer 4·(64·64 + 64) + (128·64 + 128)
+    # + (64·128 + 64) = 33,216, × 2 = 66,432; 4 LayerNorms × 128 = 512; project_in/out 2·2,048 = 4,096
+    # total 78,464 = count_params
+    spec = spec_from_config(TINY_OPT, name="tiny-opt", source=ModelSource(kind="config", ref="t"))
+    tensors = trainable_tensors(spec, Training(seq_len=16), frozenset())
+    shapes = {t.name: (t.rows, t.cols) for t in tensors}
+    assert shapes["embeddings"] == (100, 32)
+    assert shapes["position_embeddings"] == (66, 64)
+    assert sum(t.count * t.numel for t in tensors) == 78_464 == count_params(spec).num_params

@@ -240,10 +240,15 @@ def trainable_tensors(spec: ModelSpec, wl: Training, targets: frozenset[str]) ->
         return tuple(out)
     eb = param_bytes(wl)
     h = spec.hidden_size
-    out = [ParamTensor(name="embeddings", rows=spec.vocab_size, cols=h, element_bytes=eb)]
+    width = spec.embedding_dim or h     # OPT-350m: 512-wide token embedding and tied head
+    out = [ParamTensor(name="embeddings", rows=spec.vocab_size, cols=width, element_bytes=eb)]
     if not spec.tie_word_embeddings:
-        out.append(ParamTensor(name="lm_head", rows=spec.vocab_size, cols=h, element_bytes=eb))
-    listed = spec.vocab_size * h * (1 if spec.tie_word_embeddings else 2)
+        out.append(ParamTensor(name="lm_head", rows=spec.vocab_size, cols=width, element_bytes=eb))
+    listed = spec.vocab_size * width * (1 if spec.tie_word_embeddings else 2)
+    if spec.learned_positions:          # GPT-2, OPT: a (positions, hidden) matrix, factored by Adafactor
+        out.append(ParamTensor(name="position_embeddings", rows=spec.learned_positions, cols=h,
+                               element_bytes=eb))
+        listed += spec.learned_positions * h
     for layers, lin in decoder_linears(spec):
         # a module's `count` copies are separate tensors; a raw Parameter stacks them into one
         count, stack = (layers * lin.count, 1) if lin.is_module else (layers, lin.count)
