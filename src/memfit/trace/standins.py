@@ -72,8 +72,14 @@ def layer_features(module: nn.Module) -> tuple[int, int]:
     (transformers sets `source_cls` for that), so the quantized layer is an ordinary (out, in) Linear."""
     if isinstance(module, nn.Linear):
         return module.in_features, module.out_features
-    in_features, out_features = module.weight.shape
+    in_features, out_features = _tensor(module, "weight").shape
     return int(in_features), int(out_features)
+
+
+def _tensor(module: nn.Module, name: str) -> torch.Tensor:
+    value = getattr(module, name)
+    assert isinstance(value, torch.Tensor)   # a Linear's or Conv1D's weight; not user input
+    return value
 
 
 # --- 4-bit linear ---------------------------------------------------------------------------------------
@@ -102,10 +108,10 @@ class Linear4bitStandIn(nn.Linear):
         nn.Module.__init__(self)
         self.in_features, self.out_features = layer_features(linear)
         numel = self.in_features * self.out_features
-        device = linear.weight.device
+        device = _tensor(linear, "weight").device
         self.weight = nn.Parameter(torch.empty(((numel + 1) // 2, 1), dtype=torch.uint8, device=device),
                                    requires_grad=False)
-        self.bias = linear.bias
+        self.bias = linear.bias  # type: ignore[assignment]   # a Parameter or None, as nn.Linear's
         self.nested, self.compute_dtype = nested, compute_dtype
         blocks = -(-numel // NF4_BLOCK)
         self.register_buffer("code", torch.empty(NF4_CODE_ENTRIES, device=device), persistent=False)
@@ -205,10 +211,10 @@ class Linear8bitStandIn(nn.Linear):
     def __init__(self, linear: nn.Module, *, threshold: float = INT8_THRESHOLD) -> None:
         nn.Module.__init__(self)
         self.in_features, self.out_features = layer_features(linear)
-        device = linear.weight.device
+        device = _tensor(linear, "weight").device
         self.weight = nn.Parameter(torch.empty((self.out_features, self.in_features), dtype=torch.int8,
                                                device=device), requires_grad=False)
-        self.bias = linear.bias
+        self.bias = linear.bias  # type: ignore[assignment]   # a Parameter or None, as nn.Linear's
         self.threshold = threshold
         self.register_buffer("scb", torch.empty(self.out_features, device=device), persistent=False)
 
