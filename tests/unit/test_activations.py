@@ -184,6 +184,24 @@ def test_gemma2_eager_softcapping_keeps_tanh_output() -> None:
     assert _per_token(capped, wl) - _per_token(spec, wl) == 512
 
 
+def test_attention_sinks_softmax_in_bf16_over_one_more_column() -> None:
+    """gpt-oss sinks: bf16 softmax over seq + 1 columns and an int64 argmax replace fp32 + bf16 probs."""
+    # without sinks: (4 + 2) B × 4 heads × 64 = 1,536; with: 2 B × 4 × 65 + 8 B × 4 = 552 → −984
+    spec = _tiny()
+    layers = tuple(dataclasses.replace(layer, attention=dataclasses.replace(layer.attention, sinks=True))
+                   for layer in spec.layers)
+    sinks = dataclasses.replace(spec, layers=layers)
+    wl = Training(seq_len=64, attn=AttnImpl.EAGER)
+    assert _per_token(sinks, wl) - _per_token(spec, wl) == -984
+
+
+def test_gpt_oss_runs_eager_when_sdpa_is_asked() -> None:
+    """transformers 5.17 GptOss has _supports_sdpa = False: attn=sdpa runs its default, eager."""
+    spec = load_model("gpt-oss-20b")
+    flow = _flow(spec, Training(seq_len=1024))
+    assert attention_backend(spec.layers[0].attention, flow, seq_len=1024) == "eager"
+
+
 def test_python_gelu_keeps_three_more_intermediates() -> None:
     """GPT-2's gelu_new is Python arithmetic: tanh output and two products saved, 3 × I more."""
     # non-gated MLP, intermediate 80, bf16: 3 × 80 × 2 B = 480

@@ -50,9 +50,12 @@ FastGELUActivation, QuickGELUActivation written as Python arithmetic (each op sa
 QKV_COPY_FAMILIES = frozenset({"bloom"})
 """Families that reshape the fused qkv output into fresh q, k, v copies (so no view keeps it alive).
 Source: transformers BloomAttention._reshape (reshape of a strided view)."""
-NO_SDPA_FAMILIES = frozenset({"bloom"})
-"""Families whose transformers 5.17 classes refuse attn_implementation="sdpa" (ALiBi through baddbmm);
-their default, eager, is modelled instead. Source: BloomForCausalLM raises for sdpa (trace engine run)."""
+NO_SDPA_FAMILIES = frozenset({"bloom", "gpt_oss"})
+"""Families whose transformers 5.17 classes refuse attn_implementation="sdpa" (BLOOM: ALiBi through
+baddbmm; gpt-oss: attention sinks, `_supports_sdpa = False`); their default, eager, is modelled instead.
+Source: BloomForCausalLM raises for sdpa (trace engine run); GptOssPreTrainedModel._supports_sdpa."""
+INDEX_BYTES = 8
+"""Bytes of an int64 index (torch.max(dim) saves its argmax for backward)."""
 FLASH_MAX_HEAD_DIM = 256
 """Largest head_dim the SDPA flash backend takes. Source: torch sdp_utils check_head_dim_size_flash."""
 
@@ -241,6 +244,11 @@ def _attention_core(att: AttentionSpec, flow: Flow, *, seq_len: int) -> int:
     else:
         # eager: q, repeated k and v, fp32 softmax output and its copy in q's dtype (+ dropout mask)
         kept = FP32_BYTES * probs + (ab * probs if ab < FP32_BYTES else 0)
+        if att.sinks:
+            # gpt-oss: softmax in q's dtype over cat(scores, sink) (seq + 1 wide, one buffer the P·V
+            # matmul reads as a strided view) and the int64 argmax of the max subtraction.
+            # Source: transformers 5.17 gpt_oss eager_attention_forward; saved_tensors_hooks on CPU.
+            kept = ab * att.num_heads * (seq_len + 1) + INDEX_BYTES * att.num_heads
         mask = MASK_BYTES * probs if flow.attn_dropout else 0
         softcap = ab * probs if flow.attn_softcap else 0        # tanh's output of the capped scores
         core = ab * (q_width + kv_width + rep) + kept + mask + softcap + out
