@@ -202,6 +202,29 @@ def test_gpt_oss_runs_eager_when_sdpa_is_asked() -> None:
     assert attention_backend(spec.layers[0].attention, flow, seq_len=1024) == "eager"
 
 
+GPT_OSS = {"model_type": "gpt_oss", "hidden_size": 64, "intermediate_size": 48, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 96,
+           "num_local_experts": 4, "num_experts_per_tok": 2, "sliding_window": 32,
+           "max_position_embeddings": 4096}
+
+
+@pytest.mark.parametrize(("method", "mlp_more", "norms_more"), [
+    # experts: 3 more I-wide bf16 tensors per routed copy, 3 × 48 × 2 B × top-2 = 576 (frozen or not);
+    # full: the two trained norms keep an fp32 (not bf16) normalised tensor, 2 × 64 × 2 B = 256
+    (Method.FULL, 576, 256),
+    (Method.LORA, 576, 0),
+])
+def test_gpt_oss_clamped_glu_and_fp32_norm_weight(method: Method, mlp_more: int, norms_more: int) -> None:
+    """gpt-oss experts keep gate_up, clamped gate, up + 1, sigmoid and glu; its norms multiply in fp32."""
+    spec = spec_from_config(GPT_OSS, name="tiny-oss", source=SOURCE)
+    plain = dataclasses.replace(spec, family="qwen2_moe")   # peft leaves both frozen
+    lora = Lora(rank=2, alpha=4) if method is Method.LORA else None
+    wl = Training(seq_len=64, method=method, lora=lora, attn=AttnImpl.EAGER)
+    got = layer_token_bytes(spec, spec.layers[1], _flow(spec, wl), seq_len=64)
+    ref = layer_token_bytes(plain, plain.layers[1], _flow(plain, wl), seq_len=64)
+    assert (got["mlp"] - ref["mlp"], got["norms"] - ref["norms"]) == (mlp_more, norms_more)
+
+
 def test_python_gelu_keeps_three_more_intermediates() -> None:
     """GPT-2's gelu_new is Python arithmetic: tanh output and two products saved, 3 × I more."""
     # non-gated MLP, intermediate 80, bf16: 3 × 80 × 2 B = 480

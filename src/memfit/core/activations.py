@@ -40,9 +40,15 @@ FP32_BYTES = 4
 """Bytes of an fp32 element (norm upcasts, softmax, LoRA inputs under peft, logsumexp)."""
 MASK_BYTES = 1
 """Bytes per element of a dropout mask: torch native_dropout returns a bool mask."""
-GEMMA_NORM_FAMILIES = frozenset({"gemma", "gemma2", "gemma3", "gemma3_text"})
-"""Families whose RMSNorm computes `x.float()` normalised × (1 + w.float()): a trained weight also keeps the
-fp32 normalised tensor (4 B, not 2). Source: transformers GemmaRMSNorm.forward."""
+GEMMA_NORM_FAMILIES = frozenset({"gemma", "gemma2", "gemma3", "gemma3_text", "gpt_oss"})
+"""Families whose RMSNorm multiplies the weight in fp32 (`x.float()` normalised × (1 + w.float()), gpt-oss:
+w × normalised, then the cast): a trained weight also keeps the fp32 normalised tensor (4 B, not 2).
+Source: transformers GemmaRMSNorm.forward, GptOssRMSNorm.forward."""
+CLAMPED_GLU_FAMILIES = frozenset({"gpt_oss"})
+"""Families whose experts run a clamped GLU, (clamp(up) + 1) · g · sigmoid(α · g) with g = clamp(gate), over
+strided halves of one gate_up output: it keeps the gate_up output (2I), clamped gate, up + 1, sigmoid and
+g · sigmoid (4I) and the product (I, when the down projection trains): 7I where SwiGLU keeps 4I.
+Source: transformers 5.17 GptOssExperts._apply_gate; saved_tensors_hooks on CPU tensors."""
 ACTIVATION_EXTRA_SAVED: dict[str, int] = {"gelu_new": 3, "gelu_fast": 5, "quick_gelu": 1, "relu": -1}
 """Intermediate-width tensors an activation saves beyond its input, per token (relu keeps its output, which
 the next Linear keeps anyway, instead of its input). Source: transformers activations.py NewGELUActivation,
@@ -255,14 +261,15 @@ def _attention_core(att: AttentionSpec, flow: Flow, *, seq_len: int) -> int:
     return core + extra
 
 
-def _mlp_bytes(h: int, layer: LayerSpec, flow: Flow, lins: tuple[Linear, ...]) -> int:
-    """Bytes per token the MLP (or MoE block) saves, LoRA excluded."""
+def _mlp_bytes(h: int, layer: LayerSpec, flow: Flow, lins: tuple[Linear, ...], *, clamped_glu: bool) -> int:
+    """Bytes per token the MLP (or MoE block) saves, LoRA excluded (clamped_glu: gpt-oss experts)."""
     mlp = layer.mlp
     act = flow.act_bytes
     if isinstance(mlp, MoeSpec):
         trains = flow.base_trains or flow.experts_adapted
         i = mlp.expert.intermediate_size
-        expert = (4 if mlp.expert.gated else 2) * i * act - (0 if trains else i * act)
+        widths = 7 if clamped_glu else 4 if mlp.expert.gated else 2
+        expert = widths * i * act - (0 if trains else i * act)
         gathered = flow.residual_bytes * h if trains else 0
         # per routed copy: gathered input, expert intermediates, the weighted output; router fp32 softmax
         routed = mlp.top_k * (gathered + expert + act * h)
@@ -305,7 +312,7 @@ def layer_token_bytes(spec: ModelSpec, layer: LayerSpec, flow: Flow, *, seq_len:
         width = att.num_heads * att.head_dim + att.num_kv_heads * att.head_dim
         attention += _norm_bytes(att.qk_norm_kind, width, flow, trains=flow.base_trains)
     lora = sum(lora_bytes(lin, flow) for lin in lins if flow.adapted(lin))
-    mlp = _mlp_bytes(h, layer, flow, lins)
+    mlp = _mlp_bytes(h, layer, flow, lins, clamped_glu=spec.family in CLAMPED_GLU_FAMILIES)
     if layer.parallel_block and applied == 1 and not flow.amp:
         mlp -= _inputs_bytes(readers, h, flow)      # attention and MLP read one shared norm output
     return {"norms": norms, "attention": attention, "mlp": max(0, mlp), "lora": lora}
