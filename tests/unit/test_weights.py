@@ -146,7 +146,7 @@ def test_opt_350m_embeddings_are_embedding_dim_wide():
 
 
 def test_bnb_leaves_falcon_linear_subclass_in_compute_dtype():
-    """FalconLinear subclasses nn.Linear, so nf4 converts nothing: square layer q,k,v,o stay 4 × 4096² × 2 B."""
+    """FalconLinear subclasses nn.Linear, so nf4 converts nothing: q, k, v, o stay 4 × 4096² × 2 B."""
     spec = _square_spec()
     falcon = ModelSpec(name="sq-falcon", family="falcon", vocab_size=128, hidden_size=HIDDEN,
                        max_position_embeddings=4096, tie_word_embeddings=True, layers=spec.layers,

@@ -2,8 +2,8 @@
 
 `kv_cache(spec, workload)` is the cache at the end of the job (its largest size). `kv_cache_at(spec,
 workload, tokens=)` is the cache holding `tokens` per sequence, for phase peaks. Children are named by
-attention kind: `full_attention`, `sliding`, `mla_latent` (one latent tensor per layer: vLLM, llama.cpp) and `mla`
-(transformers' two latent tensors per layer).
+attention kind: `full_attention`, `sliding`, `mla_latent` (one latent tensor per layer: vLLM, llama.cpp)
+and `mla` (transformers' two latent tensors per layer).
 """
 
 from __future__ import annotations

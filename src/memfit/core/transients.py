@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from memfit.core.attention_kinds import alibi_bias, eager_bytes_per_score, runs_eager
 from memfit.core.choices import AttnImpl, KvCache
 from memfit.core.dtypes import DType
 from memfit.core.kv_cache import compute_dtype
@@ -72,9 +73,11 @@ def _layer_working_set(spec: ModelSpec, layer: LayerSpec, workload: Inference,
     hidden = tokens * h * dt                                 # (b, s, hidden) in the compute dtype
     att = layer.attention
     rotary = 2 * tokens * att.head_dim * dt                  # cos and sin, (b, s, head_dim) each
+    # Falcon-RW: the (b, heads, s, kv) ALiBi + causal bias lives through the whole layer loop
+    bias = b * att.num_heads // workload.parallel.tp * s * step.kv_tokens * dt if alibi_bias(spec) else 0
     persistent = Term.group("hidden", [
         Term(name="inputs_embeds", nbytes=hidden), Term(name="layer_input", nbytes=hidden),
-        Term(name="rotary", nbytes=rotary),
+        Term(name="rotary", nbytes=rotary), Term(name="alibi_bias", nbytes=bias),
     ])
     attn = _attention_step(spec, layer, workload, step, hidden=hidden, dt=dt)
     mlp, dequant = _mlp_step(spec, layer, workload, tokens=tokens, hidden=hidden, dt=dt)
@@ -109,17 +112,27 @@ def _attention_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, step
     grouped = kv_heads < heads
     full_kv = b * kv * heads * (q_dim + v_dim) * dt      # K and V expanded to every query head
     scores = b * heads * s * kv
+    padded = -(-kv // SDPA_MASK_ALIGN) * SDPA_MASK_ALIGN
+    eager = runs_eager(spec, workload.attn)
+    if alibi_bias(spec) and not eager and workload.attn is AttnImpl.SDPA:
+        # the (b, heads, s, kv) ALiBi bias (counted with the layer loop's persistent tensors) sends SDPA to
+        # the memory-efficient kernel, which copies it only when kv is not a multiple of 16
+        pad_copy = b * heads * s * padded * dt if padded != kv else 0
+        parts.append(Term(name="bias_pad", nbytes=pad_copy))
+        parts.append(Term(name="softmax_lse", nbytes=b * heads * s * 4))
+        return Term.group("attention", parts)
     match workload.attn:
-        case AttnImpl.EAGER:
+        case _ if eager:
             if grouped:
                 parts.append(Term(name="repeat_kv", nbytes=full_kv))
-            # (b, heads, s, kv) masked scores, their fp32 copy and fp32 softmax; the (b, 1, s, kv) mask
-            parts.append(Term(name="scores", nbytes=scores * _eager_bytes_per_score(dt_name)))
-            parts.append(Term(name="mask", nbytes=b * s * kv * dt))
+            # (b, heads, s, kv) scores and their softmax temporaries (family recipe); the (b, 1, s, kv) mask
+            per_score = eager_bytes_per_score(spec, dt_name, sinks=att.sinks)
+            parts.append(Term(name="scores", nbytes=scores * per_score))
+            if not alibi_bias(spec):
+                parts.append(Term(name="mask", nbytes=b * s * kv * dt))
         case AttnImpl.SDPA if step.masked:
             if grouped:
                 parts.append(Term(name="repeat_kv", nbytes=full_kv))
-            padded = -(-kv // SDPA_MASK_ALIGN) * SDPA_MASK_ALIGN
             # bool (b, 1, s, kv) mask, its additive copy in the compute dtype and the aligned copy the
             # efficient kernel pads to (counted even when already aligned: a small upper bound that keeps
             # the estimate monotone in tokens)
@@ -159,23 +172,6 @@ def _sdpa_takes_math(dtype: DType, *, q_dim: int, v_dim: int, grouped: bool) -> 
     """
     flash = dtype in (DType.FP16, DType.BF16) and q_dim == v_dim <= FLASH_MAX_HEAD_DIM
     return not flash and grouped
-
-
-def _eager_bytes_per_score(dtype: DType) -> int:
-    """Peak bytes per (b, heads, s, kv) score in eager attention's softmax(x, dtype=float32).
-
-    fp16 on CUDA takes the half-to-float kernel (2 B input + 4 B output); bf16 is first copied to fp32
-    (2 + 4 + 4 B); fp32 needs no copy (4 + 4 B). Source: torch aten/src/ATen/native/SoftMax.cpp softmax()
-    (half_to_float only for CUDA Half); transformers eager_attention_forward; trace of Llama-3.2-1B.
-    """
-    dt = dtype.nbytes(1)
-    match dtype:
-        case DType.FP16:
-            return dt + 4
-        case DType.FP32:
-            return 2 * dt
-        case _:
-            return dt + 4 + 4
 
 
 def _mlp_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, *, tokens: int, hidden: int,
