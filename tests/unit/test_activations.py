@@ -239,6 +239,23 @@ def test_python_gelu_keeps_three_more_intermediates() -> None:
     assert _per_token(gelu, wl) - _per_token(exact, wl) == 480
 
 
+def test_relu_keeps_its_output_under_lora() -> None:
+    """LoRA freezes the down projection, but relu's backward reads its own output: it stays saved."""
+    # non-gated MLP, intermediate 80, bf16: relu keeps 80 × 2 B = 160 per token; gelu under LoRA keeps
+    # only its input (the up projection's output, 160), so relu and gelu save the same
+    plain = _tiny(mlp_bias=False)
+
+    def with_act(name: str) -> ModelSpec:
+        return ModelSpec(**{**{f: getattr(plain, f) for f in plain.__dataclass_fields__}, "layers": tuple(
+            dataclasses.replace(layer, mlp=dataclasses.replace(layer.mlp, gated=False, activation=name))
+            for layer in plain.layers)})
+
+    lora = Training(seq_len=16, method=Method.LORA, lora=Lora(rank=2, alpha=4, targets=("q_proj",)))
+    full = Training(seq_len=16)
+    assert _per_token(with_act("relu"), lora) == _per_token(with_act("gelu"), lora)
+    assert _per_token(with_act("gelu"), full) - _per_token(with_act("relu"), full) == 160
+
+
 def test_fused_qkv_view_keeps_the_whole_projection() -> None:
     """Phi-3's v is a view of the fused qkv output, so q's and k's parts stay alive with it."""
     # q width 64 + k width 32 = 96 elements × 2 B = 192 per token

@@ -53,6 +53,10 @@ ACTIVATION_EXTRA_SAVED: dict[str, int] = {"gelu_new": 3, "gelu_fast": 5, "quick_
 """Intermediate-width tensors an activation saves beyond its input, per token (relu keeps its output, which
 the next Linear keeps anyway, instead of its input). Source: transformers activations.py NewGELUActivation,
 FastGELUActivation, QuickGELUActivation written as Python arithmetic (each op saves its operands)."""
+OUTPUT_SAVING_ACTIVATIONS = frozenset({"relu"})
+"""Activations whose backward reads their own output: it stays saved even when the down projection is
+frozen (LoRA). Source: torch relu's derivative (threshold_backward on `result`); saved_tensors_hooks on CPU
+tensors of OPT with peft LoRA."""
 QKV_COPY_FAMILIES = frozenset({"bloom"})
 """Families that reshape the fused qkv output into fresh q, k, v copies (so no view keeps it alive).
 Source: transformers BloomAttention._reshape (reshape of a strided view)."""
@@ -282,7 +286,7 @@ def _mlp_bytes(h: int, layer: LayerSpec, flow: Flow, lins: tuple[Linear, ...], *
     i = mlp.intermediate_size
     # gated: gate out, act out, up out, product (down's input); plain: up out, act out
     inner = (4 if mlp.gated else 2 + ACTIVATION_EXTRA_SAVED.get(mlp.activation, 0)) * i * act
-    if not flow.base_trains:
+    if not flow.base_trains and mlp.activation not in OUTPUT_SAVING_ACTIVATIONS:
         inner -= i * act                            # a frozen down_proj does not keep the product
     readers = [lin for lin in lins if lin.role == "mlp"][:-1]     # down_proj is listed last
     return inner + _inputs_bytes(readers, h, flow)
