@@ -10,6 +10,7 @@ training two steps of forward with labels, backward, optimizer step, zero_grad(s
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
@@ -281,14 +282,42 @@ def run_prefill(model: Any, workload: Inference, probe: Probe, device: str) -> N
 
 
 def make_cache(model: Any, workload: Inference) -> Any:
+    """The cache generate() builds (`_prepare_cache_for_generation`): DynamicCache(config=...), whose sliding
+    layers keep sliding_window - 1 tokens, or StaticCache of max_length - 1 tokens (the last token generated
+    is never fed back), at least `max_cache_tokens` (generate's max_cache_len)."""
     from transformers import DynamicCache, StaticCache
 
     if workload.kv_cache is KvCache.STATIC:
-        length = workload.max_cache_tokens or workload.total_tokens
+        _check_static_supported(model)
+        length = max(workload.total_tokens - 1, workload.max_cache_tokens or 0)
         return StaticCache(config=model.config, max_cache_len=length)
     if workload.kv_cache is KvCache.DYNAMIC:
         return DynamicCache(config=model.config)
     raise EngineUnavailable(f"kv_cache={workload.kv_cache} is a vLLM cache; use engine=analytic")
+
+
+ALIBI_MODEL_TYPES = frozenset({"falcon"})
+"""Models whose alibi bias transformers 5.17 builds for the 2-D mask's length, so generate() with a static
+cache (a 4-D mask of the cache's length) fails on any device. Checked on real CPU tensors: tiny falcon with
+alibi=True, generate(cache_implementation="static") fails in modeling_falcon.py: with an attention mask
+"The size of tensor a (39) must match the size of tensor b (32)" (alibi masked_fill by the causal mask),
+without one build_alibi_tensor's "too many values to unpack" (it gets the 4-D mask)."""
+
+
+def _check_static_supported(model: Any) -> None:
+    config = model.config
+    if config.model_type in ALIBI_MODEL_TYPES and getattr(config, "alibi", False):
+        raise EngineUnavailable(f"{config.model_type} with alibi fails in transformers' generate() with a "
+                                "static cache (alibi bias and mask lengths differ); use kv_cache=dynamic")
+
+
+def generation_position_ids(model: Any, attention_mask: torch.Tensor) -> torch.Tensor | None:
+    """Position ids as generate() adds them when forward takes `position_ids`
+    (`_prepare_position_ids_for_generation`): cumsum of the mask - 1, padding set to 0."""
+    if "position_ids" not in inspect.signature(model.forward).parameters:
+        return None
+    position_ids = attention_mask.long().cumsum(-1) - 1
+    return position_ids.masked_fill(attention_mask == 0, 0)
 
 
 def run_generate(model: Any, workload: Inference, probe: Probe, device: str, *,
@@ -308,6 +337,10 @@ def run_generate(model: Any, workload: Inference, probe: Probe, device: str, *,
         "past_key_values": make_cache(model, workload), "use_cache": True, "logits_to_keep": 1,
         "attention_mask": torch.ones_like(ids),
     }
+    position_ids = generation_position_ids(model, kwargs["attention_mask"])
+    if position_ids is not None:
+        kwargs["position_ids"] = position_ids
+    del position_ids
     with torch.no_grad():
         with probe.phase("prefill"):
             ids, kwargs = _generate_step(model, ids, kwargs, probe, first=True)
@@ -346,14 +379,22 @@ def _fast_forward(ids: torch.Tensor, kwargs: dict[str, Any],
     """Grow the generation state by `num_tokens` positions without running the model."""
     cache = kwargs["past_key_values"]
     for layer in getattr(cache, "layers", ()):
-        if getattr(layer, "max_cache_len", None) is not None:     # static: preallocated; advance its counter
+        if getattr(layer, "max_cache_len", None) is not None:     # static: preallocated; advance its counters
             if isinstance(getattr(layer, "cumulative_length", None), torch.Tensor):
                 layer.cumulative_length.add_(num_tokens)
+            if isinstance(getattr(layer, "cumulative_length_int", None), int):   # StaticSlidingWindowLayer
+                layer.cumulative_length_int += num_tokens
             continue
+        # DynamicSlidingWindowLayer: counts every token, keeps the last sliding_window - 1
+        limit = None
+        if isinstance(getattr(layer, "sliding_window", None), int):
+            layer.cumulative_length += num_tokens
+            limit = layer.sliding_window - 1
         for name in ("keys", "values"):
             old = getattr(layer, name, None)
             if isinstance(old, torch.Tensor) and old.dim() == 4:
-                shape = (*old.shape[:2], old.shape[2] + num_tokens, old.shape[3])
+                length = old.shape[2] + num_tokens
+                shape = (*old.shape[:2], length if limit is None else min(length, limit), old.shape[3])
                 setattr(layer, name, old.new_empty(shape))
                 del old
     grown = dict(kwargs)
