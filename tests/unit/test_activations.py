@@ -256,6 +256,24 @@ def test_relu_keeps_its_output_under_lora() -> None:
     assert _per_token(with_act("gelu"), full) - _per_token(with_act("relu"), full) == 160
 
 
+def test_gelu_new_under_autocast_keeps_fp32_intermediates() -> None:
+    """Autocast runs gelu_new's pow in fp32: 16 B per intermediate element are saved, not 10."""
+    # intermediate 80: bf16 (2 + 3) × 80 × 2 B = 800; AMP 16 B × 80 = 1,280 → 480 more
+    plain = _tiny(mlp_bias=False)
+    gelu = ModelSpec(**{**{f: getattr(plain, f) for f in plain.__dataclass_fields__}, "layers": tuple(
+        dataclasses.replace(layer, mlp=dataclasses.replace(layer.mlp, gated=False, activation="gelu_new"))
+        for layer in plain.layers)})
+    exact = ModelSpec(**{**{f: getattr(plain, f) for f in plain.__dataclass_fields__}, "layers": tuple(
+        dataclasses.replace(layer, mlp=dataclasses.replace(layer.mlp, gated=False, activation="gelu"))
+        for layer in plain.layers)})
+    amp = Training(seq_len=16, precision=Precision.AMP_BF16)
+    bf16 = Training(seq_len=16)
+    amp_more = _per_token(gelu, amp) - _per_token(exact, amp)
+    bf16_more = _per_token(gelu, bf16) - _per_token(exact, bf16)
+    # exact gelu: 2 × 80 × 2 B = 320 in both; gelu_new: AMP 1,280 − 320 = 960, bf16 800 − 320 = 480
+    assert (amp_more, bf16_more) == (960, 480)
+
+
 def test_fused_qkv_view_keeps_the_whole_projection() -> None:
     """Phi-3's v is a view of the fused qkv output, so q's and k's parts stay alive with it."""
     # q width 64 + k width 32 = 96 elements × 2 B = 192 per token

@@ -53,6 +53,12 @@ ACTIVATION_EXTRA_SAVED: dict[str, int] = {"gelu_new": 3, "gelu_fast": 5, "quick_
 """Intermediate-width tensors an activation saves beyond its input, per token (relu keeps its output, which
 the next Linear keeps anyway, instead of its input). Source: transformers activations.py NewGELUActivation,
 FastGELUActivation, QuickGELUActivation written as Python arithmetic (each op saves its operands)."""
+AMP_ACTIVATION_SAVED_BYTES: dict[str, int] = {"gelu_new": 16}
+"""Bytes per intermediate element an activation (with the down projection's bf16 input) saves under CUDA
+autocast, where it differs from the bf16 count. gelu_new: autocast runs torch.pow in fp32, so pow keeps an
+fp32 copy of its input (4), tanh's fp32 output (4), 0.5·x in bf16 (2), 1 + tanh in fp32 (4) and the down
+projection its bf16 cast of the fp32 product (2): 16, not 10. Source: torch autocast_mode.cpp CUDA fp32 op
+list (pow); transformers NewGELUActivation.forward."""
 OUTPUT_SAVING_ACTIVATIONS = frozenset({"relu"})
 """Activations whose backward reads their own output: it stays saved even when the down projection is
 frozen (LoRA). Source: torch relu's derivative (threshold_backward on `result`); saved_tensors_hooks on CPU
@@ -286,6 +292,8 @@ def _mlp_bytes(h: int, layer: LayerSpec, flow: Flow, lins: tuple[Linear, ...], *
     i = mlp.intermediate_size
     # gated: gate out, act out, up out, product (down's input); plain: up out, act out
     inner = (4 if mlp.gated else 2 + ACTIVATION_EXTRA_SAVED.get(mlp.activation, 0)) * i * act
+    if flow.amp and not mlp.gated and mlp.activation in AMP_ACTIVATION_SAVED_BYTES:
+        inner = AMP_ACTIVATION_SAVED_BYTES[mlp.activation] * i
     if not flow.base_trains and mlp.activation not in OUTPUT_SAVING_ACTIVATIONS:
         inner -= i * act                            # a frozen down_proj does not keep the product
     readers = [lin for lin in lins if lin.role == "mlp"][:-1]     # down_proj is listed last
