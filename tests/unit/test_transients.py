@@ -2,9 +2,9 @@
 
 from memfit.api import load_model
 from memfit.core.choices import AttnImpl
-from memfit.core.dtypes import quant
+from memfit.core.dtypes import DType, quant
 from memfit.core.params import layer_linears
-from memfit.core.transients import Step, dequant_bytes, layer_peak
+from memfit.core.transients import Step, dequant_bytes, layer_peak, non_gated_live
 from memfit.core.workload import Inference
 
 
@@ -83,3 +83,15 @@ def test_mla_decode_expands_k_and_v_from_the_latent_cache():
     acts, _ = layer_peak(spec, wl, Step(query_tokens=1, kv_tokens=575, masked=False))
     # 4 × 575 × 16 × (2·128 nope + 128 v + 64 rope) × 2 = 32,972,800 (trace: 31.6 MiB of activations)
     assert acts.flat()["attention/expanded_kv"] == 32_972_800
+
+
+def test_python_gelu_holds_more_intermediates():
+    """bf16: GPT-2's gelu_new holds 4 intermediates, BLOOM's own GELU 5, a fused GELU (Pythia) 2."""
+    step = Step(query_tokens=1024, kv_tokens=1024, masked=False)
+    acts, _ = layer_peak(load_model("gpt2"), Inference(prompt_tokens=1024, dtype=DType.BF16), step)
+    assert acts.flat()["mlp/intermediates"] == 4 * 1024 * 3072 * 2    # 25,165,824
+    bloom = load_model("bloom-560m")
+    decode = Step(query_tokens=1, kv_tokens=1, masked=False)         # one token: the MLP step peaks
+    acts, _ = layer_peak(bloom, Inference(prompt_tokens=1024, new_tokens=2, dtype=DType.BF16), decode)
+    assert acts.flat()["mlp/intermediates"] == 5 * 4096 * 2          # 40,960
+    assert non_gated_live(load_model("pythia-160m"), "gelu") == 2

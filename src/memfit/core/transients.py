@@ -29,6 +29,15 @@ from memfit.core.workload import Inference
 SDPA_MASK_ALIGN = 16
 """SDPA's memory-efficient kernel pads an unaligned mask's last dim to a multiple of 16 (a copy of the
 (batch, 1, q, kv) mask). Source: torch aten/src/ATen/native/transformers/attention.cpp pad_bias."""
+PYTHON_ACTIVATION_LIVE: dict[str, int] = {"gelu_new": 4, "gelu_fast": 5, "quick_gelu": 3}
+"""Intermediate-width tensors alive at once (input included) while a Python-written activation runs under
+no_grad: gelu_new holds x, 0.5·x, x³ and 0.044715·x³; gelu_fast x, 0.5·x, 0.798·x, 0.044715·x and its
+product with x; quick_gelu x, 1.702·x and its sigmoid. Fused ones (gelu, silu, gelu_pytorch_tanh) hold 2.
+Source: transformers 5.17 activations.py NewGELUActivation / FastGELUActivation / QuickGELUActivation;
+gelu_new measured on real CPU tensors (GPT-2, a TorchDispatchMode over live storages: 4)."""
+PYTHON_GELU_FAMILIES: dict[str, int] = {"bloom": 5}
+"""Families with their own Python GELU: BLOOM's bloom_gelu_forward holds x, 0.5·x, 0.798·x, 0.044715·x and
+its product with x (5). Source: transformers 5.17 modeling_bloom.py; measured on real CPU tensors (5)."""
 MOE_ROUTING_IMBALANCE = 2
 """Tokens the busiest expert receives, as a multiple of the mean tokens × top_k / experts (routing is
 data dependent; random weights route near uniformly). Source: estimate, marked in the Term note."""
@@ -204,8 +213,16 @@ def _mlp_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, *, tokens:
         # weight W: act + up output + W, or product + W + output
         live = max(3 * inter, 2 * inter + dequant, inter + dequant + hidden) - dequant
     else:
-        live = max(2 * inter, inter + dequant + hidden) - dequant
+        live = max(non_gated_live(spec, layer.mlp.activation) * inter, inter + dequant + hidden) - dequant
     return Term.group("mlp", [*base, Term(name="intermediates", nbytes=live)]), dequant
+
+
+def non_gated_live(spec: ModelSpec, activation: str) -> int:
+    """Intermediate-width tensors alive at once in a non-gated MLP's activation under no_grad: the up
+    projection and its fused activation (2), or the Python-written GELUs' temporaries."""
+    if spec.family in PYTHON_GELU_FAMILIES:
+        return PYTHON_GELU_FAMILIES[spec.family]
+    return PYTHON_ACTIVATION_LIVE.get(activation, 2)
 
 
 def dequant_bytes(lin: Linear, workload: Inference, *, tokens: int, dt: int) -> int:
