@@ -274,6 +274,23 @@ def test_gelu_new_under_autocast_keeps_fp32_intermediates() -> None:
     assert (amp_more, bf16_more) == (960, 480)
 
 
+COHERE2 = {"model_type": "cohere2", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 96,
+           "sliding_window": 4096, "max_position_embeddings": 8192}
+
+
+@pytest.mark.parametrize(("method", "norms"), [
+    (Method.FULL, 768),     # 3 fp32 copies (x − mean twice, normalised for the weight) × 64 × 4 B
+    (Method.LORA, 512),     # frozen weight: the two x − mean copies, 2 × 64 × 4 B
+])
+def test_cohere_python_layer_norm_keeps_fp32_copies(method: Method, norms: int) -> None:
+    """Cohere's LayerNorm is fp32 Python arithmetic: its one norm per (parallel) layer keeps fp32 copies."""
+    spec = spec_from_config(COHERE2, name="tiny-cohere2", source=SOURCE)
+    lora = Lora(rank=2, alpha=4) if method is Method.LORA else None
+    wl = Training(seq_len=64, method=method, lora=lora)
+    assert layer_token_bytes(spec, spec.layers[1], _flow(spec, wl), seq_len=64)["norms"] == norms
+
+
 def test_fused_qkv_view_keeps_the_whole_projection() -> None:
     """Phi-3's v is a view of the fused qkv output, so q's and k's parts stay alive with it."""
     # q width 64 + k width 32 = 96 elements × 2 B = 192 per token

@@ -44,6 +44,11 @@ GEMMA_NORM_FAMILIES = frozenset({"gemma", "gemma2", "gemma3", "gemma3_text", "gp
 """Families whose RMSNorm multiplies the weight in fp32 (`x.float()` normalised × (1 + w.float()), gpt-oss:
 w × normalised, then the cast): a trained weight also keeps the fp32 normalised tensor (4 B, not 2).
 Source: transformers GemmaRMSNorm.forward, GptOssRMSNorm.forward."""
+PYTHON_LAYER_NORM_FAMILIES = frozenset({"cohere", "cohere2"})
+"""Families whose LayerNorm is Python arithmetic in fp32: (x − mean) is computed twice, once kept by pow,
+once by the product with rsqrt, and a trained weight keeps the fp32 normalised tensor: 2 (frozen) or 3
+(trained) fp32 copies per norm where F.layer_norm keeps its input. Source: transformers 5.17
+CohereLayerNorm.forward, Cohere2LayerNorm.forward; saved_tensors_hooks on CPU tensors."""
 CLAMPED_GLU_FAMILIES = frozenset({"gpt_oss"})
 """Families whose experts run a clamped GLU, (clamp(up) + 1) · g · sigmoid(α · g) with g = clamp(gate), over
 strided halves of one gate_up output: it keeps the gate_up output (2I), clamped gate, up + 1, sigmoid and
@@ -92,6 +97,7 @@ class Flow:
     inputs_need_grad: bool    # the embeddings' output requires grad (full fine-tuning)
     attn: AttnImpl
     fp32_norm_output: bool = False  # Gemma-style norms keep the fp32 normalised tensor when trained
+    python_layer_norm: bool = False  # Cohere: LayerNorm as fp32 Python arithmetic (2-3 fp32 copies)
     sdpa_supported: bool = True    # False: the family runs eager attention when SDPA is asked for
     alibi: bool = False            # config alibi (Falcon-RW): SDPA gets one float (b, heads, s, s) bias
     qkv_views: bool = True         # fused qkv split into views (False: BLOOM copies them)
@@ -161,6 +167,7 @@ def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str]
         inputs_need_grad=wl.method is Method.FULL, attn=wl.attn,
         hidden_dropout=hidden_dropout, attn_dropout=attn_dropout,
         fp32_norm_output=spec.family in GEMMA_NORM_FAMILIES,
+        python_layer_norm=spec.family in PYTHON_LAYER_NORM_FAMILIES,
         sdpa_supported=spec.family not in NO_SDPA_FAMILIES, alibi=_config(spec).get("alibi") is True,
         qkv_views=spec.family not in QKV_COPY_FAMILIES,
         attn_softcap=_config(spec).get("attn_logit_softcapping") is not None,
@@ -198,6 +205,8 @@ def _norm_bytes(kind: NormKind, width: int, flow: Flow, *, trains: bool) -> int:
     if kind is NormKind.RMS:
         normalised = FP32_BYTES if flow.fp32_norm_output else flow.residual_bytes
         return FP32_BYTES * width + (normalised * width if trains else 0)
+    if flow.python_layer_norm:
+        return FP32_BYTES * width * (3 if trains else 2)
     return flow.residual_bytes * width          # F.layer_norm saves its input (mean, rstd: one float each)
 
 
