@@ -69,3 +69,21 @@ def test_ignore_causal_mask_rule(q_len, kv_len, q_offset, ones, expected):
 def test_ignore_causal_mask_without_padding_mask():
     """No padding mask at all (plain prefill): the causal skip applies from offset 0."""
     assert patches._ignore_causal_mask_sdpa(None, 64, 64, 0, 0) is True
+
+
+def test_grouped_mm_takes_fp32_as_cuda_fallback_does():
+    """fp32 _grouped_mm (MoE in fp32 / AMP): a (10, 8) × 4 experts (8, 6) → one (10, 6) fp32 output, and
+    a backward with fp32 gradients of the operands' shapes, where torch's meta kernel alone demands bf16."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from memfit.trace import patches
+
+    patches.install()
+    with FakeTensorMode():
+        a = torch.empty(10, 8, requires_grad=True)
+        b = torch.empty(4, 8, 6, requires_grad=True)
+        out = torch._grouped_mm(a, b, offs=torch.tensor([2, 5, 7, 10], dtype=torch.int32))
+        out.sum().backward()
+        assert (tuple(out.shape), out.dtype) == ((10, 6), torch.float32)
+        assert (tuple(a.grad.shape), tuple(b.grad.shape), b.grad.dtype) == ((10, 8), (4, 8, 6), torch.float32)

@@ -16,6 +16,11 @@
      (those models are not in the supported set).
    - modeling_utils.warn_if_padding_and_no_attention_mask: skips a warning only.
 3. `torch.cuda.get_device_capability` answers (9, 0): transformers checks it before grouped_mm (MoE).
+5. `torch._grouped_mm` (MoE experts) with fp32 / fp16 operands: its meta kernel demands bf16, but CUDA's
+   `_grouped_mm_cuda` takes any float dtype, running non-bf16 through `_grouped_mm_fallback` (a loop of
+   `mm_out` into the one output tensor: no other device allocation). The patched meta kernel returns that
+   output for equal fp32 / fp16 operands. Source: torch aten/src/ATen/native/cuda/GroupedBlas.cpp
+   (`use_fast_path = sm90/sm100 && a_b_and_out_are_bf16`, else `_grouped_mm_fallback`).
 4. Autocast on "cuda" is refused when CUDA is unavailable; `amp_definitely_not_available` and
    `is_bf16_supported` are patched so autocast("cuda", bf16) runs (it is a dispatch key, no device needed).
 """
@@ -143,6 +148,28 @@ def _ignore_causal_mask_sdpa(padding_mask: Any, q_length: int, kv_length: int, q
         kv_offset + q_length, kv_offset + kv_length)
 
 
+GROUPED_MM_FALLBACK_DTYPES = (torch.float32, torch.float16)
+"""Operand dtypes CUDA's _grouped_mm runs through its mm_out loop instead of the bf16 CUTLASS kernel."""
+
+
+def _grouped_mm_meta(original: Any) -> Any:
+    """Wrap torch's grouped-mm meta check so unscaled fp32 / fp16 operands get CUDA's fallback output."""
+    from torch import _meta_registrations as meta
+
+    def grouped_mm_common(mat_a: torch.Tensor, mat_b: torch.Tensor, scale_a: torch.Tensor | None,
+                          scale_b: torch.Tensor | None, offs: torch.Tensor | None = None,
+                          bias: torch.Tensor | None = None, scale_result: torch.Tensor | None = None,
+                          out_dtype: torch.dtype | None = None, use_fast_accum: bool = False) -> torch.Tensor:
+        if scale_a is None and scale_b is None and mat_a.dtype == mat_b.dtype \
+                and mat_a.dtype in GROUPED_MM_FALLBACK_DTYPES and out_dtype in (None, mat_a.dtype):
+            create: Any = meta._create_grouped_mm_output_tensor
+            return create(mat_a, mat_b, offs, out_dtype)  # type: ignore[no-any-return]
+        return original(mat_a, mat_b, scale_a, scale_b, offs=offs, bias=bias,  # type: ignore[no-any-return]
+                        scale_result=scale_result, out_dtype=out_dtype, use_fast_accum=use_fast_accum)
+
+    return grouped_mm_common
+
+
 def install() -> None:
     """Apply every patch once per process (the worker calls it before building a model)."""
     if _state["installed"]:
@@ -156,6 +183,11 @@ def install() -> None:
     torch.cuda.is_bf16_supported = lambda *args, **kwargs: True
     # transformers asks the capability before grouped_mm (MoE experts) and fused kernels: an H100 (sm90)
     torch.cuda.get_device_capability = lambda *args, **kwargs: SM90_CAPABILITY
+
+    from torch import _meta_registrations
+
+    _meta_registrations._meta_grouped_mm_common = _grouped_mm_meta(
+        _meta_registrations._meta_grouped_mm_common)
 
     from transformers import masking_utils
 
