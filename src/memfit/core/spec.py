@@ -158,6 +158,7 @@ class ModelSpec:
     extra_params: tuple[tuple[str, int], ...] = ()  # odd top-level parameters: (component path, count)
     checkpoint: CheckpointInfo | None = None
     final_logit_softcapping: bool = False  # Gemma 2: tanh soft-capping makes extra full-size logits copies
+    logits_scaled: bool = False           # Cohere × logit_scale, Granite ÷ logits_scaling: one more copy
     assumptions: tuple[str, ...] = ()     # what a best-effort spec rests on (built on meta)
 
     def __post_init__(self) -> None:

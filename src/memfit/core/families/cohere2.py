@@ -21,6 +21,8 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
     pattern = opt_int(config, "sliding_window_pattern", default=4, name=name) or 4
     windows = layer_windows(config, name=name, num_layers=read_dims(config, name=name).num_layers,
                             default_types=alternating(pattern))
+    # Cohere2ForCausalLM multiplies the logits out of place (`logits * logit_scale`): one more copy
     return decoder_spec(config, name=name, source=source, family="cohere2", tie_default=True, mlp_bias=False,
+                        logits_scaled=True,
                         norm=NormKind.LAYER_NO_BIAS, norms_per_layer=1, parallel_block=True,
                         final_norm=NormKind.LAYER_NO_BIAS, windows=windows)
