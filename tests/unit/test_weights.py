@@ -157,3 +157,12 @@ def test_bnb_leaves_falcon_linear_subclass_in_compute_dtype():
     # while GGUF (not bnb) still quantizes the same matrices: Q8_0 is 34 B per 32 weights
     gguf = weights(falcon, dtype=DType.BF16, quant=quant("gguf-Q8_0"), runtime=TRANSFORMERS)
     assert gguf.child("layers").bytes_of("attention") == 4 * 16_777_216 * 34 // 32  # 71,303,168
+
+
+def test_gpt_bigcode_causal_buffer_and_no_rotary():
+    """starcoderbase-1b: bool tril(8,192²) = 67,108,864 B of buffers, no inv_freq; GPT-2 has no buffer."""
+    spec = load_model("starcoderbase-1b")
+    term = weights(spec, dtype=DType.BF16, quant=quant("none"), runtime=TRANSFORMERS)
+    assert term.bytes_of("buffers") == 8192 * 8192
+    gpt2 = weights(load_model("gpt2"), dtype=DType.BF16, quant=quant("none"), runtime=TRANSFORMERS)
+    assert gpt2.bytes_of("buffers") == 0
