@@ -291,6 +291,17 @@ def test_cohere_python_layer_norm_keeps_fp32_copies(method: Method, norms: int) 
     assert layer_token_bytes(spec, spec.layers[1], _flow(spec, wl), seq_len=64)["norms"] == norms
 
 
+def test_parallel_layer_norms_share_their_saved_input() -> None:
+    """GPT-NeoX parallel residual: both LayerNorms read the layer input, F.layer_norm saves it once."""
+    # full bf16: one 64-wide bf16 input, 64 × 2 B = 128 (not 2 × 128)
+    cfg = {"model_type": "gpt_neox", "hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "vocab_size": 96, "rotary_pct": 0.25, "max_position_embeddings": 2048,
+           "use_parallel_residual": True, "hidden_act": "gelu", "hidden_dropout": 0.0}
+    spec = spec_from_config(cfg, name="tiny-neox", source=SOURCE)
+    wl = Training(seq_len=64)
+    assert layer_token_bytes(spec, spec.layers[1], _flow(spec, wl), seq_len=64)["norms"] == 128
+
+
 def test_fused_qkv_view_keeps_the_whole_projection() -> None:
     """Phi-3's v is a view of the fused qkv output, so q's and k's parts stay alive with it."""
     # q width 64 + k width 32 = 96 elements × 2 B = 192 per token

@@ -323,6 +323,8 @@ def layer_token_bytes(spec: ModelSpec, layer: LayerSpec, flow: Flow, *, seq_len:
     one_norm = _norm_bytes(layer.norm, h, flow, trains=flow.base_trains)
     # norms that run: OPT's non-affine LayerNorms have no parameters but still run
     applied = max(layer.norms_per_layer, 1 if layer.parallel_block else 2)
+    if layer.parallel_block and layer.norm is not NormKind.RMS and not flow.python_layer_norm:
+        one_norm = 0        # both parallel LayerNorms read the layer input: F.layer_norm saves it once
     norms = norm_in + (applied - 1) * one_norm
     if flow.hidden_dropout:
         norms += 2 * MASK_BYTES * h                 # dropout masks on the attention and MLP branches
