@@ -302,6 +302,15 @@ def test_parallel_layer_norms_share_their_saved_input() -> None:
     assert layer_token_bytes(spec, spec.layers[1], _flow(spec, wl), seq_len=64)["norms"] == 128
 
 
+def test_olmo2_norms_keep_fp32_normalised_when_trained() -> None:
+    """OLMo-2's RMSNorm multiplies the weight in fp32: each trained norm keeps 4 B per element, not 2."""
+    # 2 layer norms (64) + q_norm (64) + k_norm (2 kv heads × 16 = 32): (64 + 64 + 64 + 32) × 2 B = 448 more
+    spec = _tiny(model_type="olmo2", head_dim=16)
+    llama_like = dataclasses.replace(spec, family="llama")
+    wl = Training(seq_len=64)
+    assert _per_token(spec, wl) - _per_token(llama_like, wl) == 448
+
+
 def test_fused_qkv_view_keeps_the_whole_projection() -> None:
     """Phi-3's v is a view of the fused qkv output, so q's and k's parts stay alive with it."""
     # q width 64 + k width 32 = 96 elements × 2 B = 192 per token

@@ -40,10 +40,10 @@ FP32_BYTES = 4
 """Bytes of an fp32 element (norm upcasts, softmax, LoRA inputs under peft, logsumexp)."""
 MASK_BYTES = 1
 """Bytes per element of a dropout mask: torch native_dropout returns a bool mask."""
-GEMMA_NORM_FAMILIES = frozenset({"gemma", "gemma2", "gemma3", "gemma3_text", "gpt_oss"})
-"""Families whose RMSNorm multiplies the weight in fp32 (`x.float()` normalised × (1 + w.float()), gpt-oss:
-w × normalised, then the cast): a trained weight also keeps the fp32 normalised tensor (4 B, not 2).
-Source: transformers GemmaRMSNorm.forward, GptOssRMSNorm.forward."""
+GEMMA_NORM_FAMILIES = frozenset({"gemma", "gemma2", "gemma3", "gemma3_text", "gpt_oss", "olmo2"})
+"""Families whose RMSNorm multiplies the weight in fp32 (`x.float()` normalised × (1 + w.float()); gpt-oss,
+OLMo-2: (w × normalised).to(dtype)): a trained weight also keeps the fp32 normalised tensor (4 B, not 2).
+Source: transformers GemmaRMSNorm.forward, GptOssRMSNorm.forward, Olmo2RMSNorm.forward."""
 PYTHON_LAYER_NORM_FAMILIES = frozenset({"cohere", "cohere2"})
 """Families whose LayerNorm is Python arithmetic in fp32: (x − mean) is computed twice, once kept by pow,
 once by the product with rsqrt, and a trained weight keeps the fp32 normalised tensor: 2 (frozen) or 3
