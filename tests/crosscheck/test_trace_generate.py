@@ -50,19 +50,19 @@ def _cache_snapshots(model, run):
     return seen[0], seen[-1]
 
 
-def _generate(model, kv):
+def _generate(model, kv, prompt=PROMPT, new=NEW):
     import torch
 
-    ids = torch.randint(0, 256, (BATCH, PROMPT))
+    ids = torch.randint(0, 256, (BATCH, prompt))
     return _cache_snapshots(model, lambda: model.generate(
-        ids, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False,
+        ids, max_new_tokens=new, min_new_tokens=new, do_sample=False,
         cache_implementation="static" if kv is KvCache.STATIC else None))
 
 
-def _harness(model, kv, fast_forward):
+def _harness(model, kv, fast_forward, prompt=PROMPT, new=NEW):
     from memfit.trace import harness
 
-    workload = Inference(prompt_tokens=PROMPT, new_tokens=NEW, batch_size=BATCH, kv_cache=kv)
+    workload = Inference(prompt_tokens=prompt, new_tokens=new, batch_size=BATCH, kv_cache=kv)
     return _cache_snapshots(model, lambda: harness.run_generate(model, workload, harness.NullProbe(), "cpu",
                                                                 fast_forward=fast_forward))
 
@@ -94,3 +94,13 @@ def test_alibi_with_static_cache_is_unavailable():
         _generate(model, KvCache.STATIC)
     with pytest.raises(EngineUnavailable, match="use kv_cache=dynamic"):
         _harness(model, KvCache.STATIC, True)
+
+
+def test_static_sliding_window_cache_matches_generate():
+    """Gemma 3 static cache, prompt 10 < window 16 < 10 + 12: the sliding layer holds the window (16 tokens),
+    the full layer 10 + 12 - 1 = 21; fast-forward crosses the window, so it must advance the sliding
+    layer's int counter as well (else the last step writes past the window)."""
+    model = _model(GEMMA3)
+    expected = [("StaticSlidingWindowLayer", 16, 16), ("StaticLayer", 21, 21)]
+    assert _generate(model, KvCache.STATIC, 10, 12) == (expected, expected)
+    assert _harness(model, KvCache.STATIC, True, 10, 12) == (expected, expected)
