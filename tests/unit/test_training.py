@@ -19,6 +19,8 @@ from memfit.sources.resolve import load_model
 
 L1B_PARAMS = 1_235_814_400
 L1B_BYTES = 2 * L1B_PARAMS                    # 2,471,628,800 in bf16
+L1B_BUFFERS = 32 * 4                          # rotary inv_freq: head_dim/2 = 32 fp32 values
+L8B_BUFFERS = 64 * 4                          # head_dim 128 → 64 fp32 values
 WORKSPACES = 2 * 32 * 2**20                   # forward and backward cuBLAS handles
 T, V = 4 * 1024, 128_256
 
@@ -29,13 +31,14 @@ def _phases(wl: Training, model: str = "Llama-3.2-1B") -> dict[PhaseName, Phase]
 
 
 def test_full_bf16_adamw_backward_start_peak() -> None:
-    """l1b b4 s1024 full bf16: the peak is the start of backward, 20,975,071,232 B."""
-    # weights 2,471,628,800 + AdamW states 2 × 2,471,628,800 + workspaces 67,108,864
+    """l1b b4 s1024 full bf16: the peak is the start of backward, 20,975,071,360 B."""
+    # weights 2,471,628,800 + rotary inv_freq 32 × 4 = 128 + AdamW states 2 × 2,471,628,800
+    # + workspaces 67,108,864
     # activations 108,672 B/token/layer × 4096 × 16 = 7,121,928,192 + final norm 8 × 2048 × 4096 = 67,108,864
-    # logits at backward start 12 × 4096 × 128,256 = 6,304,038,912 → 20,975,071,232
+    # logits at backward start 12 × 4096 × 128,256 = 6,304,038,912 → 20,975,071,360
     phases = _phases(Training(seq_len=1024, batch_size=4))
     back = phases[PhaseName.BACKWARD]
-    assert back.allocated_bytes == 20_975_071_232
+    assert back.allocated_bytes == 20_975_071_360
     assert back.at.startswith("start of backward")
     assert max(phases.values(), key=lambda p: p.allocated_bytes).name is PhaseName.BACKWARD
 
@@ -44,14 +47,14 @@ def test_foreach_adamw_step_holds_one_extra_copy() -> None:
     """Optimizer phase: weights + grads + 2 states + the foreach temporary = 5 × params + workspaces."""
     # 5 × 2,471,628,800 + 67,108,864 = 12,425,252,864
     opt = _phases(Training(seq_len=1024, batch_size=4))[PhaseName.OPTIMIZER]
-    assert opt.allocated_bytes == 5 * L1B_BYTES + WORKSPACES
+    assert opt.allocated_bytes == 5 * L1B_BYTES + L1B_BUFFERS + WORKSPACES
 
 
 def test_fused_adamw_has_no_temporary_but_step_scalars() -> None:
     """Fused AdamW: 4 × params + one 512 B step scalar per tensor (146 tensors in Llama-3.2-1B)."""
     # 16 layers × (7 Linears + 2 norms) + embeddings + final norm = 146; 146 × 512 = 74,752
     opt = _phases(Training(seq_len=1024, batch_size=4, optimizer=Optimizer.ADAMW_FUSED))[PhaseName.OPTIMIZER]
-    assert opt.allocated_bytes == 4 * L1B_BYTES + 74_752 + WORKSPACES
+    assert opt.allocated_bytes == 4 * L1B_BYTES + L1B_BUFFERS + 74_752 + WORKSPACES
 
 
 def test_amp_keeps_fp32_params_and_bf16_weight_copies() -> None:
@@ -59,7 +62,7 @@ def test_amp_keeps_fp32_params_and_bf16_weight_copies() -> None:
     # Linears 16 × 60,817,408 = 973,078,528 + head 128,256 × 2048 = 262,668,288 → × 2 B = 2,471,493,632
     fwd = _phases(Training(seq_len=1024, batch_size=2, precision=Precision.AMP_BF16))[PhaseName.FORWARD]
     flat = fwd.memory.flat()
-    assert flat["weights"] == 4 * L1B_PARAMS
+    assert flat["weights"] == 4 * L1B_PARAMS + L1B_BUFFERS
     assert flat["activations/autocast_weight_copies"] == 2_471_493_632
 
 
@@ -80,7 +83,7 @@ def test_qlora_weights_quantized_plus_fp32_kept_parts() -> None:
     # kept: (8,030,261,248 − 6,979,321,856) × 4 B = 4,203,757,568 B
     wl = Training(seq_len=2048, method=Method.QLORA, lora=Lora(rank=16, alpha=32), quant=quant("nf4-dq"))
     term = weights_term(load_model("Llama-3.1-8B"), wl)
-    assert term.flat() == {"quantized_linears": 3_600_416_768, "kept": 4_203_757_568}
+    assert term.flat() == {"quantized_linears": 3_600_416_768, "kept": 4_203_757_568, "buffers": L8B_BUFFERS}
 
 
 def test_qlora_without_kbit_prep_keeps_bf16() -> None:
@@ -167,7 +170,7 @@ def test_unquantized_lora_weights_follow_precision() -> None:
     """LoRA on a bf16 base keeps 2 B per base parameter; the quant table's 'none' is unquantized."""
     wl = Training(seq_len=64, method=Method.LORA, lora=Lora(rank=4, alpha=8, dropout=Fraction(0)),
                   quant=QUANTS["none"], checkpointing=Checkpointing.FULL)
-    assert _phases(wl)[PhaseName.LOAD].memory.bytes_of("weights") == L1B_BYTES
+    assert _phases(wl)[PhaseName.LOAD].memory.bytes_of("weights") == L1B_BYTES + L1B_BUFFERS
 
 
 FALCON = {"model_type": "falcon", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -180,11 +183,12 @@ def test_qlora_leaves_falcon_linears_unquantized_in_fp32() -> None:
     # per layer: query_key_value 64·192+192 = 12,480; dense 64·64+64 = 4,160; dense_h_to_4h 64·256+256
     # = 16,640; dense_4h_to_h 256·64+64 = 16,448; two LayerNorms 256 → 49,984; × 2 layers = 99,968
     # + embeddings 100·64 = 6,400 + final LayerNorm 128 = 106,496 parameters × 4 B = 425,984
+    # + rotary inv_freq (head_dim 16 → 8 fp32 values) 32 B = 426,016
     spec = spec_from_config(FALCON, name="tiny-falcon", source=ModelSource(kind="config", ref="t"))
     wl = Training(seq_len=64, method=Method.QLORA, lora=Lora(rank=2, alpha=4), quant=quant("nf4-dq"),
                   checkpointing=Checkpointing.FULL)
     term = weights_term(spec, wl)
-    assert term.nbytes == 425_984
+    assert term.nbytes == 426_016
     assert term.flat().get("weights/quantized_linears", 0) == 0
 
 
@@ -225,3 +229,9 @@ def test_all_linear_moe_adapters_match_peft() -> None:
     wl = Training(seq_len=64, method=Method.LORA, lora=Lora(rank=2, alpha=4, dropout=Fraction(0)))
     load = training_phases(_moe_spec(), wl)[0][0]
     assert load.memory.bytes_of("adapters") == 51_264
+
+
+def test_training_weights_carry_gpt_bigcode_causal_buffer() -> None:
+    """GPT-BigCode registers a bool (n_positions × n_positions) mask: 8,192² = 67,108,864 B on the GPU."""
+    spec = load_model("starcoderbase-1b")
+    assert weights_term(spec, Training(seq_len=512)).bytes_of("buffers") == 8192 * 8192

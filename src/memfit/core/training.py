@@ -39,6 +39,7 @@ from memfit.core.parallel import rank_share, scale_bytes, scale_term
 from memfit.core.params import Linear, count_params, layer_linears
 from memfit.core.result import Phase, Term, memory
 from memfit.core.spec import ModelSpec
+from memfit.core.weights import buffer_bytes
 from memfit.core.workload import Lora, Parallelism, Training
 
 CACHED_BYTES_PER_LOGIT = Fraction(11, 4)
@@ -87,8 +88,10 @@ def weights_term(spec: ModelSpec, wl: Training) -> Term:
     raw Parameters stay in bf16, or fp32 after prepare_model_for_kbit_training.
     """
     total = count_params(spec).num_params
+    buffers = Term(name="buffers", nbytes=sum(buffer_bytes(spec)),
+                   note="rotary inv_freq, GPT-BigCode's causal mask")
     if not wl.quant.is_quantized:
-        return Term.group("weights", [Term(name="parameters", nbytes=total * param_bytes(wl))])
+        return Term.group("weights", [Term(name="parameters", nbytes=total * param_bytes(wl)), buffers])
     quantized = sum(layers * lin.num_weights for layers, lin in decoder_linears(spec) if _quantized(wl, lin))
     bits = quantized * wl.quant.bits_per_weight
     kept_bytes = 4 if act.upcasts_kept_weights(wl) else 2
@@ -97,6 +100,7 @@ def weights_term(spec: ModelSpec, wl: Training) -> Term:
         Term(name="kept", nbytes=(total - quantized) * kept_bytes,
              note="embeddings, lm_head, norms, biases, unconverted Linears"
              + (" upcast to fp32 by prepare_kbit" if kept_bytes == 4 else "")),
+        buffers,
     ])
 
 
