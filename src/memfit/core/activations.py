@@ -26,9 +26,9 @@ Qwen1.5-MoE, Qwen3-MoE and Mixtral (peaks within 1.2 %).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
+from memfit.core.attention_kinds import NO_SDPA_FAMILIES, config_dict
 from memfit.core.choices import AttnImpl, Checkpointing, Method, NormKind, Precision
 from memfit.core.optimizers import peft_adapts_fused_experts
 from memfit.core.params import Linear, layer_linears
@@ -71,10 +71,6 @@ tensors of OPT with peft LoRA."""
 QKV_COPY_FAMILIES = frozenset({"bloom"})
 """Families that reshape the fused qkv output into fresh q, k, v copies (so no view keeps it alive).
 Source: transformers BloomAttention._reshape (reshape of a strided view)."""
-NO_SDPA_FAMILIES = frozenset({"bloom", "gpt_oss"})
-"""Families whose transformers 5.17 classes refuse attn_implementation="sdpa" (BLOOM: ALiBi through
-baddbmm; gpt-oss: attention sinks, `_supports_sdpa = False`); their default, eager, is modelled instead.
-Source: BloomForCausalLM raises for sdpa (trace engine run); GptOssPreTrainedModel._supports_sdpa."""
 INDEX_BYTES = 8
 """Bytes of an int64 index (torch.max(dim) saves its argmax for backward)."""
 FLASH_MAX_HEAD_DIM = 256
@@ -117,18 +113,9 @@ ATTN_DROPOUT_KEYS = ("attn_pdrop", "attention_dropout", "attention_probs_dropout
 """config.json keys of dropout on the attention probabilities."""
 
 
-def _config(spec: ModelSpec) -> dict[str, object]:
-    """The config.json the spec carries, parsed ({} when absent or not an object)."""
-    try:
-        config = json.loads(spec.source.config_json) if spec.source.config_json else {}
-    except ValueError:
-        return {}
-    return config if isinstance(config, dict) else {}
-
-
 def config_dropouts(spec: ModelSpec) -> tuple[bool, bool]:
     """(hidden dropout > 0, attention dropout > 0) read from the config.json text the spec carries."""
-    config = _config(spec)
+    config = config_dict(spec)
 
     def positive(keys: tuple[str, ...]) -> bool:
         return any(isinstance(v, (int, float)) and v > 0 for v in (config.get(k) for k in keys))
@@ -168,9 +155,9 @@ def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str]
         hidden_dropout=hidden_dropout, attn_dropout=attn_dropout,
         fp32_norm_output=spec.family in GEMMA_NORM_FAMILIES,
         python_layer_norm=spec.family in PYTHON_LAYER_NORM_FAMILIES,
-        sdpa_supported=spec.family not in NO_SDPA_FAMILIES, alibi=_config(spec).get("alibi") is True,
+        sdpa_supported=spec.family not in NO_SDPA_FAMILIES, alibi=config_dict(spec).get("alibi") is True,
         qkv_views=spec.family not in QKV_COPY_FAMILIES,
-        attn_softcap=_config(spec).get("attn_logit_softcapping") is not None,
+        attn_softcap=config_dict(spec).get("attn_logit_softcapping") is not None,
         experts_adapted=experts, merged_experts=experts and residual == 2,
     )
 
