@@ -264,3 +264,12 @@ def test_device_map_without_cap_keeps_the_even_split():
     decode = estimate(load_model("Llama-3.1-8B"), wl).phase(PhaseName.DECODE)
     assert decode.host_bytes == 0
     assert decode.memory.child("weights").bytes_of("layers") == 16 * 436_224_000  # type: ignore[union-attr]
+
+
+def test_sliding_layers_hold_the_prompt_until_their_first_decode_update():
+    """Mistral-7B-v0.1 (window 4,096) after an 8,000-token prompt: decode peaks at the first step's cache."""
+    # first decode step: every layer still holds prompt-length storage (+ the new token): 8,001 tokens
+    # × 32 layers × 2 (K, V) × 8 kv heads × 128 × 2 B = 8,001 × 131,072 = 1,048,707,072 B
+    # (at the last step each layer would keep only the 4,096-token window: 536,870,912 B)
+    est = estimate(load_model("Mistral-7B-v0.1"), Inference(prompt_tokens=8000, new_tokens=32))
+    assert est.phase(PhaseName.DECODE).memory.bytes_of("kv_cache") == 1_048_707_072
