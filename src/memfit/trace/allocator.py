@@ -16,14 +16,15 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from memfit.core.units import MiB
+from memfit.core import overhead
 
-ROUND_BYTES = 512
-SMALL_REQUEST_MAX_BYTES = 1 * MiB
-SMALL_SEGMENT_BYTES = 2 * MiB
-MID_SEGMENT_BYTES = 20 * MiB
-MID_REQUEST_MAX_BYTES = 10 * MiB
-LARGE_ROUND_BYTES = 2 * MiB
+# the caching allocator's rules, shared with the analytic engine's segment rounding (core/overhead.py)
+ROUND_BYTES = overhead.ALLOC_BLOCK_BYTES
+SMALL_REQUEST_MAX_BYTES = overhead.SMALL_ALLOC_BYTES
+SMALL_SEGMENT_BYTES = overhead.SMALL_SEGMENT_BYTES
+MID_SEGMENT_BYTES = overhead.MID_SEGMENT_BYTES
+MID_REQUEST_MAX_BYTES = overhead.MIN_LARGE_ALLOC_BYTES
+LARGE_ROUND_BYTES = overhead.LARGE_ROUND_BYTES
 
 
 @dataclass(eq=False)

@@ -21,6 +21,7 @@ from torch._subclasses.fake_tensor import DataDependentOutputException
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_iter
 
+from memfit.core import overhead
 from memfit.trace.allocator import CachingAllocator
 
 CUBLAS_WORKSPACE_BYTES = 32 * 1024 * 1024
@@ -29,9 +30,9 @@ CUBLAS_WORKSPACE_BYTES = 32 * 1024 * 1024
 HOST_ROLE = "host"
 """Role of tensors that a real GPU run keeps in host memory (AdamW's step counters)."""
 
-ALLOCATOR_ROUND_BYTES = 512
-"""Block granularity of the CUDA caching allocator (bytes). Source: c10/cuda/CUDACachingAllocator.cpp,
-kMinBlockSize = 512; max_memory_allocated counts rounded block sizes."""
+ALLOCATOR_ROUND_BYTES = overhead.ALLOC_BLOCK_BYTES
+"""Block granularity of the CUDA caching allocator (bytes), as core/overhead.py states it (kMinBlockSize);
+max_memory_allocated counts rounded block sizes."""
 
 
 def rounded_bytes(nbytes: int) -> int:
