@@ -249,17 +249,16 @@ def _source_figure(ref: Any) -> str:
     return text
 
 
+def _titled_table(title: str) -> Table:
+    """A plain, left-titled table with bold headers: the look of every secondary table here."""
+    return Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
+
+
 def references_view(references: Sequence[Any], est: Estimate, unit: str) -> RenderableType | None:
     """Classic published rules of thumb beside our figure, each in its source's own unit."""
     if not references:
         return None
-    table = Table(
-        title="Reference methods (each figure in its source's own unit)",
-        title_justify="left",
-        box=None,
-        header_style="bold",
-        pad_edge=False,
-    )
+    table = _titled_table("Reference methods (each figure in its source's own unit)")
     for column in ("method", "figure", "source"):
         table.add_column(column)
     table.add_row("memfit (peak on device)", size(est.peak.device_bytes, unit), f"this estimate, {unit}")
@@ -272,13 +271,7 @@ def cuts_view(cuts: Sequence[Any], est: Estimate, unit: str) -> RenderableType |
     """What would cut the training peak most: each change, the new peak allocated and what it saves."""
     if not cuts:
         return None
-    table = Table(
-        title="What would cut the peak most",
-        title_justify="left",
-        box=None,
-        header_style="bold",
-        pad_edge=False,
-    )
+    table = _titled_table("What would cut the peak most")
     for column in ("change", f"peak allocated ({unit})", f"saves ({unit})"):
         table.add_column(column, justify="left" if column == "change" else "right")
     old = est.peak.allocated_bytes
@@ -345,13 +338,7 @@ def plan_view(plan: Any, unit: str) -> list[RenderableType]:
         out.append(Text("no single change on the list fits; try more GPUs or a smaller model", style="red"))
         return out
     out.append(Text(""))
-    table = Table(
-        title="Least invasive changes that fit, in order",
-        title_justify="left",
-        box=None,
-        header_style="bold",
-        pad_edge=False,
-    )
+    table = _titled_table("Least invasive changes that fit, in order")
     for column in ("change", f"on device ({unit})", f"to spare ({unit})"):
         table.add_column(column, justify="left" if column == "change" else "right")
     for change in plan.changes:
@@ -371,7 +358,7 @@ def _fits_words(est: Estimate) -> Text:
 
 def rows_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]], *, title: str) -> Table:
     """A plain table of dict rows: `columns` are (key, header) pairs; byte keys end in `_bytes`."""
-    table = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
+    table = _titled_table(title)
     for _, header in columns:
         table.add_column(header)
     for row in rows:
