@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from memfit.core.choices import KvCache, Runtime
 from memfit.core.errors import InvalidWorkload
+from memfit.core.versions import MODELED
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,6 +33,7 @@ class RuntimeProfile:
     max_batched_tokens: int | None = None   # tokens per profiling/prefill step (vLLM chunked prefill)
     compute_ubatch_tokens: int | None = None   # llama.cpp n_ubatch: tokens per compute-buffer pass
     source: str = ""
+    follows_modeled_versions: bool = False   # formulas follow core.versions.MODELED (transformers, peft, bnb)
 
 
 PROFILES: dict[Runtime, RuntimeProfile] = {
@@ -49,7 +51,9 @@ PROFILES: dict[Runtime, RuntimeProfile] = {
         last_logits_fp32_copy=True,
         auto_compile_static_cache=True,
         preallocates_fraction=False,
-        source="transformers 5.17.0: cache_utils.DynamicLayer/DynamicSlidingWindowLayer/StaticLayer, "
+        follows_modeled_versions=True,
+        source=f"transformers {MODELED['transformers']}: "
+               "cache_utils.DynamicLayer/DynamicSlidingWindowLayer/StaticLayer, "
                "generation/utils.py (logits_to_keep=1, fp32 next_token_logits, auto-compile for static "
                "caches)",
     ),
