@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memfit.core.attention_kinds import NO_SDPA_FAMILIES, config_dict
+from memfit.core.attention_kinds import config_dict, sdpa_by_default
 from memfit.core.choices import AttnImpl, Checkpointing, Method, NormKind, Precision
 from memfit.core.optimizers import peft_adapts_fused_experts
 from memfit.core.params import Linear, layer_linears
@@ -155,7 +155,7 @@ def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str]
         hidden_dropout=hidden_dropout, attn_dropout=attn_dropout,
         fp32_norm_output=spec.family in GEMMA_NORM_FAMILIES,
         python_layer_norm=spec.family in PYTHON_LAYER_NORM_FAMILIES,
-        sdpa_supported=spec.family not in NO_SDPA_FAMILIES, alibi=config_dict(spec).get("alibi") is True,
+        sdpa_supported=sdpa_by_default(spec), alibi=config_dict(spec).get("alibi") is True,
         qkv_views=spec.family not in QKV_COPY_FAMILIES,
         attn_softcap=config_dict(spec).get("attn_logit_softcapping") is not None,
         experts_adapted=experts, merged_experts=experts and residual == 2,

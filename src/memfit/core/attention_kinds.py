@@ -19,10 +19,16 @@ from memfit.core.spec import ModelSpec
 
 FP32_BYTES = 4
 """Bytes of an fp32 element."""
-NO_SDPA_FAMILIES = frozenset({"bloom", "gpt_oss"})
-"""Families whose transformers 5.17 classes set `_supports_sdpa = False`: asking for SDPA raises (BLOOM) or
-the default is eager (gpt-oss, whose attention sinks need eager_attention_forward's cat); eager runs.
-Source: transformers 5.17 BloomPreTrainedModel (raises on sdpa), GptOssPreTrainedModel._supports_sdpa."""
+NO_SDPA_FAMILIES = frozenset({"bloom", "gpt_oss", "gptj"})
+"""Families whose transformers 5.17 classes do not support SDPA: asking for SDPA raises (BLOOM) or the default
+is eager (gpt-oss, whose attention sinks need eager_attention_forward's cat; GPT-J, whose attention classes
+are eager and flash-attention-2 only); eager runs. Source: transformers 5.17 BloomPreTrainedModel (raises on
+sdpa), GptOssPreTrainedModel._supports_sdpa, modeling_gptj.py GPTJ_ATTENTION_CLASSES (no `_supports_sdpa`);
+checked per catalog family by tests/crosscheck/test_trace_targets.py."""
+CONFIG_ATTENTION_KEYS = ("attn_implementation", "_attn_implementation")
+"""config.json keys transformers reads as the model's attention implementation when the caller passes none
+(gemma-2-27b's published config carries `"_attn_implementation": "eager"`). Source: transformers 5.17
+PretrainedConfig; checked on the meta device."""
 PREVIOUS_PROBS_FAMILIES = frozenset({"bloom", "falcon"})
 """Families whose model loop keeps each block's `outputs` tuple (with the attention probabilities) until
 the next block returns: the previous layer's (b, heads, s, kv) probabilities live during the next softmax.
@@ -55,9 +61,17 @@ def alibi_bias(spec: ModelSpec) -> bool:
     return spec.family == "falcon" and uses_alibi(spec)
 
 
+def sdpa_by_default(spec: ModelSpec) -> bool:
+    """Whether transformers' default attention (no attn_implementation passed) is SDPA for this model: not for
+    families without SDPA, nor when the config itself asks for eager."""
+    config = config_dict(spec)
+    asked = next((config[k] for k in CONFIG_ATTENTION_KEYS if isinstance(config.get(k), str)), None)
+    return spec.family not in NO_SDPA_FAMILIES and asked in (None, "sdpa")
+
+
 def runs_eager(spec: ModelSpec, attn: AttnImpl) -> bool:
-    """Whether attention runs transformers' eager path (asked for, or the family refuses SDPA)."""
-    return attn is AttnImpl.EAGER or (attn is AttnImpl.SDPA and spec.family in NO_SDPA_FAMILIES)
+    """Whether attention runs transformers' eager path (asked for, or SDPA is not what the model runs)."""
+    return attn is AttnImpl.EAGER or (attn is AttnImpl.SDPA and not sdpa_by_default(spec))
 
 
 def eager_bytes_per_score(spec: ModelSpec, dtype: DType, *, sinks: bool = False) -> int:
