@@ -33,10 +33,14 @@ def _model(config):
 
 def _cache_snapshots(model, run):
     """(type, tokens visible, tokens of storage) per cache layer, at the first and the last forward."""
+    from memfit.trace.harness import cache_key
+
     seen = []
+    key = cache_key()          # generate() passes the cache as `cache` from transformers 5.24, before that
+                               # as `past_key_values`
 
     def snapshot(module, args, kwargs, output):
-        layers = kwargs["past_key_values"].layers
+        layers = kwargs[key].layers
         seen.append([(type(layer).__name__, layer.keys.shape[2],
                       layer.keys.untyped_storage().nbytes() // (layer.keys[:, :, :1].numel()
                                                                 * layer.keys.element_size()))

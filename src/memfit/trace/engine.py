@@ -17,6 +17,7 @@ from memfit.core.errors import EngineUnavailable, InvalidWorkload, MissingExtra
 from memfit.core.result import Estimate, Gpu, _workload_to_dict
 from memfit.core.spec import ModelSpec
 from memfit.core.workload import Inference, Training
+from memfit.trace.compat import check_installed
 
 TRACE_TIMEOUT_S = 600
 """Longest a trace may run (seconds); override with MEMFIT_TRACE_TIMEOUT. A 70B training step takes ~30 s."""
@@ -30,14 +31,17 @@ def trace_estimate(spec: ModelSpec, workload: Inference | Training, gpu: Gpu | N
 
     Raises:
         MissingExtra: torch, transformers or peft is not installed.
+        EngineUnavailable: also when torch, transformers or peft is outside the verified versions
+            (core.versions.TRACE_VERIFIED) and MEMFIT_TRACE_UNVERIFIED=1 is not set.
         EngineUnavailable: the trace cannot run this workload (the message names what to use instead),
             failed, or timed out.
     """
     for package in ("torch", "transformers", "peft"):
         if importlib.util.find_spec(package) is None:
             raise MissingExtra(f"the trace engine needs {package}: pip install 'memfit[trace]'")
+    unverified = check_installed()          # refuses outside the verified versions unless asked not to
     request = {"spec": encode(spec), "workload": _workload_to_dict(workload),
-               "gpu": encode(gpu) if gpu is not None else None}
+               "gpu": encode(gpu) if gpu is not None else None, "assumptions": unverified}
     return Estimate.from_dict(run_worker(request))
 
 

@@ -277,7 +277,7 @@ def run_prefill(model: Any, workload: Inference, probe: Probe, device: str) -> N
     with torch.no_grad(), probe.phase("prefill"):
         out = model(input_ids=ids, use_cache=True)
         probe.mark("logits", [out.logits])
-        probe.mark("kv_cache", _cache_tensors(out.past_key_values))
+        probe.mark("kv_cache", _cache_tensors(out[cache_key()]))
         del out
 
 
@@ -302,6 +302,18 @@ cache (a 4-D mask of the cache's length) fails on any device. Checked on real CP
 alibi=True, generate(cache_implementation="static") fails in modeling_falcon.py: with an attention mask
 "The size of tensor a (39) must match the size of tensor b (32)" (alibi masked_fill by the causal mask),
 without one build_alibi_tensor's "too many values to unpack" (it gets the 4-D mask)."""
+
+
+def cache_key() -> str:
+    """The cache keyword of forward() and generate()'s helpers in the installed transformers: `cache` from
+    5.24, `past_key_values` before (trace/targets.py)."""
+    from memfit.trace.targets import cache_argument
+
+    key = cache_argument()
+    if key is None:
+        raise EngineUnavailable("this transformers' generate() takes neither `cache` nor `past_key_values`; "
+                                "use engine=analytic")
+    return key
 
 
 def _check_static_supported(model: Any) -> None:
@@ -334,7 +346,7 @@ def run_generate(model: Any, workload: Inference, probe: Probe, device: str, *,
     """
     ids = random_ids(model.config.vocab_size, workload.batch_size, workload.prompt_tokens, device)
     kwargs: dict[str, Any] = {
-        "past_key_values": make_cache(model, workload), "use_cache": True, "logits_to_keep": 1,
+        cache_key(): make_cache(model, workload), "use_cache": True, "logits_to_keep": 1,
         "attention_mask": torch.ones_like(ids),
     }
     position_ids = generation_position_ids(model, kwargs["attention_mask"])
@@ -364,7 +376,7 @@ def _generate_step(model: Any, ids: torch.Tensor, kwargs: dict[str, Any], probe:
         inputs = model.prepare_inputs_for_generation(ids, next_sequence_length=1, **kwargs)
     outputs = model(**inputs, return_dict=True)
     kwargs = model._update_model_kwargs_for_generation(outputs, kwargs)
-    probe.mark("kv_cache", _cache_tensors(kwargs["past_key_values"]))
+    probe.mark("kv_cache", _cache_tensors(kwargs[cache_key()]))
     probe.mark("logits", [outputs.logits])
     scores = outputs.logits[:, -1].to(copy=True, dtype=torch.float32)
     probe.mark("logits", [scores])
@@ -377,7 +389,7 @@ def _generate_step(model: Any, ids: torch.Tensor, kwargs: dict[str, Any], probe:
 def _fast_forward(ids: torch.Tensor, kwargs: dict[str, Any],
                   num_tokens: int) -> tuple[torch.Tensor, dict[str, Any]]:
     """Grow the generation state by `num_tokens` positions without running the model."""
-    cache = kwargs["past_key_values"]
+    cache = kwargs[cache_key()]
     for layer in getattr(cache, "layers", ()):
         if getattr(layer, "max_cache_len", None) is not None:     # static: preallocated; advance its counters
             if isinstance(getattr(layer, "cumulative_length", None), torch.Tensor):

@@ -18,9 +18,10 @@ from memfit.core.result import Estimate, Gpu, Phase, Term, memory, workload_from
 from memfit.core.spec import ModelSpec
 from memfit.core.units import MiB
 from memfit.core.workload import Inference, Training
-from memfit.trace import harness, patches
+from memfit.trace import harness, patches, targets
 from memfit.trace.allocator import CachingAllocator
 from memfit.trace.boot import Boot, fallback_assumption
+from memfit.trace.compat import versions_note
 from memfit.trace.tracker import PhasePeak, Tracker
 
 CUBLAS_WORKSPACE_BYTES_SM90 = 32 * MiB
@@ -41,8 +42,11 @@ def trace_request(request: dict[str, Any], boot: Boot, progress: Any = None) -> 
     workload = workload_from_dict(request["workload"])
     gpu = decode(Gpu, request["gpu"]) if request.get("gpu") else None
     check_supported(spec, workload)
+    note = versions_note()
+    targets.check(note)
     started = time.perf_counter()
     tracker, assumptions = trace(spec, workload, boot, progress=progress)
+    assumptions[:0] = [note, *request.get("assumptions", ())]
     assumptions.append(f"traced {tracker.num_ops} ops in {time.perf_counter() - started:.1f} s")
     return assemble(spec, workload, gpu, tracker, assumptions)
 
@@ -78,6 +82,7 @@ def trace(spec: ModelSpec, workload: Inference | Training, boot: Boot,
     with _Step(progress, "building the model on the meta device"):
         model = harness.build_model(spec.source.config_json, workload, spec.checkpoint_dtype, "meta",
                                     prepare=lambda m: _quantize(m, workload, assumptions))
+    check_attention(spec, workload, model)
     tracker = Tracker(device_type=device, allocator=CachingAllocator())
     fake = FakeTensorMode(allow_non_fake_inputs=False)
     from memfit.trace import standins
@@ -113,6 +118,28 @@ def trace(spec: ModelSpec, workload: Inference | Training, boot: Boot,
     if isinstance(workload, Inference) and workload.new_tokens:
         assumptions.append("decode traced with a loop reproducing generate()'s cache and logits handling")
     return tracker, assumptions
+
+
+def check_attention(spec: ModelSpec, workload: Inference | Training, model: Any) -> None:
+    """Refuse when the installed transformers runs another attention than memfit models for this workload
+    (core.attention_kinds.runs_eager, which follows core.versions.MODELED): transformers 5.21 and later
+    run Gemma-2 eager where 5.17 ran SDPA, 5.24 and later GPT-J SDPA where 5.17 ran eager. The trace would
+    answer for another code path than the workload names and the held-out measurements ran, so it says so
+    in one line instead, with the settings that trace a path both agree on."""
+    from memfit.core.attention_kinds import runs_eager
+    from memfit.core.versions import MODELED
+
+    ran = getattr(model.config, "_attn_implementation", None)
+    expected = "eager" if runs_eager(spec, workload.attn) else str(workload.attn)
+    if ran not in ("eager", "sdpa") or ran == expected:
+        return
+    import transformers
+
+    modeled = MODELED["transformers"]
+    raise EngineUnavailable(
+        f"transformers {transformers.__version__} runs {spec.family} with {ran} attention where memfit "
+        f"models {expected} (as transformers {modeled} runs it); trace with attn=eager for the eager path, "
+        f"install transformers=={modeled}, or use engine=analytic")
 
 
 def _quantize(model: Any, workload: Inference | Training, assumptions: list[str]) -> Any:

@@ -2,7 +2,8 @@
 `memfit.estimate/1` line on stdout (or `{"error": ...}`), so the shim loads before torch and the
 process-global patches never leak into the caller.
 
-Request: {"spec": <encoded ModelSpec>, "workload": <workload dict>, "gpu": <encoded Gpu> | null}.
+Request: {"spec": <encoded ModelSpec>, "workload": <workload dict>, "gpu": <encoded Gpu> | null,
+"assumptions": [str, ...] (optional: the parent's version notes)}.
 """
 
 from __future__ import annotations
