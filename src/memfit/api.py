@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
 from memfit.core.choices import Engine
@@ -40,6 +43,29 @@ def _gpu(gpu: str | Gpu | None) -> Gpu | None:
     return gpu if gpu is None or isinstance(gpu, Gpu) else get_gpu(gpu)
 
 
+@functools.cache
+def _installed_transformers() -> str | None:
+    try:
+        return importlib.metadata.version("transformers")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _with_installed_note(est: Estimate) -> Estimate:
+    """An analytic transformers estimate made where another transformers is installed says so: its figures
+    follow core.versions.MODELED, whatever this machine has (the job may run elsewhere)."""
+    from memfit.core.runtimes import PROFILES
+    from memfit.core.versions import MODELED
+
+    installed = _installed_transformers()
+    if installed is None or installed == MODELED["transformers"] or \
+            not PROFILES[est.workload.runtime].follows_modeled_versions:
+        return est
+    note = (f"transformers {installed} is installed here; these figures follow {MODELED['transformers']} "
+            "whatever is installed (later changes known to touch this model are listed above)")
+    return dataclasses.replace(est, assumptions=(*est.assumptions, note))
+
+
 def estimate(
     model: str | ModelSpec,
     workload: Inference | Training,
@@ -68,7 +94,7 @@ def estimate(
         case Engine.ANALYTIC:
             from memfit.core.estimate import estimate as analytic
 
-            return analytic(spec, workload, chosen_gpu)
+            return _with_installed_note(analytic(spec, workload, chosen_gpu))
         case Engine.TRACE:
             try:
                 from memfit.trace.engine import trace_estimate

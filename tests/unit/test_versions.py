@@ -126,3 +126,17 @@ def test_runtimes_with_their_own_versions_do_not_claim_transformers():
     est = estimate(load_model("Llama-3.1-8B"), Inference(prompt_tokens=512, runtime=Runtime.VLLM,
                                                            kv_cache=KvCache.PAGED))
     assert not any("follows transformers" in a for a in est.assumptions)
+
+
+def test_the_api_says_when_another_transformers_is_installed(monkeypatch):
+    import memfit.api as api
+
+    monkeypatch.setattr(api, "_installed_transformers", lambda: "5.25.0")
+    est = api.estimate("gemma-2-2b-it", Inference(prompt_tokens=512))
+    assert est.assumptions[-1].startswith("transformers 5.25.0 is installed here; these figures follow "
+                                          "5.17.0")
+    monkeypatch.setattr(api, "_installed_transformers", lambda: MODELED["transformers"])
+    same = api.estimate("gemma-2-2b-it", Inference(prompt_tokens=512))
+    assert not any("installed here" in a for a in same.assumptions)
+    monkeypatch.setattr(api, "_installed_transformers", lambda: None)
+    assert api.estimate("gemma-2-2b-it", Inference(prompt_tokens=512)).assumptions == same.assumptions
