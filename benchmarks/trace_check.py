@@ -107,10 +107,13 @@ def _write(results: list[dict[str, Any]], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             check=False).stdout.strip()
-    path = out / f"trace-check-{datetime.date.today().isoformat()}.csv"
+    from importlib.metadata import version
+
+    libraries = ", ".join(f"{p} {version(p)}" for p in ("torch", "transformers", "peft"))
+    path = out / f"trace-check-{datetime.date.today().isoformat()}-transformers{version('transformers')}.csv"
     with path.open("w", newline="") as fh:
         fh.write(f"# device: CPU ({platform.machine()}), memfit {commit}, "
-                 f"python {platform.python_version()}, "
+                 f"python {platform.python_version()}, {libraries}, "
                  f"max child RSS {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024} MiB\n")
         writer = csv.DictWriter(fh, fieldnames=list(results[0]))
         writer.writeheader()

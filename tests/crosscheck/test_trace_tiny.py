@@ -75,6 +75,17 @@ def test_trace_engine_inference_weights_are_exact():
     assert est.peak.allocated_bytes > 429_568
 
 
+def test_a_trace_names_the_library_versions_it_ran():
+    import importlib.metadata
+
+    from memfit.trace.engine import trace_estimate
+
+    est = trace_estimate(_spec(), Inference(prompt_tokens=16), None)
+    versions = {p: importlib.metadata.version(p) for p in ("torch", "transformers", "peft")}
+    assert est.assumptions[0] == ("traced with torch {torch}, transformers {transformers}, "
+                                  "peft {peft}".format(**versions))
+
+
 def test_trace_engine_training_has_gradients_and_states():
     """A LoRA step: the optimizer phase holds fp32 adapter gradients and two AdamW moments per adapter."""
     from memfit.trace.engine import trace_estimate
