@@ -54,7 +54,8 @@ def test_sdpa_math_path_matches_torch_numerically_on_cpu():
     (1, 513, 512, 513, True),     # decode, dynamic cache: no mask
     (512, 768, 0, 512, True),     # prefill into a static cache: future slots are padding only
     (1, 768, 512, 513, False),    # decode on a static cache: a real mask is built
-    (512, 512, 0, None, False),   # a fake padding mask of unknown content: keep it
+    (512, 512, 0, None, True),    # a mask the model built itself (OPT's torch.ones; the trace never pads):
+                                  # all ones, so is_causal, as fast_all finds on a GPU
 ])
 def test_ignore_causal_mask_rule(q_len, kv_len, q_offset, ones, expected):
     """HF's _ignore_causal_mask_sdpa, decided from the known unpadded length instead of mask values."""

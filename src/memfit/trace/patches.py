@@ -10,7 +10,10 @@
    - `find_packed_sequence_indices`: assumes packing on fake position ids → patched: None (inputs are
      unpadded, one sequence per row).
    - `_ignore_causal_mask_sdpa`: never skips the mask on fake padding masks (drops `is_causal`, flash and
-     native GQA) → patched: decided from the known unpadded length (`set_unpadded_length`).
+     native GQA) → patched: decided from the known unpadded length (`set_unpadded_length`); a mask the
+     model builds itself from ones (OPT before transformers 5.23 passes `torch.ones(b, s)` when given none)
+     is all ones. Without that, OPT training under 5.17 kept a (s, s) efficient-attention bias per layer
+     (+24 MiB, opt-125m b1 s1024) that a GPU never allocates; 5.23 stopped building the mask.
    - `_ignore_bidirectional_mask_sdpa`, `_can_skip_bidirectional_mask_xpu`: encoder / XPU only; not patched.
    - `_linear_attention_padding_mask` (line ~1496): keeps a 2-D mask for linear-attention models; not patched
      (those models are not in the supported set).
@@ -127,8 +130,8 @@ def _ignore_causal_mask_sdpa(padding_mask: Any, q_length: int, kv_length: int, q
         ones_until = None
     else:
         ones_until = _state["unpadded_length"]
-        if ones_until is None:
-            return False
+        if ones_until is None:      # a mask the model built itself (OPT's torch.ones): the trace never pads,
+            ones_until = padding_mask.shape[-1]     # so it is all ones, as fast_all finds on a real GPU
     if local_attention_size is not None and kv_length >= local_attention_size:
         return False
     if isinstance(q_offset, torch.Tensor):      # StaticLayer's fake counter: tokens already cached
