@@ -100,7 +100,7 @@ def test_default_attention_is_what_memfit_models_or_a_recorded_change(name):
     from transformers import AutoModelForCausalLM
 
     from memfit.core.attention_kinds import runs_eager
-    from memfit.core.versions import CHANGES
+    from memfit.core.versions import CHANGES, Attention
     from memfit.trace.harness import hf_config
 
     spec = load_model(name)
@@ -110,23 +110,61 @@ def test_default_attention_is_what_memfit_models_or_a_recorded_change(name):
     modeled = "eager" if runs_eager(spec, AttnImpl.SDPA) else "sdpa"
     recorded = [c.default_attention for c in CHANGES
                 if c.package == "transformers" and c.default_attention
-                and c.applies(spec.family, transformers.__version__, modeled_attention=modeled)]
+                and c.applies(spec.family, transformers.__version__, attention=Attention(runs=modeled))]
     assert ran == (recorded[-1] if recorded else modeled), (spec.family, transformers.__version__)
 
 
-@pytest.mark.parametrize("workload", [Inference(prompt_tokens=16), Training(seq_len=16)])
-def test_the_trace_refuses_an_attention_the_installed_library_runs_differently(workload):
-    from memfit.trace.run import check_attention
+def _model(attn: str) -> SimpleNamespace:
+    return SimpleNamespace(config=SimpleNamespace(_attn_implementation=attn))
 
+
+@pytest.mark.parametrize("workload", [Inference(prompt_tokens=16), Training(seq_len=16)])
+def test_the_trace_refuses_an_attention_the_installed_library_runs_differently(workload, monkeypatch):
+    from memfit.trace import compat
+    from memfit.trace.run import check_code_paths
+
+    monkeypatch.delenv(compat.UNVERIFIED_ENV, raising=False)
     spec = load_model("Llama-3.2-1B")
-    check_attention(spec, workload, SimpleNamespace(config=SimpleNamespace(_attn_implementation="sdpa")))
-    with pytest.raises(EngineUnavailable, match=r"runs llama with eager attention where memfit models sdpa"):
-        check_attention(spec, workload, SimpleNamespace(config=SimpleNamespace(_attn_implementation="eager")))
+    assert check_code_paths(spec, workload, _model("sdpa")) == []
+    with pytest.raises(EngineUnavailable) as err:
+        check_code_paths(spec, workload, _model("eager"))
+    message = str(err.value)
+    assert "runs llama with eager attention where memfit models sdpa" in message
+    assert "trace with attn=eager" in message
+    assert "MEMFIT_TRACE_UNVERIFIED=1" in message
+
+
+def test_asked_for_it_traces_the_installed_path_marked_unverified(monkeypatch):
+    from memfit.trace import compat
+    from memfit.trace.run import check_code_paths
+
+    monkeypatch.setenv(compat.UNVERIFIED_ENV, "1")
+    [note] = check_code_paths(load_model("Llama-3.2-1B"), Inference(prompt_tokens=16), _model("eager"))
+    assert note.startswith("UNVERIFIED: transformers ")
+    assert note.endswith(f"figures follow the installed {__import__('transformers').__version__}")
 
 
 def test_a_family_memfit_models_eager_passes_when_it_runs_eager():
-    from memfit.trace.run import check_attention
+    from memfit.trace.run import check_code_paths
 
-    spec = load_model("bloom-560m")
-    check_attention(spec, Inference(prompt_tokens=16),
-                    SimpleNamespace(config=SimpleNamespace(_attn_implementation="eager")))
+    assert check_code_paths(load_model("bloom-560m"), Inference(prompt_tokens=16), _model("eager")) == []
+
+
+def test_a_recorded_change_to_the_path_that_runs_refuses(monkeypatch):
+    """Falcon's eager attention changed in transformers 5.25: eager Falcon is refused from then on, its SDPA
+    path is not touched."""
+    import transformers
+
+    from memfit.core.versions import parse_version
+    from memfit.trace import compat
+    from memfit.trace.run import check_code_paths
+
+    monkeypatch.delenv(compat.UNVERIFIED_ENV, raising=False)
+    spec = load_model("falcon-rw-1b")
+    eager = Inference(prompt_tokens=16, attn=AttnImpl.EAGER)
+    assert check_code_paths(spec, Inference(prompt_tokens=16), _model("sdpa")) == []
+    if parse_version(transformers.__version__) >= (5, 25):
+        with pytest.raises(EngineUnavailable, match=r"5\.25\.0 and later change this path: Falcon's eager"):
+            check_code_paths(spec, eager, _model("eager"))
+    else:
+        assert check_code_paths(spec, eager, _model("eager")) == []

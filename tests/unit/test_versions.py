@@ -12,6 +12,7 @@ from memfit.core.versions import (
     CHANGES,
     MODELED,
     TRACE_VERIFIED,
+    Attention,
     BehaviourChange,
     VersionRange,
     later_changes,
@@ -70,24 +71,38 @@ def test_verified_ranges_hold_the_modeled_versions():
     assert pins["bitsandbytes"] == MODELED["bitsandbytes"]
 
 
-def test_gemma2_sdpa_change_applies_from_5_21_where_memfit_models_sdpa():
+SDPA_DEFAULT = Attention(runs="sdpa")
+EAGER_DEFAULT = Attention(runs="eager")
+EAGER_ASKED = Attention(runs="eager", default=False)
+
+
+def test_gemma2_sdpa_change_applies_from_5_21_where_memfit_models_default_sdpa():
     change = next(c for c in CHANGES if "gemma2" in c.families)
     assert change.since == "5.21.0"
     assert change.default_attention == "eager"
-    assert change.applies("gemma2", "5.21.0", modeled_attention="sdpa")
-    assert change.applies("gemma2", "5.25.0", modeled_attention="sdpa")
-    assert not change.applies("gemma2", "5.20.0", modeled_attention="sdpa")
-    assert not change.applies("llama", "5.25.0", modeled_attention="sdpa")
-    # an explicit attn setting, or a config that already asks for eager (gemma-2-27b): nothing changes
-    assert not change.applies("gemma2", "5.25.0", modeled_attention=None)
-    assert not change.applies("gemma2", "5.25.0", modeled_attention="eager")
+    assert change.applies("gemma2", "5.21.0", attention=SDPA_DEFAULT)
+    assert change.applies("gemma2", "5.25.0", attention=SDPA_DEFAULT)
+    assert not change.applies("gemma2", "5.20.0", attention=SDPA_DEFAULT)
+    assert not change.applies("llama", "5.25.0", attention=SDPA_DEFAULT)
+    # attention named explicitly, or a config that already asks for eager (gemma-2-27b): nothing changes
+    assert not change.applies("gemma2", "5.25.0", attention=EAGER_ASKED)
+    assert not change.applies("gemma2", "5.25.0", attention=EAGER_DEFAULT)
 
 
 def test_gptj_gets_sdpa_from_5_24():
     change = next(c for c in CHANGES if "gptj" in c.families)
     assert (change.since, change.default_attention) == ("5.24.0", "sdpa")
-    assert change.applies("gptj", "5.24.0", modeled_attention="eager")
-    assert not change.applies("gptj", "5.23.0", modeled_attention="eager")
+    assert change.applies("gptj", "5.24.0", attention=EAGER_DEFAULT)
+    assert not change.applies("gptj", "5.23.0", attention=EAGER_DEFAULT)
+
+
+def test_falcon_eager_code_change_applies_wherever_eager_runs():
+    change = next(c for c in CHANGES if "falcon" in c.families)
+    assert (change.since, change.attention) == ("5.25.0", "eager")
+    assert change.applies("falcon", "5.25.0", attention=EAGER_ASKED)
+    assert change.applies("falcon", "5.25.0", attention=EAGER_DEFAULT)
+    assert not change.applies("falcon", "5.25.0", attention=SDPA_DEFAULT)
+    assert not change.applies("falcon", "5.24.0", attention=EAGER_ASKED)
 
 
 def test_a_change_without_families_touches_every_family():
@@ -98,14 +113,14 @@ def test_a_change_without_families_touches_every_family():
 
 
 def test_modeled_note_names_the_versions_and_the_later_change():
-    first, *rest = modeled_note("gemma2")
+    first, *rest = modeled_note("gemma2", attention=SDPA_DEFAULT)
     assert "transformers 5.17.0" in first
     assert "peft 0.21.0" in first
     assert "bitsandbytes 0.50.2" in first
     [later] = rest
     assert "5.21.0" in later
     assert "attn=eager" in later
-    assert modeled_note("gemma2", modeled_attention=None) == (first,)
+    assert modeled_note("gemma2", attention=EAGER_ASKED) == (first,)
     assert modeled_note("llama") == (first,)
 
 
@@ -118,6 +133,8 @@ def test_analytic_estimates_name_the_versions_they_model():
     # gemma-2-27b's published config asks for eager itself, so 5.21's change does not touch it
     big = estimate(load_model("gemma-2-27b"), Inference(prompt_tokens=512))
     assert not any("differ" in a for a in big.assumptions)
+    falcon = estimate(load_model("falcon-rw-1b"), Inference(prompt_tokens=512, attn=AttnImpl.EAGER))
+    assert any("5.25.0 and later differ here: Falcon's eager" in a for a in falcon.assumptions)
 
 
 def test_runtimes_with_their_own_versions_do_not_claim_transformers():

@@ -16,6 +16,7 @@ import json
 from memfit.core.choices import AttnImpl
 from memfit.core.dtypes import DType
 from memfit.core.spec import ModelSpec
+from memfit.core.versions import Attention
 
 FP32_BYTES = 4
 """Bytes of an fp32 element."""
@@ -72,6 +73,13 @@ def sdpa_by_default(spec: ModelSpec) -> bool:
 def runs_eager(spec: ModelSpec, attn: AttnImpl) -> bool:
     """Whether attention runs transformers' eager path (asked for, or SDPA is not what the model runs)."""
     return attn is AttnImpl.EAGER or (attn is AttnImpl.SDPA and not sdpa_by_default(spec))
+
+
+def modeled_attention(spec: ModelSpec, attn: AttnImpl) -> Attention:
+    """The attention memfit models this model running under `attn`, and whether it is transformers' default
+    (the `attn=sdpa` setting leaves the choice to transformers)."""
+    runs = "eager" if runs_eager(spec, attn) else str(attn)
+    return Attention(runs=runs, default=attn is AttnImpl.SDPA)
 
 
 def eager_bytes_per_score(spec: ModelSpec, dtype: DType, *, sinks: bool = False) -> int:

@@ -6,8 +6,8 @@ dispatches and attaches the GPU.
 
 from __future__ import annotations
 
-from memfit.core.attention_kinds import runs_eager
-from memfit.core.choices import AttnImpl, Engine
+from memfit.core.attention_kinds import modeled_attention
+from memfit.core.choices import Engine
 from memfit.core.result import Estimate, Gpu
 from memfit.core.runtimes import PROFILES
 from memfit.core.spec import ModelSpec
@@ -34,9 +34,7 @@ def estimate(spec: ModelSpec, workload: Inference | Training, gpu: Gpu | None = 
 
             phases, assumptions = training_phases(spec, workload)
     if PROFILES[workload.runtime].follows_modeled_versions:
-        default = workload.attn is AttnImpl.SDPA
-        versions = modeled_note(spec.family, modeled_attention=(
-            ("eager" if runs_eager(spec, workload.attn) else "sdpa") if default else None))
+        versions = modeled_note(spec.family, attention=modeled_attention(spec, workload.attn))
         assumptions = (*versions, *assumptions)
     return Estimate(engine=Engine.ANALYTIC, model=spec, workload=workload, phases=phases, gpu=gpu,
                     assumptions=(*spec.assumptions, *assumptions), required_capacity_ok=capacity_ok)

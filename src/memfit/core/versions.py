@@ -82,27 +82,41 @@ both), peft 0.21.0-0.21.2. Source: benchmarks/results/versions-2026-12-04.md."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Attention:
+    """The attention a workload runs as memfit models it: `runs` ("sdpa", "eager", "flash"), and whether the
+    workload left the choice to transformers' default (attn=sdpa) rather than naming one."""
+
+    runs: str
+    default: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BehaviourChange:
-    """A release of `package` from `since` on that changes the memory of `families`' models (empty: all)."""
+    """A release of `package` from `since` on that changes the memory of `families`' models (empty: all).
+
+    Two kinds of attention change narrow where it applies: `default_attention` (transformers' default becomes
+    that attention: it matters only where the workload leaves the choice to the default and memfit models
+    another) and `attention` (that attention's own code changed: it matters only where it runs).
+    """
 
     package: str
     since: str
     families: frozenset[str]
     what: str
     instead: str = ""
-    default_attention: str = ""     # "eager" / "sdpa": what transformers' default attention becomes
+    default_attention: str = ""
+    attention: str = ""
 
-    def applies(self, family: str, version: str | None = None, *, modeled_attention: str | None = "") -> bool:
-        """Whether this change touches `family` (and, given a version, whether that version has it).
-
-        `modeled_attention`: the attention memfit models for the workload when it is left to transformers'
-        default ("eager" or "sdpa"), None when the workload names one ("" : not known, as if default). A
-        default-attention change applies only where it changes what runs.
-        """
+    def applies(self, family: str, version: str | None = None, *, attention: Attention | None = None) -> bool:
+        """Whether this change touches `family` running `attention` (None: not known, any), and, given a
+        version, whether that version has it."""
         if self.families and family not in self.families:
             return False
-        if self.default_attention and modeled_attention in (None, self.default_attention):
-            return False
+        if attention is not None:
+            if self.default_attention and (not attention.default or attention.runs == self.default_attention):
+                return False
+            if self.attention and attention.runs != self.attention:
+                return False
         return version is None or parse_version(version) >= parse_version(self.since)
 
 
@@ -117,29 +131,38 @@ CHANGES: tuple[BehaviourChange, ...] = (
         what="GPT-J runs SDPA by default (its attention moved to the shared attention interface), where "
              "earlier releases ran eager with fp32 scores",
         instead="no attn setting reproduces it here: the analytic engine models the eager path"),
+    BehaviourChange(
+        package="transformers", since="5.25.0", families=frozenset({"falcon"}), attention="eager",
+        what="Falcon's eager attention runs the shared eager_attention_forward (scores, fp32 softmax, cast "
+             "back) instead of its own fp32 upcast of the scores plus the ALiBi bias, and no longer keeps "
+             "the previous layer's probabilities: falcon-rw-1b eager prefill b1 s1024 -7.4 % (trace)"),
 )
-"""Memory-relevant changes after `MODELED`, each found by tests/crosscheck/test_trace_targets.py (the
-default attention of one catalog model per family under the installed transformers) and located in the
-release wheels. Source: transformers 5.21.0 models/gemma2/modeling_gemma2.py (`_supports_sdpa = False  #
-sdpa does not support softcapping`; 5.17.0-5.20.0 had True); 5.24.0 models/gptj/modeling_gptj.py
-(`_supports_sdpa = True`; 5.17.0-5.23.0 had GPTJ_ATTENTION_CLASSES eager / flash-attention-2 only). 5.24.0
-also renamed the cache argument `past_key_values` to `cache` (no memory change: the trace follows the
-installed name, trace/targets.py)."""
+"""Memory-relevant changes after `MODELED`, each found by a test or sweep under the newer release and located
+in the release wheels:
+- gemma2 (5.21.0): tests/crosscheck/test_trace_targets.py (default attention of one catalog model per
+  family); models/gemma2/modeling_gemma2.py `_supports_sdpa = False  # sdpa does not support softcapping`
+  (5.17.0-5.20.0: True).
+- gptj (5.24.0): the same test; models/gptj/modeling_gptj.py `_supports_sdpa = True` (5.17.0-5.23.0:
+  GPTJ_ATTENTION_CLASSES, eager and flash-attention-2 only).
+- falcon eager (5.25.0): benchmarks/results/versions-2026-12-04.md (the catalog sweep traced under 5.17.0
+  and 5.25.0); models/falcon/modeling_falcon.py `eager_attention_forward` (absent up to 5.24.0).
+Not listed, as they move no memory: 5.24.0 renamed the cache argument `past_key_values` to `cache` (the
+trace follows the installed name, trace/targets.py); 5.23.0 stopped OPT building an all-ones 2-D mask
+(which a GPU skips either way: fast_all)."""
 
 
 def later_changes(package: str, family: str, *,
-                  modeled_attention: str | None = "") -> tuple[BehaviourChange, ...]:
+                  attention: Attention | None = None) -> tuple[BehaviourChange, ...]:
     """The changes after the modeled version of `package` that touch `family` (BehaviourChange.applies)."""
-    return tuple(c for c in CHANGES
-                 if c.package == package and c.applies(family, modeled_attention=modeled_attention))
+    return tuple(c for c in CHANGES if c.package == package and c.applies(family, attention=attention))
 
 
-def modeled_note(family: str, *, modeled_attention: str | None = "") -> tuple[str, ...]:
-    """The analytic engine's version assumptions for a transformers-runtime estimate of `family`
-    (`modeled_attention`: "eager" / "sdpa" when attention is left to transformers' default, else None)."""
+def modeled_note(family: str, *, attention: Attention | None = None) -> tuple[str, ...]:
+    """The analytic engine's version assumptions for a transformers-runtime estimate of `family` running
+    `attention` (None: not known)."""
     notes = ["follows transformers {transformers}, peft {peft}, bitsandbytes {bitsandbytes} and torch "
              "{torch} (the versions its formulas were calibrated on)".format(**MODELED)]
-    for change in later_changes("transformers", family, modeled_attention=modeled_attention):
+    for change in later_changes("transformers", family, attention=attention):
         tail = f"; {change.instead}" if change.instead else ""
         notes.append(f"transformers {change.since} and later differ here: {change.what}; these figures "
                      f"follow {MODELED['transformers']}{tail}")

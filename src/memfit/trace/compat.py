@@ -67,13 +67,18 @@ def unverified_note(problems: list[tuple[VersionRange, str]]) -> str:
             "a changed code path in these versions may move the figures")
 
 
+def unverified_allowed() -> bool:
+    """Whether the user asked to trace paths memfit has not verified (MEMFIT_TRACE_UNVERIFIED=1)."""
+    return os.environ.get(UNVERIFIED_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
 def check_installed(versions: dict[str, str] | None = None) -> list[str]:
     """Refuse (EngineUnavailable) when a traced package is outside its verified range, unless
     MEMFIT_TRACE_UNVERIFIED=1; returns the assumptions to add (empty when every version is verified)."""
     problems = outside_range(installed_versions() if versions is None else versions)
     if not problems:
         return []
-    if os.environ.get(UNVERIFIED_ENV, "") not in ("1", "true", "yes"):
+    if not unverified_allowed():
         raise EngineUnavailable(refusal(problems))
     return [unverified_note(problems)]
 

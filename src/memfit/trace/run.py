@@ -18,7 +18,7 @@ from memfit.core.result import Estimate, Gpu, Phase, Term, memory, workload_from
 from memfit.core.spec import ModelSpec
 from memfit.core.units import MiB
 from memfit.core.workload import Inference, Training
-from memfit.trace import harness, patches, targets
+from memfit.trace import compat, harness, patches, targets
 from memfit.trace.allocator import CachingAllocator
 from memfit.trace.boot import Boot, fallback_assumption
 from memfit.trace.compat import versions_note
@@ -82,7 +82,7 @@ def trace(spec: ModelSpec, workload: Inference | Training, boot: Boot,
     with _Step(progress, "building the model on the meta device"):
         model = harness.build_model(spec.source.config_json, workload, spec.checkpoint_dtype, "meta",
                                     prepare=lambda m: _quantize(m, workload, assumptions))
-    check_attention(spec, workload, model)
+    assumptions += check_code_paths(spec, workload, model)
     tracker = Tracker(device_type=device, allocator=CachingAllocator())
     fake = FakeTensorMode(allow_non_fake_inputs=False)
     from memfit.trace import standins
@@ -120,26 +120,41 @@ def trace(spec: ModelSpec, workload: Inference | Training, boot: Boot,
     return tracker, assumptions
 
 
-def check_attention(spec: ModelSpec, workload: Inference | Training, model: Any) -> None:
-    """Refuse when the installed transformers runs another attention than memfit models for this workload
-    (core.attention_kinds.runs_eager, which follows core.versions.MODELED): transformers 5.21 and later
-    run Gemma-2 eager where 5.17 ran SDPA, 5.24 and later GPT-J SDPA where 5.17 ran eager. The trace would
-    answer for another code path than the workload names and the held-out measurements ran, so it says so
-    in one line instead, with the settings that trace a path both agree on."""
-    from memfit.core.attention_kinds import runs_eager
-    from memfit.core.versions import MODELED
+def check_code_paths(spec: ModelSpec, workload: Inference | Training, model: Any) -> list[str]:
+    """Refuse when the installed transformers runs this workload down another code path than the one memfit
+    models and the measurements ran (transformers core.versions.MODELED), unless MEMFIT_TRACE_UNVERIFIED=1,
+    in which case the returned assumptions say so.
 
-    ran = getattr(model.config, "_attn_implementation", None)
-    expected = "eager" if runs_eager(spec, workload.attn) else str(workload.attn)
-    if ran not in ("eager", "sdpa") or ran == expected:
-        return
+    Two checks: the attention the built model really runs against the one memfit models (catches any family
+    whose default moved: Gemma-2 eager from 5.21, GPT-J SDPA from 5.24), and the recorded changes
+    (core.versions.CHANGES) that touch this family and attention in the installed release (Falcon's eager
+    attention from 5.25). Both would trace the installed library faithfully, but for another path than the
+    one the figures are verified on.
+    """
     import transformers
 
-    modeled = MODELED["transformers"]
-    raise EngineUnavailable(
-        f"transformers {transformers.__version__} runs {spec.family} with {ran} attention where memfit "
-        f"models {expected} (as transformers {modeled} runs it); trace with attn=eager for the eager path, "
-        f"install transformers=={modeled}, or use engine=analytic")
+    from memfit.core.attention_kinds import modeled_attention
+    from memfit.core.versions import CHANGES, MODELED
+
+    installed, modeled = transformers.__version__, MODELED["transformers"]
+    attention = modeled_attention(spec, workload.attn)
+    found = []
+    ran = getattr(model.config, "_attn_implementation", None)
+    if ran in ("eager", "sdpa") and ran != attention.runs:
+        found.append(f"transformers {installed} runs {spec.family} with {ran} attention where memfit models "
+                     f"{attention.runs} (as transformers {modeled} runs it)")
+    found += [f"transformers {c.since} and later change this path: {c.what}" for c in CHANGES
+              if c.package == "transformers" and not c.default_attention
+              and c.applies(spec.family, installed, attention=attention)]
+    if not found:
+        return []
+    if not compat.unverified_allowed():
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        hint = "trace with attn=eager for the eager path, " if ran != attention.runs else ""
+        raise EngineUnavailable(
+            f"{found[0]}{more}; {hint}install transformers=={modeled} (the verified path), set "
+            f"{compat.UNVERIFIED_ENV}=1 to trace what {installed} runs, or use engine=analytic")
+    return [f"UNVERIFIED: {line}; figures follow the installed {installed}" for line in found]
 
 
 def _quantize(model: Any, workload: Inference | Training, assumptions: list[str]) -> Any:
