@@ -2,7 +2,8 @@
 
 A folder's checkpoint is read from safetensors headers only (`model.safetensors.index.json` and its shards,
 else `model.safetensors`, else every `*.safetensors`), so its tensors are counted as stored. A folder with
-no config.json but exactly one .gguf file is that GGUF.
+no config.json but exactly one .gguf file is that GGUF. Only regular files are read (symlinks followed):
+a FIFO, a device or a socket under a model file's name is refused without being opened.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from memfit.core.errors import ConfigError, ModelNotFound
 from memfit.core.spec import CheckpointInfo, ModelSource, ModelSpec
-from memfit.sources._config import LOCAL_HINT, build_spec, quant_method, read_config
+from memfit.sources._config import LOCAL_HINT, build_spec, quant_method, read_config, regular_file_size
 from memfit.sources.safetensors import load_safetensors_checkpoint, load_safetensors_index, read_weight_map
 
 CONFIG_NAME = "config.json"
@@ -53,15 +54,25 @@ def _model_name(config_path: Path) -> str:
     return folder.name if config_path.name == CONFIG_NAME and folder.name else config_path.stem
 
 
+def _is_there(path: Path) -> bool:
+    """True when `path` is a regular file, False when nothing is there.
+
+    Raises:
+        ConfigError: something other than a regular file is there (a FIFO, a device, a socket, a folder).
+    """
+    return regular_file_size(path) is not None
+
+
 def _load_config_file(path: Path, *, trust_remote_code: bool) -> ModelSpec:
     config, text = read_config(path)
     source = ModelSource(kind="config", ref=str(path), config_json=text)
-    return build_spec(config, name=_model_name(path), source=source, trust_remote_code=trust_remote_code)
+    return build_spec(config, name=_model_name(path), source=source, trust_remote_code=trust_remote_code,
+                      origin=str(path))
 
 
 def _load_folder(folder: Path, *, trust_remote_code: bool) -> ModelSpec:
     config_path = folder / CONFIG_NAME
-    if not config_path.is_file():
+    if not _is_there(config_path):
         ggufs = sorted(folder.glob("*.gguf"))
         if len(ggufs) == 1:
             from memfit.sources.gguf import load_gguf
@@ -71,15 +82,16 @@ def _load_folder(folder: Path, *, trust_remote_code: bool) -> ModelSpec:
     config, text = read_config(config_path)
     source = ModelSource(kind="folder", ref=str(folder), config_json=text)
     name = _model_name(config_path)
-    spec = build_spec(config, name=name, source=source, trust_remote_code=trust_remote_code)
+    spec = build_spec(config, name=name, source=source, trust_remote_code=trust_remote_code,
+                      origin=str(config_path))
     checkpoint = _folder_checkpoint(folder, quant_method=quant_method(config))
     return dataclasses.replace(spec, checkpoint=checkpoint) if checkpoint is not None else spec
 
 
 def _folder_checkpoint(folder: Path, *, quant_method: str | None) -> CheckpointInfo | None:
-    if (folder / INDEX_NAME).is_file():
+    if _is_there(folder / INDEX_NAME):
         return load_safetensors_index(folder / INDEX_NAME, quant_method=quant_method)
-    if (folder / SINGLE_FILE_NAME).is_file():
+    if _is_there(folder / SINGLE_FILE_NAME):
         return load_safetensors_checkpoint([folder / SINGLE_FILE_NAME], quant_method=quant_method)
     files = sorted(folder.glob("*.safetensors"))
     return load_safetensors_checkpoint(files, quant_method=quant_method) if files else None
@@ -87,16 +99,17 @@ def _folder_checkpoint(folder: Path, *, quant_method: str | None) -> CheckpointI
 
 def _load_safetensors_file(path: Path, *, trust_remote_code: bool) -> ModelSpec:
     config_path = path.parent / CONFIG_NAME
-    if not config_path.is_file():
+    if not _is_there(config_path):
         raise ConfigError(
             f"{path}: no {CONFIG_NAME} beside it; memfit needs the model config to know the architecture"
         )
     config, text = read_config(config_path)
     source = ModelSource(kind="safetensors", ref=str(path), config_json=text)
     name = _model_name(config_path)
-    spec = build_spec(config, name=name, source=source, trust_remote_code=trust_remote_code)
+    spec = build_spec(config, name=name, source=source, trust_remote_code=trust_remote_code,
+                      origin=str(config_path))
     index_path = path.parent / INDEX_NAME
-    if index_path.is_file() and path.name in read_weight_map(index_path).values():
+    if _is_there(index_path) and path.name in read_weight_map(index_path).values():
         # one shard of a sharded checkpoint stands for the whole checkpoint
         checkpoint = load_safetensors_index(index_path, quant_method=quant_method(config))
     else:

@@ -8,13 +8,21 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 from memfit.core.errors import ModelNotFound
+from memfit.core.limits import shown
 from memfit.core.spec import ModelSpec
+from memfit.sources._config import LOCAL_HINT
 from memfit.sources.catalog import catalog_model_entry, close_model_names, load_catalog_model
 from memfit.sources.hub import load_hub_model, looks_like_repo_id
 from memfit.sources.local import load_local
+
+MAX_REF_CHARS = 4_096
+"""Longest model reference: a catalog name, Hub id (at most 96 characters on the Hub) or local path (Linux
+PATH_MAX is 4,096 bytes). A longer one is refused before any lookup or fuzzy match is sized by it."""
 
 
 def load_model(
@@ -47,6 +55,9 @@ def load_model(
     text = ref.strip()
     if not text:
         raise ModelNotFound("empty model name; give a catalog name, a local path or a Hub id like org/name")
+    if len(text) > MAX_REF_CHARS:
+        raise ModelNotFound(f"a model reference of {len(text):,} characters is too long "
+                            f"(limit {MAX_REF_CHARS:,}); give a catalog name, a local path or a Hub id")
     entry = catalog_model_entry(text)
     if entry is not None:
         if revision is None or revision == entry.get("revision"):
@@ -57,13 +68,31 @@ def load_model(
         return load_hub_model(str(entry["repo_id"]), revision=revision, offline=offline,
                               trust_remote_code=trust_remote_code)
     path = Path(text).expanduser()
-    if local_paths and path.exists():
+    if local_paths and _exists(path):
         return load_local(path, trust_remote_code=trust_remote_code)
     if looks_like_repo_id(text):
         return load_hub_model(text, revision=revision, offline=offline, trust_remote_code=trust_remote_code)
     if not local_paths and _looks_like_path(text):
         raise ModelNotFound(f"local paths are not accepted here ({text}); use a catalog name or a Hub id")
     raise ModelNotFound(_not_found_message(text))
+
+
+def _exists(path: Path) -> bool:
+    """True when something is at `path`; False for a name no file can have (too long, a NUL byte).
+
+    Raises:
+        ModelNotFound: the path cannot be examined (a permission denied on a folder, a symlink loop).
+    """
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return False
+    except OSError as err:
+        if err.errno == errno.ENAMETOOLONG:
+            return False
+        reason = err.strerror or str(err)
+        raise ModelNotFound(f"{shown(str(path))}: cannot examine it ({reason}); {LOCAL_HINT}") from err
+    return True
 
 
 def _not_found_message(ref: str) -> str:

@@ -41,6 +41,7 @@ from memfit.core.families import (
     qwen3_moe,
     starcoder2,
 )
+from memfit.core.families._config import check_shape_fields
 from memfit.core.families._defaults import with_defaults
 from memfit.core.families._layout import GPT2, GPT_OSS, GPTJ, LLAMA, NEOX, OPT, PHI, PHI3, STARCODER2, Layout
 from memfit.core.spec import ModelSource, ModelSpec
@@ -97,9 +98,14 @@ def layout(family: str) -> Layout:
 
 
 def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSource) -> ModelSpec:
-    """The ModelSpec of a config.json (already parsed), dispatched on its `model_type`."""
+    """The ModelSpec of a config.json (already parsed), dispatched on its `model_type`.
+
+    The shape fields every config shares are checked against `memfit.core.limits` first, whatever the
+    model_type, so a hostile config is refused before a family (or the meta-device build) sizes anything.
+    """
     if not isinstance(config, Mapping):
         raise ConfigError(f"{name}: config.json must be a JSON object, got {type(config).__name__}")
+    check_shape_fields(config, name=name)
     model_type = config.get("model_type")
     if not isinstance(model_type, str) or not model_type:
         raise ConfigError(f"{name}: config field 'model_type' is missing")

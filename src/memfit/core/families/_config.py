@@ -1,7 +1,9 @@
 """Typed reads of config.json fields: each failure is one ConfigError line naming the field.
 
 Family modules read configs only through these helpers, so a missing or ill-typed field always reads
-`<model>: config field 'num_attention_heads' is missing` rather than a KeyError or TypeError.
+`<model>: config field 'num_attention_heads' is missing` rather than a KeyError or TypeError. Every integer
+is checked against its field's bound in `memfit.core.limits` as it is read, and `check_shape_fields` checks
+the fields every config shares before any family mapping: a config is refused before it sizes any work.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from typing import Any
 from memfit.core.choices import NormKind
 from memfit.core.dtypes import DType, parse_dtype
 from memfit.core.errors import ConfigError, InvalidWorkload
+from memfit.core.limits import MAX_NUM_LAYERS, SHAPE_FIELDS, Bound, field_bound, shown
 
 _MISSING = object()
+
 
 
 def _lookup(config: Mapping[str, Any], keys: tuple[str, ...]) -> tuple[str, Any]:
@@ -40,9 +44,45 @@ def opt_int(config: Mapping[str, Any], *keys: str, default: int | None, name: st
 
 
 def _as_int(value: Any, *, key: str, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-        raise ConfigError(f"{name}: config field {key!r} must be an integer, got {value!r}")
+    """`value` as the integer config field `key`: an int (not a bool, not a float) within its bound."""
+    _check_shape_field(value, key=key, shown_key=key, name=name)
     return int(value)
+
+
+def _check_bound(value: int, *, key: str, bound: Bound, name: str) -> None:
+    if not bound.admits(value):
+        raise ConfigError(
+            f"{name}: config field {key!r}={shown(value)} is out of range {bound.minimum}..{bound.maximum:,} "
+            f"({bound.limit}); a corrupt config?"
+        )
+
+
+def check_shape_fields(config: Mapping[str, Any], *, name: str) -> None:
+    """Check the fields every config shares (limits.SHAPE_FIELDS), here and in nested `*_config` objects.
+
+    Runs before any family mapping or the meta-device build, whatever the model_type: an integer must be in
+    its bound; a per-layer list (some unmapped families) must hold at most MAX_NUM_LAYERS such integers.
+
+    Raises:
+        ConfigError: naming the field and the value.
+    """
+    scopes = [("", config)] + [
+        (f"{key}.", nested) for key, nested in config.items()
+        if isinstance(key, str) and key.endswith("_config") and isinstance(nested, Mapping)
+    ]
+    for prefix, scope in scopes:
+        for key in sorted(SHAPE_FIELDS.intersection(scope)):
+            value = scope[key]
+            values = value if isinstance(value, list) and len(value) <= MAX_NUM_LAYERS else [value]
+            for item in values:
+                if item is not None:
+                    _check_shape_field(item, key=key, shown_key=prefix + key, name=name)
+
+
+def _check_shape_field(value: Any, *, key: str, shown_key: str, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name}: config field {shown_key!r} must be an integer, got {shown(value)}")
+    _check_bound(value, key=shown_key, bound=field_bound(key), name=name)
 
 
 def opt_bool(config: Mapping[str, Any], *keys: str, default: bool, name: str) -> bool:
@@ -51,7 +91,7 @@ def opt_bool(config: Mapping[str, Any], *keys: str, default: bool, name: str) ->
     if value is _MISSING:
         return default
     if not isinstance(value, bool):
-        raise ConfigError(f"{name}: config field {key!r} must be true or false, got {value!r}")
+        raise ConfigError(f"{name}: config field {key!r} must be true or false, got {shown(value)}")
     return value
 
 
@@ -61,7 +101,7 @@ def opt_str(config: Mapping[str, Any], *keys: str, default: str, name: str) -> s
     if value is _MISSING:
         return default
     if not isinstance(value, str):
-        raise ConfigError(f"{name}: config field {key!r} must be a string, got {value!r}")
+        raise ConfigError(f"{name}: config field {key!r} must be a string, got {shown(value)}")
     return value
 
 
@@ -85,9 +125,11 @@ def checkpoint_dtype(config: Mapping[str, Any], *, name: str, default: DType = D
     if value is _MISSING:
         return default
     try:
-        return parse_dtype(str(value), field=key)
+        if not isinstance(value, str):
+            raise InvalidWorkload(f"{key} must be a string")
+        return parse_dtype(value, field=key)
     except InvalidWorkload as err:
-        raise ConfigError(f"{name}: config field {key!r}={value!r} is not a known dtype") from err
+        raise ConfigError(f"{name}: config field {key!r}={shown(value)} is not a known dtype") from err
 
 
 def layer_norm_kind(*, bias: bool) -> NormKind:
