@@ -211,12 +211,10 @@ def _check_task_flags(flags: dict[str, Any], task: str) -> None:
 
 
 def _fraction(text: str, field: str) -> Fraction:
-    from memfit.core.errors import InvalidWorkload
+    """A fraction flag, bounded (no exponents: "1e99999999" would make Fraction build a huge integer)."""
+    from memfit.core.workload import parse_fraction
 
-    try:
-        return Fraction(text.strip())
-    except (ValueError, ZeroDivisionError) as err:
-        raise InvalidWorkload(f"{field}={text!r} is not a number; write e.g. 0.9") from err
+    return parse_fraction(text, field)
 
 
 def parallelism_from_flags(flags: dict[str, Any], *, num_gpus: int | None, task: str, runtime: Any) -> Any:

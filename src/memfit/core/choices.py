@@ -22,10 +22,18 @@ class Choice(str, enum.Enum):
         return str(self.value)
 
     @classmethod
-    def parse(cls: type[C], text: str | C, *, field: str = "") -> C:
-        """The member spelled `text` (value, any case, '_' or '-'), or InvalidWorkload naming the options."""
+    def parse(cls: type[C], text: object, *, field: str = "") -> C:
+        """The member spelled `text`, or InvalidWorkload naming the field and the options.
+
+        Accepts a member, its value as a string (any case, '_' or '-', aliases such as "none" for ZeRO 0)
+        or an int for numeric values (`ZeroStage.parse(3)`); a bool only where "true"/"false" are aliases
+        (`Checkpointing`). Anything else (None, a float, a list) is refused.
+        """
         if isinstance(text, cls):
             return text
+        name = field or cls.__name__
+        if not isinstance(text, (str, int)) or (isinstance(text, int) and not -(10**18) < text < 10**18):
+            raise _invalid(cls, name, text, hint="")
         wanted = str(text).strip().lower().replace("_", "-")
         for member in cls:
             if member.value.lower().replace("_", "-") == wanted:
@@ -33,11 +41,30 @@ class Choice(str, enum.Enum):
         for alias, value in _ALIASES.get(cls.__name__, {}).items():
             if alias == wanted:
                 return cls(value)
-        options = [m.value for m in cls]
-        close = difflib.get_close_matches(str(text), options, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        name = field or cls.__name__
-        raise InvalidWorkload(f"{name}={text!r} is not valid{hint}; use one of: {', '.join(options)}")
+        close = difflib.get_close_matches(str(text)[:MAX_SHOWN_CHARS], [m.value for m in cls], n=1)
+        raise _invalid(cls, name, text, hint=f" (did you mean {close[0]}?)" if close else "")
+
+
+MAX_SHOWN_CHARS = 40
+"""Characters of a bad value quoted in an error message: the message stays one readable line."""
+
+
+def shown(value: object) -> str:
+    """`value` for an error message: ints exact up to 18 digits, else their order of magnitude (str() of a
+    4,300-digit int raises); other values as repr(), cut at MAX_SHOWN_CHARS."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if -(10**18) < value < 10**18:
+            return str(value)
+        sign = "-" if value < 0 else ""
+        # log10(2) ≈ 30103/100000: the nearest decimal exponent of a number with this many bits
+        return f"about {sign}10^{((abs(value).bit_length() - 1) * 30103 + 50000) // 100000}"
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS] + "…"
+
+
+def _invalid(cls: type[Choice], name: str, text: object, *, hint: str) -> InvalidWorkload:
+    options = ", ".join(m.value for m in cls)
+    return InvalidWorkload(f"{name}={shown(text)} is not valid{hint}; use one of: {options}")
 
 
 class Runtime(Choice):

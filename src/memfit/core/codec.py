@@ -11,7 +11,7 @@ import typing
 from fractions import Fraction
 from typing import Any, TypeVar
 
-from memfit.core.dtypes import Quant, quant
+from memfit.core.dtypes import DType, Quant, parse_dtype, quant
 from memfit.core.errors import InvalidWorkload
 
 T = TypeVar("T")
@@ -78,14 +78,17 @@ def _decode_as(hint: Any, data: Any, where: str) -> Any:
         return tuple(_decode_as(a, v, where) for a, v in zip(args, data, strict=True))
     if hint is Quant:
         return quant(data)
+    if hint is DType:       # the aliases the CLI takes too (float16, bfloat16, ...)
+        if not isinstance(data, str):
+            raise InvalidWorkload(f"{where} must be a dtype name such as bf16")
+        return parse_dtype(data, field=where)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         parse = getattr(hint, "parse", None)
         return parse(data, field=where) if parse else hint(data)
-    if hint is Fraction:
-        try:
-            return Fraction(str(data))
-        except (ValueError, ZeroDivisionError) as err:
-            raise InvalidWorkload(f"{where}={data!r} is not a number") from err
+    if hint is Fraction:    # bounded: Fraction("1e999999999") would build a billion-digit integer
+        from memfit.core.workload import parse_fraction
+
+        return parse_fraction(data, where)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _decode_dataclass(hint, data, where)
     if hint is bool:

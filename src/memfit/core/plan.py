@@ -186,7 +186,14 @@ class Change:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Plan:
-    """The planner's answer: the job as asked, then the largest batch/context or the changes that fit."""
+    """The planner's answer for one GPU: the job as asked, then the largest batch/context or the changes that
+    fit.
+
+    `baseline` is the estimate of the job as given. With `maximize` ("batch" or "context"), `max_value` is
+    the largest `maximize_field` value that fits (0: not even 1) and `best` its estimate; without it,
+    `changes` lists up to MAX_CHANGES changes that fit, least invasive first, each with its workload and
+    estimate. `to_dict()` is the `memfit.plan/1` JSON; `str(plan)` is a short summary in GiB.
+    """
 
     baseline: Estimate
     gpu: Gpu
@@ -201,6 +208,27 @@ class Plan:
         if self.maximize == "batch":
             return "batch_size"
         return "seq_len" if isinstance(self.baseline.workload, Training) else "prompt_tokens"
+
+    def __str__(self) -> str:
+        """The baseline's summary (see `Estimate.__str__`), then the largest value that fits or the changes.
+
+        e.g. "largest batch_size that fits 24GiB: 12 (23.71 GiB on device)", or
+        "changes that fit 24GiB, least invasive first:" and one "  label: 21.40 GiB on device" per change.
+        """
+        from memfit.core.units import format_bytes
+
+        lines = [str(self.baseline)]
+        if self.maximize is not None:
+            found = (f"{self.max_value} ({format_bytes(self.best.peak.device_bytes)} on device)"
+                     if self.max_value and self.best is not None else "none (not even 1)")
+            lines.append(f"largest {self.maximize_field} that fits {self.gpu.name}: {found}")
+        elif self.changes:
+            lines.append(f"changes that fit {self.gpu.name}, least invasive first:")
+            lines += [f"  {c.label}: {format_bytes(c.estimate.peak.device_bytes)} on device"
+                      for c in self.changes]
+        else:
+            lines.append(f"no change the planner tries fits {self.gpu.name}")
+        return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         """The `memfit.plan/1` JSON contract: every estimate in `memfit.estimate/1` form."""

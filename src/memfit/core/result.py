@@ -239,6 +239,37 @@ class Estimate:
         peak = self.peak
         return peak.device_bytes - peak.evictable_bytes <= self.gpu.usable_bytes
 
+    def __str__(self) -> str:
+        """Three lines: model and workload; the peak's allocated, reserved and on-device GiB; the fit.
+
+        e.g. "Llama-3.1-8B: inference, batch 1 × 2048 prompt + 0 new tokens (analytic)",
+        "peak in prefill: 15.08 GiB allocated · 15.21 GiB reserved · 15.89 GiB on device",
+        "fits H100-SXM-80GB: needs 15.89 GiB of 79.19 GiB usable, 63.30 GiB to spare".
+        """
+        from memfit.core.units import format_bytes
+
+        peak, num_gpus = self.peak, self.workload.parallel.num_gpus
+        gpus = f", figures per GPU of {num_gpus}" if num_gpus > 1 else ""
+        lines = [
+            f"{self.model.name}: {self.workload.summary()}{gpus} ({self.engine})",
+            f"peak in {peak.phase}: {format_bytes(peak.allocated_bytes)} allocated · "
+            f"{format_bytes(peak.reserved_bytes)} reserved · {format_bytes(peak.device_bytes)} on device",
+        ]
+        if self.gpu is None:
+            return "\n".join([*lines, "fit not checked: no GPU given"])
+        needed = peak.device_bytes - peak.evictable_bytes
+        spare = self.gpu.usable_bytes - needed
+        verdict = "fits" if self.fits else "does not fit"
+        fit = (f"{verdict} {self.gpu.name}: needs {format_bytes(needed)} of "
+               f"{format_bytes(self.gpu.usable_bytes)} usable, "
+               f"{format_bytes(abs(spare))} {'to spare' if spare >= 0 else 'short'}")
+        if self.required_capacity_ok is not None:
+            holds = "holds" if self.required_capacity_ok else "does not hold"
+            fit += f"; the runtime's preallocated KV cache {holds} the batch"
+        if peak.evictable_bytes:
+            fit += f"; {format_bytes(peak.evictable_bytes)} of paged optimizer state can page out to host RAM"
+        return "\n".join([*lines, fit])
+
     def phase(self, name: PhaseName | str) -> Phase:
         """The phase called `name`; KeyError if the job has none."""
         for p in self.phases:

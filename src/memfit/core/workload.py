@@ -1,17 +1,33 @@
-"""Workloads: what the user wants to run. `Inference` and `Training` are validated in `__post_init__`.
+"""Workloads: what the user wants to run. `Inference` and `Training` are checked in `__post_init__`.
 
 `Workload = Inference | Training`; `estimate()` dispatches on it with `match`. Every field is mirrored by a
 kebab-case CLI flag and a snake_case JSON key.
+
+The Python API means what the CLI means. Each field takes the plain values the CLI and JSON take and is
+normalised on construction: `Parallelism(zero=3)` or `zero="3"` is `ZeroStage.PARAMETERS`, `quant="nf4"` is
+`quant("nf4")`, `dtype="fp16"` is `DType.FP16`, `checkpointing="full"` (or True) is `Checkpointing.FULL`,
+`optimizer="adamw-8bit"` is `Optimizer.ADAMW_8BIT`, `gpu_memory_utilization=0.9` (or "0.9") is
+`Fraction(9, 10)`, `targets="q_proj,v_proj"` is `("q_proj", "v_proj")`. Integer fields take `int` only:
+not bool, not float (2.0 is refused, as the JSON codec refuses it: one meaning everywhere), each within the
+limits below. Boolean fields take `bool` only. Anything else, a setting that does not apply to the task or
+the runtime, or an impossible combination is an `InvalidWorkload` whose one line starts with the field.
 """
 
 from __future__ import annotations
 
+import math
+import operator
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 from memfit.core.choices import (
+    MAX_SHOWN_CHARS,
     AttnImpl,
     Checkpointing,
+    Choice,
     DeviceMap,
     FsdpStrategy,
     KvCache,
@@ -21,19 +37,182 @@ from memfit.core.choices import (
     Precision,
     Runtime,
     ZeroStage,
+    shown,
 )
-from memfit.core.dtypes import QUANTS, DType, Quant
+from memfit.core.dtypes import QUANTS, DType, Quant, parse_dtype, quant
 from memfit.core.errors import InvalidWorkload
 
+DEFAULT_PROMPT_TOKENS = 2048
+"""Prompt length when none is given (tokens); the CLI's --prompt-tokens default (cli/options.py)."""
+DEFAULT_SEQ_LEN = 2048
+"""Training sequence length when none is given (tokens); the CLI's --seq-len default (cli/options.py)."""
+DEFAULT_BLOCK_SIZE = 16
+"""Tokens per paged KV block. Source: vLLM CacheConfig block_size default (16 on CUDA)."""
 
-def _at_least(value: int, minimum: int, name: str) -> None:
-    if value < minimum:
-        raise InvalidWorkload(f"{name}={value} must be at least {minimum}")
+MAX_BATCH_SIZE = 1 << 20
+"""Most sequences per GPU (training: the micro-batch), 1,048,576: 16 × the planner's search limit
+(plan.MAX_BATCH). A bound, not a model: without one, `batch_size=10**400` gives byte counts no float can
+render."""
+MAX_TOKENS = 1 << 30
+"""Most tokens in any token field (prompt, new tokens, sequence, cache, block), 1,073,741,824: about 100 ×
+the longest context any model advertises (10,485,760 tokens, Llama 4 Scout) and 64 × the planner's
+MAX_LONGER_CONTEXT."""
+MAX_GPUS = 1 << 20
+"""Most GPUs in one job, 1,048,576 (dp × tp × pp, and so each degree): about 5 × the largest training
+cluster built (some 200,000 GPUs in 2025)."""
+MAX_SEQUENCES_PER_STEP = 1 << 30
+"""Most sequences per optimizer step on one GPU (batch_size × grad_accum). A bound on the product, so that
+moving sequences from the micro-batch into accumulation (as the planner does) never crosses it."""
+MAX_COUNT = 1 << 30
+"""Most of any other count (LoRA rank and alpha, n_gpu_layers): far above any hidden size (16,384 at 405B)
+or layer count (126); there so that no field takes an unbounded int."""
+MAX_GPU_MEMORY_BYTES = 1 << 50
+"""Largest per-GPU cap for device_map splits, 1 PiB: over 3,000 × the largest GPU sold (288 GB)."""
+MAX_FRACTION_CHARS = 32
+"""Longest decimal string read as a fraction ("0.9", "9/10"): no exponents, so "1e999999999" cannot make
+Fraction build a billion-digit integer."""
+
+RUNTIME_SETTINGS: dict[str, frozenset[Runtime]] = {
+    "gpu_memory_utilization": frozenset({Runtime.VLLM}),   # vLLM LLM(gpu_memory_utilization=...)
+    "block_size": frozenset({Runtime.VLLM}),               # vLLM's paged KV block size
+    "n_gpu_layers": frozenset({Runtime.LLAMA_CPP}),        # llama.cpp --n-gpu-layers
+    "v_cache_dtype": frozenset({Runtime.LLAMA_CPP}),       # llama.cpp --cache-type-v
+    "device_map": frozenset({Runtime.TRANSFORMERS}),       # accelerate's from_pretrained(device_map=...)
+}
+"""Inference settings only some runtimes read: given for another runtime they are refused, not ignored."""
+
+_FLOAT_TYPES = frozenset(d for d in DType if d.is_float)
+KV_CACHE_DTYPES: dict[Runtime, frozenset[DType]] = {
+    Runtime.TRANSFORMERS: _FLOAT_TYPES,
+    Runtime.VLLM: _FLOAT_TYPES,
+    Runtime.LLAMA_CPP: _FLOAT_TYPES
+    | {DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.IQ4_NL, DType.Q5_0, DType.Q5_1},
+}
+"""K/V cache element types accepted per runtime. Source: transformers and vLLM keep K/V in a float dtype
+(vLLM kv_cache_dtype auto/bfloat16/fp8*); llama.cpp common/arg.cpp kv_cache_types (--cache-type-k/v: f32,
+f16, bf16 and the block types). fp8 is accepted for llama.cpp too, as a what-if the property tests use."""
+
+_FRACTION_TERM_LIMIT = 10**18    # numerators and denominators above it are refused: messages print them
+_FRACTION_RE = re.compile(r"^\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(/[0-9]+)?\s*$")
+
+_Normalise = Callable[[Any, str], Any]
+
+
+# --- normalisers: a plain value in, the field's type out, or InvalidWorkload naming the field ----------
+
+
+def _integer(minimum: int, maximum: int, what: str) -> _Normalise:
+    """An int field in [minimum, maximum]; `what` names the limit in the message."""
+
+    unit = f" {what}" if what else ""
+
+    def normalise(value: Any, name: str) -> int:
+        try:
+            if isinstance(value, bool):
+                raise TypeError(name)
+            number = operator.index(value)   # int and integer types such as numpy.int64; never a float
+        except TypeError:
+            raise InvalidWorkload(f"{name}={shown(value)} must be an integer") from None
+        if number < minimum:
+            raise InvalidWorkload(f"{name}={shown(number)} must be at least {minimum}")
+        if number > maximum:
+            raise InvalidWorkload(f"{name}={shown(number)} is more than {maximum:,}{unit}, the most memfit "
+                                  "accepts")
+        return number
+
+    return normalise
+
+
+def _boolean(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidWorkload(f"{name}={shown(value)} must be true or false")
+    return value
+
+
+def _choice(cls: type[Choice]) -> _Normalise:
+    return lambda value, name: cls.parse(value, field=name)
+
+
+def _dtype(value: Any, name: str) -> DType:
+    if not isinstance(value, str):
+        raise InvalidWorkload(f"{name}={shown(value)} must be a dtype name such as bf16, fp16 or fp8")
+    return parse_dtype(value, field=name)
+
+
+def _quant(value: Any, name: str) -> Quant:
+    if isinstance(value, Quant):
+        return value
+    if not isinstance(value, str) or len(value) > MAX_SHOWN_CHARS:
+        raise InvalidWorkload(
+            f"{name}={shown(value)} is not a known format; `memfit catalog quants` lists them")
+    return quant(value)
+
+
+def parse_fraction(value: Any, name: str) -> Fraction:
+    """A Fraction from a Fraction, an int, a finite float (0.9 → 9/10, as written) or a decimal string
+    ("0.9", "9/10"; no exponent: `Fraction("1e999999999")` would build a billion-digit int), else
+    InvalidWorkload naming `name`. The CLI's and the JSON codec's fraction fields can use it too."""
+    fraction: Fraction | None = None
+    if isinstance(value, Fraction):
+        fraction = value
+    elif isinstance(value, float) and math.isfinite(value):
+        fraction = Fraction(repr(value))
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) < _FRACTION_TERM_LIMIT:
+        fraction = Fraction(value)
+    elif isinstance(value, str) and len(value) <= MAX_FRACTION_CHARS and _FRACTION_RE.match(value):
+        try:
+            fraction = Fraction(value.strip())
+        except (ValueError, ZeroDivisionError):   # "1.5/2": Fraction takes integer ratios only
+            fraction = None
+    if fraction is not None and max(abs(fraction.numerator), fraction.denominator) < _FRACTION_TERM_LIMIT:
+        return fraction
+    raise InvalidWorkload(f"{name}={shown(value)} must be a number such as 0.9 (a decimal or p/q, at most "
+                          "18 digits)")
+
+
+def _targets(value: Any, name: str) -> tuple[str, ...]:
+    """LoRA target modules: a tuple or list of names, or one comma-separated string as the CLI takes it."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (tuple, list)) or not all(isinstance(t, str) for t in items):
+        raise InvalidWorkload(f"{name}={shown(value)} must be module names like q_proj,v_proj or all-linear")
+    return tuple(t.strip() for t in items if t.strip())
+
+
+def _instance(cls: type) -> _Normalise:
+    def normalise(value: Any, name: str) -> Any:
+        if not isinstance(value, cls):
+            raise InvalidWorkload(f"{name}={shown(value)} must be a {cls.__name__}(...)")
+        return value
+
+    return normalise
+
+
+def _optional(normalise: _Normalise) -> _Normalise:
+    return lambda value, name: None if value is None else normalise(value, name)
+
+
+def _normalise_fields(obj: Any, normalisers: dict[str, _Normalise]) -> None:
+    """Replace each field of the frozen `obj` by its normalised value."""
+    for name, normalise in normalisers.items():
+        object.__setattr__(obj, name, normalise(getattr(obj, name), name))
+
+
+_TOKENS = _integer(1, MAX_TOKENS, "tokens")
+_BATCH = _integer(1, MAX_BATCH_SIZE, "sequences per GPU")
+_DEGREE = _integer(1, MAX_GPUS, "GPUs")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Parallelism:
-    """How the job is split over GPUs. The defaults are one GPU."""
+    """How the job is split over GPUs. The defaults are one GPU.
+
+    ZeRO, FSDP, offload and sequence parallelism are training settings; device_map (with its per-GPU cap)
+    is an inference setting of the transformers runtime. Fields take plain values (`zero=3`, `fsdp="full"`).
+
+    Raises:
+        InvalidWorkload: a value of the wrong type or range, or an impossible combination (the message
+            names the field): fsdp with zero, sequence_parallel without tp, offload without sharding, ...
+    """
 
     dp: int = 1
     tp: int = 1
@@ -47,16 +226,48 @@ class Parallelism:
     max_gpu_memory_bytes: int | None = None     # per-GPU cap for device_map splits
 
     def __post_init__(self) -> None:
-        for name in ("dp", "tp", "pp"):
-            _at_least(getattr(self, name), 1, name)
+        _normalise_fields(self, _PARALLELISM_FIELDS)
+        if self.num_gpus > MAX_GPUS:
+            raise InvalidWorkload(f"dp × tp × pp = {shown(self.num_gpus)} GPUs is more than {MAX_GPUS:,}, "
+                                  "the most memfit accepts")
         if self.fsdp is not None and self.zero is not ZeroStage.NONE:
             raise InvalidWorkload(f"fsdp={self.fsdp} and zero={self.zero} are exclusive; pick one")
-        if self.max_gpu_memory_bytes is not None:
-            _at_least(self.max_gpu_memory_bytes, 1, "max_gpu_memory")
+        if self.sequence_parallel and self.tp == 1:
+            raise InvalidWorkload("sequence_parallel splits activations over tensor-parallel ranks; it needs "
+                                  "tp > 1")
+        if self.max_gpu_memory_bytes is not None and self.device_map is None:
+            raise InvalidWorkload("max_gpu_memory_bytes caps a device_map split; set device_map=auto too")
+        self._check_offload()
+
+    def _check_offload(self) -> None:
+        """DeepSpeed offloads optimizer states from ZeRO-1 on and parameters under ZeRO-3 only, NVMe only
+        under ZeRO-3 (ZeRO-Infinity); FSDP offloads with CPUOffload. Source: DeepSpeed config docs,
+        zero_optimization.offload_optimizer / offload_param."""
+        sharded = self.fsdp is not None
+        if self.offload_optimizer is not Offload.NONE and not (sharded or self.zero.level >= 1):
+            raise InvalidWorkload(
+                f"offload_optimizer={self.offload_optimizer} needs zero=1, 2 or 3 (or fsdp)")
+        if self.offload_params is not Offload.NONE and not (sharded or self.zero is ZeroStage.PARAMETERS):
+            raise InvalidWorkload(f"offload_params={self.offload_params} needs zero=3 (or fsdp)")
+        for name in ("offload_optimizer", "offload_params"):
+            if getattr(self, name) is Offload.NVME and self.zero is not ZeroStage.PARAMETERS:
+                raise InvalidWorkload(f"{name}=nvme needs zero=3 (DeepSpeed ZeRO-Infinity); use cpu")
 
     @property
     def num_gpus(self) -> int:
         return self.dp * self.tp * self.pp
+
+
+_PARALLELISM_FIELDS: dict[str, _Normalise] = {
+    "dp": _DEGREE, "tp": _DEGREE, "pp": _DEGREE,
+    "sequence_parallel": _boolean,
+    "zero": _choice(ZeroStage),
+    "fsdp": _optional(_choice(FsdpStrategy)),
+    "offload_optimizer": _choice(Offload),
+    "offload_params": _choice(Offload),
+    "device_map": _optional(_choice(DeviceMap)),
+    "max_gpu_memory_bytes": _optional(_integer(1, MAX_GPU_MEMORY_BYTES, "bytes")),
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,8 +281,7 @@ class Lora:
     prepare_kbit: bool = True                   # QLoRA: prepare_model_for_kbit_training upcasts to fp32
 
     def __post_init__(self) -> None:
-        _at_least(self.rank, 1, "lora_rank")
-        _at_least(self.alpha, 1, "lora_alpha")
+        _normalise_fields(self, _LORA_FIELDS)
         if not self.targets:
             raise InvalidWorkload("lora_targets is empty; use all-linear or module names like q_proj,v_proj")
         if not 0 <= self.dropout < 1:
@@ -84,11 +294,34 @@ class Lora:
         return name in self.targets
 
 
+def _as(flag: str, normalise: _Normalise) -> _Normalise:
+    """`normalise` with messages naming the CLI flag's field (lora_rank for Lora.rank)."""
+    return lambda value, name: normalise(value, flag)
+
+
+_LORA_COUNT = _integer(1, MAX_COUNT, "")
+_LORA_FIELDS: dict[str, _Normalise] = {
+    "rank": _as("lora_rank", _LORA_COUNT),
+    "alpha": _as("lora_alpha", _LORA_COUNT),
+    "targets": _as("lora_targets", _targets),
+    "dropout": _as("lora_dropout", parse_fraction),
+    "prepare_kbit": _boolean,
+}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Inference:
-    """An inference job: a prompt of `prompt_tokens`, then `new_tokens` generated (0: one scoring forward)."""
+    """An inference job: a prompt of `prompt_tokens`, then `new_tokens` generated (0: one scoring forward).
 
-    prompt_tokens: int
+    Defaults as the CLI's: 2,048 prompt tokens, a scoring forward, batch 1, the checkpoint dtype,
+    transformers. Fields take plain values (`quant="nf4"`, `dtype="fp16"`, `runtime="vllm"`).
+
+    Raises:
+        InvalidWorkload: a value of the wrong type or range; a training setting (zero, fsdp, offload,
+            sequence_parallel); a setting of another runtime (RUNTIME_SETTINGS, KV_CACHE_DTYPES).
+    """
+
+    prompt_tokens: int = DEFAULT_PROMPT_TOKENS
     new_tokens: int = 0
     batch_size: int = 1
     dtype: DType | None = None                  # None: the checkpoint dtype
@@ -101,17 +334,16 @@ class Inference:
     runtime: Runtime = Runtime.TRANSFORMERS
     gpu_memory_utilization: Fraction | None = None   # vLLM; None: its default 0.9
     n_gpu_layers: int | None = None             # llama.cpp; None: all layers on the GPU
-    block_size: int = 16                        # paged cache tokens per block (vLLM default)
+    block_size: int = DEFAULT_BLOCK_SIZE        # paged cache tokens per block (vLLM)
     max_cache_tokens: int | None = None         # static cache length; None: prompt + new tokens
     allow_longer: bool = False                  # allow prompt + new beyond max_position_embeddings
 
     def __post_init__(self) -> None:
-        _at_least(self.prompt_tokens, 1, "prompt_tokens")
-        _at_least(self.new_tokens, 0, "new_tokens")
-        _at_least(self.batch_size, 1, "batch_size")
-        _at_least(self.block_size, 1, "block_size")
-        if self.n_gpu_layers is not None:
-            _at_least(self.n_gpu_layers, 0, "n_gpu_layers")
+        _normalise_fields(self, _INFERENCE_FIELDS)
+        _check_inference_parallel(self.parallel)
+        self._check_runtime_settings()
+        if self.dtype is not None and not self.dtype.is_float:
+            raise InvalidWorkload(f"dtype={self.dtype} is not a compute dtype; use bf16, fp16, fp32 or fp8")
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
             raise InvalidWorkload(
                 f"gpu_memory_utilization={self.gpu_memory_utilization} must be in (0, 1]"
@@ -122,17 +354,85 @@ class Inference:
                 f"= {self.total_tokens}"
             )
 
+    def _check_runtime_settings(self) -> None:
+        """Runtime-only settings given for another runtime, and cache types the runtime does not offer."""
+        given = {
+            "gpu_memory_utilization": self.gpu_memory_utilization is not None,
+            "block_size": self.block_size != DEFAULT_BLOCK_SIZE,
+            "n_gpu_layers": self.n_gpu_layers is not None,
+            "v_cache_dtype": self.v_cache_dtype is not None,
+            "device_map": self.parallel.device_map is not None,
+        }
+        for name, runtimes in RUNTIME_SETTINGS.items():
+            if given[name] and self.runtime not in runtimes:
+                value = getattr(self.parallel if name == "device_map" else self, name)
+                owners = ", ".join(sorted(str(r) for r in runtimes))
+                raise InvalidWorkload(
+                    f"{name}={value} applies to runtime={owners}, not runtime={self.runtime}")
+        offered = KV_CACHE_DTYPES[self.runtime]
+        for name in ("kv_cache_dtype", "v_cache_dtype"):
+            value = getattr(self, name)
+            if value is not None and value not in offered:
+                options = ", ".join(str(d) for d in DType if d in offered)
+                raise InvalidWorkload(f"{name}={value} is not a cache type of runtime={self.runtime}; "
+                                      f"use {options}")
+
     @property
     def total_tokens(self) -> int:
         """Tokens per sequence at the end of the job: prompt plus generated."""
         return self.prompt_tokens + self.new_tokens
 
+    def summary(self) -> str:
+        """One line: 'inference, batch 1 × 2048 prompt + 0 new tokens', any other runtime, any quant."""
+        text = (f"inference, batch {self.batch_size} × {self.prompt_tokens} prompt + {self.new_tokens} "
+                "new tokens")
+        if self.runtime is not Runtime.TRANSFORMERS:
+            text += f", {self.runtime}"
+        return text + (f", {self.quant.name} weights" if self.quant.is_quantized else "")
+
+
+_INFERENCE_FIELDS: dict[str, _Normalise] = {
+    "prompt_tokens": _TOKENS,
+    "new_tokens": _integer(0, MAX_TOKENS, "tokens"),
+    "batch_size": _BATCH,
+    "dtype": _optional(_dtype),
+    "quant": _quant,
+    "kv_cache_dtype": _optional(_dtype),
+    "v_cache_dtype": _optional(_dtype),
+    "kv_cache": _choice(KvCache),
+    "attn": _choice(AttnImpl),
+    "parallel": _instance(Parallelism),
+    "runtime": _choice(Runtime),
+    "gpu_memory_utilization": _optional(parse_fraction),
+    "n_gpu_layers": _optional(_integer(0, MAX_COUNT, "layers")),
+    "block_size": _TOKENS,
+    "max_cache_tokens": _optional(_TOKENS),
+    "allow_longer": _boolean,
+}
+
+
+def _check_inference_parallel(par: Parallelism) -> None:
+    """Training-only sharding (ZeRO, FSDP, offload, sequence parallelism) on an inference job."""
+    for name, default in (("zero", ZeroStage.NONE), ("fsdp", None), ("offload_optimizer", Offload.NONE),
+                          ("offload_params", Offload.NONE), ("sequence_parallel", False)):
+        value = getattr(par, name)
+        if value != default:
+            raise InvalidWorkload(f"{name}={value} applies to training, not inference")
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Training:
-    """One training step: micro-batch `batch_size` sequences of `seq_len` tokens per GPU."""
+    """One training step: micro-batch `batch_size` sequences of `seq_len` tokens per GPU.
 
-    seq_len: int
+    Defaults as the CLI's: 2,048-token sequences, batch 1, full fine-tuning in bf16 with AdamW. Fields take
+    plain values (`method="lora"`, `optimizer="adamw-8bit"`, `checkpointing="full"` or True).
+
+    Raises:
+        InvalidWorkload: a value of the wrong type or range; LoRA without a config or a config without
+            LoRA; QLoRA without a 4-bit bitsandbytes quant; device_map; a runtime other than transformers.
+    """
+
+    seq_len: int = DEFAULT_SEQ_LEN
     batch_size: int = 1
     grad_accum: int = 1
     method: Method = Method.FULL
@@ -147,15 +447,60 @@ class Training:
     chunked_loss: bool = False                  # chunked cross-entropy (no full fp32 logits)
 
     def __post_init__(self) -> None:
-        _at_least(self.seq_len, 1, "seq_len")
-        _at_least(self.batch_size, 1, "batch_size")
-        _at_least(self.grad_accum, 1, "grad_accum")
-        if self.method is not Method.FULL and self.lora is None:
-            raise InvalidWorkload(f"method={self.method} needs a LoRA config (lora_rank, lora_alpha)")
-        if self.method is Method.QLORA and not self.quant.is_quantized:
-            raise InvalidWorkload("method=qlora needs a 4-bit quant (nf4, nf4-dq, fp4, fp4-dq)")
+        _normalise_fields(self, _TRAINING_FIELDS)
+        if self.batch_size * self.grad_accum > MAX_SEQUENCES_PER_STEP:
+            raise InvalidWorkload(
+                f"grad_accum={shown(self.grad_accum)} makes batch_size × grad_accum more than "
+                f"{MAX_SEQUENCES_PER_STEP:,} sequences per step, the most memfit accepts")
         if self.runtime is not Runtime.TRANSFORMERS:
             raise InvalidWorkload(f"runtime={self.runtime} does not train; use runtime=transformers")
+        if self.method is not Method.FULL and self.lora is None:
+            raise InvalidWorkload(f"method={self.method} needs a LoRA config (lora_rank, lora_alpha)")
+        if self.method is Method.FULL and self.lora is not None:
+            raise InvalidWorkload("lora applies to method=lora or qlora, not method=full; set method or drop "
+                                  "lora")
+        if self.method is Method.QLORA and not _is_bnb_4bit(self.quant):
+            raise InvalidWorkload(
+                f"method=qlora needs a 4-bit bitsandbytes quant (nf4, nf4-dq, fp4, fp4-dq), not "
+                f"quant={self.quant.name}")
+        if self.parallel.device_map is not None:
+            raise InvalidWorkload(
+                f"device_map={self.parallel.device_map} applies to inference, not training; split training "
+                "with dp, tp, pp, zero or fsdp")
+
+    def summary(self) -> str:
+        """One line: 'training (lora), batch 1 × 2048 tokens, adamw' and any quant."""
+        text = f"training ({self.method}), batch {self.batch_size} × {self.seq_len} tokens, {self.optimizer}"
+        return text + (f", {self.quant.name} weights" if self.quant.is_quantized else "")
+
+
+def _is_bnb_4bit(weights: Quant) -> bool:
+    """A bitsandbytes 4-bit format (nf4, fp4, double-quantized or not: 4 bits plus block scales), as QLoRA
+    loads its base model. Source: Dettmers et al. 2023 (QLoRA, §3); peft prepare_model_for_kbit_training."""
+    return weights.kind.startswith("bnb") and 4 <= weights.bits_per_weight < 5
+
+
+_TRAINING_FIELDS: dict[str, _Normalise] = {
+    "seq_len": _TOKENS,
+    "batch_size": _BATCH,
+    "grad_accum": _integer(1, MAX_SEQUENCES_PER_STEP, "steps"),
+    "method": _choice(Method),
+    "lora": _optional(_instance(Lora)),
+    "quant": _quant,
+    "precision": _choice(Precision),
+    "optimizer": _choice(Optimizer),
+    "checkpointing": _choice(Checkpointing),
+    "attn": _choice(AttnImpl),
+    "parallel": _instance(Parallelism),
+    "runtime": _choice(Runtime),
+    "chunked_loss": _boolean,
+}
+
+NORMALISED_FIELDS: dict[type, frozenset[str]] = {
+    cls: frozenset(table) for cls, table in ((Parallelism, _PARALLELISM_FIELDS), (Lora, _LORA_FIELDS),
+                                             (Inference, _INFERENCE_FIELDS), (Training, _TRAINING_FIELDS))
+}
+"""The fields each workload class normalises; a test checks that it is every field (`dataclasses.fields`)."""
 
 
 Workload = Inference | Training
