@@ -2,8 +2,13 @@
 
 `main()` is the console script. It runs the typer app with `standalone_mode=False` so that every failure,
 click's usage errors included, is exactly one stderr line `error: <message>` and an exit code: 2 for bad
-input, 1 for anything else, 0 on success (a job that does not fit is a success). `MEMFIT_DEBUG=1` re-raises
-so the traceback shows.
+input, 1 for anything else, 0 on success (a job that does not fit is a success, unless `--fail-if-not-fit`
+asks for exit 3). `MEMFIT_DEBUG=1` re-raises so the traceback shows.
+
+stderr carries nothing else: while a command runs (`serve` aside, whose server logs are wanted), Python
+warnings are ignored, logging is disabled, and the environment tells transformers, huggingface_hub and child
+processes (the trace worker) to stay quiet. `--offline` (or HF_HUB_OFFLINE=1) puts huggingface_hub in its
+offline mode for the whole command, before anything imports it: no network call of any kind.
 
 Start-up is kept short (`memfit --help` and `memfit params` well under 0.3 s): rich, the API and the catalog
 load inside the command that needs them, and the plain str/int/Path flags are converted without the
@@ -12,14 +17,66 @@ pydantic adapters typer ≥ 0.2x builds per parameter (100+ ms of imports for va
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from memfit.cli.commands import app
 
 __all__ = ["app", "main", "run"]
+
+_QUIET_ENV = {
+    "TRANSFORMERS_VERBOSITY": "critical",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "HF_HUB_VERBOSITY": "critical",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "PYTHONWARNINGS": "ignore",
+}
+"""Read by transformers and huggingface_hub when they set up their loggers (at first import) and by Python
+in child processes: no library chatter on stderr from this process or the trace worker."""
+
+
+@contextlib.contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """No warnings or log records on stderr while a command runs; everything is put back afterwards."""
+    saved_env = {name: os.environ.get(name) for name in _QUIET_ENV}
+    saved_disable = logging.root.manager.disable
+    os.environ.update(_QUIET_ENV)
+    logging.disable(logging.CRITICAL)  # memfit never logs; its libraries' records would reach stderr
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(saved_disable)
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _offline_asked(args: list[str]) -> bool:
+    """True when the command line holds --offline (before a `--`, if any)."""
+    options = args[: args.index("--")] if "--" in args else args
+    return "--offline" in options
+
+
+def _scope(args: list[str], debug: bool) -> contextlib.ExitStack:
+    """The quiet and offline settings this command line runs under (see the module docstring)."""
+    stack = contextlib.ExitStack()
+    if not debug and (not args or args[0] != "serve"):
+        stack.enter_context(_quiet_libraries())
+    if _offline_asked(args):
+        from memfit.sources.hub import offline_hub
+
+        stack.enter_context(offline_hub())
+    return stack
 
 
 def _click_errors() -> tuple[type[Exception], type[Exception]]:
@@ -120,7 +177,8 @@ def run(argv: list[str] | None = None) -> int:
     try:
         command = (_only_command(args[0]) if args else None) or typer.main.get_command(app)
         _plain_coercion(command)
-        result = command.main(args=args or ["--help"], prog_name="memfit", standalone_mode=False)
+        with _scope(args, debug):
+            result = command.main(args=args or ["--help"], prog_name="memfit", standalone_mode=False)
     except MemfitError as err:
         if debug:
             raise

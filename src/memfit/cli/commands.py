@@ -2,14 +2,18 @@
 
 Each command builds core types from its flags (cli/options.py), calls the public API and hands the result
 to cli/render.py or, with `--json`, prints the result's `to_dict()` and nothing else. Output is produced
-whole, then written once: to stdout, or with `--out FILE` to a temporary file renamed over FILE.
+whole, then written once: to stdout, or with `--out FILE` to a temporary file renamed over FILE (see
+`_write_file`). `--fail-if-not-fit` turns "does not fit" into exit code EXIT_DOES_NOT_FIT, after the output.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import secrets
+import stat
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -49,6 +53,9 @@ def _main(
     """
 
 
+EXIT_DOES_NOT_FIT = 3
+"""Exit code of `estimate` and `plan` with --fail-if-not-fit when the job does not fit (1, 2: errors)."""
+
 _OUT = "Output"
 ModelArg = Annotated[
     str,
@@ -64,13 +71,33 @@ JsonOpt = Annotated[
 UnitOpt = Annotated[
     str, typer.Option("--unit", help="GiB (2^30 bytes, default) or GB (10^9 bytes).", rich_help_panel=_OUT)
 ]
+
+
+def _check_out(value: Path | None) -> Path | None:
+    """--out's callback: refuse a target that is not a regular file before any work is done."""
+    if value is not None:
+        _out_target(value)
+    return value
+
+
 OutOpt = Annotated[
     Path | None,
     typer.Option(
         "--out",
-        help="Write the output to FILE (atomically) instead of stdout.",
+        help="Write the output to FILE (atomically, through a symlink, keeping FILE's mode) instead of "
+        "stdout; FILE must be a regular file or not exist yet.",
         rich_help_panel=_OUT,
         show_default=False,
+        callback=_check_out,
+    ),
+]
+FailOpt = Annotated[
+    bool,
+    typer.Option(
+        "--fail-if-not-fit",
+        help=f"Exit with code {EXIT_DOES_NOT_FIT} when the job does not fit the --gpu (after printing the "
+        "usual output), for CI gates. Needs --gpu.",
+        rich_help_panel=_OUT,
     ),
 ]
 GpuOpt = Annotated[
@@ -95,21 +122,72 @@ NumGpusOpt = Annotated[
 
 
 def _emit(text: str, out: Path | None) -> None:
-    """Write the finished output once: stdout, or a temp file beside `out` renamed over it."""
+    """Write the finished output once: stdout, or FILE (see `_write_file`)."""
     if out is None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    target = out.expanduser()
-    directory = target.parent if str(target.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    _write_file(text, out)
+
+
+def _out_target(out: Path) -> tuple[Path, os.stat_result | None]:
+    """The file --out really writes (symlinks resolved) and its status (None: it does not exist yet).
+
+    Raises:
+        typer.BadParameter: the target exists and is not a regular file (a device, FIFO, socket, folder or
+            symlink loop).
+    """
+    target = Path(os.path.realpath(out.expanduser()))
+    try:
+        status = os.stat(target)
+    except FileNotFoundError:
+        return target, None
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        raise typer.BadParameter(f"{out} is a symlink loop; --out writes regular files only",
+                                 param_hint="'--out'") from err
+    if not stat.S_ISREG(status.st_mode):
+        kind = _file_kind(status.st_mode)
+        raise typer.BadParameter(f"{out} is {kind}; --out writes regular files only", param_hint="'--out'")
+    return target, status
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def _write_file(text: str, out: Path) -> None:
+    """Write `text` to `out` whole or not at all: a temp file beside the real target, then os.replace.
+
+    A symlink is written through (the file it points to is replaced, the link stays). An existing file
+    keeps its permission bits (and, where allowed, its owner); a new one gets the umask's default, as with
+    a plain open(). The temp file is removed on any failure.
+    """
+    target, status = _out_target(out)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    # a new file: 0666 less the umask (the kernel applies it); a replacement: private until given FILE's mode
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if status is None else 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        if status is not None:
+            _keep_owner_and_mode(tmp, status)
         os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def _keep_owner_and_mode(path: Path, status: os.stat_result) -> None:
+    """Give the temp file the replaced file's owner (where permitted) and exact mode bits."""
+    if hasattr(os, "chown") and (status.st_uid, status.st_gid) != (os.geteuid(), os.getegid()):
+        # not permitted unless root: the new file is then ours, as after any editor's atomic save
+        with contextlib.suppress(PermissionError):
+            os.chown(path, status.st_uid, status.st_gid)
+    os.chmod(path, stat.S_IMODE(status.st_mode))  # the umask does not apply; after chown, which clears setgid
 
 
 def _json(data: Any) -> str:
@@ -182,22 +260,46 @@ def estimate(
         ),
     ] = None,
     out: OutOpt = None,
+    fail_if_not_fit: FailOpt = False,
 ) -> None:
-    """Estimate the GPU memory of a job, per phase, as a tree of named terms."""
+    """Estimate the GPU memory of a job, per phase, as a tree of named terms.
+
+    Exit codes: 0 done (also "does not fit"), 2 bad input, 1 any other error,
+    3 with --fail-if-not-fit when the job does not fit the --gpu.
+    """
     from memfit import api
     from memfit.cli import render
 
     display_unit = render.parse_unit(unit)
+    _check_gate(fail_if_not_fit, gpu)
     spec, workload = _job(model, flags, num_gpus)
     est = api.estimate(spec, workload, gpu=gpu, engine=engine)
     if as_json:
         _emit(_json(est.to_dict()), out)
-        return
-    references = _references(spec, workload, reference) if reference else ()
-    from memfit.core.workload import Training
+    else:
+        references = _references(spec, workload, reference) if reference else ()
+        from memfit.core.workload import Training
 
-    cuts = _cuts(spec, workload) if isinstance(workload, Training) else ()
-    _emit(render.to_text(*render.estimate_view(est, display_unit, references=references, cuts=cuts)), out)
+        cuts = _cuts(spec, workload) if isinstance(workload, Training) else ()
+        _emit(render.to_text(*render.estimate_view(est, display_unit, references=references, cuts=cuts)), out)
+    _gate(fail_if_not_fit, fits=est.fits)
+
+
+def _check_gate(fail_if_not_fit: bool, gpu: str | None) -> None:
+    """--fail-if-not-fit asks whether the job fits a GPU, so it needs one."""
+    if fail_if_not_fit and gpu is None:
+        from memfit.core.errors import InvalidWorkload
+
+        raise InvalidWorkload(
+            "--fail-if-not-fit needs --gpu: name the GPU the job must fit (a catalog GPU or a size such as "
+            "24GiB)"
+        )
+
+
+def _gate(fail_if_not_fit: bool, *, fits: bool | None) -> None:
+    """After the output: exit EXIT_DOES_NOT_FIT when asked to and the job does not fit."""
+    if fail_if_not_fit and fits is False:
+        raise typer.Exit(EXIT_DOES_NOT_FIT)
 
 
 def _references(spec: Any, workload: Any, names: str) -> Any:
@@ -233,8 +335,21 @@ def plan(
     unit: UnitOpt = "GiB",
     as_json: JsonOpt = False,
     out: OutOpt = None,
+    fail_if_not_fit: Annotated[
+        bool,
+        typer.Option(
+            "--fail-if-not-fit",
+            help=f"Exit with code {EXIT_DOES_NOT_FIT} when the job as asked does not fit the --gpu (after "
+            "printing the plan), for CI gates.",
+            rich_help_panel=_OUT,
+        ),
+    ] = False,
 ) -> None:
-    """What fits a GPU: the largest batch or context, or the least invasive changes that fit."""
+    """What fits a GPU: the largest batch or context, or the least invasive changes that fit.
+
+    Exit codes: 0 done (also "does not fit"), 2 bad input, 1 any other error,
+    3 with --fail-if-not-fit when the job as asked does not fit the --gpu.
+    """
     from memfit import api
     from memfit.cli import render
 
@@ -244,8 +359,9 @@ def plan(
     result = api.plan(spec, workload, gpu=gpu, maximize=wanted)
     if as_json:
         _emit(_json(result.to_dict()), out)
-        return
-    _emit(render.to_text(*render.plan_view(result, display_unit)), out)
+    else:
+        _emit(render.to_text(*render.plan_view(result, display_unit)), out)
+    _gate(fail_if_not_fit, fits=result.baseline.fits)
 
 
 def _maximize(text: str | None) -> str | None:

@@ -6,6 +6,11 @@ come from safetensors headers: read from cached files when the cache holds them,
 metadata endpoint (ranged reads of the headers, `HfApi.get_safetensors_metadata`); a checkpoint that cannot
 be described this way leaves `ModelSpec.checkpoint` empty rather than failing. `HF_TOKEN` (or a stored
 `huggingface-cli login`) authenticates gated repos. `huggingface_hub` is imported inside functions only.
+
+Offline means no network call of any kind: huggingface_hub runs in its own offline mode for the duration
+(`offline_hub`), which also stops the agent-registry fetch behind the user-agent header that even its cache
+lookups build. Online, a step that gets no answer within `HUB_TIMEOUT_S` fails with one line instead of
+waiting out the library's retries.
 """
 
 from __future__ import annotations
@@ -15,13 +20,15 @@ import dataclasses
 import logging
 import os
 import re
-from collections.abc import Iterator
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from memfit.core.errors import EngineUnavailable, ModelNotFound
 from memfit.core.spec import CheckpointInfo, ModelSource, ModelSpec, TensorInfo
-from memfit.sources._config import build_spec, parse_config, quant_method
+from memfit.sources._config import build_spec, quant_method, read_config
 from memfit.sources.safetensors import (
     load_safetensors_checkpoint,
     load_safetensors_index,
@@ -33,6 +40,29 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$"
 """`org/name` as the Hub spells repo ids (letters, digits, '-', '_', '.'); one slash."""
 
 _TRUE_ENV = {"1", "true", "yes", "on"}
+
+HUB_TIMEOUT_S = 5.0
+"""Seconds one online Hub step (the config download, the safetensors header read) may take; then memfit
+gives up with one line. Override with MEMFIT_HUB_TIMEOUT. Needed because huggingface_hub retries a failed
+first request with backoff for about 25 s (file_download._ETAG_RETRY_TIMEOUT and http_backoff's 1+2+4+8+8 s
+waits, huggingface_hub 1.x) and the address lookup (getaddrinfo) has no timeout at all: the step runs in a
+daemon thread that is abandoned at the deadline. A healthy connection needs well under a second."""
+
+_OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+"""What huggingface_hub reads (once, at import, into `huggingface_hub.constants`) to make no network call:
+offline mode also stops the agent-registry fetch behind every request's user-agent header."""
+
+_OFFLINE_CONSTANTS = {
+    "HF_HUB_OFFLINE": ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"),
+    "HF_HUB_DISABLE_TELEMETRY": ("HF_HUB_DISABLE_TELEMETRY", "DISABLE_TELEMETRY", "DO_NOT_TRACK"),
+}
+"""`huggingface_hub.constants` attribute → the environment variables it is computed from."""
+
+_HUB_LOCK = threading.RLock()
+"""Held while memfit switches huggingface_hub's process-wide offline mode on and off, and around its own
+online steps, so that one memfit call never sees another one's offline window."""
+
+_T = TypeVar("_T")
 
 
 def looks_like_repo_id(ref: str) -> bool:
@@ -57,18 +87,101 @@ def load_hub_model(
         UnsupportedArchitecture: an unmapped model_type (or one needing --trust-remote-code).
     """
     offline = hub_offline(offline)
-    with _quiet_hub():
+    with offline_hub() if offline else contextlib.nullcontext(), _quiet_hub():
         return _load_hub_model(
             repo_id, revision=revision, offline=offline, trust_remote_code=trust_remote_code
         )
+
+
+@contextlib.contextmanager
+def offline_hub() -> Iterator[None]:
+    """No network call from huggingface_hub (or transformers through it) while the block runs.
+
+    huggingface_hub reads HF_HUB_OFFLINE and HF_HUB_DISABLE_TELEMETRY from the environment once, when it is
+    first imported. Both are set in the environment for an import inside the block (and for child
+    processes started in it), and in `huggingface_hub.constants` when it is already imported; both are
+    put back afterwards. The switch is process-wide: memfit's own Hub calls wait for each other
+    (`_HUB_LOCK`), other threads using huggingface_hub meanwhile are offline for that time too.
+    """
+    with _HUB_LOCK:
+        saved_env = {name: os.environ.get(name) for name in _OFFLINE_ENV}
+        constants = sys.modules.get("huggingface_hub.constants")
+        saved = {name: getattr(constants, name) for name in _OFFLINE_CONSTANTS} if constants else None
+        os.environ.update(_OFFLINE_ENV)
+        for name in _OFFLINE_CONSTANTS if constants else ():
+            setattr(constants, name, True)
+        try:
+            yield
+        finally:
+            for name, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            _restore_constants(saved)
+
+
+def _restore_constants(saved: dict[str, Any] | None) -> None:
+    """Put huggingface_hub's offline constants back: as saved, or (first imported under `offline_hub`)
+    as the restored environment says."""
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is None:
+        return
+    for name, variables in _OFFLINE_CONSTANTS.items():
+        if saved is not None:
+            setattr(constants, name, saved[name])
+        else:
+            setattr(constants, name, any(_env_true(variable) for variable in variables))
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in _TRUE_ENV
+
+
+def hub_timeout_s() -> float:
+    """HUB_TIMEOUT_S, or MEMFIT_HUB_TIMEOUT when that is a positive number of seconds."""
+    try:
+        seconds = float(os.environ.get("MEMFIT_HUB_TIMEOUT", ""))
+    except ValueError:
+        return HUB_TIMEOUT_S
+    return seconds if seconds > 0 else HUB_TIMEOUT_S
+
+
+class _HubTimeout(Exception):
+    """An online Hub step outlived its deadline (the step goes on in an abandoned daemon thread)."""
+
+
+def _online(step: Callable[[], _T]) -> _T:
+    """`step()` in a daemon thread, waited for at most `hub_timeout_s()`; its result or its exception.
+
+    Raises:
+        _HubTimeout: no answer in time.
+    """
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = step()
+        except BaseException as err:  # handed to the caller's thread
+            outcome["error"] = err
+
+    with _HUB_LOCK:
+        worker = threading.Thread(target=target, name="memfit-hub", daemon=True)
+        worker.start()
+        worker.join(hub_timeout_s())
+    if worker.is_alive():
+        raise _HubTimeout
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]  # type: ignore[no-any-return]
 
 
 def _load_hub_model(
     repo_id: str, *, revision: str | None, offline: bool, trust_remote_code: bool
 ) -> ModelSpec:
     config_path = download_config(repo_id, revision=revision, offline=offline)
-    text = config_path.read_text(encoding="utf-8")
-    config = parse_config(text, origin=f"{repo_id} config.json")
+    # a regular file, the size cap and bounded JSON, as for local files
+    config, text = read_config(config_path, origin=f"{repo_id} config.json")
     source = ModelSource(
         kind="hub", ref=repo_id, config_json=text, revision=revision or _snapshot(config_path)
     )
@@ -118,11 +231,15 @@ def download_config(repo_id: str, *, revision: str | None, offline: bool) -> Pat
     Raises:
         ModelNotFound, EngineUnavailable: as `load_hub_model`, one line each saying what to do.
     """
-    from huggingface_hub import hf_hub_download
+    import huggingface_hub
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        return Path(hf_hub_download(repo_id, "config.json", revision=revision, local_files_only=True))
+        with offline_hub():  # a cache lookup needs no network, not even for its user-agent header
+            cached = huggingface_hub.hf_hub_download(
+                repo_id, "config.json", revision=revision, local_files_only=True
+            )
+        return Path(cached)
     except LocalEntryNotFoundError as err:
         if offline:
             raise ModelNotFound(
@@ -132,7 +249,15 @@ def download_config(repo_id: str, *, revision: str | None, offline: bool) -> Pat
     except Exception as err:
         raise _hub_error(repo_id, revision, err) from err
     try:
-        return Path(hf_hub_download(repo_id, "config.json", revision=revision, token=_token()))
+        return Path(_online(lambda: huggingface_hub.hf_hub_download(
+            repo_id, "config.json", revision=revision, token=_token()
+        )))
+    except _HubTimeout as err:
+        raise EngineUnavailable(
+            f"the Hugging Face Hub did not answer within {hub_timeout_s():g} s for {repo_id} and its config "
+            "is not cached; check the network (or set MEMFIT_HUB_TIMEOUT), or use a catalog name or a local "
+            "path"
+        ) from err
     except Exception as err:
         raise _hub_error(repo_id, revision, err) from err
 
@@ -187,10 +312,12 @@ def hub_checkpoint(
     cached = _cached_checkpoint(repo_id, revision=revision, quant_method=quant_method)
     if cached is not None or offline:
         return cached
-    from huggingface_hub import HfApi
+    import huggingface_hub
 
     try:
-        metadata = HfApi().get_safetensors_metadata(repo_id, revision=revision, token=_token())
+        metadata = _online(lambda: huggingface_hub.HfApi().get_safetensors_metadata(
+            repo_id, revision=revision, token=_token()
+        ))
     except Exception:
         # best effort: the config alone still gives every shape; the checkpoint only refines weight bytes
         return None
