@@ -8,39 +8,209 @@ Bodies are decoded by the core's own codec (`workload_from_dict`), so there is n
 that does not decode is a 422 naming the field; a `MemfitError` while estimating is a 400 `{"error": ...}`.
 In server mode local file paths are refused as models (catalog names and Hub ids only), and the trace
 engine is off unless the app is created with `allow_trace=True` (`memfit serve --allow-trace`).
+
+Hostile input and load. Every client error is a 4xx with a JSON `{"error": ...}` body and nothing in the
+server log:
+- a body over `MAX_BODY_BYTES` is refused (413) from its Content-Length, or as soon as a chunked body
+  passes the limit, never read whole; nesting deeper than `MAX_JSON_DEPTH`, a number beyond
+  `MAX_JSON_NUMBER`, NaN or Infinity is a 422 naming the field;
+- the event loop only reads, parses and checks bodies. Estimates, plans, curves and parameter counts run
+  in worker threads; models that are not in the bundled catalog (Hub ids, which may reach the network)
+  are looked up in their own small thread pool (`ModelResolver`), one lookup per reference at a time,
+  remembered (bounded), so a slow Hub never holds up a catalog request;
+- each request has a time budget (`REQUEST_BUDGET_S`): past it the answer is 504 (the work goes on in the
+  background and a Hub lookup's result is kept for the retry); more Hub lookups waiting than
+  `HUB_MAX_PENDING` is 503 with Retry-After.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
 import dataclasses
 import importlib.resources
+import json
+import math
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from memfit import api
 from memfit._version import __version__
 from memfit.core.errors import InvalidWorkload, MemfitError
 from memfit.core.plan import num_gpus_split
 from memfit.core.result import Estimate, Gpu, workload_from_dict
+from memfit.core.spec import ModelSpec
 
 MAX_CURVE_POINTS = 64
 """Points one /api/curve request may ask for (each is one analytic estimate, about a millisecond)."""
 ENGINES_IN_SERVER = ("analytic", "trace")
 
+MAX_BODY_BYTES = 64 * 1024
+"""Largest request body the server reads (bytes); a larger one is a 413 before it is read. The page's
+bodies are under 2 KiB, a 64-point curve included."""
+MAX_JSON_DEPTH = 8
+"""Deepest nesting of objects and lists in a body; the deepest field, `workload.lora.targets`, is at 4."""
+MAX_JSON_NUMBER = 2**53 - 1
+"""Largest magnitude of a number in a body: JavaScript's Number.MAX_SAFE_INTEGER, the largest integer the
+page can send exactly; far above any token count, batch size or byte count memfit is asked about."""
+MAX_TEXT_CHARS = 200
+"""Longest model reference or GPU name: a Hub id is at most 96 characters on each side of its slash."""
+REQUEST_BUDGET_S = 20.0
+"""Seconds one request may take, Hub lookup included, before it is answered 504 (the trace engine,
+when allowed, keeps only its own timeout, MEMFIT_TRACE_TIMEOUT)."""
+HUB_WORKERS = 4
+"""Threads that resolve models outside the catalog (Hub ids: config and safetensors headers)."""
+HUB_MAX_PENDING = 16
+"""Distinct references being looked up or waiting for a Hub thread; one more is a 503."""
+MODEL_CACHE_SIZE = 32
+"""Models resolved outside the catalog that the server remembers (least recently used leave first)."""
+HUB_ERROR_TTL_S = 60.0
+"""Seconds a failed lookup (404, gated, Hub unreachable) is answered from memory before it is retried."""
+TRACE_SLOTS = 2
+"""Trace runs at once (each a subprocess of ~0.4 GiB RAM); more wait for a slot within their budget."""
 
-class BodyError(Exception):
+
+class RequestError(Exception):
+    """A request answered with a 4xx or 5xx JSON error that is not a MemfitError (those are 400)."""
+
+    status = 422
+
+    def __init__(
+        self, message: str, *, field: str | None = None, status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.field = field
+        self.status = status or self.status
+        self.headers = headers
+
+    def content(self) -> dict[str, Any]:
+        return {"error": str(self), "field": self.field} if self.field else {"error": str(self)}
+
+
+class BodyError(RequestError):
     """A request body that does not decode: answered 422 with the field named."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
+        super().__init__(message, field=field, status=422)
+
+
+def _shown(value: Any) -> str:
+    """`repr(value)`, cut to 60 characters: error messages never echo a whole hostile body."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _json(data: Any) -> Response:
     return Response(content=api.dumps(data), media_type="application/json")
+
+
+# --- reading a body --------------------------------------------------------------------------------
+
+
+class _Refused:
+    """A number the JSON reader would not take (beyond MAX_JSON_NUMBER, NaN, Infinity); the check that
+    follows parsing names its field."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _parse_int(text: str) -> int | _Refused:
+    if len(text.lstrip("-")) > len(str(MAX_JSON_NUMBER)):  # never convert a thousand-digit literal
+        return _Refused(text)
+    value = int(text)
+    return value if abs(value) <= MAX_JSON_NUMBER else _Refused(text)
+
+
+def _parse_float(text: str) -> float | _Refused:
+    value = float(text)  # "1e400" is inf
+    return value if math.isfinite(value) and abs(value) <= MAX_JSON_NUMBER else _Refused(text)
+
+
+def _parse_constant(text: str) -> _Refused:
+    return _Refused(text)  # NaN, Infinity, -Infinity: not JSON
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The JSON object in `raw`, checked for depth and number size (BodyError naming the field)."""
+    try:
+        text = raw.decode("utf-8")
+        data = json.loads(
+            text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant
+        )
+    except RecursionError as err:
+        raise BodyError("body", f"the request body nests deeper than {MAX_JSON_DEPTH} levels") from err
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise BodyError("body", "the request body is not JSON") from err
+    _check_tree(data)
+    return _object(data)
+
+
+def _check_tree(data: Any) -> None:
+    """Walk the parsed body (no recursion): depth at most MAX_JSON_DEPTH, every number in range."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 1)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, _Refused):
+            raise BodyError(
+                path or "body",
+                f"{path or 'body'}={value.text[:40]} is out of range: numbers must be finite and at most "
+                f"{MAX_JSON_NUMBER:,} in magnitude",
+            )
+        if not isinstance(value, (dict, list)):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise BodyError(path or "body", f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(value, dict):
+            stack.extend((item, f"{path}.{key}" if path else key, depth + 1) for key, item in value.items())
+        else:
+            stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
+
+
+async def _read_body(request: Request) -> bytes:
+    """The request body, refused (413) as soon as it is known to pass MAX_BODY_BYTES."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (
+        not declared.isdigit() or len(declared) > 12 or int(declared) > MAX_BODY_BYTES
+    ):
+        raise _too_large(declared)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _too_large(f"more than {size}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(size: str) -> RequestError:
+    return RequestError(
+        f"the request body ({size[:20]} bytes) is larger than the {MAX_BODY_BYTES:,} bytes this server reads",
+        status=413, headers={"Connection": "close"},
+    )
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    """The request's JSON object (413 when too large; BodyError when it is not a JSON object)."""
+    return parse_body(await _read_body(request))
+
+
+# --- checking a body -------------------------------------------------------------------------------
 
 
 def _looks_like_path(ref: str) -> bool:
@@ -53,21 +223,18 @@ def _looks_like_path(ref: str) -> bool:
     )
 
 
-def _model(body: dict[str, Any]) -> Any:
-    """The body's model loaded as a catalog name or Hub id, never from a local path (server mode)."""
-    return api.load_model(_model_ref(body), local_paths=False)
-
-
 def _model_ref(body: dict[str, Any]) -> str:
     """The body's model: a catalog name or a Hub id; anything shaped like a local path is refused."""
     ref = body.get("model")
     if not isinstance(ref, str) or not ref.strip():
         raise BodyError("model", "model must be a catalog name or a Hub id like org/name")
     ref = ref.strip()
+    if len(ref) > MAX_TEXT_CHARS:
+        raise BodyError("model", f"model has {len(ref)} characters; a Hub id has at most {MAX_TEXT_CHARS}")
     if _looks_like_path(ref):
         raise BodyError(
             "model",
-            f"model={ref!r}: local paths are refused by the server; "
+            f"model={_shown(ref)}: local paths are refused by the server; "
             "give a catalog name or a Hub id like org/name",
         )
     return ref
@@ -82,7 +249,8 @@ def _object(body: Any) -> dict[str, Any]:
 def _check_keys(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
     unknown = sorted(set(body) - set(allowed))
     if unknown:
-        raise BodyError(unknown[0], f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+        shown = ", ".join(_shown(key).strip("'\"") for key in unknown[:5])
+        raise BodyError(unknown[0][:60], f"unknown field(s) {shown}; allowed: {', '.join(allowed)}")
 
 
 def _workload(body: dict[str, Any]) -> Any:
@@ -104,7 +272,7 @@ def _spread(workload: Any, num_gpus: Any) -> Any:
     if num_gpus is None:
         return workload
     if isinstance(num_gpus, bool) or not isinstance(num_gpus, int) or num_gpus < 1:
-        raise BodyError("num_gpus", f"num_gpus={num_gpus!r} must be an integer of at least 1")
+        raise BodyError("num_gpus", f"num_gpus={_shown(num_gpus)} must be an integer of at least 1")
     par = workload.parallel
     if par.dp * par.tp * par.pp != 1:
         if par.dp * par.tp * par.pp != num_gpus:
@@ -132,7 +300,7 @@ def _gpu(body: dict[str, Any], *, required: bool) -> Gpu | None:
         if required:
             raise BodyError("gpu", "gpu is required: a catalog GPU name or a size such as 24GiB")
         return None
-    if not isinstance(name, str):
+    if not isinstance(name, str) or len(name) > MAX_TEXT_CHARS:
         raise BodyError("gpu", "gpu must be a string: a catalog GPU name or a size such as 24GiB")
     return api.get_gpu(name)
 
@@ -148,85 +316,246 @@ def _int_list(body: dict[str, Any], field: str) -> list[int]:
     return values
 
 
-def create_app(*, allow_trace: bool = False) -> FastAPI:
-    """The FastAPI app; `allow_trace` turns on the trace engine (seconds and ~0.4 GiB RAM per request)."""
-    app = FastAPI(title="memfit", version=__version__, docs_url=None, redoc_url=None)
+# --- resolving models and running work off the event loop -----------------------------------------
 
-    @app.exception_handler(BodyError)
-    async def _body_error(request: Request, err: BodyError) -> JSONResponse:
-        return JSONResponse(status_code=422, content={"error": str(err), "field": err.field})
+
+class ModelResolver:
+    """Model references → ModelSpec for the server, so that no lookup holds up another request.
+
+    Catalog names and repo ids resolve at once (bundled, offline, cached by `memfit.sources.catalog`).
+    Anything else (a Hub id, which may reach the network, or an unknown name) is loaded by `api.load_model`
+    in a pool of HUB_WORKERS threads: one lookup per reference at a time (later requests for it wait for the
+    same one), the last MODEL_CACHE_SIZE answers remembered, a failure for HUB_ERROR_TTL_S seconds.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._catalog = frozenset(
+            str(key).lower() for entry in api.catalog_models()
+            for key in (entry.get("name"), entry.get("repo_id")) if key
+        )
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._known: collections.OrderedDict[str, tuple[float, ModelSpec | MemfitError]] = (
+            collections.OrderedDict()
+        )
+        self._pending: dict[str, concurrent.futures.Future[ModelSpec]] = {}
+        self._pool = concurrent.futures.ThreadPoolExecutor(HUB_WORKERS, thread_name_prefix="memfit-hub")
+
+    async def resolve(self, ref: str, deadline: float) -> ModelSpec:
+        """The model `ref` names; RequestError 504 past `deadline`, 503 when too many lookups wait."""
+        if ref.lower() in self._catalog:
+            return api.load_model(ref, local_paths=False)
+        lookup = self._lookup(ref)
+        if lookup.done():
+            return lookup.result()
+        waited = asyncio.wrap_future(lookup)
+        # a waiter that gives up leaves the lookup running; retrieve its outcome so none goes unread
+        waited.add_done_callback(lambda future: future.cancelled() or future.exception())
+        done, _ = await asyncio.wait({waited}, timeout=max(deadline - time.monotonic(), 0.0))
+        if not done:
+            raise RequestError(
+                f"looking up {ref} took longer than this request's budget; it goes on in the background "
+                "and its answer is kept: retry in a moment", status=504,
+            )
+        return waited.result()
+
+    def _lookup(self, ref: str) -> concurrent.futures.Future[ModelSpec]:
+        """A future for `ref`: already settled from memory, the lookup in flight, or a new one."""
+        with self._lock:
+            known = self._known.get(ref)
+            if known is not None and known[0] > self._clock():
+                self._known.move_to_end(ref)
+                settled: concurrent.futures.Future[ModelSpec] = concurrent.futures.Future()
+                outcome = known[1]
+                if isinstance(outcome, MemfitError):
+                    settled.set_exception(type(outcome)(*outcome.args))
+                else:
+                    settled.set_result(outcome)
+                return settled
+            pending = self._pending.get(ref)
+            if pending is not None:
+                return pending
+            if len(self._pending) >= HUB_MAX_PENDING:
+                raise RequestError(
+                    f"{len(self._pending)} model lookups are already waiting for the Hub; retry in a moment",
+                    status=503, headers={"Retry-After": "5"},
+                )
+            future = self._pool.submit(self._load, ref)
+            self._pending[ref] = future
+            return future
+
+    def _load(self, ref: str) -> ModelSpec:
+        """Runs in a Hub thread: load, remember the answer (or the MemfitError), drop the pending entry."""
+        try:
+            spec = api.load_model(ref, local_paths=False)
+        except MemfitError as err:
+            self._remember(ref, err, self._clock() + HUB_ERROR_TTL_S)
+            raise
+        except BaseException:
+            with self._lock:
+                self._pending.pop(ref, None)
+            raise
+        self._remember(ref, spec, math.inf)
+        return spec
+
+    def _remember(self, ref: str, outcome: ModelSpec | MemfitError, until: float) -> None:
+        with self._lock:
+            self._pending.pop(ref, None)
+            self._known[ref] = (until, outcome)
+            self._known.move_to_end(ref)
+            while len(self._known) > MODEL_CACHE_SIZE:
+                self._known.popitem(last=False)
+
+    def close(self) -> None:
+        """Stop taking lookups; threads still looking finish in the background."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def _off_loop(
+    func: Callable[..., Response], *args: Any, deadline: float, limiter: anyio.CapacityLimiter | None = None
+) -> Response:
+    """`func(*args)` in a worker thread; 504 past `deadline` (the thread finishes in the background)."""
+    with anyio.move_on_after(max(deadline - time.monotonic(), 0.0)):
+        return await anyio.to_thread.run_sync(func, *args, abandon_on_cancel=True, limiter=limiter)
+    raise RequestError(
+        "the request took longer than this server's time budget; try a smaller job", status=504
+    )
+
+
+# --- the app -------------------------------------------------------------------------------------------
+
+
+def create_app(*, allow_trace: bool = False, budget_s: float = REQUEST_BUDGET_S) -> FastAPI:
+    """The FastAPI app; `allow_trace` turns on the trace engine (seconds and ~0.4 GiB RAM per request);
+    `budget_s` is each request's time budget (REQUEST_BUDGET_S)."""
+    resolver = ModelResolver()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        resolver.close()
+
+    app = FastAPI(title="memfit", version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
+    app.state.resolver = resolver
+    trace_slots = anyio.CapacityLimiter(TRACE_SLOTS)
+    rendered: dict[str, str] = {}  # the page and the catalog listings: bundled, rendered once
+
+    def deadline() -> float:
+        return time.monotonic() + budget_s
+
+    @app.exception_handler(RequestError)
+    async def _request_error(request: Request, err: RequestError) -> JSONResponse:
+        return JSONResponse(status_code=err.status, content=err.content(), headers=err.headers)
 
     @app.exception_handler(MemfitError)
     async def _memfit_error(request: Request, err: MemfitError) -> JSONResponse:
         return JSONResponse(status_code=400, content={"error": str(err)})
 
+    @app.exception_handler(RequestValidationError)
+    async def _query_error(request: Request, err: RequestValidationError) -> JSONResponse:
+        first = err.errors()[0] if err.errors() else {}
+        field = str(first.get("loc", ("", "query"))[-1])
+        return JSONResponse(status_code=422, content={"error": f"{field}: {first.get('msg', 'invalid')}",
+                                                      "field": field})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            status_code=err.status_code, content={"error": str(err.detail)}, headers=err.headers
+        )
+
     @app.get("/", response_class=HTMLResponse)
-    def index() -> HTMLResponse:
-        page = importlib.resources.files("memfit.web").joinpath("static", "index.html")
-        return HTMLResponse(page.read_text(encoding="utf-8"))
+    async def index() -> HTMLResponse:
+        if "/" not in rendered:
+            page = importlib.resources.files("memfit.web").joinpath("static", "index.html")
+            rendered["/"] = page.read_text(encoding="utf-8")
+        return HTMLResponse(rendered["/"])
 
     @app.post("/api/estimate")
     async def estimate(request: Request) -> Response:
-        return await run_in_threadpool(_estimate, await _body(request), allow_trace)
+        """`memfit estimate --json` for the body's model, workload, GPU and engine."""
+        until = deadline()
+        body = await _body(request)
+        _check_keys(body, ("model", "workload", "gpu", "num_gpus", "engine"))
+        engine = body.get("engine") or "analytic"
+        if engine not in ENGINES_IN_SERVER:
+            raise BodyError("engine", f"engine={_shown(engine)} is not served; use analytic or trace")
+        if engine == "trace" and not allow_trace:
+            raise MemfitError(
+                "the trace engine is off in this server; start it with memfit serve --allow-trace"
+            )
+        ref, workload, gpu = _model_ref(body), _workload(body), _gpu(body, required=False)
+        spec = await resolver.resolve(ref, until)
+        if engine == "trace":  # the trace enforces its own timeout (MEMFIT_TRACE_TIMEOUT)
+            return await _off_loop(
+                _estimate, spec, workload, gpu, engine, deadline=math.inf, limiter=trace_slots
+            )
+        return await _off_loop(_estimate, spec, workload, gpu, engine, deadline=until)
 
     @app.post("/api/plan")
     async def plan(request: Request) -> Response:
-        return await run_in_threadpool(_plan, await _body(request))
+        """`memfit plan --json`, with maximize "batch", "context" or null."""
+        until = deadline()
+        body = await _body(request)
+        _check_keys(body, ("model", "workload", "gpu", "num_gpus", "maximize"))
+        maximize = body.get("maximize")
+        if maximize not in (None, "batch", "context"):
+            raise BodyError(
+                "maximize", f"maximize={_shown(maximize)} is not valid; use batch, context or null"
+            )
+        ref, workload, gpu = _model_ref(body), _workload(body), _gpu(body, required=True)
+        spec = await resolver.resolve(ref, until)
+        return await _off_loop(_plan, spec, workload, gpu, maximize, deadline=until)
 
     @app.post("/api/curve")
     async def curve(request: Request) -> Response:
-        return await run_in_threadpool(_curve_response, await _body(request))
+        """Peaks over `values` of the batch size or the context length (`memfit.curve/1`)."""
+        until = deadline()
+        body = await _body(request)
+        _check_keys(body, ("model", "workload", "gpu", "num_gpus", "axis", "values"))
+        axis = body.get("axis")
+        if axis not in ("batch", "context"):
+            raise BodyError("axis", f"axis={_shown(axis)} is not valid; use batch or context")
+        ref, workload, gpu = _model_ref(body), _workload(body), _gpu(body, required=False)
+        values = _int_list(body, "values")
+        spec = await resolver.resolve(ref, until)
+        return await _off_loop(_curve_response, spec, workload, gpu, axis, values, deadline=until)
 
     @app.get("/api/params")
-    def params(model: str) -> Response:
-        return _json(api.params_report(_model({"model": model})))
+    async def params(model: str) -> Response:
+        """`memfit params --json`."""
+        until = deadline()
+        spec = await resolver.resolve(_model_ref({"model": model}), until)
+        return await _off_loop(_params, spec, deadline=until)
 
     @app.get("/api/catalog/{kind}")
-    def catalog(kind: str) -> Response:
-        return _json(api.catalog_report(kind))
+    async def catalog(kind: str) -> Response:
+        """`memfit catalog KIND --json` (bundled data: rendered once)."""
+        key = kind.strip().lower()
+        if key not in rendered:
+            rendered[key] = api.dumps(api.catalog_report(key))  # InvalidWorkload (400) for an unknown kind
+        return Response(content=rendered[key], media_type="application/json")
 
     return app
 
 
-async def _body(request: Request) -> dict[str, Any]:
-    """The request's JSON object (BodyError when it is not JSON or not an object)."""
-    try:
-        data = await request.json()
-    except ValueError as err:
-        raise BodyError("body", "the request body is not JSON") from err
-    return _object(data)
-
-
-def _estimate(body: dict[str, Any], allow_trace: bool) -> Response:
-    """POST /api/estimate: `memfit estimate --json` for the body's model, workload, GPU and engine."""
-    _check_keys(body, ("model", "workload", "gpu", "num_gpus", "engine"))
-    engine = str(body.get("engine") or "analytic")
-    if engine not in ENGINES_IN_SERVER:
-        raise BodyError("engine", f"engine={engine!r} is not served; use analytic or trace")
-    if engine == "trace" and not allow_trace:
-        raise MemfitError("the trace engine is off in this server; start it with memfit serve --allow-trace")
-    spec, workload, gpu = _model(body), _workload(body), _gpu(body, required=False)
+def _estimate(spec: ModelSpec, workload: Any, gpu: Gpu | None, engine: str) -> Response:
     return _json(api.estimate(spec, workload, gpu=gpu, engine=engine).to_dict())
 
 
-def _plan(body: dict[str, Any]) -> Response:
-    """POST /api/plan: `memfit plan --json`, with maximize "batch", "context" or null."""
-    _check_keys(body, ("model", "workload", "gpu", "num_gpus", "maximize"))
-    maximize = body.get("maximize")
-    if maximize not in (None, "batch", "context"):
-        raise BodyError("maximize", f"maximize={maximize!r} is not valid; use batch, context or null")
-    spec, workload, gpu = _model(body), _workload(body), _gpu(body, required=True)
-    return _json(api.plan(spec, workload, gpu=gpu or "", maximize=maximize).to_dict())
+def _plan(spec: ModelSpec, workload: Any, gpu: Gpu, maximize: str | None) -> Response:
+    return _json(api.plan(spec, workload, gpu=gpu, maximize=maximize).to_dict())
 
 
-def _curve_response(body: dict[str, Any]) -> Response:
-    """POST /api/curve: peaks over `values` of the batch size or the context length."""
-    _check_keys(body, ("model", "workload", "gpu", "num_gpus", "axis", "values"))
-    axis = body.get("axis")
-    if axis not in ("batch", "context"):
-        raise BodyError("axis", f"axis={axis!r} is not valid; use batch or context")
-    spec, workload, gpu = _model(body), _workload(body), _gpu(body, required=False)
-    return _json(_curve(spec, workload, gpu, axis, _int_list(body, "values")))
+def _params(spec: ModelSpec) -> Response:
+    return _json(api.params_report(spec))
+
+
+def _curve_response(
+    spec: ModelSpec, workload: Any, gpu: Gpu | None, axis: str, values: list[int]
+) -> Response:
+    return _json(_curve(spec, workload, gpu, axis, values))
 
 
 def _curve(spec: Any, workload: Any, gpu: Gpu | None, axis: str, values: list[int]) -> dict[str, Any]:
