@@ -11,6 +11,7 @@ import enum
 from typing import TypeVar
 
 from memfit.core.errors import InvalidWorkload
+from memfit.core.limits import SHOWN_CHARS, shown
 
 C = TypeVar("C", bound="Choice")
 
@@ -45,21 +46,8 @@ class Choice(str, enum.Enum):
         raise _invalid(cls, name, text, hint=f" (did you mean {close[0]}?)" if close else "")
 
 
-MAX_SHOWN_CHARS = 40
+MAX_SHOWN_CHARS = SHOWN_CHARS
 """Characters of a bad value quoted in an error message: the message stays one readable line."""
-
-
-def shown(value: object) -> str:
-    """`value` for an error message: ints exact up to 18 digits, else their order of magnitude (str() of a
-    4,300-digit int raises); other values as repr(), cut at MAX_SHOWN_CHARS."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if -(10**18) < value < 10**18:
-            return str(value)
-        sign = "-" if value < 0 else ""
-        # log10(2) ≈ 30103/100000: the nearest decimal exponent of a number with this many bits
-        return f"about {sign}10^{((abs(value).bit_length() - 1) * 30103 + 50000) // 100000}"
-    text = repr(value)
-    return text if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS] + "…"
 
 
 def _invalid(cls: type[Choice], name: str, text: object, *, hint: str) -> InvalidWorkload:

@@ -118,19 +118,21 @@ SHOWN_CHARS = 60
 """Characters of a bad value quoted in an error line; a longer repr is cut, so the line stays short."""
 
 SHOWN_DIGITS = 30
-"""Digits of a bad integer quoted in full; a longer one is shown by its bit length."""
+"""Digits of a bad integer quoted in full; a longer one is shown by its order of magnitude."""
 
 
 def shown(value: object) -> str:
-    """`value` as quoted in a one-line error: a long repr cut short, a huge integer by its size.
+    """`value` as quoted in a one-line error: a long repr cut short, a huge integer by its order of magnitude.
 
-    Never raises: an int past Python's 4,300-digit str limit or a list nested past the recursion limit is
-    named by its type.
+    Never raises: str() of an int past Python's 4,300-digit limit and repr() of a list nested past the
+    recursion limit both would; those are named by their size or type.
     """
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**SHOWN_DIGITS:
-        return f"{'-' if value < 0 else ''}an integer of {value.bit_length():,} bits"
+        sign = "-" if value < 0 else ""
+        # log10(2) ≈ 30103/100000: the nearest decimal exponent of a number with this many bits
+        return f"about {sign}10^{((abs(value).bit_length() - 1) * 30103 + 50000) // 100000}"
     try:
         text = repr(value)
     except (ValueError, RecursionError):
         return f"a {type(value).__name__} too large to show"
-    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}..."
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}…"

@@ -37,10 +37,10 @@ from memfit.core.choices import (
     Precision,
     Runtime,
     ZeroStage,
-    shown,
 )
 from memfit.core.dtypes import QUANTS, DType, Quant, parse_dtype, quant
 from memfit.core.errors import InvalidWorkload
+from memfit.core.limits import shown
 
 DEFAULT_PROMPT_TOKENS = 2048
 """Prompt length when none is given (tokens); the CLI's --prompt-tokens default (cli/options.py)."""

@@ -48,6 +48,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from memfit import api
 from memfit._version import __version__
 from memfit.core.errors import InvalidWorkload, MemfitError
+from memfit.core.limits import shown
 from memfit.core.plan import num_gpus_split
 from memfit.core.result import Estimate, Gpu, workload_from_dict
 from memfit.core.spec import ModelSpec
@@ -104,12 +105,6 @@ class BodyError(RequestError):
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message, field=field, status=422)
-
-
-def _shown(value: Any) -> str:
-    """`repr(value)`, cut to 60 characters: error messages never echo a whole hostile body."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _json(data: Any) -> Response:
@@ -234,7 +229,7 @@ def _model_ref(body: dict[str, Any]) -> str:
     if _looks_like_path(ref):
         raise BodyError(
             "model",
-            f"model={_shown(ref)}: local paths are refused by the server; "
+            f"model={shown(ref)}: local paths are refused by the server; "
             "give a catalog name or a Hub id like org/name",
         )
     return ref
@@ -249,8 +244,8 @@ def _object(body: Any) -> dict[str, Any]:
 def _check_keys(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
     unknown = sorted(set(body) - set(allowed))
     if unknown:
-        shown = ", ".join(_shown(key).strip("'\"") for key in unknown[:5])
-        raise BodyError(unknown[0][:60], f"unknown field(s) {shown}; allowed: {', '.join(allowed)}")
+        names = ", ".join(shown(key).strip("'\"") for key in unknown[:5])
+        raise BodyError(unknown[0][:60], f"unknown field(s) {names}; allowed: {', '.join(allowed)}")
 
 
 def _workload(body: dict[str, Any]) -> Any:
@@ -272,7 +267,7 @@ def _spread(workload: Any, num_gpus: Any) -> Any:
     if num_gpus is None:
         return workload
     if isinstance(num_gpus, bool) or not isinstance(num_gpus, int) or num_gpus < 1:
-        raise BodyError("num_gpus", f"num_gpus={_shown(num_gpus)} must be an integer of at least 1")
+        raise BodyError("num_gpus", f"num_gpus={shown(num_gpus)} must be an integer of at least 1")
     par = workload.parallel
     if par.dp * par.tp * par.pp != 1:
         if par.dp * par.tp * par.pp != num_gpus:
@@ -480,7 +475,7 @@ def create_app(*, allow_trace: bool = False, budget_s: float = REQUEST_BUDGET_S)
         _check_keys(body, ("model", "workload", "gpu", "num_gpus", "engine"))
         engine = body.get("engine") or "analytic"
         if engine not in ENGINES_IN_SERVER:
-            raise BodyError("engine", f"engine={_shown(engine)} is not served; use analytic or trace")
+            raise BodyError("engine", f"engine={shown(engine)} is not served; use analytic or trace")
         if engine == "trace" and not allow_trace:
             raise MemfitError(
                 "the trace engine is off in this server; start it with memfit serve --allow-trace"
@@ -502,7 +497,7 @@ def create_app(*, allow_trace: bool = False, budget_s: float = REQUEST_BUDGET_S)
         maximize = body.get("maximize")
         if maximize not in (None, "batch", "context"):
             raise BodyError(
-                "maximize", f"maximize={_shown(maximize)} is not valid; use batch, context or null"
+                "maximize", f"maximize={shown(maximize)} is not valid; use batch, context or null"
             )
         ref, workload, gpu = _model_ref(body), _workload(body), _gpu(body, required=True)
         spec = await resolver.resolve(ref, until)
@@ -516,7 +511,7 @@ def create_app(*, allow_trace: bool = False, budget_s: float = REQUEST_BUDGET_S)
         _check_keys(body, ("model", "workload", "gpu", "num_gpus", "axis", "values"))
         axis = body.get("axis")
         if axis not in ("batch", "context"):
-            raise BodyError("axis", f"axis={_shown(axis)} is not valid; use batch or context")
+            raise BodyError("axis", f"axis={shown(axis)} is not valid; use batch or context")
         ref, workload, gpu = _model_ref(body), _workload(body), _gpu(body, required=False)
         values = _int_list(body, "values")
         spec = await resolver.resolve(ref, until)
