@@ -1,7 +1,7 @@
 """Every Hypothesis strategy used by the property tests lives here."""
 
-
 # --- training (core/training.py) -----------------------------------------------------------------------
+import os as _os
 from fractions import Fraction as _Fraction
 
 from hypothesis import strategies as _st
@@ -16,6 +16,10 @@ from memfit.core.families import spec_from_config as _spec_from_config
 from memfit.core.spec import ModelSource as _ModelSource
 from memfit.core.workload import Lora as _Lora
 from memfit.core.workload import Training as _Training
+
+FUZZ_EXAMPLES = int(_os.environ.get("MEMFIT_FUZZ_EXAMPLES", "200"))
+"""Examples per fuzz property (CLI, API, web, configs): 200 in the suite, about 15 s in all on one core;
+benchmarks/fuzz.py raises it (MEMFIT_FUZZ_EXAMPLES) for the 10^4-input run."""
 
 TRAINING_LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """Module names of the llama-like layers `training_specs` builds (valid LoRA targets)."""
@@ -152,3 +156,65 @@ def planner_catalog_jobs() -> _pst.SearchStrategy[tuple[str, object]]:
                         batch_size=_pst.integers(1, 8))
     train = _pst.builds(_Training, seq_len=_pst.integers(1, 4096), batch_size=_pst.integers(1, 4))
     return _pst.tuples(_pst.sampled_from(PLANNER_CATALOG_MODELS), _pst.one_of(infer, train))
+
+
+# --- the CLI's argv, fuzzed (tests/properties/test_cli_fuzz.py, benchmarks/fuzz.py) ------------------------
+from memfit.cli.options import FLAGS as _FLAGS  # noqa: E402
+
+CLI_MODELS = ("SmolLM2-135M-Instruct", "gpt2", "Llama-3.1-8B", "DeepSeek-V2-Lite", "no-such-model", "",
+              "x" * 300, "../../etc/passwd", "/dev/zero", "-", "org/not-cached")
+"""Model references: catalog models of several families, unknown names, hostile paths, an uncached Hub id
+(always with --offline: a fuzz run never reaches the network)."""
+CLI_VALUES = ("1", "2", "0", "-1", "3", "16", "2048", "1e999", "nan", "inf", "0.5", "9/10", "1" * 400, "abc",
+              "", "auto", "none", "full", "lora", "qlora", "nf4", "int8", "bf16", "fp8", "vllm", "llama.cpp",
+              "train", "infer", "static", "paged", "eager", "cpu", "nvme", "q_proj,v_proj", "24GiB", "-5GB")
+"""Flag values: plausible ones of every kind and the ones that broke memfit before (huge, NaN, signs)."""
+CLI_GPUS = ("H100-SXM-80GB", "A100-SXM-80GB", "24GiB", "0GiB", "1e999GiB", "nope", "-8GB")
+
+
+CLI_PLAUSIBLE: dict[str, tuple[str, ...]] = {
+    "batch_size": ("1", "2", "8"), "prompt_tokens": ("16", "512", "4096"), "new_tokens": ("0", "1", "64"),
+    "seq_len": ("128", "1024", "4096"), "grad_accum": ("1", "4"), "lora_rank": ("8", "64"),
+    "lora_alpha": ("16",), "lora_targets": ("all-linear", "q_proj,v_proj"), "lora_dropout": ("0", "0.1"),
+    "method": ("full", "lora", "qlora"), "precision": ("bf16", "fp32", "amp-bf16"),
+    "optimizer": ("adamw", "sgd", "adafactor", "adamw-8bit", "paged-adamw-8bit"),
+    "attn": ("sdpa", "eager", "flash"), "runtime": ("transformers", "vllm", "llama.cpp"),
+    "quant": ("none", "nf4", "int8", "fp8", "gguf-Q4_K_M", "awq-4bit-g128"), "dtype": ("bf16", "fp16"),
+    "kv_cache": ("dynamic", "static", "paged"), "kv_cache_dtype": ("bf16", "fp8", "q8_0"),
+    "gpu_memory_utilization": ("0.9", "0.5"), "n_gpu_layers": ("0", "16"), "block_size": ("16", "32"),
+    "dp": ("1", "2", "8"), "tp": ("1", "2", "4"), "pp": ("1", "2"), "zero": ("0", "1", "2", "3"),
+    "fsdp": ("full", "shard-grad-op"), "offload_optimizer": ("none", "cpu"), "offload_params": ("cpu",),
+    "device_map": ("auto",), "max_gpu_memory": ("20GiB",),
+}
+"""Values a user would pass per flag (the kind the task and runtime take), so fuzzing reaches results."""
+
+
+@_st.composite
+def cli_argvs(draw: _st.DrawFn) -> list[str]:
+    """`memfit estimate|plan|params MODEL --offline [flags]`: up to six flags of one task with plausible
+    values (two examples in three) or any flags with any CLI_VALUES; sometimes --gpu, --json,
+    --fail-if-not-fit, --maximize."""
+    command = draw(_st.sampled_from(["estimate", "estimate", "estimate", "plan", "params"]))
+    argv = [command, draw(_st.sampled_from(CLI_MODELS[:4] * 3 + CLI_MODELS)), "--offline"]
+    if command == "params":
+        return argv + (["--json"] if draw(_st.booleans()) else [])
+    task = draw(_st.sampled_from(["infer", "train"]))
+    plausible = draw(_st.integers(0, 2)) > 0
+    usable = [f for f in _FLAGS if f.name not in ("offline", "revision", "trust_remote_code", "task")
+              and (not plausible or f.task in ("", task))]
+    argv += ["--task", task]
+    for flag in draw(_st.lists(_st.sampled_from(usable), max_size=6, unique_by=lambda f: f.name)):
+        argv.append(flag.option)
+        if flag.kind is not bool:
+            values = CLI_PLAUSIBLE.get(flag.name, CLI_VALUES) if plausible else CLI_VALUES
+            argv.append(draw(_st.sampled_from(values)))
+    gate = draw(_st.integers(0, 3)) == 0
+    if command == "plan" or gate or draw(_st.booleans()):
+        argv += ["--gpu", draw(_st.sampled_from(CLI_GPUS))]
+    if command == "plan" and draw(_st.booleans()):
+        argv += ["--maximize", draw(_st.sampled_from(["batch", "context", "speed"]))]
+    if draw(_st.booleans()):
+        argv.append("--json")
+    if gate:
+        argv.append("--fail-if-not-fit")
+    return argv

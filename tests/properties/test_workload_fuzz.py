@@ -9,6 +9,7 @@ from typing import Any
 
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
+from tests.strategies import FUZZ_EXAMPLES
 
 from memfit import api
 from memfit.core.choices import Choice, Optimizer
@@ -17,8 +18,6 @@ from memfit.core.workload import Inference, Lora, Parallelism, Training
 
 SMALL_MODEL = "SmolLM2-135M-Instruct"
 """A small catalog model (30 layers, 9 heads, 3 KV heads): each estimate takes well under a millisecond."""
-FUZZ_EXAMPLES = 200
-"""Examples per constructor: about a second in all on one core."""
 
 QUANTS = ["none", "nf4", "nf4-dq", "fp4", "int8", "fp8", "gguf-Q4_K_M", "awq-4bit-g128", "gptq-4bit-g128"]
 DTYPES = ["bf16", "fp16", "fp32", "fp8", "float16", "int8", "q8_0", "q4_0"]

@@ -13,9 +13,10 @@ import warnings
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.helpers import requires_web
+from tests.strategies import FUZZ_EXAMPLES
 
 pytestmark = requires_web
 
@@ -180,6 +181,7 @@ BODIES = _merged(
 )
 
 
+@settings(max_examples=FUZZ_EXAMPLES)
 @given(path=st.sampled_from(["/api/estimate", "/api/plan", "/api/curve"]), body=BODIES)
 def test_no_json_body_is_a_server_error(client: Any, path: str, body: Any) -> None:
     """Any JSON body on any POST route is 200 or a 4xx with {"error": ...}, never a 500."""

@@ -26,6 +26,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.helpers import requires_gguf
+from tests.strategies import FUZZ_EXAMPLES
 from typer.testing import CliRunner
 
 from memfit.api import load_model
@@ -489,7 +490,7 @@ def _spec_or_error(text: str) -> ModelSpec | MemfitError:
         return err
 
 
-@settings(max_examples=200)
+@settings(max_examples=FUZZ_EXAMPLES)
 @given(model_type=st.sampled_from(sorted(BASE_CONFIGS)),
        changes=st.dictionaries(st.sampled_from(FUZZED_KEYS), FUZZED_VALUES, min_size=1, max_size=4))
 def test_fuzzed_configs_raise_only_memfit_errors(model_type: str, changes: dict[str, Any]) -> None:
