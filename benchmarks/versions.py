@@ -28,7 +28,9 @@ from calibrate import MODELS, cases, environment_line, read_csv
 from memfit.api import estimate, load_model
 from memfit.core.errors import MemfitError
 
-FIELDS = ("case", "phase", "allocated", "reserved", "error", "seconds")
+FIELDS = ("case", "phase", "allocated", "reserved", "error", "seconds", "unverified")
+"""`unverified`: 1 when the trace ran a path it refuses without MEMFIT_TRACE_UNVERIFIED=1 (a version range
+or a code path the installed release runs differently), else empty."""
 RESULTS = Path(__file__).resolve().parent / "results"
 MOVED_PCT = 0.1
 """A peak that moves by more than this (percent of allocated) between versions is listed as moved."""
@@ -65,8 +67,10 @@ def run(tiers: set[int], models: list[str], out: Path, *, resume: bool) -> Path:
                 rows.append({"case": case.case_id, "phase": str(phase.name),
                              "allocated": phase.allocated_bytes, "reserved": phase.reserved_bytes,
                              "error": "", "seconds": ""})
+            unverified = any(a.startswith("UNVERIFIED") for a in est.assumptions)
             rows.append({"case": case.case_id, "phase": "peak", "allocated": est.peak.allocated_bytes,
-                         "reserved": est.peak.reserved_bytes, "error": "", "seconds": seconds})
+                         "reserved": est.peak.reserved_bytes, "error": "", "seconds": seconds,
+                         "unverified": 1 if unverified else ""})
         _write(path, rows, header)
         print(f"{case.case_id}: {rows[-1]['allocated'] or rows[-1]['error'][:100]}", file=sys.stderr)
     return path
@@ -77,7 +81,7 @@ def _write(path: Path, rows: list[dict[str, Any]], header: str) -> None:
     tmp = path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as fh:
         fh.write(header + "\n")
-        writer = csv.DictWriter(fh, fieldnames=FIELDS)
+        writer = csv.DictWriter(fh, fieldnames=FIELDS, restval="")
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(path)
@@ -102,15 +106,22 @@ def compare(old: Path, new: Path) -> str:
             continue
         old_bytes, new_bytes = int(ra["allocated"]), int(rb["allocated"])
         pct = 100 * (new_bytes - old_bytes) / old_bytes
-        (moved if abs(pct) > MOVED_PCT else same).append((case, old_bytes, new_bytes, pct))
+        served = "refused unless MEMFIT_TRACE_UNVERIFIED=1" if rb.get("unverified") else "served"
+        (moved if abs(pct) > MOVED_PCT else same).append((case, old_bytes, new_bytes, pct, served))
     lines = [f"# Trace under two library versions ({datetime.date.today()})", "",
              f"- old: `{old.name}`: {_header(old)}", f"- new: `{new.name}`: {_header(new)}", "",
              f"{len(peaks)} cases in both; peak allocated within {MOVED_PCT} %: {len(same)}; moved: "
              f"{len(moved)}; refused or failed on either side: {len(refused)}.", ""]
+    served_moved = [m for m in moved if m[4] == "served"]
+    lines += [f"Moved and still served by default (no MEMFIT_TRACE_UNVERIFIED): {len(served_moved)}, largest "
+              f"{max((abs(m[3]) for m in served_moved), default=0.0):.3f} %; the new side's trace refuses "
+              f"{sum(1 for m in same + moved if m[4] != 'served')} cases by default (its figures were taken "
+              "with MEMFIT_TRACE_UNVERIFIED=1).", ""]
     if moved:
-        lines += ["## Peaks that moved", "", "| case | old (B) | new (B) | change |", "|---|---:|---:|---:|"]
+        lines += ["## Peaks that moved", "", "| case | old (B) | new (B) | change | new side, by default |",
+                  "|---|---:|---:|---:|---|"]
         moved.sort(key=lambda m: -abs(m[3]))
-        lines += [f"| {c} | {o} | {n} | {p:+.3f} % |" for c, o, n, p in moved]
+        lines += [f"| {c} | {o} | {n} | {p:+.3f} % | {s} |" for c, o, n, p, s in moved]
         lines.append("")
     if refused:
         lines += ["## Refused or failed", "", "| case | old | new |", "|---|---|---|"]
