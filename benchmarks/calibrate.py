@@ -294,11 +294,13 @@ def read_csv(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(lines))
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]], header: str) -> None:
+def write_csv(path: Path, rows: list[dict[str, Any]], header: str,
+              fields: tuple[str, ...] = FIELDS) -> None:
+    """`rows` under a `# header` line, written to a temporary file renamed over `path`."""
     tmp = path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as fh:
         fh.write(header + "\n")
-        writer = csv.DictWriter(fh, fieldnames=FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore", restval="")
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(path)

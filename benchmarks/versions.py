@@ -14,7 +14,6 @@ The ground-truth half of the check is benchmarks/trace_check.py, run under each 
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import os
 import sys
@@ -24,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from calibrate import MODELS, cases, environment_line, read_csv
+from calibrate import MODELS, cases, environment_line, read_csv, write_csv
 from memfit.api import estimate, load_model
 from memfit.core.errors import MemfitError
 
@@ -44,6 +43,7 @@ def _installed(package: str) -> str:
 
 def run(tiers: set[int], models: list[str], out: Path, *, resume: bool) -> Path:
     os.environ.setdefault("MEMFIT_TRACE_UNVERIFIED", "1")
+    out.mkdir(parents=True, exist_ok=True)
     path = out / f"versions-trace-transformers{_installed('transformers')}-{datetime.date.today()}.csv"
     rows: list[dict[str, Any]] = read_csv(path) if resume else []
     done = {r["case"] for r in rows}
@@ -71,20 +71,9 @@ def run(tiers: set[int], models: list[str], out: Path, *, resume: bool) -> Path:
             rows.append({"case": case.case_id, "phase": "peak", "allocated": est.peak.allocated_bytes,
                          "reserved": est.peak.reserved_bytes, "error": "", "seconds": seconds,
                          "unverified": 1 if unverified else ""})
-        _write(path, rows, header)
+        write_csv(path, rows, header, FIELDS)
         print(f"{case.case_id}: {rows[-1]['allocated'] or rows[-1]['error'][:100]}", file=sys.stderr)
     return path
-
-
-def _write(path: Path, rows: list[dict[str, Any]], header: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as fh:
-        fh.write(header + "\n")
-        writer = csv.DictWriter(fh, fieldnames=FIELDS, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
 
 
 def _header(path: Path) -> str:
