@@ -31,10 +31,9 @@ def trace_estimate(spec: ModelSpec, workload: Inference | Training, gpu: Gpu | N
 
     Raises:
         MissingExtra: torch, transformers or peft is not installed.
-        EngineUnavailable: also when torch, transformers or peft is outside the verified versions
-            (core.versions.TRACE_VERIFIED) and MEMFIT_TRACE_UNVERIFIED=1 is not set.
         EngineUnavailable: the trace cannot run this workload (the message names what to use instead),
-            failed, or timed out.
+            failed, or timed out; or torch, transformers or peft is outside the verified versions
+            (core.versions.TRACE_VERIFIED) and MEMFIT_TRACE_UNVERIFIED=1 is not set.
     """
     for package in ("torch", "transformers", "peft"):
         if importlib.util.find_spec(package) is None:

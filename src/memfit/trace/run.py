@@ -21,7 +21,6 @@ from memfit.core.workload import Inference, Training
 from memfit.trace import compat, harness, patches, targets
 from memfit.trace.allocator import CachingAllocator
 from memfit.trace.boot import Boot, fallback_assumption
-from memfit.trace.compat import versions_note
 from memfit.trace.tracker import PhasePeak, Tracker
 
 CUBLAS_WORKSPACE_BYTES_SM90 = 32 * MiB
@@ -42,7 +41,7 @@ def trace_request(request: dict[str, Any], boot: Boot, progress: Any = None) -> 
     workload = workload_from_dict(request["workload"])
     gpu = decode(Gpu, request["gpu"]) if request.get("gpu") else None
     check_supported(spec, workload)
-    note = versions_note()
+    note = compat.versions_note()
     targets.check(note)
     started = time.perf_counter()
     tracker, assumptions = trace(spec, workload, boot, progress=progress)
