@@ -40,7 +40,7 @@ from memfit.core.choices import (
 )
 from memfit.core.dtypes import QUANTS, DType, Quant, parse_dtype, quant
 from memfit.core.errors import InvalidWorkload
-from memfit.core.limits import shown
+from memfit.core.limits import MAX_CONTEXT_TOKENS, shown
 
 DEFAULT_PROMPT_TOKENS = 2048
 """Prompt length when none is given (tokens); the CLI's --prompt-tokens default (cli/options.py)."""
@@ -53,7 +53,7 @@ MAX_BATCH_SIZE = 1 << 20
 """Most sequences per GPU (training: the micro-batch), 1,048,576: 16 × the planner's search limit
 (plan.MAX_BATCH). A bound, not a model: without one, `batch_size=10**400` gives byte counts no float can
 render."""
-MAX_TOKENS = 1 << 30
+MAX_TOKENS = MAX_CONTEXT_TOKENS
 """Most tokens in any token field (prompt, new tokens, sequence, cache, block), 1,073,741,824: about 100 ×
 the longest context any model advertises (10,485,760 tokens, Llama 4 Scout) and 64 × the planner's
 MAX_LONGER_CONTEXT."""
