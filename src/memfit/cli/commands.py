@@ -154,9 +154,10 @@ def _out_target(out: Path) -> tuple[Path, os.stat_result | None]:
 
 
 def _file_kind(mode: int) -> str:
-    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
-             (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
-    return next((name for test, name in kinds if test(mode)), "not a regular file")
+    """sources' naming of a non-regular file, imported here so that CLI start-up stays short."""
+    from memfit.sources._config import file_kind
+
+    return file_kind(mode)
 
 
 def _write_file(text: str, out: Path) -> None:

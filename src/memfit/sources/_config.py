@@ -60,6 +60,11 @@ _FILE_KINDS = (
 """What a path that is not a regular file is, for the one-line error."""
 
 
+def file_kind(mode: int) -> str:
+    """What a `stat` mode that is not a regular file is: "a FIFO (named pipe)", "a character device", ..."""
+    return next((what for test, what in _FILE_KINDS if test(mode)), "not a regular file")
+
+
 def regular_file_size(path: Path) -> int | None:
     """The size in bytes of `path`, a regular file after following symlinks; None when nothing is there.
 
@@ -77,7 +82,7 @@ def regular_file_size(path: Path) -> int | None:
         raise ConfigError(f"{path}: cannot examine it ({err.strerror or err})") from err
     if stat.S_ISREG(status.st_mode):
         return status.st_size
-    kind = next((what for test, what in _FILE_KINDS if test(status.st_mode)), "not a file")
+    kind = file_kind(status.st_mode)
     target = os.path.realpath(path)
     where = f" ({target})" if target != os.path.abspath(path) else ""
     raise ConfigError(f"{path}: is {kind}{where}, not a regular file; memfit reads model files only")
