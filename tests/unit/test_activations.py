@@ -10,7 +10,6 @@ import pytest
 
 from memfit.core.activations import (
     attention_backend,
-    config_dropouts,
     forward_extra_bytes,
     layer_token_bytes,
     saved_activations,
@@ -20,7 +19,7 @@ from memfit.core.choices import AttnImpl, Checkpointing, Method, Precision
 from memfit.core.dtypes import quant
 from memfit.core.families import spec_from_config
 from memfit.core.optimizers import lora_targets
-from memfit.core.spec import AttentionSpec, ModelSource, ModelSpec
+from memfit.core.spec import AttentionSpec, LayerSpec, ModelSource, ModelSpec, MoeSpec
 from memfit.core.workload import Lora, Training
 from memfit.sources.resolve import load_model
 
@@ -141,22 +140,10 @@ def test_forward_extra_holds_eager_cache_and_final_hidden() -> None:
     assert forward_extra_bytes(spec, _flow(spec, wl), batch=1, seq_len=64) == 24_576
 
 
-def test_config_dropouts_read_from_config_text() -> None:
-    """GPT-2 style resid_pdrop and attn_pdrop in config.json turn on dropout masks."""
-    spec = _tiny()
-    text = '{"resid_pdrop": 0.1, "attn_pdrop": 0.0}'
-    gpt2_like = ModelSpec(**{**{f: getattr(spec, f) for f in spec.__dataclass_fields__},
-                             "source": ModelSource(kind="config", ref="x", config_json=text)})
-    assert config_dropouts(gpt2_like) == (True, False)
-    assert config_dropouts(spec) == (False, False)
-
-
 def test_hidden_dropout_adds_two_masks_per_layer() -> None:
     """Residual-branch dropout keeps two bool masks of hidden size per token and layer."""
     spec = _tiny()
-    text = '{"resid_pdrop": 0.1}'
-    dropped = ModelSpec(**{**{f: getattr(spec, f) for f in spec.__dataclass_fields__},
-                           "source": ModelSource(kind="config", ref="x", config_json=text)})
+    dropped = dataclasses.replace(spec, hidden_dropout=True)
     wl = Training(seq_len=16)
     assert _per_token(dropped, wl) - _per_token(spec, wl) == 2 * HIDDEN
 
@@ -170,9 +157,10 @@ def test_lora_dropout_zero_drops_the_mask() -> None:
     assert _per_token(spec, with_drop) - _per_token(spec, no_drop) == 464
 
 
-def _with_config(spec: ModelSpec, text: str) -> ModelSpec:
-    fields = {f: getattr(spec, f) for f in spec.__dataclass_fields__}
-    return ModelSpec(**{**fields, "source": ModelSource(kind="config", ref="x", config_json=text)})
+def _softcapped(spec: ModelSpec) -> ModelSpec:
+    layers = tuple(dataclasses.replace(layer, attention=dataclasses.replace(layer.attention, softcap=True))
+                   for layer in spec.layers)
+    return dataclasses.replace(spec, layers=layers)
 
 
 def test_gemma2_eager_softcapping_keeps_tanh_output() -> None:
@@ -180,7 +168,7 @@ def test_gemma2_eager_softcapping_keeps_tanh_output() -> None:
     # 4 heads × 64 positions × 2 B = 512
     spec = _tiny()
     wl = Training(seq_len=64, attn=AttnImpl.EAGER)
-    capped = _with_config(spec, '{"attn_logit_softcapping": 50.0}')
+    capped = _softcapped(spec)
     assert _per_token(capped, wl) - _per_token(spec, wl) == 512
 
 
@@ -208,6 +196,15 @@ GPT_OSS = {"model_type": "gpt_oss", "hidden_size": 64, "intermediate_size": 48, 
            "max_position_embeddings": 4096}
 
 
+def _without_gpt_oss_quirks(spec: ModelSpec) -> ModelSpec:
+    """The same shapes with a SwiGLU expert and norms that keep their output dtype (as Qwen2-MoE)."""
+    def plain(layer: LayerSpec) -> LayerSpec:
+        assert isinstance(layer.mlp, MoeSpec)
+        expert = dataclasses.replace(layer.mlp.expert, clamped_glu=False)
+        return dataclasses.replace(layer, mlp=dataclasses.replace(layer.mlp, expert=expert))
+    return dataclasses.replace(spec, norm_fp32_output=False, layers=tuple(plain(one) for one in spec.layers))
+
+
 @pytest.mark.parametrize(("method", "mlp_more", "norms_more"), [
     # experts: 3 more I-wide bf16 tensors per routed copy, 3 × 48 × 2 B × top-2 = 576 (frozen or not);
     # full: the two trained norms keep an fp32 (not bf16) normalised tensor, 2 × 64 × 2 B = 256
@@ -217,7 +214,7 @@ GPT_OSS = {"model_type": "gpt_oss", "hidden_size": 64, "intermediate_size": 48, 
 def test_gpt_oss_clamped_glu_and_fp32_norm_weight(method: Method, mlp_more: int, norms_more: int) -> None:
     """gpt-oss experts keep gate_up, clamped gate, up + 1, sigmoid and glu; its norms multiply in fp32."""
     spec = spec_from_config(GPT_OSS, name="tiny-oss", source=SOURCE)
-    plain = dataclasses.replace(spec, family="qwen2_moe")   # peft leaves both frozen
+    plain = _without_gpt_oss_quirks(spec)
     lora = Lora(rank=2, alpha=4) if method is Method.LORA else None
     wl = Training(seq_len=64, method=method, lora=lora, attn=AttnImpl.EAGER)
     got = layer_token_bytes(spec, spec.layers[1], _flow(spec, wl), seq_len=64)
@@ -306,7 +303,7 @@ def test_olmo2_norms_keep_fp32_normalised_when_trained() -> None:
     """OLMo-2's RMSNorm multiplies the weight in fp32: each trained norm keeps 4 B per element, not 2."""
     # 2 layer norms (64) + q_norm (64) + k_norm (2 kv heads × 16 = 32): (64 + 64 + 64 + 32) × 2 B = 448 more
     spec = _tiny(model_type="olmo2", head_dim=16)
-    llama_like = dataclasses.replace(spec, family="llama")
+    llama_like = dataclasses.replace(spec, norm_fp32_output=False)
     wl = Training(seq_len=64)
     assert _per_token(spec, wl) - _per_token(llama_like, wl) == 448
 

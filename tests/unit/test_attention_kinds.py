@@ -15,15 +15,23 @@ def test_bloom_and_gpt_oss_never_run_sdpa():
     assert not runs_eager(load_model("Llama-3.2-1B"), AttnImpl.SDPA)
 
 
+def _scores(name: str, dtype: DType) -> int:
+    spec = load_model(name)
+    att = spec.layers[0].attention
+    return eager_bytes_per_score(att, dtype, previous_probs=spec.keeps_previous_attn_probs)
+
+
 def test_eager_bytes_per_score_by_family():
     """bf16: BLOOM 3·2 + 4 + 4 = 14, Falcon-RW 2 + 4 + 2 + 2·4 + 2·2 = 20, gpt-oss 3·2 = 6, Llama 10."""
-    assert eager_bytes_per_score(load_model("bloom-560m"), DType.BF16) == 14
-    assert eager_bytes_per_score(load_model("falcon-rw-1b"), DType.BF16) == 20
-    assert eager_bytes_per_score(load_model("gpt-oss-20b"), DType.BF16, sinks=True) == 6
-    assert eager_bytes_per_score(load_model("Llama-3.2-1B"), DType.BF16) == 10
+    assert _scores("bloom-560m", DType.BF16) == 14
+    assert _scores("falcon-rw-1b", DType.BF16) == 20
+    assert _scores("gpt-oss-20b", DType.BF16) == 6
+    assert _scores("Llama-3.2-1B", DType.BF16) == 10
     # fp32: BLOOM's and Falcon's dtype casts vanish: 4 × 4 = 16 and 5 × 4 = 20
-    assert eager_bytes_per_score(load_model("bloom-560m"), DType.FP32) == 16
-    assert eager_bytes_per_score(load_model("falcon-rw-1b"), DType.FP32) == 20
+    assert _scores("bloom-560m", DType.FP32) == 16
+    assert _scores("falcon-rw-1b", DType.FP32) == 20
+    # Falcon without ALiBi (falcon-7b): q·kᵀ, + mask, softmax in bf16 and the previous probabilities: 4 × 2
+    assert _scores("falcon-7b", DType.BF16) == 8
 
 
 def test_falcon_rw_sdpa_holds_the_alibi_bias():

@@ -145,12 +145,18 @@ def test_opt_350m_embeddings_are_embedding_dim_wide():
     assert term.bytes_of("lm_head") == 0   # tied to the 512-wide embeddings
 
 
+def test_falcon_mapper_marks_its_linears_as_skipped_by_bnb():
+    """Falcon's mapper records that its Linears are FalconLinear (bitsandbytes skips them); Llama's does not."""
+    assert load_model("falcon-rw-1b").bnb_skips_layer_linears
+    assert not load_model("Llama-3.2-1B").bnb_skips_layer_linears
+
+
 def test_bnb_leaves_falcon_linear_subclass_in_compute_dtype():
     """FalconLinear subclasses nn.Linear, so nf4 converts nothing: q, k, v, o stay 4 × 4096² × 2 B."""
     spec = _square_spec()
     falcon = ModelSpec(name="sq-falcon", family="falcon", vocab_size=128, hidden_size=HIDDEN,
                        max_position_embeddings=4096, tie_word_embeddings=True, layers=spec.layers,
-                       source=spec.source)
+                       source=spec.source, bnb_skips_layer_linears=True)
     term = weights(falcon, dtype=DType.BF16, quant=quant("nf4"), runtime=TRANSFORMERS)
     # falcon layout fuses nothing here (fused_qkv False): q, k, v, o = 4 × 16,777,216 × 2 = 134,217,728 B
     assert term.child("layers").bytes_of("attention") == 4 * 16_777_216 * 2

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memfit.core.attention_kinds import config_dict, sdpa_by_default
+from memfit.core.attention_kinds import sdpa_by_default
 from memfit.core.choices import AttnImpl, Checkpointing, Method, NormKind, Precision
 from memfit.core.optimizers import peft_adapts_fused_experts
 from memfit.core.params import Linear, layer_linears
@@ -40,20 +40,6 @@ FP32_BYTES = 4
 """Bytes of an fp32 element (norm upcasts, softmax, LoRA inputs under peft, logsumexp)."""
 MASK_BYTES = 1
 """Bytes per element of a dropout mask: torch native_dropout returns a bool mask."""
-GEMMA_NORM_FAMILIES = frozenset({"gemma", "gemma2", "gemma3", "gemma3_text", "gpt_oss", "olmo2"})
-"""Families whose RMSNorm multiplies the weight in fp32 (`x.float()` normalised × (1 + w.float()); gpt-oss,
-OLMo-2: (w × normalised).to(dtype)): a trained weight also keeps the fp32 normalised tensor (4 B, not 2).
-Source: transformers GemmaRMSNorm.forward, GptOssRMSNorm.forward, Olmo2RMSNorm.forward."""
-PYTHON_LAYER_NORM_FAMILIES = frozenset({"cohere", "cohere2"})
-"""Families whose LayerNorm is Python arithmetic in fp32: (x − mean) is computed twice, once kept by pow,
-once by the product with rsqrt, and a trained weight keeps the fp32 normalised tensor: 2 (frozen) or 3
-(trained) fp32 copies per norm where F.layer_norm keeps its input. Source: transformers 5.17
-CohereLayerNorm.forward, Cohere2LayerNorm.forward; saved_tensors_hooks on CPU tensors."""
-CLAMPED_GLU_FAMILIES = frozenset({"gpt_oss"})
-"""Families whose experts run a clamped GLU, (clamp(up) + 1) · g · sigmoid(α · g) with g = clamp(gate), over
-strided halves of one gate_up output: it keeps the gate_up output (2I), clamped gate, up + 1, sigmoid and
-g · sigmoid (4I) and the product (I, when the down projection trains): 7I where SwiGLU keeps 4I.
-Source: transformers 5.17 GptOssExperts._apply_gate; saved_tensors_hooks on CPU tensors."""
 ACTIVATION_EXTRA_SAVED: dict[str, int] = {"gelu_new": 3, "gelu_fast": 5, "quick_gelu": 1, "relu": -1}
 """Intermediate-width tensors an activation saves beyond its input, per token (relu keeps its output, which
 the next Linear keeps anyway, instead of its input). Source: transformers activations.py NewGELUActivation,
@@ -68,9 +54,6 @@ OUTPUT_SAVING_ACTIVATIONS = frozenset({"relu"})
 """Activations whose backward reads their own output: it stays saved even when the down projection is
 frozen (LoRA). Source: torch relu's derivative (threshold_backward on `result`); saved_tensors_hooks on CPU
 tensors of OPT with peft LoRA."""
-QKV_COPY_FAMILIES = frozenset({"bloom"})
-"""Families that reshape the fused qkv output into fresh q, k, v copies (so no view keeps it alive).
-Source: transformers BloomAttention._reshape (reshape of a strided view)."""
 INDEX_BYTES = 8
 """Bytes of an int64 index (torch.max(dim) saves its argmax for backward)."""
 FLASH_MAX_HEAD_DIM = 256
@@ -79,7 +62,24 @@ FLASH_MAX_HEAD_DIM = 256
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Flow:
-    """How tensors flow through the model under one training setup: element sizes and what trains."""
+    """How tensors flow through the model under one training setup: element sizes and what trains.
+
+    Family facts come from spec fields set by the family mappers:
+    (spec.norm_fp32_output) Norms that multiply the weight in fp32 (`x.float()` normalised × (1 +
+    w.float()); gpt-oss, OLMo-2: (w × normalised).to(dtype)): a trained weight also keeps the fp32
+    normalised tensor (4 B, not 2). Source: transformers GemmaRMSNorm.forward, GptOssRMSNorm.forward,
+    Olmo2RMSNorm.forward.
+    (spec.norm_in_python) LayerNorm as Python arithmetic in fp32: (x − mean) is computed twice, once kept
+    by pow, once by the product with rsqrt, and a trained weight keeps the fp32 normalised tensor: 2
+    (frozen) or 3
+    (trained) fp32 copies per norm where F.layer_norm keeps its input. Source: transformers 5.17
+    CohereLayerNorm.forward, Cohere2LayerNorm.forward; saved_tensors_hooks on CPU tensors.
+    (MlpSpec.clamped_glu) gpt-oss experts run a clamped GLU, (clamp(up) + 1) · g · sigmoid(α · g) with g =
+    clamp(gate), over strided halves of one gate_up output: it keeps the gate_up output (2I), clamped
+    gate, up + 1, sigmoid and g · sigmoid (4I) and the product (I, when the down projection trains): 7I
+    where SwiGLU keeps 4I. Source: transformers 5.17 GptOssExperts._apply_gate; saved_tensors_hooks on CPU
+    tensors.
+    """
 
     residual_bytes: int       # residual stream: 2 (bf16/fp16), 4 (fp32, AMP, QLoRA after prepare_kbit)
     act_bytes: int            # Linear outputs and MLP intermediates
@@ -96,8 +96,6 @@ class Flow:
     python_layer_norm: bool = False  # Cohere: LayerNorm as fp32 Python arithmetic (2-3 fp32 copies)
     sdpa_supported: bool = True    # False: the family runs eager attention when SDPA is asked for
     alibi: bool = False            # config alibi (Falcon-RW): SDPA gets one float (b, heads, s, s) bias
-    qkv_views: bool = True         # fused qkv split into views (False: BLOOM copies them)
-    attn_softcap: bool = False     # config attn_logit_softcapping (Gemma 2): eager keeps tanh's output
     experts_adapted: bool = False  # peft all-linear on transformers-5 MoE: LoRA on the fused expert params
     merged_experts: bool = False   # ... over low-precision experts: W + ΔW is built and kept per layer
     hidden_dropout: bool = False   # config resid_pdrop / hidden_dropout > 0: a bool mask per residual branch
@@ -105,22 +103,6 @@ class Flow:
 
     def adapted(self, lin: Linear) -> bool:
         return self.lora_rank > 0 and lin.is_module and lin.name in self.lora_targets
-
-
-HIDDEN_DROPOUT_KEYS = ("resid_pdrop", "hidden_dropout", "hidden_dropout_prob", "dropout")
-"""config.json keys of dropout on the residual branches (GPT-2, Falcon, BERT-style, OPT)."""
-ATTN_DROPOUT_KEYS = ("attn_pdrop", "attention_dropout", "attention_probs_dropout_prob")
-"""config.json keys of dropout on the attention probabilities."""
-
-
-def config_dropouts(spec: ModelSpec) -> tuple[bool, bool]:
-    """(hidden dropout > 0, attention dropout > 0) read from the config.json text the spec carries."""
-    config = config_dict(spec)
-
-    def positive(keys: tuple[str, ...]) -> bool:
-        return any(isinstance(v, (int, float)) and v > 0 for v in (config.get(k) for k in keys))
-
-    return positive(HIDDEN_DROPOUT_KEYS), positive(ATTN_DROPOUT_KEYS)
 
 
 KBIT_UPCAST_KINDS = frozenset({"bnb-4bit", "bnb-int8"})
@@ -141,7 +123,6 @@ def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str]
     # bnb Linear4bit returns its output in the input's dtype (fp32 after prepare_kbit); autocast: bf16
     act = FP32_BYTES if (fp32 or kbit_fp32) else 2
     attn_bytes = 2 if (wl.attn is AttnImpl.FLASH or wl.precision.is_amp) else act
-    hidden_dropout, attn_dropout = config_dropouts(spec)
     experts = (wl.method is not Method.FULL and wl.lora is not None
                and peft_adapts_fused_experts(spec, wl.lora))
     return Flow(
@@ -152,12 +133,9 @@ def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str]
         lora_targets=lora_targets if wl.method is not Method.FULL else frozenset(),
         checkpointing=wl.checkpointing.level > Checkpointing.NONE.level,
         inputs_need_grad=wl.method is Method.FULL, attn=wl.attn,
-        hidden_dropout=hidden_dropout, attn_dropout=attn_dropout,
-        fp32_norm_output=spec.family in GEMMA_NORM_FAMILIES,
-        python_layer_norm=spec.family in PYTHON_LAYER_NORM_FAMILIES,
-        sdpa_supported=sdpa_by_default(spec), alibi=config_dict(spec).get("alibi") is True,
-        qkv_views=spec.family not in QKV_COPY_FAMILIES,
-        attn_softcap=config_dict(spec).get("attn_logit_softcapping") is not None,
+        hidden_dropout=spec.hidden_dropout, attn_dropout=spec.attention_dropout,
+        fp32_norm_output=spec.norm_fp32_output, python_layer_norm=spec.norm_in_python,
+        sdpa_supported=sdpa_by_default(spec), alibi=spec.alibi_float_bias,
         experts_adapted=experts, merged_experts=experts and residual == 2,
     )
 
@@ -235,7 +213,7 @@ def _attention_core(att: AttentionSpec, flow: Flow, *, seq_len: int) -> int:
         rep = 2 * q_width - kv_width                # repeat_kv copies (GQA) replace k and v
     ab = flow.attn_bytes
     lse = FP32_BYTES * att.num_heads
-    if att.fused_qkv and att.mla is None and not flow.amp and flow.qkv_views:
+    if att.fused_qkv and att.mla is None and not flow.amp and not att.qkv_copies:
         # v is a view of the fused qkv output: keeping v keeps the whole q|k|v buffer
         extra += flow.act_bytes * (q_width + kv_width // 2)
     backend = attention_backend(att, flow, seq_len=seq_len)
@@ -262,19 +240,19 @@ def _attention_core(att: AttentionSpec, flow: Flow, *, seq_len: int) -> int:
             # Source: transformers 5.17 gpt_oss eager_attention_forward; saved_tensors_hooks on CPU.
             kept = ab * att.num_heads * (seq_len + 1) + INDEX_BYTES * att.num_heads
         mask = MASK_BYTES * probs if flow.attn_dropout else 0
-        softcap = ab * probs if flow.attn_softcap else 0        # tanh's output of the capped scores
+        softcap = ab * probs if att.softcap else 0        # tanh's output of the capped scores
         core = ab * (q_width + kv_width + rep) + kept + mask + softcap + out
     return core + extra
 
 
-def _mlp_bytes(h: int, layer: LayerSpec, flow: Flow, lins: tuple[Linear, ...], *, clamped_glu: bool) -> int:
-    """Bytes per token the MLP (or MoE block) saves, LoRA excluded (clamped_glu: gpt-oss experts)."""
+def _mlp_bytes(h: int, layer: LayerSpec, flow: Flow, lins: tuple[Linear, ...]) -> int:
+    """Bytes per token the MLP (or MoE block) saves, LoRA excluded."""
     mlp = layer.mlp
     act = flow.act_bytes
     if isinstance(mlp, MoeSpec):
         trains = flow.base_trains or flow.experts_adapted
         i = mlp.expert.intermediate_size
-        widths = 7 if clamped_glu else 4 if mlp.expert.gated else 2
+        widths = 7 if mlp.expert.clamped_glu else 4 if mlp.expert.gated else 2
         expert = widths * i * act - (0 if trains else i * act)
         gathered = flow.residual_bytes * h if trains else 0
         # per routed copy: gathered input, expert intermediates, the weighted output; router fp32 softmax
@@ -322,7 +300,7 @@ def layer_token_bytes(spec: ModelSpec, layer: LayerSpec, flow: Flow, *, seq_len:
         width = att.num_heads * att.head_dim + att.num_kv_heads * att.head_dim
         attention += _norm_bytes(att.qk_norm_kind, width, flow, trains=flow.base_trains)
     lora = sum(lora_bytes(lin, flow) for lin in lins if flow.adapted(lin))
-    mlp = _mlp_bytes(h, layer, flow, lins, clamped_glu=spec.family in CLAMPED_GLU_FAMILIES)
+    mlp = _mlp_bytes(h, layer, flow, lins)
     if layer.parallel_block and applied == 1 and not flow.amp:
         mlp -= _inputs_bytes(readers, h, flow)      # attention and MLP read one shared norm output
     return {"norms": norms, "attention": attention, "mlp": max(0, mlp), "lora": lora}

@@ -95,6 +95,15 @@ class AttnImpl(Choice):
     FLASH = "flash"
 
 
+class EagerScores(Choice):
+    """What a family's eager attention keeps per (b, heads, s, kv) score (see attention_kinds)."""
+
+    SOFTMAX_FP32 = "softmax-fp32"          # eager_attention_forward: scores, fp32 copy, fp32 softmax
+    BADDBMM_ALIBI = "baddbmm-alibi"        # BLOOM: baddbmm with the ALiBi, + mask, fp32 softmax
+    FLOAT_ALIBI = "float-alibi"            # Falcon with ALiBi: fp32 scores + bias + mask, cast back
+    SOFTMAX_IN_DTYPE = "softmax-in-dtype"  # Falcon without ALiBi: scores, + mask, softmax in the dtype
+
+
 class KvCache(Choice):
     """KV cache kind: grows with tokens (dynamic), pre-allocated to max length (static), blocks (paged)."""
 

@@ -21,17 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from memfit.core.choices import NormKind, QkNorm
-from memfit.core.families import layout
-from memfit.core.families._layout import Layout
 from memfit.core.result import ParamNode
-from memfit.core.spec import AttentionSpec, LayerSpec, MlpSpec, ModelSpec, MoeSpec
-
-BNB_SKIPPED_LINEAR_FAMILIES = frozenset({"falcon"})
-"""Families whose decoder-layer matrices are subclasses of nn.Linear (Falcon's FalconLinear): bitsandbytes
-converts only `isinstance(m, Conv1D) or type(m) is nn.Linear`, so these stay in the compute dtype; peft's
-LoRA still targets them (isinstance nn.Linear).
-Source: transformers 5.17.0 integrations/bitsandbytes.py replace_with_bnb_linear; models/falcon
-modeling_falcon.py `class FalconLinear(nn.Linear)` (the only such subclass among our families)."""
+from memfit.core.spec import AttentionSpec, LayerSpec, MlpSpec, ModelSpec, ModuleNames, MoeSpec
 
 TOP_LEVEL = ("embeddings", "position_embeddings", "embedding_norm", "layers", "final_norm", "lm_head")
 """Top-level components of every parameter tree, in order; `spec.extra_params` may add more after them."""
@@ -68,7 +59,7 @@ def norm_params(kind: NormKind | None, width: int) -> int:
     return 2 * width if kind is NormKind.LAYER else width
 
 
-def _attention_linears(spec: ModelSpec, att: AttentionSpec, names: Layout) -> Iterator[Linear]:
+def _attention_linears(spec: ModelSpec, att: AttentionSpec, names: ModuleNames) -> Iterator[Linear]:
     h = spec.hidden_size
     if att.mla is not None:
         mla = att.mla
@@ -99,7 +90,7 @@ def _attention_linears(spec: ModelSpec, att: AttentionSpec, names: Layout) -> It
     yield Linear(name=names.o, role="attention", fan_in=q_width, fan_out=h, bias=att.out_bias)
 
 
-def _mlp_linears(h: int, mlp: MlpSpec, names: Layout, *, role: str) -> Iterator[Linear]:
+def _mlp_linears(h: int, mlp: MlpSpec, names: ModuleNames, *, role: str) -> Iterator[Linear]:
     i = mlp.intermediate_size
     if mlp.gated and names.gate_up is not None:
         yield Linear(name=names.gate_up, role=role, fan_in=h, fan_out=2 * i, bias=mlp.bias)
@@ -111,7 +102,7 @@ def _mlp_linears(h: int, mlp: MlpSpec, names: Layout, *, role: str) -> Iterator[
     yield Linear(name=names.down, role=role, fan_in=i, fan_out=h, bias=mlp.bias)
 
 
-def _moe_linears(h: int, moe: MoeSpec, names: Layout) -> Iterator[Linear]:
+def _moe_linears(h: int, moe: MoeSpec, names: ModuleNames) -> Iterator[Linear]:
     yield Linear(name=names.router, role="router", fan_in=h, fan_out=moe.num_experts, bias=moe.router_bias,
                  is_module=False)
     i, e = moe.expert.intermediate_size, moe.num_experts
@@ -130,13 +121,13 @@ def _moe_linears(h: int, moe: MoeSpec, names: Layout) -> Iterator[Linear]:
 
 def layer_linears(spec: ModelSpec, layer: LayerSpec) -> tuple[Linear, ...]:
     """Every weight matrix of one decoder layer, with HF module names, roles and fused-ness."""
-    names = layout(spec.family)
+    names = spec.modules
     attention = tuple(_attention_linears(spec, layer.attention, names))
     if isinstance(layer.mlp, MoeSpec):
         linears = (*attention, *_moe_linears(spec.hidden_size, layer.mlp, names))
     else:
         linears = (*attention, *_mlp_linears(spec.hidden_size, layer.mlp, names, role="mlp"))
-    if spec.family in BNB_SKIPPED_LINEAR_FAMILIES:
+    if spec.bnb_skips_layer_linears:  # nn.Linear subclasses (FalconLinear): bitsandbytes leaves them
         return tuple(replace(lin, bnb_quantizable=False) if lin.is_module else lin for lin in linears)
     return linears
 
@@ -148,7 +139,7 @@ def lm_head_linear(spec: ModelSpec) -> Linear:
                   bias=spec.lm_head_bias)
 
 
-def _qk_norm_params(att: AttentionSpec, names: Layout) -> tuple[tuple[str, int], ...]:
+def _qk_norm_params(att: AttentionSpec, names: ModuleNames) -> tuple[tuple[str, int], ...]:
     match att.qk_norm:
         case QkNorm.NONE:
             return ()
@@ -164,7 +155,7 @@ def layer_non_linear_params(spec: ModelSpec, layer: LayerSpec) -> tuple[tuple[st
     """(path below `layers`, count) of one layer's parameters outside its Linears: QK norms, MLA latent
     norms, attention sinks and the layer norms. Norms are kept in the compute dtype by quantizers."""
     att = layer.attention
-    out = [(f"attention/{name}", n) for name, n in _qk_norm_params(att, layout(spec.family))]
+    out = [(f"attention/{name}", n) for name, n in _qk_norm_params(att, spec.modules)]
     if att.mla is not None:
         if att.mla.q_lora_rank is not None:
             out.append(("attention/q_a_layernorm", att.mla.q_lora_rank))

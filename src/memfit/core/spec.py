@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memfit.core.choices import NormKind, QkNorm
+from memfit.core.choices import AttnImpl, EagerScores, NormKind, QkNorm
 from memfit.core.dtypes import DType
 from memfit.core.errors import ConfigError
 
@@ -45,6 +45,11 @@ class AttentionSpec:
     mla: MlaSpec | None = None
     sinks: bool = False                   # gpt-oss: one learned sink logit per head
     fused_qkv: bool = False               # one qkv Linear (GPT-2, BLOOM, Falcon, Phi-3): same count
+    # how the family's code runs it (set by the family mappers; formulas read these, never the family name)
+    alibi: bool = False                   # an ALiBi bias is added to the scores (BLOOM; Falcon-RW by config)
+    softcap: bool = False                 # tanh soft-capping of the scores (config attn_logit_softcapping)
+    qkv_copies: bool = False              # the fused qkv output is reshaped into fresh q, k, v (BLOOM)
+    eager_scores: EagerScores = EagerScores.SOFTMAX_FP32   # what eager attention keeps per score
 
     def __post_init__(self) -> None:
         for name in ("num_heads", "num_kv_heads", "head_dim"):
@@ -65,6 +70,8 @@ class MlpSpec:
     gated: bool
     bias: bool = False
     activation: str = "silu"
+    clamped_glu: bool = False             # gpt-oss experts: (clamp(up) + 1)·g·sigmoid(α g), g = clamp(gate)
+    no_grad_live: int | None = None       # intermediates alive in a family-written activation (BLOOM's GELU)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,6 +86,7 @@ class MoeSpec:
     shared_expert_gate: bool = False      # Qwen2-MoE: Linear(hidden, 1) gating the shared expert
     router_bias: bool = False             # gpt-oss
     score_correction_bias: bool = False   # DeepSeek-V3: e_score_correction_bias (num_experts)
+    peft_wraps_experts: bool = False      # peft's all-linear adapts the fused 3-D experts (lora.ParamWrapper)
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= self.num_experts:
@@ -100,6 +108,27 @@ class LayerSpec:
     @property
     def is_moe(self) -> bool:
         return isinstance(self.mlp, MoeSpec)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModuleNames:
+    """HF module names of a decoder layer's matrices as the family's code builds them; a fused name, when
+    set, replaces its parts (LoRA targets and bitsandbytes skipping use these names)."""
+
+    q: str = "q_proj"
+    k: str = "k_proj"
+    v: str = "v_proj"
+    o: str = "o_proj"
+    qkv: str = "qkv_proj"            # used when AttentionSpec.fused_qkv
+    q_norm: str = "q_norm"
+    k_norm: str = "k_norm"
+    gate: str = "gate_proj"
+    up: str = "up_proj"
+    down: str = "down_proj"
+    gate_up: str | None = None       # one fused gate+up Linear (Phi-3)
+    router: str = "gate"             # MoE router: a raw (num_experts, hidden) Parameter in transformers 5
+    experts_gate_up: str = "gate_up_proj"  # fused 3-D expert Parameters (num_experts, 2·I, hidden)
+    experts_down: str = "down_proj"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,6 +188,18 @@ class ModelSpec:
     checkpoint: CheckpointInfo | None = None
     final_logit_softcapping: bool = False  # Gemma 2: tanh soft-capping makes extra full-size logits copies
     logits_scaled: bool = False           # Cohere × logit_scale, Granite ÷ logits_scaling: one more copy
+    # how the family's code runs (set by the family mappers from their transformers source and the config)
+    modules: ModuleNames = ModuleNames()  # HF module names of the decoder layer's matrices
+    default_attention: AttnImpl = AttnImpl.SDPA  # what runs when attn_implementation is not passed
+    alibi_float_bias: bool = False        # one float (b, heads, s, kv) ALiBi+causal bias, all layers (Falcon)
+    keeps_previous_attn_probs: bool = False  # the layer loop keeps each block's outputs (BLOOM, Falcon)
+    rotary_buffer: bool = True            # a rotary inv_freq buffer (head_dim / 2 fp32)
+    causal_mask_buffer: bool = False      # a bool (positions²) causal-mask buffer (GPT-BigCode)
+    hidden_dropout: bool = False          # dropout > 0 on the residual branches (config)
+    attention_dropout: bool = False       # dropout > 0 on the attention probabilities (config)
+    bnb_skips_layer_linears: bool = False  # decoder Linears subclass nn.Linear: bitsandbytes skips them
+    norm_fp32_output: bool = False        # norms multiply their weight in fp32 (Gemma, gpt-oss, OLMo 2)
+    norm_in_python: bool = False          # LayerNorm as fp32 Python arithmetic (Cohere)
     assumptions: tuple[str, ...] = ()     # what a best-effort spec rests on (built on meta)
 
     def __post_init__(self) -> None:

@@ -23,7 +23,7 @@ from memfit.core.dtypes import DType
 from memfit.core.kv_cache import compute_dtype
 from memfit.core.params import Linear, layer_linears
 from memfit.core.result import Term
-from memfit.core.spec import AttentionSpec, LayerSpec, ModelSpec, MoeSpec
+from memfit.core.spec import AttentionSpec, LayerSpec, MlpSpec, ModelSpec, MoeSpec
 from memfit.core.workload import Inference
 
 SDPA_MASK_ALIGN = 16
@@ -35,9 +35,6 @@ no_grad: gelu_new holds x, 0.5·x, x³ and 0.044715·x³; gelu_fast x, 0.5·x, 0
 product with x; quick_gelu x, 1.702·x and its sigmoid. Fused ones (gelu, silu, gelu_pytorch_tanh) hold 2.
 Source: transformers 5.17 activations.py NewGELUActivation / FastGELUActivation / QuickGELUActivation;
 gelu_new measured on real CPU tensors (GPT-2, a TorchDispatchMode over live storages: 4)."""
-PYTHON_GELU_FAMILIES: dict[str, int] = {"bloom": 5}
-"""Families with their own Python GELU: BLOOM's bloom_gelu_forward holds x, 0.5·x, 0.798·x, 0.044715·x and
-its product with x (5). Source: transformers 5.17 modeling_bloom.py; measured on real CPU tensors (5)."""
 MOE_ROUTING_IMBALANCE = 2
 """Tokens the busiest expert receives, as a multiple of the mean tokens × top_k / experts (routing is
 data dependent; random weights route near uniformly). Source: estimate, marked in the Term note."""
@@ -135,7 +132,7 @@ def _attention_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, step
             if grouped:
                 parts.append(Term(name="repeat_kv", nbytes=full_kv))
             # (b, heads, s, kv) scores and their softmax temporaries (family recipe); the (b, 1, s, kv) mask
-            per_score = eager_bytes_per_score(spec, dt_name, sinks=att.sinks)
+            per_score = eager_bytes_per_score(att, dt_name, previous_probs=spec.keeps_previous_attn_probs)
             parts.append(Term(name="scores", nbytes=scores * per_score))
             if not alibi_bias(spec):
                 parts.append(Term(name="mask", nbytes=b * s * kv * dt))
@@ -213,16 +210,17 @@ def _mlp_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, *, tokens:
         # weight W: act + up output + W, or product + W + output
         live = max(3 * inter, 2 * inter + dequant, inter + dequant + hidden) - dequant
     else:
-        live = max(non_gated_live(spec, layer.mlp.activation) * inter, inter + dequant + hidden) - dequant
+        live = max(non_gated_live(layer.mlp) * inter, inter + dequant + hidden) - dequant
     return Term.group("mlp", [*base, Term(name="intermediates", nbytes=live)]), dequant
 
 
-def non_gated_live(spec: ModelSpec, activation: str) -> int:
+def non_gated_live(mlp: MlpSpec) -> int:
     """Intermediate-width tensors alive at once in a non-gated MLP's activation under no_grad: the up
-    projection and its fused activation (2), or the Python-written GELUs' temporaries."""
-    if spec.family in PYTHON_GELU_FAMILIES:
-        return PYTHON_GELU_FAMILIES[spec.family]
-    return PYTHON_ACTIVATION_LIVE.get(activation, 2)
+    projection and its fused activation (2), the Python-written GELUs' temporaries, or a family's own
+    activation (`mlp.no_grad_live`, BLOOM's GELU: 5)."""
+    if mlp.no_grad_live is not None:
+        return mlp.no_grad_live
+    return PYTHON_ACTIVATION_LIVE.get(mlp.activation, 2)
 
 
 def dequant_bytes(lin: Linear, workload: Inference, *, tokens: int, dt: int) -> int:

@@ -29,13 +29,6 @@ from memfit.core.spec import CheckpointInfo, LayerSpec, ModelSpec
 
 ROPE_INV_FREQ_DTYPE = DType.FP32
 """Rotary `inv_freq` buffer: head_dim/2 fp32 values. Source: transformers LlamaRotaryEmbedding."""
-NO_ROTARY_FAMILIES = frozenset({"gpt2", "opt", "bloom", "gpt_bigcode"})
-"""Families with learned or ALiBi positions and no rotary module (no `inv_freq` buffer).
-Source: transformers 5.17 modeling_gpt2/opt/bloom/gpt_bigcode (no RotaryEmbedding); sweep load rows."""
-CAUSAL_BUFFER_FAMILIES = frozenset({"gpt_bigcode"})
-"""Families that register a non-persistent bool `tril(ones(max_positions, max_positions))` causal buffer
-on the model (1 B per element, loaded to the GPU with the weights). Source: transformers 5.17
-GPTBigCodeModel.__init__ `self.bias = nn.Buffer(torch.tril(...), persistent=False)`."""
 NORM_DTYPE_GGUF = DType.FP32
 """GGUF stores norm weights and biases as F32. Source: llama.cpp convert_hf_to_gguf (1-D tensors stay F32)."""
 
@@ -142,9 +135,9 @@ def buffer_bytes(spec: ModelSpec) -> list[int]:
     """Bytes of each model buffer transformers puts on the GPU: the rotary `inv_freq` (head_dim/2 fp32)
     unless the family has none, and GPT-BigCode's bool (max_positions²) causal mask."""
     sizes = []
-    if spec.family not in NO_ROTARY_FAMILIES:
+    if spec.rotary_buffer:
         sizes.append(tensor_bytes(ROPE_INV_FREQ_DTYPE, spec.layers[0].attention.head_dim // 2))
-    if spec.family in CAUSAL_BUFFER_FAMILIES:
+    if spec.causal_mask_buffer:
         sizes.append(spec.max_position_embeddings ** 2)
     return sizes
 

@@ -1,8 +1,9 @@
 """One module per Hugging Face `model_type`, listed in the explicit `FAMILIES` registry.
 
 `spec_from_config(config, name=..., source=...)` dispatches on `config["model_type"]`; an unknown type raises
-`UnsupportedArchitecture` listing the supported ones. `layout(family)` gives the HF module names of a
-family's decoder layer (for `params.layer_linears`); families without an entry use Llama's names.
+`UnsupportedArchitecture` listing the supported ones. Every family quirk the formulas need is a typed field
+the mapper sets on the spec (module names, SDPA support, ALiBi, norm upcasts, ...): no formula outside this
+package tests a family name or reads config.json.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ from memfit.core.families import (
 )
 from memfit.core.families._config import check_shape_fields
 from memfit.core.families._defaults import with_defaults
-from memfit.core.families._layout import GPT2, GPT_OSS, GPTJ, LLAMA, NEOX, OPT, PHI, PHI3, STARCODER2, Layout
 from memfit.core.spec import ModelSource, ModelSpec
 
 SpecBuilder = Callable[..., ModelSpec]
@@ -80,21 +80,9 @@ FAMILIES: dict[str, SpecBuilder] = {
 }
 """HF model_type → the function mapping its config.json to a ModelSpec."""
 
-LAYOUTS: dict[str, Layout] = {
-    "bloom": NEOX, "falcon": NEOX, "gpt_neox": NEOX, "gpt2": GPT2, "gpt_bigcode": GPT2, "gptj": GPTJ,
-    "gpt_oss": GPT_OSS, "opt": OPT, "phi": PHI, "phi3": PHI3, "starcoder2": STARCODER2,
-}
-"""HF model_type → module names, for families whose names differ from Llama's."""
-
-
 def supported_families() -> tuple[str, ...]:
     """Every model_type with a family module, sorted."""
     return tuple(sorted(FAMILIES))
-
-
-def layout(family: str) -> Layout:
-    """The HF module names of `family`'s decoder layer (Llama's when it has no entry)."""
-    return LAYOUTS.get(family, LLAMA)
 
 
 def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSource) -> ModelSpec:

@@ -8,18 +8,44 @@ num_key_value_heads to num_attention_heads).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from memfit.core.choices import NormKind, QkNorm
+from memfit.core.choices import AttnImpl, EagerScores, NormKind, QkNorm
 from memfit.core.dtypes import DType
 from memfit.core.errors import ConfigError
 from memfit.core.families._config import checkpoint_dtype, opt_bool, opt_int, opt_list, req_int
-from memfit.core.spec import AttentionSpec, LayerSpec, MlpSpec, ModelSource, ModelSpec, MoeSpec
+from memfit.core.families._moe import PEFT_FUSED_EXPERT_FAMILIES
+from memfit.core.spec import AttentionSpec, LayerSpec, MlpSpec, ModelSource, ModelSpec, ModuleNames, MoeSpec
 
 SLIDING = "sliding_attention"
 FULL = "full_attention"
+HIDDEN_DROPOUT_KEYS = ("resid_pdrop", "hidden_dropout", "hidden_dropout_prob", "dropout")
+"""config.json keys of dropout on the residual branches (GPT-2, Falcon, BERT-style, OPT)."""
+ATTN_DROPOUT_KEYS = ("attn_pdrop", "attention_dropout", "attention_probs_dropout_prob")
+"""config.json keys of dropout on the attention probabilities."""
+CONFIG_ATTENTION_KEYS = ("attn_implementation", "_attn_implementation")
+"""config.json keys transformers reads as the model's attention implementation when the caller passes none
+(gemma-2-27b's published config carries `"_attn_implementation": "eager"`). Source: transformers 5.17
+PretrainedConfig; checked on the meta device."""
+
+
+def config_dropouts(config: Mapping[str, Any]) -> tuple[bool, bool]:
+    """(hidden dropout > 0, attention dropout > 0) as the config sets them."""
+    def positive(keys: tuple[str, ...]) -> bool:
+        return any(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                   for v in (config.get(k) for k in keys))
+
+    return positive(HIDDEN_DROPOUT_KEYS), positive(ATTN_DROPOUT_KEYS)
+
+
+def default_attention(config: Mapping[str, Any], *, sdpa_supported: bool) -> AttnImpl:
+    """What transformers runs when no attn_implementation is passed: SDPA unless the family's classes do not
+    support it or the config itself asks for another implementation."""
+    asked = next((config[k] for k in CONFIG_ATTENTION_KEYS if isinstance(config.get(k), str)), None)
+    return AttnImpl.SDPA if sdpa_supported and asked in (None, "sdpa") else AttnImpl.EAGER
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,6 +180,11 @@ def decoder_spec(
     default_dtype: DType = DType.FP32,
     num_kv_heads: int | None = None,
     max_positions_default: int | None = None,
+    modules: ModuleNames = ModuleNames(),
+    sdpa_supported: bool = True,
+    alibi: bool = False,
+    eager_scores: EagerScores = EagerScores.SOFTMAX_FP32,
+    qkv_copies: bool = False,
     **spec_fields: Any,
 ) -> ModelSpec:
     """A ModelSpec for a llama-like decoder; flags default to Llama's and to the config's own fields.
@@ -162,6 +193,9 @@ def decoder_spec(
     Windows: `windows` when given; else, with `window_on_every_layer` (Mistral, Mixtral, Phi-3, StarCoder2),
     the config's `sliding_window` on every layer; else none (Llama-like code ignores `sliding_window`).
     extra keyword arguments go to `ModelSpec` unchanged (learned_positions, lm_head_bias, ...).
+    How the family's code runs (module names, SDPA support, ALiBi, eager score buffers, qkv copies, norm
+    upcasts) comes from the family's keyword flags; what the config decides (dropouts, soft-capping, an
+    attn_implementation it names) is read here, so no formula reads config.json again.
     """
     dims = read_dims(config, name=name, max_positions_default=max_positions_default)
     kv_heads = dims.num_kv_heads if num_kv_heads is None else num_kv_heads
@@ -174,6 +208,7 @@ def decoder_spec(
         windows = layer_windows(config, name=name, num_layers=dims.num_layers)
     elif windows is None:
         windows = (None,) * dims.num_layers
+    hidden_dropout, attention_dropout = config_dropouts(config)
     shared: dict[LayerSpec, LayerSpec] = {}
     layers = []
     for index, window in enumerate(windows):
@@ -182,11 +217,16 @@ def decoder_spec(
             qkv_bias=attention_bias if qkv_bias is None else qkv_bias,
             out_bias=attention_bias if out_bias is None else out_bias,
             qk_norm=qk_norm, qk_norm_kind=qk_norm_kind, sliding_window=window, fused_qkv=fused_qkv,
+            alibi=alibi, softcap=config.get("attn_logit_softcapping") is not None, qkv_copies=qkv_copies,
+            eager_scores=eager_scores,
         )
         if attention_for_layer is not None:
             attention = attention_for_layer(index, attention)
-        layer = LayerSpec(attention=attention, mlp=mlp_for_layer(index), norm=norm,
-                          norms_per_layer=norms_per_layer, parallel_block=parallel_block)
+        mlp = mlp_for_layer(index)
+        if isinstance(mlp, MoeSpec) and family in PEFT_FUSED_EXPERT_FAMILIES:
+            mlp = dataclasses.replace(mlp, peft_wraps_experts=True)
+        layer = LayerSpec(attention=attention, mlp=mlp, norm=norm, norms_per_layer=norms_per_layer,
+                          parallel_block=parallel_block)
         layers.append(shared.setdefault(layer, layer))
     return ModelSpec(
         name=name,
@@ -199,5 +239,9 @@ def decoder_spec(
         source=source,
         checkpoint_dtype=checkpoint_dtype(config, name=name, default=default_dtype),
         final_norm=final_norm,
+        modules=modules,
+        default_attention=default_attention(config, sdpa_supported=sdpa_supported),
+        hidden_dropout=hidden_dropout,
+        attention_dropout=attention_dropout,
         **spec_fields,
     )

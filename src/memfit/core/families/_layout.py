@@ -7,27 +7,9 @@ up with what peft and transformers see. Source: transformers/models/<family>/mod
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from memfit.core.spec import ModuleNames
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Layout:
-    """HF module names of a decoder layer's matrices; a fused name, when set, replaces its parts."""
-
-    q: str = "q_proj"
-    k: str = "k_proj"
-    v: str = "v_proj"
-    o: str = "o_proj"
-    qkv: str = "qkv_proj"            # used when AttentionSpec.fused_qkv
-    q_norm: str = "q_norm"
-    k_norm: str = "k_norm"
-    gate: str = "gate_proj"
-    up: str = "up_proj"
-    down: str = "down_proj"
-    gate_up: str | None = None       # one fused gate+up Linear (Phi-3)
-    router: str = "gate"             # MoE router: a raw (num_experts, hidden) Parameter in transformers 5
-    experts_gate_up: str = "gate_up_proj"  # fused 3-D expert Parameters (num_experts, 2·I, hidden)
-    experts_down: str = "down_proj"
+Layout = ModuleNames
 
 
 LLAMA = Layout()

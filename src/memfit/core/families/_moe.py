@@ -8,6 +8,21 @@ from typing import Any
 from memfit.core.families._config import opt_int, opt_list, req_int
 from memfit.core.spec import MlpSpec, MoeSpec
 
+PEFT_FUSED_EXPERT_FAMILIES = frozenset({
+    "mixtral", "minimax", "minimax_m2",
+    "afmoe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1", "ernie4_5_moe", "glm4_moe",
+    "glm4_moe_lite", "glm_moe_dsa", "glm4v_moe", "longcat_flash", "solar_open", "mellum", "qwen3_moe",
+    "qwen3_omni_moe", "qwen3_omni_moe_thinker", "qwen3_next", "hunyuan_v1_moe", "flex_olmo", "olmoe",
+    "exaone_moe", "cohere2_moe",
+})
+"""HF model_types whose fused 3-D experts (and router) peft's target_modules="all-linear" adapts with
+lora.ParamWrapper, which refuses lora_dropout != 0 (MoeSpec.peft_wraps_experts). Every other family
+(qwen2_moe itself, gpt_oss, ...) keeps its experts frozen and un-adapted under all-linear. Source: peft 0.21
+utils/transformers_weight_conversion.py `_MODEL_TO_CONVERSION_PATTERN` keys whose base is "mixtral" or
+"qwen2_moe" (the `_MOE_TARGET_MODULE_MAPPING` bases; "qwen2_moe" is no key of its own); checked with
+get_peft_model on meta tiny configs: Qwen3-MoE, DeepSeek-V2, Mixtral, OLMoE wrap; Qwen2-MoE, gpt-oss
+do not."""
+
 
 def sparse_every(config: Mapping[str, Any], *, name: str) -> Callable[[int], bool]:
     """Qwen-MoE rule: layer i is sparse when not in mlp_only_layers and (i + 1) % decoder_sparse_step == 0.

@@ -22,4 +22,5 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
     return decoder_spec(config, name=name, source=source, family="cohere", tie_default=True, mlp_bias=False,
                         logits_scaled=True,
                         qk_norm=qk_norm, qk_norm_kind=NormKind.LAYER_NO_BIAS, norm=NormKind.LAYER_NO_BIAS,
-                        norms_per_layer=1, parallel_block=True, final_norm=NormKind.LAYER_NO_BIAS)
+                        norms_per_layer=1, parallel_block=True, final_norm=NormKind.LAYER_NO_BIAS,
+                        norm_in_python=True)

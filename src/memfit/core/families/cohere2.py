@@ -25,4 +25,4 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
     return decoder_spec(config, name=name, source=source, family="cohere2", tie_default=True, mlp_bias=False,
                         logits_scaled=True,
                         norm=NormKind.LAYER_NO_BIAS, norms_per_layer=1, parallel_block=True,
-                        final_norm=NormKind.LAYER_NO_BIAS, windows=windows)
+                        final_norm=NormKind.LAYER_NO_BIAS, windows=windows, norm_in_python=True)

@@ -15,4 +15,4 @@ from memfit.core.spec import ModelSource, ModelSpec
 def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSource) -> ModelSpec:
     """A Gemma ModelSpec from its config.json."""
     return decoder_spec(config, name=name, source=source, family="gemma", tie_default=True, mlp_bias=False,
-                        embedding_multiplier_is_scaled=True)
+                        embedding_multiplier_is_scaled=True, norm_fp32_output=True)

@@ -24,4 +24,5 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
                             default_types=alternating(2))
     return decoder_spec(config, name=name, source=source, family="gemma2", tie_default=True, mlp_bias=False,
                         norms_per_layer=4, windows=windows, embedding_multiplier_is_scaled=True,
+                        norm_fp32_output=True,
                         final_logit_softcapping=config.get("final_logit_softcapping") is not None)

@@ -30,7 +30,7 @@ def text_spec(config: Mapping[str, Any], *, name: str, source: ModelSource, fami
     windows = layer_windows(merged, name=name, num_layers=read_dims(merged, name=name).num_layers,
                             default_types=alternating(pattern))
     return decoder_spec(merged, name=name, source=source, family=family, tie_default=True, mlp_bias=False,
-                        qk_norm=QkNorm.PER_HEAD, norms_per_layer=4, windows=windows,
+                        qk_norm=QkNorm.PER_HEAD, norms_per_layer=4, windows=windows, norm_fp32_output=True,
                         embedding_multiplier_is_scaled=True, default_dtype=default_dtype,
                         final_logit_softcapping=merged.get("final_logit_softcapping") is not None,
                         **spec_fields)

@@ -12,6 +12,7 @@ from typing import Any
 from memfit.core.choices import NormKind
 from memfit.core.families._config import opt_bool, req_int
 from memfit.core.families._decoder import decoder_spec, dense_mlp, read_dims
+from memfit.core.families._layout import GPT2
 from memfit.core.spec import ModelSource, ModelSpec
 
 
@@ -23,5 +24,6 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
     return decoder_spec(config, name=name, source=source, family="gpt_bigcode", tie_default=True,
                         fused_qkv=True, qkv_bias=True, out_bias=True, num_kv_heads=1 if multi_query else None,
                         mlp_for_layer=lambda _index: mlp, norm=NormKind.LAYER, final_norm=NormKind.LAYER,
+                        modules=GPT2, rotary_buffer=False, causal_mask_buffer=True,
                         learned_positions=req_int(config, "n_positions", "max_position_embeddings",
                                                   name=name))

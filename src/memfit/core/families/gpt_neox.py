@@ -12,6 +12,7 @@ from typing import Any
 from memfit.core.choices import NormKind
 from memfit.core.families._config import opt_bool
 from memfit.core.families._decoder import decoder_spec, dense_mlp, read_dims
+from memfit.core.families._layout import NEOX
 from memfit.core.spec import ModelSource, ModelSpec
 
 
@@ -22,5 +23,5 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
     return decoder_spec(config, name=name, source=source, family="gpt_neox", fused_qkv=True, qkv_bias=bias,
                         out_bias=bias, num_kv_heads=read_dims(config, name=name).num_heads,
                         mlp_for_layer=lambda _index: mlp, norm=NormKind.LAYER,
-                        final_norm=NormKind.LAYER,
+                        final_norm=NormKind.LAYER, modules=NEOX,
                         parallel_block=opt_bool(config, "use_parallel_residual", default=True, name=name))

@@ -11,6 +11,7 @@ from typing import Any
 
 from memfit.core.choices import NormKind
 from memfit.core.families._decoder import decoder_spec, dense_mlp, read_dims
+from memfit.core.families._layout import GPTJ
 from memfit.core.spec import ModelSource, ModelSpec
 
 
@@ -20,4 +21,5 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
     mlp = dense_mlp(config, name=name, key="n_inner", bias=True, gated=False, default=4 * dims.hidden_size)
     return decoder_spec(config, name=name, source=source, family="gptj", qkv_bias=False, out_bias=False,
                         num_kv_heads=dims.num_heads, mlp_for_layer=lambda _index: mlp, norm=NormKind.LAYER,
-                        norms_per_layer=1, parallel_block=True, final_norm=NormKind.LAYER, lm_head_bias=True)
+                        norms_per_layer=1, parallel_block=True, final_norm=NormKind.LAYER, lm_head_bias=True,
+                        modules=GPTJ, sdpa_supported=False)

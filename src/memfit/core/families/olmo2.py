@@ -16,4 +16,5 @@ from memfit.core.spec import ModelSource, ModelSpec
 
 def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSource) -> ModelSpec:
     """An OLMo 2 ModelSpec from its config.json."""
-    return decoder_spec(config, name=name, source=source, family="olmo2", qk_norm=QkNorm.FULL, mlp_bias=False)
+    return decoder_spec(config, name=name, source=source, family="olmo2", qk_norm=QkNorm.FULL, mlp_bias=False,
+                        norm_fp32_output=True)

@@ -14,6 +14,7 @@ from typing import Any
 from memfit.core.choices import NormKind
 from memfit.core.families._config import opt_bool, opt_int
 from memfit.core.families._decoder import decoder_spec, dense_mlp, read_dims
+from memfit.core.families._layout import OPT
 from memfit.core.spec import ModelSource, ModelSpec
 
 POSITION_OFFSET_ROWS = 2
@@ -38,4 +39,5 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
                         norm=norm or NormKind.LAYER, norms_per_layer=2 if affine else 0,
                         final_norm=norm if has_final else None,
                         learned_positions=dims.max_position_embeddings + POSITION_OFFSET_ROWS,
-                        embedding_dim=None if width == dims.hidden_size else width, extra_params=extras)
+                        embedding_dim=None if width == dims.hidden_size else width, extra_params=extras,
+                        modules=OPT, rotary_buffer=False)

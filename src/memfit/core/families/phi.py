@@ -12,6 +12,7 @@ from typing import Any
 from memfit.core.choices import NormKind, QkNorm
 from memfit.core.families._config import opt_bool
 from memfit.core.families._decoder import decoder_spec, dense_mlp
+from memfit.core.families._layout import PHI
 from memfit.core.spec import ModelSource, ModelSpec
 
 
@@ -22,4 +23,4 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
     return decoder_spec(config, name=name, source=source, family="phi", qkv_bias=True, out_bias=True,
                         qk_norm=qk_norm, qk_norm_kind=NormKind.LAYER, mlp_for_layer=lambda _index: mlp,
                         norm=NormKind.LAYER, norms_per_layer=1, parallel_block=True,
-                        final_norm=NormKind.LAYER, lm_head_bias=True)
+                        final_norm=NormKind.LAYER, lm_head_bias=True, modules=PHI)

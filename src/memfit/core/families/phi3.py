@@ -10,10 +10,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from memfit.core.families._decoder import decoder_spec
+from memfit.core.families._layout import PHI3
 from memfit.core.spec import ModelSource, ModelSpec
 
 
 def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSource) -> ModelSpec:
     """A Phi-3/Phi-4 ModelSpec from its config.json."""
     return decoder_spec(config, name=name, source=source, family="phi3", fused_qkv=True, qkv_bias=False,
-                        out_bias=False, mlp_bias=False, window_on_every_layer=True)
+                        out_bias=False, mlp_bias=False, window_on_every_layer=True,
+                        modules=PHI3)

@@ -12,6 +12,7 @@ from typing import Any
 from memfit.core.choices import NormKind
 from memfit.core.families._config import opt_bool
 from memfit.core.families._decoder import decoder_spec, dense_mlp
+from memfit.core.families._layout import STARCODER2
 from memfit.core.spec import ModelSource, ModelSpec
 
 
@@ -21,4 +22,4 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
     mlp = dense_mlp(config, name=name, bias=bias, gated=False)
     return decoder_spec(config, name=name, source=source, family="starcoder2", tie_default=True,
                         qkv_bias=bias, out_bias=bias, mlp_for_layer=lambda _index: mlp, norm=NormKind.LAYER,
-                        final_norm=NormKind.LAYER, window_on_every_layer=True)
+                        final_norm=NormKind.LAYER, window_on_every_layer=True, modules=STARCODER2)
