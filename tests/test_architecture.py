@@ -84,3 +84,22 @@ def test_public_all_is_complete_and_resolvable() -> None:
     assert public == set(memfit.__all__) - {"__version__"}
     for name in memfit.__all__:
         assert getattr(memfit, name) is not None
+
+
+FAMILY_NAME_ALLOWED = {"estimate.py", "result.py", "versions.py"}
+"""Core modules that may name `spec.family` without testing it in a formula: estimate.py passes it to the
+version notes (versions.CHANGES records transformers releases per model_type), result.py prints it."""
+
+
+def _formula_files() -> list[Path]:
+    return [p for p in sorted((SRC / "core").glob("*.py")) if p.name not in FAMILY_NAME_ALLOWED]
+
+
+@pytest.mark.parametrize("path", _formula_files(), ids=lambda p: p.name)
+def test_core_formulas_read_no_family_name_and_no_raw_config(path: Path) -> None:
+    """DESIGN §5: family quirks are typed spec fields set by core/families/; a formula that tests
+    `spec.family` or re-reads the config.json text (`source.config_json`) would bypass them."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    offending = [f"{path.name}:{node.lineno} .{node.attr}" for node in ast.walk(tree)
+                 if isinstance(node, ast.Attribute) and node.attr in ("family", "config_json")]
+    assert not offending, offending

@@ -146,7 +146,7 @@ def test_opt_350m_embeddings_are_embedding_dim_wide():
 
 
 def test_falcon_mapper_marks_its_linears_as_skipped_by_bnb():
-    """Falcon's mapper records that its Linears are FalconLinear (bitsandbytes skips them); Llama's does not."""
+    """Falcon's mapper records its Linears as FalconLinear (bitsandbytes skips them); Llama's does not."""
     assert load_model("falcon-rw-1b").bnb_skips_layer_linears
     assert not load_model("Llama-3.2-1B").bnb_skips_layer_linears
 

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memfit.core.attention_kinds import sdpa_by_default
+from memfit.core.attention_kinds import sdpa_backend, sdpa_by_default
 from memfit.core.choices import AttnImpl, Checkpointing, Method, NormKind, Precision
+from memfit.core.dtypes import DType
 from memfit.core.optimizers import peft_adapts_fused_experts
 from memfit.core.params import Linear, layer_linears
 from memfit.core.result import Term
@@ -56,10 +57,6 @@ frozen (LoRA). Source: torch relu's derivative (threshold_backward on `result`);
 tensors of OPT with peft LoRA."""
 INDEX_BYTES = 8
 """Bytes of an int64 index (torch.max(dim) saves its argmax for backward)."""
-FLASH_MAX_HEAD_DIM = 256
-"""Largest head_dim the SDPA flash backend takes. Source: torch sdp_utils check_head_dim_size_flash."""
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Flow:
     """How tensors flow through the model under one training setup: element sizes and what trains.
@@ -143,21 +140,19 @@ def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str]
 def attention_backend(att: AttentionSpec, flow: Flow, *, seq_len: int) -> str:
     """The kernel that runs attention: "flash", "efficient", "math" or "eager".
 
-    SDPA (transformers passes enable_gqa=True and no mask for unpadded causal input): flash for fp16/bf16
-    with head_dim ≤ 256; otherwise memory-efficient, which does not broadcast GQA heads, so GQA falls back
-    to math. A sliding window shorter than the sequence needs a mask: K/V are repeated, efficient runs.
-    Source: torch sdp_utils.cpp (2.11) backend checks; transformers integrations/sdpa_attention.py.
+    SDPA as `attention_kinds.sdpa_backend` picks it: transformers passes enable_gqa=True and no mask for
+    unpadded causal input; a sliding window shorter than the sequence (or Falcon's ALiBi bias) needs a mask,
+    and with a mask transformers repeats K/V to every head first. MLA's value head is narrower than its
+    query/key head (no flash). Source: transformers 5.17 integrations/sdpa_attention.py (use_gqa_in_sdpa).
     """
     if flow.attn is AttnImpl.EAGER or (flow.attn is AttnImpl.SDPA and not flow.sdpa_supported):
         return "eager"
     if flow.attn is AttnImpl.FLASH:
         return "flash"
     masked = (att.sliding_window is not None and att.sliding_window < seq_len) or flow.alibi
-    if flow.attn_bytes == 2 and att.head_dim <= FLASH_MAX_HEAD_DIM and not masked:
-        return "flash"
-    if att.num_kv_heads == att.num_heads or masked:
-        return "efficient"
-    return "math"
+    return sdpa_backend(DType.BF16 if flow.attn_bytes == 2 else DType.FP32, q_dim=att.head_dim,
+                        v_dim=att.mla.v_head_dim if att.mla is not None else att.head_dim,
+                        grouped=att.num_kv_heads != att.num_heads and not masked, masked=masked)
 
 
 def unique_layers(spec: ModelSpec) -> tuple[LayerSpec, ...]:

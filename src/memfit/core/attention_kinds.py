@@ -20,6 +20,31 @@ from memfit.core.versions import Attention
 
 FP32_BYTES = 4
 """Bytes of an fp32 element."""
+FLASH_MAX_HEAD_DIM = 256
+"""Largest head dim SDPA's flash kernel takes. Source: torch sdp_utils.cpp check_head_dim_size_flash."""
+SDPA_LOW_PRECISION = frozenset({DType.FP16, DType.BF16})
+SDPA_EFFICIENT_DTYPES = frozenset({DType.FP16, DType.BF16, DType.FP32})
+
+
+def sdpa_backend(dtype: DType, *, q_dim: int, k_dim: int | None = None, v_dim: int | None = None,
+                 grouped: bool, masked: bool, enable_gqa: bool = True, causal_offset: bool = False) -> str:
+    """The kernel CUDA's SDPA dispatcher picks on sm90 (H100): "flash", "efficient" or "math".
+
+    Flash: fp16/bf16, no attn_mask, equal q/k/v head dims ≤ 256, GQA (`grouped`: fewer K/V heads than
+    query heads) only with enable_gqa, and is_causal only when query and key lengths match (no
+    `causal_offset`). Memory-efficient: fp32/fp16/bf16, masks allowed, equal head counts and q/k dims. Math
+    (materialised scores) otherwise. The one rule the analytic engine (activations, transients) and the
+    trace's SDPA emulation (trace/patches.py) share. Source: aten/src/ATen/native/transformers/cuda/
+    sdp_utils.cpp (torch 2.11), priority order flash, efficient, math.
+    """
+    k_dim = q_dim if k_dim is None else k_dim
+    v_dim = q_dim if v_dim is None else v_dim
+    if (dtype in SDPA_LOW_PRECISION and not masked and q_dim == k_dim == v_dim <= FLASH_MAX_HEAD_DIM
+            and (enable_gqa or not grouped) and not causal_offset):
+        return "flash"
+    if dtype in SDPA_EFFICIENT_DTYPES and not grouped and k_dim == q_dim:
+        return "efficient"
+    return "math"
 
 
 def sdpa_by_default(spec: ModelSpec) -> bool:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memfit.core.attention_kinds import alibi_bias, eager_bytes_per_score, runs_eager
+from memfit.core.attention_kinds import alibi_bias, eager_bytes_per_score, runs_eager, sdpa_backend
 from memfit.core.choices import AttnImpl, KvCache
 from memfit.core.dtypes import DType
 from memfit.core.kv_cache import compute_dtype
@@ -38,8 +38,6 @@ gelu_new measured on real CPU tensors (GPT-2, a TorchDispatchMode over live stor
 MOE_ROUTING_IMBALANCE = 2
 """Tokens the busiest expert receives, as a multiple of the mean tokens × top_k / experts (routing is
 data dependent; random weights route near uniformly). Source: estimate, marked in the Term note."""
-FLASH_MAX_HEAD_DIM = 256
-"""Largest head dim SDPA's flash kernel takes. Source: torch sdp_utils.cpp check_head_dim_size_flash."""
 INT8_OUTLIER_BYTES_PER_WEIGHT = 7
 """LLM.int8 inference with threshold 6.0: when input columns exceed the threshold the weight's outlier
 columns are sliced (int8, 1 B), dequantised (fp32, 4 B) and cast (compute dtype, 2 B); with random-weight
@@ -143,7 +141,8 @@ def _attention_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, step
             # efficient kernel pads to (counted even when already aligned: a small upper bound that keeps
             # the estimate monotone in tokens)
             parts.append(Term(name="mask", nbytes=b * s * kv + 2 * b * s * padded * dt))
-        case AttnImpl.SDPA if _sdpa_takes_math(dt_name, q_dim=q_dim, v_dim=v_dim, grouped=grouped):
+        case AttnImpl.SDPA if sdpa_backend(dt_name, q_dim=q_dim, v_dim=v_dim, grouped=grouped,
+                                           masked=False) == "math":
             # K and V repeated to every head, then (b, heads, s, kv) fp32 scores beside their softmax
             parts.append(Term(name="repeat_kv", nbytes=full_kv))
             parts.append(Term(name="scores", nbytes=scores * 2 * 4))
@@ -166,18 +165,6 @@ def _mla_parts(att: AttentionSpec, *, b: int, s: int, kv: int, heads: int, dt: i
     expanded = b * kv * heads * (2 * mla.qk_nope_head_dim + mla.v_head_dim + mla.qk_rope_head_dim) * dt
     return [Term(name="query", nbytes=2 * q + b * s * heads * mla.qk_rope_head_dim * dt),
             Term(name="latent", nbytes=latent), Term(name="expanded_kv", nbytes=expanded)]
-
-
-def _sdpa_takes_math(dtype: DType, *, q_dim: int, v_dim: int, grouped: bool) -> bool:
-    """Whether an unmasked SDPA call falls back to the math kernel on sm90.
-
-    Flash takes fp16/bf16 with equal q/v head dims up to 256 (GQA allowed); the memory-efficient kernel
-    takes any float dtype but no GQA; math (materialised scores) is the rest: fp32 or wide heads with GQA.
-    Source: torch aten/src/ATen/native/transformers/cuda/sdp_utils.cpp (torch 2.11), priority flash,
-    efficient, math; the same rules as memfit.trace.patches.choose_backend.
-    """
-    flash = dtype in (DType.FP16, DType.BF16) and q_dim == v_dim <= FLASH_MAX_HEAD_DIM
-    return not flash and grouped
 
 
 def _mlp_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, *, tokens: int, hidden: int,

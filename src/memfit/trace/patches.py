@@ -35,8 +35,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-FLASH_MAX_HEAD_DIM = 256
-"""Largest head_dim flash attention takes (elements). Source: sdp_utils.cpp check_head_dim_size_flash."""
+from memfit.core.attention_kinds import sdpa_backend
+from memfit.core.dtypes import DType
+
+TORCH_DTYPES = {torch.float16: DType.FP16, torch.bfloat16: DType.BF16, torch.float32: DType.FP32}
+"""The dtypes SDPA's fused kernels take; any other runs math."""
 
 SM90_CAPABILITY = (9, 0)
 """The compute capability the trace reports (H100): the ground truth's GPU."""
@@ -58,23 +61,16 @@ def choose_backend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                    attn_mask: torch.Tensor | None, is_causal: bool, enable_gqa: bool) -> str:
     """The backend CUDA's SDPA dispatcher picks on sm90: "flash", "efficient" or "math".
 
-    Flash: fp16/bf16, no attn_mask, equal q/k/v head dims ≤ 256, causal only when q and kv lengths match,
-    GQA allowed (enable_gqa). Efficient: fp32/fp16/bf16, masks allowed, no GQA (equal head counts).
-    Math otherwise. Source: aten/src/ATen/native/transformers/cuda/sdp_utils.cpp (torch 2.11),
-    priority order flash, efficient, math.
+    The rule is the analytic engine's, `memfit.core.attention_kinds.sdpa_backend`, fed the tensors' shapes.
     """
+    dtype = TORCH_DTYPES.get(query.dtype)
+    if dtype is None:
+        return "math"
     same_heads = query.shape[-3] == key.shape[-3] == value.shape[-3]
-    head_dim = query.shape[-1]
-    dims_ok = head_dim == key.shape[-1] == value.shape[-1]
-    gqa_ok = same_heads or (enable_gqa and query.shape[-3] % key.shape[-3] == 0)
-    if (query.dtype in (torch.float16, torch.bfloat16) and attn_mask is None and dims_ok
-            and head_dim <= FLASH_MAX_HEAD_DIM and gqa_ok
-            and not (is_causal and query.shape[-2] != key.shape[-2])):
-        return "flash"
-    efficient_dtypes = (torch.float16, torch.bfloat16, torch.float32)
-    if query.dtype in efficient_dtypes and same_heads and key.shape[-1] == head_dim:
-        return "efficient"
-    return "math"
+    return sdpa_backend(dtype, q_dim=query.shape[-1], k_dim=key.shape[-1], v_dim=value.shape[-1],
+                        grouped=not same_heads, masked=attn_mask is not None,
+                        enable_gqa=enable_gqa and query.shape[-3] % key.shape[-3] == 0,
+                        causal_offset=is_causal and query.shape[-2] != key.shape[-2])
 
 
 def sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None = None,
