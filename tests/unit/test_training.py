@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 from fractions import Fraction
 
 import pytest
@@ -11,9 +12,10 @@ from memfit.core.dtypes import QUANTS, quant
 from memfit.core.errors import InvalidWorkload
 from memfit.core.estimate import estimate
 from memfit.core.families import spec_from_config
+from memfit.core.plan import cut_suggestions
 from memfit.core.result import TOP_TERMS, Gpu, Phase
 from memfit.core.spec import ModelSource, ModelSpec
-from memfit.core.training import cut_suggestions, training_phases, weights_term
+from memfit.core.training import training_phases, weights_term
 from memfit.core.workload import Lora, Training
 from memfit.sources.resolve import load_model
 
@@ -145,7 +147,8 @@ def test_lm_head_is_a_valid_explicit_target() -> None:
 
 
 def test_cut_suggestions_lower_the_peak_in_order() -> None:
-    """Each suggestion lowers the peak; the list is sorted by the new peak, checkpointing included."""
+    """Each suggestion lowers the peak on the same GPUs; the list is sorted by the new peak; every peak,
+    the baseline included, comes from the one estimator passed (savings never mix engines)."""
     spec = load_model("Llama-3.2-1B")
     wl = Training(seq_len=2048, batch_size=8)
     base = max(p.allocated_bytes for p in training_phases(spec, wl)[0])
@@ -153,7 +156,24 @@ def test_cut_suggestions_lower_the_peak_in_order() -> None:
     peaks = [c.allocated_bytes for c in cuts]
     assert peaks == sorted(peaks)
     assert all(p < base for p in peaks)
-    assert "gradient checkpointing" in {c.description for c in cuts}
+    assert {c.base_bytes for c in cuts} == {base}
+    assert "activation checkpointing (--grad-checkpointing)" in {c.description for c in cuts}
+    assert all(c.workload.parallel.num_gpus == 1 for c in cuts)
+
+
+def test_cut_suggestions_compare_within_the_estimator_they_are_given() -> None:
+    """An estimator that doubles every peak doubles the baseline too: the savings double, never mix."""
+    spec = load_model("Llama-3.2-1B")
+    wl = Training(seq_len=1024, batch_size=2)
+
+    def doubled(s, w, g):  # type: ignore[no-untyped-def]
+        peak = estimate(s, w, g).peak.allocated_bytes
+        return types.SimpleNamespace(peak=types.SimpleNamespace(allocated_bytes=2 * peak))
+
+    plain = {c.description: c.base_bytes - c.allocated_bytes for c in cut_suggestions(spec, wl)}
+    twice = {c.description: c.base_bytes - c.allocated_bytes
+             for c in cut_suggestions(spec, wl, estimator=doubled)}
+    assert twice == {k: 2 * v for k, v in plain.items()}
 
 
 def test_loop_adamw_and_first_layer_do_not_crash_on_fp32() -> None:

@@ -281,7 +281,7 @@ def estimate(
         references = _references(spec, workload, reference) if reference else ()
         from memfit.core.workload import Training
 
-        cuts = _cuts(spec, workload) if isinstance(workload, Training) else ()
+        cuts = _cuts(spec, workload, gpu) if isinstance(workload, Training) else ()
         _emit(render.to_text(*render.estimate_view(est, display_unit, references=references, cuts=cuts)), out)
     _gate(fail_if_not_fit, fits=est.fits)
 
@@ -309,10 +309,13 @@ def _references(spec: Any, workload: Any, names: str) -> Any:
     return reference_estimates(spec, workload, tuple(n.strip() for n in names.split(",") if n.strip()))
 
 
-def _cuts(spec: Any, workload: Any) -> Any:
-    from memfit.core.training import cut_suggestions
+def _cuts(spec: Any, workload: Any, gpu: str | None) -> Any:
+    """The planner's single changes that lower the peak, by the analytic engine (a trace per change would
+    take minutes): the table compares analytic with analytic, whatever engine made the estimate."""
+    from memfit import api
+    from memfit.core.plan import cut_suggestions
 
-    return cut_suggestions(spec, workload)
+    return cut_suggestions(spec, workload, estimator=lambda s, w, _g: api.estimate(s, w, engine="analytic"))
 
 
 @app.command()

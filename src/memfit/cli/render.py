@@ -271,13 +271,14 @@ def cuts_view(cuts: Sequence[Any], est: Estimate, unit: str) -> RenderableType |
     """What would cut the training peak most: each change, the new peak allocated and what it saves."""
     if not cuts:
         return None
-    table = _titled_table("What would cut the peak most")
+    engine = "" if str(est.engine) == "analytic" else " (analytic engine, against its own peak)"
+    table = _titled_table(f"What would cut the peak most{engine}")
     for column in ("change", f"peak allocated ({unit})", f"saves ({unit})"):
         table.add_column(column, justify="left" if column == "change" else "right")
-    old = est.peak.allocated_bytes
     for cut in cuts[:MAX_CUTS]:
         table.add_row(
-            cut.description, size(cut.allocated_bytes, unit), size(max(old - cut.allocated_bytes, 0), unit)
+            cut.description, size(cut.allocated_bytes, unit),
+            size(max(cut.base_bytes - cut.allocated_bytes, 0), unit)
         )
     return table
 

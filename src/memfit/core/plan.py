@@ -13,10 +13,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from memfit.core.choices import Checkpointing, DeviceMap, Method, Offload, Optimizer, Runtime, ZeroStage
 from memfit.core.errors import InvalidWorkload, MemfitError
+from memfit.core.optimizers import peft_adapts_fused_experts
 from memfit.core.result import Estimate, Gpu
 from memfit.core.spec import ModelSpec
 from memfit.core.workload import Inference, Lora, Training
@@ -261,10 +263,16 @@ def _training_ladder(spec: ModelSpec, wl: Training) -> Iterator[tuple[str, Train
     rep = dataclasses.replace
     ckpt = rep(wl, checkpointing=Checkpointing.FULL)
     lora = Lora(rank=PLAN_LORA_RANK, alpha=2 * PLAN_LORA_RANK)
+    if peft_adapts_fused_experts(spec, lora):   # peft's ParamWrapper takes no dropout (training.validate)
+        lora = rep(lora, dropout=Fraction(0))
     as_lora = rep(ckpt, method=Method.LORA, lora=lora) if wl.method is Method.FULL else ckpt
     as_qlora = rep(ckpt, method=Method.QLORA, lora=wl.lora or lora, quant=quant(PLAN_QLORA_QUANT))
+    if wl.optimizer in (Optimizer.ADAMW, Optimizer.ADAM, Optimizer.ADAMW_LOOP):
+        yield "fused AdamW: no foreach copy at the step (--optimizer adamw-fused)", rep(
+            wl, optimizer=Optimizer.ADAMW_FUSED)
     yield "activation checkpointing (--grad-checkpointing)", ckpt
-    yield "chunked cross-entropy + checkpointing (--chunked-loss)", rep(ckpt, chunked_loss=True)
+    yield "chunked cross-entropy (--chunked-loss)", rep(wl, chunked_loss=True)
+    yield "chunked cross-entropy + checkpointing", rep(ckpt, chunked_loss=True)
     if wl.method is Method.FULL:
         yield (
             f"LoRA r{PLAN_LORA_RANK} on all linear layers (--method lora)",
@@ -368,6 +376,34 @@ def _smaller_batches(wl: Workload, *, prefix: str = "") -> Iterator[tuple[str, A
         else:
             yield f"batch size {batch} (--batch-size {batch})", dataclasses.replace(wl, batch_size=batch)
         batch //= 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cut:
+    """One change that lowers the allocated peak on the same GPUs, with both peaks from one engine."""
+
+    description: str
+    workload: Training
+    allocated_bytes: int      # the changed job's peak allocated
+    base_bytes: int           # the job as given, by the same engine
+
+
+def cut_suggestions(spec: ModelSpec, workload: Training, *,
+                    estimator: Estimator = _default_estimator) -> tuple[Cut, ...]:
+    """The planner's training changes that keep the GPU count and lower the allocated peak, largest saving
+    first; every peak (the job's own included) comes from `estimator`, so savings never mix engines."""
+    base = estimator(spec, workload, None).peak.allocated_bytes
+    cuts: dict[Training, Cut] = {}
+    for label, changed in _training_ladder(spec, workload):
+        if changed == workload or changed in cuts or changed.parallel.num_gpus != workload.parallel.num_gpus:
+            continue
+        try:
+            peak = estimator(spec, changed, None).peak.allocated_bytes
+        except InvalidWorkload:
+            continue
+        if peak < base:
+            cuts[changed] = Cut(description=label, workload=changed, allocated_bytes=peak, base_bytes=base)
+    return tuple(sorted(cuts.values(), key=lambda c: c.allocated_bytes))
 
 
 def plan_changes(

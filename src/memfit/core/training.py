@@ -17,13 +17,12 @@ Sources: module docstrings of activations.py, loss.py and optimizers.py; groundt
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
 from memfit.core import activations as act
 from memfit.core import loss
-from memfit.core.choices import AttnImpl, Checkpointing, Method, Optimizer, PhaseName, Precision
+from memfit.core.choices import AttnImpl, Method, Optimizer, PhaseName, Precision
 from memfit.core.errors import InvalidWorkload
 from memfit.core.optimizers import (
     ParamTensor,
@@ -40,7 +39,7 @@ from memfit.core.params import Linear, count_params, layer_linears
 from memfit.core.result import Phase, Term, memory
 from memfit.core.spec import ModelSpec
 from memfit.core.weights import buffer_bytes
-from memfit.core.workload import Lora, Parallelism, Training
+from memfit.core.workload import Parallelism, Training
 
 CACHED_BYTES_PER_LOGIT = Fraction(11, 4)
 """Reserved-but-free bytes per (token × vocab entry) in forward and backward: the loss's big fp32 blocks
@@ -360,53 +359,3 @@ def training_phases(spec: ModelSpec, wl: Training) -> tuple[tuple[Phase, ...], t
     load = _phase(PhaseName.LOAD, [p.weights, p.adapters], 0, wl, "model loaded")
     phases = (load, _forward(spec, wl, p, flow), _backward(spec, wl, p, flow), _optimizer(wl, p))
     return phases, _assumptions(spec, wl, flow)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Cut:
-    """One change that lowers the training peak: what it is, the changed workload, its peak (bytes)."""
-
-    description: str
-    workload: Training
-    allocated_bytes: int
-
-
-def _peak(spec: ModelSpec, wl: Training) -> int:
-    return max(phase.allocated_bytes for phase in training_phases(spec, wl)[0])
-
-
-def _candidates(spec: ModelSpec, wl: Training) -> Iterator[tuple[str, Training]]:
-    if wl.checkpointing is Checkpointing.NONE:
-        yield "gradient checkpointing", dataclasses.replace(wl, checkpointing=Checkpointing.FULL)
-    if wl.batch_size > 1:
-        half = wl.batch_size // 2
-        yield (f"micro-batch {half} × grad_accum {wl.grad_accum * 2}",
-               dataclasses.replace(wl, batch_size=half, grad_accum=wl.grad_accum * 2))
-    if not wl.chunked_loss:
-        yield "chunked (fused) cross-entropy", dataclasses.replace(wl, chunked_loss=True)
-    if wl.optimizer in (Optimizer.ADAMW, Optimizer.ADAM, Optimizer.ADAMW_LOOP):
-        yield "fused AdamW", dataclasses.replace(wl, optimizer=Optimizer.ADAMW_FUSED)
-    if wl.optimizer in (Optimizer.ADAMW, Optimizer.ADAM, Optimizer.ADAMW_FUSED, Optimizer.ADAMW_LOOP):
-        yield "8-bit AdamW states (bitsandbytes)", dataclasses.replace(wl, optimizer=Optimizer.ADAMW_8BIT)
-    if wl.method is Method.FULL:
-        # peft adapts fused MoE experts only without dropout (see validate)
-        lora = Lora(rank=16, alpha=32)
-        if peft_adapts_fused_experts(spec, lora):
-            lora = dataclasses.replace(lora, dropout=Fraction(0))
-        yield "LoRA rank 16 on all linear layers", dataclasses.replace(
-            wl, method=Method.LORA, lora=lora, precision=Precision.BF16
-            if wl.precision.is_amp or wl.precision is Precision.FP32 else wl.precision)
-
-
-def cut_suggestions(spec: ModelSpec, wl: Training) -> tuple[Cut, ...]:
-    """Single changes that lower the allocated peak, largest saving first (each with its new peak)."""
-    base = _peak(spec, wl)
-    cuts = []
-    for description, changed in _candidates(spec, wl):
-        try:
-            peak = _peak(spec, changed)
-        except InvalidWorkload:
-            continue
-        if peak < base:
-            cuts.append(Cut(description=description, workload=changed, allocated_bytes=peak))
-    return tuple(sorted(cuts, key=lambda c: c.allocated_bytes))

@@ -14,22 +14,16 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from memfit.core.choices import Engine, KvCache, Method, PhaseName, Runtime
 from memfit.core.codec import decode
 from memfit.core.errors import EngineUnavailable
+from memfit.core.overhead import CUBLAS_WORKSPACE_BYTES_SM90
 from memfit.core.result import Estimate, Gpu, Phase, Term, memory, workload_from_dict
 from memfit.core.spec import ModelSpec
+from memfit.core.training import CUBLAS_HANDLES_TRAINING
 from memfit.core.units import MiB
 from memfit.core.workload import Inference, Training
 from memfit.trace import compat, harness, patches, targets
 from memfit.trace.allocator import CachingAllocator
 from memfit.trace.boot import Boot, fallback_assumption
 from memfit.trace.tracker import PhasePeak, Tracker
-
-CUBLAS_WORKSPACE_BYTES_SM90 = 32 * MiB
-"""cuBLAS workspace per handle on Hopper (bytes). Source: torch's default CUBLAS_WORKSPACE_CONFIG on sm90;
-measured: ground-truth "context" case (alloc after one matmul − 2 × 32 MiB operands = 32 MiB)."""
-
-CUBLAS_HANDLES_TRAINING = 2
-"""Training holds two workspaces: one for the forward thread's handle, one for autograd's device thread.
-Source: ground truth, l1b-full-bf16-adamw-b4-s1024: bwd1 end − params − grads − input ids = 2 × 32 MiB."""
 
 PHASE_ROLE_DEFAULT = {"optimizer": "optimizer_step"}
 """Untagged storages at a phase's peak: step temporaries in the optimizer phase, activations elsewhere."""

@@ -24,9 +24,6 @@ from torch.utils._pytree import tree_iter
 from memfit.core import overhead
 from memfit.trace.allocator import CachingAllocator
 
-CUBLAS_WORKSPACE_BYTES = 32 * 1024 * 1024
-"""cuBLAS workspace per handle on Hopper (bytes); see run.CUBLAS_WORKSPACE_BYTES_SM90."""
-
 HOST_ROLE = "host"
 """Role of tensors that a real GPU run keeps in host memory (AdamW's step counters)."""
 
@@ -109,7 +106,7 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
         thread = threading.get_ident()
         if thread not in self._threads and self.allocator is not None:
             self._threads.add(thread)
-            self.allocator.malloc(-len(self._threads) - 1, CUBLAS_WORKSPACE_BYTES)
+            self.allocator.malloc(-len(self._threads) - 1, overhead.CUBLAS_WORKSPACE_BYTES_SM90)
 
     def register(self, tensors: Iterable[torch.Tensor]) -> None:
         """Count tensors created outside dispatch (none in practice; kept for stand-ins built by hand)."""
