@@ -128,7 +128,8 @@ class _Parts:
     cache: int
     fwd_extra: int
     recompute: int
-    layer_transient: int
+    layer_transient: int      # the forward's last layer
+    backward_transient: int   # the last layer's backward (net of its freed MLP half)
     layer_grads: int
     head_grads: int
     dequant: int
@@ -163,7 +164,8 @@ def _parts(spec: ModelSpec, wl: Training) -> tuple[_Parts, act.Flow]:
         step_note=opt.step_note, saved=saved, cache=autocast_cache_bytes(spec, wl, adapters),
         fwd_extra=act.forward_extra_bytes(spec, flow, batch=b, seq_len=s),
         recompute=act.recomputed_layer_bytes(spec, flow, batch=b, seq_len=s) if flow.checkpointing else 0,
-        layer_transient=act.layer_transient_bytes(spec, flow, batch=b, seq_len=s),
+        layer_transient=act.layer_transient_bytes(spec, flow, batch=b, seq_len=s, backward=False),
+        backward_transient=act.layer_transient_bytes(spec, flow, batch=b, seq_len=s),
         layer_grads=max(per_layer.values()),
         head_grads=spec.vocab_size * spec.hidden_size * param_bytes(wl) if wl.method is Method.FULL else 0,
         dequant=dequant,
@@ -205,6 +207,7 @@ def _sharded(spec: ModelSpec, wl: Training, p: _Parts, tensors: tuple[ParamTenso
         cache=scale_bytes(p.cache, Fraction(1, wl.parallel.tp * wl.parallel.pp)),
         fwd_extra=scale_bytes(p.fwd_extra, layer), recompute=scale_bytes(p.recompute, layer),
         layer_transient=scale_bytes(p.layer_transient, layer),
+        backward_transient=scale_bytes(p.backward_transient, layer),
         layer_grads=scale_bytes(p.layer_grads, share.gradients),
         head_grads=scale_bytes(p.head_grads, share.gradients), logits_share=share.logits,
         master=scale_bytes(master, state_share), gathered=gathered, host=host,
@@ -292,7 +295,7 @@ def _backward(spec: ModelSpec, wl: Training, p: _Parts, flow: act.Flow) -> Phase
                         p.logits_share)]
     so_far = p.grads if wl.grad_accum > 1 else min(p.grads, p.head_grads + p.layer_grads)
     layer_extra = (Term(name="recomputed_layer", nbytes=p.recompute),
-                   Term(name="layer_backward_transient", nbytes=p.layer_transient + p.dequant))
+                   Term(name="layer_backward_transient", nbytes=p.backward_transient + p.dequant))
     last = [*[t for t in _steady(p, wl) if t.name != "gradients"], _grads(so_far, "so far"),
             _activations(p, extra=layer_extra, drop_final=True)]
     # tied embeddings: the head's gradient waits in autograd's input buffer and is summed out of place
