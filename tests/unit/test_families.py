@@ -331,3 +331,16 @@ def test_gpt_oss_stored_dtype_defaults_to_bf16() -> None:
     spec = _spec(model_type="gpt_oss", head_dim=16, num_local_experts=4, num_experts_per_tok=2,
                  sliding_window=8)
     assert spec.checkpoint_dtype is DType.BF16
+
+
+def test_omitted_activation_and_dropouts_take_the_config_class_defaults() -> None:
+    """A config.json that omits activation_function and dropouts gets GPT2Config's: gelu_new, 0.1 dropouts
+    (transformers 5.17); one that omits Gemma 2's attn_logit_softcapping gets its 50.0 (soft-capped)."""
+    gpt2 = {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 96, "n_positions": 64}
+    spec = spec_from_config(gpt2, name="g", source=SOURCE)
+    assert spec.layers[0].mlp.activation == "gelu_new"
+    assert (spec.hidden_dropout, spec.attention_dropout) == (True, True)
+    gemma2 = {"model_type": "gemma2", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "head_dim": 16, "vocab_size": 96, "max_position_embeddings": 64,
+              "sliding_window": 32}
+    assert spec_from_config(gemma2, name="g2", source=SOURCE).layers[0].attention.softcap
