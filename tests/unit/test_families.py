@@ -336,7 +336,8 @@ def test_gpt_oss_stored_dtype_defaults_to_bf16() -> None:
 def test_omitted_activation_and_dropouts_take_the_config_class_defaults() -> None:
     """A config.json that omits activation_function and dropouts gets GPT2Config's: gelu_new, 0.1 dropouts
     (transformers 5.17); one that omits Gemma 2's attn_logit_softcapping gets its 50.0 (soft-capped)."""
-    gpt2 = {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 96, "n_positions": 64}
+    gpt2 = {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 96,
+            "n_positions": 64}
     spec = spec_from_config(gpt2, name="g", source=SOURCE)
     assert spec.layers[0].mlp.activation == "gelu_new"
     assert (spec.hidden_dropout, spec.attention_dropout) == (True, True)
