@@ -308,15 +308,24 @@ def test_olmo2_norms_keep_fp32_normalised_when_trained() -> None:
     assert _per_token(spec, wl) - _per_token(llama_like, wl) == 448
 
 
-def test_fused_qkv_view_keeps_the_whole_projection() -> None:
-    """Phi-3's v is a view of the fused qkv output, so q's and k's parts stay alive with it."""
-    # q width 64 + k width 32 = 96 elements × 2 B = 192 per token
+def _fused(spec: ModelSpec, *, rotary: bool = True) -> ModelSpec:
+    return dataclasses.replace(spec, layers=tuple(dataclasses.replace(layer, attention=dataclasses.replace(
+        layer.attention, fused_qkv=True, rotary=rotary)) for layer in spec.layers))
+
+
+@pytest.mark.parametrize(("rotary", "checkpointing", "more"), [
+    # rotary: q and k are new tensors; with the training cache (no checkpointing) v is the cache's cat
+    # copy (nothing is a view: 0); without it v is a view, keeping q's 64 + k's 32 elements: 96 × 2 B = 192
+    (True, Checkpointing.NONE, 0),
+    (True, Checkpointing.FULL, 192),
+    # no rotary (GPT-2): q is a view; with the cache k and v are copies, so the buffer adds k + v: 64 × 2 B
+    (False, Checkpointing.NONE, 128),
+])
+def test_fused_qkv_output_kept_by_a_view(rotary: bool, checkpointing: Checkpointing, more: int) -> None:
+    """A view of the fused q|k|v output reaching the attention kernel keeps the whole buffer alive."""
     plain = _tiny()
-    fused = ModelSpec(**{**{f: getattr(plain, f) for f in plain.__dataclass_fields__}, "layers": tuple(
-        dataclasses.replace(layer, attention=dataclasses.replace(layer.attention, fused_qkv=True))
-        for layer in plain.layers)})
-    wl = Training(seq_len=16)
-    assert _per_token(fused, wl) - _per_token(plain, wl) == 192
+    wl = Training(seq_len=16, checkpointing=checkpointing)
+    assert _per_token(_fused(plain, rotary=rotary), wl) - _per_token(plain, wl) == more
 
 
 def test_falcon_alibi_sdpa_keeps_one_shared_bias() -> None:

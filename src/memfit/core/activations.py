@@ -152,7 +152,8 @@ def attention_backend(att: AttentionSpec, flow: Flow, *, seq_len: int) -> str:
     masked = (att.sliding_window is not None and att.sliding_window < seq_len) or flow.alibi
     return sdpa_backend(DType.BF16 if flow.attn_bytes == 2 else DType.FP32, q_dim=att.head_dim,
                         v_dim=att.mla.v_head_dim if att.mla is not None else att.head_dim,
-                        grouped=att.num_kv_heads != att.num_heads and not masked, masked=masked)
+                        grouped=att.num_kv_heads != att.num_heads and not masked, masked=masked,
+                        enable_gqa=att.sdpa_gqa)
 
 
 def unique_layers(spec: ModelSpec) -> tuple[LayerSpec, ...]:
@@ -191,6 +192,24 @@ def lora_bytes(lin: Linear, flow: Flow) -> int:
     return lin.count * ((in_bytes + mask) * lin.fan_in + out_bytes * flow.lora_rank)
 
 
+def _fused_qkv_bytes(att: AttentionSpec, flow: Flow, *, q_width: int, kv_width: int) -> int:
+    """Bytes per token the fused q|k|v output adds beyond the q, k, v the kernel saves, when one of them
+    reaches the kernel as a view of it (a view keeps the whole buffer alive).
+
+    Without checkpointing transformers updates a DynamicCache in training (use_cache defaults to True),
+    whose torch.cat gives the kernel fresh k and v; rotary gives it a fresh q. So: rotary with a cache,
+    nothing is a view (0); rotary without a cache (checkpointing), v is (the buffer less v: q + k);
+    no rotary (GPT-2, Falcon-RW's ALiBi) with a cache, q is (the buffer less q: k + v); no rotary and no
+    cache, q, k and v are all views of the one buffer (0). Under autocast the kernel gets bf16 casts.
+    Source: transformers 5.17 Phi3Attention / GPT2Attention / FalconAttention and DynamicLayer.update
+    (torch.cat); trace of Phi-3-mini LoRA (the buffer absent) and GPT-2 (present)."""
+    if not att.fused_qkv or att.mla is not None or flow.amp or att.qkv_copies:
+        return 0
+    if att.rotary:
+        return flow.act_bytes * (q_width + kv_width // 2) if flow.checkpointing else 0
+    return 0 if flow.checkpointing else flow.act_bytes * kv_width
+
+
 def _attention_core(att: AttentionSpec, flow: Flow, *, seq_len: int) -> int:
     """Bytes per token the attention kernel saves, including its output (o_proj's input)."""
     if att.mla is not None:
@@ -208,9 +227,7 @@ def _attention_core(att: AttentionSpec, flow: Flow, *, seq_len: int) -> int:
         rep = 2 * q_width - kv_width                # repeat_kv copies (GQA) replace k and v
     ab = flow.attn_bytes
     lse = FP32_BYTES * att.num_heads
-    if att.fused_qkv and att.mla is None and not flow.amp and not att.qkv_copies:
-        # v is a view of the fused qkv output: keeping v keeps the whole q|k|v buffer
-        extra += flow.act_bytes * (q_width + kv_width // 2)
+    extra += _fused_qkv_bytes(att, flow, q_width=q_width, kv_width=kv_width)
     backend = attention_backend(att, flow, seq_len=seq_len)
     # eager/math: the output copy is o_proj's input, kept only when o_proj's weight trains
     out = ab * out_width if flow.base_trains else 0
@@ -224,8 +241,9 @@ def _attention_core(att: AttentionSpec, flow: Flow, *, seq_len: int) -> int:
     elif backend == "efficient":
         core = ab * (q_width + kv_width + out_width) + lse
     elif backend == "math":
-        # fp32 scaled q, repeated k and v, fp32 probabilities
-        core = FP32_BYTES * (3 * q_width + probs) + out
+        # fp32 scaled q, k and v (repeated to every head with enable_gqa, else broadcast), fp32 probabilities
+        kv_saved = 2 * q_width if att.sdpa_gqa else kv_width
+        core = FP32_BYTES * (q_width + kv_saved + probs) + out
     else:
         # eager: q, repeated k and v, fp32 softmax output and its copy in q's dtype (+ dropout mask)
         kept = FP32_BYTES * probs + (ab * probs if ab < FP32_BYTES else 0)
@@ -426,8 +444,9 @@ def layer_transient_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: i
         backend = attention_backend(att, flow, seq_len=seq_len)
         attn = 0
         if backend in ("eager", "math"):
-            # fp32 grads of the probabilities and of the scores, and a low-precision copy of one
-            low = flow.attn_bytes if flow.attn_bytes < FP32_BYTES else 0
+            # fp32 grads of the probabilities and of the scores, and (eager) a low-precision copy of one;
+            # the math kernel upcasts to fp32 and keeps no low-precision copy
+            low = flow.attn_bytes if flow.attn_bytes < FP32_BYTES and backend == "eager" else 0
             attn = (2 * FP32_BYTES + low) * att.num_heads * seq_len
             if backward:
                 attn -= mlp_half_token_bytes(spec, layer, flow, seq_len=seq_len)

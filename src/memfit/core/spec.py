@@ -47,6 +47,9 @@ class AttentionSpec:
     fused_qkv: bool = False               # one qkv Linear (GPT-2, BLOOM, Falcon, Phi-3): same count
     # how the family's code runs it (set by the family mappers; formulas read these, never the family name)
     alibi: bool = False                   # an ALiBi bias is added to the scores (BLOOM; Falcon-RW by config)
+    rotary: bool = True                   # q and k are rotated (new tensors); False: learned positions, ALiBi
+    sdpa_gqa: bool = True                 # SDPA gets enable_gqa (transformers' sdpa_attention_forward);
+                                          # False: the family calls torch SDPA itself, without it (Falcon)
     softcap: bool = False                 # tanh soft-capping of the scores (config attn_logit_softcapping)
     qkv_copies: bool = False              # the fused qkv output is reshaped into fresh q, k, v (BLOOM)
     eager_scores: EagerScores = EagerScores.SOFTMAX_FP32   # what eager attention keeps per score

@@ -142,7 +142,7 @@ def _attention_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, step
             # the estimate monotone in tokens)
             parts.append(Term(name="mask", nbytes=b * s * kv + 2 * b * s * padded * dt))
         case AttnImpl.SDPA if sdpa_backend(dt_name, q_dim=q_dim, v_dim=v_dim, grouped=grouped,
-                                           masked=False) == "math":
+                                           masked=False, enable_gqa=att.sdpa_gqa) == "math":
             # K and V repeated to every head, then (b, heads, s, kv) fp32 scores beside their softmax
             parts.append(Term(name="repeat_kv", nbytes=full_kv))
             parts.append(Term(name="scores", nbytes=scores * 2 * 4))

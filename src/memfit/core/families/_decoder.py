@@ -185,6 +185,8 @@ def decoder_spec(
     alibi: bool = False,
     eager_scores: EagerScores = EagerScores.SOFTMAX_FP32,
     qkv_copies: bool = False,
+    rotary: bool = True,
+    sdpa_gqa: bool = True,
     **spec_fields: Any,
 ) -> ModelSpec:
     """A ModelSpec for a llama-like decoder; flags default to Llama's and to the config's own fields.
@@ -218,6 +220,7 @@ def decoder_spec(
             out_bias=attention_bias if out_bias is None else out_bias,
             qk_norm=qk_norm, qk_norm_kind=qk_norm_kind, sliding_window=window, fused_qkv=fused_qkv,
             alibi=alibi, softcap=config.get("attn_logit_softcapping") is not None, qkv_copies=qkv_copies,
+            rotary=rotary, sdpa_gqa=sdpa_gqa,
             eager_scores=eager_scores,
         )
         if attention_for_layer is not None:

@@ -35,6 +35,6 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
                         qkv_bias=True, out_bias=True, num_kv_heads=dims.num_heads,
                         max_positions_default=BLOOM_TRAINING_CONTEXT_TOKENS, mlp_for_layer=lambda _index: mlp,
                         norm=NormKind.LAYER, final_norm=NormKind.LAYER, embedding_norm=NormKind.LAYER,
-                        modules=NEOX, sdpa_supported=False, alibi=True, qkv_copies=True,
+                        modules=NEOX, sdpa_supported=False, alibi=True, qkv_copies=True, rotary=False,
                         eager_scores=EagerScores.BADDBMM_ALIBI, keeps_previous_attn_probs=True,
                         rotary_buffer=False)

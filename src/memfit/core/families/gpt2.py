@@ -22,6 +22,6 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
     mlp = dense_mlp(config, name=name, key="n_inner", bias=True, gated=False, default=4 * dims.hidden_size)
     return decoder_spec(config, name=name, source=source, family="gpt2", tie_default=True, fused_qkv=True,
                         qkv_bias=True, out_bias=True, mlp_for_layer=lambda _index: mlp, norm=NormKind.LAYER,
-                        final_norm=NormKind.LAYER, modules=GPT2, rotary_buffer=False,
+                        final_norm=NormKind.LAYER, modules=GPT2, rotary_buffer=False, rotary=False,
                         learned_positions=req_int(config, "n_positions", "max_position_embeddings",
                                                   name=name))

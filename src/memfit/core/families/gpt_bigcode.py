@@ -24,6 +24,6 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
     return decoder_spec(config, name=name, source=source, family="gpt_bigcode", tie_default=True,
                         fused_qkv=True, qkv_bias=True, out_bias=True, num_kv_heads=1 if multi_query else None,
                         mlp_for_layer=lambda _index: mlp, norm=NormKind.LAYER, final_norm=NormKind.LAYER,
-                        modules=GPT2, rotary_buffer=False, causal_mask_buffer=True,
+                        modules=GPT2, rotary_buffer=False, rotary=False, causal_mask_buffer=True,
                         learned_positions=req_int(config, "n_positions", "max_position_embeddings",
                                                   name=name))

@@ -40,4 +40,4 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
                         final_norm=norm if has_final else None,
                         learned_positions=dims.max_position_embeddings + POSITION_OFFSET_ROWS,
                         embedding_dim=None if width == dims.hidden_size else width, extra_params=extras,
-                        modules=OPT, rotary_buffer=False)
+                        modules=OPT, rotary_buffer=False, rotary=False)
