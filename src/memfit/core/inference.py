@@ -27,6 +27,7 @@ from memfit.core.kv_cache import (
     final_cache_tokens,
     kv_bytes_per_token,
     kv_cache_at,
+    kv_layer_bytes,
     kv_tensor_groups,
 )
 from memfit.core.logits import logits
@@ -42,7 +43,14 @@ from memfit.core.overhead import (
 from memfit.core.result import Gpu, Phase, Term, memory, replace_terms
 from memfit.core.runtimes import RuntimeProfile, check_runtime_supports, profile
 from memfit.core.spec import ModelSpec, MoeSpec
-from memfit.core.transients import Step, decode_step, input_bytes, layer_peak, prefill_step
+from memfit.core.transients import (
+    Step,
+    decode_step,
+    input_bytes,
+    layer_peak,
+    layer_working_sets,
+    prefill_step,
+)
 from memfit.core.weights import weight_tensor_groups, weights, weights_tree_groups
 from memfit.core.workload import Inference
 
@@ -294,7 +302,12 @@ def _prefill_phase(job: _Job, assumptions: list[str]) -> Phase:
     waste = job.weight_waste + _persistent_waste(kv_tensor_groups(spec, workload, tokens=job.cache_tokens))
     acts, dequant = _prefill_layer_peak(spec, workload, job.prof, kind=job.kind,
                                         cache_tokens=job.cache_tokens, assumptions=assumptions)
-    layer_terms = [job.weights, cache, Term.group("activations", [*acts.children, job.inputs]),
+    layer_cache = cache
+    if job.prof.max_batched_tokens is None:
+        found = _prefill_peak_layer(spec, workload, kind=job.kind, cache_tokens=job.cache_tokens)
+        if found is not None:
+            acts, dequant, layer_cache = found
+    layer_terms = [job.weights, layer_cache, Term.group("activations", [*acts.children, job.inputs]),
                    _overhead(workload, dequant)]
     generating = workload.new_tokens > 0
     positions = 1 if generating or job.prof.max_batched_tokens else workload.prompt_tokens
@@ -365,6 +378,32 @@ def _init_floor(spec: ModelSpec, workload: Inference, weights_term: Term) -> int
     if RANDOM_INIT_TIED_HEAD and spec.tie_word_embeddings and not workload.quant.is_quantized:
         return round_block(weights_term.bytes_of("embeddings"))
     return 0
+
+
+def _prefill_peak_layer(spec: ModelSpec, workload: Inference, *, kind: KvCache,
+                        cache_tokens: int) -> tuple[Term, int, Term] | None:
+    """(activations, dequantisation bytes, KV cache) at the prefill's peak layer: transformers allocates a
+    layer's cache at its first update (DynamicCache's cat, StaticCache's lazy init), so while layer i runs
+    only layers 0..i hold theirs. A masked sliding layer just before the last global one can outweigh the
+    last layer (gemma-3-270m, 8k prompt: 32 MiB of global cache not yet allocated at the peak).
+    None when the cache does not cover every layer on this GPU (device_map, llama.cpp's CPU layers).
+    Source: transformers 5.17 cache_utils DynamicLayer.update / StaticLayer.lazy_initialization."""
+    per_layer = kv_layer_bytes(spec, workload, tokens=cache_tokens)
+    if len(per_layer) != spec.num_layers:
+        return None
+    sets = layer_working_sets(spec, workload, prefill_step(spec, workload, kind=kind,
+                                                           cache_tokens=cache_tokens))
+    held: dict[str, int] = {}
+    best: tuple[int, Term, int, dict[str, int]] | None = None
+    for layer, (name, nbytes) in zip(spec.layers, per_layer, strict=True):
+        held[name] = held.get(name, 0) + nbytes
+        acts, dequant = sets[id(layer)]
+        total = acts.nbytes + dequant + sum(held.values())
+        if best is None or total >= best[0]:
+            best = (total, acts, dequant, dict(held))
+    assert best is not None  # spec.layers is never empty
+    cache = Term.group("kv_cache", [Term(name=n, nbytes=b) for n, b in best[3].items()])
+    return best[1], best[2], cache
 
 
 def _prefill_layer_peak(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, *, kind: KvCache,

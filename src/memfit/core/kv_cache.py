@@ -104,6 +104,15 @@ def kv_cache_at(spec: ModelSpec, workload: Inference, *, tokens: int, after_deco
     return Term.group("kv_cache", [Term(name=n, nbytes=b) for n, b in totals.items()])
 
 
+def kv_layer_bytes(spec: ModelSpec, workload: Inference, *, tokens: int) -> list[tuple[str, int]]:
+    """(attention kind, K + V bytes) of each layer's cache holding `tokens`, one entry per decoder layer
+    in order (layers off the GPU, llama.cpp's CPU layers, hold none)."""
+    out: list[tuple[str, int]] = []
+    for (name, k_bytes, v_bytes), times in _layer_tensors(spec, workload, tokens=tokens, after_decode=False):
+        out.extend([(name, k_bytes + v_bytes)] * times)
+    return out
+
+
 def _layer_tensors(spec: ModelSpec, workload: Inference, *, tokens: int,
                    after_decode: bool) -> list[tuple[tuple[str, int, int], int]]:
     """((attention kind, K bytes, V bytes), times) of the GPU layers' caches for the whole batch, in layer

@@ -197,6 +197,7 @@ class ModelSpec:
     alibi_float_bias: bool = False        # one float (b, heads, s, kv) ALiBi+causal bias, all layers (Falcon)
     keeps_previous_attn_probs: bool = False  # the layer loop keeps each block's outputs (BLOOM, Falcon)
     rotary_buffer: bool = True            # a rotary inv_freq buffer (head_dim / 2 fp32)
+    rotary_per_layer_type: bool = False   # one (cos, sin) pair per layer type, sliding and full (Gemma 3)
     causal_mask_buffer: bool = False      # a bool (positions²) causal-mask buffer (GPT-BigCode)
     hidden_dropout: bool = False          # dropout > 0 on the residual branches (config)
     attention_dropout: bool = False       # dropout > 0 on the attention probabilities (config)

@@ -54,18 +54,19 @@ class Step:
 
     query_tokens: int
     kv_tokens: int
-    masked: bool          # an explicit mask reaches SDPA (static cache, sliding window shorter than kv)
+    masked: bool          # an explicit mask reaches every layer (static cache); sliding layers shorter
+                          # than kv_tokens get one too (_attention_step)
 
 
 def layer_peak(spec: ModelSpec, workload: Inference, step: Step) -> tuple[Term, int]:
     """The largest layer working set of one forward step: (activations Term, dequantisation bytes in it)."""
-    best: tuple[Term, int] | None = None
-    for layer in {id(layer): layer for layer in spec.layers}.values():   # each shared LayerSpec once
-        candidate = _layer_working_set(spec, layer, workload, step)
-        if best is None or candidate[0].nbytes + candidate[1] > best[0].nbytes + best[1]:
-            best = candidate
-    assert best is not None  # spec.layers is never empty (ModelSpec checks it)
-    return best
+    return max(layer_working_sets(spec, workload, step).values(), key=lambda c: c[0].nbytes + c[1])
+
+
+def layer_working_sets(spec: ModelSpec, workload: Inference, step: Step) -> dict[int, tuple[Term, int]]:
+    """Each distinct layer's working set in one forward step, keyed by id() of its shared LayerSpec."""
+    return {id(layer): _layer_working_set(spec, layer, workload, step)
+            for layer in {id(layer): layer for layer in spec.layers}.values()}
 
 
 def _layer_working_set(spec: ModelSpec, layer: LayerSpec, workload: Inference,
@@ -76,7 +77,10 @@ def _layer_working_set(spec: ModelSpec, layer: LayerSpec, workload: Inference,
     h = spec.hidden_size
     hidden = tokens * h * dt                                 # (b, s, hidden) in the compute dtype
     att = layer.attention
-    rotary = 2 * tokens * att.head_dim * dt                  # cos and sin, (b, s, head_dim) each
+    # cos and sin, (b, s, head_dim) each; one pair per layer type where the family ropes them apart
+    tables = len({layer.attention.sliding_window is None for layer in spec.layers}) \
+        if spec.rotary_per_layer_type else 1
+    rotary = 2 * tables * tokens * att.head_dim * dt
     # Falcon-RW: the (b, heads, s, kv) ALiBi + causal bias lives through the whole layer loop
     bias = b * att.num_heads // workload.parallel.tp * s * step.kv_tokens * dt if alibi_bias(spec) else 0
     persistent = Term.group("hidden", [
@@ -114,7 +118,10 @@ def _attention_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, step
         parts = [Term(name="normed", nbytes=hidden), Term(name="qkv", nbytes=q + k + v),
                  Term(name="rotary_copies", nbytes=q + k), Term(name="output", nbytes=2 * out)]
     grouped = kv_heads < heads
-    full_kv = b * kv * heads * (q_dim + v_dim) * dt      # K and V expanded to every query head
+    # transformers' repeat_kv (expand + reshape) copies K and V to every query head; with one KV head
+    # (MQA) the reshape is a view and nothing is copied
+    full_kv = b * kv * heads * (q_dim + v_dim) * dt if kv_heads > 1 else 0
+    masked = step.masked or (att.sliding_window is not None and att.sliding_window < kv)
     scores = b * heads * s * kv
     padded = -(-kv // SDPA_MASK_ALIGN) * SDPA_MASK_ALIGN
     eager = runs_eager(spec, workload.attn)
@@ -134,22 +141,38 @@ def _attention_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, step
             parts.append(Term(name="scores", nbytes=scores * per_score))
             if not alibi_bias(spec):
                 parts.append(Term(name="mask", nbytes=b * s * kv * dt))
-        case AttnImpl.SDPA if step.masked:
-            if grouped:
-                parts.append(Term(name="repeat_kv", nbytes=full_kv))
-            # bool (b, 1, s, kv) mask, its additive copy in the compute dtype and the aligned copy the
-            # efficient kernel pads to (counted even when already aligned: a small upper bound that keeps
-            # the estimate monotone in tokens)
-            parts.append(Term(name="mask", nbytes=b * s * kv + 2 * b * s * padded * dt))
+        case AttnImpl.SDPA if masked:
+            return _masked_sdpa(hidden=hidden, qkv=q + k + v, out=out, repeat=full_kv if grouped else 0,
+                                bool_mask=b * s * kv, additive=b * s * kv * dt,
+                                pad_copy=b * s * padded * dt if padded != kv else 0)
         case AttnImpl.SDPA if sdpa_backend(dt_name, q_dim=q_dim, v_dim=v_dim, grouped=grouped,
                                            masked=False, enable_gqa=att.sdpa_gqa) == "math":
-            # K and V repeated to every head, then (b, heads, s, kv) fp32 scores beside their softmax
-            parts.append(Term(name="repeat_kv", nbytes=full_kv))
+            # K and V repeated to every head (math's repeat_interleave under enable_gqa; a family calling
+            # torch SDPA without it broadcasts), then (b, heads, s, kv) fp32 scores beside their softmax
+            repeated = b * kv * heads * (q_dim + v_dim) * dt if att.sdpa_gqa else 0
+            parts.append(Term(name="repeat_kv", nbytes=repeated))
             parts.append(Term(name="scores", nbytes=scores * 2 * 4))
             parts.append(Term(name="mask", nbytes=s * kv * dt))            # the causal (s, kv) bias
         case _:
             parts.append(Term(name="softmax_lse", nbytes=b * heads * s * 4))   # fp32 log-sum-exp
     return Term.group("attention", parts)
+
+
+def _masked_sdpa(*, hidden: int, qkv: int, out: int, repeat: int, bool_mask: int, additive: int,
+                 pad_copy: int) -> Term:
+    """SDPA with an explicit mask, as the larger of two moments: the kernel running (rotated q and k and v,
+    K/V repeated to every head, the bool (b, 1, s, kv) mask, its additive copy in the compute dtype and
+    the aligned copy when kv is not a multiple of 16, the kernel's output) and just after it (the additive
+    copies freed, the output's transposed contiguous copy made). Rotary's inputs are freed by then.
+    Source: torch convert_boolean_attn_mask / preprocess_mask; transformers 5.17 sdpa_attention_forward;
+    trace of gemma-3-270m (b4, 8k prompt: sliding layers masked)."""
+    base = [Term(name="normed", nbytes=hidden), Term(name="qkv", nbytes=qkv),
+            Term(name="repeat_kv", nbytes=repeat)]
+    kernel = Term.group("attention", [*base, Term(name="mask", nbytes=bool_mask + additive + pad_copy),
+                                      Term(name="output", nbytes=out)])
+    after = Term.group("attention", [*base, Term(name="mask", nbytes=bool_mask),
+                                     Term(name="output", nbytes=2 * out)])
+    return max(kernel, after, key=lambda t: t.nbytes)
 
 
 def _mla_parts(att: AttentionSpec, *, b: int, s: int, kv: int, heads: int, dt: int) -> list[Term]:
@@ -228,13 +251,15 @@ def dequant_bytes(lin: Linear, workload: Inference, *, tokens: int, dt: int) -> 
 
 
 def prefill_step(spec: ModelSpec, workload: Inference, *, kind: KvCache, cache_tokens: int) -> Step:
-    """The prefill forward: the whole prompt at once; masked when the cache is longer than the prompt
-    (static) or a sliding window is shorter than it."""
+    """The prefill forward: the whole prompt at once, over the prompt's keys. A static cache returns all
+    its slots, but SDPA without a mask slices them to the prompt (layers whose sliding window is shorter
+    than the prompt get a mask of the prompt's length, `_attention_step`); eager keeps every slot behind
+    a (b, 1, s, cache) mask. Source: transformers 5.17 integrations/sdpa_attention.py (key[:, :, :q_length]
+    when is_causal with no mask), StaticLayer.update; trace of gemma-3-270m and Llama static prefills."""
     s = workload.prompt_tokens
-    kv = cache_tokens if kind is KvCache.STATIC else s
-    windows = [layer.attention.sliding_window for layer in spec.layers]
-    masked = kv != s or any(w is not None and w < s for w in windows)
-    return Step(query_tokens=s, kv_tokens=kv, masked=masked)
+    if kind is KvCache.STATIC and runs_eager(spec, workload.attn):
+        return Step(query_tokens=s, kv_tokens=cache_tokens, masked=True)
+    return Step(query_tokens=s, kv_tokens=s, masked=False)
 
 
 def decode_step(workload: Inference, *, kind: KvCache, cache_tokens: int) -> Step:

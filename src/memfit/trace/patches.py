@@ -97,11 +97,19 @@ def sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask:
         groups = query.shape[-3] // key.shape[-3]
         key = key.repeat_interleave(groups, dim=-3)
         value = value.repeat_interleave(groups, dim=-3)
-    if attn_mask is not None and attn_mask.dtype == torch.bool:   # as sdpa's convert_boolean_attn_mask
-        attn_mask = torch.where(attn_mask, 0.0, float("-inf")).to(query.dtype)
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        attn_mask = _additive_mask(attn_mask, query)
     out = aten._scaled_dot_product_attention_math(query, key, value, attn_mask, dropout_p, is_causal,
                                                   None, scale=scale)
     return out[0]  # type: ignore[no-any-return]
+
+
+def _additive_mask(attn_mask: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """A bool mask as the additive mask SDPA builds from it, directly in q's dtype (no fp32 step):
+    `where(mask, 0.0, scalar_tensor(-inf, dtype))` promotes to the 0-dim tensor's dtype.
+    Source: aten/src/ATen/native/transformers/attention.cpp convert_boolean_attn_mask (torch 2.11)."""
+    neg_inf = torch.scalar_tensor(float("-inf"), dtype=query.dtype, device=attn_mask.device)
+    return torch.where(attn_mask, 0.0, neg_inf)
 
 
 def _efficient_bias(attn_mask: torch.Tensor | None, query: torch.Tensor) -> torch.Tensor | None:
@@ -111,7 +119,7 @@ def _efficient_bias(attn_mask: torch.Tensor | None, query: torch.Tensor) -> torc
     if attn_mask is None:
         return None
     if attn_mask.dtype == torch.bool:
-        attn_mask = torch.where(attn_mask, 0.0, float("-inf")).to(query.dtype)
+        attn_mask = _additive_mask(attn_mask, query)
     last = attn_mask.shape[-1]
     if last % 16:
         padded = torch.nn.functional.pad(attn_mask, (0, 16 - last % 16))

@@ -2,7 +2,8 @@
 
 Source: transformers 5.17.0 models/gemma3: per-head q_norm/k_norm (Gemma3RMSNorm(head_dim)), four norms per
 layer, every `sliding_window_pattern`-th layer global (default 6). Missing fields take Gemma3TextConfig's
-defaults (published multimodal configs list only the fields that differ).
+defaults (published multimodal configs list only the fields that differ). Gemma3TextModel computes one
+(cos, sin) pair per layer type (local and global rope bases) and keeps both through the layer loop.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def text_spec(config: Mapping[str, Any], *, name: str, source: ModelSource, fami
                             default_types=alternating(pattern))
     return decoder_spec(merged, name=name, source=source, family=family, tie_default=True, mlp_bias=False,
                         qk_norm=QkNorm.PER_HEAD, norms_per_layer=4, windows=windows, norm_fp32_output=True,
+                        rotary_per_layer_type=True,
                         embedding_multiplier_is_scaled=True, default_dtype=default_dtype,
                         final_logit_softcapping=merged.get("final_logit_softcapping") is not None,
                         **spec_fields)
