@@ -192,7 +192,7 @@ def lora_bytes(lin: Linear, flow: Flow) -> int:
     return lin.count * ((in_bytes + mask) * lin.fan_in + out_bytes * flow.lora_rank)
 
 
-def _fused_qkv_bytes(att: AttentionSpec, flow: Flow, *, q_width: int, kv_width: int) -> int:
+def _fused_qkv_bytes(att: AttentionSpec, flow: Flow, backend: str, *, q_width: int, kv_width: int) -> int:
     """Bytes per token the fused q|k|v output adds beyond the q, k, v the kernel saves, when one of them
     reaches the kernel as a view of it (a view keeps the whole buffer alive).
 
@@ -200,10 +200,11 @@ def _fused_qkv_bytes(att: AttentionSpec, flow: Flow, *, q_width: int, kv_width: 
     whose torch.cat gives the kernel fresh k and v; rotary gives it a fresh q. So: rotary with a cache,
     nothing is a view (0); rotary without a cache (checkpointing), v is (the buffer less v: q + k);
     no rotary (GPT-2, Falcon-RW's ALiBi) with a cache, q is (the buffer less q: k + v); no rotary and no
-    cache, q, k and v are all views of the one buffer (0). Under autocast the kernel gets bf16 casts.
+    cache, q, k and v are all views of the one buffer (0). Under autocast the kernel gets bf16 casts; eager
+    and math attention multiply with matmul, which saves contiguous copies of transposed views (0).
     Source: transformers 5.17 Phi3Attention / GPT2Attention / FalconAttention and DynamicLayer.update
     (torch.cat); trace of Phi-3-mini LoRA (the buffer absent) and GPT-2 (present)."""
-    if not att.fused_qkv or att.mla is not None or flow.amp or att.qkv_copies:
+    if not att.fused_qkv or att.mla is not None or flow.amp or att.qkv_copies or backend in ("eager", "math"):
         return 0
     if att.rotary:
         return flow.act_bytes * (q_width + kv_width // 2) if flow.checkpointing else 0
@@ -227,8 +228,8 @@ def _attention_core(att: AttentionSpec, flow: Flow, *, seq_len: int) -> int:
         rep = 2 * q_width - kv_width                # repeat_kv copies (GQA) replace k and v
     ab = flow.attn_bytes
     lse = FP32_BYTES * att.num_heads
-    extra += _fused_qkv_bytes(att, flow, q_width=q_width, kv_width=kv_width)
     backend = attention_backend(att, flow, seq_len=seq_len)
+    extra += _fused_qkv_bytes(att, flow, backend, q_width=q_width, kv_width=kv_width)
     # eager/math: the output copy is o_proj's input, kept only when o_proj's weight trains
     out = ab * out_width if flow.base_trains else 0
     probs = att.num_heads * seq_len
@@ -245,8 +246,12 @@ def _attention_core(att: AttentionSpec, flow: Flow, *, seq_len: int) -> int:
         kv_saved = 2 * q_width if att.sdpa_gqa else kv_width
         core = FP32_BYTES * (q_width + kv_saved + probs) + out
     else:
-        # eager: q, repeated k and v, fp32 softmax output and its copy in q's dtype (+ dropout mask)
-        kept = FP32_BYTES * probs + (ab * probs if ab < FP32_BYTES else 0)
+        # eager: q, repeated k and v, the fp32 softmax output and the probabilities P·V reads: its cast to
+        # q's dtype, or dropout's output (+ its bool mask) when the config drops attention; fp32 without
+        # dropout reads the softmax output itself
+        softmax = FP32_BYTES if att.softmax_fp32 else ab
+        second = softmax > ab or flow.attn_dropout
+        kept = softmax * probs + (ab * probs if second else 0)
         if att.sinks:
             # gpt-oss: softmax in q's dtype over cat(scores, sink) (seq + 1 wide, one buffer the P·V
             # matmul reads as a strided view) and the int64 argmax of the max subtraction.

@@ -53,6 +53,7 @@ class AttentionSpec:
     softcap: bool = False                 # tanh soft-capping of the scores (config attn_logit_softcapping)
     qkv_copies: bool = False              # the fused qkv output is reshaped into fresh q, k, v (BLOOM)
     eager_scores: EagerScores = EagerScores.SOFTMAX_FP32   # what eager attention keeps per score
+    softmax_fp32: bool = True             # eager softmax output in fp32 (then cast); False: compute dtype
 
     def __post_init__(self) -> None:
         for name in ("num_heads", "num_kv_heads", "head_dim"):

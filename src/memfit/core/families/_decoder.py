@@ -187,6 +187,7 @@ def decoder_spec(
     qkv_copies: bool = False,
     rotary: bool = True,
     sdpa_gqa: bool = True,
+    softmax_fp32: bool = True,
     **spec_fields: Any,
 ) -> ModelSpec:
     """A ModelSpec for a llama-like decoder; flags default to Llama's and to the config's own fields.
@@ -220,7 +221,7 @@ def decoder_spec(
             out_bias=attention_bias if out_bias is None else out_bias,
             qk_norm=qk_norm, qk_norm_kind=qk_norm_kind, sliding_window=window, fused_qkv=fused_qkv,
             alibi=alibi, softcap=config.get("attn_logit_softcapping") is not None, qkv_copies=qkv_copies,
-            rotary=rotary, sdpa_gqa=sdpa_gqa,
+            rotary=rotary, sdpa_gqa=sdpa_gqa, softmax_fp32=softmax_fp32,
             eager_scores=eager_scores,
         )
         if attention_for_layer is not None:

@@ -8,9 +8,10 @@ How it runs: with config `alibi` (Falcon-RW), FalconModel.forward folds ALiBi an
 float (b, heads, s, kv) bias passed to every layer (SDPA takes the memory-efficient kernel with it); eager
 upcasts the scores to fp32 for the bias; without ALiBi eager's softmax stays in the compute dtype. The model
 loop keeps each block's outputs until the next returns. FalconAttention calls torch's SDPA itself, without
-enable_gqa, so multi-query and grouped layers (falcon-7b, 40b) broadcast K/V in the math kernel.
-query_key_value and the rest are FalconLinear, an nn.Linear subclass bitsandbytes leaves unconverted
-(replace_with_bnb_linear converts `type(m) is nn.Linear`).
+enable_gqa, so multi-query and grouped layers (falcon-7b, 40b) broadcast K/V in the math kernel. Eager takes
+the softmax in the compute dtype (dtype=hidden_states.dtype), after the fp32 ALiBi sum. query_key_value and
+the rest are FalconLinear, an nn.Linear subclass bitsandbytes leaves unconverted (replace_with_bnb_linear
+converts `type(m) is nn.Linear`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,6 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
                         max_positions_default=FALCON_DEFAULT_CONTEXT_TOKENS, mlp_for_layer=lambda _index: mlp,
                         norm=NormKind.LAYER, norms_per_layer=norms, parallel_block=parallel,
                         final_norm=NormKind.LAYER, modules=NEOX, alibi=alibi, alibi_float_bias=alibi,
-                        rotary=not alibi, sdpa_gqa=False,
+                        rotary=not alibi, sdpa_gqa=False, softmax_fp32=False,
                         eager_scores=EagerScores.FLOAT_ALIBI if alibi else EagerScores.SOFTMAX_IN_DTYPE,
                         keeps_previous_attn_probs=True, bnb_skips_layer_linears=True)
