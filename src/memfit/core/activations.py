@@ -242,9 +242,12 @@ def _attention_core(att: AttentionSpec, flow: Flow, *, seq_len: int) -> int:
     elif backend == "efficient":
         core = ab * (q_width + kv_width + out_width) + lse
     elif backend == "math":
-        # fp32 scaled q, k and v (repeated to every head with enable_gqa, else broadcast), fp32 probabilities
+        # fp32 scaled q, k and v (repeated to every head with enable_gqa, else broadcast), fp32
+        # probabilities, and with attention dropout (transformers passes it to SDPA in training) the
+        # dropped probabilities and their bool mask
         kv_saved = 2 * q_width if att.sdpa_gqa else kv_width
-        core = FP32_BYTES * (q_width + kv_saved + probs) + out
+        dropped = (FP32_BYTES + MASK_BYTES) * probs if flow.attn_dropout else 0
+        core = FP32_BYTES * (q_width + kv_saved + probs) + dropped + out
     else:
         # eager: q, repeated k and v, the fp32 softmax output and the probabilities P·V reads: its cast to
         # q's dtype, or dropout's output (+ its bool mask) when the config drops attention; fp32 without
@@ -432,14 +435,15 @@ def forward_extra_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int
 
 
 def layer_transient_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int,
-                          backward: bool = True) -> int:
+                          backward: bool = True, dequant: int = 0) -> int:
     """Largest short-lived buffers while one layer runs backward (bytes): gradients of its big tensors,
     net of the layer's saved tensors already freed by then.
 
     eager/math: the (heads × seq) probability gradients in fp32 and low precision, less (in `backward`)
     the MLP half's saved tensors, freed before attention's backward (`mlp_half_token_bytes`); otherwise
     the MLP's three intermediate gradients; plus the residual-stream gradient in and out. The forward's
-    last layer holds buffers of the same sizes with nothing freed (`backward=False`).
+    last layer holds buffers of the same sizes with nothing freed (`backward=False`). `dequant`, a
+    quantized weight dequantized for its matmul, lives beside the MLP's buffers, not attention's.
     """
     tokens = batch * seq_len
     h = spec.hidden_size
@@ -457,8 +461,10 @@ def layer_transient_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: i
                 attn -= mlp_half_token_bytes(spec, layer, flow, seq_len=seq_len)
         i = layer.mlp.expert.intermediate_size * layer.mlp.top_k if isinstance(layer.mlp, MoeSpec) \
             else layer.mlp.intermediate_size
-        mlp = 3 * i * flow.act_bytes
-        worst = max(worst, attn, mlp)
+        # backward: the gradients of gate, up and their product; forward: the activation's output beside
+        # the saved tensors (and, for a quantized down projection, its compute-dtype cast of that input)
+        mlp = 3 * i * flow.act_bytes if backward else i * flow.act_bytes + (i * 2 if dequant else 0)
+        worst = max(worst, attn * tokens, mlp * tokens + dequant)
     # merged experts: the bf16 gradient of W + ΔW for the largest fused parameter (trace: Mixtral-8x7B)
     merged = max(merged_expert_bytes(spec, layer, flow)[1] for layer in unique_layers(spec))
-    return (worst + 2 * flow.residual_bytes * h) * tokens + 2 * merged
+    return worst + 2 * flow.residual_bytes * h * tokens + 2 * merged

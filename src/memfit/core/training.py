@@ -164,8 +164,9 @@ def _parts(spec: ModelSpec, wl: Training) -> tuple[_Parts, act.Flow]:
         step_note=opt.step_note, saved=saved, cache=autocast_cache_bytes(spec, wl, adapters),
         fwd_extra=act.forward_extra_bytes(spec, flow, batch=b, seq_len=s),
         recompute=act.recomputed_layer_bytes(spec, flow, batch=b, seq_len=s) if flow.checkpointing else 0,
-        layer_transient=act.layer_transient_bytes(spec, flow, batch=b, seq_len=s, backward=False),
-        backward_transient=act.layer_transient_bytes(spec, flow, batch=b, seq_len=s),
+        layer_transient=act.layer_transient_bytes(spec, flow, batch=b, seq_len=s, backward=False,
+                                                  dequant=dequant),
+        backward_transient=act.layer_transient_bytes(spec, flow, batch=b, seq_len=s, dequant=dequant),
         layer_grads=max(per_layer.values()),
         head_grads=spec.vocab_size * spec.hidden_size * param_bytes(wl) if wl.method is Method.FULL else 0,
         dequant=dequant,
@@ -295,7 +296,7 @@ def _backward(spec: ModelSpec, wl: Training, p: _Parts, flow: act.Flow) -> Phase
                         p.logits_share)]
     so_far = p.grads if wl.grad_accum > 1 else min(p.grads, p.head_grads + p.layer_grads)
     layer_extra = (Term(name="recomputed_layer", nbytes=p.recompute),
-                   Term(name="layer_backward_transient", nbytes=p.backward_transient + p.dequant))
+                   Term(name="layer_backward_transient", nbytes=p.backward_transient))
     last = [*[t for t in _steady(p, wl) if t.name != "gradients"], _grads(so_far, "so far"),
             _activations(p, extra=layer_extra, drop_final=True)]
     # tied embeddings: the head's gradient waits in autograd's input buffer and is summed out of place
