@@ -211,6 +211,24 @@ def _fused_qkv_bytes(att: AttentionSpec, flow: Flow, backend: str, *, q_width: i
     return 0 if flow.checkpointing else flow.act_bytes * kv_width
 
 
+def _softmax_bytes(att: AttentionSpec, flow: Flow, backend: str) -> tuple[int, int]:
+    """(bytes alive per score at the softmax, bytes per score the layer keeps for backward) of eager or
+    math attention. Eager: the masked scores in q's dtype, the fp32 copy softmax(dtype=float32) makes of
+    them, its output (fp32, or q's dtype in families that skip the upcast); kept: the softmax output and
+    the probabilities P·V reads (its cast, or dropout's output, with a bool mask). Math: fp32 scores and
+    probabilities (the mask added in place); kept: the probabilities (+ dropout's output and mask).
+    Source: transformers 5.17 eager_attention_forward; torch _scaled_dot_product_attention_math."""
+    ab = flow.attn_bytes
+    if backend == "math":
+        dropped = (FP32_BYTES + MASK_BYTES) if flow.attn_dropout else 0
+        return 2 * FP32_BYTES, FP32_BYTES + dropped
+    softmax = FP32_BYTES if att.softmax_fp32 else ab
+    upcast = FP32_BYTES if att.softmax_fp32 and ab < FP32_BYTES else 0
+    second = softmax > ab or flow.attn_dropout
+    kept = softmax + (ab if second else 0) + (MASK_BYTES if flow.attn_dropout else 0)
+    return ab + upcast + softmax, kept
+
+
 def _attention_core(att: AttentionSpec, flow: Flow, *, seq_len: int) -> int:
     """Bytes per token the attention kernel saves, including its output (o_proj's input)."""
     if att.mla is not None:
@@ -299,7 +317,9 @@ def layer_token_bytes(spec: ModelSpec, layer: LayerSpec, flow: Flow, *, seq_len:
                       first: bool = False) -> dict[str, int]:
     """Bytes per token one decoder layer saves for backward, by part (norms, attention, mlp, lora).
 
-    `first`: layer 0, whose input needs no grad under LoRA (its input norm saves nothing).
+    `first`: layer 0, whose input needs no grad under LoRA (its input norm saves nothing); when none of
+    its attention matrices is adapted either, nothing on the attention half requires grad (the attention
+    and the post-attention norm save nothing: autograd records no op whose inputs need no grad).
     """
     h = spec.hidden_size
     lins = layer_linears(spec, layer)
@@ -320,6 +340,10 @@ def layer_token_bytes(spec: ModelSpec, layer: LayerSpec, flow: Flow, *, seq_len:
     if att.qk_norm.value != "none":
         width = att.num_heads * att.head_dim + att.num_kv_heads * att.head_dim
         attention += _norm_bytes(att.qk_norm_kind, width, flow, trains=flow.base_trains)
+    if first and not flow.inputs_need_grad and not any(flow.adapted(lin) for lin in attn_lins):
+        attention = 0
+        norms -= one_norm if not layer.parallel_block else 0     # the post-attention norm's input
+        norms -= MASK_BYTES * h if flow.hidden_dropout else 0     # the attention branch's dropout
     lora = sum(lora_bytes(lin, flow) for lin in lins if flow.adapted(lin))
     mlp = _mlp_bytes(h, layer, flow, lins)
     if layer.parallel_block and applied == 1 and not flow.amp:
@@ -452,12 +476,23 @@ def layer_transient_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: i
         att = layer.attention
         backend = attention_backend(att, flow, seq_len=seq_len)
         attn = 0
-        if backend in ("eager", "math"):
-            # fp32 grads of the probabilities and of the scores, and (eager) a low-precision copy of one;
-            # the math kernel upcasts to fp32 and keeps no low-precision copy
-            low = flow.attn_bytes if flow.attn_bytes < FP32_BYTES and backend == "eager" else 0
-            attn = (2 * FP32_BYTES + low) * att.num_heads * seq_len
-            if backward:
+        if backend in ("eager", "math") and backward:
+            # at softmax's backward: the fp32 gradients of its output and of its input; eager's second
+            # copy of the probabilities (the cast or dropout's output P·V read) was freed with P·V's node
+            at_softmax, kept = _softmax_bytes(att, flow, backend)
+            softmax_out = FP32_BYTES if backend == "math" or att.softmax_fp32 else flow.attn_bytes
+            attn = (2 * FP32_BYTES - (kept - softmax_out - (MASK_BYTES if flow.attn_dropout else 0))) \
+                * att.num_heads * seq_len
+            attn -= mlp_half_token_bytes(spec, layer, flow, seq_len=seq_len)
+        elif backend in ("eager", "math"):
+            # at the softmax: the masked scores, softmax's fp32 input copy and its output, beyond what
+            # the layer keeps (its probabilities; its MLP half has not run yet). Under checkpointing the
+            # forward keeps nothing of the layer: all of it is transient.
+            at_softmax, kept = _softmax_bytes(att, flow, backend)
+            if flow.checkpointing:
+                attn = at_softmax * att.num_heads * seq_len
+            else:
+                attn = (at_softmax - kept) * att.num_heads * seq_len
                 attn -= mlp_half_token_bytes(spec, layer, flow, seq_len=seq_len)
         i = layer.mlp.expert.intermediate_size * layer.mlp.top_k if isinstance(layer.mlp, MoeSpec) \
             else layer.mlp.intermediate_size
