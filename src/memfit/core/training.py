@@ -23,7 +23,17 @@ from fractions import Fraction
 
 from memfit.core import activations as act
 from memfit.core import loss
-from memfit.core.choices import AttnImpl, Checkpointing, Method, Optimizer, PhaseName, Precision
+from memfit.core.choices import (
+    AttnImpl,
+    Checkpointing,
+    Method,
+    Offload,
+    Optimizer,
+    PhaseName,
+    Precision,
+    ZeroStage,
+)
+from memfit.core.collectives import GradBytes, collectives, moment_terms
 from memfit.core.errors import InvalidWorkload
 from memfit.core.optimizers import (
     ParamTensor,
@@ -35,7 +45,17 @@ from memfit.core.optimizers import (
     trainable_tensors,
 )
 from memfit.core.overhead import cublas_workspace_bytes, reserved_and_device_terms
-from memfit.core.parallel import rank_share, scale_bytes, scale_term
+from memfit.core.parallel import (
+    LOAD_COPY_NOTE,
+    NO_COLLECTIVES,
+    Collectives,
+    RankShare,
+    rank_share,
+    scale_activations,
+    scale_bytes,
+    scale_term,
+    stage_layers,
+)
 from memfit.core.params import Linear, count_params, layer_linears
 from memfit.core.result import Phase, Term, memory
 from memfit.core.spec import ModelSpec
@@ -135,11 +155,15 @@ class _Parts:
     dequant: int
     logits_share: Fraction = Fraction(1)
     master: int = 0          # fp32 master weights (DeepSpeed ZeRO over bf16/fp16 parameters)
-    gathered: int = 0        # ZeRO-3/FSDP: whole layers of parameters gathered at a time
-    host: int = 0            # offloaded optimizer states (and parameters) in host RAM
+    host: Term | None = None  # host RAM per node: offloaded states, parameters, gradients
+    load_host: Term | None = None  # host RAM per node while loading (a CPU copy per process)
+    extras: Collectives = NO_COLLECTIVES  # what the strategy adds (gathers, buffers), by moment
+    sharded_grads: bool = False  # gradients reduced a unit at a time into shards (extras hold the rest)
+    grads_persist: bool = False  # a flat gradient partition lives through forward (ZeRO-2/3)
+    layer_saved: int = 0     # one decoder layer's saved activations on this rank
 
 
-def _parts(spec: ModelSpec, wl: Training) -> tuple[_Parts, act.Flow]:
+def _parts(spec: ModelSpec, wl: Training, *, stage: int = 0) -> tuple[_Parts, act.Flow]:
     targets = lora_targets(spec, wl.lora) if wl.lora is not None and wl.method is not Method.FULL \
         else frozenset()
     flow = act.training_flow(spec, wl, lora_targets=targets)
@@ -169,54 +193,125 @@ def _parts(spec: ModelSpec, wl: Training) -> tuple[_Parts, act.Flow]:
         head_grads=spec.vocab_size * spec.hidden_size * param_bytes(wl) if wl.method is Method.FULL else 0,
         dequant=dequant,
     )
-    return _sharded(spec, wl, parts, tensors), flow
-
-
-def _sharded(spec: ModelSpec, wl: Training, p: _Parts, tensors: tuple[ParamTensor, ...]) -> _Parts:
-    """`p` as the most loaded GPU holds it under `wl.parallel` (see core/parallel.py)."""
     if wl.parallel == Parallelism():
-        return p
-    share = rank_share(spec, wl.parallel)
-    states, step, paged = p.states, p.step_bytes, p.paged
-    master = 0
-    if share.master_weights and any(t.element_bytes < 4 for t in tensors):
+        return parts, flow
+    return per_rank(spec, wl, parts, tensors, stage=stage), flow
+
+
+_SHARE_OF = {
+    "weights": "params", "adapters": "params", "grads": "grads", "layer_grads": "grads",
+    "head_grads": "grads", "states": "states", "paged": "states", "step_bytes": "states",
+    "master": "states", "cache": "autocast", "fwd_extra": "one_layer", "recompute": "one_layer",
+    "layer_transient": "one_layer",
+}
+"""Which `RankShare` fraction divides each unsharded `_Parts` amount (core/parallel.py decides the values)."""
+
+
+def _scaled(value: Term | int, share: Fraction) -> Term | int:
+    return scale_term(value, share) if isinstance(value, Term) else scale_bytes(value, share)
+
+
+def _grad_bytes(spec: ModelSpec, wl: Training, p: _Parts, tensors: tuple[ParamTensor, ...],
+                stage: int) -> GradBytes:
+    """Unsharded gradient sizes of one stage's units, in the dtypes the strategy uses."""
+    par = wl.parallel
+    mixed = wl.precision.is_amp and par.fsdp is not None   # MixedPrecisionPolicy(bf16, reduce fp32)
+    full = wl.method is Method.FULL
+    grad_el = 2 if mixed else (param_bytes(wl) if full else 4)
+    layers = stage_layers(spec, par.pp, stage)
+    layer_params = max((sum(lin.num_params for lin in layer_linears(spec, one)) for one in layers), default=0)
+    largest = max((lin.fan_in * lin.fan_out * (1 if lin.is_module else lin.count)
+                   for one in layers for lin in layer_linears(spec, one)), default=0) // par.tp
+    vocab_rows = spec.vocab_size * (spec.embedding_dim or spec.hidden_size) // par.tp
+    head_trains = full or (wl.lora is not None and "lm_head" in wl.lora.targets)
+    head = vocab_rows if stage == par.pp - 1 and head_trains else 0
+    emb = vocab_rows if stage == 0 and full and not spec.tie_word_embeddings else 0
+    whole = _whole(spec, par, stage)
+    if full:
+        total_el = sum(t.count * t.numel for t in tensors)
+        layer, total = layer_params // par.tp * grad_el, scale_bytes(total_el * grad_el, whole)
+    else:
+        layer, total = p.grads // max(spec.num_layers, 1) // par.tp, scale_bytes(p.grads, whole)
+    return GradBytes(layer=layer, head=head * grad_el, root=(head + emb) * grad_el, total=total,
+                     gather_bytes=2 if mixed or not full else param_bytes(wl), grad_bytes=grad_el,
+                     reduce_bytes=4 if mixed else grad_el, largest_tensor=largest)
+
+
+def _whole(spec: ModelSpec, par: Parallelism, stage: int) -> Fraction:
+    """The stage's unsharded fraction of the model (tp-local)."""
+    plain = dataclasses.replace(par, dp=1, zero=ZeroStage.NONE, fsdp=None, offload_optimizer=Offload.NONE,
+                                offload_params=Offload.NONE, zero_config=None)
+    return rank_share(spec, plain, stage=stage).params
+
+
+def per_rank(spec: ModelSpec, wl: Training, p: _Parts, tensors: tuple[ParamTensor, ...], *,
+             stage: int) -> _Parts:
+    """`p` (one unsharded replica) as the most loaded GPU of pipeline stage `stage` holds it: each amount
+    divided once by its `RankShare` fraction, plus the strategy's `Collectives` (core/parallel.py)."""
+    par = wl.parallel
+    share = rank_share(spec, par, stage=stage, micro_batches=wl.grad_accum if par.pp > 1 else 1,
+                       amp=wl.precision.is_amp)
+    if share.master and any(t.element_bytes < 4 for t in tensors):
         fp32 = tuple(dataclasses.replace(t, element_bytes=4) for t in tensors)
         opt = optimizer_memory(wl.optimizer, fp32)
-        states, step, paged = opt.states, opt.step_bytes, opt.paged_bytes
-        master = sum(t.nbytes for t in fp32)
-    state_share = share.optimizer_states
-    host = 0
-    if share.offload_states:
-        host = scale_bytes(states.nbytes + master, state_share)
-        state_share = Fraction(0)
-    weights = scale_term(p.weights, Fraction(0) if share.offload_params else share.weights)
-    if share.offload_params:
-        host += scale_bytes(p.weights.nbytes, share.weights)
-    layer = share.layer_activations
-    saved = Term.group("activations", [
-        scale_term(c, layer if c.name == "layers" else share.residual_activations) for c in p.saved.children])
-    # gathered in the compute dtype (2 B), tp-split
-    layer_params = max(sum(lin.num_params for lin in layer_linears(spec, one))
-                       for one in act.unique_layers(spec))
-    gathered = scale_bytes(share.gathered_layers * layer_params * 2, share.layer_activations)
+        p = dataclasses.replace(p, states=opt.states, step_bytes=opt.step_bytes, paged=opt.paged_bytes,
+                                master=sum(t.nbytes for t in fp32))
+    fields = {name: _scaled(getattr(p, name), getattr(share, kind)) for name, kind in _SHARE_OF.items()}
+    ranked = dataclasses.replace(p, **fields)
+    extras = collectives(spec, par, stage=stage, grads=_grad_bytes(spec, wl, p, tensors, stage))
+    host = _host(wl, ranked, share, extras)
+    none = Fraction(0)
+    if share.host_states:
+        ranked = dataclasses.replace(ranked, states=scale_term(p.states, none), paged=0, step_bytes=0,
+                                     master=0, grads=0 if share.sharded_grads else ranked.grads)
+        extras = dataclasses.replace(extras, fp32_grads=0)
+    if share.host_params:
+        ranked = dataclasses.replace(ranked, weights=scale_term(p.weights, none),
+                                     adapters=scale_term(p.adapters, none))
+    layers = p.saved.child("layers")
+    one_layer = share.layer_activations / max(len(stage_layers(spec, par.pp, stage)), 1)
     return dataclasses.replace(
-        p, weights=weights, adapters=scale_term(p.adapters, share.weights),
-        grads=scale_bytes(p.grads, share.gradients), states=scale_term(states, state_share),
-        paged=scale_bytes(paged, state_share), step_bytes=scale_bytes(step, state_share), saved=saved,
-        cache=scale_bytes(p.cache, Fraction(1, wl.parallel.tp * wl.parallel.pp)),
-        fwd_extra=scale_bytes(p.fwd_extra, layer), recompute=scale_bytes(p.recompute, layer),
-        layer_transient=scale_bytes(p.layer_transient, layer),
-        layer_grads=scale_bytes(p.layer_grads, share.gradients),
-        head_grads=scale_bytes(p.head_grads, share.gradients), logits_share=share.logits,
-        master=scale_bytes(master, state_share), gathered=gathered, host=host,
+        ranked, saved=scale_activations(p.saved, share), logits_share=share.logits, host=host,
+        load_host=_load_host(wl, p), extras=extras, sharded_grads=share.sharded_grads,
+        grads_persist=share.grads_persist and not share.host_states,
+        layer_saved=scale_bytes(layers.nbytes if layers else 0, one_layer),
     )
 
 
-def _overhead(*, handles: int, gathered: int = 0) -> Term:
+def _host(wl: Training, ranked: _Parts, share: RankShare, extras: Collectives) -> Term | None:
+    """Host RAM per node under offload: every local rank's states, master weights, gradients (fp32 under
+    ZeRO) and, with parameter offload, parameters."""
+    if not (share.host_states or share.host_params):
+        return None
+    ranks = min(wl.parallel.num_gpus, wl.parallel.gpus_per_node)
+    zero = wl.parallel.zero_config
+    pinned = " (pinned)" if zero is not None and zero.pin_memory else ""
+    parts = []
+    if share.host_states:
+        grads = (extras.fp32_grads if share.master else ranked.grads) if share.sharded_grads else 0
+        parts += [Term(name="optimizer_states", nbytes=ranks * (ranked.states.nbytes + ranked.step_bytes)),
+                  Term(name="master_weights", nbytes=ranks * ranked.master),
+                  Term(name="gradients", nbytes=ranks * grads, note="gradient partitions" + pinned)]
+    if share.host_params:
+        parts.append(Term(name="parameters", nbytes=ranks * (ranked.weights.nbytes + ranked.adapters.nbytes)))
+    return Term.group("host", parts, note=f"per node: {ranks} ranks")
+
+
+def _load_host(wl: Training, p: _Parts) -> Term | None:
+    """Host RAM per node at load: DDP and ZeRO-1/2 load a full CPU copy in every process (ZeRO-3 builds
+    the model under zero.Init, FSDP on the meta device)."""
+    par = wl.parallel
+    if par.fsdp is not None or par.zero is ZeroStage.PARAMETERS or par.dp == 1:
+        return None
+    ranks = min(par.num_gpus, par.gpus_per_node)
+    return Term.group("host", [Term(name="checkpoint_copies", nbytes=ranks * p.weights.nbytes,
+                                    note=LOAD_COPY_NOTE)], note=f"per node: {ranks} ranks")
+
+
+def _overhead(*, handles: int) -> Term:
     workspace = Term(name="cublas_workspace", nbytes=cublas_workspace_bytes(num_handles=handles),
                      note="one per cuBLAS handle: forward and backward threads")
-    layers = Term(name="gathered_parameters", nbytes=gathered, note="ZeRO-3/FSDP all-gathered layers")
-    return Term.group("runtime_overhead", [workspace, layers])
+    return Term.group("runtime_overhead", [workspace])
 
 
 def _master(p: _Parts) -> list[Term]:
@@ -233,31 +328,46 @@ def _activations(p: _Parts, *, extra: tuple[Term, ...] = (), drop_final: bool = 
     return Term.group("activations", [*saved, cache, *extra])
 
 
-def _steady(p: _Parts, wl: Training) -> list[Term]:
-    """Terms every work phase of step 2 holds: weights, adapters, states, workspaces (+ grads if accum)."""
-    terms = [p.weights, p.adapters, p.states, *_master(p),
-             _overhead(handles=CUBLAS_HANDLES_TRAINING, gathered=p.gathered)]
-    if wl.grad_accum > 1:
+def _with(terms: list[Term], p: _Parts, moment: str) -> list[Term]:
+    """`terms` with what the parallel strategy holds at `moment` merged into the same top-level terms."""
+    extras = {t.name: t for t in moment_terms(p.extras, moment)}
+    if not extras:
+        return terms
+    out = [Term.group(t.name, [*t.children, *extras.pop(t.name).children], note=t.note)
+           if t.name in extras else t for t in terms]
+    return [*out, *extras.values()]
+
+
+def _steady(p: _Parts, wl: Training, *, grads: bool = True) -> list[Term]:
+    """Terms every work phase of step 2 holds: weights, adapters, states, workspaces (+ grads if accum,
+    or a ZeRO-2/3 flat gradient partition)."""
+    terms = [p.weights, p.adapters, p.states, *_master(p), _overhead(handles=CUBLAS_HANDLES_TRAINING)]
+    if grads and wl.grad_accum > 1:
         terms.append(_grads(p.grads, "accumulated over micro-steps"))
+    elif grads and p.grads_persist:
+        terms.append(_grads(p.grads, "flat gradient partition (ZeRO)"))
     return terms
 
 
-def _outside(paged: int, wl: Training, allocated: list[Term], *, cached: int = 0) -> list[Term]:
-    """fragmentation (cached free blocks) and non_torch (CUDA context, kernels, paged optimizer states)."""
+def _outside(paged: int, wl: Training, allocated: list[Term], *, cached: int = 0,
+             nccl: int = 0) -> list[Term]:
+    """fragmentation (cached free blocks) and non_torch (CUDA context, kernels, NCCL, paged states)."""
     fragmentation = Term.group("fragmentation", [
         Term(name="cached_transients", nbytes=cached,
              note="freed loss and activation blocks kept by the caching allocator")])
     _, context = reserved_and_device_terms(memory(allocated), wl)
     states = Term(name="paged_optimizer_states", nbytes=paged, evictable=True,
                   note="bitsandbytes paged states in CUDA managed memory")
-    return [fragmentation, Term.group("non_torch", [*context.children, states])]
+    comm = [Term(name="nccl_buffers", nbytes=nccl, note="NCCL_BUFFSIZE × channels × peers (assumed)")] \
+        if nccl else []
+    return [fragmentation, Term.group("non_torch", [*context.children, *comm, states])]
 
 
-def _phase(name: PhaseName, terms: list[Term], paged: int, wl: Training, at: str, *, host: int = 0,
-           cached: int = 0) -> Phase:
-    offloaded = Term.group("host", [Term(name="offloaded", nbytes=host)]) if host else None
-    outside = _outside(paged, wl, terms, cached=cached)
-    return Phase(name=name, memory=memory([*terms, *outside]), at=at, host=offloaded)
+def _phase(name: PhaseName, terms: list[Term], p: _Parts, wl: Training, at: str, *,
+           cached: int = 0, host: Term | None = None) -> Phase:
+    outside = _outside(p.paged if name is not PhaseName.LOAD else 0, wl, terms, cached=cached,
+                       nccl=p.extras.nccl if name is not PhaseName.LOAD else 0)
+    return Phase(name=name, memory=memory([*terms, *outside]), at=at, host=host or p.host)
 
 
 def _cached_bytes(spec: ModelSpec, wl: Training, p: _Parts) -> int:
@@ -270,61 +380,92 @@ def _cached_bytes(spec: ModelSpec, wl: Training, p: _Parts) -> int:
 def _forward(spec: ModelSpec, wl: Training, p: _Parts, flow: act.Flow) -> Phase:
     tokens = wl.batch_size * wl.seq_len
     held = Term(name="held_until_return", nbytes=p.fwd_extra, note="DynamicCache K/V, last hidden state")
-    at_loss = [*_steady(p, wl), _activations(p, extra=(held,)),
-               scale_term(loss.forward_peak_logits(spec, flow, tokens=tokens, chunked=wl.chunked_loss),
-                          p.logits_share)]
+    at_loss = _with([*_steady(p, wl), _activations(p, extra=(held,)),
+                     scale_term(loss.forward_peak_logits(spec, flow, tokens=tokens, chunked=wl.chunked_loss),
+                                p.logits_share)], p, "forward_loss")
     in_layer = Term(name="layer_transient", nbytes=p.layer_transient)
-    at_layer = [*_steady(p, wl), _activations(p, extra=(held, in_layer))]
-    best = max((at_loss, "loss: logits, fp32 copy, log_softmax + saved activations"),
-               (at_layer, "last layer: saved activations + its transients"),
-               key=lambda c: _allocated(c[0]))
-    return _phase(PhaseName.FORWARD, best[0], p.paged, wl, best[1], host=p.host,
-                  cached=_cached_bytes(spec, wl, p))
+    at_layer = _with([*_steady(p, wl), _activations(p, extra=(held, in_layer))], p, "forward_layer")
+    candidates = [(at_loss, "loss: logits, fp32 copy, log_softmax + saved activations"),
+                  (at_layer, "last layer: saved activations + its transients")]
+    if p.extras.unit_buffer:
+        candidates.append((_with([*_steady(p, wl), _activations(p, extra=(held,))], p, "forward_copy_out"),
+                           "last unit's all-gather copy-out: two all-gather outputs + the unit"))
+    best = max(candidates, key=lambda c: _allocated(c[0]))
+    return _phase(PhaseName.FORWARD, best[0], p, wl, best[1], cached=_cached_bytes(spec, wl, p))
 
 
 def _allocated(terms: list[Term]) -> int:
     return sum(t.nbytes for t in terms if t.name not in ("fragmentation", "non_torch"))
 
 
+def _so_far(p: _Parts, wl: Training, unsharded: int) -> int:
+    """Gradients held at a backward moment besides the strategy's unsharded ones: all of them when they
+    accumulate over micro-steps or live in a flat partition; none yet when units reduce-scatter as they go;
+    else `unsharded` (the head's and the current layer's)."""
+    if wl.grad_accum > 1 or p.grads_persist:
+        return p.grads
+    return 0 if p.sharded_grads else min(p.grads, unsharded)
+
+
 def _backward(spec: ModelSpec, wl: Training, p: _Parts, flow: act.Flow) -> Phase:
     tokens = wl.batch_size * wl.seq_len
-    start = [*_steady(p, wl), _activations(p),
-             scale_term(loss.backward_start_logits(spec, flow, tokens=tokens, chunked=wl.chunked_loss),
-                        p.logits_share)]
-    so_far = p.grads if wl.grad_accum > 1 else min(p.grads, p.head_grads + p.layer_grads)
+    steady = _steady(p, wl, grads=False)
+    persistent = [_grads(p.grads, "accumulated" if wl.grad_accum > 1 else "flat gradient partition")] \
+        if wl.grad_accum > 1 or p.grads_persist else []
+    start = _with([*steady, *persistent, _activations(p),
+                   scale_term(loss.backward_start_logits(spec, flow, tokens=tokens, chunked=wl.chunked_loss),
+                              p.logits_share)], p, "backward_start")
     layer_extra = (Term(name="recomputed_layer", nbytes=p.recompute),
                    Term(name="layer_backward_transient", nbytes=p.layer_transient + p.dequant))
-    last = [*[t for t in _steady(p, wl) if t.name != "gradients"], _grads(so_far, "so far"),
-            _activations(p, extra=layer_extra, drop_final=True)]
+    last = _with([*steady, _grads(_so_far(p, wl, p.head_grads + p.layer_grads), "so far"),
+                  _activations(p, extra=layer_extra, drop_final=True)], p, "backward_layer")
     # tied embeddings: the head's gradient waits in autograd's input buffer and is summed out of place
     # with the embedding's, so three vocab × hidden gradients coexist at the very end
-    tied = 2 * p.head_grads if spec.tie_word_embeddings else 0
-    end = [*[t for t in _steady(p, wl) if t.name != "gradients"],
-           Term.group("gradients", [Term(name="trainable", nbytes=p.grads),
-                                    Term(name="tied_embedding_grad_sum", nbytes=tied)])]
+    tied = 2 * p.head_grads if spec.tie_word_embeddings and not p.sharded_grads else 0
+    end = _with([*steady, Term.group("gradients", [Term(name="trainable", nbytes=p.grads),
+                                                   Term(name="tied_embedding_grad_sum", nbytes=tied)])],
+                p, "backward_end")
     # lm_head's backward: the logits gradient in the head's dtype while the head's weight gradient forms
     logits_grad = 0 if wl.chunked_loss else scale_bytes(
         loss.logits_bytes_per_element(flow) * tokens * spec.vocab_size, p.logits_share)
-    head = [*[t for t in _steady(p, wl) if t.name != "gradients"],
-            _grads(p.grads if wl.grad_accum > 1 else min(p.grads, p.head_grads), "lm_head"),
-            _activations(p), Term.group("logits", [Term(name="logits_grad", nbytes=logits_grad)])]
-    candidates = ((start, "start of backward: logits grads + saved activations"),
+    head = _with([*steady, _grads(_so_far(p, wl, p.head_grads), "lm_head"),
+                  _activations(p), Term.group("logits", [Term(name="logits_grad", nbytes=logits_grad)])],
+                 p, "backward_head")
+    candidates = [(start, "start of backward: logits grads + saved activations"),
                   (head, "lm_head backward: logits grad + head weight grad + saved activations"),
                   (last, "last layer's backward: " + ("recomputed layer, " if p.recompute else "")
                    + "gradients so far"),
-                  (end, "end of backward: all gradients"))
+                  (end, "end of backward: all gradients")]
+    if p.extras.unit_reduce:
+        # one layer further: its saved activations are gone, the previous unit's reduce-scatter input and
+        # shard remain
+        one_less = dataclasses.replace(p, saved=_less_one_layer(p))
+        one_unit = p.grads // max(spec.num_layers, 1)
+        steady_layer = _with([*steady, _grads(_so_far(p, wl, 0) + one_unit, "so far"),
+                              _activations(one_less, extra=layer_extra, drop_final=True)],
+                             p, "backward_layer_steady")
+        candidates.append((steady_layer, "second unit's backward: + previous unit's reduce-scatter input"))
     best = max(candidates, key=lambda c: _allocated(c[0]))
-    return _phase(PhaseName.BACKWARD, best[0], p.paged, wl, best[1], host=p.host,
-                  cached=_cached_bytes(spec, wl, p))
+    return _phase(PhaseName.BACKWARD, best[0], p, wl, best[1], cached=_cached_bytes(spec, wl, p))
+
+
+def _less_one_layer(p: _Parts) -> Term:
+    """Saved activations once one decoder layer's have been freed by its backward."""
+    layers = p.saved.child("layers")
+    if layers is None or not layers.nbytes:
+        return p.saved
+    keep = Fraction(max(layers.nbytes - p.layer_saved, 0), layers.nbytes)
+    return Term.group(p.saved.name, [scale_term(c, keep) if c.name == "layers" else c
+                                     for c in p.saved.children])
 
 
 def _optimizer(wl: Training, p: _Parts) -> Phase:
     temp = Term(name="step_temporaries", nbytes=p.step_bytes, note=p.step_note)
     states = Term.group("optimizer_states", [*p.states.children, temp])
-    terms = [p.weights, p.adapters, _grads(p.grads), states, *_master(p),
-             _overhead(handles=CUBLAS_HANDLES_TRAINING)]
+    terms = _with([p.weights, p.adapters, _grads(p.grads), states, *_master(p),
+                   _overhead(handles=CUBLAS_HANDLES_TRAINING)], p, "optimizer")
     at = f"optimizer step: gradients + states + {p.step_note}"
-    return _phase(PhaseName.OPTIMIZER, terms, p.paged, wl, at, host=p.host)
+    return _phase(PhaseName.OPTIMIZER, terms, p, wl, at)
 
 
 def _assumptions(spec: ModelSpec, wl: Training, flow: act.Flow) -> tuple[str, ...]:
@@ -349,17 +490,51 @@ def _assumptions(spec: ModelSpec, wl: Training, flow: act.Flow) -> tuple[str, ..
     return tuple(out)
 
 
+def _stage_phases(spec: ModelSpec, wl: Training, stage: int) -> tuple[tuple[Phase, ...], act.Flow]:
+    p, flow = _parts(spec, wl, stage=stage)
+    load = _phase(PhaseName.LOAD, [p.weights, p.adapters], p, wl, "model loaded", host=p.load_host)
+    return (load, _forward(spec, wl, p, flow), _backward(spec, wl, p, flow), _optimizer(wl, p)), flow
+
+
 def training_phases(spec: ModelSpec, wl: Training) -> tuple[tuple[Phase, ...], tuple[str, ...]]:
-    """Phases load, forward, backward, optimizer of `wl` on one GPU, and the assumptions made.
+    """Phases load, forward, backward, optimizer of `wl` on its most loaded GPU, and the assumptions made.
+
+    Under pipeline parallelism the first stage (embeddings, the most micro-batches in flight) and the last
+    (final norm, head, loss) are both built; the one with the higher allocated peak is reported.
 
     Raises:
         InvalidWorkload: settings the runtime cannot run (the message names the field).
     """
     validate(spec, wl)
-    p, flow = _parts(spec, wl)
-    load = _phase(PhaseName.LOAD, [p.weights, p.adapters], 0, wl, "model loaded")
-    phases = (load, _forward(spec, wl, p, flow), _backward(spec, wl, p, flow), _optimizer(wl, p))
-    return phases, _assumptions(spec, wl, flow)
+    stages = (0, wl.parallel.pp - 1) if wl.parallel.pp > 1 else (0,)
+    built = [(*_stage_phases(spec, wl, stage), stage) for stage in stages]
+    phases, flow, stage = max(built, key=lambda b: max(ph.allocated_bytes for ph in b[0]))
+    notes = _assumptions(spec, wl, flow)
+    if wl.parallel != Parallelism():
+        notes = (*notes, *_parallel_assumptions(wl, stage))
+    return phases, notes
+
+
+def _parallel_assumptions(wl: Training, stage: int) -> tuple[str, ...]:
+    par = wl.parallel
+    out = ["figures are per GPU, the most loaded rank"]
+    if par.pp > 1:
+        out.append(f"pipeline 1F1B with {wl.grad_accum} micro-batches (grad_accum); stage {stage} of "
+                   f"{par.pp} is the most loaded")
+    if par.fsdp is not None:
+        out.append("FSDP2 fully_shard per decoder layer plus the root; reshard_after_forward="
+                   + ("False" if par.fsdp.value == "shard-grad-op" else "True")
+                   + (", MixedPrecisionPolicy(bf16, reduce fp32)" if wl.precision.is_amp else ""))
+    elif par.zero is not ZeroStage.NONE:
+        source = "the DeepSpeed config given" if par.zero_config is not None else "DeepSpeed's defaults"
+        out.append(f"DeepSpeed ZeRO-{par.zero.level} buckets and thresholds from {source}")
+    elif par.dp > 1:
+        out.append("DDP with bucket_cap_mb=25 and gradient_as_bucket_view=False: buckets copy every gradient")
+    if par.num_gpus > 1:
+        out.append("NCCL buffers: 4 MiB (NCCL_BUFFSIZE) × 16 channels × 2 ring peers per communicator")
+    if par.offload_optimizer is not Offload.NONE or par.offload_params is not Offload.NONE:
+        out.append(f"host RAM is per node of {min(par.num_gpus, par.gpus_per_node)} ranks")
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,0 +1,164 @@
+"""What a multi-GPU strategy adds on one GPU beyond its share of each term, and when it is alive.
+
+`collectives()` sizes the buffers (see core/parallel.py for the strategy table and sources);
+`moment_terms()` says which exist at each moment of a training step, as Terms under the top-level names
+they belong to (`weights`, `gradients`, `runtime_overhead`), which training.py merges into its phases.
+
+Moments and what FSDP2 holds at each (besides its shards), following _fsdp_param_group.py:
+- forward_layer: the root unit (not resharded after forward), the unit being computed, and its flat
+  all-gather output, kept for implicit prefetch until the next unit's copy-out;
+- forward_copy_out: the next unit's copy-out: the previous output, this output, this unit unsharded;
+- forward_loss (inside the root's forward): the root and the last unit's all-gather output;
+- backward_start: the root and the prefetched last unit's all-gather output;
+- backward_head: + the head's (and final norm's) unsharded gradients, held until the root reduces at the end;
+- backward_layer: + the unit unsharded, the next unit prefetched, this unit's unsharded gradients;
+- backward_layer_steady: + the previous unit's reduce-scatter input (held one unit);
+- backward_end: the root's unsharded gradients and their reduce-scatter input;
+- optimizer: shards only (ZeRO: + the fp32 gradient partition).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from memfit.core.choices import FsdpStrategy, ZeroStage
+from memfit.core.deepspeed import resolved_zero
+from memfit.core.parallel import (
+    NCCL_BUFFSIZE_BYTES,
+    NCCL_CHANNELS,
+    NCCL_RING_PEERS,
+    Collectives,
+    is_fsdp,
+    layer_shapes,
+    model_shapes,
+    padded_elements,
+    shard_world,
+    stage_layers,
+)
+from memfit.core.result import Term
+from memfit.core.spec import ModelSpec
+from memfit.core.workload import Parallelism
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GradBytes:
+    """Unsharded trainable-gradient bytes training.py knows, for one stage: per decoder layer (largest),
+    the head and final norm, the whole root unit, and all of the stage; plus the element sizes."""
+
+    layer: int
+    head: int
+    root: int
+    total: int
+    gather_bytes: int       # bytes per gathered parameter element (FSDP param_dtype, ZeRO's bf16/fp16)
+    grad_bytes: int         # bytes per unsharded gradient element
+    reduce_bytes: int       # bytes per reduce-scatter element (FSDP reduce_dtype)
+    largest_tensor: int     # elements of the largest parameter tensor of a decoder layer (tp-local)
+
+
+def nccl_bytes(par: Parallelism) -> int:
+    """NCCL buffers of one process: NCCL_BUFFSIZE × channels × ring peers per communicator it joins
+    (data parallel, or shard and replicate groups for hybrid FSDP; tensor parallel; pipeline p2p)."""
+    communicators = 0
+    if par.dp > 1:
+        communicators += 2 if is_fsdp(par) and shard_world(par) < par.dp else 1
+    communicators += (par.tp > 1) + (par.pp > 1)
+    return communicators * NCCL_CHANNELS * NCCL_RING_PEERS * NCCL_BUFFSIZE_BYTES
+
+
+def _fsdp(spec: ModelSpec, par: Parallelism, stage: int, g: GradBytes) -> Collectives:
+    world = shard_world(par)
+    root, _ = model_shapes(spec, par, stage)
+    layers = {id(layer): layer for layer in stage_layers(spec, par.pp, stage)}.values()
+    unit = max((padded_elements(layer_shapes(spec, layer, tp=par.tp), world) for layer in layers), default=0)
+    body = sum(padded_elements(layer_shapes(spec, layer, tp=par.tp), world)
+               for layer in stage_layers(spec, par.pp, stage))
+    keep_all = par.fsdp is FsdpStrategy.SHARD_GRAD_OP
+    ratio_num, ratio_den = g.reduce_bytes, g.grad_bytes
+    return Collectives(
+        root=padded_elements(root, world) * g.gather_bytes,
+        unit=0 if keep_all else unit * g.gather_bytes,
+        unit_buffer=unit * g.gather_bytes if world > 1 else 0,
+        all_units=body * g.gather_bytes if keep_all else 0,
+        unit_grads=g.layer,
+        unit_reduce=g.layer * ratio_num // ratio_den if world > 1 else 0,
+        root_grads_held=g.head,
+        root_grads=g.root,
+        root_reduce=g.root * ratio_num // ratio_den if world > 1 else 0,
+        nccl=nccl_bytes(par),
+    )
+
+
+def _zero(spec: ModelSpec, par: Parallelism, stage: int, g: GradBytes) -> Collectives:
+    z = resolved_zero(par.zero_config, hidden_size=spec.hidden_size, stage=par.zero.level)
+    buffers = (2 if z.overlap_comm and par.zero.level < 3 else 1) if z.contiguous_gradients else 0
+    buckets = buffers * z.reduce_bucket_elements * g.grad_bytes
+    fp32_partition = g.total // g.grad_bytes * 4 // par.dp
+    fp32 = 0 if par.offload_optimizer.value != "none" else min(fp32_partition, 4 * z.sub_group_size)
+    if par.zero is not ZeroStage.PARAMETERS:
+        return Collectives(buckets=buckets, fp32_grads=fp32, nccl=nccl_bytes(par),
+                           unit_grads=g.largest_tensor * g.grad_bytes if par.zero.level == 2 else 0)
+    root, _ = model_shapes(spec, par, stage)
+    layers = stage_layers(spec, par.pp, stage)
+    body = sum(d * r for layer in layers for d, r in layer_shapes(spec, layer, tp=par.tp))
+    window = min(g.largest_tensor + z.prefetch_bucket_elements, z.max_live_parameters, body)
+    head = max((d * r for d, r in root), default=0)
+    return Collectives(
+        unit=window * g.gather_bytes,
+        unit_grads=g.largest_tensor * g.grad_bytes,
+        head_gather=head * g.gather_bytes,
+        root_grads_held=0,
+        root_grads=head * g.grad_bytes if g.root else 0,
+        buckets=buckets, fp32_grads=fp32, nccl=nccl_bytes(par),
+    )
+
+
+def collectives(spec: ModelSpec, par: Parallelism, *, stage: int, grads: GradBytes) -> Collectives:
+    """The buffers `par` adds on the most loaded rank of pipeline stage `stage` (bytes)."""
+    if is_fsdp(par):
+        return _fsdp(spec, par, stage, grads)
+    if par.zero is not ZeroStage.NONE:
+        return _zero(spec, par, stage, grads)
+    if par.dp > 1:
+        # DDP: one flat bucket per ≤ 25 MiB of gradients, a full second copy (gradient_as_bucket_view=False)
+        return Collectives(buckets=grads.total, nccl=nccl_bytes(par))
+    return Collectives(nccl=nccl_bytes(par))
+
+
+MOMENTS = ("forward_layer", "forward_copy_out", "forward_loss", "backward_start", "backward_head",
+           "backward_layer", "backward_layer_steady", "backward_end", "optimizer")
+
+
+def moment_terms(c: Collectives, moment: str) -> tuple[Term, ...]:
+    """What `c` holds at `moment` (see the module docstring), as top-level Terms to merge."""
+    fwd_bwd = moment.startswith(("forward", "backward"))
+    weights = []
+    if fwd_bwd:
+        weights += [Term(name="root_unit", nbytes=c.root, note="FSDP root: embedding, head, final norm"),
+                    Term(name="unsharded_units", nbytes=c.all_units, note="shard-grad-op keeps them")]
+    if moment in ("forward_layer", "forward_copy_out", "backward_layer", "backward_layer_steady"):
+        weights.append(Term(name="gathered_unit", nbytes=c.unit, note="one unit (layer) all-gathered"))
+    if moment in ("backward_head", "backward_end"):
+        weights.append(Term(name="gathered_head", nbytes=c.head_gather, note="ZeRO-3: head/embedding"))
+    buffers = {"forward_layer": 1, "forward_copy_out": 2, "forward_loss": 1, "backward_start": 1,
+               "backward_layer": 1, "backward_layer_steady": 1}.get(moment, 0)
+    overhead = [Term(name="all_gather_buffer", nbytes=buffers * c.unit_buffer, note="flat all-gather output"),
+                Term(name="gradient_buckets", nbytes=c.buckets if moment != "load" else 0,
+                     note="DDP buckets / ZeRO ipg buffers")]
+    grads = []
+    if moment in ("backward_layer", "backward_layer_steady"):
+        grads.append(Term(name="unsharded_unit", nbytes=c.unit_grads, note="before reduce-scatter"))
+    if moment == "backward_layer_steady":
+        overhead.append(Term(name="reduce_scatter_input", nbytes=c.unit_reduce, note="previous unit"))
+    if moment in ("backward_head", "backward_layer", "backward_layer_steady"):
+        grads.append(Term(name="root_held", nbytes=c.root_grads_held,
+                          note="head grads until the root reduces"))
+    if moment == "backward_head":
+        grads.append(Term(name="unsharded_head", nbytes=c.root_grads if c.head_gather else 0))
+    if moment == "backward_end":
+        grads.append(Term(name="unsharded_root", nbytes=c.root_grads, note="embedding, head, final norm"))
+        overhead.append(Term(name="reduce_scatter_input", nbytes=c.root_reduce, note="root unit"))
+    if moment == "optimizer":
+        grads.append(Term(name="fp32_partition", nbytes=c.fp32_grads, note="ZeRO: fp32 grads for the step"))
+    out = [Term.group("weights", weights), Term.group("gradients", grads),
+           Term.group("runtime_overhead", [Term.group("collectives", overhead)])]
+    return tuple(t for t in out if t.nbytes)
