@@ -1,4 +1,4 @@
-"""Per-rank shares under ZeRO, FSDP, TP, PP and offload, and their effect on training phases."""
+"""Per-rank training memory under DDP, ZeRO, FSDP2, TP, PP and offload, against hand arithmetic."""
 
 from __future__ import annotations
 
@@ -6,30 +6,73 @@ from fractions import Fraction
 
 import pytest
 
-from memfit.core.choices import FsdpStrategy, Offload, PhaseName, ZeroStage
+from memfit.core.choices import FsdpStrategy, Offload, ZeroStage
+from memfit.core.collectives import nccl_bytes
+from memfit.core.deepspeed import ZeroConfig
 from memfit.core.errors import InvalidWorkload
-from memfit.core.parallel import rank_share, scale_term
-from memfit.core.result import Term
+from memfit.core.parallel import (
+    in_flight,
+    layer_shapes,
+    padded_elements,
+    rank_share,
+    scale_term,
+    shard_elements,
+    stage_layers,
+)
+from memfit.core.result import Phase, Term
 from memfit.core.training import training_phases
+from memfit.core.units import MiB
 from memfit.core.workload import Parallelism, Training
 from memfit.sources.resolve import load_model
 
-L1B_BYTES = 2 * 1_235_814_400
+L1B_PARAMS = 1_235_814_400
+L1B_BYTES = 2 * L1B_PARAMS
+L8B_PARAMS = 8_030_261_248
 
 
-@pytest.mark.parametrize(("par", "weights", "grads", "states"), [
+def _phases(model: str, par: Parallelism, **training: object) -> dict[str, Phase]:
+    wl = Training(seq_len=training.pop("seq_len", 64), parallel=par, **training)  # type: ignore[arg-type]
+    return {str(p.name): p for p in training_phases(load_model(model), wl)[0]}
+
+
+def test_fsdp_shard_pads_dim0_to_a_multiple_of_world() -> None:
+    """GPT-2's [50257, 768] embedding over 8 ranks: 6,283 rows each (50,264 padded), 4,825,344 elements."""
+    # ceil(50257 / 8) = 6283; 6283 × 768 = 4,825,344; unsharded padded 8 × that = 38,602,752
+    assert shard_elements((50_257, 768), 8) == 4_825_344
+    assert padded_elements(((50_257, 768),), 8) == 38_602_752
+
+
+def test_fsdp_shares_are_padded_shards() -> None:
+    """FSDP full over 5 ranks holds ceil(rows / 5) rows of every Llama-3.2-1B tensor, not exactly 1/5."""
+    spec = load_model("Llama-3.2-1B")
+    share = rank_share(spec, Parallelism(dp=5, fsdp=FsdpStrategy.FULL))
+    # embedding 128256 rows → 25,652 per rank (4 padding rows); the tied model has no separate head
+    assert share.params > Fraction(1, 5)
+    assert share.params * L1B_PARAMS < Fraction(L1B_PARAMS, 5) + 4 * 2048 + 16 * 2 * 5 * 2048
+
+
+@pytest.mark.parametrize(("par", "params", "grads", "states"), [
     (Parallelism(dp=4), 1, 1, 1),
     (Parallelism(dp=4, zero=ZeroStage.OPTIMIZER), 1, 1, Fraction(1, 4)),
     (Parallelism(dp=4, zero=ZeroStage.GRADIENTS), 1, Fraction(1, 4), Fraction(1, 4)),
     (Parallelism(dp=4, zero=ZeroStage.PARAMETERS), Fraction(1, 4), Fraction(1, 4), Fraction(1, 4)),
-    (Parallelism(dp=4, fsdp=FsdpStrategy.SHARD_GRAD_OP), 1, Fraction(1, 4), Fraction(1, 4)),
+    (Parallelism(dp=4, fsdp=FsdpStrategy.SHARD_GRAD_OP), Fraction(1, 4), Fraction(1, 4), Fraction(1, 4)),
     (Parallelism(dp=16, fsdp=FsdpStrategy.HYBRID), Fraction(1, 8), Fraction(1, 8), Fraction(1, 8)),
-    (Parallelism(tp=2, pp=2), Fraction(1, 4), Fraction(1, 4), Fraction(1, 4)),
 ])
-def test_rank_shares(par: Parallelism, weights: Fraction, grads: Fraction, states: Fraction) -> None:
-    """ZeRO stages shard states, then grads, then weights; tp·pp divide the model; hybrid shards per node."""
-    share = rank_share(load_model("Llama-3.2-1B"), par)
-    assert (share.weights, share.gradients, share.optimizer_states) == (weights, grads, states)
+def test_sharding_levels(par: Parallelism, params: Fraction, grads: Fraction, states: Fraction) -> None:
+    """ZeRO stages shard states, then grads, then weights; FSDP2 always keeps a parameter shard (the
+    unsharded layers of shard-grad-op are extra); hybrid FSDP shards within a node of 8.
+
+    (Llama-3.1-8B's dims divide by 4 and 8, so FSDP's padding is zero here.)"""
+    share = rank_share(load_model("Llama-3.1-8B"), par)
+    assert (share.params, share.grads, share.states) == (params, grads, states)
+
+
+def test_tensor_parallel_keeps_norm_weights_whole() -> None:
+    """tp=4 on Llama-3.1-8B: Linears and the vocab split four ways, the 65 norm vectors (4096 each) not."""
+    # norms: (32 × 2 + 1) × 4096 = 266,240 params whole; the rest / 4
+    share = rank_share(load_model("Llama-3.1-8B"), Parallelism(tp=4))
+    assert share.params == Fraction((L8B_PARAMS - 266_240) // 4 + 266_240, L8B_PARAMS)
 
 
 def test_sequence_parallel_splits_the_residual_stream() -> None:
@@ -37,6 +80,28 @@ def test_sequence_parallel_splits_the_residual_stream() -> None:
     spec = load_model("Llama-3.2-1B")
     assert rank_share(spec, Parallelism(tp=4)).residual_activations == 1
     assert rank_share(spec, Parallelism(tp=4, sequence_parallel=True)).residual_activations == Fraction(1, 4)
+    assert rank_share(spec, Parallelism(tp=4)).layer_activations == Fraction(1, 4)
+
+
+def test_pipeline_first_stage_holds_embeddings_and_most_micro_batches() -> None:
+    """Llama-3.2-1B (16 layers, tied) at pp=4 with 8 micro-batches: stage 0 holds layers 0-3, the
+    262,668,288-parameter embedding and 4 micro-batches of activations; the last stage 1 micro-batch."""
+    spec = load_model("Llama-3.2-1B")
+    assert len(stage_layers(spec, 4, 0)) == 4
+    assert (in_flight(4, 0, 8), in_flight(4, 3, 8), in_flight(4, 0, 2)) == (4, 1, 2)
+    layer_params = sum(d * r for d, r in layer_shapes(spec, spec.layers[0]))
+    first = rank_share(spec, Parallelism(pp=4), stage=0, micro_batches=8)
+    # embedding 128256 × 2048 = 262,668,288; 4 layers of 60,821,504
+    assert first.params == Fraction(262_668_288 + 4 * layer_params, L1B_PARAMS)
+    assert first.layer_activations == Fraction(4 * 4, 16)
+    assert first.logits == 0
+
+
+def test_scale_term_rounds_leaves_up() -> None:
+    """Each leaf is scaled and rounded up; parents are re-summed."""
+    # 10/4 → 3, 6/4 → 2; parent 5
+    term = Term.group("x", [Term(name="a", nbytes=10), Term(name="b", nbytes=6)])
+    assert scale_term(term, Fraction(1, 4)).flat() == {"a": 3, "b": 2}
 
 
 @pytest.mark.parametrize(("model", "par", "match"), [
@@ -52,30 +117,92 @@ def test_impossible_splits_raise(model: str, par: Parallelism, match: str) -> No
         rank_share(load_model(model), par)
 
 
-def test_scale_term_rounds_leaves_up() -> None:
-    """Each leaf is scaled and rounded up; parents are re-summed."""
-    # 10/4 → 3, 6/4 → 2; parent 5
-    term = Term.group("x", [Term(name="a", nbytes=10), Term(name="b", nbytes=6)])
-    assert scale_term(term, Fraction(1, 4)).flat() == {"a": 3, "b": 2}
+def test_fsdp_root_unit_is_the_unsharded_embedding_and_head() -> None:
+    """Llama-3.1-8B FSDP full over 8 ranks keeps embedding + head + final norm unsharded: 1.96 GiB."""
+    # (2 × 128256 × 4096 + 4096) × 2 B = 2,101,354,496 B
+    flat = _phases("Llama-3.1-8B", Parallelism(dp=8, fsdp=FsdpStrategy.FULL))["forward"].memory.flat()
+    assert flat["weights/root_unit"] == 2_101_354_496
+    # sharded parameters: 8,030,261,248 × 2 B / 8 (every dim divides by 8)
+    assert flat["weights/parameters"] == 2_007_565_312
+
+
+def test_fsdp_gathers_one_layer_in_its_dtype_with_its_all_gather_output() -> None:
+    """A Llama-3.1-8B decoder layer (218,112,000 params) gathered in bf16 is 436,224,000 B, and its flat
+    all-gather output is as large; under AMP (MixedPrecisionPolicy bf16) the gather stays 2 B/param."""
+    # q, o 4096²; k, v 1024 × 4096; gate, up, down 14336 × 4096; 2 norms of 4096 → 218,112,000
+    for precision in ("bf16", "amp-bf16"):
+        phases = _phases("Llama-3.1-8B", Parallelism(dp=8, fsdp=FsdpStrategy.FULL), precision=precision,
+                         seq_len=16)
+        fwd = phases["forward"].memory.flat()
+        assert fwd.get("weights/gathered_unit", 436_224_000) == 436_224_000
+        assert fwd["runtime_overhead/collectives/all_gather_buffer"] % 436_224_000 == 0
+
+
+def test_shard_grad_op_keeps_the_shard_beside_every_unsharded_layer() -> None:
+    """FSDP shard-grad-op at forward: the bf16 shard (P/8) plus all 32 layers unsharded plus the root."""
+    fwd = _phases("Llama-3.1-8B", Parallelism(dp=8, fsdp=FsdpStrategy.SHARD_GRAD_OP))["forward"].memory.flat()
+    # 32 × 436,224,000 = 13,959,168,000
+    assert fwd["weights/unsharded_units"] == 13_959_168_000
+    assert fwd["weights/parameters"] == 2_007_565_312
+
+
+def test_ddp_buckets_copy_every_gradient() -> None:
+    """DDP over 8 GPUs: its buckets hold a second bf16 copy of Llama-3.2-1B's gradients (2 × P bytes)."""
+    opt = _phases("Llama-3.2-1B", Parallelism(dp=8))["optimizer"].memory.flat()
+    assert opt["runtime_overhead/collectives/gradient_buckets"] == L1B_BYTES
+    assert opt["gradients/trainable"] == L1B_BYTES
+
+
+def test_zero2_fp32_gradient_partition_and_ipg_buckets() -> None:
+    """ZeRO-2 over 4 GPUs: the step's fp32 gradient partition is 4P/4 = P bytes; DeepSpeed's default
+    reduce bucket (5e8 elements, bf16) is 1e9 B, doubled with overlap_comm."""
+    phases = _phases("Llama-3.2-1B", Parallelism(dp=4, zero=ZeroStage.GRADIENTS))
+    opt = phases["optimizer"].memory.flat()
+    assert opt["gradients/fp32_partition"] == L1B_PARAMS
+    assert opt["gradients/trainable"] == L1B_BYTES // 4
+    assert opt["runtime_overhead/collectives/gradient_buckets"] == 1_000_000_000
+    overlap = Parallelism(dp=4, zero=ZeroStage.GRADIENTS, zero_config=ZeroConfig(overlap_comm=True))
+    assert _phases("Llama-3.2-1B", overlap)["optimizer"].memory.flat()[
+        "runtime_overhead/collectives/gradient_buckets"] == 2_000_000_000
 
 
 def test_zero1_adds_sharded_fp32_master_and_states() -> None:
     """DeepSpeed ZeRO-1 over bf16 params: fp32 master + fp32 AdamW states + fp32 foreach copy, over dp."""
-    # optimizer phase: weights 2P + grads 2P + (master 4P + states 8P + copy 4P) / 4 = 8P, P = 1,235,814,400
-    spec = load_model("Llama-3.2-1B")
-    wl = Training(seq_len=64, parallel=Parallelism(dp=4, zero=ZeroStage.OPTIMIZER))
-    opt = {p.name: p for p in training_phases(spec, wl)[0]}[PhaseName.OPTIMIZER]
-    flat = opt.memory.flat()
-    assert flat["master_weights"] == 2 * L1B_BYTES // 4
-    assert flat["optimizer_states"] == 6 * L1B_BYTES // 4
+    # master 4P / 4 = P; states (8P + foreach copy 4P) / 4 = 3P
+    flat = _phases("Llama-3.2-1B", Parallelism(dp=4, zero=ZeroStage.OPTIMIZER))["optimizer"].memory.flat()
+    assert flat["master_weights"] == L1B_PARAMS
+    assert flat["optimizer_states"] == 3 * L1B_PARAMS
 
 
-def test_offloaded_states_move_to_host() -> None:
-    """Offloading the optimizer leaves no states on the GPU and reports them as host bytes."""
-    spec = load_model("Llama-3.2-1B")
+def test_offloaded_states_move_to_host_per_node() -> None:
+    """ZeRO-2 + CPU optimizer offload over 2 GPUs: no states or gradient partition on the GPU; the node's
+    RAM holds both ranks' fp32 master, states, foreach copy and fp32 gradients."""
     par = Parallelism(dp=2, zero=ZeroStage.GRADIENTS, offload_optimizer=Offload.CPU)
-    wl = Training(seq_len=64, parallel=par)
-    opt = {p.name: p for p in training_phases(spec, wl)[0]}[PhaseName.OPTIMIZER]
+    opt = _phases("Llama-3.2-1B", par)["optimizer"]
     assert opt.memory.bytes_of("optimizer_states") == 0
-    # host: (master 4P + states 8P) / 2 = 6P = 3 × L1B_BYTES
-    assert opt.host_bytes == 3 * L1B_BYTES
+    assert opt.memory.bytes_of("master_weights") == 0
+    assert opt.memory.flat().get("gradients/trainable", 0) == 0
+    # per rank: master 4P/2 + states 8P/2 + foreach copy 4P/2 + fp32 grads 4P/2 = 10P; 2 ranks → 20P
+    assert opt.host_bytes == 20 * L1B_PARAMS
+
+
+def test_nccl_buffers_per_communicator() -> None:
+    """One communicator costs 4 MiB × 16 channels × 2 peers = 128 MiB; dp × tp × pp joins three."""
+    assert nccl_bytes(Parallelism(dp=8)) == 128 * MiB
+    assert nccl_bytes(Parallelism(dp=2, tp=2, pp=2)) == 3 * 128 * MiB
+    assert nccl_bytes(Parallelism(dp=16, fsdp=FsdpStrategy.HYBRID)) == 2 * 128 * MiB
+    assert _phases("Llama-3.2-1B", Parallelism(dp=8))["forward"].memory.flat()["non_torch/nccl_buffers"] \
+        == 128 * MiB
+
+
+def test_pipeline_reports_the_more_loaded_stage() -> None:
+    """pp=4 with 8 micro-batches is dominated by stage 0's four micro-batches in flight: its forward
+    activations exceed one micro-batch of the whole model's."""
+    spec = load_model("Llama-3.2-1B")
+    one = training_phases(spec, Training(seq_len=512))[0]
+    pp = training_phases(spec, Training(seq_len=512, grad_accum=8, parallel=Parallelism(pp=4)))
+    assert any("stage 0 of 4" in note for note in pp[1])
+    layers = {str(p.name): p.memory.flat().get("activations/layers", 0) for p in one}
+    staged = {str(p.name): p.memory.flat().get("activations/layers", 0) for p in pp[0]}
+    # 4 of 16 layers × 4 micro-batches = the whole model's layers once
+    assert staged["forward"] == layers["forward"]

@@ -53,6 +53,7 @@ class GradBytes:
     grad_bytes: int         # bytes per unsharded gradient element
     reduce_bytes: int       # bytes per reduce-scatter element (FSDP reduce_dtype)
     largest_tensor: int     # elements of the largest parameter tensor of a decoder layer (tp-local)
+    largest_grad: int       # elements of the largest trainable tensor of a decoder layer (tp-local)
 
 
 def nccl_bytes(par: Parallelism) -> int:
@@ -93,10 +94,13 @@ def _zero(spec: ModelSpec, par: Parallelism, stage: int, g: GradBytes) -> Collec
     buffers = (2 if z.overlap_comm and par.zero.level < 3 else 1) if z.contiguous_gradients else 0
     buckets = buffers * z.reduce_bucket_elements * g.grad_bytes
     fp32_partition = g.total // g.grad_bytes * 4 // par.dp
-    fp32 = 0 if par.offload_optimizer.value != "none" else min(fp32_partition, 4 * z.sub_group_size)
+    # ZeRO-3 on the GPU upcasts one sub-group (sub_group_size elements) at a time; ZeRO-1/2 the whole
+    # partition; offloaded, the whole partition lives on the host
+    sub_groups = par.zero is ZeroStage.PARAMETERS and par.offload_optimizer.value == "none"
+    fp32 = min(fp32_partition, 4 * z.sub_group_size) if sub_groups else fp32_partition
     if par.zero is not ZeroStage.PARAMETERS:
         return Collectives(buckets=buckets, fp32_grads=fp32, nccl=nccl_bytes(par),
-                           unit_grads=g.largest_tensor * g.grad_bytes if par.zero.level == 2 else 0)
+                           unit_grads=g.largest_grad * g.grad_bytes if par.zero.level == 2 else 0)
     root, _ = model_shapes(spec, par, stage)
     layers = stage_layers(spec, par.pp, stage)
     body = sum(d * r for layer in layers for d, r in layer_shapes(spec, layer, tp=par.tp))
@@ -104,7 +108,7 @@ def _zero(spec: ModelSpec, par: Parallelism, stage: int, g: GradBytes) -> Collec
     head = max((d * r for d, r in root), default=0)
     return Collectives(
         unit=window * g.gather_bytes,
-        unit_grads=g.largest_tensor * g.grad_bytes,
+        unit_grads=g.largest_grad * g.grad_bytes,
         head_gather=head * g.gather_bytes,
         root_grads_held=0,
         root_grads=head * g.grad_bytes if g.root else 0,

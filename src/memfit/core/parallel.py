@@ -136,9 +136,10 @@ def shard_world(par: Parallelism) -> int:
 
 
 def _levels(par: Parallelism) -> tuple[bool, bool, bool]:
-    """(parameters, gradients, optimizer states) sharded over the data-parallel ranks."""
-    params = par.zero is ZeroStage.PARAMETERS or par.fsdp in (FsdpStrategy.FULL, FsdpStrategy.HYBRID)
-    grads = params or par.zero is ZeroStage.GRADIENTS or par.fsdp is FsdpStrategy.SHARD_GRAD_OP
+    """(parameters, gradients, optimizer states) sharded over the data-parallel ranks. FSDP2's
+    shard-grad-op (reshard_after_forward=False) still holds the shard; its unsharded layers are extra."""
+    params = par.zero is ZeroStage.PARAMETERS or par.fsdp is not None   # FSDP2 always keeps the shard
+    grads = params or par.zero is ZeroStage.GRADIENTS
     return params, grads, grads or par.zero is ZeroStage.OPTIMIZER
 
 

@@ -234,7 +234,8 @@ def _grad_bytes(spec: ModelSpec, wl: Training, p: _Parts, tensors: tuple[ParamTe
         layer, total = p.grads // max(spec.num_layers, 1) // par.tp, scale_bytes(p.grads, whole)
     return GradBytes(layer=layer, head=head * grad_el, root=(head + emb) * grad_el, total=total,
                      gather_bytes=2 if mixed or not full else param_bytes(wl), grad_bytes=grad_el,
-                     reduce_bytes=4 if mixed else grad_el, largest_tensor=largest)
+                     reduce_bytes=4 if mixed else grad_el, largest_tensor=largest,
+                     largest_grad=largest if full else max((t.numel for t in tensors), default=0) // par.tp)
 
 
 def _whole(spec: ModelSpec, par: Parallelism, stage: int) -> Fraction:
