@@ -290,7 +290,9 @@ def _host(wl: Training, ranked: _Parts, share: RankShare, extras: Collectives) -
     parts = []
     if share.host_states:
         grads = (extras.fp32_grads if share.master else ranked.grads) if share.sharded_grads else 0
-        parts += [Term(name="optimizer_states", nbytes=ranks * (ranked.states.nbytes + ranked.step_bytes)),
+        # DeepSpeed steps offloaded states with DeepSpeedCPUAdam, in place; FSDP2 runs the torch optimizer
+        step = 0 if share.master else ranked.step_bytes
+        parts += [Term(name="optimizer_states", nbytes=ranks * (ranked.states.nbytes + step)),
                   Term(name="master_weights", nbytes=ranks * ranked.master),
                   Term(name="gradients", nbytes=ranks * grads, note="gradient partitions" + pinned)]
     if share.host_params:
