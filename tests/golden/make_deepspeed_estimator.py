@@ -56,13 +56,14 @@ def main() -> None:
                 cpu, gpu, _ = estimate_zero3_model_states_mem_needs(
                     total, largest, num_gpus_per_node=gpus, num_nodes=nodes, cpu_offload=offload,
                     cpu_offload_params=offload_params, zero_init=True)
-                rows.append({"id": f"zero3/{name}/{nodes}x{gpus}/offload={offload}/params={offload_params}",
-                             "stage": 3, "model": name, "total_params": total, "largest_layer_params": largest,
+                key = f"zero3/{name}/{nodes}x{gpus}/offload={offload}/params={offload_params}"
+                rows.append({"id": key, "stage": 3, "model": name, "total_params": total,
+                             "largest_layer_params": largest,
                              "num_nodes": nodes, "num_gpus_per_node": gpus, "cpu_offload": offload,
                              "cpu_offload_params": offload_params, "zero_init": True,
                              "cpu_mem": cpu, "gpu_mem": gpu})
-    source = (f"deepspeed {deepspeed.__version__}: runtime.zero.stage_1_and_2.estimate_zero2_model_states_mem_needs"
-              " / runtime.zero.stage3.estimate_zero3_model_states_mem_needs (additional_buffer_factor=1.5); "
+    source = (f"deepspeed {deepspeed.__version__}: "
+              "runtime.zero.stage_1_and_2.estimate_zero2_model_states_mem_needs / runtime.zero.stage3.estimate_zero3_model_states_mem_needs (additional_buffer_factor=1.5); "
               f"inputs from transformers {__import__('transformers').__version__} on the meta device")
     OUT.write_text(json.dumps({"source": source, "rows": rows}, indent=1) + "\n")
 
