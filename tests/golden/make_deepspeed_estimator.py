@@ -63,7 +63,8 @@ def main() -> None:
                              "cpu_offload_params": offload_params, "zero_init": True,
                              "cpu_mem": cpu, "gpu_mem": gpu})
     source = (f"deepspeed {deepspeed.__version__}: "
-              "runtime.zero.stage_1_and_2.estimate_zero2_model_states_mem_needs / runtime.zero.stage3.estimate_zero3_model_states_mem_needs (additional_buffer_factor=1.5); "
+              "runtime.zero.stage_1_and_2.estimate_zero2_model_states_mem_needs / "
+              "runtime.zero.stage3.estimate_zero3_model_states_mem_needs (additional_buffer_factor=1.5); "
               f"inputs from transformers {__import__('transformers').__version__} on the meta device")
     OUT.write_text(json.dumps({"source": source, "rows": rows}, indent=1) + "\n")
 
