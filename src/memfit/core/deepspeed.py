@@ -213,3 +213,21 @@ def zero_settings(data: Any) -> ZeroSettings:
         zero_config=config, micro_batch_size=_batch_field(data, "train_micro_batch_size_per_gpu"),
         grad_accum=_batch_field(data, "gradient_accumulation_steps"),
     )
+
+
+def given_by(settings: ZeroSettings) -> dict[str, object]:
+    """The workload fields a DeepSpeed config fixes (field → value; "auto" entries left out): `zero`,
+    `offload_optimizer`, `offload_params`, `zero_config`, and where concrete `precision`, `batch_size`,
+    `grad_accum`. Shells compare these with the user's own flags and refuse a contradiction."""
+    fields: dict[str, object] = {
+        "zero": str(settings.stage), "offload_optimizer": settings.offload_optimizer,
+        "offload_params": settings.offload_params,
+        "zero_config": settings.zero_config if settings.stage >= 1 else None,
+    }
+    if settings.precision is not None:
+        fields["precision"] = settings.precision
+    if settings.micro_batch_size is not None:
+        fields["batch_size"] = settings.micro_batch_size
+    if settings.grad_accum is not None:
+        fields["grad_accum"] = settings.grad_accum
+    return fields
