@@ -47,7 +47,7 @@ def test_auto_values_are_filled_as_hf_trainer_does() -> None:
 
 
 def test_overlap_comm_defaults_to_stage_3_only() -> None:
-    """DeepSpeed's overlap_comm is None → true for stage 3, false for 1 and 2 (DeepSpeedZeroConfig validator)."""
+    """overlap_comm left unset is true for stage 3, false for 1 and 2 (DeepSpeedZeroConfig validator)."""
     assert resolved_zero(ZeroConfig(), hidden_size=64, stage=3).overlap_comm
     assert not resolved_zero(ZeroConfig(), hidden_size=64, stage=2).overlap_comm
 
