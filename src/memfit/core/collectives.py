@@ -145,6 +145,8 @@ def moment_terms(c: Collectives, moment: str) -> tuple[Term, ...]:
         weights.append(Term(name="gathered_head", nbytes=c.head_gather, note="ZeRO-3: head/embedding"))
     buffers = {"forward_layer": 1, "forward_copy_out": 2, "forward_loss": 1, "backward_start": 1,
                "backward_layer": 1, "backward_layer_steady": 1}.get(moment, 0)
+    if c.all_units and moment.startswith("backward"):
+        buffers = 0     # shard-grad-op: every unit is still unsharded, backward gathers nothing
     overhead = [Term(name="all_gather_buffer", nbytes=buffers * c.unit_buffer, note="flat all-gather output"),
                 Term(name="gradient_buckets", nbytes=c.buckets if moment != "load" else 0,
                      note="DDP buckets / ZeRO ipg buffers")]

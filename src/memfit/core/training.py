@@ -163,10 +163,19 @@ class _Parts:
     layer_saved: int = 0     # one decoder layer's saved activations on this rank
 
 
+def _compute_workload(wl: Training) -> Training:
+    """The workload as its layers compute: FSDP's MixedPrecisionPolicy over fp32 parameters (memfit's AMP
+    under fsdp) all-gathers them in the compute dtype and runs without autocast, as pure bf16/fp16 does."""
+    if wl.parallel.fsdp is None or not wl.precision.is_amp:
+        return wl
+    compute = Precision.BF16 if wl.precision is Precision.AMP_BF16 else Precision.FP16
+    return dataclasses.replace(wl, precision=compute)
+
+
 def _parts(spec: ModelSpec, wl: Training, *, stage: int = 0) -> tuple[_Parts, act.Flow]:
     targets = lora_targets(spec, wl.lora) if wl.lora is not None and wl.method is not Method.FULL \
         else frozenset()
-    flow = act.training_flow(spec, wl, lora_targets=targets)
+    flow = act.training_flow(spec, _compute_workload(wl), lora_targets=targets)
     tensors = trainable_tensors(spec, wl, targets)
     grads = sum(t.nbytes for t in tensors)
     opt = optimizer_memory(wl.optimizer, tensors)
