@@ -249,7 +249,9 @@ def rank_share(spec: ModelSpec, par: Parallelism, *, stage: int = 0, micro_batch
     layers = len(stage_layers(spec, par.pp, stage))
     flight = in_flight(par.pp, stage, micro_batches)
     stage_acts = Fraction(layers * flight, spec.num_layers)
-    offload_states = par.offload_optimizer is not Offload.NONE
+    # FSDP2's CPUOffloadPolicy moves parameters, gradients and the optimizer step to the host together
+    offload_states = par.offload_optimizer is not Offload.NONE or (
+        is_fsdp(par) and par.offload_params is not Offload.NONE)
     return RankShare(
         params=shard if params_sharded else whole,
         grads=shard if grads_sharded else whole,
