@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from memfit.core.choices import Offload, ZeroStage
 from memfit.core.estimate import estimate
 from memfit.core.workload import Parallelism, Training
 from memfit.sources.resolve import load_model
@@ -29,11 +30,11 @@ MODEL_STATES = ("weights/parameters", "gradients/trainable", "gradients/fp32_par
 SUB_GROUP_ELEMENTS = 1_000_000_000
 
 
-def _model_states(row: dict[str, object]) -> int:
-    nodes, gpus = int(row["num_nodes"]), int(row["num_gpus_per_node"])  # type: ignore[call-overload]
-    par = Parallelism(dp=nodes * gpus, gpus_per_node=gpus, zero=int(row["stage"]),  # type: ignore[call-overload]
-                      offload_optimizer="cpu" if row["cpu_offload"] else "none",
-                      offload_params="cpu" if row["cpu_offload_params"] else "none")
+def _model_states(row: dict[str, int]) -> int:
+    nodes, gpus = row["num_nodes"], row["num_gpus_per_node"]
+    par = Parallelism(dp=nodes * gpus, gpus_per_node=gpus, zero=ZeroStage(str(row["stage"])),
+                      offload_optimizer=Offload.CPU if row["cpu_offload"] else Offload.NONE,
+                      offload_params=Offload.CPU if row["cpu_offload_params"] else Offload.NONE)
     est = estimate(load_model(str(row["model"])), Training(seq_len=16, parallel=par))
     flats = [phase.memory.flat() for phase in est.phases]
     return sum(max(flat.get(name, 0) for flat in flats) for name in MODEL_STATES)

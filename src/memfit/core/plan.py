@@ -426,7 +426,7 @@ def plan(
             raise InvalidWorkload("gpu_counts searches training strategies; use --task train")
         strategies = plan_strategies(spec, workload, gpu, gpu_counts=gpu_counts,
                                      gpus_per_node=workload.parallel.gpus_per_node,
-                                     estimator=estimator)  # type: ignore[arg-type]
+                                     estimator=estimator)
     if maximize is None:
         return Plan(
             baseline=baseline, gpu=gpu, changes=plan_changes(spec, workload, gpu, estimator=estimator),

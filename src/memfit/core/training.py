@@ -20,6 +20,7 @@ import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 from memfit.core import activations as act
 from memfit.core import loss
@@ -266,7 +267,8 @@ def per_rank(spec: ModelSpec, wl: Training, p: _Parts, tensors: tuple[ParamTenso
         opt = optimizer_memory(wl.optimizer, fp32)
         p = dataclasses.replace(p, states=opt.states, step_bytes=opt.step_bytes, paged=opt.paged_bytes,
                                 master=sum(t.nbytes for t in fp32))
-    fields = {name: _scaled(getattr(p, name), getattr(share, kind)) for name, kind in _SHARE_OF.items()}
+    fields: dict[str, Any] = {name: _scaled(getattr(p, name), getattr(share, kind))
+                              for name, kind in _SHARE_OF.items()}
     ranked = dataclasses.replace(p, **fields)
     extras = collectives(spec, par, stage=stage, grads=_grad_bytes(spec, wl, p, tensors, stage))
     host = _host(wl, ranked, share, extras)

@@ -48,7 +48,7 @@ def with_deepspeed_config(workload: Training, config: str | Path | dict[str, Any
         InvalidWorkload: the result is impossible (e.g. ZeRO with dp=1 is fine; offload without ZeRO is not).
     """
     settings = zero_settings(config) if isinstance(config, dict) else load_deepspeed_config(config)
-    fields = given_by(settings)
+    fields: dict[str, Any] = given_by(settings)
     parallel = dataclasses.replace(workload.parallel, fsdp=None,
                                    **{k: v for k, v in fields.items() if k in PARALLEL_FIELDS})
     rest = {k: v for k, v in fields.items() if k not in PARALLEL_FIELDS}
