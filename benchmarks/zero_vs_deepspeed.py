@@ -31,7 +31,7 @@ MODEL_STATES = ("weights/parameters", "gradients/trainable", "gradients/fp32_par
                 "master_weights/fp32_copy", "optimizer_states/states", "weights/gathered_head",
                 "gradients/unsharded_head")
 """memfit's entries that make up DeepSpeed's "model states" (each at its largest over the step)."""
-NOT_IN_ESTIMATOR = ("runtime_overhead/collectives/gradient_buckets", "weights/gathered_unit",
+NOT_IN_ESTIMATOR = ("gradients/ipg_buckets", "weights/gathered_unit",
                     "gradients/unsharded_unit")
 """GPU terms DeepSpeed allocates that its estimator leaves out (ipg buckets, the ZeRO-3 live window, the
 unsharded gradient of the tensor being bucketed)."""

@@ -92,7 +92,7 @@ def test_auto_reduce_bucket_is_smaller_than_deepspeed_default() -> None:
     auto = {"bf16": {"enabled": True}, "zero_optimization": {"stage": 2, "reduce_bucket_size": "auto"}}
     wl = with_deepspeed_config(Training(seq_len=64, parallel=Parallelism(dp=2)), auto)
     flat = api.estimate(spec, wl).phase("optimizer").memory.flat()
-    assert flat["runtime_overhead/collectives/gradient_buckets"] == 2 * 2048 * 2048
+    assert flat["gradients/ipg_buckets"] == 2 * 2048 * 2048
 
 
 def test_cli_deepspeed_flag_and_contradiction(tmp_path: Path) -> None:

@@ -135,7 +135,7 @@ def test_fsdp_gathers_one_layer_in_its_dtype_with_its_all_gather_output() -> Non
                          seq_len=16)
         fwd = phases["forward"].memory.flat()
         assert fwd.get("weights/gathered_unit", 436_224_000) == 436_224_000
-        assert fwd["runtime_overhead/collectives/all_gather_buffer"] % 436_224_000 == 0
+        assert fwd["weights/all_gather_buffers"] % 436_224_000 == 0
 
 
 def test_shard_grad_op_keeps_the_shard_beside_every_unsharded_layer() -> None:
@@ -149,7 +149,7 @@ def test_shard_grad_op_keeps_the_shard_beside_every_unsharded_layer() -> None:
 def test_ddp_buckets_copy_every_gradient() -> None:
     """DDP over 8 GPUs: its buckets hold a second bf16 copy of Llama-3.2-1B's gradients (2 × P bytes)."""
     opt = _phases("Llama-3.2-1B", Parallelism(dp=8))["optimizer"].memory.flat()
-    assert opt["runtime_overhead/collectives/gradient_buckets"] == L1B_BYTES
+    assert opt["gradients/ddp_buckets"] == L1B_BYTES
     assert opt["gradients/trainable"] == L1B_BYTES
 
 
@@ -160,10 +160,10 @@ def test_zero2_fp32_gradient_partition_and_ipg_buckets() -> None:
     opt = phases["optimizer"].memory.flat()
     assert opt["gradients/fp32_partition"] == L1B_PARAMS
     assert opt["gradients/trainable"] == L1B_BYTES // 4
-    assert opt["runtime_overhead/collectives/gradient_buckets"] == 1_000_000_000
+    assert opt["gradients/ipg_buckets"] == 1_000_000_000
     overlap = Parallelism(dp=4, zero=ZeroStage.GRADIENTS, zero_config=ZeroConfig(overlap_comm=True))
     assert _phases("Llama-3.2-1B", overlap)["optimizer"].memory.flat()[
-        "runtime_overhead/collectives/gradient_buckets"] == 2_000_000_000
+        "gradients/ipg_buckets"] == 2_000_000_000
 
 
 def test_zero1_adds_sharded_fp32_master_and_states() -> None:

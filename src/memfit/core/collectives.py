@@ -2,7 +2,7 @@
 
 `collectives()` sizes the buffers (see core/parallel.py for the strategy table and sources);
 `moment_terms()` says which exist at each moment of a training step, as Terms under the top-level names
-they belong to (`weights`, `gradients`, `runtime_overhead`), which training.py merges into its phases.
+they belong to (`weights`, `gradients`), which training.py merges into its phases.
 
 Moments and what FSDP2 holds at each (besides its shards), following _fsdp_param_group.py:
 - forward_layer: the root unit (not resharded after forward), the unit being computed, and its flat
@@ -28,6 +28,7 @@ from memfit.core.parallel import (
     NCCL_CHANNELS,
     NCCL_RING_PEERS,
     Collectives,
+    Shape,
     is_fsdp,
     layer_shapes,
     model_shapes,
@@ -38,6 +39,9 @@ from memfit.core.parallel import (
 from memfit.core.result import Term
 from memfit.core.spec import ModelSpec
 from memfit.core.workload import Parallelism
+
+LORA_BYTES = 4
+"""peft keeps LoRA adapters in fp32 (autocast_adapter_dtype=True). Source: peft tuners_utils."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,6 +58,7 @@ class GradBytes:
     reduce_bytes: int       # bytes per reduce-scatter element (FSDP reduce_dtype)
     largest_tensor: int     # elements of the largest parameter tensor of a decoder layer (tp-local)
     largest_grad: int       # elements of the largest trainable tensor of a decoder layer (tp-local)
+    adapter_shapes: tuple[Shape, ...] = ()  # LoRA: one layer's A and B tensors (fp32), gathered with it
 
 
 def nccl_bytes(par: Parallelism) -> int:
@@ -75,13 +80,18 @@ def _fsdp(spec: ModelSpec, par: Parallelism, stage: int, g: GradBytes) -> Collec
                for layer in stage_layers(spec, par.pp, stage))
     keep_all = par.fsdp is FsdpStrategy.SHARD_GRAD_OP
     ratio_num, ratio_den = g.reduce_bytes, g.grad_bytes
+    # LoRA: the unit's fp32 adapters are all-gathered with it (padded over their own dim 0: A has rank rows)
+    adapter_bytes = padded_elements(g.adapter_shapes, world) * LORA_BYTES
+    unit_grads = adapter_bytes if g.adapter_shapes else g.layer
+    unit_bytes = unit * g.gather_bytes + adapter_bytes
+    body_bytes = body * g.gather_bytes + adapter_bytes * len(stage_layers(spec, par.pp, stage))
     return Collectives(
         root=padded_elements(root, world) * g.gather_bytes,
-        unit=0 if keep_all else unit * g.gather_bytes,
-        unit_buffer=unit * g.gather_bytes if world > 1 else 0,
-        all_units=body * g.gather_bytes if keep_all else 0,
-        unit_grads=g.layer,
-        unit_reduce=g.layer * ratio_num // ratio_den if world > 1 else 0,
+        unit=0 if keep_all else unit_bytes,
+        unit_buffer=unit_bytes if world > 1 else 0,
+        all_units=body_bytes if keep_all else 0,
+        unit_grads=unit_grads,
+        unit_reduce=unit_grads * ratio_num // ratio_den if world > 1 else 0,
         root_grads_held=g.head,
         root_grads=g.root,
         root_reduce=g.root * ratio_num // ratio_den if world > 1 else 0,
@@ -99,7 +109,7 @@ def _zero(spec: ModelSpec, par: Parallelism, stage: int, g: GradBytes) -> Collec
     sub_groups = par.zero is ZeroStage.PARAMETERS and par.offload_optimizer.value == "none"
     fp32 = min(fp32_partition, 4 * z.sub_group_size) if sub_groups else fp32_partition
     if par.zero is not ZeroStage.PARAMETERS:
-        return Collectives(buckets=buckets, fp32_grads=fp32, nccl=nccl_bytes(par),
+        return Collectives(buckets=buckets, bucket_name="ipg_buckets", fp32_grads=fp32, nccl=nccl_bytes(par),
                            unit_grads=g.largest_grad * g.grad_bytes if par.zero.level == 2 else 0)
     root, _ = model_shapes(spec, par, stage)
     layers = stage_layers(spec, par.pp, stage)
@@ -112,7 +122,7 @@ def _zero(spec: ModelSpec, par: Parallelism, stage: int, g: GradBytes) -> Collec
         head_gather=head * g.gather_bytes,
         root_grads_held=0,
         root_grads=head * g.grad_bytes if g.root else 0,
-        buckets=buckets, fp32_grads=fp32, nccl=nccl_bytes(par),
+        buckets=buckets, bucket_name="ipg_buckets", fp32_grads=fp32, nccl=nccl_bytes(par),
     )
 
 
@@ -133,7 +143,8 @@ MOMENTS = ("forward_layer", "forward_copy_out", "forward_loss", "backward_start"
 
 
 def moment_terms(c: Collectives, moment: str) -> tuple[Term, ...]:
-    """What `c` holds at `moment` (see the module docstring), as top-level Terms to merge."""
+    """What `c` holds at `moment` (see the module docstring), as top-level Terms to merge. Names follow
+    the multi-rank trace: weights/all_gather_buffers, gradients/reduce_scatter_buffers, .../ddp_buckets."""
     fwd_bwd = moment.startswith(("forward", "backward"))
     weights = []
     if fwd_bwd:
@@ -147,14 +158,16 @@ def moment_terms(c: Collectives, moment: str) -> tuple[Term, ...]:
                "backward_layer": 1, "backward_layer_steady": 1}.get(moment, 0)
     if c.all_units and moment.startswith("backward"):
         buffers = 0     # shard-grad-op: every unit is still unsharded, backward gathers nothing
-    overhead = [Term(name="all_gather_buffer", nbytes=buffers * c.unit_buffer, note="flat all-gather output"),
-                Term(name="gradient_buckets", nbytes=c.buckets if moment != "load" else 0,
-                     note="DDP buckets / ZeRO ipg buffers")]
-    grads = []
+    weights.append(Term(name="all_gather_buffers", nbytes=buffers * c.unit_buffer,
+                        note="flat all-gather output (prefetch)"))
+    # DDP builds its buckets in its constructor; DeepSpeed its ipg buffers at the first backward
+    at_load = c.bucket_name == "ddp_buckets"
+    grads = [Term(name=c.bucket_name, nbytes=c.buckets if moment != "load" or at_load else 0,
+                  note="flat gradient buckets")]
     if moment in ("backward_layer", "backward_layer_steady"):
         grads.append(Term(name="unsharded_unit", nbytes=c.unit_grads, note="before reduce-scatter"))
     if moment == "backward_layer_steady":
-        overhead.append(Term(name="reduce_scatter_input", nbytes=c.unit_reduce, note="previous unit"))
+        grads.append(Term(name="reduce_scatter_buffers", nbytes=c.unit_reduce, note="previous unit"))
     if moment in ("backward_head", "backward_layer", "backward_layer_steady"):
         grads.append(Term(name="root_held", nbytes=c.root_grads_held,
                           note="head grads until the root reduces"))
@@ -162,9 +175,8 @@ def moment_terms(c: Collectives, moment: str) -> tuple[Term, ...]:
         grads.append(Term(name="unsharded_head", nbytes=c.root_grads if c.head_gather else 0))
     if moment == "backward_end":
         grads.append(Term(name="unsharded_root", nbytes=c.root_grads, note="embedding, head, final norm"))
-        overhead.append(Term(name="reduce_scatter_input", nbytes=c.root_reduce, note="root unit"))
+        grads.append(Term(name="reduce_scatter_buffers", nbytes=c.root_reduce, note="root unit"))
     if moment == "optimizer":
         grads.append(Term(name="fp32_partition", nbytes=c.fp32_grads, note="ZeRO: fp32 grads for the step"))
-    out = [Term.group("weights", weights), Term.group("gradients", grads),
-           Term.group("runtime_overhead", [Term.group("collectives", overhead)])]
+    out = [Term.group("weights", weights), Term.group("gradients", grads)]
     return tuple(t for t in out if t.nbytes)

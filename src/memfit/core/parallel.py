@@ -66,6 +66,7 @@ class RankShare:
     """The fraction of each unsharded training term this GPU holds (Fractions; padding included)."""
 
     params: Fraction = Fraction(1)
+    adapters: Fraction = Fraction(1)        # LoRA adapters (padded over their own shapes)
     grads: Fraction = Fraction(1)
     states: Fraction = Fraction(1)          # optimizer states, master weights, step temporaries
     layer_activations: Fraction = Fraction(1)   # attention and MLP internals of the stage's layers
@@ -95,7 +96,8 @@ class Collectives:
     root_grads: int = 0       # FSDP: all root gradients unsharded at the end of backward
     root_reduce: int = 0      # FSDP: the root's reduce-scatter input
     head_gather: int = 0      # ZeRO-3: lm_head (or embedding) gathered for its forward/backward
-    buckets: int = 0          # DDP gradient buckets, ZeRO ipg buffers (from the first backward on)
+    buckets: int = 0          # DDP gradient buckets (from construction), ZeRO ipg buffers (first backward)
+    bucket_name: str = "ddp_buckets"
     fp32_grads: int = 0       # ZeRO: fp32 gradient partition during the optimizer step
     nccl: int = 0             # NCCL communicator buffers (non_torch)
 
@@ -160,9 +162,12 @@ def layer_shapes(spec: ModelSpec, layer: LayerSpec, *, tp: int = 1) -> tuple[Sha
         if lin.is_module:
             out += [(lin.fan_out, lin.fan_in // tp)] * lin.count
             out += [(lin.fan_out // tp, 1)] * (lin.count if lin.bias else 0)
-        else:
+        elif lin.count > 1:     # fused experts: (experts, fan_out, fan_in), dim 0 the expert count
             out.append((lin.count, lin.fan_out * lin.fan_in // tp))
             out += [(lin.count, lin.fan_out // tp)] if lin.bias else []
+        else:                   # a raw (fan_out, fan_in) Parameter: a router
+            out.append((lin.fan_out, lin.fan_in // tp))
+            out += [(lin.fan_out // tp, 1)] if lin.bias else []
     for _, n in layer_non_linear_params(spec, layer):
         width = spec.hidden_size if n % spec.hidden_size == 0 else n
         out += [(width, 1)] * (n // width)
@@ -235,8 +240,9 @@ def model_shapes(spec: ModelSpec, par: Parallelism,
 # --- the share of each term --------------------------------------------------------------------------------
 
 def rank_share(spec: ModelSpec, par: Parallelism, *, stage: int = 0, micro_batches: int = 1,
-               amp: bool = False) -> RankShare:
-    """This rank's fraction of each unsharded term under `par`, on pipeline stage `stage`."""
+               amp: bool = False, adapters: tuple[Shape, ...] = ()) -> RankShare:
+    """This rank's fraction of each unsharded term under `par`, on pipeline stage `stage`. With LoRA
+    `adapters` (every A and B tensor), the adapters, gradients and states follow those tensors' padding."""
     validate_parallel(spec, par)
     root, body = model_shapes(spec, par, stage)
     total = elements(root_shapes(spec)) + elements(tuple(s for layer in spec.layers
@@ -250,12 +256,15 @@ def rank_share(spec: ModelSpec, par: Parallelism, *, stage: int = 0, micro_batch
     flight = in_flight(par.pp, stage, micro_batches)
     stage_acts = Fraction(layers * flight, spec.num_layers)
     # FSDP2's CPUOffloadPolicy moves parameters, gradients and the optimizer step to the host together
+    trained = shard if not adapters else Fraction(sharded_elements(adapters, world), elements(adapters)) \
+        * whole
     offload_states = par.offload_optimizer is not Offload.NONE or (
         is_fsdp(par) and par.offload_params is not Offload.NONE)
     return RankShare(
         params=shard if params_sharded else whole,
-        grads=shard if grads_sharded else whole,
-        states=shard if states_sharded else whole,
+        adapters=trained if params_sharded else whole,
+        grads=trained if grads_sharded else whole,
+        states=trained if states_sharded else whole,
         layer_activations=stage_acts / par.tp,
         residual_activations=stage_acts / (par.tp if par.sequence_parallel else 1),
         logits=Fraction(1, par.tp) if stage == par.pp - 1 else Fraction(0),

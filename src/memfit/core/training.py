@@ -51,6 +51,7 @@ from memfit.core.parallel import (
     NO_COLLECTIVES,
     Collectives,
     RankShare,
+    Shape,
     rank_share,
     scale_activations,
     scale_bytes,
@@ -209,7 +210,7 @@ def _parts(spec: ModelSpec, wl: Training, *, stage: int = 0) -> tuple[_Parts, ac
 
 
 _SHARE_OF = {
-    "weights": "params", "adapters": "params", "grads": "grads", "layer_grads": "grads",
+    "weights": "params", "adapters": "adapters", "grads": "grads", "layer_grads": "grads",
     "head_grads": "grads", "states": "states", "paged": "states", "step_bytes": "states",
     "master": "states", "cache": "autocast", "fwd_extra": "one_layer", "recompute": "one_layer",
     "layer_transient": "one_layer",
@@ -245,7 +246,20 @@ def _grad_bytes(spec: ModelSpec, wl: Training, p: _Parts, tensors: tuple[ParamTe
     return GradBytes(layer=layer, head=head * grad_el, root=(head + emb) * grad_el, total=total,
                      gather_bytes=2 if mixed or not full else param_bytes(wl), grad_bytes=grad_el,
                      reduce_bytes=4 if mixed else grad_el, largest_tensor=largest,
-                     largest_grad=largest if full else max((t.numel for t in tensors), default=0) // par.tp)
+                     largest_grad=largest if full else max((t.numel for t in tensors), default=0) // par.tp,
+                     adapter_shapes=() if full else _adapter_shapes(spec, tensors, per_layer=True))
+
+
+def _adapter_shapes(spec: ModelSpec, tensors: tuple[ParamTensor, ...], *,
+                    per_layer: bool) -> tuple[Shape, ...]:
+    """LoRA A and B tensors as (dim 0, rest): all of them, or one decoder layer's (spread evenly)."""
+    out: list[Shape] = []
+    for t in tensors:
+        if per_layer and t.name.startswith("lm_head"):
+            continue
+        times = max(t.count // spec.num_layers, 1) if per_layer else t.count
+        out += [(t.rows, t.cols * t.stack)] * times
+    return tuple(out)
 
 
 def _whole(spec: ModelSpec, par: Parallelism, stage: int) -> Fraction:
@@ -260,8 +274,9 @@ def per_rank(spec: ModelSpec, wl: Training, p: _Parts, tensors: tuple[ParamTenso
     """`p` (one unsharded replica) as the most loaded GPU of pipeline stage `stage` holds it: each amount
     divided once by its `RankShare` fraction, plus the strategy's `Collectives` (core/parallel.py)."""
     par = wl.parallel
+    adapters = () if wl.method is Method.FULL else _adapter_shapes(spec, tensors, per_layer=False)
     share = rank_share(spec, par, stage=stage, micro_batches=wl.grad_accum if par.pp > 1 else 1,
-                       amp=wl.precision.is_amp)
+                       amp=wl.precision.is_amp, adapters=adapters)
     if share.master and any(t.element_bytes < 4 for t in tensors):
         fp32 = tuple(dataclasses.replace(t, element_bytes=4) for t in tensors)
         opt = optimizer_memory(wl.optimizer, fp32)
@@ -402,7 +417,10 @@ def _forward(spec: ModelSpec, wl: Training, p: _Parts, flow: act.Flow) -> Phase:
     candidates = [(at_loss, "loss: logits, fp32 copy, log_softmax + saved activations"),
                   (at_layer, "last layer: saved activations + its transients")]
     if p.extras.unit_buffer:
-        candidates.append((_with([*_steady(p, wl), _activations(p, extra=(held,))], p, "forward_copy_out"),
+        # before the last layer runs: its saved activations do not exist yet
+        before_last = dataclasses.replace(p, saved=_less_one_layer(p))
+        candidates.append((_with([*_steady(p, wl), _activations(before_last, extra=(held,))], p,
+                                 "forward_copy_out"),
                            "last unit's all-gather copy-out: two all-gather outputs + the unit"))
     best = max(candidates, key=lambda c: _allocated(c[0]))
     return _phase(PhaseName.FORWARD, best[0], p, wl, best[1], cached=_cached_bytes(spec, wl, p))
@@ -506,7 +524,8 @@ def _assumptions(spec: ModelSpec, wl: Training, flow: act.Flow) -> tuple[str, ..
 
 def _stage_phases(spec: ModelSpec, wl: Training, stage: int) -> tuple[tuple[Phase, ...], act.Flow]:
     p, flow = _parts(spec, wl, stage=stage)
-    load = _phase(PhaseName.LOAD, [p.weights, p.adapters], p, wl, "model loaded", host=p.load_host)
+    load = _phase(PhaseName.LOAD, _with([p.weights, p.adapters], p, "load"), p, wl, "model loaded",
+                  host=p.load_host)
     return (load, _forward(spec, wl, p, flow), _backward(spec, wl, p, flow), _optimizer(wl, p)), flow
 
 
