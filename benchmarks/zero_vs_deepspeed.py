@@ -35,17 +35,42 @@ NOT_IN_ESTIMATOR = ("gradients/ipg_buckets", "weights/gathered_unit",
                     "gradients/unsharded_unit")
 """GPU terms DeepSpeed allocates that its estimator leaves out (ipg buckets, the ZeRO-3 live window, the
 unsharded gradient of the tensor being bucketed)."""
-EXPLANATIONS = """\
-| # | difference | where it comes from | effect on the GPU figure |
-|---|---|---|---|
-| 1 | ZeRO-3 keeps a 16-bit gradient partition on the GPU | DeepSpeed 0.19 stage3.py `grad_partitions_flat_buffer` (torch.zeros of the partition, gradient_accumulation_dtype = bf16); the estimator's 18 B/param have no 16-bit gradient for stage 3 | memfit + 2 B × P / N |
-| 2 | ZeRO-3 upcasts fp32 gradients one sub-group at a time | stage3.py `_prepare_fp32_grad_for_sub_group` per `sub_group_size` (1e9 elements) and `_release_sub_group`; the estimator counts the whole 4 B × P / N | memfit − 4 B × (P / N − 1e9) when P / N > 1e9 |
-| 3 | ipg reduce buckets | stage_1_and_2.py `setup_buckets` allocates `reduce_bucket_size` elements (×2 with overlap_comm); stage3.py one ipg buffer; default 5e8 elements = 1 GB in bf16 ("auto" in HF Trainer: hidden²) | memfit + the bucket(s), not in the estimator |
-| 4 | ZeRO-3 live parameters | the current module plus `stage3_prefetch_bucket_size` elements (5e7 default, HF "auto" 0.9 × hidden²), capped by `stage3_max_live_parameters` | memfit + the window in bf16; the estimator counts only the largest module (× 4 B: its bf16 parameters and gradients) |
-| 5 | the unsharded gradient of the tensor being reduced | autograd produces a full bf16 gradient before the hook copies it into a bucket | memfit + one tensor's gradient at a layer's backward |
-| 6 | activations, logits, workspaces, NCCL | the estimator covers model states only | memfit's per-GPU peak adds them |
-| 7 | host RAM | without offload, the estimator's cpu_mem is the load: 4 B × P (zero_init=False) or 4 B × the largest module (zero_init) per process × 1.5; memfit reports what loading holds per node: every process's checkpoint copy in its own dtype (2 B × P, bf16) for ZeRO-1/2, nothing for ZeRO-3 (built under zero.Init). With offload, the estimator multiplies by `additional_buffer_factor` 1.5 and uses max(4 B × GPUs per node, 16 or 18 B / nodes) per parameter; memfit counts per rank fp32 master 4 B + Adam states 8 B + fp32 gradients 4 B (+ bf16 parameters 2 B with parameter offload) over N, times the ranks of a node, with no safety factor; DeepSpeedCPUAdam steps in place | memfit's host figure is the allocation itself, no safety factor |
-"""
+EXPLANATIONS = (
+    ("ZeRO-3 keeps a 16-bit gradient partition on the GPU",
+     "DeepSpeed 0.19 stage3.py `grad_partitions_flat_buffer` (torch.zeros of the partition in "
+     "gradient_accumulation_dtype = bf16); the estimator's 18 B/param have no 16-bit gradient for stage 3",
+     "memfit + 2 B × P / N"),
+    ("ZeRO-3 upcasts fp32 gradients one sub-group at a time",
+     "stage3.py `_prepare_fp32_grad_for_sub_group` per `sub_group_size` (1e9 elements), freed by "
+     "`_release_sub_group`; the estimator counts the whole 4 B × P / N",
+     "memfit − 4 B × (P / N − 1e9) when P / N > 1e9"),
+    ("ipg reduce buckets",
+     "stage_1_and_2.py `setup_buckets` allocates `reduce_bucket_size` elements (×2 with overlap_comm); "
+     "stage3.py one ipg buffer; default 5e8 elements = 1 GB in bf16 (HF Trainer \"auto\": hidden²)",
+     "memfit + the bucket(s), not in the estimator"),
+    ("ZeRO-3 live parameters",
+     "the current module plus `stage3_prefetch_bucket_size` elements (5e7; HF \"auto\" 0.9 × hidden²), "
+     "capped by `stage3_max_live_parameters`",
+     "memfit + the window in bf16; the estimator counts the largest module only (× 4 B: bf16 parameters "
+     "and gradients)"),
+    ("the unsharded gradient of the tensor being reduced",
+     "autograd produces a full bf16 gradient before the hook copies it into a bucket",
+     "memfit + one tensor's gradient at a layer's backward"),
+    ("activations, logits, workspaces, NCCL", "the estimator covers model states only",
+     "memfit's per-GPU peak adds them"),
+    ("host RAM without offload",
+     "the estimator's cpu_mem is the load: 4 B × P (zero_init=False) or 4 B × the largest module "
+     "(zero_init) per process × 1.5",
+     "memfit: every process's checkpoint copy in its own dtype (2 B × P) per node for ZeRO-1/2; nothing "
+     "for ZeRO-3 (built under zero.Init)"),
+    ("host RAM with offload",
+     "the estimator: max(4 B × GPUs per node, 16 or 18 B / nodes) per parameter × 1.5 "
+     "(additional_buffer_factor)",
+     "memfit: per rank fp32 master 4 B + Adam states 8 B + fp32 gradients 4 B (+ bf16 parameters 2 B with "
+     "parameter offload) / N, times the ranks of a node; DeepSpeedCPUAdam steps in place; no safety "
+     "factor"),
+)
+"""Every difference between memfit's ZeRO figures and DeepSpeed's estimator: (what, source, effect)."""
 
 
 def _workload(row: dict[str, int], checkpointing: Checkpointing, seq_len: int = 4096) -> Training:
@@ -73,7 +98,8 @@ def _row(row: dict[str, int]) -> str:
     host = max(p.host_bytes for p in est.phases)
     diff = states - row["gpu_mem"]
     offload = "both" if row["cpu_offload_params"] else ("optimizer" if row["cpu_offload"] else "-")
-    return (f"| {row['model']} | ZeRO-{row['stage']} | {row['num_nodes']}×{row['num_gpus_per_node']} | {offload} "
+    layout = f"{row['num_nodes']}×{row['num_gpus_per_node']}"
+    return (f"| {row['model']} | ZeRO-{row['stage']} | {layout} | {offload} "
             f"| {row['gpu_mem'] / GiB:.2f} | {states / GiB:.2f} | {diff / GiB:+.2f} "
             f"| {'exact' if diff == 0 else '1, 2'} | {extra / GiB:.2f} "
             f"| {est.peak.allocated_bytes / GiB:.2f} | {ckpt.peak.allocated_bytes / GiB:.2f} "
@@ -102,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     lines += [_row(row) for row in golden["rows"]]
-    lines += ["", "## Every difference", "", EXPLANATIONS]
+    lines += ["", "## Every difference", "",
+              "| # | difference | where it comes from | effect on memfit's figure |", "|---|---|---|---|"]
+    lines += [f"| {i} | {what} | {source} | {effect} |" for i, (what, source, effect) in
+              enumerate(EXPLANATIONS, 1)]
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"zero-vs-deepspeed-{today}.md"
     path.write_text("\n".join(lines) + "\n")

@@ -207,3 +207,27 @@ def test_pipeline_reports_the_more_loaded_stage() -> None:
     staged = {str(p.name): p.memory.flat().get("activations/layers", 0) for p in pp[0]}
     # 4 of 16 layers × 4 micro-batches = the whole model's layers once
     assert staged["forward"] == layers["forward"]
+
+
+def test_lora_adapters_pad_over_their_rank_rows() -> None:
+    """LoRA r=16 on every Linear of Llama-3.2-1B under FSDP over 64 ranks: each A (16 rows) pads to 64 rows,
+    so a layer's gathered fp32 adapters are 1,687,552 elements (6,750,208 B) beside its bf16 weights."""
+    # A: 16 × (2048 × 6 + 8192) = 327,680 → padded ×4 = 1,310,720; B: 16 × (2048 + 512 + 512 + 2048
+    # + 8192 + 8192 + 2048) = 376,832 (every fan_out divides by 64); layer bf16 60,821,504 × 2 B
+    from memfit.core.workload import Lora
+
+    phases = _phases("Llama-3.2-1B", Parallelism(dp=64, fsdp=FsdpStrategy.FULL), method="lora",
+                     lora=Lora(rank=16, alpha=32), seq_len=16)
+    flat = phases["forward"].memory.flat()
+    unit = 60_821_504 * 2 + 1_687_552 * 4
+    assert flat["weights/all_gather_buffers"] % unit == 0
+    # this rank's adapters: 16 layers × 1,687,552 / 64 × 4 B = 1,687,552 B
+    assert flat["adapters/lora"] == 1_687_552
+
+
+def test_router_shards_over_its_expert_rows() -> None:
+    """Qwen3-30B-A3B's router is a (128, 2048) Parameter: over 8 ranks 16 rows each, no padding."""
+    spec = load_model("Qwen3-30B-A3B")
+    router = [s for s in layer_shapes(spec, spec.layers[0]) if s == (128, 2048)]
+    assert router
+    assert shard_elements(router[0], 8) * 8 == 128 * 2048
