@@ -4,8 +4,8 @@
 
 DIR holds one JSON per traced case, as the multi-rank trace writes them ({"case", "workload",
 "phases": {name: {"allocated_bytes", "terms", "at"}}, "versions" or "torch", ...}). Each case's
-workload is rebuilt from its JSON and estimated analytically; the table gives the signed error (analytic − trace) / trace of the peak and
-of each work phase, and the largest term gap at the peak phase. Writes
+workload is rebuilt from its JSON and estimated analytically; the table gives the signed error
+(analytic − trace) / trace of the peak and of each work phase. Writes
 results/analytic-vs-multirank-trace-<date>.md. Target: within ±3 % on the peak (memfit issue 11).
 """
 
