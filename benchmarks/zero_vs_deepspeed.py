@@ -32,7 +32,7 @@ MODEL_STATES = ("weights/parameters", "gradients/trainable", "gradients/fp32_par
                 "gradients/unsharded_head")
 """memfit's entries that make up DeepSpeed's "model states" (each at its largest over the step)."""
 NOT_IN_ESTIMATOR = ("gradients/ipg_buckets", "weights/gathered_unit",
-                    "gradients/unsharded_unit")
+                    "gradients/unsharded_unit", "weights/persistent_params")
 """GPU terms DeepSpeed allocates that its estimator leaves out (ipg buckets, the ZeRO-3 live window, the
 unsharded gradient of the tensor being bucketed)."""
 EXPLANATIONS = (
@@ -56,6 +56,10 @@ EXPLANATIONS = (
     ("the unsharded gradient of the tensor being reduced",
      "autograd produces a full bf16 gradient before the hook copies it into a bucket",
      "memfit + one tensor's gradient at a layer's backward"),
+    ("ZeRO-3 persistent parameters",
+     "tensors under `stage3_param_persistence_threshold` (1e5 elements; HF \"auto\" 10 × hidden) are not "
+     "partitioned (norms)",
+     "memfit + their bytes × (1 − 1/N)"),
     ("activations, logits, workspaces, NCCL", "the estimator covers model states only",
      "memfit's per-GPU peak adds them"),
     ("host RAM without offload",
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         "Adam states, the gathered largest module and its gradient). Where the settings coincide the figures "
         "are equal to the byte; the other columns are what the estimator leaves out (numbered below).", "",
         "| model | stage | nodes×GPUs | offload | DeepSpeed gpu_mem | memfit model states | difference | "
-        "why | + buckets, live window, unsharded grad (3-5) | memfit peak allocated | with checkpointing | "
+        "why | + buckets, live window, unsharded grad, persistent (3-6) | memfit peak allocated | with checkpointing | "
         "DeepSpeed cpu_mem | memfit host RAM per node |",
         "|---|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]

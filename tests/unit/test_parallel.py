@@ -231,3 +231,11 @@ def test_router_shards_over_its_expert_rows() -> None:
     router = [s for s in layer_shapes(spec, spec.layers[0]) if s == (128, 2048)]
     assert router
     assert shard_elements(router[0], 8) * 8 == 128 * 2048
+
+
+def test_zero3_keeps_small_parameters_whole() -> None:
+    """ZeRO-3 leaves tensors under stage3_param_persistence_threshold (1e5) unpartitioned: Llama-3.1-8B's
+    65 norm vectors of 4096 stay whole on each of 8 ranks, beyond the rank's own 1/8 of them."""
+    # 65 × 4096 = 266,240 elements; 266,240 − 266,240 / 8 = 232,960 more, × 2 B = 465,920 B
+    fwd = _phases("Llama-3.1-8B", Parallelism(dp=8, zero=ZeroStage.PARAMETERS))["forward"].memory.flat()
+    assert fwd["weights/persistent_params"] == 465_920

@@ -116,7 +116,13 @@ def _zero(spec: ModelSpec, par: Parallelism, stage: int, g: GradBytes) -> Collec
     body = sum(d * r for layer in layers for d, r in layer_shapes(spec, layer, tp=par.tp))
     window = min(g.largest_tensor + z.prefetch_bucket_elements, z.max_live_parameters, body)
     head = max((d * r for d, r in root), default=0)
+    # tensors below stage3_param_persistence_threshold elements stay unpartitioned on every rank (norms);
+    # the rank's own 1/N of them is already in its partition
+    small = sum(d * r for layer in layers for d, r in layer_shapes(spec, layer, tp=par.tp)
+                if d * r < z.param_persistence_threshold)
+    small += sum(d * r for d, r in root if d * r < z.param_persistence_threshold)
     return Collectives(
+        persistent=(small - small // par.dp) * g.gather_bytes,
         unit=window * g.gather_bytes,
         unit_grads=g.largest_grad * g.grad_bytes,
         head_gather=head * g.gather_bytes,
@@ -146,7 +152,8 @@ def moment_terms(c: Collectives, moment: str) -> tuple[Term, ...]:
     """What `c` holds at `moment` (see the module docstring), as top-level Terms to merge. Names follow
     the multi-rank trace: weights/all_gather_buffers, gradients/reduce_scatter_buffers, .../ddp_buckets."""
     fwd_bwd = moment.startswith(("forward", "backward"))
-    weights = []
+    weights = [Term(name="persistent_params", nbytes=c.persistent,
+                    note="ZeRO-3: below stage3_param_persistence_threshold, unpartitioned")]
     if fwd_bwd:
         weights += [Term(name="root_unit", nbytes=c.root, note="FSDP root: embedding, head, final norm"),
                     Term(name="unsharded_units", nbytes=c.all_units, note="shard-grad-op keeps them")]

@@ -96,6 +96,7 @@ class Collectives:
     root_grads: int = 0       # FSDP: all root gradients unsharded at the end of backward
     root_reduce: int = 0      # FSDP: the root's reduce-scatter input
     head_gather: int = 0      # ZeRO-3: lm_head (or embedding) gathered for its forward/backward
+    persistent: int = 0       # ZeRO-3: parameters under stage3_param_persistence_threshold kept whole
     buckets: int = 0          # DDP gradient buckets (from construction), ZeRO ipg buffers (first backward)
     bucket_name: str = "ddp_buckets"
     fp32_grads: int = 0       # ZeRO: fp32 gradient partition during the optimizer step
