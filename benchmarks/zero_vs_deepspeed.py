@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         "Adam states, the gathered largest module and its gradient). Where the settings coincide the figures "
         "are equal to the byte; the other columns are what the estimator leaves out (numbered below).", "",
         "| model | stage | nodes×GPUs | offload | DeepSpeed gpu_mem | memfit model states | difference | "
-        "why | + buckets, live window, unsharded grad, persistent (3-6) | memfit peak allocated | with checkpointing | "
+        "why | + buckets, live window, unsharded grad, persistent (3-6) | memfit peak allocated | "
+        "with checkpointing | "
         "DeepSpeed cpu_mem | memfit host RAM per node |",
         "|---|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
