@@ -6,7 +6,12 @@ import dataclasses
 
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from tests.strategies import TRAINING_LINEAR_NAMES, training_specs, training_workloads
+from tests.strategies import (
+    TRAINING_LINEAR_NAMES,
+    parallel_settings,
+    training_specs,
+    training_workloads,
+)
 
 from memfit.core.activations import saved_activations, training_flow
 from memfit.core.choices import Checkpointing, Method, Optimizer, Precision, ZeroStage
@@ -116,10 +121,11 @@ def test_zero_stages_never_need_more(spec: ModelSpec, wl: Training, stage: int, 
 
     # ZeRO-2 keeps its flat gradient partition from the first step on (through forward, where ZeRO-1 has
     # no gradients) and one tensor's gradient beside it; ZeRO-3 gathers a live window and the head or
-    # embedding with its unsharded gradient. On tiny models those can outweigh what sharding saves.
+    # embedding with its unsharded gradient, and keeps small parameters whole. On tiny models those can
+    # outweigh what sharding saves.
     names = ("gradients/trainable", "gradients/unsharded_unit") if stage == 2 else (
         "weights/gathered_unit", "weights/gathered_head", "gradients/unsharded_head",
-        "gradients/unsharded_unit")
+        "gradients/unsharded_unit", "weights/persistent_params")
     slack = _max_of(spec, workload(stage, dp), names)
     assert at(stage, dp) <= at(stage - 1, dp) + slack
     assert at(stage, dp + 1) <= at(stage, dp)
@@ -130,3 +136,24 @@ def test_tensor_parallel_never_needs_more(spec: ModelSpec, wl: Training) -> None
     """Splitting over every head count's divisor never raises the per-GPU peak."""
     heads = spec.layers[0].attention.num_kv_heads
     assert _peak(spec, dataclasses.replace(wl, parallel=Parallelism(tp=heads))) <= _peak(spec, wl)
+
+
+@given(spec=training_specs(), wl=training_workloads(), data=st.data())
+def test_multi_gpu_trees_sum_and_offload_empties_the_gpu(spec: ModelSpec, wl: Training,
+                                                        data: st.DataObject) -> None:
+    """Under any runnable multi-GPU setting every parent term sums its children, and offloaded optimizer
+    states leave no optimizer state on the GPU (ZeRO offload, FSDP CPU offload)."""
+    par: Parallelism = data.draw(parallel_settings(heads=spec.layers[0].attention.num_heads,
+                                                   layers=spec.num_layers))
+    phases, _ = training_phases(spec, dataclasses.replace(wl, parallel=par))
+    stack = [p.memory for p in phases]
+    while stack:
+        term = stack.pop()
+        if term.children:
+            assert term.nbytes == sum(c.nbytes for c in term.children)
+            stack.extend(term.children)
+    fsdp_offload = par.fsdp is not None and par.offload_params.value != "none"
+    offloaded = par.offload_optimizer.value != "none" or fsdp_offload
+    if offloaded:
+        assert all(p.memory.bytes_of("optimizer_states") == 0 for p in phases)
+        assert max(p.host_bytes for p in phases) > 0

@@ -214,6 +214,21 @@ def sharded_elements(shapes: tuple[Shape, ...], world: int) -> int:
     return sum(shard_elements(s, world) for s in shapes)
 
 
+def partition_elements(shapes: tuple[Shape, ...], world: int, par: Parallelism) -> int:
+    """Elements of `shapes` one rank keeps when sharded over `world`: FSDP2 chunks each tensor's dim 0
+    (padded rows); DeepSpeed ZeRO-3 partitions each flattened parameter (ceil(numel / world)); ZeRO-1/2
+    partition the flat group (ceil(total / world)).
+
+    Source: _fsdp_param.py; DeepSpeed partition_parameters.py `_partition_param` (ds_tensor of
+    ceil(numel / world)); stage_1_and_2.py flatten_dense_tensors_aligned + get_data_parallel_partitions.
+    """
+    if is_fsdp(par):
+        return sharded_elements(shapes, world)
+    if par.zero is ZeroStage.PARAMETERS:
+        return sum(-(-d * r // world) for d, r in shapes)
+    return -(-elements(shapes) // world)
+
+
 # --- pipeline stages ---------------------------------------------------------------------------------------
 
 def stage_layers(spec: ModelSpec, pp: int, stage: int) -> tuple[LayerSpec, ...]:
@@ -251,14 +266,14 @@ def rank_share(spec: ModelSpec, par: Parallelism, *, stage: int = 0, micro_batch
     held = elements(root) + elements(body)
     params_sharded, grads_sharded, states_sharded = _levels(par)
     world = shard_world(par)
-    shard = Fraction(sharded_elements(root, world) + sharded_elements(body, world), total)
+    shard = Fraction(partition_elements(root + body, world, par), total)
     whole = Fraction(held, total)
     layers = len(stage_layers(spec, par.pp, stage))
     flight = in_flight(par.pp, stage, micro_batches)
     stage_acts = Fraction(layers * flight, spec.num_layers)
     # FSDP2's CPUOffloadPolicy moves parameters, gradients and the optimizer step to the host together
-    trained = shard if not adapters else Fraction(sharded_elements(adapters, world), elements(adapters)) \
-        * whole
+    trained = shard if not adapters else \
+        Fraction(partition_elements(adapters, world, par), elements(adapters)) * whole
     offload_states = par.offload_optimizer is not Offload.NONE or (
         is_fsdp(par) and par.offload_params is not Offload.NONE)
     return RankShare(
