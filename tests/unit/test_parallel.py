@@ -239,3 +239,21 @@ def test_zero3_keeps_small_parameters_whole() -> None:
     # 65 × 4096 = 266,240 elements; 266,240 − 266,240 / 8 = 232,960 more, × 2 B = 465,920 B
     fwd = _phases("Llama-3.1-8B", Parallelism(dp=8, zero=ZeroStage.PARAMETERS))["forward"].memory.flat()
     assert fwd["weights/persistent_params"] == 465_920
+
+
+def test_tensor_parallel_without_sp_keeps_the_linear_inputs_whole() -> None:
+    """Llama-3.1-8B at 8,192 tokens, tp=4 without SP: q/k/v and gate/up read the whole (replicated) norm
+    output, 8192 × 4096 × 2 B × 32 layers = 2 GiB each for attention and MLP; the rest splits four ways."""
+    spec = load_model("Llama-3.1-8B")
+
+    def layers(par: Parallelism) -> dict[str, int]:
+        flat = training_phases(spec, Training(seq_len=8192, parallel=par))[0][1].memory.flat()
+        return {k.rsplit("/", 1)[1]: v for k, v in flat.items() if k.startswith("activations/layers/")}
+
+    one, tp = layers(Parallelism()), layers(Parallelism(tp=4))
+    sp = layers(Parallelism(tp=4, sequence_parallel=True))
+    inputs = 8192 * 4096 * 2 * 32
+    assert tp["attention"] == (one["attention"] - inputs) // 4 + inputs
+    assert tp["mlp"] == (one["mlp"] - inputs) // 4 + inputs
+    assert tp["norms"] == one["norms"]
+    assert (sp["attention"], sp["norms"]) == (one["attention"] // 4, one["norms"] // 4)

@@ -311,16 +311,27 @@ def scale_bytes(nbytes: int, share: Fraction) -> int:
     return -(-scaled.numerator // scaled.denominator)
 
 
-def scale_activations(saved: Term, share: RankShare) -> Term:
+def scale_activations(saved: Term, share: RankShare, *, replicated: dict[str, int] | None = None) -> Term:
     """Saved activations of the stage's in-flight micro-batches on this rank: attention and MLP internals
-    split over tp; norms and layer inputs only under sequence parallelism; the final norm's input only on
-    the last stage."""
+    split over tp, except the norm outputs their column-parallel Linears read (`replicated`, bytes by
+    child): those, the norms and the layer inputs split only under sequence parallelism; the final norm's
+    input only on the last stage."""
+    whole = replicated or {}
     out = []
     for child in saved.children:
         if child.name == "layers" and child.children:
-            out.append(Term.group("layers", [
-                scale_term(c, share.layer_activations if c.name in ("attention", "mlp", "moe")
-                           else share.residual_activations) for c in child.children], note=child.note))
+            parts = []
+            for c in child.children:
+                split = c.name in ("attention", "mlp", "moe")
+                if not split or c.children:
+                    fraction = share.layer_activations if split else share.residual_activations
+                    parts.append(scale_term(c, fraction))
+                    continue
+                kept = min(whole.get(c.name, 0), c.nbytes)
+                parts.append(Term(name=c.name, note=c.note,
+                                  nbytes=scale_bytes(c.nbytes - kept, share.layer_activations)
+                                  + scale_bytes(kept, share.residual_activations)))
+            out.append(Term.group("layers", parts, note=child.note))
         elif child.name == "layers":
             out.append(scale_term(child, share.residual_activations))
         else:

@@ -60,7 +60,7 @@ from memfit.core.parallel import (
 )
 from memfit.core.params import Linear, count_params, layer_linears
 from memfit.core.result import Phase, Term, memory
-from memfit.core.spec import ModelSpec
+from memfit.core.spec import ModelSpec, MoeSpec
 from memfit.core.weights import buffer_bytes
 from memfit.core.workload import Lora, Parallelism, Training
 
@@ -297,12 +297,35 @@ def per_rank(spec: ModelSpec, wl: Training, p: _Parts, tensors: tuple[ParamTenso
                                      adapters=scale_term(p.adapters, none))
     layers = p.saved.child("layers")
     one_layer = share.layer_activations / max(len(stage_layers(spec, par.pp, stage)), 1)
+    replicated = _tp_replicated(spec, wl) if par.tp > 1 and not par.sequence_parallel else {}
     return dataclasses.replace(
-        ranked, saved=scale_activations(p.saved, share), logits_share=share.logits, host=host,
+        ranked, saved=scale_activations(p.saved, share, replicated=replicated), logits_share=share.logits,
+        host=host,
         load_host=_load_host(wl, p), extras=extras, sharded_grads=share.sharded_grads,
         grads_persist=share.grads_persist and not share.host_states,
         layer_saved=scale_bytes(layers.nbytes if layers else 0, one_layer),
     )
+
+
+def _tp_replicated(spec: ModelSpec, wl: Training) -> dict[str, int]:
+    """Bytes of the saved attention and MLP activations that are the hidden-wide inputs of their first
+    Linears (the norm output q/k/v and gate/up read): whole on every tensor-parallel rank unless sequence
+    parallelism splits them. The reader rule is activations.layer_token_bytes' own (`_inputs_bytes`)."""
+    targets = lora_targets(spec, wl.lora) if wl.lora is not None and wl.method is not Method.FULL \
+        else frozenset()
+    flow = act.training_flow(spec, _compute_workload(wl), lora_targets=targets)
+    if flow.checkpointing:
+        return {}
+    h, tokens = spec.hidden_size, wl.batch_size * wl.seq_len
+    out = {"attention": 0, "mlp": 0}
+    for layer in spec.layers:
+        lins = layer_linears(spec, layer)
+        attn = [lin for lin in lins if lin.role == "attention"][:-1]
+        out["attention"] += act._inputs_bytes([lin for lin in attn if lin.fan_in == h], h, flow) * tokens
+        if not isinstance(layer.mlp, MoeSpec):
+            mlp = [lin for lin in lins if lin.role == "mlp"][:-1]
+            out["mlp"] += act._inputs_bytes(mlp, h, flow) * tokens
+    return out
 
 
 def _host(wl: Training, ranked: _Parts, share: RankShare, extras: Collectives) -> Term | None:
