@@ -13,7 +13,10 @@ Moments and what FSDP2 holds at each (besides its shards), following _fsdp_param
 - backward_head: + the head's (and final norm's) unsharded gradients, held until the root reduces at the end;
 - backward_layer: + the unit unsharded, the next unit prefetched, this unit's unsharded gradients;
 - backward_layer_steady: + the previous unit's reduce-scatter input (held one unit);
-- backward_end: the root's unsharded gradients and their reduce-scatter input;
+- backward_last_unit: the second decoder layer's backward (the last with a unit to prefetch): the other
+  units' gradients reduced to shards, two layers' activations left (shard-grad-op: two units unsharded);
+- backward_end: the root's unsharded gradients beside its parameters, which it frees before allocating its
+  reduce-scatter input;
 - optimizer: shards only (ZeRO: + the fp32 gradient partition).
 """
 
@@ -88,6 +91,7 @@ def _fsdp(spec: ModelSpec, par: Parallelism, stage: int, g: GradBytes) -> Collec
     return Collectives(
         root=padded_elements(root, world) * g.gather_bytes,
         unit=0 if keep_all else unit_bytes,
+        unit_size=unit_bytes,
         unit_buffer=unit_bytes if world > 1 else 0,
         all_units=body_bytes if keep_all else 0,
         unit_grads=unit_grads,
@@ -154,15 +158,20 @@ def moment_terms(c: Collectives, moment: str) -> tuple[Term, ...]:
     fwd_bwd = moment.startswith(("forward", "backward"))
     weights = [Term(name="persistent_params", nbytes=c.persistent,
                     note="ZeRO-3: below stage3_param_persistence_threshold, unpartitioned")]
+    # shard-grad-op: every unit stays unsharded until its own backward reshards it
+    units = {"backward_layer_steady": max(c.all_units - c.unit_size, 0),
+             "backward_last_unit": min(c.all_units, 2 * c.unit_size),
+             "backward_end": 0}.get(moment, c.all_units)
     if fwd_bwd:
         weights += [Term(name="root_unit", nbytes=c.root, note="FSDP root: embedding, head, final norm"),
-                    Term(name="unsharded_units", nbytes=c.all_units, note="shard-grad-op keeps them")]
-    if moment in ("forward_layer", "forward_copy_out", "backward_layer", "backward_layer_steady"):
+                    Term(name="unsharded_units", nbytes=units, note="shard-grad-op keeps them")]
+    if moment in ("forward_layer", "forward_copy_out", "backward_layer", "backward_layer_steady",
+                  "backward_last_unit"):
         weights.append(Term(name="gathered_unit", nbytes=c.unit, note="one unit (layer) all-gathered"))
     if moment in ("backward_head", "backward_end"):
         weights.append(Term(name="gathered_head", nbytes=c.head_gather, note="ZeRO-3: head/embedding"))
     buffers = {"forward_layer": 1, "forward_copy_out": 2, "forward_loss": 1, "backward_start": 1,
-               "backward_layer": 1, "backward_layer_steady": 1}.get(moment, 0)
+               "backward_layer": 1, "backward_layer_steady": 1, "backward_last_unit": 1}.get(moment, 0)
     if c.all_units and moment.startswith("backward"):
         buffers = 0     # shard-grad-op: every unit is still unsharded, backward gathers nothing
     weights.append(Term(name="all_gather_buffers", nbytes=buffers * c.unit_buffer,
@@ -171,18 +180,20 @@ def moment_terms(c: Collectives, moment: str) -> tuple[Term, ...]:
     at_load = c.bucket_name == "ddp_buckets"
     grads = [Term(name=c.bucket_name, nbytes=c.buckets if moment != "load" or at_load else 0,
                   note="flat gradient buckets")]
-    if moment in ("backward_layer", "backward_layer_steady"):
+    if moment in ("backward_layer", "backward_layer_steady", "backward_last_unit"):
         grads.append(Term(name="unsharded_unit", nbytes=c.unit_grads, note="before reduce-scatter"))
-    if moment == "backward_layer_steady":
+    if moment in ("backward_layer_steady", "backward_last_unit"):
         grads.append(Term(name="reduce_scatter_buffers", nbytes=c.unit_reduce, note="previous unit"))
-    if moment in ("backward_head", "backward_layer", "backward_layer_steady"):
+    if moment in ("backward_head", "backward_layer", "backward_layer_steady", "backward_last_unit"):
         grads.append(Term(name="root_held", nbytes=c.root_grads_held,
                           note="head grads until the root reduces"))
     if moment == "backward_head":
         grads.append(Term(name="unsharded_head", nbytes=c.root_grads if c.head_gather else 0))
     if moment == "backward_end":
         grads.append(Term(name="unsharded_root", nbytes=c.root_grads, note="embedding, head, final norm"))
-        grads.append(Term(name="reduce_scatter_buffers", nbytes=c.root_reduce, note="root unit"))
+        # the root reshards (frees its unsharded parameters) before it allocates its reduce-scatter input
+        grads.append(Term(name="reduce_scatter_buffers", nbytes=max(0, c.root_reduce - c.root),
+                          note="root unit, beyond its freed parameters"))
     if moment == "optimizer":
         grads.append(Term(name="fp32_partition", nbytes=c.fp32_grads, note="ZeRO: fp32 grads for the step"))
     out = [Term.group("weights", weights), Term.group("gradients", grads)]

@@ -89,7 +89,8 @@ class Collectives:
     root: int = 0             # FSDP root unit (embedding, head, final norm) unsharded, forward → backward
     unit: int = 0             # one gathered unit (FSDP) or ZeRO-3's live window, in the gather dtype
     unit_buffer: int = 0      # FSDP's flat all-gather output of one unit (prefetch)
-    all_units: int = 0        # shard-grad-op: every unit unsharded from forward to the end of backward
+    all_units: int = 0        # shard-grad-op: every unit unsharded from forward until its own backward
+    unit_size: int = 0        # one unit's unsharded bytes (FSDP), gathered or not
     unit_grads: int = 0       # one unit's (layer's) unsharded gradients before their reduction
     unit_reduce: int = 0      # FSDP's reduce-scatter input of one unit (reduce dtype), held one unit
     root_grads_held: int = 0  # FSDP: head and final-norm gradients, unsharded until the root reduces

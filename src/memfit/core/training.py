@@ -163,6 +163,7 @@ class _Parts:
     sharded_grads: bool = False  # gradients reduced a unit at a time into shards (extras hold the rest)
     grads_persist: bool = False  # a flat gradient partition lives through forward (ZeRO-2/3)
     layer_saved: int = 0     # one decoder layer's saved activations on this rank
+    root_grad_shard: int = 0  # this rank's shard of the root unit's (embedding, head) gradients
 
 
 def _compute_workload(wl: Training) -> Training:
@@ -295,8 +296,10 @@ def per_rank(spec: ModelSpec, wl: Training, p: _Parts, tensors: tuple[ParamTenso
     if share.host_params:
         ranked = dataclasses.replace(ranked, weights=scale_term(p.weights, none),
                                      adapters=scale_term(p.adapters, none))
-    layers = p.saved.child("layers")
+    layers = _layer_child(p.saved)
     one_layer = share.layer_activations / max(len(stage_layers(spec, par.pp, stage)), 1)
+    if layers is not None and layers.name == "layer_inputs":
+        one_layer = share.residual_activations / max(len(stage_layers(spec, par.pp, stage)), 1)
     replicated = _tp_replicated(spec, wl) if par.tp > 1 and not par.sequence_parallel else {}
     return dataclasses.replace(
         ranked, saved=scale_activations(p.saved, share, replicated=replicated), logits_share=share.logits,
@@ -304,6 +307,7 @@ def per_rank(spec: ModelSpec, wl: Training, p: _Parts, tensors: tuple[ParamTenso
         load_host=_load_host(wl, p), extras=extras, sharded_grads=share.sharded_grads,
         grads_persist=share.grads_persist and not share.host_states,
         layer_saved=scale_bytes(layers.nbytes if layers else 0, one_layer),
+        root_grad_shard=scale_bytes(extras.root_grads, share.grads) if share.sharded_grads else 0,
     )
 
 
@@ -492,26 +496,51 @@ def _backward(spec: ModelSpec, wl: Training, p: _Parts, flow: act.Flow) -> Phase
                    + "gradients so far"),
                   (end, "end of backward: all gradients")]
     if p.extras.unit_reduce:
-        # one layer further: its saved activations are gone, the previous unit's reduce-scatter input and
-        # shard remain
-        one_less = dataclasses.replace(p, saved=_less_one_layer(p))
-        one_unit = p.grads // max(spec.num_layers, 1)
-        steady_layer = _with([*steady, _grads(_so_far(p, wl, 0) + one_unit, "so far"),
-                              _activations(one_less, extra=layer_extra, drop_final=True)],
-                             p, "backward_layer_steady")
-        candidates.append((steady_layer, "second unit's backward: + previous unit's reduce-scatter input"))
+        # memory along the decoder layers' backward is linear in the layers done (each frees its saved
+        # activations and adds a gradient shard), so its peak is at the second or at the last layer
+        layers = max(len(stage_layers(spec, wl.parallel.pp, 0)), 1)
+        one_unit = max(p.grads - p.root_grad_shard, 0) // layers
+        second = _with([*steady, _grads(_so_far(p, wl, 0) + one_unit, "so far"),
+                        _activations(_with_layers(p, layers - 1), extra=layer_extra, drop_final=True)],
+                       p, "backward_layer_steady")
+        candidates.append((second, "second unit's backward: + previous unit's reduce-scatter input"))
+        done = _so_far(p, wl, 0) + max(layers - 2, 0) * one_unit
+        late = _with([*steady, _grads(done, "the other units' shards"),
+                      _activations(_with_layers(p, min(2, layers)), extra=layer_extra, drop_final=True)],
+                     p, "backward_last_unit")
+        candidates.append((late, "second layer's backward: the other units reduced to shards, layer 0 "
+                                 "prefetched"))
     best = max(candidates, key=lambda c: _allocated(c[0]))
     return _phase(PhaseName.BACKWARD, best[0], p, wl, best[1], cached=_cached_bytes(spec, wl, p))
 
 
+_LAYER_CHILDREN = ("layers", "layer_inputs")
+"""The per-decoder-layer part of the saved activations (layer_inputs under checkpointing)."""
+
+
+def _layer_child(saved: Term) -> Term | None:
+    return next((c for c in saved.children if c.name in _LAYER_CHILDREN), None)
+
+
 def _less_one_layer(p: _Parts) -> Term:
     """Saved activations once one decoder layer's have been freed by its backward."""
-    layers = p.saved.child("layers")
+    layers = _layer_child(p.saved)
     if layers is None or not layers.nbytes:
         return p.saved
     keep = Fraction(max(layers.nbytes - p.layer_saved, 0), layers.nbytes)
-    return Term.group(p.saved.name, [scale_term(c, keep) if c.name == "layers" else c
+    return Term.group(p.saved.name, [scale_term(c, keep) if c.name in _LAYER_CHILDREN else c
                                      for c in p.saved.children])
+
+
+def _with_layers(p: _Parts, count: int) -> _Parts:
+    """`p` with the saved activations of `count` decoder layers left (the rest freed by their backward)."""
+    layers = _layer_child(p.saved)
+    if layers is None or not layers.nbytes:
+        return p
+    keep = Fraction(min(count * p.layer_saved, layers.nbytes), layers.nbytes)
+    saved = Term.group(p.saved.name, [scale_term(c, keep) if c.name in _LAYER_CHILDREN else c
+                                      for c in p.saved.children])
+    return dataclasses.replace(p, saved=saved)
 
 
 def _optimizer(wl: Training, p: _Parts) -> Phase:
