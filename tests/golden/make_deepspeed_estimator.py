@@ -27,7 +27,7 @@ def _inputs(name: str) -> tuple[int, int]:
     config = transformers.AutoConfig.for_model(
         **json.loads((ROOT / "src" / "memfit" / "catalog" / "models" / f"{name}.json").read_text()))
     with torch.device("meta"):
-        model = transformers.AutoModelForCausalLM.from_config(config)
+        model = transformers.AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
     seen: dict[int, int] = {}
     for p in model.parameters():            # tied weights once (meta tensors share no data_ptr)
         seen[id(p)] = p.numel()
