@@ -197,16 +197,23 @@ def test_nccl_buffers_per_communicator() -> None:
 
 
 def test_pipeline_reports_the_more_loaded_stage() -> None:
-    """pp=4 with 8 micro-batches is dominated by stage 0's four micro-batches in flight: its forward
-    activations exceed one micro-batch of the whole model's."""
+    """pp=4 with 8 micro-batches: the first stage holds 4 micro-batches of its 4 layers (the whole model's
+    layers once) and its sent hidden states; the last holds the tied head's own copy, logits and loss; the
+    estimate reports whichever stage peaks higher, and says which."""
+    from memfit.core.training import _stage_phases
+
     spec = load_model("Llama-3.2-1B")
+    wl = Training(seq_len=512, grad_accum=8, parallel=Parallelism(pp=4))
     one = training_phases(spec, Training(seq_len=512))[0]
-    pp = training_phases(spec, Training(seq_len=512, grad_accum=8, parallel=Parallelism(pp=4)))
-    assert any("stage 0 of 4" in note for note in pp[1])
-    layers = {str(p.name): p.memory.flat().get("activations/layers", 0) for p in one}
-    staged = {str(p.name): p.memory.flat().get("activations/layers", 0) for p in pp[0]}
-    # 4 of 16 layers × 4 micro-batches = the whole model's layers once
-    assert staged["forward"] == layers["forward"]
+    first, last = (_stage_phases(spec, wl, stage)[0] for stage in (0, 3))
+    assert first[1].memory.flat()["activations/layers"] == one[1].memory.flat()["activations/layers"]
+    # 4 in flight × 512 tokens × 2048 × 2 B sent on stage 0; one received on stage 3
+    assert first[1].memory.flat()["activations/pipeline_buffers"] == 4 * 512 * 2048 * 2
+    assert last[1].memory.flat()["activations/pipeline_buffers"] == 512 * 2048 * 2
+    phases, notes = training_phases(spec, wl)
+    peaks = [max(p.allocated_bytes for p in stage) for stage in (first, last)]
+    assert max(p.allocated_bytes for p in phases) == max(peaks)
+    assert any(f"stage {3 if peaks[1] > peaks[0] else 0} of 4" in note for note in notes)
 
 
 def test_lora_adapters_pad_over_their_rank_rows() -> None:

@@ -181,6 +181,9 @@ def root_shapes(spec: ModelSpec, *, tp: int = 1, first: bool = True, last: bool 
     and an untied head on the last; the vocabulary split over tp (vocab-parallel)."""
     width = spec.embedding_dim or spec.hidden_size
     out: list[Shape] = []
+    if spec.tie_word_embeddings and last and not first:
+        # a tied head on a later stage than the embedding holds its own copy of the weight
+        out.append((spec.vocab_size // tp, width))
     for name, n in non_layer_params(spec):
         if n == 0:
             continue
@@ -233,12 +236,13 @@ def partition_elements(shapes: tuple[Shape, ...], world: int, par: Parallelism) 
 # --- pipeline stages ---------------------------------------------------------------------------------------
 
 def stage_layers(spec: ModelSpec, pp: int, stage: int) -> tuple[LayerSpec, ...]:
-    """The decoder layers of `stage`: consecutive chunks of ceil(L / pp), the last stage takes the rest.
+    """The decoder layers of `stage`: an even split of L over pp, the first L % pp stages one layer more.
 
-    Source: torch.distributed.pipelining / Megatron's even split by layer count.
+    Source: torch.distributed.pipelining's even split by layer count (as the multi-rank trace cuts stages).
     """
-    per = -(-spec.num_layers // pp)
-    return spec.layers[stage * per:(stage + 1) * per]
+    base, extra = divmod(spec.num_layers, pp)
+    start = stage * base + min(stage, extra)
+    return spec.layers[start:start + base + (1 if stage < extra else 0)]
 
 
 def in_flight(pp: int, stage: int, micro_batches: int) -> int:

@@ -52,6 +52,7 @@ from memfit.core.parallel import (
     Collectives,
     RankShare,
     Shape,
+    in_flight,
     rank_share,
     scale_activations,
     scale_bytes,
@@ -301,14 +302,30 @@ def per_rank(spec: ModelSpec, wl: Training, p: _Parts, tensors: tuple[ParamTenso
     if layers is not None and layers.name == "layer_inputs":
         one_layer = share.residual_activations / max(len(stage_layers(spec, par.pp, stage)), 1)
     replicated = _tp_replicated(spec, wl) if par.tp > 1 and not par.sequence_parallel else {}
+    saved = scale_activations(p.saved, share, replicated=replicated)
+    if par.pp > 1:
+        saved = Term.group(saved.name, [*saved.children, _pipeline_buffers(spec, wl, stage)], note=saved.note)
     return dataclasses.replace(
-        ranked, saved=scale_activations(p.saved, share, replicated=replicated), logits_share=share.logits,
+        ranked, saved=saved, logits_share=share.logits,
         host=host,
         load_host=_load_host(wl, p), extras=extras, sharded_grads=share.sharded_grads,
         grads_persist=share.grads_persist and not share.host_states,
         layer_saved=scale_bytes(layers.nbytes if layers else 0, one_layer),
         root_grad_shard=scale_bytes(extras.root_grads, share.grads) if share.sharded_grads else 0,
     )
+
+
+def _pipeline_buffers(spec: ModelSpec, wl: Training, stage: int) -> Term:
+    """A pipeline stage's per-micro-batch hidden states, one per micro-batch in flight: the receive buffer
+    (every stage but the first; a leaf that needs grad) and the output kept for its backward (every stage
+    but the last), batch × seq × hidden in the compute dtype.
+    Source: torch.distributed.pipelining stage buffers; the multi-rank trace's pipeline stage."""
+    par = wl.parallel
+    element = 4 if wl.precision is Precision.FP32 else 2
+    flight = in_flight(par.pp, stage, wl.grad_accum)
+    count = (stage > 0) + (stage < par.pp - 1)
+    return Term(name="pipeline_buffers", nbytes=flight * count * wl.batch_size * wl.seq_len * spec.hidden_size
+                * element, note="received and sent hidden states of the micro-batches in flight")
 
 
 def _tp_replicated(spec: ModelSpec, wl: Training) -> dict[str, int]:
