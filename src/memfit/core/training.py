@@ -11,6 +11,12 @@ step 2 (optimizer states exist, gradients were freed) is the larger one:
   gradients) and the last layer's backward (gradients so far, a recomputed layer under checkpointing).
 - optimizer: weights + gradients + states + the step's temporaries (torch's foreach AdamW: one full copy).
 With grad_accum > 1 gradients persist through the forward and backward of later micro-steps.
+
+On several GPUs the same phases are built for the most loaded rank: per_rank.py divides each amount once
+by its share (core/parallel.py) and adds what the strategy holds at each moment (core/collectives.py: the
+FSDP root and gathered unit, all-gather and reduce-scatter buffers, DDP/ZeRO buckets, ZeRO's fp32
+gradient partition); the backward also weighs the second and the second-to-last decoder layer, between
+which memory moves linearly (activations freed, gradient shards added).
 Sources: module docstrings of activations.py, loss.py and optimizers.py; groundtruth h100-2026-11.
 """
 
@@ -20,7 +26,6 @@ import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
 
 from memfit.core import activations as act
 from memfit.core import loss
@@ -34,10 +39,9 @@ from memfit.core.choices import (
     Precision,
     ZeroStage,
 )
-from memfit.core.collectives import GradBytes, collectives, moment_terms
+from memfit.core.collectives import moment_terms
 from memfit.core.errors import InvalidWorkload
 from memfit.core.optimizers import (
-    ParamTensor,
     decoder_linears,
     lora_targets,
     optimizer_memory,
@@ -46,22 +50,11 @@ from memfit.core.optimizers import (
     trainable_tensors,
 )
 from memfit.core.overhead import cublas_workspace_bytes, reserved_and_device_terms
-from memfit.core.parallel import (
-    LOAD_COPY_NOTE,
-    NO_COLLECTIVES,
-    Collectives,
-    RankShare,
-    Shape,
-    in_flight,
-    rank_share,
-    scale_activations,
-    scale_bytes,
-    scale_term,
-    stage_layers,
-)
+from memfit.core.parallel import scale_bytes, scale_term, stage_layers
 from memfit.core.params import Linear, count_params, layer_linears
+from memfit.core.per_rank import LAYER_CHILDREN, Parts, compute_workload, layer_child, per_rank
 from memfit.core.result import Phase, Term, memory
-from memfit.core.spec import ModelSpec, MoeSpec
+from memfit.core.spec import ModelSpec
 from memfit.core.weights import buffer_bytes
 from memfit.core.workload import Lora, Parallelism, Training
 
@@ -137,49 +130,10 @@ def autocast_cache_bytes(spec: ModelSpec, wl: Training, adapters_bytes: int) -> 
     return 2 * (linear + head) + adapters_bytes // 2
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Parts:
-    """Every amount one phase builder needs, in bytes (Terms where they have a breakdown)."""
-
-    weights: Term
-    adapters: Term
-    grads: int
-    states: Term
-    paged: int
-    step_bytes: int
-    step_note: str
-    saved: Term
-    cache: int
-    fwd_extra: int
-    recompute: int
-    layer_transient: int
-    layer_grads: int
-    head_grads: int
-    dequant: int
-    logits_share: Fraction = Fraction(1)
-    master: int = 0          # fp32 master weights (DeepSpeed ZeRO over bf16/fp16 parameters)
-    host: Term | None = None  # host RAM per node: offloaded states, parameters, gradients
-    load_host: Term | None = None  # host RAM per node while loading (a CPU copy per process)
-    extras: Collectives = NO_COLLECTIVES  # what the strategy adds (gathers, buffers), by moment
-    sharded_grads: bool = False  # gradients reduced a unit at a time into shards (extras hold the rest)
-    grads_persist: bool = False  # a flat gradient partition lives through forward (ZeRO-2/3)
-    layer_saved: int = 0     # one decoder layer's saved activations on this rank
-    root_grad_shard: int = 0  # this rank's shard of the root unit's (embedding, head) gradients
-
-
-def _compute_workload(wl: Training) -> Training:
-    """The workload as its layers compute: FSDP's MixedPrecisionPolicy over fp32 parameters (memfit's AMP
-    under fsdp) all-gathers them in the compute dtype and runs without autocast, as pure bf16/fp16 does."""
-    if wl.parallel.fsdp is None or not wl.precision.is_amp:
-        return wl
-    compute = Precision.BF16 if wl.precision is Precision.AMP_BF16 else Precision.FP16
-    return dataclasses.replace(wl, precision=compute)
-
-
-def _parts(spec: ModelSpec, wl: Training, *, stage: int = 0) -> tuple[_Parts, act.Flow]:
+def _parts(spec: ModelSpec, wl: Training, *, stage: int = 0) -> tuple[Parts, act.Flow]:
     targets = lora_targets(spec, wl.lora) if wl.lora is not None and wl.method is not Method.FULL \
         else frozenset()
-    flow = act.training_flow(spec, _compute_workload(wl), lora_targets=targets)
+    flow = act.training_flow(spec, compute_workload(wl), lora_targets=targets)
     tensors = trainable_tensors(spec, wl, targets)
     grads = sum(t.nbytes for t in tensors)
     opt = optimizer_memory(wl.optimizer, tensors)
@@ -194,7 +148,7 @@ def _parts(spec: ModelSpec, wl: Training, *, stage: int = 0) -> tuple[_Parts, ac
     if wl.quant.is_quantized:
         dequant = 2 * max((lin.num_weights for _, lin in decoder_linears(spec) if _quantized(wl, lin)),
                           default=0)
-    parts = _Parts(
+    parts = Parts(
         weights=weights_term(spec, wl),
         adapters=Term.group("adapters", [Term(name="lora", nbytes=adapters)]),
         grads=grads, states=opt.states, paged=opt.paged_bytes, step_bytes=opt.step_bytes,
@@ -211,183 +165,13 @@ def _parts(spec: ModelSpec, wl: Training, *, stage: int = 0) -> tuple[_Parts, ac
     return per_rank(spec, wl, parts, tensors, stage=stage), flow
 
 
-_SHARE_OF = {
-    "weights": "params", "adapters": "adapters", "grads": "grads", "layer_grads": "grads",
-    "head_grads": "grads", "states": "states", "paged": "states", "step_bytes": "states",
-    "master": "states", "cache": "autocast", "fwd_extra": "one_layer", "recompute": "one_layer",
-    "layer_transient": "one_layer",
-}
-"""Which `RankShare` fraction divides each unsharded `_Parts` amount (core/parallel.py decides the values)."""
-
-
-def _scaled(value: Term | int, share: Fraction) -> Term | int:
-    return scale_term(value, share) if isinstance(value, Term) else scale_bytes(value, share)
-
-
-def _grad_bytes(spec: ModelSpec, wl: Training, p: _Parts, tensors: tuple[ParamTensor, ...],
-                stage: int) -> GradBytes:
-    """Unsharded gradient sizes of one stage's units, in the dtypes the strategy uses."""
-    par = wl.parallel
-    mixed = wl.precision.is_amp and par.fsdp is not None   # MixedPrecisionPolicy(bf16, reduce fp32)
-    full = wl.method is Method.FULL
-    grad_el = 2 if mixed else (param_bytes(wl) if full else 4)
-    layers = stage_layers(spec, par.pp, stage)
-    layer_params = max((sum(lin.num_params for lin in layer_linears(spec, one)) for one in layers), default=0)
-    largest = max((lin.fan_in * lin.fan_out * (1 if lin.is_module else lin.count)
-                   for one in layers for lin in layer_linears(spec, one)), default=0) // par.tp
-    vocab_rows = spec.vocab_size * (spec.embedding_dim or spec.hidden_size) // par.tp
-    head_trains = full or (wl.lora is not None and "lm_head" in wl.lora.targets)
-    head = vocab_rows if stage == par.pp - 1 and head_trains else 0
-    emb = vocab_rows if stage == 0 and full and not spec.tie_word_embeddings else 0
-    whole = _whole(spec, par, stage)
-    if full:
-        total_el = sum(t.count * t.numel for t in tensors)
-        layer, total = layer_params // par.tp * grad_el, scale_bytes(total_el * grad_el, whole)
-    else:
-        layer, total = p.grads // max(spec.num_layers, 1) // par.tp, scale_bytes(p.grads, whole)
-    return GradBytes(layer=layer, head=head * grad_el, root=(head + emb) * grad_el, total=total,
-                     gather_bytes=2 if mixed or not full else param_bytes(wl), grad_bytes=grad_el,
-                     reduce_bytes=4 if mixed else grad_el, largest_tensor=largest,
-                     largest_grad=largest if full else max((t.numel for t in tensors), default=0) // par.tp,
-                     adapter_shapes=() if full else _adapter_shapes(spec, tensors, per_layer=True))
-
-
-def _adapter_shapes(spec: ModelSpec, tensors: tuple[ParamTensor, ...], *,
-                    per_layer: bool) -> tuple[Shape, ...]:
-    """LoRA A and B tensors as (dim 0, rest): all of them, or one decoder layer's (spread evenly)."""
-    out: list[Shape] = []
-    for t in tensors:
-        if per_layer and t.name.startswith("lm_head"):
-            continue
-        times = max(t.count // spec.num_layers, 1) if per_layer else t.count
-        out += [(t.rows, t.cols * t.stack)] * times
-    return tuple(out)
-
-
-def _whole(spec: ModelSpec, par: Parallelism, stage: int) -> Fraction:
-    """The stage's unsharded fraction of the model (tp-local)."""
-    plain = dataclasses.replace(par, dp=1, zero=ZeroStage.NONE, fsdp=None, offload_optimizer=Offload.NONE,
-                                offload_params=Offload.NONE, zero_config=None)
-    return rank_share(spec, plain, stage=stage).params
-
-
-def per_rank(spec: ModelSpec, wl: Training, p: _Parts, tensors: tuple[ParamTensor, ...], *,
-             stage: int) -> _Parts:
-    """`p` (one unsharded replica) as the most loaded GPU of pipeline stage `stage` holds it: each amount
-    divided once by its `RankShare` fraction, plus the strategy's `Collectives` (core/parallel.py)."""
-    par = wl.parallel
-    adapters = () if wl.method is Method.FULL else _adapter_shapes(spec, tensors, per_layer=False)
-    share = rank_share(spec, par, stage=stage, micro_batches=wl.grad_accum if par.pp > 1 else 1,
-                       amp=wl.precision.is_amp, adapters=adapters)
-    if share.master and any(t.element_bytes < 4 for t in tensors):
-        fp32 = tuple(dataclasses.replace(t, element_bytes=4) for t in tensors)
-        opt = optimizer_memory(wl.optimizer, fp32)
-        p = dataclasses.replace(p, states=opt.states, step_bytes=opt.step_bytes, paged=opt.paged_bytes,
-                                master=sum(t.nbytes for t in fp32))
-    fields: dict[str, Any] = {name: _scaled(getattr(p, name), getattr(share, kind))
-                              for name, kind in _SHARE_OF.items()}
-    ranked = dataclasses.replace(p, **fields)
-    extras = collectives(spec, par, stage=stage, grads=_grad_bytes(spec, wl, p, tensors, stage))
-    host = _host(wl, ranked, share, extras)
-    none = Fraction(0)
-    if share.host_states:
-        ranked = dataclasses.replace(ranked, states=scale_term(p.states, none), paged=0, step_bytes=0,
-                                     master=0, grads=0 if share.sharded_grads else ranked.grads)
-        extras = dataclasses.replace(extras, fp32_grads=0)
-    if share.host_params:
-        ranked = dataclasses.replace(ranked, weights=scale_term(p.weights, none),
-                                     adapters=scale_term(p.adapters, none))
-    layers = _layer_child(p.saved)
-    one_layer = share.layer_activations / max(len(stage_layers(spec, par.pp, stage)), 1)
-    if layers is not None and layers.name == "layer_inputs":
-        one_layer = share.residual_activations / max(len(stage_layers(spec, par.pp, stage)), 1)
-    replicated = _tp_replicated(spec, wl) if par.tp > 1 and not par.sequence_parallel else {}
-    saved = scale_activations(p.saved, share, replicated=replicated)
-    if par.pp > 1:
-        saved = Term.group(saved.name, [*saved.children, _pipeline_buffers(spec, wl, stage)], note=saved.note)
-    return dataclasses.replace(
-        ranked, saved=saved, logits_share=share.logits,
-        host=host,
-        load_host=_load_host(wl, p), extras=extras, sharded_grads=share.sharded_grads,
-        grads_persist=share.grads_persist and not share.host_states,
-        layer_saved=scale_bytes(layers.nbytes if layers else 0, one_layer),
-        root_grad_shard=scale_bytes(extras.root_grads, share.grads) if share.sharded_grads else 0,
-    )
-
-
-def _pipeline_buffers(spec: ModelSpec, wl: Training, stage: int) -> Term:
-    """A pipeline stage's per-micro-batch hidden states, one per micro-batch in flight: the receive buffer
-    (every stage but the first; a leaf that needs grad) and the output kept for its backward (every stage
-    but the last), batch × seq × hidden in the compute dtype.
-    Source: torch.distributed.pipelining stage buffers; the multi-rank trace's pipeline stage."""
-    par = wl.parallel
-    element = 4 if wl.precision is Precision.FP32 else 2
-    flight = in_flight(par.pp, stage, wl.grad_accum)
-    count = (stage > 0) + (stage < par.pp - 1)
-    return Term(name="pipeline_buffers", nbytes=flight * count * wl.batch_size * wl.seq_len * spec.hidden_size
-                * element, note="received and sent hidden states of the micro-batches in flight")
-
-
-def _tp_replicated(spec: ModelSpec, wl: Training) -> dict[str, int]:
-    """Bytes of the saved attention and MLP activations that are the hidden-wide inputs of their first
-    Linears (the norm output q/k/v and gate/up read): whole on every tensor-parallel rank unless sequence
-    parallelism splits them. The reader rule is activations.layer_token_bytes' own (`_inputs_bytes`)."""
-    targets = lora_targets(spec, wl.lora) if wl.lora is not None and wl.method is not Method.FULL \
-        else frozenset()
-    flow = act.training_flow(spec, _compute_workload(wl), lora_targets=targets)
-    if flow.checkpointing:
-        return {}
-    h, tokens = spec.hidden_size, wl.batch_size * wl.seq_len
-    out = {"attention": 0, "mlp": 0}
-    for layer in spec.layers:
-        lins = layer_linears(spec, layer)
-        attn = [lin for lin in lins if lin.role == "attention"][:-1]
-        out["attention"] += act._inputs_bytes([lin for lin in attn if lin.fan_in == h], h, flow) * tokens
-        if not isinstance(layer.mlp, MoeSpec):
-            mlp = [lin for lin in lins if lin.role == "mlp"][:-1]
-            out["mlp"] += act._inputs_bytes(mlp, h, flow) * tokens
-    return out
-
-
-def _host(wl: Training, ranked: _Parts, share: RankShare, extras: Collectives) -> Term | None:
-    """Host RAM per node under offload: every local rank's states, master weights, gradients (fp32 under
-    ZeRO) and, with parameter offload, parameters."""
-    if not (share.host_states or share.host_params):
-        return None
-    ranks = min(wl.parallel.num_gpus, wl.parallel.gpus_per_node)
-    zero = wl.parallel.zero_config
-    pinned = " (pinned)" if zero is not None and zero.pin_memory else ""
-    parts = []
-    if share.host_states:
-        grads = (extras.fp32_grads if share.master else ranked.grads) if share.sharded_grads else 0
-        # DeepSpeed steps offloaded states with DeepSpeedCPUAdam, in place; FSDP2 runs the torch optimizer
-        step = 0 if share.master else ranked.step_bytes
-        parts += [Term(name="optimizer_states", nbytes=ranks * (ranked.states.nbytes + step)),
-                  Term(name="master_weights", nbytes=ranks * ranked.master),
-                  Term(name="gradients", nbytes=ranks * grads, note="gradient partitions" + pinned)]
-    if share.host_params:
-        parts.append(Term(name="parameters", nbytes=ranks * (ranked.weights.nbytes + ranked.adapters.nbytes)))
-    return Term.group("host", parts, note=f"per node: {ranks} ranks")
-
-
-def _load_host(wl: Training, p: _Parts) -> Term | None:
-    """Host RAM per node at load: DDP and ZeRO-1/2 load a full CPU copy in every process (ZeRO-3 builds
-    the model under zero.Init, FSDP on the meta device)."""
-    par = wl.parallel
-    if par.fsdp is not None or par.zero is ZeroStage.PARAMETERS or par.dp == 1:
-        return None
-    ranks = min(par.num_gpus, par.gpus_per_node)
-    return Term.group("host", [Term(name="checkpoint_copies", nbytes=ranks * p.weights.nbytes,
-                                    note=LOAD_COPY_NOTE)], note=f"per node: {ranks} ranks")
-
-
 def _overhead(*, handles: int) -> Term:
     workspace = Term(name="cublas_workspace", nbytes=cublas_workspace_bytes(num_handles=handles),
                      note="one per cuBLAS handle: forward and backward threads")
     return Term.group("runtime_overhead", [workspace])
 
 
-def _master(p: _Parts) -> list[Term]:
+def _master(p: Parts) -> list[Term]:
     return [Term.group("master_weights", [Term(name="fp32_copy", nbytes=p.master)])] if p.master else []
 
 
@@ -395,13 +179,13 @@ def _grads(nbytes: int, note: str = "") -> Term:
     return Term.group("gradients", [Term(name="trainable", nbytes=nbytes, note=note)])
 
 
-def _activations(p: _Parts, *, extra: tuple[Term, ...] = (), drop_final: bool = False) -> Term:
+def _activations(p: Parts, *, extra: tuple[Term, ...] = (), drop_final: bool = False) -> Term:
     saved = [c for c in p.saved.children if not (drop_final and c.name == "final_norm")]
     cache = Term(name="autocast_weight_copies", nbytes=p.cache, note="bf16 casts saved for backward")
     return Term.group("activations", [*saved, cache, *extra])
 
 
-def _with(terms: list[Term], p: _Parts, moment: str) -> list[Term]:
+def _with(terms: list[Term], p: Parts, moment: str) -> list[Term]:
     """`terms` with what the parallel strategy holds at `moment` merged into the same top-level terms."""
     extras = {t.name: t for t in moment_terms(p.extras, moment)}
     if not extras:
@@ -411,7 +195,7 @@ def _with(terms: list[Term], p: _Parts, moment: str) -> list[Term]:
     return [*out, *extras.values()]
 
 
-def _steady(p: _Parts, wl: Training, *, grads: bool = True) -> list[Term]:
+def _steady(p: Parts, wl: Training, *, grads: bool = True) -> list[Term]:
     """Terms every work phase of step 2 holds: weights, adapters, states, workspaces (+ grads if accum,
     or a ZeRO-2/3 flat gradient partition)."""
     terms = [p.weights, p.adapters, p.states, *_master(p), _overhead(handles=CUBLAS_HANDLES_TRAINING)]
@@ -436,21 +220,21 @@ def _outside(paged: int, wl: Training, allocated: list[Term], *, cached: int = 0
     return [fragmentation, Term.group("non_torch", [*context.children, *comm, states])]
 
 
-def _phase(name: PhaseName, terms: list[Term], p: _Parts, wl: Training, at: str, *,
+def _phase(name: PhaseName, terms: list[Term], p: Parts, wl: Training, at: str, *,
            cached: int = 0, host: Term | None = None) -> Phase:
     outside = _outside(p.paged if name is not PhaseName.LOAD else 0, wl, terms, cached=cached,
                        nccl=p.extras.nccl if name is not PhaseName.LOAD else 0)
     return Phase(name=name, memory=memory([*terms, *outside]), at=at, host=host or p.host)
 
 
-def _cached_bytes(spec: ModelSpec, wl: Training, p: _Parts) -> int:
+def _cached_bytes(spec: ModelSpec, wl: Training, p: Parts) -> int:
     """Fragmentation of forward and backward: CACHED_BYTES_PER_LOGIT per logit the loss materialises."""
     tokens = wl.batch_size * wl.seq_len
     rows = loss.chunk_tokens(spec, tokens=tokens) if wl.chunked_loss else tokens
     return scale_bytes(int(CACHED_BYTES_PER_LOGIT * rows * spec.vocab_size), p.logits_share)
 
 
-def _forward(spec: ModelSpec, wl: Training, p: _Parts, flow: act.Flow) -> Phase:
+def _forward(spec: ModelSpec, wl: Training, p: Parts, flow: act.Flow) -> Phase:
     tokens = wl.batch_size * wl.seq_len
     held = Term(name="held_until_return", nbytes=p.fwd_extra, note="DynamicCache K/V, last hidden state")
     at_loss = _with([*_steady(p, wl), _activations(p, extra=(held,)),
@@ -474,7 +258,7 @@ def _allocated(terms: list[Term]) -> int:
     return sum(t.nbytes for t in terms if t.name not in ("fragmentation", "non_torch"))
 
 
-def _so_far(p: _Parts, wl: Training, unsharded: int) -> int:
+def _so_far(p: Parts, wl: Training, unsharded: int) -> int:
     """Gradients held at a backward moment besides the strategy's unsharded ones: all of them when they
     accumulate over micro-steps or live in a flat partition; none yet when units reduce-scatter as they go;
     else `unsharded` (the head's and the current layer's)."""
@@ -483,7 +267,7 @@ def _so_far(p: _Parts, wl: Training, unsharded: int) -> int:
     return 0 if p.sharded_grads else min(p.grads, unsharded)
 
 
-def _backward(spec: ModelSpec, wl: Training, p: _Parts, flow: act.Flow) -> Phase:
+def _backward(spec: ModelSpec, wl: Training, p: Parts, flow: act.Flow) -> Phase:
     tokens = wl.batch_size * wl.seq_len
     steady = _steady(p, wl, grads=False)
     persistent = [_grads(p.grads, "accumulated" if wl.grad_accum > 1 else "flat gradient partition")] \
@@ -531,36 +315,28 @@ def _backward(spec: ModelSpec, wl: Training, p: _Parts, flow: act.Flow) -> Phase
     return _phase(PhaseName.BACKWARD, best[0], p, wl, best[1], cached=_cached_bytes(spec, wl, p))
 
 
-_LAYER_CHILDREN = ("layers", "layer_inputs")
-"""The per-decoder-layer part of the saved activations (layer_inputs under checkpointing)."""
-
-
-def _layer_child(saved: Term) -> Term | None:
-    return next((c for c in saved.children if c.name in _LAYER_CHILDREN), None)
-
-
-def _less_one_layer(p: _Parts) -> Term:
+def _less_one_layer(p: Parts) -> Term:
     """Saved activations once one decoder layer's have been freed by its backward."""
-    layers = _layer_child(p.saved)
+    layers = layer_child(p.saved)
     if layers is None or not layers.nbytes:
         return p.saved
     keep = Fraction(max(layers.nbytes - p.layer_saved, 0), layers.nbytes)
-    return Term.group(p.saved.name, [scale_term(c, keep) if c.name in _LAYER_CHILDREN else c
+    return Term.group(p.saved.name, [scale_term(c, keep) if c.name in LAYER_CHILDREN else c
                                      for c in p.saved.children])
 
 
-def _with_layers(p: _Parts, count: int) -> _Parts:
+def _with_layers(p: Parts, count: int) -> Parts:
     """`p` with the saved activations of `count` decoder layers left (the rest freed by their backward)."""
-    layers = _layer_child(p.saved)
+    layers = layer_child(p.saved)
     if layers is None or not layers.nbytes:
         return p
     keep = Fraction(min(count * p.layer_saved, layers.nbytes), layers.nbytes)
-    saved = Term.group(p.saved.name, [scale_term(c, keep) if c.name in _LAYER_CHILDREN else c
+    saved = Term.group(p.saved.name, [scale_term(c, keep) if c.name in LAYER_CHILDREN else c
                                       for c in p.saved.children])
     return dataclasses.replace(p, saved=saved)
 
 
-def _optimizer(wl: Training, p: _Parts) -> Phase:
+def _optimizer(wl: Training, p: Parts) -> Phase:
     temp = Term(name="step_temporaries", nbytes=p.step_bytes, note=p.step_note)
     states = Term.group("optimizer_states", [*p.states.children, temp])
     terms = _with([p.weights, p.adapters, _grads(p.grads), states, *_master(p),
