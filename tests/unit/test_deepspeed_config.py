@@ -85,6 +85,14 @@ def test_with_deepspeed_config_sets_the_workload() -> None:
     assert (wl.precision, wl.batch_size, wl.grad_accum) == (Precision.FP16, 2, 4)
 
 
+def test_stage_0_is_refused() -> None:
+    """A config without ZeRO is one InvalidWorkload line: DeepSpeed's bf16 optimizer wrapper is not modelled."""
+    from memfit.core.errors import InvalidWorkload
+
+    with pytest.raises(InvalidWorkload, match="stage=0 is not modelled"):
+        with_deepspeed_config(Training(seq_len=8), {"bf16": {"enabled": True}})
+
+
 def test_auto_reduce_bucket_is_smaller_than_deepspeed_default() -> None:
     """HF's "auto" reduce bucket on Llama-3.2-1B (2048² elements, bf16: 8 MiB) replaces DeepSpeed's 1e9 B
     (without a bf16 or fp16 section DeepSpeed trains, and buckets, in fp32)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from memfit.core.deepspeed import ZeroSettings, given_by, zero_settings
-from memfit.core.errors import ConfigError
+from memfit.core.errors import ConfigError, InvalidWorkload
 from memfit.core.workload import Training
 from memfit.sources._config import load_json, read_regular_file
 
@@ -45,9 +45,15 @@ def with_deepspeed_config(workload: Training, config: str | Path | dict[str, Any
 
     Raises:
         ConfigError: a malformed config (see `load_deepspeed_config`).
-        InvalidWorkload: the result is impossible (e.g. ZeRO with dp=1 is fine; offload without ZeRO is not).
+        InvalidWorkload: stage 0 (DeepSpeed's optimizer wrappers without ZeRO are not modelled), or an
+            impossible result.
     """
     settings = zero_settings(config) if isinstance(config, dict) else load_deepspeed_config(config)
+    if settings.stage == 0:
+        # DeepSpeed without ZeRO runs its own bf16/fp16 optimizer wrappers (fp32 master and gradient copies),
+        # which memfit does not model
+        raise InvalidWorkload("DeepSpeed config: zero_optimization.stage=0 is not modelled; use stage 1, 2 "
+                              "or 3, or plain data parallel (--dp) without --deepspeed")
     fields: dict[str, Any] = given_by(settings)
     parallel = dataclasses.replace(workload.parallel, fsdp=None,
                                    **{k: v for k, v in fields.items() if k in PARALLEL_FIELDS})
