@@ -86,7 +86,7 @@ def test_with_deepspeed_config_sets_the_workload() -> None:
 
 
 def test_stage_0_is_refused() -> None:
-    """A config without ZeRO is one InvalidWorkload line: DeepSpeed's bf16 optimizer wrapper is not modelled."""
+    """A config without ZeRO is one InvalidWorkload line: DeepSpeed's bf16 wrapper is not modelled."""
     from memfit.core.errors import InvalidWorkload
 
     with pytest.raises(InvalidWorkload, match="stage=0 is not modelled"):
