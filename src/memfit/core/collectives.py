@@ -190,11 +190,17 @@ def moment_terms(c: Collectives, moment: str) -> tuple[Term, ...]:
     if moment == "backward_head":
         grads.append(Term(name="unsharded_head", nbytes=c.root_grads if c.head_gather else 0))
     if moment == "backward_end":
+        grads.append(Term(name="embedding_full_vocab", nbytes=c.embed_grad,
+                          note="DTensor's vocab-parallel embedding backward before it reduces to the shard"))
         grads.append(Term(name="unsharded_root", nbytes=c.root_grads, note="embedding, head, final norm"))
         # the root reshards (frees its unsharded parameters) before it allocates its reduce-scatter input
         grads.append(Term(name="reduce_scatter_buffers", nbytes=max(0, c.root_reduce - c.root),
                           note="root unit, beyond its freed parameters"))
     if moment == "optimizer":
         grads.append(Term(name="fp32_partition", nbytes=c.fp32_grads, note="ZeRO: fp32 grads for the step"))
-    out = [Term.group("weights", weights), Term.group("gradients", grads)]
+        grads.append(Term(name="embedding_full_vocab", nbytes=c.embed_grad_kept,
+                          note="an untied vocab-parallel embedding's .grad spans the whole vocabulary"))
+    logits = [Term(name="loss_parallel_shifted", nbytes=c.loss_shift if moment == "forward_loss" else 0,
+                   note="loss_parallel's x − max(x) in fp32 (torch tensor/parallel/loss.py _log_softmax)")]
+    out = [Term.group("weights", weights), Term.group("gradients", grads), Term.group("logits", logits)]
     return tuple(t for t in out if t.nbytes)

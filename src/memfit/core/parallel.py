@@ -71,6 +71,7 @@ class RankShare:
     states: Fraction = Fraction(1)          # optimizer states, master weights, step temporaries
     layer_activations: Fraction = Fraction(1)   # attention and MLP internals of the stage's layers
     residual_activations: Fraction = Fraction(1)  # norms, layer inputs, the residual stream
+    replicated_activations: Fraction = Fraction(1)  # tensors whole on every tp rank (Linear inputs)
     logits: Fraction = Fraction(1)          # 0 on a pipeline stage without the head
     tail: Fraction = Fraction(1)            # the final norm's saved input: the last stage, / tp under SP
     one_layer: Fraction = Fraction(1)       # one layer's transients and recomputation: / tp
@@ -102,6 +103,9 @@ class Collectives:
     bucket_name: str = "ddp_buckets"
     fp32_grads: int = 0       # ZeRO: fp32 gradient partition during the optimizer step
     nccl: int = 0             # NCCL communicator buffers (non_torch)
+    loss_shift: int = 0       # vocab-parallel loss: the shifted fp32 logits beside log_softmax's output
+    embed_grad: int = 0       # vocab-parallel embedding: its gradient over the whole vocabulary, at the end
+    embed_grad_kept: int = 0  # ... and the part of it that stays as the untied embedding's .grad to the step
 
 
 NO_COLLECTIVES = Collectives()
@@ -288,6 +292,7 @@ def rank_share(spec: ModelSpec, par: Parallelism, *, stage: int = 0, micro_batch
         states=trained if states_sharded else whole,
         layer_activations=stage_acts / par.tp,
         residual_activations=stage_acts / (par.tp if par.sequence_parallel else 1),
+        replicated_activations=stage_acts,
         logits=Fraction(1, par.tp) if stage == par.pp - 1 else Fraction(0),
         tail=Fraction(1, par.tp if par.sequence_parallel else 1) if stage == par.pp - 1 else Fraction(0),
         one_layer=Fraction(1, par.tp),
@@ -318,9 +323,9 @@ def scale_bytes(nbytes: int, share: Fraction) -> int:
 
 def scale_activations(saved: Term, share: RankShare, *, replicated: dict[str, int] | None = None) -> Term:
     """Saved activations of the stage's in-flight micro-batches on this rank: attention and MLP internals
-    split over tp, except the norm outputs their column-parallel Linears read (`replicated`, bytes by
-    child): those, the norms and the layer inputs split only under sequence parallelism; the final norm's
-    input only on the last stage."""
+    split over tp, except the inputs their column-parallel Linears save (`replicated`, bytes by child),
+    which stay whole; norms and layer inputs split only under sequence parallelism; the final norm's input
+    only on the last stage."""
     whole = replicated or {}
     out = []
     for child in saved.children:
@@ -335,7 +340,7 @@ def scale_activations(saved: Term, share: RankShare, *, replicated: dict[str, in
                 kept = min(whole.get(c.name, 0), c.nbytes)
                 parts.append(Term(name=c.name, note=c.note,
                                   nbytes=scale_bytes(c.nbytes - kept, share.layer_activations)
-                                  + scale_bytes(kept, share.residual_activations)))
+                                  + scale_bytes(kept, share.replicated_activations)))
             out.append(Term.group("layers", parts, note=child.note))
         elif child.name == "layers":
             out.append(scale_term(child, share.residual_activations))

@@ -65,6 +65,7 @@ class Parts:
     grads_persist: bool = False  # a flat gradient partition lives through forward (ZeRO-2/3)
     layer_saved: int = 0     # one decoder layer's saved activations on this rank
     root_grad_shard: int = 0  # this rank's shard of the root unit's (embedding, head) gradients
+    accumulates: bool = False  # gradients of earlier micro-batches are alive at the fullest moments
 
 
 def compute_workload(wl: Training) -> Training:
@@ -153,6 +154,18 @@ def per_rank(spec: ModelSpec, wl: Training, p: Parts, tensors: tuple[ParamTensor
                               for name, kind in _SHARE_OF.items()}
     ranked = dataclasses.replace(p, **fields)
     extras = collectives(spec, par, stage=stage, grads=_grad_bytes(spec, wl, p, tensors, stage))
+    if par.tp > 1 and stage == 0 and wl.method is Method.FULL:
+        # DTensor computes the vocab-parallel embedding's gradient over the whole vocabulary (untied: it
+        # stays so as .grad until the step; tied: summed with the head's at that size, then sharded).
+        # Source: the multi-rank trace of torchtitan's plan (Llama-3.2-1B tied, Llama-3.1-8B untied, tp 2)
+        full = spec.vocab_size * (spec.embedding_dim or spec.hidden_size) * param_bytes(wl)
+        extra = 2 * full if spec.tie_word_embeddings else full - full // par.tp
+        kept = 0 if spec.tie_word_embeddings else extra
+        extras = dataclasses.replace(extras, embed_grad=extra, embed_grad_kept=kept)
+    if par.tp > 1 and share.logits and not wl.chunked_loss:
+        # DTensor's vocab-parallel log_softmax keeps x − max(x) beside its result (one more fp32 buffer)
+        extras = dataclasses.replace(extras, loss_shift=scale_bytes(
+            4 * wl.batch_size * wl.seq_len * spec.vocab_size, share.logits))
     host = _host(wl, ranked, share, extras)
     none = Fraction(0)
     if share.host_states:
@@ -166,7 +179,8 @@ def per_rank(spec: ModelSpec, wl: Training, p: Parts, tensors: tuple[ParamTensor
     one_layer = share.layer_activations / max(len(stage_layers(spec, par.pp, stage)), 1)
     if layers is not None and layers.name == "layer_inputs":
         one_layer = share.residual_activations / max(len(stage_layers(spec, par.pp, stage)), 1)
-    replicated = _tp_replicated(spec, wl) if par.tp > 1 and not par.sequence_parallel else {}
+    # DTensor's column-parallel Linears save their (under SP: all-gathered) input whole on every rank
+    replicated = _tp_replicated(spec, wl) if par.tp > 1 else {}
     saved = scale_activations(p.saved, share, replicated=replicated)
     if par.pp > 1:
         saved = Term.group(saved.name, [*saved.children, _pipeline_buffers(spec, wl, stage)], note=saved.note)
@@ -176,6 +190,9 @@ def per_rank(spec: ModelSpec, wl: Training, p: Parts, tensors: tuple[ParamTensor
         load_host=_load_host(wl, p), extras=extras, sharded_grads=share.sharded_grads,
         grads_persist=share.grads_persist and not share.host_states,
         layer_saved=scale_bytes(layers.nbytes if layers else 0, one_layer),
+        # 1F1B: a stage's activations are at their fullest with gradients alive only when an earlier
+        # micro-batch has already run its backward, i.e. more micro-batches than it holds in flight
+        accumulates=wl.grad_accum > (in_flight(par.pp, stage, wl.grad_accum) if par.pp > 1 else 1),
         root_grad_shard=scale_bytes(extras.root_grads, share.grads) if share.sharded_grads else 0,
     )
 
@@ -195,8 +212,10 @@ def _pipeline_buffers(spec: ModelSpec, wl: Training, stage: int) -> Term:
 
 def _tp_replicated(spec: ModelSpec, wl: Training) -> dict[str, int]:
     """Bytes of the saved attention and MLP activations that are the hidden-wide inputs of their first
-    Linears (the norm output q/k/v and gate/up read): whole on every tensor-parallel rank unless sequence
-    parallelism splits them. The reader rule is activations.layer_token_bytes' own (`_inputs_bytes`)."""
+    Linears (the norm output q/k/v and gate/up read): whole on every tensor-parallel rank, and under
+    DTensor's sequence parallelism too (the sequence is all-gathered before the column-parallel Linear,
+    which saves the gathered input; Megatron-LM's SP would save only the shard). The reader rule is
+    activations.layer_token_bytes' own (`_inputs_bytes`)."""
     targets = lora_targets(spec, wl.lora) if wl.lora is not None and wl.method is not Method.FULL \
         else frozenset()
     flow = act.training_flow(spec, compute_workload(wl), lora_targets=targets)

@@ -10,7 +10,8 @@ step 2 (optimizer states exist, gradients were freed) is the larger one:
 - backward: the larger of its start (saved activations + log_softmax output and two fp32 logits-sized
   gradients) and the last layer's backward (gradients so far, a recomputed layer under checkpointing).
 - optimizer: weights + gradients + states + the step's temporaries (torch's foreach AdamW: one full copy).
-With grad_accum > 1 gradients persist through the forward and backward of later micro-steps.
+With grad_accum > 1 gradients persist through the forward and backward of later micro-steps (in a
+pipeline, at a stage's fullest moment only when more micro-batches run than it holds in flight).
 
 On several GPUs the same phases are built for the most loaded rank: per_rank.py divides each amount once
 by its share (core/parallel.py) and adds what the strategy holds at each moment (core/collectives.py: the
@@ -161,7 +162,7 @@ def _parts(spec: ModelSpec, wl: Training, *, stage: int = 0) -> tuple[Parts, act
         dequant=dequant,
     )
     if wl.parallel == Parallelism():
-        return parts, flow
+        return dataclasses.replace(parts, accumulates=wl.grad_accum > 1), flow
     return per_rank(spec, wl, parts, tensors, stage=stage), flow
 
 
@@ -199,7 +200,7 @@ def _steady(p: Parts, wl: Training, *, grads: bool = True) -> list[Term]:
     """Terms every work phase of step 2 holds: weights, adapters, states, workspaces (+ grads if accum,
     or a ZeRO-2/3 flat gradient partition)."""
     terms = [p.weights, p.adapters, p.states, *_master(p), _overhead(handles=CUBLAS_HANDLES_TRAINING)]
-    if grads and wl.grad_accum > 1:
+    if grads and p.accumulates:
         terms.append(_grads(p.grads, "accumulated over micro-steps"))
     elif grads and p.grads_persist:
         terms.append(_grads(p.grads, "flat gradient partition (ZeRO)"))
@@ -262,7 +263,7 @@ def _so_far(p: Parts, wl: Training, unsharded: int) -> int:
     """Gradients held at a backward moment besides the strategy's unsharded ones: all of them when they
     accumulate over micro-steps or live in a flat partition; none yet when units reduce-scatter as they go;
     else `unsharded` (the head's and the current layer's)."""
-    if wl.grad_accum > 1 or p.grads_persist:
+    if p.accumulates or p.grads_persist:
         return p.grads
     return 0 if p.sharded_grads else min(p.grads, unsharded)
 
@@ -270,8 +271,8 @@ def _so_far(p: Parts, wl: Training, unsharded: int) -> int:
 def _backward(spec: ModelSpec, wl: Training, p: Parts, flow: act.Flow) -> Phase:
     tokens = wl.batch_size * wl.seq_len
     steady = _steady(p, wl, grads=False)
-    persistent = [_grads(p.grads, "accumulated" if wl.grad_accum > 1 else "flat gradient partition")] \
-        if wl.grad_accum > 1 or p.grads_persist else []
+    persistent = [_grads(p.grads, "accumulated" if p.accumulates else "flat gradient partition")] \
+        if p.accumulates or p.grads_persist else []
     start = _with([*steady, *persistent, _activations(p),
                    scale_term(loss.backward_start_logits(spec, flow, tokens=tokens, chunked=wl.chunked_loss),
                               p.logits_share)], p, "backward_start")
@@ -281,7 +282,8 @@ def _backward(spec: ModelSpec, wl: Training, p: Parts, flow: act.Flow) -> Phase:
                   _activations(p, extra=layer_extra, drop_final=True)], p, "backward_layer")
     # tied embeddings: the head's gradient waits in autograd's input buffer and is summed out of place
     # with the embedding's, so three vocab × hidden gradients coexist at the very end
-    tied = 2 * p.head_grads if spec.tie_word_embeddings and not p.sharded_grads else 0
+    tied = 2 * p.head_grads if spec.tie_word_embeddings and not p.sharded_grads \
+        and not p.extras.embed_grad else 0
     end = _with([*steady, Term.group("gradients", [Term(name="trainable", nbytes=p.grads),
                                                    Term(name="tied_embedding_grad_sum", nbytes=tied)])],
                 p, "backward_end")
