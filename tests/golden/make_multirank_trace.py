@@ -16,6 +16,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "tests" / "data" / "multirank_trace.json"
+PIPELINE_NOTE = ("the traced pipeline stage runs its in-flight micro-batches once, so its forward and "
+                 "backward lack the gradients earlier micro-batches leave under 1F1B (grad_accum > "
+                 "micro-batches in flight); memfit counts them")
 TOLERANCE = "0.03"
 """The issue-11 target: analytic within ±3 % of the traced peak allocated bytes of the most loaded rank."""
 
@@ -28,8 +31,15 @@ def main(folder: str) -> None:
         peak = max(phases, key=lambda name: phases[name])
         versions = case.get("versions") or {}
         libraries = case["assumptions"][0] if case.get("assumptions") else ""
+        workload = case["workload"]
+        pp, micro = workload["parallel"].get("pp", 1), workload.get("grad_accum", 1)
+        # the trace runs a stage's in-flight micro-batches once (no 1F1B steady state): with more
+        # micro-batches than the last stage holds (one), earlier micro-batches' gradients are missing
+        short = pp > 1 and micro > 1
         rows.append({
             "id": case["case"],
+            "status": "xfail" if short else "ok",
+            "notes": PIPELINE_NOTE if short else "",
             "source": f"memfit multi-rank trace ({case.get('engine', 'trace')}): {libraries}"
                       + (f"; memfit {versions['memfit commit']}" if "memfit commit" in versions else ""),
             "model": case.get("model") or case["case"].split("_")[0],

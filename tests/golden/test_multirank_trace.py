@@ -29,7 +29,9 @@ def _workload(row: dict[str, object]) -> Training:
     return decode(Training, fields)
 
 
-@pytest.mark.parametrize("row", ROWS, ids=[str(r["id"]) for r in ROWS])
+@pytest.mark.parametrize("row", [
+    pytest.param(r, marks=pytest.mark.xfail(strict=True, reason=str(r["notes"]))) if r["status"] == "xfail"
+    else r for r in ROWS], ids=[str(r["id"]) for r in ROWS])
 def test_peak_within_tolerance_of_the_trace(row: dict[str, object]) -> None:
     """The analytic peak allocated bytes of the most loaded rank are within the row's tolerance."""
     traced = max(dict(row["allocated_bytes"]).values())  # type: ignore[call-overload]

@@ -200,7 +200,10 @@ def moment_terms(c: Collectives, moment: str) -> tuple[Term, ...]:
         grads.append(Term(name="fp32_partition", nbytes=c.fp32_grads, note="ZeRO: fp32 grads for the step"))
         grads.append(Term(name="embedding_full_vocab", nbytes=c.embed_grad_kept,
                           note="an untied vocab-parallel embedding's .grad spans the whole vocabulary"))
-    logits = [Term(name="loss_parallel_shifted", nbytes=c.loss_shift if moment == "forward_loss" else 0,
-                   note="loss_parallel's x − max(x) in fp32 (torch tensor/parallel/loss.py _log_softmax)")]
+    # vocab-parallel loss: one more fp32 logits-sized buffer than the single-GPU loss, in forward (x − max(x)
+    # beside the result) and at the start of backward
+    shift = c.loss_shift if moment in ("forward_loss", "backward_start") else 0
+    logits = [Term(name="loss_parallel_extra", nbytes=shift,
+                   note="loss_parallel's fp32 buffer (torch tensor/parallel/loss.py _log_softmax)")]
     out = [Term.group("weights", weights), Term.group("gradients", grads), Term.group("logits", logits)]
     return tuple(t for t in out if t.nbytes)

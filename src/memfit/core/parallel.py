@@ -342,7 +342,7 @@ def scale_activations(saved: Term, share: RankShare, *, replicated: dict[str, in
                                   nbytes=scale_bytes(c.nbytes - kept, share.layer_activations)
                                   + scale_bytes(kept, share.replicated_activations)))
             out.append(Term.group("layers", parts, note=child.note))
-        elif child.name == "layers":
+        elif child.name in ("layers", "layer_inputs"):     # checkpointing keeps each layer's input
             out.append(scale_term(child, share.residual_activations))
         else:
             out.append(scale_term(child, share.tail))

@@ -156,10 +156,11 @@ def per_rank(spec: ModelSpec, wl: Training, p: Parts, tensors: tuple[ParamTensor
     extras = collectives(spec, par, stage=stage, grads=_grad_bytes(spec, wl, p, tensors, stage))
     if par.tp > 1 and stage == 0 and wl.method is Method.FULL:
         # DTensor computes the vocab-parallel embedding's gradient over the whole vocabulary (untied: it
-        # stays so as .grad until the step; tied: summed with the head's at that size, then sharded).
+        # stays so as .grad until the step, beyond the shard; tied: beside the head's shard-sized gradient
+        # and their sum).
         # Source: the multi-rank trace of torchtitan's plan (Llama-3.2-1B tied, Llama-3.1-8B untied, tp 2)
         full = spec.vocab_size * (spec.embedding_dim or spec.hidden_size) * param_bytes(wl)
-        extra = 2 * full if spec.tie_word_embeddings else full - full // par.tp
+        extra = full + 2 * (full // par.tp) if spec.tie_word_embeddings else full - full // par.tp
         kept = 0 if spec.tie_word_embeddings else extra
         extras = dataclasses.replace(extras, embed_grad=extra, embed_grad_kept=kept)
     if par.tp > 1 and share.logits and not wl.chunked_loss:
