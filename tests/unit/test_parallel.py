@@ -267,3 +267,13 @@ def test_tensor_parallel_keeps_the_linear_inputs_whole() -> None:
     # DTensor's sequence parallelism all-gathers before q/k/v and gate/up, which save the gathered input
     assert sp["attention"] == tp["attention"]
     assert sp["norms"] == one["norms"] // 4
+
+
+def test_vocab_parallel_loss_and_embedding_gradient() -> None:
+    """Llama-3.1-8B at 2,048 tokens, tp=2: the vocab-parallel loss adds one fp32 logits shard,
+    4 × 2048 × 128,256 / 2 = 525,336,576 B; the untied embedding's gradient spans the whole vocabulary,
+    128,256 × 4096 × 2 B = 1,050,673,152 B, half of it beyond the rank's shard, kept until the step."""
+    phases = {str(p.name): p for p in training_phases(
+        load_model("Llama-3.1-8B"), Training(seq_len=2048, parallel=Parallelism(tp=2)))[0]}
+    assert phases["forward"].memory.flat()["logits/loss_parallel_extra"] == 525_336_576
+    assert phases["optimizer"].memory.flat()["gradients/embedding_full_vocab"] == 525_336_576
