@@ -18,8 +18,12 @@ before their reduce-scatter) is a `Collectives` record, placed at the moments of
   output (prefetch); a unit's unsharded gradients and its reduce-scatter input; the root's gradients
   unsharded until it reduces at the end. Shard-grad-op keeps every unit unsharded from forward to the end
   of backward; hybrid shards within a node of gpus_per_node GPUs.
-- tp (Megatron / DTensor): Linears and (vocab-parallel) embeddings / tp, norms whole; attention and MLP
-  internals / tp, norms and the residual stream / tp only with sequence parallelism; logits / tp.
+- tp (DTensor, torchtitan's Llama plan): Linears and the (vocab-parallel) embedding and head / tp, norms
+  whole; attention and MLP internals / tp, but the input each column-parallel Linear saves stays whole
+  (under sequence parallelism it is the all-gathered sequence; Megatron-LM's SP would keep the shard);
+  norms and the residual stream / tp only with sequence parallelism; logits / tp, with one more fp32
+  logits shard in the vocab-parallel loss; the embedding's gradient spans the whole vocabulary at the
+  end of backward (untied: as .grad until the step).
 - pp (1F1B): a stage holds its ceil(L / pp) layers, the first also the embeddings, the last the final norm,
   head, loss and logits; min(micro-batches, pp − stage) micro-batches of activations in flight.
 - offload (cpu/nvme): states, master weights and fp32 gradients (and with parameter offload, the
