@@ -39,7 +39,10 @@ def _workload(case: dict[str, Any]) -> Training:
 def _short_pipeline(case: dict[str, Any]) -> bool:
     """A pipeline case whose trace ran each stage's in-flight micro-batches once, fewer than grad_accum."""
     workload = case["workload"]
-    return int(workload["parallel"].get("pp", 1)) > 1 and int(workload.get("grad_accum", 1)) > 1
+    phases = case["phases"]
+    peak = max(phases, key=lambda name: phases[name]["allocated_bytes"])
+    return int(workload["parallel"].get("pp", 1)) > 1 and int(workload.get("grad_accum", 1)) > 1 \
+        and peak != "optimizer"
 
 
 def _row(case: dict[str, Any]) -> tuple[str, float]:

@@ -27,15 +27,16 @@ def main(folder: str) -> None:
     rows = []
     for path in sorted(Path(folder).glob("*.json")):
         case = json.loads(path.read_text())
-        phases = {name: p["allocated_bytes"] for name, p in case["phases"].items()}
-        peak = max(phases, key=lambda name: phases[name])
         versions = case.get("versions") or {}
         libraries = case["assumptions"][0] if case.get("assumptions") else ""
+        phases = {name: p["allocated_bytes"] for name, p in case["phases"].items()}
+        peak = max(phases, key=lambda name: phases[name])
         workload = case["workload"]
         pp, micro = workload["parallel"].get("pp", 1), workload.get("grad_accum", 1)
         # the trace runs a stage's in-flight micro-batches once (no 1F1B steady state): with more
-        # micro-batches than the last stage holds (one), earlier micro-batches' gradients are missing
-        short = pp > 1 and micro > 1
+        # micro-batches than the last stage holds (one), earlier micro-batches' gradients are missing from
+        # its forward and backward (which matters where one of those is the peak)
+        short = pp > 1 and micro > 1 and peak != "optimizer"
         rows.append({
             "id": case["case"],
             "status": "xfail" if short else "ok",
