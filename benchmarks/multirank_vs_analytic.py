@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -39,10 +40,10 @@ def _workload(case: dict[str, Any]) -> Training:
 def _short_pipeline(case: dict[str, Any]) -> bool:
     """A pipeline case whose trace ran each stage's in-flight micro-batches once, fewer than grad_accum."""
     workload = case["workload"]
-    phases = case["phases"]
-    peak = max(phases, key=lambda name: phases[name]["allocated_bytes"])
-    return int(workload["parallel"].get("pp", 1)) > 1 and int(workload.get("grad_accum", 1)) > 1 \
-        and peak != "optimizer"
+    pp, micro = int(workload["parallel"].get("pp", 1)), int(workload.get("grad_accum", 1))
+    stage = next((int(m.group(1)) for line in case.get("assumptions", [])
+                  if (m := re.search(r"pipeline stage (\d+) of", str(line)))), 0)
+    return pp > 1 and micro > min(pp - stage, micro)
 
 
 def _row(case: dict[str, Any]) -> tuple[str, float]:

@@ -3,7 +3,8 @@
 Each row is one rank's real training step traced on torch's fake process group (FSDP2 full, shard-grad-op
 and hybrid, DDP; full fine-tuning and LoRA; with and without checkpointing), its per-phase allocated bytes
 recorded with the engine and library versions. The analytic estimate of the same workload must hold the
-most loaded rank's peak allocated bytes within the row's tolerance (±3 %, memfit issue 11).
+most loaded rank's peak allocated bytes within the row's tolerance (±3 %, memfit issue 11). Pipeline traces
+that ran fewer micro-batches than the job are left out of the file (its "left_out" says which and why).
 """
 
 from __future__ import annotations
@@ -29,9 +30,7 @@ def _workload(row: dict[str, object]) -> Training:
     return decode(Training, fields)
 
 
-@pytest.mark.parametrize("row", [
-    pytest.param(r, marks=pytest.mark.xfail(strict=True, reason=str(r["notes"]))) if r["status"] == "xfail"
-    else r for r in ROWS], ids=[str(r["id"]) for r in ROWS])
+@pytest.mark.parametrize("row", ROWS, ids=[str(r["id"]) for r in ROWS])
 def test_peak_within_tolerance_of_the_trace(row: dict[str, object]) -> None:
     """The analytic peak allocated bytes of the most loaded rank are within the row's tolerance."""
     traced = max(dict(row["allocated_bytes"]).values())  # type: ignore[call-overload]

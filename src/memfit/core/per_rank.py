@@ -66,6 +66,7 @@ class Parts:
     layer_saved: int = 0     # one decoder layer's saved activations on this rank
     root_grad_shard: int = 0  # this rank's shard of the root unit's (embedding, head) gradients
     accumulates: bool = False  # gradients of earlier micro-batches are alive at the fullest moments
+    flight: int = 1          # pipeline micro-batches whose activations this stage holds at once
 
 
 def compute_workload(wl: Training) -> Training:
@@ -194,6 +195,7 @@ def per_rank(spec: ModelSpec, wl: Training, p: Parts, tensors: tuple[ParamTensor
         # 1F1B: a stage's activations are at their fullest with gradients alive only when an earlier
         # micro-batch has already run its backward, i.e. more micro-batches than it holds in flight
         accumulates=wl.grad_accum > (in_flight(par.pp, stage, wl.grad_accum) if par.pp > 1 else 1),
+        flight=in_flight(par.pp, stage, wl.grad_accum) if par.pp > 1 else 1,
         root_grad_shard=scale_bytes(extras.root_grads, share.grads) if share.sharded_grads else 0,
     )
 

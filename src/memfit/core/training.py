@@ -313,6 +313,13 @@ def _backward(spec: ModelSpec, wl: Training, p: Parts, flow: act.Flow) -> Phase:
                      p, "backward_last_unit")
         candidates.append((late, "second layer's backward: the other units reduced to shards, layer 0 "
                                  "prefetched"))
+    if p.flight > 1:
+        # a pipeline stage's second in-flight micro-batch: the first's backward left every gradient of the
+        # stage, the other micro-batches' activations remain
+        rest = _in_flight_share(p, Fraction(p.flight - 1, p.flight))
+        second_mb = _with([*steady, _grads(p.grads, "the first micro-batch's backward"),
+                           _activations(rest, extra=layer_extra[1:], drop_final=True)], p, "backward_layer")
+        candidates.append((second_mb, "second in-flight micro-batch's backward: the stage's gradients"))
     best = max(candidates, key=lambda c: _allocated(c[0]))
     return _phase(PhaseName.BACKWARD, best[0], p, wl, best[1], cached=_cached_bytes(spec, wl, p))
 
@@ -335,6 +342,13 @@ def _with_layers(p: Parts, count: int) -> Parts:
     keep = Fraction(min(count * p.layer_saved, layers.nbytes), layers.nbytes)
     saved = Term.group(p.saved.name, [scale_term(c, keep) if c.name in LAYER_CHILDREN else c
                                       for c in p.saved.children])
+    return dataclasses.replace(p, saved=saved)
+
+
+def _in_flight_share(p: Parts, keep: Fraction) -> Parts:
+    """`p` with `keep` of its in-flight micro-batches' saved activations and pipeline buffers."""
+    saved = Term.group(p.saved.name, [scale_term(c, keep) if c.name in (*LAYER_CHILDREN, "pipeline_buffers")
+                                      else c for c in p.saved.children])
     return dataclasses.replace(p, saved=saved)
 
 
