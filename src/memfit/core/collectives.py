@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memfit.core.choices import FsdpStrategy, ZeroStage
+from memfit.core.choices import FsdpStrategy, Offload, ZeroStage
 from memfit.core.deepspeed import resolved_zero
 from memfit.core.parallel import (
     NCCL_BUFFSIZE_BYTES,
@@ -110,7 +110,7 @@ def _zero(spec: ModelSpec, par: Parallelism, stage: int, g: GradBytes) -> Collec
     fp32_partition = g.total // g.grad_bytes * 4 // par.dp
     # ZeRO-3 on the GPU upcasts one sub-group (sub_group_size elements) at a time; ZeRO-1/2 the whole
     # partition; offloaded, the whole partition lives on the host
-    sub_groups = par.zero is ZeroStage.PARAMETERS and par.offload_optimizer.value == "none"
+    sub_groups = par.zero is ZeroStage.PARAMETERS and par.offload_optimizer is Offload.NONE
     fp32 = min(fp32_partition, 4 * z.sub_group_size) if sub_groups else fp32_partition
     if par.zero is not ZeroStage.PARAMETERS:
         return Collectives(buckets=buckets, bucket_name="ipg_buckets", fp32_grads=fp32, nccl=nccl_bytes(par),
