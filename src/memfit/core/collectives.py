@@ -62,6 +62,7 @@ class GradBytes:
     largest_tensor: int     # elements of the largest parameter tensor of a decoder layer (tp-local)
     largest_grad: int       # elements of the largest trainable tensor of a decoder layer (tp-local)
     adapter_shapes: tuple[Shape, ...] = ()  # LoRA: one layer's A and B tensors (fp32), gathered with it
+    layer_at_peak: int = 0  # of `layer`: the gradients formed before the MLP activation's backward
 
 
 def nccl_bytes(par: Parallelism) -> int:
@@ -95,6 +96,7 @@ def _fsdp(spec: ModelSpec, par: Parallelism, stage: int, g: GradBytes) -> Collec
         unit_buffer=unit_bytes if world > 1 else 0,
         all_units=body_bytes if keep_all else 0,
         unit_grads=unit_grads,
+        unit_grads_peak=unit_grads if g.adapter_shapes or not g.layer_at_peak else g.layer_at_peak,
         unit_reduce=unit_grads * ratio_num // ratio_den if world > 1 else 0,
         root_grads_held=g.head,
         root_grads=g.root,
@@ -152,7 +154,7 @@ MOMENTS = ("forward_layer", "forward_copy_out", "forward_loss", "backward_start"
            "backward_layer", "backward_layer_steady", "backward_end", "optimizer")
 
 
-def moment_terms(c: Collectives, moment: str) -> tuple[Term, ...]:
+def moment_terms(c: Collectives, moment: str, *, unit_done: bool = False) -> tuple[Term, ...]:
     """What `c` holds at `moment` (see the module docstring), as top-level Terms to merge. Names follow
     the multi-rank trace: weights/all_gather_buffers, gradients/reduce_scatter_buffers, .../ddp_buckets."""
     fwd_bwd = moment.startswith(("forward", "backward"))
@@ -181,7 +183,10 @@ def moment_terms(c: Collectives, moment: str) -> tuple[Term, ...]:
     grads = [Term(name=c.bucket_name, nbytes=c.buckets if moment != "load" or at_load else 0,
                   note="flat gradient buckets")]
     if moment in ("backward_layer", "backward_layer_steady", "backward_last_unit"):
-        grads.append(Term(name="unsharded_unit", nbytes=c.unit_grads, note="before reduce-scatter"))
+        # at the layer's transient peak (its MLP activation's backward) only the Linears after it have
+        # their weight gradients; at the end of the layer's backward (unit_done) all of them
+        formed = c.unit_grads if unit_done or not c.unit_grads_peak else c.unit_grads_peak
+        grads.append(Term(name="unsharded_unit", nbytes=formed, note="before reduce-scatter"))
     if moment in ("backward_layer_steady", "backward_last_unit"):
         grads.append(Term(name="reduce_scatter_buffers", nbytes=c.unit_reduce, note="previous unit"))
     if moment in ("backward_head", "backward_layer", "backward_layer_steady", "backward_last_unit"):

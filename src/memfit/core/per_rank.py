@@ -33,7 +33,7 @@ from memfit.core.parallel import (
 )
 from memfit.core.params import layer_linears
 from memfit.core.result import Term
-from memfit.core.spec import ModelSpec, MoeSpec
+from memfit.core.spec import LayerSpec, ModelSpec, MoeSpec
 from memfit.core.workload import Parallelism, Training
 
 
@@ -116,7 +116,23 @@ def _grad_bytes(spec: ModelSpec, wl: Training, p: Parts, tensors: tuple[ParamTen
                      gather_bytes=2 if mixed or not full else param_bytes(wl), grad_bytes=grad_el,
                      reduce_bytes=4 if mixed else grad_el, largest_tensor=largest,
                      largest_grad=largest if full else max((t.numel for t in tensors), default=0) // par.tp,
-                     adapter_shapes=() if full else _adapter_shapes(spec, tensors, per_layer=True))
+                     adapter_shapes=() if full else _adapter_shapes(spec, tensors, per_layer=True),
+                     layer_at_peak=_mlp_tail_params(spec, layers) // par.tp * grad_el if full else 0)
+
+
+def _mlp_tail_params(spec: ModelSpec, layers: tuple[LayerSpec, ...]) -> int:
+    """Parameters of the dense MLP Linears whose backward runs before the activation's (the layer's
+    transient peak): down_proj, and up_proj when a gated MLP has it separate from gate_proj (autograd
+    runs nodes in reverse creation order: down, the product, up, then the activation). 0 for MoE.
+    Source: transformers LlamaMLP.forward; the multi-rank trace's peak at the SiLU backward."""
+    most = 0
+    for layer in layers:
+        if isinstance(layer.mlp, MoeSpec):
+            return 0
+        mlp = [lin for lin in layer_linears(spec, layer) if lin.role == "mlp"]
+        tail = mlp[-2:] if layer.mlp.gated and len(mlp) == 3 else mlp[-1:]
+        most = max(most, sum(lin.num_params for lin in tail))
+    return most
 
 
 def _adapter_shapes(spec: ModelSpec, tensors: tuple[ParamTensor, ...], *,

@@ -186,9 +186,9 @@ def _activations(p: Parts, *, extra: tuple[Term, ...] = (), drop_final: bool = F
     return Term.group("activations", [*saved, cache, *extra])
 
 
-def _with(terms: list[Term], p: Parts, moment: str) -> list[Term]:
+def _with(terms: list[Term], p: Parts, moment: str, *, unit_done: bool = False) -> list[Term]:
     """`terms` with what the parallel strategy holds at `moment` merged into the same top-level terms."""
-    extras = {t.name: t for t in moment_terms(p.extras, moment)}
+    extras = {t.name: t for t in moment_terms(p.extras, moment, unit_done=unit_done)}
     if not extras:
         return terms
     out = [Term.group(t.name, [*t.children, *extras.pop(t.name).children], note=t.note)
@@ -303,16 +303,19 @@ def _backward(spec: ModelSpec, wl: Training, p: Parts, flow: act.Flow) -> Phase:
         # activations and adds a gradient shard), so its peak is at the second or at the last layer
         layers = max(len(stage_layers(spec, wl.parallel.pp, 0)), 1)
         one_unit = max(p.grads - p.root_grad_shard, 0) // layers
-        second = _with([*steady, _grads(_so_far(p, wl, 0) + one_unit, "so far"),
-                        _activations(_with_layers(p, layers - 1), extra=layer_extra, drop_final=True)],
-                       p, "backward_layer_steady")
-        candidates.append((second, "second unit's backward: + previous unit's reduce-scatter input"))
         done = _so_far(p, wl, 0) + max(layers - 2, 0) * one_unit
-        late = _with([*steady, _grads(done, "the other units' shards"),
-                      _activations(_with_layers(p, min(2, layers)), extra=layer_extra, drop_final=True)],
-                     p, "backward_last_unit")
-        candidates.append((late, "second layer's backward: the other units reduced to shards, layer 0 "
-                                 "prefetched"))
+        # each at its transient peak (the MLP activation's backward: part of the unit's gradients formed)
+        # and at the layer's end (all of them, its recomputed activations and transients freed)
+        for unit_done, extra in ((False, layer_extra), (True, ())):
+            second = _with([*steady, _grads(_so_far(p, wl, 0) + one_unit, "so far"),
+                            _activations(_with_layers(p, layers - 1), extra=extra, drop_final=True)],
+                           p, "backward_layer_steady", unit_done=unit_done)
+            candidates.append((second, "second unit's backward: + previous unit's reduce-scatter input"))
+            late = _with([*steady, _grads(done, "the other units' shards"),
+                          _activations(_with_layers(p, min(2, layers)), extra=extra, drop_final=True)],
+                         p, "backward_last_unit", unit_done=unit_done)
+            candidates.append((late, "second layer's backward: the other units reduced to shards, layer 0 "
+                                     "prefetched"))
     if p.flight > 1:
         # a pipeline stage's second in-flight micro-batch: the first's backward left every gradient of the
         # stage, the other micro-batches' activations remain
