@@ -32,8 +32,10 @@ from memfit.core.parallel import (
     NCCL_RING_PEERS,
     Collectives,
     Shape,
+    counted,
     is_fsdp,
     layer_shapes,
+    layers_shapes,
     model_shapes,
     padded_elements,
     shard_world,
@@ -78,10 +80,10 @@ def nccl_bytes(par: Parallelism) -> int:
 def _fsdp(spec: ModelSpec, par: Parallelism, stage: int, g: GradBytes) -> Collectives:
     world = shard_world(par)
     root, _ = model_shapes(spec, par, stage)
-    layers = {id(layer): layer for layer in stage_layers(spec, par.pp, stage)}.values()
-    unit = max((padded_elements(layer_shapes(spec, layer, tp=par.tp), world) for layer in layers), default=0)
-    body = sum(padded_elements(layer_shapes(spec, layer, tp=par.tp), world)
-               for layer in stage_layers(spec, par.pp, stage))
+    per_layer = [(padded_elements(layer_shapes(spec, layer, tp=par.tp), world), count)
+                 for layer, count in counted(stage_layers(spec, par.pp, stage))]
+    unit = max((padded for padded, _ in per_layer), default=0)
+    body = sum(padded * count for padded, count in per_layer)
     keep_all = par.fsdp is FsdpStrategy.SHARD_GRAD_OP
     ratio_num, ratio_den = g.reduce_bytes, g.grad_bytes
     # LoRA: the unit's fp32 adapters are all-gathered with it (padded over their own dim 0: A has rank rows)
@@ -119,13 +121,13 @@ def _zero(spec: ModelSpec, par: Parallelism, stage: int, g: GradBytes) -> Collec
                            unit_grads=g.largest_grad * g.grad_bytes if par.zero.level == 2 else 0)
     root, _ = model_shapes(spec, par, stage)
     layers = stage_layers(spec, par.pp, stage)
-    body = sum(d * r for layer in layers for d, r in layer_shapes(spec, layer, tp=par.tp))
+    shapes = layers_shapes(spec, layers, tp=par.tp)
+    body = sum(d * r for d, r in shapes)
     window = min(g.largest_tensor + z.prefetch_bucket_elements, z.max_live_parameters, body)
     head = max((d * r for d, r in root), default=0)
     # tensors below stage3_param_persistence_threshold elements stay unpartitioned on every rank (norms);
     # the rank's own 1/N of them is already in its partition
-    small = sum(d * r for layer in layers for d, r in layer_shapes(spec, layer, tp=par.tp)
-                if d * r < z.param_persistence_threshold)
+    small = sum(d * r for d, r in shapes if d * r < z.param_persistence_threshold)
     small += sum(d * r for d, r in root if d * r < z.param_persistence_threshold)
     return Collectives(
         persistent=(small - small // par.dp) * g.gather_bytes,

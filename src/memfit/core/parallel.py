@@ -185,6 +185,24 @@ def layer_shapes(spec: ModelSpec, layer: LayerSpec, *, tp: int = 1) -> tuple[Sha
     return tuple(out)
 
 
+def counted(layers: tuple[LayerSpec, ...]) -> list[tuple[LayerSpec, int]]:
+    """The distinct layer objects of `layers` with how many times each occurs (equal layers share one)."""
+    distinct: dict[int, LayerSpec] = {}
+    counts: dict[int, int] = {}
+    for layer in layers:
+        distinct.setdefault(id(layer), layer)
+        counts[id(layer)] = counts.get(id(layer), 0) + 1
+    return [(layer, counts[key]) for key, layer in distinct.items()]
+
+
+def layers_shapes(spec: ModelSpec, layers: tuple[LayerSpec, ...], *, tp: int = 1) -> tuple[Shape, ...]:
+    """`layer_shapes` of every layer in `layers`, each distinct layer object worked out once."""
+    out: list[Shape] = []
+    for layer, count in counted(layers):
+        out += layer_shapes(spec, layer, tp=tp) * count
+    return tuple(out)
+
+
 def root_shapes(spec: ModelSpec, *, tp: int = 1, first: bool = True, last: bool = True) -> tuple[Shape, ...]:
     """Parameters outside the decoder layers (FSDP's root unit): embeddings on the first stage, final norm
     and an untied head on the last; the vocabulary split over tp (vocab-parallel)."""
@@ -264,7 +282,7 @@ def model_shapes(spec: ModelSpec, par: Parallelism,
     """(root shapes, every decoder-layer shape) this stage holds, tp-local."""
     layers = stage_layers(spec, par.pp, stage)
     root = root_shapes(spec, tp=par.tp, first=stage == 0, last=stage == par.pp - 1)
-    return root, tuple(s for layer in layers for s in layer_shapes(spec, layer, tp=par.tp))
+    return root, layers_shapes(spec, layers, tp=par.tp)
 
 
 # --- the share of each term --------------------------------------------------------------------------------
@@ -275,8 +293,7 @@ def rank_share(spec: ModelSpec, par: Parallelism, *, stage: int = 0, micro_batch
     `adapters` (every A and B tensor), the adapters, gradients and states follow those tensors' padding."""
     validate_parallel(spec, par)
     root, body = model_shapes(spec, par, stage)
-    total = elements(root_shapes(spec)) + elements(tuple(s for layer in spec.layers
-                                                          for s in layer_shapes(spec, layer)))
+    total = elements(root_shapes(spec)) + elements(layers_shapes(spec, spec.layers))
     held = elements(root) + elements(body)
     params_sharded, grads_sharded, states_sharded = _levels(par)
     world = shard_world(par)

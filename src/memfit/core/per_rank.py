@@ -24,6 +24,7 @@ from memfit.core.parallel import (
     Collectives,
     RankShare,
     Shape,
+    counted,
     in_flight,
     rank_share,
     scale_activations,
@@ -98,7 +99,7 @@ def _grad_bytes(spec: ModelSpec, wl: Training, p: Parts, tensors: tuple[ParamTen
     mixed = wl.precision.is_amp and par.fsdp is not None   # MixedPrecisionPolicy(bf16, reduce fp32)
     full = wl.method is Method.FULL
     grad_el = 2 if mixed else (param_bytes(wl) if full else 4)
-    layers = stage_layers(spec, par.pp, stage)
+    layers = tuple(layer for layer, _ in counted(stage_layers(spec, par.pp, stage)))
     layer_params = max((sum(lin.num_params for lin in layer_linears(spec, one)) for one in layers), default=0)
     largest = max((lin.fan_in * lin.fan_out * (1 if lin.is_module else lin.count)
                    for one in layers for lin in layer_linears(spec, one)), default=0) // par.tp
@@ -242,13 +243,14 @@ def _tp_replicated(spec: ModelSpec, wl: Training) -> dict[str, int]:
         return {}
     h, tokens = spec.hidden_size, wl.batch_size * wl.seq_len
     out = {"attention": 0, "mlp": 0}
-    for layer in spec.layers:
+    for layer, count in counted(spec.layers):
         lins = layer_linears(spec, layer)
         attn = [lin for lin in lins if lin.role == "attention"][:-1]
-        out["attention"] += act._inputs_bytes([lin for lin in attn if lin.fan_in == h], h, flow) * tokens
+        readers = [lin for lin in attn if lin.fan_in == h]
+        out["attention"] += act._inputs_bytes(readers, h, flow) * tokens * count
         if not isinstance(layer.mlp, MoeSpec):
             mlp = [lin for lin in lins if lin.role == "mlp"][:-1]
-            out["mlp"] += act._inputs_bytes(mlp, h, flow) * tokens
+            out["mlp"] += act._inputs_bytes(mlp, h, flow) * tokens * count
     return out
 
 
