@@ -15,6 +15,7 @@ from memfit.core.dtypes import quant as _quant
 from memfit.core.families import spec_from_config as _spec_from_config
 from memfit.core.spec import ModelSource as _ModelSource
 from memfit.core.workload import Lora as _Lora
+from memfit.core.workload import Parallelism as _Parallelism
 from memfit.core.workload import Training as _Training
 
 FUZZ_EXAMPLES = int(_os.environ.get("MEMFIT_FUZZ_EXAMPLES", "200"))
@@ -69,6 +70,32 @@ def training_workloads(draw: _st.DrawFn, *, method: _Method | None = None) -> _T
         checkpointing=draw(_st.sampled_from(list(_Checkpointing))), attn=draw(_st.sampled_from(attns)),
         chunked_loss=draw(_st.booleans()),
     )
+
+
+@_st.composite
+def parallel_settings(draw: _st.DrawFn, *, heads: int = 8, layers: int = 1) -> "_Parallelism":
+    """Multi-GPU settings the runtime can run on a model of `heads` heads and `layers` layers: DDP, ZeRO
+    1-3 (with DeepSpeed's offloads), FSDP full / shard-grad-op / hybrid (with CPU offload), tp dividing the
+    heads (with or without sequence parallelism), pp up to the layer count."""
+    from memfit.core.choices import FsdpStrategy as _Fsdp
+    from memfit.core.choices import Offload as _Offload
+    from memfit.core.choices import ZeroStage as _Zero
+    tp = draw(_st.sampled_from([t for t in (1, 2, 4) if heads % t == 0]))
+    kind = draw(_st.sampled_from(["ddp", "zero", "fsdp"]))
+    kwargs: dict[str, object] = {"dp": draw(_st.integers(1, 16)), "tp": tp,
+                                 "pp": draw(_st.integers(1, max(1, min(layers, 4)))),
+                                 "sequence_parallel": tp > 1 and draw(_st.booleans()),
+                                 "gpus_per_node": draw(_st.sampled_from([4, 8]))}
+    if kind == "zero":
+        stage = draw(_st.sampled_from([_Zero.OPTIMIZER, _Zero.GRADIENTS, _Zero.PARAMETERS]))
+        kwargs["zero"] = stage
+        kwargs["offload_optimizer"] = draw(_st.sampled_from([_Offload.NONE, _Offload.CPU]))
+        if stage is _Zero.PARAMETERS:
+            kwargs["offload_params"] = draw(_st.sampled_from([_Offload.NONE, _Offload.CPU]))
+    elif kind == "fsdp":
+        kwargs["fsdp"] = draw(_st.sampled_from(list(_Fsdp)))
+        kwargs["offload_params"] = draw(_st.sampled_from([_Offload.NONE, _Offload.CPU]))
+    return _Parallelism(**kwargs)  # type: ignore[arg-type]
 
 
 # --- inference (core/inference.py) ----------------------------------------------------------------------

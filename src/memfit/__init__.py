@@ -52,6 +52,7 @@ if _typing.TYPE_CHECKING:
     from memfit.core.result import Estimate, Gpu, ParamNode, Phase, Term
     from memfit.core.spec import ModelSpec
     from memfit.core.workload import Inference, Lora, Parallelism, Training
+    from memfit.sources.deepspeed import with_deepspeed_config
 
 __all__ = [
     "AttnImpl",
@@ -96,6 +97,7 @@ __all__ = [
     "load_model",
     "plan",
     "quant",
+    "with_deepspeed_config",
 ]
 
 _HOME: dict[str, str] = {
@@ -138,6 +140,7 @@ _HOME: dict[str, str] = {
     "estimate": "memfit.api",
     "get_gpu": "memfit.api",
     "load_model": "memfit.api",
+    "with_deepspeed_config": "memfit.sources.deepspeed",
     "plan": "memfit.api",
     "quant": "memfit.core.dtypes",
 }

@@ -115,6 +115,7 @@ def plan(
     *,
     gpu: str | Gpu,
     maximize: str | None = None,
+    gpu_counts: tuple[int, ...] = (),
 ) -> Plan:
     """What fits `gpu`: the largest batch or context, or the least invasive changes that make the job fit.
 
@@ -136,7 +137,7 @@ def plan(
     chosen = _gpu(gpu)
     if chosen is None:
         raise InvalidWorkload("plan needs a GPU: give --gpu NAME or a size such as 24GiB")
-    return plan_job(_model(model), workload, chosen, maximize=maximize)
+    return plan_job(_model(model), workload, chosen, maximize=maximize, gpu_counts=tuple(gpu_counts))
 
 
 def compare(

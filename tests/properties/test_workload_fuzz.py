@@ -13,6 +13,7 @@ from tests.strategies import FUZZ_EXAMPLES
 
 from memfit import api
 from memfit.core.choices import Choice, Optimizer
+from memfit.core.deepspeed import ZeroConfig
 from memfit.core.errors import InvalidWorkload, MemfitError
 from memfit.core.workload import Inference, Lora, Parallelism, Training
 
@@ -31,6 +32,9 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "offload_params": st.sampled_from(["none", "cpu", "nvme"]),
     "device_map": st.sampled_from([None, "auto", "balanced"]),
     "max_gpu_memory_bytes": st.integers(1, 1 << 36),
+    "gpus_per_node": st.integers(1, 16),
+    "zero_config": st.sampled_from([None, ZeroConfig(), ZeroConfig(reduce_bucket_elements=None,
+                                                                    overlap_comm=True)]),
     # Lora
     "rank": st.integers(1, 64), "alpha": st.integers(1, 128),
     "targets": st.sampled_from(["all-linear", ("q_proj", "v_proj"), "q_proj,v_proj", ["k_proj"]]),

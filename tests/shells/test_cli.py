@@ -320,6 +320,7 @@ FLAG_FOR_FIELD = {
     "targets": "lora_targets",
     "dropout": "lora_dropout",
     "max_gpu_memory_bytes": "max_gpu_memory",
+    "zero_config": "deepspeed",
 }
 """Fields whose flag is spelled differently (the documented exceptions), or None for nested objects."""
 

@@ -66,6 +66,17 @@ def test_plan_equals_cli_json(client: Any) -> None:
     assert response.text == expected
 
 
+def test_plan_gpu_counts_equals_cli_json(client: Any) -> None:
+    """POST /api/plan with gpu_counts equals `memfit plan --gpu-counts 2,4 --json`."""
+    body = {"model": "Llama-3.2-1B", "workload": {"task": "train", "seq_len": 512}, "gpu": "24GiB",
+            "gpu_counts": [2, 4]}
+    response = client.post("/api/plan", json=body)
+    assert response.status_code == 200, response.text
+    expected = cli_stdout("plan", "Llama-3.2-1B", "--task", "train", "--seq-len", "512", "--gpu", "24GiB",
+                          "--gpu-counts", "2,4", "--json")
+    assert response.text == expected
+
+
 @pytest.mark.parametrize(
     ("path", "args"),
     [

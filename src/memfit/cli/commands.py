@@ -336,6 +336,14 @@ def plan(
         ),
     ] = None,
     num_gpus: NumGpusOpt = None,
+    gpu_counts: Annotated[
+        str | None,
+        typer.Option(
+            help="Training: also search multi-GPU strategies (DDP, ZeRO, offload, FSDP, TP × FSDP, "
+            "PP × FSDP) over these GPU counts, e.g. 8,16; per-GPU and per-node figures.",
+            show_default=False,
+        ),
+    ] = None,
     unit: UnitOpt = "GiB",
     as_json: JsonOpt = False,
     out: OutOpt = None,
@@ -360,12 +368,28 @@ def plan(
     display_unit = render.parse_unit(unit)
     wanted = _maximize(maximize)
     spec, workload = _job(model, flags, num_gpus)
-    result = api.plan(spec, workload, gpu=gpu, maximize=wanted)
+    result = api.plan(spec, workload, gpu=gpu, maximize=wanted, gpu_counts=_gpu_counts(gpu_counts))
     if as_json:
         _emit(_json(result.to_dict()), out)
     else:
         _emit(render.to_text(*render.plan_view(result, display_unit)), out)
     _gate(fail_if_not_fit, fits=result.baseline.fits)
+
+
+def _gpu_counts(text: str | None) -> tuple[int, ...]:
+    """--gpu-counts "8,16" → (8, 16); each a whole number of GPUs within memfit's limit."""
+    if not text:
+        return ()
+    from memfit.core.errors import InvalidWorkload
+    from memfit.core.workload import MAX_GPUS
+
+    counts = []
+    for part in text.split(",")[:16]:
+        if not part.strip().isdigit() or not 1 <= int(part) <= MAX_GPUS:
+            raise InvalidWorkload(f"--gpu-counts {text!r}: each count must be a whole number in "
+                                  f"1..{MAX_GPUS}")
+        counts.append(int(part))
+    return tuple(counts)
 
 
 def _maximize(text: str | None) -> str | None:

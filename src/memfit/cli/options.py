@@ -140,6 +140,10 @@ FLAGS: tuple[Flag, ...] = (
     Flag("offload_params", str, "none (default), cpu, nvme.", _PAR),
     Flag("device_map", str, "auto or balanced: split layers over GPUs, the rest to CPU RAM.", _PAR),
     Flag("max_gpu_memory", str, "Per-GPU cap for device_map splits, e.g. 20GiB.", _PAR),
+    Flag("deepspeed", str, "DeepSpeed JSON config (ds_config.json): ZeRO stage, offload, buckets, bf16.",
+         _PAR, "train"),
+    Flag("gpus_per_node", int, "GPUs per node (default 8): hybrid FSDP shards within one; host RAM per node.",
+         _PAR),
     Flag("revision", str, "Hub revision (branch, tag or commit) to read the config from.", _MODEL),
     Flag("offline", bool, "Never touch the network (also HF_HUB_OFFLINE=1).", _MODEL),
     Flag("trust_remote_code", bool, "Allow a Hub repo's own code (only used by trace and measure).", _MODEL),
@@ -248,6 +252,8 @@ def parallelism_from_flags(flags: dict[str, Any], *, num_gpus: int | None, task:
         kwargs["max_gpu_memory_bytes"] = parse_size(flags["max_gpu_memory"])
     if flags.get("sequence_parallel"):
         kwargs["sequence_parallel"] = True
+    if flags.get("gpus_per_node") is not None:
+        kwargs["gpus_per_node"] = flags["gpus_per_node"]
     return Parallelism(**kwargs)
 
 
@@ -273,8 +279,35 @@ def workload_from_flags(flags: dict[str, Any], *, num_gpus: int | None = None) -
     runtime = Runtime.parse(flags.get("runtime") or "transformers", field="runtime")
     parallel = parallelism_from_flags(flags, num_gpus=num_gpus, task=task, runtime=runtime)
     if task == "train":
-        return _training(flags, runtime=runtime, parallel=parallel)
+        training = _training(flags, runtime=runtime, parallel=parallel)
+        return _with_deepspeed(flags, training) if flags.get("deepspeed") else training
     return _inference(flags, runtime=runtime, parallel=parallel)
+
+
+_DEEPSPEED_FLAGS = {"zero": "zero", "offload_optimizer": "offload_optimizer",
+                    "offload_params": "offload_params", "precision": "precision", "batch_size": "batch_size",
+                    "grad_accum": "grad_accum"}
+"""Workload field a DeepSpeed config fixes → the flag that would contradict it."""
+
+
+def _with_deepspeed(flags: dict[str, Any], training: Any) -> Any:
+    """`training` under the --deepspeed config; a flag that contradicts the config is refused."""
+    from memfit.core.deepspeed import given_by
+    from memfit.core.errors import InvalidWorkload
+    from memfit.sources.deepspeed import PARALLEL_FIELDS, load_deepspeed_config, with_deepspeed_config
+
+    if flags.get("fsdp") is not None:
+        raise InvalidWorkload("--deepspeed and --fsdp are exclusive; pick one")
+    settings = load_deepspeed_config(flags["deepspeed"])
+    for field, value in given_by(settings).items():
+        flag = _DEEPSPEED_FLAGS.get(field)
+        if flag is None or not _given(flags, flag):
+            continue
+        ours = getattr(training.parallel if field in PARALLEL_FIELDS else training, field)
+        if str(ours) != str(value):
+            raise InvalidWorkload(f"{_BY_NAME[flag].option} {ours} contradicts {flags['deepspeed']} "
+                                  f"({field}={value}); drop the flag or change the config")
+    return with_deepspeed_config(training, flags["deepspeed"])
 
 
 def _common(flags: dict[str, Any]) -> dict[str, Any]:

@@ -310,7 +310,26 @@ def estimate_view(
 
 
 def plan_view(plan: Any, unit: str) -> list[RenderableType]:
-    """The planner's answer: the largest batch or context, or the least invasive changes that fit."""
+    """The planner's answer: the largest batch or context, or the least invasive changes that fit (and the
+    multi-GPU strategies, when searched)."""
+    out = _plan_view(plan, unit)
+    if plan.strategies:
+        out += [Text(""), _strategies_table(plan, unit)]
+    return out
+
+
+def _strategies_table(plan: Any, unit: str) -> Table:
+    table = _titled_table("Multi-GPU strategies, fitting first (per GPU: the most loaded rank)")
+    for column in ("GPUs", "strategy", f"per GPU ({unit})", f"host RAM per node ({unit})", "fits"):
+        table.add_column(column, justify="left" if column == "strategy" else "right")
+    for s in plan.strategies:
+        table.add_row(str(s.num_gpus), s.label, size(s.estimate.peak.device_bytes, unit),
+                      size(s.host_bytes_per_node, unit) if s.host_bytes_per_node else "-",
+                      Text("yes", style="green") if s.fits else Text("no", style="red"))
+    return table
+
+
+def _plan_view(plan: Any, unit: str) -> list[RenderableType]:
     out: list[RenderableType] = []
     base = plan.baseline
     out.append(

@@ -1,26 +1,42 @@
-"""Per-GPU share of each training term under data, tensor and pipeline parallelism (a first version).
+"""What the most loaded GPU of a multi-GPU training step holds, by term: the one place that knows what each
+strategy keeps.
 
-One rank's fraction of each term, the most loaded rank:
+Training terms are built unsharded (one replica, one micro-batch) in training.py and divided once here by
+a `RankShare`; what a strategy adds on top (gathered units, communication buffers, unsharded gradients
+before their reduce-scatter) is a `Collectives` record, placed at the moments of the step it exists:
 
-| setting                      | weights | gradients | optimizer states | activations                   |
-|------------------------------|---------|-----------|------------------|-------------------------------|
-| dp (plain DDP)               | 1       | 1         | 1                | 1                             |
-| ZeRO-1                       | 1       | 1         | 1/dp             | 1                             |
-| ZeRO-2, FSDP shard-grad-op   | 1       | 1/dp      | 1/dp             | 1                             |
-| ZeRO-3, FSDP full            | 1/dp    | 1/dp      | 1/dp             | 1, + gathered layers          |
-| FSDP hybrid                  | as full, sharded within a node of GPUS_PER_NODE                       |
-| tp (Megatron-style)          | 1/tp    | 1/tp      | 1/tp             | in-layer and logits 1/tp (*)  |
-| pp (1F1B)                    | 1/pp    | 1/pp      | 1/pp             | 1 (**)                        |
-| offload optimizer (cpu/nvme) |         |           | 0 on the GPU     |                               |
-| offload params (ZeRO-3)      | 0, + gathered layers                                                  |
+- DDP: parameters, gradients, states whole; gradient buckets, a second copy of every gradient
+  (gradient_as_bucket_view=False).
+- ZeRO-1 (DeepSpeed): bf16 parameters and gradients whole; fp32 master weights and states / N; ipg
+  buckets; the fp32 gradient partition during the step.
+- ZeRO-2: as ZeRO-1 with a flat bf16 gradient partition / N; ipg buckets (two with overlap_comm); one
+  tensor's unsharded gradient while it is copied into a bucket.
+- ZeRO-3: parameters / N too; a live window (the largest module plus the prefetch bucket, capped by
+  max_live_parameters); the head or embedding gathered with its unsharded gradient.
+- FSDP2 full: every tensor dim-0 sharded, padded to ceil(dim0 / N) rows; the root unit (embedding, head,
+  final norm) unsharded from forward to the end of backward; one unit gathered plus its flat all-gather
+  output (prefetch); a unit's unsharded gradients and its reduce-scatter input; the root's gradients
+  unsharded until it reduces at the end. Shard-grad-op keeps every unit unsharded from forward to the end
+  of backward; hybrid shards within a node of gpus_per_node GPUs.
+- tp (DTensor, torchtitan's Llama plan): Linears and the (vocab-parallel) embedding and head / tp, norms
+  whole; attention and MLP internals / tp, but the input each column-parallel Linear saves stays whole
+  (under sequence parallelism it is the all-gathered sequence; Megatron-LM's SP would keep the shard);
+  norms and the residual stream / tp only with sequence parallelism; logits / tp, with one more fp32
+  logits shard in the vocab-parallel loss; the embedding's gradient spans the whole vocabulary at the
+  end of backward (untied: as .grad until the step).
+- pp (1F1B): a stage holds its ceil(L / pp) layers, the first also the embeddings, the last the final norm,
+  head, loss and logits; min(micro-batches, pp − stage) micro-batches of activations in flight.
+- offload (cpu/nvme): states, master weights and fp32 gradients (and with parameter offload, the
+  parameters) in host RAM, reported per node (ranks per node × per-rank bytes).
 
-(*) norms and the residual stream are split by tp only with sequence parallelism; the loss is
-vocab-parallel. (**) stage 0 keeps pp micro-batches of L/pp layers in flight, about one full model's worth.
-
-DeepSpeed ZeRO with bf16/fp16 parameters keeps fp32 master weights and fp32 states in its optimizer
-(`master_weights`). Not modelled yet: DDP/ZeRO gradient buckets, NCCL buffers, pipeline bubbles.
-Sources: Rajbhandari et al. 2020 (ZeRO, §5); PyTorch FSDP docs (ShardingStrategy); Shoeybi et al. 2019
-(Megatron-LM, §3); Korthikanti et al. 2022 (sequence parallelism, §4); Narayanan et al. 2021 (1F1B, §2.2).
+NCCL buffers go to `non_torch`: NCCL_BUFFSIZE per channel per ring peer per communicator (an assumption
+about channel counts, see the constants). Sources: torch 2.13 torch/distributed/fsdp/_fully_shard
+(_fsdp_param.py dim-0 padded chunks, _fsdp_collectives.py foreach_all_gather / foreach_reduce,
+_fsdp_param_group.py: the all-gather output kept for implicit forward prefetch, backward prefetch of the
+next unit, root not resharded after forward); torch/nn/parallel/distributed.py (bucket_cap_mb=25,
+dist._DEFAULT_FIRST_BUCKET_BYTES = 1 MiB); DeepSpeed 0.19 runtime/zero/stage_1_and_2.py (setup_buckets,
+single_partition_of_fp32_groups), stage3.py (grad_partitions_flat_buffer, ipg bucket); Shoeybi et al. 2019
+(Megatron-LM §3); Korthikanti et al. 2022 (sequence parallelism §4); Narayanan et al. 2021 (1F1B §2.2).
 """
 
 from __future__ import annotations
@@ -30,31 +46,75 @@ from fractions import Fraction
 
 from memfit.core.choices import FsdpStrategy, Offload, ZeroStage
 from memfit.core.errors import InvalidWorkload
+from memfit.core.params import layer_linears, layer_non_linear_params, non_layer_params
 from memfit.core.result import Term
-from memfit.core.spec import ModelSpec
+from memfit.core.spec import LayerSpec, ModelSpec
+from memfit.core.units import MiB
 from memfit.core.workload import Parallelism
 
-GPUS_PER_NODE = 8
-"""GPUs per node for FSDP's hybrid sharding (full shard within a node). Source: DGX/HGX H100 nodes."""
-GATHER_PREFETCH_LAYERS = 2
-"""ZeRO-3/FSDP full: the current layer's gathered parameters plus one prefetched. Source: FSDP
-forward_prefetch / DeepSpeed stage3_prefetch_bucket_size defaults, rounded to whole layers."""
+DDP_BUCKET_CAP_BYTES = 25 * MiB
+"""DDP's bucket_cap_mb default. Source: torch/nn/parallel/distributed.py DistributedDataParallel.__init__."""
+DDP_FIRST_BUCKET_BYTES = 1 * MiB
+"""The first (last-layer) bucket's cap. Source: torch.distributed._DEFAULT_FIRST_BUCKET_BYTES."""
+NCCL_BUFFSIZE_BYTES = 4 * MiB
+"""NCCL_BUFFSIZE default: the Simple protocol's buffer per channel and peer. Source: NCCL docs (env vars)."""
+NCCL_CHANNELS = 16
+"""Channels per communicator (assumed): NCCL picks 8-32 on NVLink H100 nodes; 16 is typical for rings."""
+NCCL_RING_PEERS = 2
+"""Connections per channel in a ring: the previous and the next rank."""
+LOAD_COPY_NOTE = "each process loads the checkpoint into CPU RAM before moving it to its GPU"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RankShare:
-    """Fraction of each term the most loaded GPU holds, and what is gathered or offloaded."""
+    """The fraction of each unsharded training term this GPU holds (Fractions; padding included)."""
 
-    weights: Fraction = Fraction(1)
-    gradients: Fraction = Fraction(1)
-    optimizer_states: Fraction = Fraction(1)
-    layer_activations: Fraction = Fraction(1)     # attention and MLP internals
+    params: Fraction = Fraction(1)
+    adapters: Fraction = Fraction(1)        # LoRA adapters (padded over their own shapes)
+    grads: Fraction = Fraction(1)
+    states: Fraction = Fraction(1)          # optimizer states, master weights, step temporaries
+    layer_activations: Fraction = Fraction(1)   # attention and MLP internals of the stage's layers
     residual_activations: Fraction = Fraction(1)  # norms, layer inputs, the residual stream
-    logits: Fraction = Fraction(1)
-    gathered_layers: int = 0                      # whole layers of parameters gathered at a time
-    master_weights: bool = False                  # DeepSpeed keeps fp32 master weights with its states
-    offload_states: bool = False
-    offload_params: bool = False
+    replicated_activations: Fraction = Fraction(1)  # tensors whole on every tp rank (Linear inputs)
+    logits: Fraction = Fraction(1)          # 0 on a pipeline stage without the head
+    tail: Fraction = Fraction(1)            # the final norm's saved input: the last stage, / tp under SP
+    one_layer: Fraction = Fraction(1)       # one layer's transients and recomputation: / tp
+    autocast: Fraction = Fraction(1)        # AMP weight casts (0 under an FSDP mixed-precision policy)
+    grads_persist: bool = False             # ZeRO-2/3 keep a flat gradient partition through forward
+    sharded_grads: bool = False             # gradients are reduce-scattered a unit at a time
+    host_params: bool = False               # parameters live in host RAM (offload)
+    host_states: bool = False               # optimizer states, master weights, fp32 grads in host RAM
+    master: bool = False                    # DeepSpeed keeps fp32 master weights (bf16/fp16 params)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Collectives:
+    """Bytes a strategy adds on one GPU, each alive at the moments named in `moment_terms`."""
+
+    root: int = 0             # FSDP root unit (embedding, head, final norm) unsharded, forward → backward
+    unit: int = 0             # one gathered unit (FSDP) or ZeRO-3's live window, in the gather dtype
+    unit_buffer: int = 0      # FSDP's flat all-gather output of one unit (prefetch)
+    all_units: int = 0        # shard-grad-op: every unit unsharded from forward until its own backward
+    unit_size: int = 0        # one unit's unsharded bytes (FSDP), gathered or not
+    unit_grads: int = 0       # one unit's (layer's) unsharded gradients before their reduction
+    unit_grads_peak: int = 0  # ... those already formed at the layer's backward transient peak (MLP)
+    unit_reduce: int = 0      # FSDP's reduce-scatter input of one unit (reduce dtype), held one unit
+    root_grads_held: int = 0  # FSDP: head and final-norm gradients, unsharded until the root reduces
+    root_grads: int = 0       # FSDP: all root gradients unsharded at the end of backward
+    root_reduce: int = 0      # FSDP: the root's reduce-scatter input
+    head_gather: int = 0      # ZeRO-3: lm_head (or embedding) gathered for its forward/backward
+    persistent: int = 0       # ZeRO-3: parameters under stage3_param_persistence_threshold kept whole
+    buckets: int = 0          # DDP gradient buckets (from construction), ZeRO ipg buffers (first backward)
+    bucket_name: str = "ddp_buckets"
+    fp32_grads: int = 0       # ZeRO: fp32 gradient partition during the optimizer step
+    nccl: int = 0             # NCCL communicator buffers (non_torch)
+    loss_shift: int = 0       # vocab-parallel loss: the shifted fp32 logits beside log_softmax's output
+    embed_grad: int = 0       # vocab-parallel embedding: its gradient over the whole vocabulary, at the end
+    embed_grad_kept: int = 0  # ... and the part of it that stays as the untied embedding's .grad to the step
+
+
+NO_COLLECTIVES = Collectives()
+"""One GPU: nothing added."""
 
 
 def _divisors(n: int) -> str:
@@ -75,29 +135,195 @@ def validate_parallel(spec: ModelSpec, par: Parallelism) -> None:
         raise InvalidWorkload(f"pp={par.pp} exceeds num_hidden_layers={spec.num_layers} of {spec.name}")
 
 
-def rank_share(spec: ModelSpec, par: Parallelism) -> RankShare:
-    """The most loaded GPU's share of each term under `par` (see the module table)."""
-    validate_parallel(spec, par)
-    model = Fraction(1, par.tp * par.pp)
-    shard = par.dp
+# --- who shards what ---------------------------------------------------------------------------------------
+
+def is_fsdp(par: Parallelism) -> bool:
+    return par.fsdp is not None
+
+
+def shard_world(par: Parallelism) -> int:
+    """Ranks one sharded tensor is split over: dp, or the node (gpus_per_node) for FSDP hybrid."""
     if par.fsdp is FsdpStrategy.HYBRID:
-        shard = min(par.dp, GPUS_PER_NODE)
-    full = par.zero is ZeroStage.PARAMETERS or par.fsdp in (FsdpStrategy.FULL, FsdpStrategy.HYBRID)
-    grads = full or par.zero is ZeroStage.GRADIENTS or par.fsdp is FsdpStrategy.SHARD_GRAD_OP
-    states = grads or par.zero is ZeroStage.OPTIMIZER
-    in_layer = Fraction(1, par.tp)
-    gathers = full or par.offload_params is not Offload.NONE   # ZeRO-3 gathers even on one rank
+        return min(par.dp, par.gpus_per_node)
+    return par.dp
+
+
+def _levels(par: Parallelism) -> tuple[bool, bool, bool]:
+    """(parameters, gradients, optimizer states) sharded over the data-parallel ranks. FSDP2's
+    shard-grad-op (reshard_after_forward=False) still holds the shard; its unsharded layers are extra."""
+    params = par.zero is ZeroStage.PARAMETERS or par.fsdp is not None   # FSDP2 always keeps the shard
+    grads = params or par.zero is ZeroStage.GRADIENTS
+    return params, grads, grads or par.zero is ZeroStage.OPTIMIZER
+
+
+# --- tensor shapes: what FSDP2 pads ------------------------------------------------------------------------
+
+Shape = tuple[int, int]
+"""(dim-0 size, elements per dim-0 row) of one parameter tensor."""
+
+
+def layer_shapes(spec: ModelSpec, layer: LayerSpec, *, tp: int = 1) -> tuple[Shape, ...]:
+    """Every parameter tensor of one decoder layer, tp-local: Linears split over tp, norms whole.
+
+    A module's `count` copies are separate tensors; a raw Parameter (fused experts) is one stacked tensor
+    whose dim 0 is the expert count.
+    """
+    out: list[Shape] = []
+    for lin in layer_linears(spec, layer):
+        if lin.is_module:
+            out += [(lin.fan_out, lin.fan_in // tp)] * lin.count
+            out += [(lin.fan_out // tp, 1)] * (lin.count if lin.bias else 0)
+        elif lin.count > 1:     # fused experts: (experts, fan_out, fan_in), dim 0 the expert count
+            out.append((lin.count, lin.fan_out * lin.fan_in // tp))
+            out += [(lin.count, lin.fan_out // tp)] if lin.bias else []
+        else:                   # a raw (fan_out, fan_in) Parameter: a router
+            out.append((lin.fan_out, lin.fan_in // tp))
+            out += [(lin.fan_out // tp, 1)] if lin.bias else []
+    for _, n in layer_non_linear_params(spec, layer):
+        width = spec.hidden_size if n % spec.hidden_size == 0 else n
+        out += [(width, 1)] * (n // width)
+    return tuple(out)
+
+
+def counted(layers: tuple[LayerSpec, ...]) -> list[tuple[LayerSpec, int]]:
+    """The distinct layer objects of `layers` with how many times each occurs (equal layers share one)."""
+    distinct: dict[int, LayerSpec] = {}
+    counts: dict[int, int] = {}
+    for layer in layers:
+        distinct.setdefault(id(layer), layer)
+        counts[id(layer)] = counts.get(id(layer), 0) + 1
+    return [(layer, counts[key]) for key, layer in distinct.items()]
+
+
+def layers_shapes(spec: ModelSpec, layers: tuple[LayerSpec, ...], *, tp: int = 1) -> tuple[Shape, ...]:
+    """`layer_shapes` of every layer in `layers`, each distinct layer object worked out once."""
+    out: list[Shape] = []
+    for layer, count in counted(layers):
+        out += layer_shapes(spec, layer, tp=tp) * count
+    return tuple(out)
+
+
+def root_shapes(spec: ModelSpec, *, tp: int = 1, first: bool = True, last: bool = True) -> tuple[Shape, ...]:
+    """Parameters outside the decoder layers (FSDP's root unit): embeddings on the first stage, final norm
+    and an untied head on the last; the vocabulary split over tp (vocab-parallel)."""
+    width = spec.embedding_dim or spec.hidden_size
+    out: list[Shape] = []
+    if spec.tie_word_embeddings and last and not first:
+        # a tied head on a later stage than the embedding holds its own copy of the weight
+        out.append((spec.vocab_size // tp, width))
+    for name, n in non_layer_params(spec):
+        if n == 0:
+            continue
+        if name == "embeddings" and first:
+            out.append((spec.vocab_size // tp, width))
+        elif name == "lm_head" and last:
+            out.append((spec.vocab_size // tp, n // spec.vocab_size))
+        elif name not in ("embeddings", "lm_head") and (last if name == "final_norm" else first):
+            out.append((n, 1))
+    return tuple(out)
+
+
+def shard_elements(shape: Shape, world: int) -> int:
+    """Elements of one rank's FSDP2 shard: dim 0 chunked over `world`, padded to ceil(dim0 / world) rows.
+
+    Source: _fsdp_param.py FSDPParam._init_sharded_param (torch.chunk, padded_sharded_param_size).
+    """
+    dim0, rest = shape
+    return -(-dim0 // world) * rest
+
+
+def elements(shapes: tuple[Shape, ...]) -> int:
+    return sum(d * r for d, r in shapes)
+
+
+def padded_elements(shapes: tuple[Shape, ...], world: int) -> int:
+    """Elements of the unsharded (all-gathered) tensors, padded: world × the padded shard."""
+    return sum(world * shard_elements(s, world) for s in shapes)
+
+
+def sharded_elements(shapes: tuple[Shape, ...], world: int) -> int:
+    return sum(shard_elements(s, world) for s in shapes)
+
+
+def partition_elements(shapes: tuple[Shape, ...], world: int, par: Parallelism) -> int:
+    """Elements of `shapes` one rank keeps when sharded over `world`: FSDP2 chunks each tensor's dim 0
+    (padded rows); DeepSpeed ZeRO-3 partitions each flattened parameter (ceil(numel / world)); ZeRO-1/2
+    partition the flat group (ceil(total / world)).
+
+    Source: _fsdp_param.py; DeepSpeed partition_parameters.py `_partition_param` (ds_tensor of
+    ceil(numel / world)); stage_1_and_2.py flatten_dense_tensors_aligned + get_data_parallel_partitions.
+    """
+    if is_fsdp(par):
+        return sharded_elements(shapes, world)
+    if par.zero is ZeroStage.PARAMETERS:
+        return sum(-(-d * r // world) for d, r in shapes)
+    return -(-elements(shapes) // world)
+
+
+# --- pipeline stages ---------------------------------------------------------------------------------------
+
+def stage_layers(spec: ModelSpec, pp: int, stage: int) -> tuple[LayerSpec, ...]:
+    """The decoder layers of `stage`: an even split of L over pp, the first L % pp stages one layer more.
+
+    Source: torch.distributed.pipelining's even split by layer count (as the multi-rank trace cuts stages).
+    """
+    base, extra = divmod(spec.num_layers, pp)
+    start = stage * base + min(stage, extra)
+    return spec.layers[start:start + base + (1 if stage < extra else 0)]
+
+
+def in_flight(pp: int, stage: int, micro_batches: int) -> int:
+    """Micro-batches whose activations stage `stage` holds at once under 1F1B: min(m, pp − stage)."""
+    return min(micro_batches, pp - stage)
+
+
+def model_shapes(spec: ModelSpec, par: Parallelism,
+                 stage: int) -> tuple[tuple[Shape, ...], tuple[Shape, ...]]:
+    """(root shapes, every decoder-layer shape) this stage holds, tp-local."""
+    layers = stage_layers(spec, par.pp, stage)
+    root = root_shapes(spec, tp=par.tp, first=stage == 0, last=stage == par.pp - 1)
+    return root, layers_shapes(spec, layers, tp=par.tp)
+
+
+# --- the share of each term --------------------------------------------------------------------------------
+
+def rank_share(spec: ModelSpec, par: Parallelism, *, stage: int = 0, micro_batches: int = 1,
+               amp: bool = False, adapters: tuple[Shape, ...] = ()) -> RankShare:
+    """This rank's fraction of each unsharded term under `par`, on pipeline stage `stage`. With LoRA
+    `adapters` (every A and B tensor), the adapters, gradients and states follow those tensors' padding."""
+    validate_parallel(spec, par)
+    root, body = model_shapes(spec, par, stage)
+    total = elements(root_shapes(spec)) + elements(layers_shapes(spec, spec.layers))
+    held = elements(root) + elements(body)
+    params_sharded, grads_sharded, states_sharded = _levels(par)
+    world = shard_world(par)
+    shard = Fraction(partition_elements(root + body, world, par), total)
+    whole = Fraction(held, total)
+    layers = len(stage_layers(spec, par.pp, stage))
+    flight = in_flight(par.pp, stage, micro_batches)
+    stage_acts = Fraction(layers * flight, spec.num_layers)
+    # FSDP2's CPUOffloadPolicy moves parameters, gradients and the optimizer step to the host together
+    trained = shard if not adapters else \
+        Fraction(partition_elements(adapters, world, par), elements(adapters)) * whole
+    offload_states = par.offload_optimizer is not Offload.NONE or (
+        is_fsdp(par) and par.offload_params is not Offload.NONE)
     return RankShare(
-        weights=model / (shard if full else 1),
-        gradients=model / (shard if grads else 1),
-        optimizer_states=model / (shard if states else 1),
-        layer_activations=in_layer,
-        residual_activations=in_layer if par.sequence_parallel else Fraction(1),
-        logits=in_layer,
-        gathered_layers=GATHER_PREFETCH_LAYERS if gathers else 0,
-        master_weights=par.zero is not ZeroStage.NONE,
-        offload_states=par.offload_optimizer is not Offload.NONE,
-        offload_params=par.offload_params is not Offload.NONE,
+        params=shard if params_sharded else whole,
+        adapters=trained if params_sharded else whole,
+        grads=trained if grads_sharded else whole,
+        states=trained if states_sharded else whole,
+        layer_activations=stage_acts / par.tp,
+        residual_activations=stage_acts / (par.tp if par.sequence_parallel else 1),
+        replicated_activations=stage_acts,
+        logits=Fraction(1, par.tp) if stage == par.pp - 1 else Fraction(0),
+        tail=Fraction(1, par.tp if par.sequence_parallel else 1) if stage == par.pp - 1 else Fraction(0),
+        one_layer=Fraction(1, par.tp),
+        autocast=Fraction(0) if amp and is_fsdp(par) else whole,
+        grads_persist=par.zero.level >= 2,
+        sharded_grads=grads_sharded,
+        host_params=par.offload_params is not Offload.NONE,
+        host_states=offload_states,
+        master=par.zero is not ZeroStage.NONE,
     )
 
 
@@ -106,8 +332,7 @@ def scale_term(term: Term, share: Fraction) -> Term:
     if share == 1:
         return term
     if not term.children:
-        scaled = term.nbytes * share
-        return Term(name=term.name, nbytes=-(-scaled.numerator // scaled.denominator), note=term.note,
+        return Term(name=term.name, nbytes=scale_bytes(term.nbytes, share), note=term.note,
                     evictable=term.evictable)
     return Term.group(term.name, [scale_term(c, share) for c in term.children], note=term.note)
 
@@ -116,3 +341,31 @@ def scale_bytes(nbytes: int, share: Fraction) -> int:
     """`nbytes × share`, rounded up."""
     scaled = nbytes * share
     return -(-scaled.numerator // scaled.denominator)
+
+
+def scale_activations(saved: Term, share: RankShare, *, replicated: dict[str, int] | None = None) -> Term:
+    """Saved activations of the stage's in-flight micro-batches on this rank: attention and MLP internals
+    split over tp, except the inputs their column-parallel Linears save (`replicated`, bytes by child),
+    which stay whole; norms and layer inputs split only under sequence parallelism; the final norm's input
+    only on the last stage."""
+    whole = replicated or {}
+    out = []
+    for child in saved.children:
+        if child.name == "layers" and child.children:
+            parts = []
+            for c in child.children:
+                split = c.name in ("attention", "mlp", "moe")
+                if not split or c.children:
+                    fraction = share.layer_activations if split else share.residual_activations
+                    parts.append(scale_term(c, fraction))
+                    continue
+                kept = min(whole.get(c.name, 0), c.nbytes)
+                parts.append(Term(name=c.name, note=c.note,
+                                  nbytes=scale_bytes(c.nbytes - kept, share.layer_activations)
+                                  + scale_bytes(kept, share.replicated_activations)))
+            out.append(Term.group("layers", parts, note=child.note))
+        elif child.name in ("layers", "layer_inputs"):     # checkpointing keeps each layer's input
+            out.append(scale_term(child, share.residual_activations))
+        else:
+            out.append(scale_term(child, share.tail))
+    return Term.group(saved.name, out, note=saved.note)

@@ -21,6 +21,7 @@ from memfit.core.errors import InvalidWorkload, MemfitError
 from memfit.core.optimizers import peft_adapts_fused_experts
 from memfit.core.result import Estimate, Gpu
 from memfit.core.spec import ModelSpec
+from memfit.core.strategies import StrategyFit, plan_strategies
 from memfit.core.workload import Inference, Lora, Training
 
 Workload = Inference | Training
@@ -203,6 +204,7 @@ class Plan:
     max_value: int | None = None  # with maximize: the largest value that fits (0: none)
     best: Estimate | None = None  # with maximize: the estimate at max_value
     changes: tuple[Change, ...] = ()  # without maximize: least invasive changes that fit
+    strategies: tuple[StrategyFit, ...] = ()  # with gpu_counts: multi-GPU strategies, fitting ones first
 
     @property
     def maximize_field(self) -> str:
@@ -230,6 +232,12 @@ class Plan:
                       for c in self.changes]
         else:
             lines.append(f"no change the planner tries fits {self.gpu.name}")
+        fitting = [s for s in self.strategies if s.fits]
+        if self.strategies:
+            lines.append(f"multi-GPU strategies that fit {self.gpu.name}: {len(fitting)} of "
+                         f"{len(self.strategies)}")
+            lines += [f"  {s.num_gpus} GPUs, {s.label}: {format_bytes(s.estimate.peak.device_bytes)} per "
+                      f"GPU, {format_bytes(s.host_bytes_per_node)} host RAM per node" for s in fitting]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -252,6 +260,7 @@ class Plan:
                 }
                 for c in self.changes
             ],
+            "strategies": [s.to_dict() for s in self.strategies],
         }
 
 
@@ -436,8 +445,10 @@ def plan(
     *,
     maximize: str | None = None,
     estimator: Estimator = _default_estimator,
+    gpu_counts: tuple[int, ...] = (),
 ) -> Plan:
-    """Plan `workload` on `gpu`: maximize "batch" or "context", or (None) list the changes that fit.
+    """Plan `workload` on `gpu`: maximize "batch" or "context", or (None) list the changes that fit; with
+    `gpu_counts` (training), also every multi-GPU strategy over those GPU counts (core/strategies.py).
 
     Raises:
         InvalidWorkload: `maximize` is not batch or context, or the workload itself is impossible.
@@ -445,9 +456,17 @@ def plan(
     if maximize is not None and maximize not in MAXIMIZE_FIELDS:
         raise InvalidWorkload(f"maximize={maximize!r} is not valid; use batch or context")
     baseline = estimator(spec, workload, gpu)
+    strategies: tuple[StrategyFit, ...] = ()
+    if gpu_counts:
+        if not isinstance(workload, Training):
+            raise InvalidWorkload("gpu_counts searches training strategies; use --task train")
+        strategies = plan_strategies(spec, workload, gpu, gpu_counts=gpu_counts,
+                                     gpus_per_node=workload.parallel.gpus_per_node,
+                                     estimator=estimator)
     if maximize is None:
         return Plan(
-            baseline=baseline, gpu=gpu, changes=plan_changes(spec, workload, gpu, estimator=estimator)
+            baseline=baseline, gpu=gpu, changes=plan_changes(spec, workload, gpu, estimator=estimator),
+            strategies=strategies,
         )
     if maximize == "batch":
         value = plan_max_batch(spec, workload, gpu, estimator=estimator)
@@ -456,4 +475,5 @@ def plan(
         value = plan_max_context(spec, workload, gpu, estimator=estimator)
         best_workload = with_context(workload, value) if value else None
     best = estimator(spec, best_workload, gpu) if best_workload is not None else None
-    return Plan(baseline=baseline, gpu=gpu, maximize=maximize, max_value=value, best=best)
+    return Plan(baseline=baseline, gpu=gpu, maximize=maximize, max_value=value, best=best,
+                strategies=strategies)

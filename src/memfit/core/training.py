@@ -10,22 +10,36 @@ step 2 (optimizer states exist, gradients were freed) is the larger one:
 - backward: the larger of its start (saved activations + log_softmax output and two fp32 logits-sized
   gradients) and the last layer's backward (gradients so far, a recomputed layer under checkpointing).
 - optimizer: weights + gradients + states + the step's temporaries (torch's foreach AdamW: one full copy).
-With grad_accum > 1 gradients persist through the forward and backward of later micro-steps.
+With grad_accum > 1 gradients persist through the forward and backward of later micro-steps (in a
+pipeline, at a stage's fullest moment only when more micro-batches run than it holds in flight).
+
+On several GPUs the same phases are built for the most loaded rank: per_rank.py divides each amount once
+by its share (core/parallel.py) and adds what the strategy holds at each moment (core/collectives.py: the
+FSDP root and gathered unit, all-gather and reduce-scatter buffers, DDP/ZeRO buckets, ZeRO's fp32
+gradient partition); the backward also weighs the second and the second-to-last decoder layer, between
+which memory moves linearly (activations freed, gradient shards added).
 Sources: module docstrings of activations.py, loss.py and optimizers.py; groundtruth h100-2026-11.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from fractions import Fraction
 
 from memfit.core import activations as act
 from memfit.core import loss
-from memfit.core.choices import AttnImpl, Method, Optimizer, PhaseName, Precision
+from memfit.core.choices import (
+    AttnImpl,
+    Method,
+    Offload,
+    Optimizer,
+    PhaseName,
+    Precision,
+    ZeroStage,
+)
+from memfit.core.collectives import moment_terms
 from memfit.core.errors import InvalidWorkload
 from memfit.core.optimizers import (
-    ParamTensor,
     decoder_linears,
     lora_targets,
     optimizer_memory,
@@ -34,8 +48,9 @@ from memfit.core.optimizers import (
     trainable_tensors,
 )
 from memfit.core.overhead import cublas_workspace_bytes, reserved_and_device_terms
-from memfit.core.parallel import rank_share, scale_bytes, scale_term
+from memfit.core.parallel import scale_bytes, scale_term, stage_layers
 from memfit.core.params import Linear, count_params, layer_linears
+from memfit.core.per_rank import LAYER_CHILDREN, Parts, compute_workload, layer_child, per_rank
 from memfit.core.result import Phase, Term, memory
 from memfit.core.spec import ModelSpec
 from memfit.core.weights import buffer_bytes
@@ -113,36 +128,10 @@ def autocast_cache_bytes(spec: ModelSpec, wl: Training, adapters_bytes: int) -> 
     return 2 * (linear + head) + adapters_bytes // 2
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Parts:
-    """Every amount one phase builder needs, in bytes (Terms where they have a breakdown)."""
-
-    weights: Term
-    adapters: Term
-    grads: int
-    states: Term
-    paged: int
-    step_bytes: int
-    step_note: str
-    saved: Term
-    cache: int
-    fwd_extra: int
-    recompute: int
-    layer_transient: int      # the forward's last layer
-    backward_transient: int   # the last layer's backward (net of its freed MLP half)
-    layer_grads: int
-    head_grads: int
-    dequant: int
-    logits_share: Fraction = Fraction(1)
-    master: int = 0          # fp32 master weights (DeepSpeed ZeRO over bf16/fp16 parameters)
-    gathered: int = 0        # ZeRO-3/FSDP: whole layers of parameters gathered at a time
-    host: int = 0            # offloaded optimizer states (and parameters) in host RAM
-
-
-def _parts(spec: ModelSpec, wl: Training) -> tuple[_Parts, act.Flow]:
+def _parts(spec: ModelSpec, wl: Training, *, stage: int = 0) -> tuple[Parts, act.Flow]:
     targets = lora_targets(spec, wl.lora) if wl.lora is not None and wl.method is not Method.FULL \
         else frozenset()
-    flow = act.training_flow(spec, wl, lora_targets=targets)
+    flow = act.training_flow(spec, compute_workload(wl), lora_targets=targets)
     tensors = trainable_tensors(spec, wl, targets)
     grads = sum(t.nbytes for t in tensors)
     opt = optimizer_memory(wl.optimizer, tensors)
@@ -157,7 +146,7 @@ def _parts(spec: ModelSpec, wl: Training) -> tuple[_Parts, act.Flow]:
     if wl.quant.is_quantized:
         dequant = 2 * max((lin.num_weights for _, lin in decoder_linears(spec) if _quantized(wl, lin)),
                           default=0)
-    parts = _Parts(
+    parts = Parts(
         weights=weights_term(spec, wl),
         adapters=Term.group("adapters", [Term(name="lora", nbytes=adapters)]),
         grads=grads, states=opt.states, paged=opt.paged_bytes, step_bytes=opt.step_bytes,
@@ -171,58 +160,18 @@ def _parts(spec: ModelSpec, wl: Training) -> tuple[_Parts, act.Flow]:
         head_grads=spec.vocab_size * spec.hidden_size * param_bytes(wl) if wl.method is Method.FULL else 0,
         dequant=dequant,
     )
-    return _sharded(spec, wl, parts, tensors), flow
-
-
-def _sharded(spec: ModelSpec, wl: Training, p: _Parts, tensors: tuple[ParamTensor, ...]) -> _Parts:
-    """`p` as the most loaded GPU holds it under `wl.parallel` (see core/parallel.py)."""
     if wl.parallel == Parallelism():
-        return p
-    share = rank_share(spec, wl.parallel)
-    states, step, paged = p.states, p.step_bytes, p.paged
-    master = 0
-    if share.master_weights and any(t.element_bytes < 4 for t in tensors):
-        fp32 = tuple(dataclasses.replace(t, element_bytes=4) for t in tensors)
-        opt = optimizer_memory(wl.optimizer, fp32)
-        states, step, paged = opt.states, opt.step_bytes, opt.paged_bytes
-        master = sum(t.nbytes for t in fp32)
-    state_share = share.optimizer_states
-    host = 0
-    if share.offload_states:
-        host = scale_bytes(states.nbytes + master, state_share)
-        state_share = Fraction(0)
-    weights = scale_term(p.weights, Fraction(0) if share.offload_params else share.weights)
-    if share.offload_params:
-        host += scale_bytes(p.weights.nbytes, share.weights)
-    layer = share.layer_activations
-    saved = Term.group("activations", [
-        scale_term(c, layer if c.name == "layers" else share.residual_activations) for c in p.saved.children])
-    # gathered in the compute dtype (2 B), tp-split
-    layer_params = max(sum(lin.num_params for lin in layer_linears(spec, one))
-                       for one in act.unique_layers(spec))
-    gathered = scale_bytes(share.gathered_layers * layer_params * 2, share.layer_activations)
-    return dataclasses.replace(
-        p, weights=weights, adapters=scale_term(p.adapters, share.weights),
-        grads=scale_bytes(p.grads, share.gradients), states=scale_term(states, state_share),
-        paged=scale_bytes(paged, state_share), step_bytes=scale_bytes(step, state_share), saved=saved,
-        cache=scale_bytes(p.cache, Fraction(1, wl.parallel.tp * wl.parallel.pp)),
-        fwd_extra=scale_bytes(p.fwd_extra, layer), recompute=scale_bytes(p.recompute, layer),
-        layer_transient=scale_bytes(p.layer_transient, layer),
-        backward_transient=scale_bytes(p.backward_transient, layer),
-        layer_grads=scale_bytes(p.layer_grads, share.gradients),
-        head_grads=scale_bytes(p.head_grads, share.gradients), logits_share=share.logits,
-        master=scale_bytes(master, state_share), gathered=gathered, host=host,
-    )
+        return dataclasses.replace(parts, accumulates=wl.grad_accum > 1), flow
+    return per_rank(spec, wl, parts, tensors, stage=stage), flow
 
 
-def _overhead(*, handles: int, gathered: int = 0) -> Term:
+def _overhead(*, handles: int) -> Term:
     workspace = Term(name="cublas_workspace", nbytes=cublas_workspace_bytes(num_handles=handles),
                      note="one per cuBLAS handle: forward and backward threads")
-    layers = Term(name="gathered_parameters", nbytes=gathered, note="ZeRO-3/FSDP all-gathered layers")
-    return Term.group("runtime_overhead", [workspace, layers])
+    return Term.group("runtime_overhead", [workspace])
 
 
-def _master(p: _Parts) -> list[Term]:
+def _master(p: Parts) -> list[Term]:
     return [Term.group("master_weights", [Term(name="fp32_copy", nbytes=p.master)])] if p.master else []
 
 
@@ -230,104 +179,188 @@ def _grads(nbytes: int, note: str = "") -> Term:
     return Term.group("gradients", [Term(name="trainable", nbytes=nbytes, note=note)])
 
 
-def _activations(p: _Parts, *, extra: tuple[Term, ...] = (), drop_final: bool = False) -> Term:
+def _activations(p: Parts, *, extra: tuple[Term, ...] = (), drop_final: bool = False) -> Term:
     saved = [c for c in p.saved.children if not (drop_final and c.name == "final_norm")]
     cache = Term(name="autocast_weight_copies", nbytes=p.cache, note="bf16 casts saved for backward")
     return Term.group("activations", [*saved, cache, *extra])
 
 
-def _steady(p: _Parts, wl: Training) -> list[Term]:
-    """Terms every work phase of step 2 holds: weights, adapters, states, workspaces (+ grads if accum)."""
-    terms = [p.weights, p.adapters, p.states, *_master(p),
-             _overhead(handles=CUBLAS_HANDLES_TRAINING, gathered=p.gathered)]
-    if wl.grad_accum > 1:
+def _with(terms: list[Term], p: Parts, moment: str, *, unit_done: bool = False) -> list[Term]:
+    """`terms` with what the parallel strategy holds at `moment` merged into the same top-level terms."""
+    extras = {t.name: t for t in moment_terms(p.extras, moment, unit_done=unit_done)}
+    if not extras:
+        return terms
+    out = [Term.group(t.name, [*t.children, *extras.pop(t.name).children], note=t.note)
+           if t.name in extras else t for t in terms]
+    return [*out, *extras.values()]
+
+
+def _steady(p: Parts, wl: Training, *, grads: bool = True) -> list[Term]:
+    """Terms every work phase of step 2 holds: weights, adapters, states, workspaces (+ grads if accum,
+    or a ZeRO-2/3 flat gradient partition)."""
+    terms = [p.weights, p.adapters, p.states, *_master(p), _overhead(handles=CUBLAS_HANDLES_TRAINING)]
+    if grads and p.accumulates:
         terms.append(_grads(p.grads, "accumulated over micro-steps"))
+    elif grads and p.grads_persist:
+        terms.append(_grads(p.grads, "flat gradient partition (ZeRO)"))
     return terms
 
 
-def _outside(paged: int, wl: Training, allocated: list[Term], *, cached: int = 0) -> list[Term]:
-    """fragmentation (cached free blocks) and non_torch (CUDA context, kernels, paged optimizer states)."""
+def _outside(paged: int, wl: Training, allocated: list[Term], *, cached: int = 0,
+             nccl: int = 0) -> list[Term]:
+    """fragmentation (cached free blocks) and non_torch (CUDA context, kernels, NCCL, paged states)."""
     fragmentation = Term.group("fragmentation", [
         Term(name="cached_transients", nbytes=cached,
              note="freed loss and activation blocks kept by the caching allocator")])
     _, context = reserved_and_device_terms(memory(allocated), wl)
     states = Term(name="paged_optimizer_states", nbytes=paged, evictable=True,
                   note="bitsandbytes paged states in CUDA managed memory")
-    return [fragmentation, Term.group("non_torch", [*context.children, states])]
+    comm = [Term(name="nccl_buffers", nbytes=nccl, note="NCCL_BUFFSIZE × channels × peers (assumed)")] \
+        if nccl else []
+    return [fragmentation, Term.group("non_torch", [*context.children, *comm, states])]
 
 
-def _phase(name: PhaseName, terms: list[Term], paged: int, wl: Training, at: str, *, host: int = 0,
-           cached: int = 0) -> Phase:
-    offloaded = Term.group("host", [Term(name="offloaded", nbytes=host)]) if host else None
-    outside = _outside(paged, wl, terms, cached=cached)
-    return Phase(name=name, memory=memory([*terms, *outside]), at=at, host=offloaded)
+def _phase(name: PhaseName, terms: list[Term], p: Parts, wl: Training, at: str, *,
+           cached: int = 0, host: Term | None = None) -> Phase:
+    outside = _outside(p.paged if name is not PhaseName.LOAD else 0, wl, terms, cached=cached,
+                       nccl=p.extras.nccl if name is not PhaseName.LOAD else 0)
+    return Phase(name=name, memory=memory([*terms, *outside]), at=at, host=host or p.host)
 
 
-def _cached_bytes(spec: ModelSpec, wl: Training, p: _Parts) -> int:
+def _cached_bytes(spec: ModelSpec, wl: Training, p: Parts) -> int:
     """Fragmentation of forward and backward: CACHED_BYTES_PER_LOGIT per logit the loss materialises."""
     tokens = wl.batch_size * wl.seq_len
     rows = loss.chunk_tokens(spec, tokens=tokens) if wl.chunked_loss else tokens
     return scale_bytes(int(CACHED_BYTES_PER_LOGIT * rows * spec.vocab_size), p.logits_share)
 
 
-def _forward(spec: ModelSpec, wl: Training, p: _Parts, flow: act.Flow) -> Phase:
+def _forward(spec: ModelSpec, wl: Training, p: Parts, flow: act.Flow) -> Phase:
     tokens = wl.batch_size * wl.seq_len
     held = Term(name="held_until_return", nbytes=p.fwd_extra, note="DynamicCache K/V, last hidden state")
-    at_loss = [*_steady(p, wl), _activations(p, extra=(held,)),
-               scale_term(loss.forward_peak_logits(spec, flow, tokens=tokens, chunked=wl.chunked_loss),
-                          p.logits_share)]
+    at_loss = _with([*_steady(p, wl), _activations(p, extra=(held,)),
+                     scale_term(loss.forward_peak_logits(spec, flow, tokens=tokens, chunked=wl.chunked_loss),
+                                p.logits_share)], p, "forward_loss")
     in_layer = Term(name="layer_transient", nbytes=p.layer_transient)
-    at_layer = [*_steady(p, wl), _activations(p, extra=(held, in_layer))]
-    best = max((at_loss, "loss: logits, fp32 copy, log_softmax + saved activations"),
-               (at_layer, "last layer: saved activations + its transients"),
-               key=lambda c: _allocated(c[0]))
-    return _phase(PhaseName.FORWARD, best[0], p.paged, wl, best[1], host=p.host,
-                  cached=_cached_bytes(spec, wl, p))
+    at_layer = _with([*_steady(p, wl), _activations(p, extra=(held, in_layer))], p, "forward_layer")
+    candidates = [(at_loss, "loss: logits, fp32 copy, log_softmax + saved activations"),
+                  (at_layer, "last layer: saved activations + its transients")]
+    if p.extras.unit_buffer:
+        # before the last layer runs: its saved activations do not exist yet
+        before_last = dataclasses.replace(p, saved=_less_one_layer(p))
+        candidates.append((_with([*_steady(p, wl), _activations(before_last, extra=(held,))], p,
+                                 "forward_copy_out"),
+                           "last unit's all-gather copy-out: two all-gather outputs + the unit"))
+    best = max(candidates, key=lambda c: _allocated(c[0]))
+    return _phase(PhaseName.FORWARD, best[0], p, wl, best[1], cached=_cached_bytes(spec, wl, p))
 
 
 def _allocated(terms: list[Term]) -> int:
     return sum(t.nbytes for t in terms if t.name not in ("fragmentation", "non_torch"))
 
 
-def _backward(spec: ModelSpec, wl: Training, p: _Parts, flow: act.Flow) -> Phase:
+def _so_far(p: Parts, wl: Training, unsharded: int) -> int:
+    """Gradients held at a backward moment besides the strategy's unsharded ones: all of them when they
+    accumulate over micro-steps or live in a flat partition; none yet when units reduce-scatter as they go;
+    else `unsharded` (the head's and the current layer's)."""
+    if p.accumulates or p.grads_persist:
+        return p.grads
+    return 0 if p.sharded_grads else min(p.grads, unsharded)
+
+
+def _backward(spec: ModelSpec, wl: Training, p: Parts, flow: act.Flow) -> Phase:
     tokens = wl.batch_size * wl.seq_len
-    start = [*_steady(p, wl), _activations(p),
-             scale_term(loss.backward_start_logits(spec, flow, tokens=tokens, chunked=wl.chunked_loss),
-                        p.logits_share)]
-    so_far = p.grads if wl.grad_accum > 1 else min(p.grads, p.head_grads + p.layer_grads)
+    steady = _steady(p, wl, grads=False)
+    persistent = [_grads(p.grads, "accumulated" if p.accumulates else "flat gradient partition")] \
+        if p.accumulates or p.grads_persist else []
+    start = _with([*steady, *persistent, _activations(p),
+                   scale_term(loss.backward_start_logits(spec, flow, tokens=tokens, chunked=wl.chunked_loss),
+                              p.logits_share)], p, "backward_start")
     layer_extra = (Term(name="recomputed_layer", nbytes=p.recompute),
                    Term(name="layer_backward_transient", nbytes=p.backward_transient))
-    last = [*[t for t in _steady(p, wl) if t.name != "gradients"], _grads(so_far, "so far"),
-            _activations(p, extra=layer_extra, drop_final=True)]
+    last = _with([*steady, _grads(_so_far(p, wl, p.head_grads + p.layer_grads), "so far"),
+                  _activations(p, extra=layer_extra, drop_final=True)], p, "backward_layer")
     # tied embeddings: the head's gradient waits in autograd's input buffer and is summed out of place
     # with the embedding's, so three vocab × hidden gradients coexist at the very end
-    tied = 2 * p.head_grads if spec.tie_word_embeddings else 0
-    end = [*[t for t in _steady(p, wl) if t.name != "gradients"],
-           Term.group("gradients", [Term(name="trainable", nbytes=p.grads),
-                                    Term(name="tied_embedding_grad_sum", nbytes=tied)])]
+    tied = 2 * p.head_grads if spec.tie_word_embeddings and not p.sharded_grads \
+        and not p.extras.embed_grad else 0
+    end = _with([*steady, Term.group("gradients", [Term(name="trainable", nbytes=p.grads),
+                                                   Term(name="tied_embedding_grad_sum", nbytes=tied)])],
+                p, "backward_end")
     # lm_head's backward: the logits gradient in the head's dtype while the head's weight gradient forms
     logits_grad = 0 if wl.chunked_loss else scale_bytes(
         loss.logits_bytes_per_element(flow) * tokens * spec.vocab_size, p.logits_share)
-    head = [*[t for t in _steady(p, wl) if t.name != "gradients"],
-            _grads(p.grads if wl.grad_accum > 1 else min(p.grads, p.head_grads), "lm_head"),
-            _activations(p), Term.group("logits", [Term(name="logits_grad", nbytes=logits_grad)])]
-    candidates = ((start, "start of backward: logits grads + saved activations"),
+    head = _with([*steady, _grads(_so_far(p, wl, p.head_grads), "lm_head"),
+                  _activations(p), Term.group("logits", [Term(name="logits_grad", nbytes=logits_grad)])],
+                 p, "backward_head")
+    candidates = [(start, "start of backward: logits grads + saved activations"),
                   (head, "lm_head backward: logits grad + head weight grad + saved activations"),
                   (last, "last layer's backward: " + ("recomputed layer, " if p.recompute else "")
                    + "gradients so far"),
-                  (end, "end of backward: all gradients"))
+                  (end, "end of backward: all gradients")]
+    if p.extras.unit_reduce:
+        # memory along the decoder layers' backward is linear in the layers done (each frees its saved
+        # activations and adds a gradient shard), so its peak is at the second or at the last layer
+        layers = max(len(stage_layers(spec, wl.parallel.pp, 0)), 1)
+        one_unit = max(p.grads - p.root_grad_shard, 0) // layers
+        done = _so_far(p, wl, 0) + max(layers - 2, 0) * one_unit
+        # each at its transient peak (the MLP activation's backward: part of the unit's gradients formed)
+        # and at the layer's end (all of them, its recomputed activations and transients freed)
+        for unit_done, extra in ((False, layer_extra), (True, ())):
+            second = _with([*steady, _grads(_so_far(p, wl, 0) + one_unit, "so far"),
+                            _activations(_with_layers(p, layers - 1), extra=extra, drop_final=True)],
+                           p, "backward_layer_steady", unit_done=unit_done)
+            candidates.append((second, "second unit's backward: + previous unit's reduce-scatter input"))
+            late = _with([*steady, _grads(done, "the other units' shards"),
+                          _activations(_with_layers(p, min(2, layers)), extra=extra, drop_final=True)],
+                         p, "backward_last_unit", unit_done=unit_done)
+            candidates.append((late, "second layer's backward: the other units reduced to shards, layer 0 "
+                                     "prefetched"))
+    if p.flight > 1:
+        # a pipeline stage's second in-flight micro-batch: the first's backward left every gradient of the
+        # stage, the other micro-batches' activations remain
+        rest = _in_flight_share(p, Fraction(p.flight - 1, p.flight))
+        second_mb = _with([*steady, _grads(p.grads, "the first micro-batch's backward"),
+                           _activations(rest, extra=layer_extra[1:], drop_final=True)], p, "backward_layer")
+        candidates.append((second_mb, "second in-flight micro-batch's backward: the stage's gradients"))
     best = max(candidates, key=lambda c: _allocated(c[0]))
-    return _phase(PhaseName.BACKWARD, best[0], p.paged, wl, best[1], host=p.host,
-                  cached=_cached_bytes(spec, wl, p))
+    return _phase(PhaseName.BACKWARD, best[0], p, wl, best[1], cached=_cached_bytes(spec, wl, p))
 
 
-def _optimizer(wl: Training, p: _Parts) -> Phase:
+def _less_one_layer(p: Parts) -> Term:
+    """Saved activations once one decoder layer's have been freed by its backward."""
+    layers = layer_child(p.saved)
+    if layers is None or not layers.nbytes:
+        return p.saved
+    keep = Fraction(max(layers.nbytes - p.layer_saved, 0), layers.nbytes)
+    return Term.group(p.saved.name, [scale_term(c, keep) if c.name in LAYER_CHILDREN else c
+                                     for c in p.saved.children])
+
+
+def _with_layers(p: Parts, count: int) -> Parts:
+    """`p` with the saved activations of `count` decoder layers left (the rest freed by their backward)."""
+    layers = layer_child(p.saved)
+    if layers is None or not layers.nbytes:
+        return p
+    keep = Fraction(min(count * p.layer_saved, layers.nbytes), layers.nbytes)
+    saved = Term.group(p.saved.name, [scale_term(c, keep) if c.name in LAYER_CHILDREN else c
+                                      for c in p.saved.children])
+    return dataclasses.replace(p, saved=saved)
+
+
+def _in_flight_share(p: Parts, keep: Fraction) -> Parts:
+    """`p` with `keep` of its in-flight micro-batches' saved activations and pipeline buffers."""
+    saved = Term.group(p.saved.name, [scale_term(c, keep) if c.name in (*LAYER_CHILDREN, "pipeline_buffers")
+                                      else c for c in p.saved.children])
+    return dataclasses.replace(p, saved=saved)
+
+
+def _optimizer(wl: Training, p: Parts) -> Phase:
     temp = Term(name="step_temporaries", nbytes=p.step_bytes, note=p.step_note)
     states = Term.group("optimizer_states", [*p.states.children, temp])
-    terms = [p.weights, p.adapters, _grads(p.grads), states, *_master(p),
-             _overhead(handles=CUBLAS_HANDLES_TRAINING)]
+    terms = _with([p.weights, p.adapters, _grads(p.grads), states, *_master(p),
+                   _overhead(handles=CUBLAS_HANDLES_TRAINING)], p, "optimizer")
     at = f"optimizer step: gradients + states + {p.step_note}"
-    return _phase(PhaseName.OPTIMIZER, terms, p.paged, wl, at, host=p.host)
+    return _phase(PhaseName.OPTIMIZER, terms, p, wl, at)
 
 
 def _assumptions(spec: ModelSpec, wl: Training, flow: act.Flow) -> tuple[str, ...]:
@@ -352,14 +385,49 @@ def _assumptions(spec: ModelSpec, wl: Training, flow: act.Flow) -> tuple[str, ..
     return tuple(out)
 
 
+def _stage_phases(spec: ModelSpec, wl: Training, stage: int) -> tuple[tuple[Phase, ...], act.Flow]:
+    p, flow = _parts(spec, wl, stage=stage)
+    load = _phase(PhaseName.LOAD, _with([p.weights, p.adapters], p, "load"), p, wl, "model loaded",
+                  host=p.load_host)
+    return (load, _forward(spec, wl, p, flow), _backward(spec, wl, p, flow), _optimizer(wl, p)), flow
+
+
 def training_phases(spec: ModelSpec, wl: Training) -> tuple[tuple[Phase, ...], tuple[str, ...]]:
-    """Phases load, forward, backward, optimizer of `wl` on one GPU, and the assumptions made.
+    """Phases load, forward, backward, optimizer of `wl` on its most loaded GPU, and the assumptions made.
+
+    Under pipeline parallelism the first stage (embeddings, the most micro-batches in flight) and the last
+    (final norm, head, loss) are both built; the one with the higher allocated peak is reported.
 
     Raises:
         InvalidWorkload: settings the runtime cannot run (the message names the field).
     """
     validate(spec, wl)
-    p, flow = _parts(spec, wl)
-    load = _phase(PhaseName.LOAD, [p.weights, p.adapters], 0, wl, "model loaded")
-    phases = (load, _forward(spec, wl, p, flow), _backward(spec, wl, p, flow), _optimizer(wl, p))
-    return phases, _assumptions(spec, wl, flow)
+    stages = (0, wl.parallel.pp - 1) if wl.parallel.pp > 1 else (0,)
+    built = [(*_stage_phases(spec, wl, stage), stage) for stage in stages]
+    phases, flow, stage = max(built, key=lambda b: max(ph.allocated_bytes for ph in b[0]))
+    notes = _assumptions(spec, wl, flow)
+    if wl.parallel != Parallelism():
+        notes = (*notes, *_parallel_assumptions(wl, stage))
+    return phases, notes
+
+
+def _parallel_assumptions(wl: Training, stage: int) -> tuple[str, ...]:
+    par = wl.parallel
+    out = ["figures are per GPU, the most loaded rank"]
+    if par.pp > 1:
+        out.append(f"pipeline 1F1B with {wl.grad_accum} micro-batches (grad_accum); stage {stage} of "
+                   f"{par.pp} is the most loaded")
+    if par.fsdp is not None:
+        out.append("FSDP2 fully_shard per decoder layer plus the root; reshard_after_forward="
+                   + ("False" if par.fsdp.value == "shard-grad-op" else "True")
+                   + (", MixedPrecisionPolicy(bf16, reduce fp32)" if wl.precision.is_amp else ""))
+    elif par.zero is not ZeroStage.NONE:
+        source = "the DeepSpeed config given" if par.zero_config is not None else "DeepSpeed's defaults"
+        out.append(f"DeepSpeed ZeRO-{par.zero.level} buckets and thresholds from {source}")
+    elif par.dp > 1:
+        out.append("DDP with bucket_cap_mb=25 and gradient_as_bucket_view=False: buckets copy every gradient")
+    if par.num_gpus > 1:
+        out.append("NCCL buffers: 4 MiB (NCCL_BUFFSIZE) × 16 channels × 2 ring peers per communicator")
+    if par.offload_optimizer is not Offload.NONE or par.offload_params is not Offload.NONE:
+        out.append(f"host RAM is per node of {min(par.num_gpus, par.gpus_per_node)} ranks")
+    return tuple(out)

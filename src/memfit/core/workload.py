@@ -38,6 +38,7 @@ from memfit.core.choices import (
     Runtime,
     ZeroStage,
 )
+from memfit.core.deepspeed import ZeroConfig
 from memfit.core.dtypes import QUANTS, DType, Quant, parse_dtype, quant
 from memfit.core.errors import InvalidWorkload
 from memfit.core.limits import MAX_CONTEXT_TOKENS, shown
@@ -224,6 +225,8 @@ class Parallelism:
     offload_params: Offload = Offload.NONE
     device_map: DeviceMap | None = None
     max_gpu_memory_bytes: int | None = None     # per-GPU cap for device_map splits
+    gpus_per_node: int = 8                      # FSDP hybrid shards within a node; host RAM is per node
+    zero_config: ZeroConfig | None = None       # DeepSpeed ZeRO knobs (--deepspeed); None: DeepSpeed defaults
 
     def __post_init__(self) -> None:
         _normalise_fields(self, _PARALLELISM_FIELDS)
@@ -237,6 +240,8 @@ class Parallelism:
                                   "tp > 1")
         if self.max_gpu_memory_bytes is not None and self.device_map is None:
             raise InvalidWorkload("max_gpu_memory_bytes caps a device_map split; set device_map=auto too")
+        if self.zero_config is not None and self.zero is ZeroStage.NONE:
+            raise InvalidWorkload("zero_config holds DeepSpeed ZeRO settings; it needs zero=1, 2 or 3")
         self._check_offload()
 
     def _check_offload(self) -> None:
@@ -258,6 +263,13 @@ class Parallelism:
         return self.dp * self.tp * self.pp
 
 
+def _zero_config(value: Any, name: str) -> ZeroConfig:
+    if not isinstance(value, ZeroConfig):
+        raise InvalidWorkload(f"{name} must be a memfit.core.deepspeed.ZeroConfig, got "
+                              f"{type(value).__name__}")
+    return value
+
+
 _PARALLELISM_FIELDS: dict[str, _Normalise] = {
     "dp": _DEGREE, "tp": _DEGREE, "pp": _DEGREE,
     "sequence_parallel": _boolean,
@@ -267,6 +279,8 @@ _PARALLELISM_FIELDS: dict[str, _Normalise] = {
     "offload_params": _choice(Offload),
     "device_map": _optional(_choice(DeviceMap)),
     "max_gpu_memory_bytes": _optional(_integer(1, MAX_GPU_MEMORY_BYTES, "bytes")),
+    "gpus_per_node": _DEGREE,
+    "zero_config": _optional(_zero_config),
 }
 
 

@@ -55,6 +55,8 @@ from memfit.core.spec import ModelSpec
 
 MAX_CURVE_POINTS = 64
 """Points one /api/curve request may ask for (each is one analytic estimate, about a millisecond)."""
+MAX_PLAN_GPU_COUNTS = 8
+"""GPU counts one /api/plan strategy search may try (each is about 30 analytic estimates)."""
 ENGINES_IN_SERVER = ("analytic", "trace")
 
 MAX_BODY_BYTES = 64 * 1024
@@ -490,10 +492,15 @@ def create_app(*, allow_trace: bool = False, budget_s: float = REQUEST_BUDGET_S)
 
     @app.post("/api/plan")
     async def plan(request: Request) -> Response:
-        """`memfit plan --json`, with maximize "batch", "context" or null."""
+        """`memfit plan --json`, with maximize "batch", "context" or null, and optional gpu_counts (training:
+        the multi-GPU strategy search, as --gpu-counts)."""
         until = deadline()
         body = await _body(request)
-        _check_keys(body, ("model", "workload", "gpu", "num_gpus", "maximize"))
+        _check_keys(body, ("model", "workload", "gpu", "num_gpus", "maximize", "gpu_counts"))
+        counts = tuple(_int_list(body, "gpu_counts")) if body.get("gpu_counts") is not None else ()
+        if len(counts) > MAX_PLAN_GPU_COUNTS:
+            raise BodyError("gpu_counts", f"gpu_counts has {len(counts)} entries; at most "
+                            f"{MAX_PLAN_GPU_COUNTS}")
         maximize = body.get("maximize")
         if maximize not in (None, "batch", "context"):
             raise BodyError(
@@ -501,7 +508,7 @@ def create_app(*, allow_trace: bool = False, budget_s: float = REQUEST_BUDGET_S)
             )
         ref, workload, gpu = _model_ref(body), _workload(body), _gpu(body, required=True)
         spec = await resolver.resolve(ref, until)
-        return await _off_loop(_plan, spec, workload, gpu, maximize, deadline=until)
+        return await _off_loop(_plan, spec, workload, gpu, maximize, counts, deadline=until)
 
     @app.post("/api/curve")
     async def curve(request: Request) -> Response:
@@ -539,8 +546,9 @@ def _estimate(spec: ModelSpec, workload: Any, gpu: Gpu | None, engine: str) -> R
     return _json(api.estimate(spec, workload, gpu=gpu, engine=engine).to_dict())
 
 
-def _plan(spec: ModelSpec, workload: Any, gpu: Gpu, maximize: str | None) -> Response:
-    return _json(api.plan(spec, workload, gpu=gpu, maximize=maximize).to_dict())
+def _plan(spec: ModelSpec, workload: Any, gpu: Gpu, maximize: str | None,
+          gpu_counts: tuple[int, ...] = ()) -> Response:
+    return _json(api.plan(spec, workload, gpu=gpu, maximize=maximize, gpu_counts=gpu_counts).to_dict())
 
 
 def _params(spec: ModelSpec) -> Response:
