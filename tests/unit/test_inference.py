@@ -16,9 +16,10 @@ from memfit.core.workload import Inference, Parallelism
 
 
 def test_tp_must_divide_kv_heads():
-    """tp=3 on Llama-3.1-8B is one actionable line listing the valid tp values."""
-    with pytest.raises(InvalidWorkload, match=r"^tp=3 does not divide num_kv_heads=8 of Llama-3\.1-8B; "
-                                              r"use tp in 1, 2, 4, 8$"):
+    """tp=3 on Llama-3.1-8B is one actionable line listing the valid tp values: divisors of the 32 heads
+    that split the 8 KV heads or replicate them (16, 32: one KV head per rank)."""
+    with pytest.raises(InvalidWorkload, match=r"^tp=3 does not split the attention of Llama-3\.1-8B \(32 "
+                                              r"heads, 8 KV heads\); use tp in 1, 2, 4, 8, 16, 32$"):
         inference_phases(load_model("Llama-3.1-8B"), Inference(prompt_tokens=8, parallel=Parallelism(tp=3)))
 
 

@@ -105,10 +105,12 @@ def test_scale_term_rounds_leaves_up() -> None:
 
 
 @pytest.mark.parametrize(("model", "par", "match"), [
+    # valid tp: divides the heads, and divides the KV heads or is a multiple of them (replicas)
     ("Llama-3.2-1B", Parallelism(tp=3),
-     "tp=3 does not divide num_attention_heads=32 of Llama-3.2-1B; use tp in 1, 2, 4"),
+     r"tp=3 does not split the attention of Llama-3\.2-1B \(32 heads, 8 KV heads\); "
+     r"use tp in 1, 2, 4, 8, 16, 32$"),
     ("Qwen2.5-0.5B", Parallelism(tp=7),
-     "tp=7 does not divide num_kv_heads=2 of Qwen2.5-0.5B; use tp in 1, 2"),
+     r"tp=7 does not split the attention of Qwen2\.5-0\.5B \(14 heads, 2 KV heads\); use tp in 1, 2, 14$"),
     ("Llama-3.2-1B", Parallelism(pp=17), "pp=17 exceeds num_hidden_layers=16"),
 ])
 def test_impossible_splits_raise(model: str, par: Parallelism, match: str) -> None:

@@ -40,6 +40,7 @@ from memfit.core.overhead import (
     round_block,
     segment_waste_repeated,
 )
+from memfit.core.parallel import validate_parallel
 from memfit.core.result import Gpu, Phase, Term, memory, replace_terms
 from memfit.core.runtimes import RuntimeProfile, check_runtime_supports, profile
 from memfit.core.spec import ModelSpec, MoeSpec
@@ -177,18 +178,7 @@ def validate(spec: ModelSpec, workload: Inference, prof: RuntimeProfile) -> KvCa
         raise InvalidWorkload(
             f"prompt_tokens + new_tokens = {total} exceeds max_position_embeddings="
             f"{spec.max_position_embeddings} of {spec.name}; shorten the job or set allow_longer")
-    tp = workload.parallel.tp
-    kv_heads = spec.layers[0].attention.num_kv_heads
-    if spec.layers[0].attention.mla is None and kv_heads % tp:
-        options = ", ".join(str(d) for d in range(1, kv_heads + 1) if kv_heads % d == 0)
-        raise InvalidWorkload(f"tp={tp} does not divide num_kv_heads={kv_heads} of {spec.name}; "
-                              f"use tp in {options}")
-    heads = spec.layers[0].attention.num_heads
-    if heads % tp:
-        raise InvalidWorkload(f"tp={tp} does not divide num_attention_heads={heads} of {spec.name}")
-    if workload.parallel.pp > spec.num_layers:
-        raise InvalidWorkload(f"pp={workload.parallel.pp} exceeds num_hidden_layers={spec.num_layers} "
-                              f"of {spec.name}")
+    validate_parallel(spec, workload.parallel)
     return effective_kv_cache(workload, prof)
 
 

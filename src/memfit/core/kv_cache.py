@@ -53,7 +53,9 @@ def final_cache_tokens(workload: Inference) -> int:
 def per_token_widths(att: AttentionSpec, prof: RuntimeProfile, *, tp: int) -> tuple[int, int]:
     """(K elements, V elements) cached per token on one layer and one GPU.
 
-    GQA/MQA/MHA: num_kv_heads × head_dim each (split over tp ranks). MLA caches the compressed latent,
+    GQA/MQA/MHA: num_kv_heads × head_dim each, split over tp ranks; with more ranks than KV heads each
+    rank keeps one replicated head (vLLM's max(1, num_kv_heads // tp); parallel.validate_parallel asks tp
+    to be a multiple of the KV heads then). MLA caches the compressed latent,
     replicated over tp: vLLM/SGLang/llama.cpp as one tensor (kv_lora_rank + qk_rope_head_dim, no V);
     transformers 5.17 as two single-head tensors, "keys" the normed latent (b, 1, s, kv_lora_rank) and
     "values" the rotated shared key (b, 1, s, qk_rope_head_dim), expanding per-head K and V from them in
@@ -67,7 +69,7 @@ def per_token_widths(att: AttentionSpec, prof: RuntimeProfile, *, tp: int) -> tu
         if prof.mla_latent_cache:
             return mla.kv_lora_rank + mla.qk_rope_head_dim, 0
         return mla.kv_lora_rank, mla.qk_rope_head_dim
-    width = att.num_kv_heads // tp * att.head_dim
+    width = max(att.num_kv_heads // tp, 1) * att.head_dim   # tp > KV heads: each rank keeps one replica
     return width, width
 
 

@@ -117,20 +117,19 @@ NO_COLLECTIVES = Collectives()
 """One GPU: nothing added."""
 
 
-def _divisors(n: int) -> str:
-    return ", ".join(str(d) for d in range(1, n + 1) if n % d == 0)
-
-
 def validate_parallel(spec: ModelSpec, par: Parallelism) -> None:
     """InvalidWorkload when tp does not split every layer's heads, or pp exceeds the layers."""
-    for layer in {id(one): one for one in spec.layers}.values():
-        att = layer.attention
-        if att.num_heads % par.tp:
-            raise InvalidWorkload(f"tp={par.tp} does not divide num_attention_heads={att.num_heads} of "
-                                  f"{spec.name}; use tp in {_divisors(att.num_heads)}")
-        if att.num_kv_heads % par.tp and par.tp % att.num_kv_heads:
-            raise InvalidWorkload(f"tp={par.tp} does not divide num_kv_heads={att.num_kv_heads} of "
-                                  f"{spec.name}; use tp in {_divisors(att.num_kv_heads)}")
+    layers = {id(one): one.attention for one in spec.layers}.values()
+
+    def splits(tp: int) -> bool:   # heads split evenly; KV heads split, or replicated when fewer than tp
+        return all(att.num_heads % tp == 0 and (att.num_kv_heads % tp == 0 or tp % att.num_kv_heads == 0)
+                   for att in layers)
+
+    if not splits(par.tp):
+        att = next(iter(layers))
+        valid = ", ".join(str(t) for t in range(1, att.num_heads + 1) if splits(t))
+        raise InvalidWorkload(f"tp={par.tp} does not split the attention of {spec.name} "
+                              f"({att.num_heads} heads, {att.num_kv_heads} KV heads); use tp in {valid}")
     if par.pp > spec.num_layers:
         raise InvalidWorkload(f"pp={par.pp} exceeds num_hidden_layers={spec.num_layers} of {spec.name}")
 
