@@ -221,24 +221,13 @@ def _fraction(text: str, field: str) -> Fraction:
     return parse_fraction(text, field)
 
 
-def parallelism_from_flags(flags: dict[str, Any], *, num_gpus: int | None, task: str, runtime: Any) -> Any:
-    """The `Parallelism` the flags ask for; `num_gpus` alone follows the runtime (see `_split_num_gpus`)."""
+def parallelism_from_flags(flags: dict[str, Any]) -> Any:
+    """The `Parallelism` the flags ask for (--num-gpus is applied to the whole workload after)."""
     from memfit.core.choices import DeviceMap, FsdpStrategy, Offload, ZeroStage
-    from memfit.core.errors import InvalidWorkload
     from memfit.core.units import parse_size
     from memfit.core.workload import Parallelism
 
-    degrees = {name: flags.get(name) for name in ("dp", "tp", "pp")}
-    kwargs: dict[str, Any] = {name: value for name, value in degrees.items() if value is not None}
-    if num_gpus is not None:
-        if num_gpus < 1:
-            raise InvalidWorkload(f"num_gpus={num_gpus} must be at least 1")
-        if kwargs:
-            product = (degrees["dp"] or 1) * (degrees["tp"] or 1) * (degrees["pp"] or 1)
-            if product != num_gpus:
-                raise InvalidWorkload(f"--num-gpus {num_gpus} must equal dp × tp × pp = {product}")
-        else:
-            kwargs.update(_split_num_gpus(num_gpus, task=task, runtime=runtime))
+    kwargs: dict[str, Any] = {name: flags[name] for name in ("dp", "tp", "pp") if flags.get(name) is not None}
     if flags.get("zero") is not None:
         kwargs["zero"] = ZeroStage.parse(flags["zero"], field="zero")
     if flags.get("fsdp") is not None:
@@ -257,15 +246,6 @@ def parallelism_from_flags(flags: dict[str, Any], *, num_gpus: int | None, task:
     return Parallelism(**kwargs)
 
 
-def _split_num_gpus(num_gpus: int, *, task: str, runtime: Any) -> dict[str, Any]:
-    """How `--num-gpus N` alone splits a job: the runtime profile's default (core.plan.num_gpus_split)."""
-    from memfit.core.plan import num_gpus_split
-    from memfit.core.workload import Inference, Training
-
-    probe = Training(seq_len=1) if task == "train" else Inference(prompt_tokens=1, runtime=runtime)
-    return num_gpus_split(num_gpus, probe)
-
-
 def workload_from_flags(flags: dict[str, Any], *, num_gpus: int | None = None) -> Any:
     """The `Inference` or `Training` the flags describe.
 
@@ -277,11 +257,14 @@ def workload_from_flags(flags: dict[str, Any], *, num_gpus: int | None = None) -
     task = str(Task.parse(flags.get("task") or "infer", field="task"))
     _check_task_flags(flags, task)
     runtime = Runtime.parse(flags.get("runtime") or "transformers", field="runtime")
-    parallel = parallelism_from_flags(flags, num_gpus=num_gpus, task=task, runtime=runtime)
+    from memfit.core.plan import with_num_gpus
+
+    parallel = parallelism_from_flags(flags)
     if task == "train":
         training = _training(flags, runtime=runtime, parallel=parallel)
-        return _with_deepspeed(flags, training) if flags.get("deepspeed") else training
-    return _inference(flags, runtime=runtime, parallel=parallel)
+        training = _with_deepspeed(flags, training) if flags.get("deepspeed") else training
+        return with_num_gpus(training, num_gpus)
+    return with_num_gpus(_inference(flags, runtime=runtime, parallel=parallel), num_gpus)
 
 
 _DEEPSPEED_FLAGS = {"zero": "zero", "offload_optimizer": "offload_optimizer",

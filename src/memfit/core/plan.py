@@ -157,6 +157,29 @@ def plan_max_context(
     return _largest(lambda n: _over(spec, with_context(workload, n), gpu, estimator), limit)
 
 
+def with_num_gpus(workload: Workload, num_gpus: object) -> Workload:
+    """`workload` over `num_gpus` GPUs, as the CLI's --num-gpus and the web API's num_gpus mean it: alone it
+    spreads the job the way its runtime does (`num_gpus_split`); with dp/tp/pp set it must equal their
+    product.
+
+    Raises:
+        InvalidWorkload: num_gpus is not an integer of at least 1, or differs from dp × tp × pp.
+    """
+    from memfit.core.limits import shown
+
+    if num_gpus is None:
+        return workload
+    if isinstance(num_gpus, bool) or not isinstance(num_gpus, int) or num_gpus < 1:
+        raise InvalidWorkload(f"num_gpus={shown(num_gpus)} must be an integer of at least 1")
+    par = workload.parallel
+    if par.num_gpus != 1:
+        if par.num_gpus != num_gpus:
+            raise InvalidWorkload(f"num_gpus={num_gpus} must equal dp × tp × pp = {par.num_gpus}")
+        return workload
+    spread = dataclasses.replace(par, **num_gpus_split(num_gpus, workload))
+    return dataclasses.replace(workload, parallel=spread)
+
+
 def num_gpus_split(num_gpus: int, workload: Workload) -> dict[str, Any]:
     """Parallelism fields that spread a job over `num_gpus` the way its runtime does by default.
 

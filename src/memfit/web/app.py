@@ -29,7 +29,6 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
-import dataclasses
 import importlib.resources
 import json
 import math
@@ -49,7 +48,7 @@ from memfit import api
 from memfit._version import __version__
 from memfit.core.errors import InvalidWorkload, MemfitError
 from memfit.core.limits import shown
-from memfit.core.plan import num_gpus_split
+from memfit.core.plan import with_num_gpus
 from memfit.core.result import Estimate, Gpu, workload_from_dict
 from memfit.core.spec import ModelSpec
 
@@ -264,21 +263,9 @@ def _workload(body: dict[str, Any]) -> Any:
 
 
 def _spread(workload: Any, num_gpus: Any) -> Any:
-    """`num_gpus` as the CLI's --num-gpus: alone it follows the runtime; with parallel degrees set, it must
-    equal their product."""
-    if num_gpus is None:
-        return workload
-    if isinstance(num_gpus, bool) or not isinstance(num_gpus, int) or num_gpus < 1:
-        raise BodyError("num_gpus", f"num_gpus={shown(num_gpus)} must be an integer of at least 1")
-    par = workload.parallel
-    if par.dp * par.tp * par.pp != 1:
-        if par.dp * par.tp * par.pp != num_gpus:
-            raise BodyError("num_gpus", f"num_gpus={num_gpus} must equal dp × tp × pp = {par.num_gpus}")
-        return workload
+    """`num_gpus` as the CLI's --num-gpus (core.plan.with_num_gpus)."""
     try:
-        return dataclasses.replace(
-            workload, parallel=dataclasses.replace(par, **num_gpus_split(num_gpus, workload))
-        )
+        return with_num_gpus(workload, num_gpus)
     except InvalidWorkload as err:
         raise BodyError("num_gpus", str(err)) from err
 
