@@ -57,7 +57,7 @@ def test_every_tree_node_is_the_sum_of_its_children(spec, wl):
        cap=st.integers(1, 5000), buffer=st.integers(0, 500))
 def test_auto_device_map_fills_in_order_within_budgets(sizes, num_gpus, cap, buffer):
     """Devices never go back, no GPU exceeds the cap, GPU 0 keeps the largest later module free."""
-    from memfit.core.inference import auto_device_map
+    from memfit.core.device_map import auto_device_map
 
     devices = auto_device_map(sizes, num_gpus=num_gpus, cap_bytes=cap, balance_buffer=buffer)
     assert len(devices) == len(sizes)

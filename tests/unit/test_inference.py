@@ -203,7 +203,7 @@ def test_transformers_fits_is_still_the_peak_comparison():
 
 def test_auto_device_map_rule_by_hand():
     """Budgets 10 and 10 (cap), balanced 15/2 + 1 = 8 on GPU 0, minus the largest module still to place."""
-    from memfit.core.inference import auto_device_map
+    from memfit.core.device_map import auto_device_map
 
     # modules [2, 3, 3, 3, 4]: total 15; GPU 0 budget min(10, 7 + 1) = 8
     # GPU 0: 2 fits (8 − 4 kept free = 4); 2 + 3 = 5 > 4 → GPU 1 (budget 10): 3, 3, 3 → 9;
