@@ -245,3 +245,44 @@ def cli_argvs(draw: _st.DrawFn) -> list[str]:
     if gate:
         argv.append("--fail-if-not-fit")
     return argv
+
+
+# --- every family kind (core/families) --------------------------------------------------------------------
+
+FAMILY_KINDS = ("llama", "mistral", "qwen3_moe", "deepseek_v2", "gemma2", "gpt2", "phi3", "bloom", "falcon",
+                "gpt_oss", "cohere")
+"""Model types standing for every kind the spec fields describe: GQA (llama), sliding windows (mistral,
+gemma2 with soft-capping), MoE (qwen3_moe, gpt_oss with sinks and a clamped GLU), MLA (deepseek_v2), fused
+qkv (gpt2, phi3, falcon), ALiBi (bloom; falcon with `alibi`), Python LayerNorm (cohere)."""
+
+
+@_st.composite
+def family_specs(draw: _st.DrawFn) -> object:
+    """Tiny specs of every family kind, from config.json dicts through the family mappers."""
+    kind = draw(_st.sampled_from(FAMILY_KINDS))
+    heads = draw(_st.sampled_from([2, 4]))
+    head_dim = draw(_st.sampled_from([16, 32]))
+    hidden = heads * head_dim
+    layers = draw(_st.integers(1, 3))
+    vocab = draw(_st.sampled_from([96, 1000]))
+    inter = draw(_st.sampled_from([64, 128]))
+    base = {"model_type": kind, "hidden_size": hidden, "num_attention_heads": heads, "head_dim": head_dim,
+            "num_hidden_layers": layers, "intermediate_size": inter, "vocab_size": vocab,
+            "max_position_embeddings": 4096, "num_key_value_heads": draw(_st.sampled_from([1, heads]))}
+    window = draw(_st.sampled_from([8, 64]))
+    extra: dict[str, object] = {
+        "mistral": {"sliding_window": window},
+        "gemma2": {"sliding_window": window, "attn_logit_softcapping": 50.0},
+        "qwen3_moe": {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": inter // 2},
+        "gpt_oss": {"num_local_experts": 4, "num_experts_per_tok": 2, "sliding_window": window},
+        "deepseek_v2": {"n_routed_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": inter // 2,
+                        "n_shared_experts": 1, "first_k_dense_replace": 1, "q_lora_rank": None,
+                        "kv_lora_rank": 32, "qk_nope_head_dim": 16, "qk_rope_head_dim": 8, "v_head_dim": 16},
+        "gpt2": {"n_embd": hidden, "n_layer": layers, "n_head": heads, "n_positions": 4096},
+        "bloom": {"n_layer": layers, "n_head": heads},
+        "falcon": {"alibi": draw(_st.booleans()), "new_decoder_architecture": False, "multi_query": True},
+        "phi3": {"pad_token_id": 0},
+        "cohere": {"use_qk_norm": False},
+    }.get(kind, {})
+    config = {**base, **extra}
+    return _spec_from_config(config, name=f"prop-{kind}", source=_ModelSource(kind="config", ref=kind))

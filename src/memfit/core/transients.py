@@ -142,7 +142,8 @@ def _attention_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, step
             if not alibi_bias(spec):
                 parts.append(Term(name="mask", nbytes=b * s * kv * dt))
         case AttnImpl.SDPA if masked:
-            return _masked_sdpa(hidden=hidden, qkv=q + k + v, out=out, repeat=full_kv if grouped else 0,
+            return _masked_sdpa(hidden=hidden, qkv=q + k + v, rotary=q + k, out=out,
+                                repeat=full_kv if grouped else 0,
                                 bool_mask=b * s * kv, additive=b * s * kv * dt,
                                 pad_copy=b * s * padded * dt if padded != kv else 0)
         case AttnImpl.SDPA if sdpa_backend(dt_name, q_dim=q_dim, v_dim=v_dim, grouped=grouped,
@@ -158,12 +159,13 @@ def _attention_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, step
     return Term.group("attention", parts)
 
 
-def _masked_sdpa(*, hidden: int, qkv: int, out: int, repeat: int, bool_mask: int, additive: int,
+def _masked_sdpa(*, hidden: int, qkv: int, rotary: int, out: int, repeat: int, bool_mask: int, additive: int,
                  pad_copy: int) -> Term:
-    """SDPA with an explicit mask, as the larger of two moments: the kernel running (rotated q and k and v,
-    K/V repeated to every head, the bool (b, 1, s, kv) mask, its additive copy in the compute dtype and
-    the aligned copy when kv is not a multiple of 16, the kernel's output) and just after it (the additive
-    copies freed, the output's transposed contiguous copy made). Rotary's inputs are freed by then.
+    """SDPA with an explicit mask, as the largest of three moments: rotary (q, k, v and their rotated
+    copies beside the bool mask), the kernel running (rotated q and k and v, K/V repeated to every head,
+    the bool (b, 1, s, kv) mask, its additive copy in the compute dtype and the aligned copy when kv is
+    not a multiple of 16, the kernel's output) and just after it (the additive copies freed, the output's
+    transposed contiguous copy made). Rotary's inputs are freed once the kernel runs.
     Source: torch convert_boolean_attn_mask / preprocess_mask; transformers 5.17 sdpa_attention_forward;
     trace of gemma-3-270m (b4, 8k prompt: sliding layers masked)."""
     base = [Term(name="normed", nbytes=hidden), Term(name="qkv", nbytes=qkv),
@@ -172,7 +174,10 @@ def _masked_sdpa(*, hidden: int, qkv: int, out: int, repeat: int, bool_mask: int
                                       Term(name="output", nbytes=out)])
     after = Term.group("attention", [*base, Term(name="mask", nbytes=bool_mask),
                                      Term(name="output", nbytes=2 * out)])
-    return max(kernel, after, key=lambda t: t.nbytes)
+    rotating = Term.group("attention", [Term(name="normed", nbytes=hidden), Term(name="qkv", nbytes=qkv),
+                                        Term(name="rotary_copies", nbytes=rotary),
+                                        Term(name="mask", nbytes=bool_mask)])
+    return max(rotating, kernel, after, key=lambda t: t.nbytes)
 
 
 def _mla_parts(att: AttentionSpec, *, b: int, s: int, kv: int, heads: int, dt: int) -> list[Term]:
