@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memfit.core.attention_kinds import sdpa_backend, sdpa_by_default
-from memfit.core.choices import AttnImpl, Checkpointing, Method, NormKind, Precision
+from memfit.core.attention_kinds import eager_bytes_per_score, sdpa_backend, sdpa_by_default
+from memfit.core.choices import AttnImpl, Checkpointing, Method, NormKind, Precision, SoftmaxDtype
 from memfit.core.dtypes import DType
 from memfit.core.optimizers import peft_adapts_fused_experts
 from memfit.core.params import Linear, layer_linears
@@ -211,22 +211,35 @@ def _fused_qkv_bytes(att: AttentionSpec, flow: Flow, backend: str, *, q_width: i
     return 0 if flow.checkpointing else flow.act_bytes * kv_width
 
 
+def _softmax_out_bytes(att: AttentionSpec, flow: Flow) -> int:
+    """Bytes per score of eager attention's softmax output, in the dtype the family takes it in."""
+    match att.softmax_dtype:
+        case SoftmaxDtype.FP32:
+            return FP32_BYTES
+        case SoftmaxDtype.HIDDEN:
+            return flow.residual_bytes
+        case _:
+            return flow.attn_bytes
+
+
 def _softmax_bytes(att: AttentionSpec, flow: Flow, backend: str) -> tuple[int, int]:
     """(bytes alive per score at the softmax, bytes per score the layer keeps for backward) of eager or
     math attention. Eager: the masked scores in q's dtype, the fp32 copy softmax(dtype=float32) makes of
     them, its output (fp32, or q's dtype in families that skip the upcast); kept: the softmax output and
     the probabilities P·V reads (its cast, or dropout's output, with a bool mask). Math: fp32 scores and
-    probabilities (the mask added in place); kept: the probabilities (+ dropout's output and mask).
+    probabilities (the mask added in place); kept: the probabilities (+ dropout's output and mask). The
+    eager recipe is the family's (`attention_kinds.eager_bytes_per_score`).
     Source: transformers 5.17 eager_attention_forward; torch _scaled_dot_product_attention_math."""
     ab = flow.attn_bytes
     if backend == "math":
         dropped = (FP32_BYTES + MASK_BYTES) if flow.attn_dropout else 0
         return 2 * FP32_BYTES, FP32_BYTES + dropped
-    softmax = FP32_BYTES if att.softmax_fp32 else ab
-    upcast = FP32_BYTES if att.softmax_fp32 and ab < FP32_BYTES else 0
+    softmax = _softmax_out_bytes(att, flow)
     second = softmax > ab or flow.attn_dropout
     kept = softmax + (ab if second else 0) + (MASK_BYTES if flow.attn_dropout else 0)
-    return ab + upcast + softmax, kept
+    # the family's own recipe up to its softmax, as inference runs it (no previous layer's probabilities:
+    # training keeps every layer's anyway)
+    return eager_bytes_per_score(att, DType.BF16 if ab < FP32_BYTES else DType.FP32), kept
 
 
 def _attention_core(att: AttentionSpec, flow: Flow, *, seq_len: int) -> int:
@@ -270,7 +283,7 @@ def _attention_core(att: AttentionSpec, flow: Flow, *, seq_len: int) -> int:
         # eager: q, repeated k and v, the fp32 softmax output and the probabilities P·V reads: its cast to
         # q's dtype, or dropout's output (+ its bool mask) when the config drops attention; fp32 without
         # dropout reads the softmax output itself
-        softmax = FP32_BYTES if att.softmax_fp32 else ab
+        softmax = _softmax_out_bytes(att, flow)
         second = softmax > ab or flow.attn_dropout
         kept = softmax * probs + (ab * probs if second else 0)
         if att.sinks:
@@ -437,11 +450,17 @@ def forward_extra_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int
 
     Without checkpointing transformers builds a DynamicCache (use_cache defaults to True) holding every
     layer's rotated K and V until forward returns; SDPA flash saves those same tensors, eager and autocast
-    keep other copies. `outputs.last_hidden_state` holds the final norm's output during the loss.
+    keep other copies. `outputs.last_hidden_state` holds the final norm's output during the loss. Falcon-RW's
+    float ALiBi bias lives through the whole layer loop.
     """
     tokens = batch * seq_len
     h = spec.hidden_size
     held = 0 if flow.base_trains and not flow.amp else flow.residual_bytes * h * tokens
+    backends = {attention_backend(layer.attention, flow, seq_len=seq_len) for layer in unique_layers(spec)}
+    if flow.alibi and "efficient" not in backends:
+        # Falcon's float ALiBi + causal bias in the hidden states' dtype lives through the layer loop; eager
+        # adds it without saving it (SDPA's kernel saves it: saved_activations counts it then)
+        held += flow.residual_bytes * batch * spec.layers[0].attention.num_heads * seq_len * seq_len
     if flow.checkpointing:
         return held
     for layer in spec.layers:
@@ -477,11 +496,12 @@ def layer_transient_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: i
         backend = attention_backend(att, flow, seq_len=seq_len)
         attn = 0
         if backend in ("eager", "math") and backward:
-            # at softmax's backward: the fp32 gradients of its output and of its input; eager's second
-            # copy of the probabilities (the cast or dropout's output P·V read) was freed with P·V's node
+            # at softmax's backward: the gradients of its output and of its input, in its dtype; eager's
+            # second copy of the probabilities (the cast or dropout's output P·V read) was freed with
+            # P·V's node
             at_softmax, kept = _softmax_bytes(att, flow, backend)
-            softmax_out = FP32_BYTES if backend == "math" or att.softmax_fp32 else flow.attn_bytes
-            attn = (2 * FP32_BYTES - (kept - softmax_out - (MASK_BYTES if flow.attn_dropout else 0))) \
+            softmax_out = FP32_BYTES if backend == "math" else _softmax_out_bytes(att, flow)
+            attn = (2 * softmax_out - (kept - softmax_out - (MASK_BYTES if flow.attn_dropout else 0))) \
                 * att.num_heads * seq_len
             attn -= mlp_half_token_bytes(spec, layer, flow, seq_len=seq_len)
         elif backend in ("eager", "math"):

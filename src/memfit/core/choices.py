@@ -104,6 +104,14 @@ class EagerScores(Choice):
     SOFTMAX_IN_DTYPE = "softmax-in-dtype"  # Falcon without ALiBi: scores, + mask, softmax in the dtype
 
 
+class SoftmaxDtype(Choice):
+    """The dtype eager attention takes its softmax in."""
+
+    FP32 = "fp32"        # softmax(..., dtype=torch.float32), then cast to q's dtype (Llama and most)
+    SCORES = "scores"    # the scores' own dtype, q's (GPT-2)
+    HIDDEN = "hidden"    # the hidden states' dtype (Falcon: fp32 under autocast or after prepare_kbit)
+
+
 class KvCache(Choice):
     """KV cache kind: grows with tokens (dynamic), pre-allocated to max length (static), blocks (paged)."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memfit.core.choices import AttnImpl, EagerScores, NormKind, QkNorm
+from memfit.core.choices import AttnImpl, EagerScores, NormKind, QkNorm, SoftmaxDtype
 from memfit.core.dtypes import DType
 from memfit.core.errors import ConfigError
 
@@ -53,7 +53,7 @@ class AttentionSpec:
     softcap: bool = False                 # tanh soft-capping of the scores (config attn_logit_softcapping)
     qkv_copies: bool = False              # the fused qkv output is reshaped into fresh q, k, v (BLOOM)
     eager_scores: EagerScores = EagerScores.SOFTMAX_FP32   # what eager attention keeps per score
-    softmax_fp32: bool = True             # eager softmax output in fp32 (then cast); False: compute dtype
+    softmax_dtype: SoftmaxDtype = SoftmaxDtype.FP32   # the dtype eager attention takes its softmax in
 
     def __post_init__(self) -> None:
         for name in ("num_heads", "num_kv_heads", "head_dim"):

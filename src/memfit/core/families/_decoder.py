@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from memfit.core.choices import AttnImpl, EagerScores, NormKind, QkNorm
+from memfit.core.choices import AttnImpl, EagerScores, NormKind, QkNorm, SoftmaxDtype
 from memfit.core.dtypes import DType
 from memfit.core.errors import ConfigError
 from memfit.core.families._config import checkpoint_dtype, opt_bool, opt_int, opt_list, req_int
@@ -187,7 +187,7 @@ def decoder_spec(
     qkv_copies: bool = False,
     rotary: bool = True,
     sdpa_gqa: bool = True,
-    softmax_fp32: bool = True,
+    softmax_dtype: SoftmaxDtype = SoftmaxDtype.FP32,
     **spec_fields: Any,
 ) -> ModelSpec:
     """A ModelSpec for a llama-like decoder; flags default to Llama's and to the config's own fields.
@@ -221,7 +221,7 @@ def decoder_spec(
             out_bias=attention_bias if out_bias is None else out_bias,
             qk_norm=qk_norm, qk_norm_kind=qk_norm_kind, sliding_window=window, fused_qkv=fused_qkv,
             alibi=alibi, softcap=config.get("attn_logit_softcapping") is not None, qkv_copies=qkv_copies,
-            rotary=rotary, sdpa_gqa=sdpa_gqa, softmax_fp32=softmax_fp32,
+            rotary=rotary, sdpa_gqa=sdpa_gqa, softmax_dtype=softmax_dtype,
             eager_scores=eager_scores,
         )
         if attention_for_layer is not None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from memfit.core.choices import EagerScores, NormKind
+from memfit.core.choices import EagerScores, NormKind, SoftmaxDtype
 from memfit.core.families._config import opt_bool, opt_int
 from memfit.core.families._decoder import decoder_spec, dense_mlp, read_dims
 from memfit.core.families._layout import NEOX
@@ -51,6 +51,6 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
                         max_positions_default=FALCON_DEFAULT_CONTEXT_TOKENS, mlp_for_layer=lambda _index: mlp,
                         norm=NormKind.LAYER, norms_per_layer=norms, parallel_block=parallel,
                         final_norm=NormKind.LAYER, modules=NEOX, alibi=alibi, alibi_float_bias=alibi,
-                        rotary=not alibi, sdpa_gqa=False, softmax_fp32=False,
+                        rotary=not alibi, sdpa_gqa=False, softmax_dtype=SoftmaxDtype.HIDDEN,
                         eager_scores=EagerScores.FLOAT_ALIBI if alibi else EagerScores.SOFTMAX_IN_DTYPE,
                         keeps_previous_attn_probs=True, bnb_skips_layer_linears=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from memfit.core.choices import EagerScores, NormKind
+from memfit.core.choices import EagerScores, NormKind, SoftmaxDtype
 from memfit.core.families._config import req_int
 from memfit.core.families._decoder import decoder_spec, dense_mlp, read_dims
 from memfit.core.families._layout import GPT2
@@ -24,6 +24,6 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
     return decoder_spec(config, name=name, source=source, family="gpt2", tie_default=True, fused_qkv=True,
                         qkv_bias=True, out_bias=True, mlp_for_layer=lambda _index: mlp, norm=NormKind.LAYER,
                         final_norm=NormKind.LAYER, modules=GPT2, rotary_buffer=False, rotary=False,
-                        eager_scores=EagerScores.SOFTMAX_IN_DTYPE, softmax_fp32=False,
+                        eager_scores=EagerScores.SOFTMAX_IN_DTYPE, softmax_dtype=SoftmaxDtype.SCORES,
                         learned_positions=req_int(config, "n_positions", "max_position_embeddings",
                                                   name=name))
