@@ -274,3 +274,10 @@ def test_sliding_layers_hold_the_prompt_until_their_first_decode_update():
     # (at the last step each layer would keep only the 4,096-token window: 536,870,912 B)
     est = estimate(load_model("Mistral-7B-v0.1"), Inference(prompt_tokens=8000, new_tokens=32))
     assert est.phase(PhaseName.DECODE).memory.bytes_of("kv_cache") == 1_048_707_072
+
+
+def test_int8_states_its_outlier_assumption_and_the_bound() -> None:
+    """LLM.int8 takes every input column as an outlier; the note offers the bound: Llama-3.1-8B's largest
+    int8 Linear (gate/up/down, 4096 × 14336 = 58,720,256 weights) × 7 B = 411,041,792 B."""
+    _, assumptions = inference_phases(load_model("Llama-3.1-8B"), Inference(prompt_tokens=64, quant="int8"))
+    assert any("411,041,792 B" in line and "upper bound" in line for line in assumptions)

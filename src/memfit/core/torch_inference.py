@@ -20,6 +20,7 @@ from memfit.core.kv_cache import (
     kv_tensor_groups,
 )
 from memfit.core.logits import logits
+from memfit.core.optimizers import decoder_linears
 from memfit.core.overhead import (
     FREED_POOL_SLACK,
     POOL_SLACK,
@@ -33,6 +34,7 @@ from memfit.core.result import Phase, Term, memory, replace_terms
 from memfit.core.runtimes import RuntimeProfile
 from memfit.core.spec import ModelSpec
 from memfit.core.transients import (
+    INT8_OUTLIER_BYTES_PER_WEIGHT,
     Step,
     decode_step,
     input_bytes,
@@ -125,6 +127,8 @@ def torch_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, kin
     if floor:
         assumptions.append("reserved includes the tied LM head that from_config allocates before tying "
                            "(random-weight build); a from_pretrained load does not have it")
+    if workload.quant.kind == "bnb-int8":
+        assumptions.append(int8_bound_note(spec))
     final_tokens = final_cache_tokens(workload)
     cache_tokens = workload.prompt_tokens
     if kind is KvCache.STATIC:
@@ -143,6 +147,18 @@ def torch_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, kin
     if kind is KvCache.STATIC and prof.auto_compile_static_cache:
         assumptions.append("generate() compiles decode with CUDA graphs for a static cache (not sized)")
     return (load, prefill, _decode_phase(job))
+
+def int8_bound_note(spec: ModelSpec) -> str:
+    """The LLM.int8 assumption and its bound: outliers are value-dependent, so every input column is taken
+    as one (the upper bound: random weights flag most); a trained model's few outlier columns lower the
+    peak by up to the largest int8 Linear's side path (its weight sliced, dequantised and cast)."""
+    largest = max((lin.num_weights for _, lin in decoder_linears(spec)
+                   if lin.is_module and lin.bnb_quantizable), default=0)
+    side = INT8_OUTLIER_BYTES_PER_WEIGHT * largest
+    return (f"LLM.int8 (threshold 6.0): every input column taken as an outlier, the upper bound; with a "
+            f"trained model's few outlier columns the peak can be up to {side / 2**30:.2f} GiB ({side:,} B) "
+            "lower (the largest int8 Linear's dequantised side path)")
+
 
 def _prefill_phase(job: _Job, assumptions: list[str]) -> Phase:
     """The prefill at its peak: the last layer with the whole prompt cached, or the LM head moment."""
