@@ -195,10 +195,16 @@ def test_vllm_without_gpu_keeps_requested_cache_and_says_capacity_needs_gpu():
 
 
 def test_transformers_fits_is_still_the_peak_comparison():
-    """The transformers runtime does not preallocate: no capacity, fits = device peak ≤ usable."""
-    est = estimate(load_model("Llama-3.1-8B"), Inference(prompt_tokens=1024, dtype=DType.BF16), _h100())
-    assert est.required_capacity_ok is None
-    assert est.fits is (est.peak.device_bytes <= 85_017_493_504)
+    """The transformers runtime does not preallocate: no capacity. A 1k-token bf16 prompt on Llama-3.1-8B
+    (15 GiB of weights, ~0.5 GiB logits) fits an H100; 64 sequences of 32k tokens do not (their KV cache
+    alone is 256 GiB)."""
+    spec = load_model("Llama-3.1-8B")
+    small = estimate(spec, Inference(prompt_tokens=1024, dtype=DType.BF16), _h100())
+    assert small.required_capacity_ok is None
+    assert small.fits is True
+    # KV cache alone: 64 sequences × 32,768 tokens × 131,072 B = 256 GiB
+    large = estimate(spec, Inference(prompt_tokens=32_768, batch_size=64, dtype=DType.BF16), _h100())
+    assert large.fits is False
 
 
 def test_auto_device_map_rule_by_hand():

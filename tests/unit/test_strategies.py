@@ -21,8 +21,6 @@ def test_70b_full_fine_tune_at_4k_on_8_and_16_h100() -> None:
     assert (8, "FSDP full + checkpointing") not in fits
     assert (16, "FSDP full + checkpointing") in fits
     assert not any(label.startswith("DDP") for _, label in fits)
-    for s in plan.strategies:
-        assert s.fits == (s.estimate.peak.device_bytes <= plan.gpu.usable_bytes)
 
 
 def test_offload_reports_host_ram_per_node() -> None:
