@@ -7,7 +7,8 @@ pytestmark = requires_transformers
 
 torch = pytest.importorskip("torch")
 
-from memfit.trace.standins import Linear4bitStandIn, Linear8bitStandIn, _use_custom_kernel  # noqa: E402
+from memfit.core.quants import bnb_4bit_fused  # noqa: E402
+from memfit.trace.standins import Linear4bitStandIn, Linear8bitStandIn  # noqa: E402
 
 IN, OUT = 128, 64
 
@@ -48,7 +49,7 @@ def test_int8_storage():
 ])
 def test_sm90_kernel_choice(m, n, k, custom):
     """bnb 0.50's sm90 heuristic for gemm_4bit on large weights."""
-    assert _use_custom_kernel(m, n, k) is custom
+    assert bnb_4bit_fused(m, n, k) is custom
 
 
 def _int8_forward_transient(threshold):

@@ -154,3 +154,30 @@ def _build() -> dict[str, Quant]:
 
 ALL_QUANTS: dict[str, Quant] = _build()
 """Every named weight format (the `quant()` lookup in dtypes.py reads this table)."""
+
+
+BNB_FUSED_4BIT_MAX_M = 4
+"""At most this many rows (tokens) bnb's fused 4-bit GEMM always takes on sm90; larger large-weight matmuls
+dequantize the weight and call F.linear. Source: bitsandbytes 0.50 backends/cuda/ops.py
+_GEMM_4BIT_CUSTOM_FLOOR_M and the sm90 branch of _gemm_4bit_use_custom_cuda (M ≤ 64/48/32 by wave count for
+weights ≥ 4 Mi elements)."""
+SM90_NUM_SMS = 132
+"""Streaming multiprocessors of an H100 SXM, which bnb's heuristic reads."""
+
+
+def bnb_4bit_fused(m: int, n: int, k: int) -> bool:
+    """Whether bitsandbytes multiplies `m` rows by an (n, k) 4-bit weight with its fused kernel (no
+    dequantised copy) on sm90, rather than dequantising the weight and calling F.linear. The one rule the
+    analytic engine (transients.dequant_bytes) and the trace's stand-in (trace/standins.py) follow."""
+    if m <= BNB_FUSED_4BIT_MAX_M:
+        return True
+    if m > 64 or n * k < 4 * 1024 * 1024:
+        return m < 8 if n * k >= 4 * 1024 * 1024 else m <= 16
+    n_blocks = (n + 63) // 64
+    if n_blocks >= SM90_NUM_SMS * 3:
+        return m <= 64
+    if n_blocks >= SM90_NUM_SMS * 2:
+        return m <= 48
+    if n_blocks >= SM90_NUM_SMS:
+        return m <= 32
+    return False

@@ -22,6 +22,7 @@ from memfit.core.choices import AttnImpl, KvCache
 from memfit.core.dtypes import DType
 from memfit.core.kv_cache import compute_dtype
 from memfit.core.params import Linear, layer_linears
+from memfit.core.quants import bnb_4bit_fused
 from memfit.core.result import Term
 from memfit.core.spec import AttentionSpec, LayerSpec, MlpSpec, ModelSpec, MoeSpec
 from memfit.core.workload import Inference
@@ -43,6 +44,10 @@ INT8_OUTLIER_BYTES_PER_WEIGHT = 7
 columns are sliced (int8, 1 B), dequantised (fp32, 4 B) and cast (compute dtype, 2 B); with random-weight
 activations nearly every column counts. Source: bitsandbytes MatMul8bitLt.forward (subB); groundtruth
 l8b-int8-gen-b1-p512-n64 (a worst case: a Linear's full weight)."""
+BNB_4BIT_COMPUTE = DType.BF16
+"""The dtype bitsandbytes 4-bit layers dequantise to and multiply in: memfit's nf4/fp4 load with
+bnb_4bit_compute_dtype=bfloat16 (as QLoRA recipes do; transformers' own default is float32), whatever dtype
+the activations run in. Source: memfit measure/run.py BitsAndBytesConfig; trace/standins.py."""
 INT8_ACTIVATION_BYTES_PER_ELEMENT = 3
 """LLM.int8 quantises the input: an fp16 copy (2 B) and int8 codes (1 B) per element.
 Source: bitsandbytes int8_vectorwise_quant(A.to(float16))."""
@@ -241,14 +246,15 @@ def non_gated_live(mlp: MlpSpec) -> int:
 def dequant_bytes(lin: Linear, workload: Inference, *, tokens: int, dt: int) -> int:
     """Transient bytes a quantized Linear allocates to multiply `tokens` rows (0 for unquantized).
 
-    bnb 4-bit: more than one row dequantises the whole weight to the compute dtype (one row uses the
-    gemv_4bit kernel without it). LLM.int8: the outlier-column weight copies and the quantised input.
+    bnb 4-bit: unless its fused kernel takes the rows (quants.bnb_4bit_fused: a few rows), the whole weight
+    is dequantised to its compute dtype (BNB_4BIT_COMPUTE). LLM.int8: the outlier-column weight copies and
+    the quantised input.
     Source: bitsandbytes matmul_4bit / MatMul4Bit, MatMul8bitLt; groundtruth nf4 and int8 rows.
     """
     n = lin.fan_in * lin.fan_out
     match workload.quant.kind:
-        case "bnb-4bit" if lin.is_module and tokens > 1:
-            return n * dt
+        case "bnb-4bit" if lin.is_module and not bnb_4bit_fused(tokens, lin.fan_out, lin.fan_in):
+            return BNB_4BIT_COMPUTE.nbytes(n)
         case "bnb-int8" if lin.is_module:
             return INT8_OUTLIER_BYTES_PER_WEIGHT * n + INT8_ACTIVATION_BYTES_PER_ELEMENT * tokens * lin.fan_in
         case _:

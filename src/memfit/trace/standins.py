@@ -16,6 +16,7 @@ from torch import nn
 
 from memfit.core.choices import Optimizer
 from memfit.core.errors import EngineUnavailable
+from memfit.core.quants import bnb_4bit_fused
 from memfit.core.workload import Inference, Training
 
 NF4_BLOCK = 64
@@ -29,12 +30,6 @@ DYNAMIC_CODE_ENTRIES = 256
 SKIP_MODULES = ("lm_head",)
 """Linear layers transformers' bnb integration leaves unquantized. Source: get_keys_to_not_convert (the
 output embedding)."""
-CUSTOM_KERNEL_MAX_M = 4
-"""At most this many rows (tokens) bnb's fused 4-bit GEMM always takes on sm90; larger large-weight matmuls
-dequantize the weight and call F.linear. Source: backends/cuda/ops.py _GEMM_4BIT_CUSTOM_FLOOR_M and the sm90
-branch of _gemm_4bit_use_custom_cuda (M ≤ 64/48/32 by wave count for weights ≥ 4 Mi elements)."""
-SM90_NUM_SMS = 132
-"""Streaming multiprocessors of an H100 SXM, which bnb's heuristic reads."""
 INT8_BLOCK = 256
 """Elements per absmax in bnb's 8-bit blockwise optimizer states.
 Source: optim/optimizer.py (blocksize 256)."""
@@ -83,22 +78,6 @@ def _tensor(module: nn.Module, name: str) -> torch.Tensor:
 
 
 # --- 4-bit linear ---------------------------------------------------------------------------------------
-
-def _use_custom_kernel(m: int, n: int, k: int) -> bool:
-    """bnb's sm90 choice between its fused kernel (no dequantised copy) and dequantise + F.linear."""
-    if m <= CUSTOM_KERNEL_MAX_M:
-        return True
-    if m > 64 or n * k < 4 * 1024 * 1024:
-        return m < 8 if n * k >= 4 * 1024 * 1024 else m <= 16
-    n_blocks = (n + 63) // 64
-    if n_blocks >= SM90_NUM_SMS * 3:
-        return m <= 64
-    if n_blocks >= SM90_NUM_SMS * 2:
-        return m <= 48
-    if n_blocks >= SM90_NUM_SMS:
-        return m <= 32
-    return False
-
 
 class Linear4bitStandIn(nn.Linear):
     """A bnb Linear4bit: packed uint8 weight ((n+1)//2, 1), absmax (fp32, or uint8 + second level), code."""
@@ -157,7 +136,7 @@ def _buffer(mod: nn.Module, name: str) -> torch.Tensor:
 def _gemm_4bit(x: torch.Tensor, bias: torch.Tensor | None, mod: Linear4bitStandIn) -> torch.Tensor:
     """bitsandbytes::gemm_4bit on CUDA: fused kernel (output only) or dequantise + F.linear."""
     k, n = mod.in_features, mod.out_features
-    if _use_custom_kernel(x.numel() // k, n, k):
+    if bnb_4bit_fused(x.numel() // k, n, k):
         return torch.empty((*x.shape[:-1], n), dtype=x.dtype, device=x.device)
     absmax = _absmax_fp32(mod)
     weight = torch.empty((n, k), dtype=x.dtype, device=x.device)
