@@ -5,7 +5,9 @@ Imported only after `boot.load()`; it imports torch.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -18,7 +20,7 @@ from memfit.core.result import Estimate, Gpu, Phase, Term, memory, workload_from
 from memfit.core.spec import ModelSpec
 from memfit.core.units import MiB
 from memfit.core.workload import Inference, Training
-from memfit.trace import compat, harness, patches, targets
+from memfit.trace import compat, harness, patches, sharding, targets
 from memfit.trace.allocator import CachingAllocator
 from memfit.trace.boot import Boot, fallback_assumption
 from memfit.trace.tracker import PhasePeak, Tracker
@@ -55,8 +57,14 @@ def check_supported(spec: ModelSpec, workload: Inference | Training) -> None:
     if workload.runtime is not Runtime.TRANSFORMERS:
         raise EngineUnavailable(f"trace runs transformers only, not runtime={workload.runtime}; "
                                 "use engine=analytic")
-    if workload.parallel.num_gpus > 1 or workload.parallel.device_map is not None:
-        raise EngineUnavailable("trace runs one GPU; use engine=analytic for multi-GPU or device_map splits")
+    if workload.parallel.device_map is not None or (workload.parallel.num_gpus > 1
+                                                    and not isinstance(workload, Training)):
+        raise EngineUnavailable("trace runs multi-GPU training only; use engine=analytic for multi-GPU "
+                                "inference or device_map splits")
+    if workload.parallel.num_gpus > 1:
+        from memfit.trace.ranks import check_traced
+
+        check_traced(workload.parallel)
     if workload.quant.is_quantized and not workload.quant.kind.startswith("bnb"):
         raise EngineUnavailable(f"trace stands in for bitsandbytes only, not quant={workload.quant.name}; "
                                 "use engine=analytic")
@@ -87,10 +95,14 @@ def trace(spec: ModelSpec, workload: Inference | Training, boot: Boot,
     from memfit.trace import standins
 
     standins.set_tagger(tracker.mark)
-    with fake, tracker:
+    with _ranks(workload, tracker, assumptions) as group, fake, tracker:
         with _Step(progress, "loading fake weights"), tracker.phase("load"):
-            harness.materialize(model, device)
-            harness.mark_weights(model, tracker)
+            if group is None:
+                harness.materialize(model, device)
+                harness.mark_weights(model, tracker)
+            else:
+                assert isinstance(workload, Training)       # _ranks yields a group for training only
+                model = sharding.wrap(model, workload, group.mesh, device, tracker)
         with _Step(progress, f"running {_task(workload)}"):
             if isinstance(workload, Training):
                 tracker.record_events()
@@ -117,6 +129,23 @@ def trace(spec: ModelSpec, workload: Inference | Training, boot: Boot,
     if isinstance(workload, Inference) and workload.new_tokens:
         assumptions.append("decode traced with a loop reproducing generate()'s cache and logits handling")
     return tracker, assumptions
+
+
+@contextlib.contextmanager
+def _ranks(workload: Inference | Training, tracker: Tracker, assumptions: list[str]) -> Iterator[Any]:
+    """One GPU: yields None. Several: the fake process group and what to wrap the model with
+    (trace/ranks.py), the tracker set up for DTensors and FSDP's storage resizes."""
+    if workload.parallel.num_gpus == 1 or not isinstance(workload, Training):
+        yield None
+        return
+    from torch.distributed.tensor import DTensor
+
+    from memfit.trace import ranks
+
+    tracker.defer_to = (DTensor,)
+    with ranks.fake_group(workload.parallel) as group, tracker.resizes():
+        assumptions.extend(sharding.assumptions(workload))
+        yield group
 
 
 def check_code_paths(spec: ModelSpec, workload: Inference | Training, model: Any) -> list[str]:
@@ -244,7 +273,7 @@ def _persistent_waste(tracker: Tracker, record: PhasePeak) -> int:
     except ImportError:
         return 0
     sizes = [nbytes for serial, nbytes in sorted(record.live.items())
-             if tracker.roles.get(serial) in PERSISTENT_ROLES]
+             if tracker.roles.get(serial) in PERSISTENT_ROLES | sharding.PERSISTENT]
     return max(0, segment_reserved(sizes) - sum(sizes))
 
 
@@ -271,7 +300,7 @@ def _add_paged(phase: Phase, paged_bytes: int) -> Phase:
 def _terms(by_role: dict[str, int], handles: int) -> list[Term]:
     step = by_role.pop("optimizer_step", 0)
     dequant = by_role.pop("dequant", 0)
-    terms = [Term(name=role, nbytes=nbytes) for role, nbytes in by_role.items() if role != "optimizer_states"]
+    terms = _grouped({role: nbytes for role, nbytes in by_role.items() if role != "optimizer_states"})
     states = by_role.get("optimizer_states", 0)
     if states or step:
         terms.append(Term.group("optimizer_states", [Term(name="states", nbytes=states),
@@ -280,6 +309,25 @@ def _terms(by_role: dict[str, int], handles: int) -> list[Term]:
         terms.append(Term.group("runtime_overhead", [
             Term(name="cublas_workspace", nbytes=handles * CUBLAS_WORKSPACE_BYTES_SM90),
             Term(name="dequant", nbytes=dequant, note="bitsandbytes dequantised weights and absmax")]))
+    return terms
+
+
+def _grouped(by_role: dict[str, int]) -> list[Term]:
+    """Terms from roles; "parent/child" roles (multi-rank: trace/sharding.py) become children of their
+    parent, whose untagged rest is `other`."""
+    flat: dict[str, int] = {}
+    children: dict[str, list[Term]] = {}
+    for role, nbytes in by_role.items():
+        parent, _, child = role.partition("/")
+        if child:
+            children.setdefault(parent, []).append(Term(name=child, nbytes=nbytes))
+        else:
+            flat[parent] = flat.get(parent, 0) + nbytes
+    terms = [Term(name=role, nbytes=nbytes) for role, nbytes in flat.items() if role not in children]
+    for parent, kids in children.items():
+        if parent in flat:
+            kids.append(Term(name="other", nbytes=flat[parent]))
+        terms.append(Term.group(parent, sorted(kids, key=lambda t: t.name)))
     return terms
 
 

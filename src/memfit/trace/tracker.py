@@ -74,10 +74,19 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self._threads: set[int] = set()
         self.answer_scalars = True              # read fake scalars as 0 instead of failing
         self.scalars_answered = 0
+        # multi-rank (trace/ranks.py): tensor subclasses that desugar into local ops first (DTensor), and
+        # roles of the tensors a collective takes (op → ((argument index, role), ...))
+        self.defer_to: tuple[type, ...] = ()
+        self.collective_roles: dict[Any, tuple[tuple[int, str], ...]] = {}
+        self._fake_mode: Any = None
 
     # --- counting -------------------------------------------------------------------------------------
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if self.defer_to and any(issubclass(t, self.defer_to) for t in types):
+            return NotImplemented       # let DTensor run its local ops, which come back here
+        if self.defer_to and _active_fake_mode() is not self._fake_mode:
+            return func(*args, **(kwargs or {}))    # DTensor's sharding propagation: metadata only
         if func is torch.ops.aten._local_scalar_dense.default and self.answer_scalars:
             try:
                 return func(*args, **(kwargs or {}))        # fake tensors holding a constant know it
@@ -85,6 +94,8 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
                 return self._answer_scalar(args[0])
         out = func(*args, **(kwargs or {}))
         self.num_ops += 1
+        for index, role in self.collective_roles.get(func, ()):
+            self.mark(role, _tensors(args[index]))
         if self.allocator is not None and func in _MATMULS:
             self._first_matmul_of_thread()
         grew = False
@@ -146,6 +157,42 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
         weakref.finalize(storage, self._release, key, serial)
         return True
 
+    @contextmanager
+    def resizes(self) -> Iterator[None]:
+        """Count `UntypedStorage.resize_` on counted storages, which dispatch does not see: FSDP frees and
+        re-allocates its unsharded parameters this way (free_storage / alloc_storage in _fsdp_param.py)."""
+        original = torch.UntypedStorage.resize_
+
+        def resize_(storage: torch.UntypedStorage, size: int) -> Any:
+            out = original(storage, size)
+            self._resized(storage._cdata, rounded_bytes(int(size)))
+            return out
+
+        torch.UntypedStorage.resize_ = resize_  # type: ignore[method-assign,assignment]
+        try:
+            yield
+        finally:
+            torch.UntypedStorage.resize_ = original  # type: ignore[method-assign]
+
+    def _resized(self, key: int, nbytes: int) -> None:
+        serial = self._serial_of.get(key)
+        if serial is None:
+            return
+        old = self.live.pop(serial, 0)
+        self.total -= old
+        if self.allocator is not None and old:
+            self.allocator.free(serial)
+            if self.events is not None:
+                self.events.append((serial, 0))
+        if nbytes:
+            self.live[serial] = nbytes
+            self.total += nbytes
+            if self.allocator is not None:
+                self.allocator.malloc(serial, nbytes)
+                if self.events is not None:
+                    self.events.append((serial, nbytes))
+            self._note_peak("UntypedStorage.resize_")
+
     def _release(self, key: int, serial: int) -> None:
         nbytes = self.live.pop(serial, 0)
         self.total -= nbytes
@@ -155,6 +202,11 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
                 self.events.append((serial, 0))
         if self._serial_of.get(key) == serial:
             del self._serial_of[key]
+
+    def __enter__(self) -> Tracker:
+        if self.defer_to:
+            self._fake_mode = _active_fake_mode()
+        return super().__enter__()  # type: ignore[no-untyped-call,no-any-return]
 
     def _note_peak(self, func: Any) -> None:
         self.peak = max(self.peak, self.total)
@@ -230,7 +282,9 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
         return peaks
 
     def serial(self, tensor: torch.Tensor) -> int | None:
-        """The serial of the live storage behind `tensor`, or None if it is not counted."""
+        """The serial of the live storage behind `tensor` (a DTensor's local shard), or None if it is not
+        counted."""
+        tensor = getattr(tensor, "_local_tensor", tensor)
         return self._serial_of.get(tensor.untyped_storage()._cdata)
 
     def mark(self, role: str, tensors: Iterable[torch.Tensor | None]) -> None:
@@ -249,6 +303,7 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
                 self.roles.setdefault(serial, role)
 
     def _forget(self, tensor: torch.Tensor) -> None:
+        tensor = getattr(tensor, "_local_tensor", tensor)
         key = tensor.untyped_storage()._cdata
         serial = self._serial_of.pop(key, None)
         if serial is not None:
@@ -268,6 +323,17 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
 _MATMULS = frozenset({torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
                       torch.ops.aten.baddbmm.default})
 """Ops that call cuBLAS (and so create the thread's workspace)."""
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    """The tensors in a collective's argument: one tensor or a (nested) list of them."""
+    return [t for t in tree_iter(value) if isinstance(t, torch.Tensor)]
+
+
+def _active_fake_mode() -> Any:
+    from torch._guards import active_fake_mode
+
+    return active_fake_mode()
 
 
 def _is_fake(tensor: torch.Tensor) -> bool:

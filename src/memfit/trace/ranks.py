@@ -1,0 +1,185 @@
+"""One rank of a multi-GPU training job on torch's fake process group, with the fake-CUDA tensors of the
+single-GPU trace: the process group, the device mesh and a stand-in for torch.cuda's streams and events.
+
+The fake group (`torch.testing._internal.distributed.fake_pg`, backend "fake") answers every collective
+without moving data, so rank 0 runs its real step alone: FSDP2's all-gathers and reduce-scatters allocate
+their buffers exactly as on a GPU. FSDP2 asks the device handle (torch.cuda) for the current device, streams
+and events, which CPU-only torch refuses; `install_device_handle` gives FSDP and DTensor a handle whose
+streams and events do nothing. Python holds FSDP's buffers across streams the same way (FSDP frees them at
+the next unit's events, not through the allocator's stream tracking), so what is alive when is unchanged;
+per-stream pools of the caching allocator are not modelled (the replay uses one stream).
+
+Imported only after `boot.load()`; it imports torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from memfit.core.choices import FsdpStrategy
+from memfit.core.errors import EngineUnavailable, InvalidWorkload
+from memfit.core.parallel import GPUS_PER_NODE
+from memfit.core.workload import Parallelism
+
+RANK = 0
+"""The rank traced: FSDP2 pads every rank's shard to the same size (dim 0 rounded up to a multiple of the
+shard group), so rank 0 holds as much as any rank."""
+
+HANDLE_USERS = ("torch.distributed.device_mesh", "torch.distributed.fsdp._fully_shard._fsdp_collectives",
+                "torch.distributed.fsdp._fully_shard._fsdp_init",
+                "torch.distributed.fsdp._fully_shard._fsdp_state",
+                "torch.distributed.fsdp._fully_shard._fsdp_param_group", "torch.distributed.tensor._random")
+"""Modules that look up `_get_device_handle` (torch 2.13); each gets the fake handle for "cuda"."""
+
+
+class _Stream:
+    """A CUDA stream that orders nothing: one rank on fake tensors has no concurrency to order."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def wait_stream(self, other: Any) -> None:
+        pass
+
+    def wait_event(self, event: Any) -> None:
+        pass
+
+    def record_event(self, event: Any = None) -> _Event:
+        return _Event()
+
+    def synchronize(self) -> None:
+        pass
+
+
+class _Event:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def record(self, stream: Any = None) -> _Event:
+        return self
+
+    def wait(self, stream: Any = None) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        pass
+
+    def query(self) -> bool:
+        return True
+
+
+_CURRENT_STREAM = _Stream()
+
+
+class FakeCudaHandle:
+    """What FSDP2 and DTensor call on `torch.cuda` (their device handle), for one fake device cuda:0."""
+
+    Stream = _Stream
+    Event = _Event
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(torch.cuda, name)
+
+    def current_device(self) -> int:
+        return 0
+
+    def device_count(self) -> int:
+        return 1
+
+    def set_device(self, device: Any) -> None:
+        pass
+
+    def is_available(self) -> bool:
+        return True
+
+    def current_stream(self, device: Any = None) -> _Stream:
+        return _CURRENT_STREAM
+
+    def stream(self, stream: Any) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def synchronize(self, device: Any = None) -> None:
+        pass
+
+
+def install_device_handle() -> None:
+    """Point FSDP's and DTensor's `_get_device_handle("cuda")` at FakeCudaHandle (process-global)."""
+    import torch.distributed.device_mesh as device_mesh
+
+    original = getattr(device_mesh._get_device_handle, "__wrapped__", device_mesh._get_device_handle)
+    handle = FakeCudaHandle()
+
+    def device_handle(device_type: str = "cuda") -> Any:
+        return handle if device_type == "cuda" else original(device_type)
+
+    device_handle.__wrapped__ = original  # type: ignore[attr-defined]
+    for name in HANDLE_USERS:
+        module: Any = importlib.import_module(name)
+        module._get_device_handle = device_handle
+
+
+def init_group(world_size: int) -> None:
+    """The default process group: backend "fake", this process as rank 0 of `world_size`."""
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    dist.init_process_group("fake", rank=RANK, world_size=world_size, store=FakeStore())
+
+
+def shard_degrees(par: Parallelism) -> tuple[int, int]:
+    """(replicate, shard) degrees of the data-parallel mesh: HSDP shards within a node of GPUS_PER_NODE
+    (core.parallel) and replicates across nodes; the other strategies shard (or replicate) over all dp."""
+    if par.fsdp is not FsdpStrategy.HYBRID or par.dp <= GPUS_PER_NODE:
+        return 1, par.dp
+    if par.dp % GPUS_PER_NODE:
+        raise InvalidWorkload(f"fsdp=hybrid with dp={par.dp} does not fill whole nodes of {GPUS_PER_NODE} "
+                              f"GPUs; use dp ≤ {GPUS_PER_NODE} or a multiple of {GPUS_PER_NODE}")
+    return par.dp // GPUS_PER_NODE, GPUS_PER_NODE
+
+
+def device_mesh(par: Parallelism) -> Any:
+    """The data-parallel mesh on cuda: 1-D, or 2-D (replicate, shard) for HSDP."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    replicate, shard = shard_degrees(par)
+    if par.fsdp is FsdpStrategy.HYBRID:
+        return init_device_mesh("cuda", (replicate, shard), mesh_dim_names=("replicate", "shard"))
+    return init_device_mesh("cuda", (par.dp,), mesh_dim_names=("dp",))
+
+
+def check_traced(par: Parallelism) -> None:
+    """EngineUnavailable for the parallel settings the trace does not run yet, naming what to use."""
+    from memfit.core.choices import ZeroStage
+
+    if par.tp > 1 or par.pp > 1:
+        raise EngineUnavailable(f"trace runs data parallelism only (dp, fsdp), not tp={par.tp} pp={par.pp}; "
+                                "use engine=analytic")
+    if par.zero is not ZeroStage.NONE:
+        raise EngineUnavailable(f"trace runs FSDP2 and DDP, not DeepSpeed zero={par.zero}; use fsdp=full "
+                                "(ZeRO-3), fsdp=shard-grad-op (ZeRO-2) or engine=analytic")
+
+
+@dataclass(frozen=True)
+class Group:
+    """The traced rank's view of the job: its data-parallel mesh (FSDP; None under DDP)."""
+
+    mesh: Any = None
+
+
+@contextlib.contextmanager
+def fake_group(par: Parallelism) -> Iterator[Group]:
+    """The fake process group and data-parallel mesh for one rank of `par` (torn down afterwards)."""
+    install_device_handle()
+    init_group(par.dp)
+    try:
+        yield Group(mesh=device_mesh(par) if par.fsdp is not None else None)
+    finally:
+        dist.destroy_process_group()
