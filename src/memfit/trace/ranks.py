@@ -125,6 +125,21 @@ def install_device_handle() -> None:
         module._get_device_handle = device_handle
 
 
+def isolate_propagation() -> None:
+    """Give DTensor's sharding propagation a fake mode of its own, as on a GPU: it runs each new op schema
+    once on fake inputs to learn the output's shape, in `detect_fake_mode() or FakeTensorMode()` (torch
+    2.13 _sharding_prop.py `_propagate_tensor_meta_non_cached`), which under the trace would be the trace's
+    own mode, so those metadata-only tensors would be counted (7× the shard at the first optimizer step).
+    Both the tracker and FSDPMemTracker skip ops under another fake mode than their own."""
+    import torch.distributed.tensor._sharding_prop as sharding_prop
+
+    sharding_prop.detect_fake_mode = _no_fake_mode  # type: ignore[assignment]
+
+
+def _no_fake_mode(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
 def init_group(world_size: int) -> None:
     """The default process group: backend "fake", this process as rank 0 of `world_size`."""
     from torch.testing._internal.distributed.fake_pg import FakeStore
@@ -178,6 +193,7 @@ class Group:
 def fake_group(par: Parallelism) -> Iterator[Group]:
     """The fake process group and data-parallel mesh for one rank of `par` (torn down afterwards)."""
     install_device_handle()
+    isolate_propagation()
     init_group(par.dp)
     try:
         yield Group(mesh=device_mesh(par) if par.fsdp is not None else None)
