@@ -133,7 +133,8 @@ def isolate_propagation() -> None:
     Both the tracker and FSDPMemTracker skip ops under another fake mode than their own."""
     import torch.distributed.tensor._sharding_prop as sharding_prop
 
-    sharding_prop.detect_fake_mode = _no_fake_mode  # type: ignore[assignment]
+    module: Any = sharding_prop
+    module.detect_fake_mode = _no_fake_mode
 
 
 def _no_fake_mode(*args: Any, **kwargs: Any) -> None:
