@@ -312,6 +312,10 @@ def _terms(by_role: dict[str, int], handles: int) -> list[Term]:
     return terms
 
 
+UNTAGGED_CHILD = {"gradients": "param_grads"}
+"""The child name of a parent's plainly tagged rest: DDP's `.grad` tensors beside its buckets."""
+
+
 def _grouped(by_role: dict[str, int]) -> list[Term]:
     """Terms from roles; "parent/child" roles (multi-rank: trace/sharding.py) become children of their
     parent, whose untagged rest is `other`."""
@@ -326,7 +330,7 @@ def _grouped(by_role: dict[str, int]) -> list[Term]:
     terms = [Term(name=role, nbytes=nbytes) for role, nbytes in flat.items() if role not in children]
     for parent, kids in children.items():
         if parent in flat:
-            kids.append(Term(name="other", nbytes=flat[parent]))
+            kids.append(Term(name=UNTAGGED_CHILD.get(parent, "other"), nbytes=flat[parent]))
         terms.append(Term.group(parent, sorted(kids, key=lambda t: t.name)))
     return terms
 

@@ -96,11 +96,37 @@ def wrap(model: Any, workload: Training, mesh: Any, device: str, tracker: Tracke
 
 
 def replicate(model: Any, workload: Training, device: str, tracker: Tracker) -> Any:
+    """The model with DDP's gradient buckets beside it, as DistributedDataParallel holds them.
+
+    DistributedDataParallel itself cannot wrap fake tensors: its constructor checks parameter shapes
+    across ranks in C++ on the parameters' data (`_verify_param_shape_across_processes`), which fake
+    tensors do not have. Its memory is the plain step plus the Reducer's flat buckets: with the default
+    gradient_as_bucket_view=False autograd's `.grad` are separate tensors copied into the buckets for the
+    all-reduce and back, in place. The buckets are allocated once and live through every step; they are
+    sized here by torch's own `_compute_bucket_assignment_by_size` with the limits DDP rebuilds them with
+    after the first step (first bucket DEFAULT_FIRST_BUCKET_BYTES, then DDP_BUCKET_CAP_BYTES), over the
+    trainable parameters in reverse registration order (the order their gradients become ready).
+    """
     harness.materialize(model, device)
     harness.mark_weights(model, tracker)
-    from torch.nn.parallel import DistributedDataParallel
+    model._memfit_ddp_buckets = ddp_buckets(model)      # alive as long as the model, as in the Reducer
+    tracker.mark(DDP_BUCKETS, model._memfit_ddp_buckets)
+    return model
 
-    return DistributedDataParallel(model)
+
+DDP_BUCKET_CAP_BYTES = 25 * 1024 * 1024
+"""DDP's default bucket_cap_mb=25, in bytes (torch/nn/parallel/distributed.py _DEFAULT_BUCKET_CAP_MB)."""
+
+
+def ddp_buckets(model: Any) -> list[torch.Tensor]:
+    """One flat tensor per DDP bucket, of the bucket's dtype and total elements."""
+    import torch.distributed as dist
+
+    params = [p for p in reversed(list(model.parameters())) if p.requires_grad]
+    limits = [dist._DEFAULT_FIRST_BUCKET_BYTES, DDP_BUCKET_CAP_BYTES]
+    indices, _ = dist._compute_bucket_assignment_by_size(params, limits, [False] * len(params))
+    return [torch.empty(sum(params[i].numel() for i in bucket), dtype=params[bucket[0]].dtype,
+                        device=params[bucket[0]].device) for bucket in indices]
 
 
 def assumptions(workload: Training) -> list[str]:
@@ -108,6 +134,11 @@ def assumptions(workload: Training) -> list[str]:
     par = workload.parallel
     out = [f"one rank of {par.dp} traced on torch {torch.__version__}'s fake process group (rank 0; "
            "every rank holds the same padded shards)"]
+    if par.fsdp is None:
+        out.append("DDP emulated: the plain step plus the Reducer's gradient buckets (bucket_cap_mb=25, "
+                   "first bucket 1 MiB, gradient_as_bucket_view=False), sized by torch's "
+                   "_compute_bucket_assignment_by_size; DistributedDataParallel itself reads parameter "
+                   "data in C++, which fake tensors lack")
     if par.fsdp is not None:
         out.append(f"FSDP2 fully_shard per decoder layer and the root (fsdp={par.fsdp}); "
                    f"{mixed_precision_note(workload)}")
@@ -135,9 +166,11 @@ def shard(model: Any, workload: Training, mesh: Any, device: str, tracker: Track
     install_tags(tracker)
     for layer in decoder_layers(model):
         harness.materialize(layer, device)
+        tracker.mark(UNSHARDED_PARAMS, layer.parameters())     # until fully_shard copies out the shard
         fully_shard(layer, **options)
         mark_shards(layer, tracker)
     harness.materialize(model, device)
+    tracker.mark(UNSHARDED_PARAMS, model.parameters())
     fully_shard(model, **options)
     mark_shards(model, tracker)
 
