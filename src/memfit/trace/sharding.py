@@ -26,6 +26,7 @@ _fsdp_param_group.py); torch/nn/parallel/distributed.py and reducer.cpp for DDP.
 from __future__ import annotations
 
 import functools
+import importlib
 from typing import Any
 
 import torch
@@ -120,7 +121,7 @@ DDP_BUCKET_CAP_BYTES = 25 * 1024 * 1024
 
 def ddp_buckets(model: Any) -> list[torch.Tensor]:
     """One flat tensor per DDP bucket, of the bucket's dtype and total elements."""
-    import torch.distributed as dist
+    dist: Any = importlib.import_module("torch.distributed")
 
     params = [p for p in reversed(list(model.parameters())) if p.requires_grad]
     limits = [dist._DEFAULT_FIRST_BUCKET_BYTES, DDP_BUCKET_CAP_BYTES]
