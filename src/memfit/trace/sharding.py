@@ -78,13 +78,14 @@ def mixed_precision(workload: Training) -> Any:
 
 
 def offload_policy(workload: Training) -> Any:
-    """CPUOffloadPolicy (pinned) when any offload is asked: FSDP2 offloads parameters, gradients and the
-    optimizer step together."""
+    """CPUOffloadPolicy when any offload is asked: FSDP2 offloads parameters, gradients and the optimizer
+    step together. Unpinned: fake tensors cannot be pinned (aten._pin_memory has no fake kernel), and
+    pinning changes host memory only, not what the GPU holds."""
     from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy
 
     par = workload.parallel
     if par.offload_optimizer is not Offload.NONE or par.offload_params is not Offload.NONE:
-        return CPUOffloadPolicy(pin_memory=True)
+        return CPUOffloadPolicy(pin_memory=False)
     return OffloadPolicy()
 
 
@@ -144,8 +145,8 @@ def assumptions(workload: Training) -> list[str]:
         out.append(f"FSDP2 fully_shard per decoder layer and the root (fsdp={par.fsdp}); "
                    f"{mixed_precision_note(workload)}")
         if par.offload_optimizer is not Offload.NONE or par.offload_params is not Offload.NONE:
-            out.append("FSDP2 CPUOffloadPolicy: parameters, gradients and optimizer states in pinned host "
-                       "memory; the optimizer step runs on the CPU")
+            out.append("FSDP2 CPUOffloadPolicy: parameters, gradients and optimizer states in host memory "
+                       "(traced unpinned; pinning changes host memory only), the optimizer step on the CPU")
     return out
 
 
