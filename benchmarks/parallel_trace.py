@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import functools
 import importlib.metadata
 import json
 import os
@@ -159,8 +160,9 @@ def run_case(case: Case, json_dir: Path | None) -> Result:
     return result
 
 
+@functools.cache
 def versions() -> dict[str, str]:
-    """Python, library versions and the memfit git commit the figures come from."""
+    """Python, library versions and the memfit git commit the figures come from (read once, at the start)."""
     out = {"python": platform.python_version(), "machine": f"CPU {platform.machine()}, fake CUDA"}
     for dist in ("torch", "transformers", "peft"):
         out[dist] = importlib.metadata.version(dist)
@@ -225,6 +227,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--date", default=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"))
     args = parser.parse_args()
+    versions()
     results = []
     for case in matrix(args.models.split(","), args.quick):
         result = run_case(case, Path(args.json_dir) if args.json_dir else None)
