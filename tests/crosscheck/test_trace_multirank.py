@@ -124,3 +124,31 @@ def test_ddp_adds_one_bucket_the_size_of_the_gradients():
     gradients = trace_estimate(_spec(), workload, None).phase(PhaseName.OPTIMIZER).memory.child("gradients")
     assert gradients.bytes_of("ddp_buckets") == 427_520
     assert gradients.bytes_of("param_grads") == 428_544
+
+
+def test_tensor_parallel_splits_linears_and_leaves_norms_whole():
+    """tp=2, fp32: q/k/v, gate/up split by rows, o/down by columns, embed and lm_head by vocab rows; the
+    norms and rotary buffers stay whole.
+
+    embed, lm_head 128·64·4 = 32,768 each; per layer q 32·64·4 = 8,192, k, v 16·64·4 = 4,096,
+    o 64·32·4 = 8,192, gate, up 64·64·4 = 16,384, down 64·64·4 = 16,384 → 73,728; five norms
+    64·4 = 256 → 512 each; two rotary buffers 512: 2 · 32,768 + 2 · 73,728 + 5 · 512 + 2 · 512 = 216,576.
+    """
+    from memfit.trace.engine import trace_estimate
+
+    workload = Training(seq_len=16, precision=Precision.FP32, parallel=Parallelism(tp=2))
+    optimizer = trace_estimate(_spec(), workload, None).phase(PhaseName.OPTIMIZER).memory
+    assert optimizer.bytes_of("weights") == 216_576
+
+
+def test_sequence_parallelism_shrinks_activations():
+    """tp=2 with sequence parallelism keeps the norms' inputs and the residual stream split on the
+    sequence: the forward holds fewer activation bytes than tp=2 alone."""
+    from memfit.trace.engine import trace_estimate
+
+    def forward_activations(sequence_parallel):
+        workload = Training(seq_len=64, precision=Precision.FP32,
+                            parallel=Parallelism(tp=2, sequence_parallel=sequence_parallel))
+        return trace_estimate(_spec(), workload, None).phase(PhaseName.FORWARD).memory.bytes_of("activations")
+
+    assert forward_activations(True) < forward_activations(False)

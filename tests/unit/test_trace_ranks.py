@@ -39,20 +39,23 @@ class _Spec:
 
 
 @pytest.mark.parametrize(("workload", "message"), [
-    (Training(seq_len=16, parallel=Parallelism(tp=2)), r"^trace runs data parallelism only .* tp=2 pp=1"),
+    (Training(seq_len=16, parallel=Parallelism(pp=2)), r"^trace runs data and tensor parallelism .*pp=2"),
+    (Training(seq_len=16, parallel=Parallelism(dp=2, tp=2)), r"tp with fsdp=full or shard-grad-op only"),
     (Training(seq_len=16, parallel=Parallelism(dp=2, zero=3)), r"not DeepSpeed zero=3"),
     (Inference(prompt_tokens=16, parallel=Parallelism(dp=2)), r"^trace runs multi-GPU training only"),
 ])
 def test_trace_refuses_what_it_does_not_run(workload, message):
-    """TP, PP, DeepSpeed ZeRO and multi-GPU inference name engine=analytic instead of running."""
+    """PP, DeepSpeed ZeRO, TP beside DDP and multi-GPU inference name engine=analytic instead of running."""
     with pytest.raises(EngineUnavailable, match=message):
         check_supported(_Spec(), workload)
 
 
-def test_dp_with_fsdp_or_ddp_is_accepted():
-    """fsdp full over 8 ranks and plain DDP over 2 pass the trace's checks."""
+def test_dp_with_fsdp_or_ddp_and_tp_are_accepted():
+    """fsdp full over 8 ranks, plain DDP over 2, tp 4 with sequence parallelism, fsdp × tp pass."""
     check_supported(_Spec(), Training(seq_len=16, parallel=Parallelism(dp=8, fsdp="full")))
     check_supported(_Spec(), Training(seq_len=16, parallel=Parallelism(dp=2)))
+    check_supported(_Spec(), Training(seq_len=16, parallel=Parallelism(tp=4, sequence_parallel=True)))
+    check_supported(_Spec(), Training(seq_len=16, parallel=Parallelism(dp=2, tp=2, fsdp="full")))
 
 
 def test_resizing_a_storage_to_zero_and_back_is_counted_and_keeps_its_role():

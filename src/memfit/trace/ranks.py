@@ -161,42 +161,55 @@ def shard_degrees(par: Parallelism) -> tuple[int, int]:
     return par.dp // GPUS_PER_NODE, GPUS_PER_NODE
 
 
-def device_mesh(par: Parallelism) -> Any:
-    """The data-parallel mesh on cuda: 1-D, or 2-D (replicate, shard) for HSDP."""
+def meshes(par: Parallelism) -> Group:
+    """The data-parallel mesh (FSDP; 2-D (replicate, shard) for HSDP) and the tensor-parallel mesh, on cuda.
+    With both dp and tp, one 2-D (dp, tp) mesh: tensor-parallel ranks are neighbours (within a node)."""
     from torch.distributed.device_mesh import init_device_mesh
 
+    if par.tp > 1:
+        if par.dp == 1:
+            return Group(tp_mesh=init_device_mesh("cuda", (par.tp,), mesh_dim_names=("tp",)))
+        mesh = init_device_mesh("cuda", (par.dp, par.tp), mesh_dim_names=("dp", "tp"))
+        return Group(mesh=mesh["dp"], tp_mesh=mesh["tp"])
+    if par.fsdp is None:
+        return Group()
     replicate, shard = shard_degrees(par)
     if par.fsdp is FsdpStrategy.HYBRID:
-        return init_device_mesh("cuda", (replicate, shard), mesh_dim_names=("replicate", "shard"))
-    return init_device_mesh("cuda", (par.dp,), mesh_dim_names=("dp",))
+        return Group(mesh=init_device_mesh("cuda", (replicate, shard), mesh_dim_names=("replicate", "shard")))
+    return Group(mesh=init_device_mesh("cuda", (par.dp,), mesh_dim_names=("dp",)))
 
 
 def check_traced(par: Parallelism) -> None:
     """EngineUnavailable for the parallel settings the trace does not run yet, naming what to use."""
     from memfit.core.choices import ZeroStage
 
-    if par.tp > 1 or par.pp > 1:
-        raise EngineUnavailable(f"trace runs data parallelism only (dp, fsdp), not tp={par.tp} pp={par.pp}; "
+    if par.pp > 1:
+        raise EngineUnavailable(f"trace runs data and tensor parallelism (dp, fsdp, tp), not pp={par.pp}; "
                                 "use engine=analytic")
     if par.zero is not ZeroStage.NONE:
         raise EngineUnavailable(f"trace runs FSDP2 and DDP, not DeepSpeed zero={par.zero}; use fsdp=full "
                                 "(ZeRO-3), fsdp=shard-grad-op (ZeRO-2) or engine=analytic")
+    if par.tp > 1 and par.dp > 1 and par.fsdp in (None, FsdpStrategy.HYBRID):
+        raise EngineUnavailable(f"trace combines tp with fsdp=full or shard-grad-op only, not with "
+                                f"{'DDP' if par.fsdp is None else 'fsdp=hybrid'}; use engine=analytic")
 
 
 @dataclass(frozen=True)
 class Group:
-    """The traced rank's view of the job: its data-parallel mesh (FSDP; None under DDP)."""
+    """The traced rank's view of the job: its data-parallel mesh (FSDP; None under DDP) and its
+    tensor-parallel mesh (None without tp)."""
 
     mesh: Any = None
+    tp_mesh: Any = None
 
 
 @contextlib.contextmanager
 def fake_group(par: Parallelism) -> Iterator[Group]:
-    """The fake process group and data-parallel mesh for one rank of `par` (torn down afterwards)."""
+    """The fake process group and meshes for one rank of `par` (torn down afterwards)."""
     install_device_handle()
     isolate_propagation()
-    init_group(par.dp)
+    init_group(par.dp * par.tp)
     try:
-        yield Group(mesh=device_mesh(par) if par.fsdp is not None else None)
+        yield meshes(par)
     finally:
         dist.destroy_process_group()

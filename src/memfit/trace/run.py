@@ -102,8 +102,8 @@ def trace(spec: ModelSpec, workload: Inference | Training, boot: Boot,
                 harness.mark_weights(model, tracker)
             else:
                 assert isinstance(workload, Training)       # _ranks yields a group for training only
-                model = sharding.wrap(model, workload, group.mesh, device, tracker)
-        with _Step(progress, f"running {_task(workload)}"):
+                model = sharding.wrap(model, workload, group, device, tracker)
+        with _Step(progress, f"running {_task(workload)}"), _loss_parallel(group):
             if isinstance(workload, Training):
                 tracker.record_events()
                 optimizer = harness.run_workload(model, workload, tracker, device, training_steps=1)
@@ -146,6 +146,15 @@ def _ranks(workload: Inference | Training, tracker: Tracker, assumptions: list[s
     with ranks.fake_group(workload.parallel) as group, tracker.resizes():
         assumptions.extend(sharding.assumptions(workload))
         yield group
+
+
+def _loss_parallel(group: Any) -> contextlib.AbstractContextManager[Any]:
+    """DTensor's vocab-parallel cross-entropy when the LM head is split over tensor-parallel ranks."""
+    if group is None or group.tp_mesh is None:
+        return contextlib.nullcontext()
+    from torch.distributed.tensor.parallel import loss_parallel
+
+    return loss_parallel()
 
 
 def check_code_paths(spec: ModelSpec, workload: Inference | Training, model: Any) -> list[str]:

@@ -25,15 +25,17 @@ _fsdp_param_group.py); torch/nn/parallel/distributed.py and reducer.cpp for DDP.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from memfit.core.choices import FsdpStrategy, Offload, Precision
 from memfit.core.workload import Training
-from memfit.trace import harness
+from memfit.trace import harness, tensor_parallel
 from memfit.trace.tracker import Tracker
 
 SHARDS = "weights/local_shards"
@@ -89,10 +91,14 @@ def offload_policy(workload: Training) -> Any:
     return OffloadPolicy()
 
 
-def wrap(model: Any, workload: Training, mesh: Any, device: str, tracker: Tracker) -> Any:
-    """The model as one data-parallel rank runs it: FSDP2 units over `mesh`, or DDP without one."""
-    if mesh is not None:
-        shard(model, workload, mesh, device, tracker)
+def wrap(model: Any, workload: Training, group: Any, device: str, tracker: Tracker) -> Any:
+    """The model as one rank runs it: tensor-parallel splits over `group.tp_mesh`, then FSDP2 units over
+    `group.mesh`, or DDP's buckets when data parallel without FSDP (trace/ranks.py Group)."""
+    if group.mesh is not None:
+        shard(model, workload, group.mesh, device, tracker, tp_mesh=group.tp_mesh)
+        return model
+    if group.tp_mesh is not None:
+        tensor_parallel.split(model, workload, group.tp_mesh, device, tracker)
         return model
     return replicate(model, workload, device, tracker)
 
@@ -134,9 +140,14 @@ def ddp_buckets(model: Any) -> list[torch.Tensor]:
 def assumptions(workload: Training) -> list[str]:
     """What the multi-rank trace assumes, in the words of the assumptions list."""
     par = workload.parallel
-    out = [f"one rank of {par.dp} traced on torch {torch.__version__}'s fake process group (rank 0; "
-           "every rank holds the same padded shards)"]
-    if par.fsdp is None:
+    out = [f"one rank of {par.dp * par.tp} traced on torch {torch.__version__}'s fake process group "
+           "(rank 0; every rank holds the same padded shards)"]
+    if par.tp > 1:
+        out.append(f"tensor parallel over {par.tp} ranks by DTensor's parallelize_module, torchtitan's Llama "
+                   "plan (q/k/v, gate/up column-wise; o, down row-wise; LM head column-wise with a "
+                   "vocab-parallel loss)" + ("; sequence parallel norms and residual stream"
+                                             if par.sequence_parallel else ""))
+    if par.fsdp is None and par.dp > 1:
         out.append("DDP emulated: the plain step plus the Reducer's gradient buckets (bucket_cap_mb=25, "
                    "first bucket 1 MiB, gradient_as_bucket_view=False), sized by torch's "
                    "_compute_bucket_assignment_by_size; DistributedDataParallel itself reads parameter "
@@ -157,8 +168,10 @@ def mixed_precision_note(workload: Training) -> str:
     return f"parameters, gathers and reductions in {workload.precision.value}"
 
 
-def shard(model: Any, workload: Training, mesh: Any, device: str, tracker: Tracker) -> None:
-    """fully_shard per decoder layer, then the root, materialising each unit just before it is sharded."""
+def shard(model: Any, workload: Training, mesh: Any, device: str, tracker: Tracker, *,
+          tp_mesh: Any = None) -> None:
+    """fully_shard per decoder layer, then the root, materialising each unit just before it is sharded
+    (and split over `tp_mesh` first, for FSDP × TP)."""
     from torch.distributed.fsdp import fully_shard
 
     strategy = workload.parallel.fsdp
@@ -166,15 +179,50 @@ def shard(model: Any, workload: Training, mesh: Any, device: str, tracker: Track
                "offload_policy": offload_policy(workload),
                "reshard_after_forward": False if strategy is FsdpStrategy.SHARD_GRAD_OP else None}
     install_tags(tracker)
+    sequence_parallel = workload.parallel.sequence_parallel
+    if tp_mesh is not None:
+        tensor_parallel.check_plan(model, workload)
     for layer in decoder_layers(model):
         harness.materialize(layer, device)
+        if tp_mesh is not None:
+            tensor_parallel.split_unit(layer, tensor_parallel.layer_plan(sequence_parallel), tp_mesh,
+                                       device, tracker, mark=False)
         tracker.mark(UNSHARDED_PARAMS, layer.parameters())     # until fully_shard copies out the shard
-        fully_shard(layer, **options)
+        with _real_mesh_inputs(tp_mesh):
+            fully_shard(layer, **options)
         mark_shards(layer, tracker)
     harness.materialize(model, device)
+    if tp_mesh is not None:
+        tensor_parallel.split_unit(model, tensor_parallel.root_plan(sequence_parallel), tp_mesh, device,
+                                   tracker, mark=False)
     tracker.mark(UNSHARDED_PARAMS, model.parameters())
-    fully_shard(model, **options)
+    with _real_mesh_inputs(tp_mesh):
+        fully_shard(model, **options)
     mark_shards(model, tracker)
+
+
+@contextlib.contextmanager
+def _real_mesh_inputs(tp_mesh: Any) -> Iterator[None]:
+    """With a tensor-parallel mesh, FSDP2 builds a (dp, tp) DeviceMesh from the two (torch 2.13
+    _fsdp_param.py `_init_sharding_spec_tp`: DeviceMesh._concatenate), whose rank bookkeeping runs on
+    real CPU tensors: run it outside the trace's fake mode (it holds no device memory)."""
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+    from torch.distributed.device_mesh import DeviceMesh
+
+    if tp_mesh is None:
+        yield
+        return
+    original = DeviceMesh._concatenate
+
+    def concatenate(meshes: list[Any]) -> Any:
+        with unset_fake_temporarily():
+            return original(meshes)
+
+    DeviceMesh._concatenate = staticmethod(concatenate)  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        DeviceMesh._concatenate = staticmethod(original)  # type: ignore[method-assign]
 
 
 def mark_shards(module: Any, tracker: Tracker) -> None:

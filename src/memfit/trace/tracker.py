@@ -87,6 +87,8 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
             return NotImplemented       # let DTensor run its local ops, which come back here
         if self.defer_to and _active_fake_mode() is not self._fake_mode:
             return func(*args, **(kwargs or {}))    # DTensor's sharding propagation: metadata only
+        if self.defer_to and func is _WAIT_TENSOR:
+            return args[0]      # eager waits in place; the fake kernel would return a new tensor
         if func is torch.ops.aten._local_scalar_dense.default and self.answer_scalars:
             try:
                 return func(*args, **(kwargs or {}))        # fake tensors holding a constant know it
@@ -319,6 +321,9 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
             out[role] = out.get(role, 0) + nbytes
         return out
 
+
+_WAIT_TENSOR = torch.ops._c10d_functional.wait_tensor.default
+"""Functional collectives' wait (DTensor redistribution under tensor parallelism)."""
 
 _MATMULS = frozenset({torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
                       torch.ops.aten.baddbmm.default})
