@@ -152,3 +152,21 @@ def test_sequence_parallelism_shrinks_activations():
         return trace_estimate(_spec(), workload, None).phase(PhaseName.FORWARD).memory.bytes_of("activations")
 
     assert forward_activations(True) < forward_activations(False)
+
+
+def test_pipeline_reports_the_most_loaded_stage_with_its_own_weights():
+    """pp=2, fp32, 4 micro-batches: stage 0 holds the embeddings and layer 0 and 2 micro-batches in flight,
+    stage 1 layer 1, the final norm, the LM head and 1 micro-batch; the trace names every stage's peak and
+    reports the largest. Stage 0's weights: embed 256·64·4 = 65,536; layer 0 q, o 16,384, k, v 8,192,
+    gate, up, down 32,768, two norms 256 → 512: 148,480; two rotary buffers 512: 215,040. Stage 1's:
+    148,480 + final norm 512 + lm_head 65,536 + 1,024 = 215,552."""
+    from memfit.trace.engine import trace_estimate
+
+    workload = Training(seq_len=32, precision=Precision.FP32, grad_accum=4, parallel=Parallelism(pp=2))
+    est = trace_estimate(_spec(), workload, None)
+    note = next(a for a in est.assumptions if a.startswith("pipeline stage"))
+    reported = int(note.split()[2])
+    expected_weights = {0: 215_040, 1: 215_552}[reported]
+    assert est.phase(PhaseName.OPTIMIZER).memory.bytes_of("weights") == expected_weights
+    assert "peak allocated per stage: 0: " in note
+    assert ", 1: " in note

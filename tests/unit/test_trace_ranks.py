@@ -11,6 +11,7 @@ pytestmark = requires_transformers
 
 torch = pytest.importorskip("torch")
 
+from memfit.trace.pipeline import in_flight, stage_layers  # noqa: E402
 from memfit.trace.ranks import shard_degrees  # noqa: E402
 from memfit.trace.run import _grouped, check_supported  # noqa: E402
 from memfit.trace.tracker import Tracker  # noqa: E402
@@ -39,13 +40,13 @@ class _Spec:
 
 
 @pytest.mark.parametrize(("workload", "message"), [
-    (Training(seq_len=16, parallel=Parallelism(pp=2)), r"^trace runs data and tensor parallelism .*pp=2"),
+    (Training(seq_len=16, parallel=Parallelism(pp=2, dp=2, fsdp="full")), r"^trace runs pipeline stages"),
     (Training(seq_len=16, parallel=Parallelism(dp=2, tp=2)), r"tp with fsdp=full or shard-grad-op only"),
     (Training(seq_len=16, parallel=Parallelism(dp=2, zero=3)), r"not DeepSpeed zero=3"),
     (Inference(prompt_tokens=16, parallel=Parallelism(dp=2)), r"^trace runs multi-GPU training only"),
 ])
 def test_trace_refuses_what_it_does_not_run(workload, message):
-    """PP, DeepSpeed ZeRO, TP beside DDP and multi-GPU inference name engine=analytic instead of running."""
+    """PP beside dp, DeepSpeed ZeRO, TP beside DDP and multi-GPU inference name engine=analytic instead."""
     with pytest.raises(EngineUnavailable, match=message):
         check_supported(_Spec(), workload)
 
@@ -86,3 +87,23 @@ def test_grouped_roles_become_children():
                                                                       "param_grads": 4608}
     assert terms["activations"].nbytes == 2048
     assert not terms["activations"].children
+
+
+@pytest.mark.parametrize(("num_layers", "pp", "expected"), [
+    (32, 4, [8, 8, 8, 8]),
+    (32, 3, [11, 11, 10]),          # the first 32 % 3 = 2 stages take one more
+    (2, 2, [1, 1]),
+])
+def test_stage_layers_split_evenly_and_cover_every_layer_once(num_layers, pp, expected):
+    """Stages take consecutive layers, the remainder on the first stages."""
+    stages = [stage_layers(num_layers, pp, stage) for stage in range(pp)]
+    assert [len(s) for s in stages] == expected
+    assert [i for s in stages for i in s] == list(range(num_layers))
+
+
+@pytest.mark.parametrize(("pp", "stage", "micro_batches", "expected"), [
+    (4, 0, 8, 4), (4, 3, 8, 1), (4, 0, 2, 2), (2, 1, 1, 1),
+])
+def test_in_flight_micro_batches_follow_1f1b(pp, stage, micro_batches, expected):
+    """Under 1F1B stage s warms up with pp − s forwards, never more than the micro-batches there are."""
+    assert in_flight(pp, stage, micro_batches) == expected

@@ -183,9 +183,9 @@ def check_traced(par: Parallelism) -> None:
     """EngineUnavailable for the parallel settings the trace does not run yet, naming what to use."""
     from memfit.core.choices import ZeroStage
 
-    if par.pp > 1:
-        raise EngineUnavailable(f"trace runs data and tensor parallelism (dp, fsdp, tp), not pp={par.pp}; "
-                                "use engine=analytic")
+    if par.pp > 1 and par.dp * par.tp > 1:
+        raise EngineUnavailable(f"trace runs pipeline stages alone, not pp={par.pp} with dp={par.dp} "
+                                f"tp={par.tp}; use engine=analytic")
     if par.zero is not ZeroStage.NONE:
         raise EngineUnavailable(f"trace runs FSDP2 and DDP, not DeepSpeed zero={par.zero}; use fsdp=full "
                                 "(ZeRO-3), fsdp=shard-grad-op (ZeRO-2) or engine=analytic")

@@ -18,9 +18,9 @@ from memfit.core.codec import decode
 from memfit.core.errors import EngineUnavailable
 from memfit.core.result import Estimate, Gpu, Phase, Term, memory, workload_from_dict
 from memfit.core.spec import ModelSpec
-from memfit.core.units import MiB
+from memfit.core.units import MiB, format_bytes
 from memfit.core.workload import Inference, Training
-from memfit.trace import compat, harness, patches, sharding, targets
+from memfit.trace import compat, harness, patches, pipeline, sharding, targets
 from memfit.trace.allocator import CachingAllocator
 from memfit.trace.boot import Boot, fallback_assumption
 from memfit.trace.tracker import PhasePeak, Tracker
@@ -86,32 +86,18 @@ def trace(spec: ModelSpec, workload: Inference | Training, boot: Boot,
     if boot.device != "cuda":
         assumptions.append(fallback_assumption(boot))
     device = boot.device
-    with _Step(progress, "building the model on the meta device"):
-        model = harness.build_model(spec.source.config_json, workload, spec.checkpoint_dtype, "meta",
-                                    prepare=lambda m: _quantize(m, workload, assumptions))
-    assumptions += check_code_paths(spec, workload, model)
-    tracker = Tracker(device_type=device, allocator=CachingAllocator())
-    fake = FakeTensorMode(allow_non_fake_inputs=False)
-    from memfit.trace import standins
 
-    standins.set_tagger(tracker.mark)
-    with _ranks(workload, tracker, assumptions) as group, fake, tracker:
-        with _Step(progress, "loading fake weights"), tracker.phase("load"):
-            if group is None:
-                harness.materialize(model, device)
-                harness.mark_weights(model, tracker)
-            else:
-                assert isinstance(workload, Training)       # _ranks yields a group for training only
-                model = sharding.wrap(model, workload, group, device, tracker)
-        with _Step(progress, f"running {_task(workload)}"), _loss_parallel(group):
-            if isinstance(workload, Training):
-                tracker.record_events()
-                optimizer = harness.run_workload(model, workload, tracker, device, training_steps=1)
-                tracker.repeat_phases(("forward", "backward"), "optimizer_states")
-                tracker.paged_bytes = getattr(optimizer, "paged_bytes", 0)
-                del optimizer
-            else:
-                harness.run_workload(model, workload, tracker, device)
+    def build() -> Any:
+        return harness.build_model(spec.source.config_json, workload, spec.checkpoint_dtype, "meta",
+                                   prepare=lambda m: _quantize(m, workload, assumptions))
+
+    with _Step(progress, "building the model on the meta device"):
+        model = build()
+    assumptions += check_code_paths(spec, workload, model)
+    if isinstance(workload, Training) and workload.parallel.pp > 1:
+        tracker = _trace_stages(build, model, workload, device, progress, assumptions)
+    else:
+        tracker = _run(model, workload, device, progress, assumptions)
     if tracker.scalars_answered:
         assumptions.append(f"{tracker.scalars_answered} value-dependent scalar reads (.item(), bool()) "
                            "in the model code were read as 0/False; memfit assumes they pick between "
@@ -131,12 +117,67 @@ def trace(spec: ModelSpec, workload: Inference | Training, boot: Boot,
     return tracker, assumptions
 
 
+def _run(model: Any, workload: Inference | Training, device: str, progress: Any, assumptions: list[str],
+         stage: int | None = None) -> Tracker:
+    """Load and run `model` (or pipeline stage `stage` of it) under a fresh Tracker."""
+    tracker = Tracker(device_type=device, allocator=CachingAllocator())
+    fake = FakeTensorMode(allow_non_fake_inputs=False)
+    from memfit.trace import standins
+
+    standins.set_tagger(tracker.mark)
+    with _ranks(workload, tracker, assumptions) as group, fake, tracker:
+        with _Step(progress, "loading fake weights"), tracker.phase("load"):
+            if group is None:
+                harness.materialize(model, device)
+                harness.mark_weights(model, tracker)
+            else:
+                assert isinstance(workload, Training)       # _ranks yields a group for training only
+                model = sharding.wrap(model, workload, group, device, tracker)
+        with _Step(progress, f"running {_task(workload)}"), _loss_parallel(group):
+            if isinstance(workload, Training):
+                tracker.record_events()
+                if stage is None:
+                    optimizer = harness.run_workload(model, workload, tracker, device, training_steps=1)
+                else:
+                    optimizer = pipeline.run_stage(model, workload, stage, tracker, device)
+                tracker.repeat_phases(("forward", "backward"), "optimizer_states")
+                tracker.paged_bytes = getattr(optimizer, "paged_bytes", 0)
+                del optimizer
+            else:
+                harness.run_workload(model, workload, tracker, device)
+    return tracker
+
+
+def _trace_stages(build: Any, model: Any, workload: Training, device: str, progress: Any,
+                  assumptions: list[str]) -> Tracker:
+    """Every pipeline stage's step; the most loaded stage's tracker, the others' peaks as an assumption."""
+    pp = workload.parallel.pp
+    peaks: list[int] = []
+    best: Tracker | None = None
+    for stage in range(pp):
+        stage_model = pipeline.cut(model if stage == 0 else build(), workload, stage)
+        tracker = _run(stage_model, workload, device, progress, assumptions, stage=stage)
+        del stage_model
+        peaks.append(max(record.peak_bytes for record in tracker.phases))
+        if best is None or peaks[-1] == max(peaks):
+            best = tracker
+    assert best is not None
+    worst = peaks.index(max(peaks))
+    assumptions.append(
+        f"pipeline stage {worst} of {pp} is the most loaded and is reported (1F1B: stage s holds min(pp − "
+        f"s, {workload.grad_accum}) micro-batches in flight, grad_accum = micro-batches); peak allocated "
+        "per stage: " + ", ".join(f"{stage}: {format_bytes(nbytes, 'MiB')}"
+                                  for stage, nbytes in enumerate(peaks)))
+    return best
+
+
 @contextlib.contextmanager
 def _ranks(workload: Inference | Training, tracker: Tracker, assumptions: list[str]) -> Iterator[Any]:
     """One GPU: yields None. Several: the fake process group and what to wrap the model with
     (trace/ranks.py), the tracker set up for DTensors and FSDP's storage resizes."""
-    if workload.parallel.num_gpus == 1 or not isinstance(workload, Training):
-        yield None
+    par = workload.parallel
+    if par.dp * par.tp == 1 or not isinstance(workload, Training):
+        yield None                  # one GPU, or one pipeline stage (its sends and receives are its buffers)
         return
     from torch.distributed.tensor import DTensor
 
