@@ -42,6 +42,7 @@ SEQ_LEN = 2048
 
 STRATEGIES = (("fsdp-full", "full"), ("fsdp-shard-grad-op", "shard-grad-op"), ("fsdp-hybrid", "hybrid"),
               ("ddp", None))
+"""The data-parallel strategies of the dp matrix (name → Parallelism.fsdp); tp, tp-sp and pp run alone."""
 
 
 @dataclass(frozen=True)
@@ -53,20 +54,39 @@ class Case:
     checkpointing: str
     precision: str = "bf16"
     offload: str = "none"
+    tp: int = 1
+    pp: int = 1
+    micro_batches: int = 1
 
     @property
     def name(self) -> str:
         extra = f"_offload-{self.offload}" if self.offload != "none" else ""
-        return (f"{self.model}_{self.strategy}_dp{self.dp}_{self.method}_ckpt-{self.checkpointing}_"
+        degrees = f"tp{self.tp}" if self.tp > 1 else f"pp{self.pp}_mb{self.micro_batches}" if self.pp > 1 \
+            else f"dp{self.dp}"
+        return (f"{self.model}_{self.strategy}_{degrees}_{self.method}_ckpt-{self.checkpointing}_"
                 f"{self.precision}_b1_s{SEQ_LEN}_adamw{extra}")
 
     def workload(self) -> Training:
-        fsdp = dict(STRATEGIES)[self.strategy]
+        fsdp = dict(STRATEGIES).get(self.strategy)
         lora = {"method": "lora", "lora": Lora(rank=16, alpha=32)} if self.method == "lora" else {}
         return Training(seq_len=SEQ_LEN, batch_size=1, precision=self.precision,
-                        checkpointing=self.checkpointing, **lora,
+                        checkpointing=self.checkpointing, grad_accum=self.micro_batches, **lora,
                         parallel=Parallelism(dp=self.dp, fsdp=fsdp, offload_optimizer=self.offload,
-                                             offload_params=self.offload))
+                                             offload_params=self.offload, tp=self.tp, pp=self.pp,
+                                             sequence_parallel=self.strategy == "tp-sp"))
+
+
+def tp_pp_matrix(models: list[str]) -> list[Case]:
+    """TP 2/4/8 with and without sequence parallelism, PP 2/4 with 1, 4 and 8 micro-batches (1F1B), full
+    fine-tunes with and without checkpointing (the TP plan splits plain Linears, so no LoRA)."""
+    cases: list[Case] = []
+    for model in models:
+        for checkpointing in ("none", "full"):
+            cases += [Case(model, strategy, 1, "full", checkpointing, tp=tp)
+                      for strategy in ("tp", "tp-sp") for tp in (2, 4, 8)]
+            cases += [Case(model, "pp", 1, "full", checkpointing, pp=pp, micro_batches=m)
+                      for pp in (2, 4) for m in (1, 4, 8)]
+    return cases
 
 
 def matrix(models: list[str], quick: bool) -> list[Case]:
@@ -223,19 +243,25 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", default="Llama-3.2-1B,Llama-3.1-8B,Qwen3-30B-A3B")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--matrix", choices=("dp", "tp-pp"), default="dp",
+                        help="dp: FSDP/DDP (results/parallel-trace-<date>); tp-pp: tensor and pipeline "
+                             "parallelism (results/parallel-trace-tp-pp-<date>)")
     parser.add_argument("--json-dir", default="/tmp/mr-trace-results")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--date", default=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"))
     args = parser.parse_args()
     versions()
     results = []
-    for case in matrix(args.models.split(","), args.quick):
+    models = args.models.split(",")
+    cases = matrix(models, args.quick) if args.matrix == "dp" else tp_pp_matrix(models)
+    stamp = args.date if args.matrix == "dp" else f"tp-pp-{args.date}"
+    for case in cases:
         result = run_case(case, Path(args.json_dir) if args.json_dir else None)
         print(f"{case.name}: {result.error or 'ok'} ({result.wall_s:.1f} s, {result.max_rss_mib:.0f} MiB)",
               flush=True)
         results.append(result)
-        write(results, Path(args.out), args.date)
-    csv_path, md_path = write(results, Path(args.out), args.date)
+        write(results, Path(args.out), stamp)
+    csv_path, md_path = write(results, Path(args.out), stamp)
     print(f"wrote {csv_path} and {md_path}")
     return 0
 
