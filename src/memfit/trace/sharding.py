@@ -193,8 +193,7 @@ def shard(model: Any, workload: Training, mesh: Any, device: str, tracker: Track
         mark_shards(layer, tracker)
     harness.materialize(model, device)
     if tp_mesh is not None:
-        tensor_parallel.split_unit(model, tensor_parallel.root_plan(sequence_parallel), tp_mesh, device,
-                                   tracker, mark=False)
+        tensor_parallel.split_root(model, workload, tp_mesh, device, tracker, mark=False)
     tracker.mark(UNSHARDED_PARAMS, model.parameters())
     with _real_mesh_inputs(tp_mesh):
         fully_shard(model, **options)

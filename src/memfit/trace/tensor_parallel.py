@@ -97,7 +97,6 @@ def root_plan(sequence_parallel: bool) -> dict[str, Any]:
 
 def split(model: Any, workload: Training, tp_mesh: Any, device: str, tracker: Tracker) -> None:
     """Materialise and split each decoder layer, then the root, over `tp_mesh`; tag the local shards."""
-    from torch.distributed.tensor.parallel import parallelize_module
 
     from memfit.trace.sharding import decoder_layers
 
@@ -105,9 +104,17 @@ def split(model: Any, workload: Training, tp_mesh: Any, device: str, tracker: Tr
     sequence_parallel = workload.parallel.sequence_parallel
     for layer in decoder_layers(model):
         split_unit(layer, layer_plan(sequence_parallel), tp_mesh, device, tracker)
-    harness.materialize(model, device)
-    parallelize_module(model, tp_mesh, root_plan(sequence_parallel))
-    harness.mark_weights(model, tracker)
+    split_root(model, workload, tp_mesh, device, tracker)
+
+
+def split_root(model: Any, workload: Training, tp_mesh: Any, device: str, tracker: Tracker, *,
+               mark: bool = True) -> None:
+    """Split the embeddings, final norm and LM head. Tied embeddings stay tied: the embedding's row-wise
+    and the LM head's column-wise split both shard the (vocab, hidden) weight on the vocabulary, but
+    parallelize_module makes a new parameter for each, so the LM head is pointed back at the embedding's."""
+    split_unit(model, root_plan(workload.parallel.sequence_parallel), tp_mesh, device, tracker, mark=mark)
+    if getattr(model.config, "tie_word_embeddings", False):
+        model.lm_head.weight = model.model.embed_tokens.weight
 
 
 def split_unit(unit: Any, plan: dict[str, Any], tp_mesh: Any, device: str, tracker: Tracker, *,
