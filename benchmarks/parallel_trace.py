@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -68,12 +69,20 @@ class Case:
 
     def workload(self) -> Training:
         fsdp = dict(STRATEGIES).get(self.strategy)
-        lora = {"method": "lora", "lora": Lora(rank=16, alpha=32)} if self.method == "lora" else {}
+        lora = {"method": "lora", "lora": lora_config(self.model)} if self.method == "lora" else {}
         return Training(seq_len=SEQ_LEN, batch_size=1, precision=self.precision,
                         checkpointing=self.checkpointing, grad_accum=self.micro_batches, **lora,
                         parallel=Parallelism(dp=self.dp, fsdp=fsdp, offload_optimizer=self.offload,
                                              offload_params=self.offload, tp=self.tp, pp=self.pp,
                                              sequence_parallel=self.strategy == "tp-sp"))
+
+
+@functools.cache
+def lora_config(model: str) -> Lora:
+    """r16, alpha 32 on all linear layers, dropout 0.05; 0 on MoE models, whose fused expert weights peft
+    wraps in lora.ParamWrapper, which refuses dropout (peft 0.21: "does not work with lora_dropout != 0")."""
+    moe = load_model(model).is_moe
+    return Lora(rank=16, alpha=32, dropout=Fraction(0) if moe else Fraction(1, 20))
 
 
 def tp_pp_matrix(models: list[str]) -> list[Case]:
@@ -114,7 +123,8 @@ def matrix(models: list[str], quick: bool) -> list[Case]:
 
 @dataclass
 class Result:
-    case: Case
+    case: Case | None
+    name: str = ""
     trace: dict[str, Any] | None = None
     analytic: Estimate | None = None
     wall_s: float = 0.0
@@ -145,7 +155,7 @@ def run_trace(case: Case) -> tuple[dict[str, Any], float, float]:
 
 
 def run_case(case: Case, json_dir: Path | None) -> Result:
-    result = Result(case)
+    result = Result(case, name=case.name)
     try:
         result.trace, result.wall_s, result.max_rss_mib = run_trace(case)
     except (RuntimeError, MemfitError, IndexError) as err:
@@ -199,11 +209,15 @@ MODEL_STATE = ("weights", "weights/local_shards", "weights/unsharded_params", "w
                "activations")
 
 
-def write(results: list[Result], out_dir: Path, stamp: str) -> tuple[Path, Path]:
+def write(results: list[Result], out_dir: Path, stamp: str, rerun: frozenset[str] = frozenset()) \
+        -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / f"parallel-trace-{stamp}.csv", out_dir / f"parallel-trace-{stamp}.md"
+    header = "; ".join(f"{k} {v}" for k, v in versions().items())
+    if rerun and csv_path.exists():                 # the first run's versions and commit
+        header = csv_path.read_text().splitlines()[0].removeprefix("# ")
     with csv_path.open("w", newline="") as fh:
-        fh.write("# " + "; ".join(f"{k} {v}" for k, v in versions().items()) + "\n")
+        fh.write(f"# {header}\n")
         writer = csv.DictWriter(fh, fieldnames=["case", "phase", "term", "trace_bytes", "analytic_bytes"])
         writer.writeheader()
         for result in results:
@@ -211,14 +225,14 @@ def write(results: list[Result], out_dir: Path, stamp: str) -> tuple[Path, Path]
     lines = [f"# Multi-rank trace vs analytic, {stamp}", "",
              "One rank's training step on torch's fake process group (trace) beside the analytic engine as "
              "it stands, at the trace's peak phase; batch 1 × 2,048 tokens per rank, AdamW. "
-             + ", ".join(f"{k} {v}" for k, v in versions().items()) + ".", "",
+             + header.replace("; ", ", ") + ".", "",
              "| case | peak phase | trace GiB | analytic GiB | error | " + " | ".join(
                  t.replace("weights/", "w/").replace("gradients/", "g/") for t in MODEL_STATE)
              + " | wall s | RSS MiB |",
              "|---|---|---|---|---|" + "---|" * len(MODEL_STATE) + "---|---|"]
     for result in results:
         if result.error and not result.rows:
-            lines.append(f"| {result.case.name} | failed: {result.error[:160]} |")
+            lines.append(f"| {result.name} | failed: {result.error[:160]} |")
             continue
         peak_phase = result.rows[0]["phase"]
         by_term = {row["term"]: row for row in result.rows if row["phase"] == peak_phase}
@@ -226,13 +240,33 @@ def write(results: list[Result], out_dir: Path, stamp: str) -> tuple[Path, Path]
         analytic_alloc = by_term["allocated"]["analytic_bytes"]
         error = f"{(analytic_alloc - trace_alloc) / trace_alloc:+.1%}" if analytic_alloc != "" else "-"
         terms = " | ".join(_gib(by_term.get(t, {}).get("trace_bytes", "")) for t in MODEL_STATE)
-        lines.append(f"| {result.case.name} | {by_term['allocated']['phase']} | {_gib(trace_alloc)} | "
+        lines.append(f"| {result.name} | {by_term['allocated']['phase']} | {_gib(trace_alloc)} | "
                      f"{_gib(analytic_alloc)} | {error} | {terms} | {result.wall_s:.1f} | "
                      f"{result.max_rss_mib:.0f} |")
     lines += ["", "error = (analytic − trace) / trace of peak allocated bytes. Terms are the trace's at its "
               "peak, in GiB; the CSV has every phase and term of both engines."]
+    if rerun:
+        lines += ["", f"Re-run at memfit {versions()['memfit commit']} (`--cases`), the rest from the first "
+                  "run: " + ", ".join(sorted(rerun)) + "."]
     md_path.write_text("\n".join(lines) + "\n")
     return csv_path, md_path
+
+
+def _previous(csv_path: Path, json_dir: Path) -> list[Result]:
+    """The results of an earlier run of the same matrix: rows from its CSV, wall time and RSS from its
+    per-case JSON (cases that failed then have no rows and come back as "not run")."""
+    results: dict[str, Result] = {}
+    with csv_path.open() as fh:
+        for row in csv.DictReader(line for line in fh if not line.startswith("#")):
+            for key in ("trace_bytes", "analytic_bytes"):
+                row[key] = int(row[key]) if row[key] else ""
+            results.setdefault(row["case"], Result(None, name=row["case"])).rows.append(row)
+    for name, result in results.items():
+        record = json_dir / f"{name}.json"
+        if record.exists():
+            data = json.loads(record.read_text())
+            result.wall_s, result.max_rss_mib = data["wall_s"], data["max_rss_mib"]
+    return list(results.values())
 
 
 def _gib(value: Any) -> str:
@@ -243,6 +277,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", default="Llama-3.2-1B,Llama-3.1-8B,Qwen3-30B-A3B")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--cases", default="", help="only these case names (comma-separated), merged into "
+                        "an existing results file of the same matrix and date")
     parser.add_argument("--matrix", choices=("dp", "tp-pp"), default="dp",
                         help="dp: FSDP/DDP (results/parallel-trace-<date>); tp-pp: tensor and pipeline "
                              "parallelism (results/parallel-trace-tp-pp-<date>)")
@@ -255,13 +291,24 @@ def main() -> int:
     models = args.models.split(",")
     cases = matrix(models, args.quick) if args.matrix == "dp" else tp_pp_matrix(models)
     stamp = args.date if args.matrix == "dp" else f"tp-pp-{args.date}"
+    wanted = set(filter(None, args.cases.split(",")))
+    if wanted:
+        previous = {r.name: r for r in _previous(Path(args.out) / f"parallel-trace-{stamp}.csv",
+                                                 Path(args.json_dir))}
+        results = [previous.get(case.name, Result(None, name=case.name, error="not run"))
+                   for case in cases]
     for case in cases:
+        if wanted and case.name not in wanted:
+            continue
         result = run_case(case, Path(args.json_dir) if args.json_dir else None)
         print(f"{case.name}: {result.error or 'ok'} ({result.wall_s:.1f} s, {result.max_rss_mib:.0f} MiB)",
               flush=True)
-        results.append(result)
-        write(results, Path(args.out), stamp)
-    csv_path, md_path = write(results, Path(args.out), stamp)
+        if wanted:
+            results[[r.name for r in results].index(case.name)] = result
+        else:
+            results.append(result)
+        write(results, Path(args.out), stamp, frozenset(wanted))
+    csv_path, md_path = write(results, Path(args.out), stamp, frozenset(wanted))
     print(f"wrote {csv_path} and {md_path}")
     return 0
 
