@@ -54,7 +54,8 @@ CROSSCHECK_CASES = [
                           lora=Lora(rank=4, alpha=8), checkpointing=Checkpointing.FULL,
                           parallel=Parallelism(dp=4, fsdp="full")), id="full-dp4-lora-ckpt"),
     pytest.param(Training(seq_len=32, batch_size=2, precision=Precision.AMP_BF16,
-                          parallel=Parallelism(dp=16, fsdp="hybrid")), id="hybrid-dp16-amp"),
+                          parallel=Parallelism(dp=16, fsdp="hybrid")), id="hybrid-dp16-amp",
+                 marks=pytest.mark.slow),
 ]
 
 
