@@ -3,7 +3,8 @@
 FSDP2 as torchtitan and accelerate apply it: `fully_shard` on every decoder layer (the classes the model
 lists in `_no_split_modules`), then on the root, which keeps the embeddings, the final norm and an untied
 LM head. Each layer is turned into fake CUDA tensors just before it is sharded, so the load phase holds the
-shards plus one unsharded layer, as FSDP2's meta-device initialisation does.
+shards plus one unsharded unit at a time, as a rank that builds each unit and then shards it (FSDP2's
+meta-device initialisation with `to_empty()` holds only the shards; the root unit is the largest).
 
 Roles (children of the top-level terms; tracker.mark tags storages, the first tag wins):
 
@@ -154,7 +155,8 @@ def assumptions(workload: Training) -> list[str]:
                    "data in C++, which fake tensors lack")
     if par.fsdp is not None:
         out.append(f"FSDP2 fully_shard per decoder layer and the root (fsdp={par.fsdp}); "
-                   f"{mixed_precision_note(workload)}")
+                   f"{mixed_precision_note(workload)}; the load phase builds each unit before sharding it "
+                   "(one unsharded unit at a time)")
         if par.offload_optimizer is not Offload.NONE or par.offload_params is not Offload.NONE:
             out.append("FSDP2 CPUOffloadPolicy: parameters, gradients and optimizer states in host memory "
                        "(traced unpinned; pinning changes host memory only), the optimizer step on the CPU")
