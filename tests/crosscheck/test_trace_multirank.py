@@ -173,3 +173,21 @@ def test_pipeline_reports_the_most_loaded_stage_with_its_own_weights():
     assert est.phase(PhaseName.OPTIMIZER).memory.bytes_of("weights") == expected_weights
     assert "peak allocated per stage: 0: " in note
     assert ", 1: " in note
+
+
+def test_fsdp_cpu_offload_moves_shards_gradients_and_states_to_host_ram():
+    """fsdp=full over 2 ranks with CPU offload, AMP: the GPU holds no shards, gradients or optimizer states;
+    the host holds this rank's fp32 shards, 427,264 / 2 = 213,632 B (every dim 0 is even, no padding), as
+    much again in gradients and twice that in AdamW states (host bytes are not rounded to 512)."""
+    from memfit.trace.engine import trace_estimate
+
+    offload = Parallelism(dp=2, fsdp="full", offload_optimizer="cpu", offload_params="cpu")
+    workload = Training(seq_len=16, precision=Precision.AMP_BF16, parallel=offload)
+    optimizer = trace_estimate(_spec(), workload, None).phase(PhaseName.OPTIMIZER)
+    assert optimizer.memory.bytes_of("gradients") == 0
+    assert optimizer.memory.child("weights").bytes_of("local_shards") == 0
+    assert optimizer.memory.child("optimizer_states").bytes_of("states") == 0
+    assert optimizer.host is not None
+    assert optimizer.host.child("weights").bytes_of("local_shards") == 213_632
+    assert optimizer.host.bytes_of("gradients") == 213_632
+    assert optimizer.host.bytes_of("optimizer_states") == 2 * 213_632

@@ -6,6 +6,7 @@ Imported only after `boot.load()`; it imports torch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -184,6 +185,8 @@ def _ranks(workload: Inference | Training, tracker: Tracker, assumptions: list[s
     from memfit.trace import ranks
 
     tracker.defer_to = (DTensor,)
+    if sharding.offloads(workload):
+        tracker.host_device = "cpu"         # FSDP's CPU offload: shards, gradients and states in host RAM
     with ranks.fake_group(workload.parallel) as group, tracker.resizes():
         assumptions.extend(sharding.assumptions(workload))
         yield group
@@ -281,9 +284,11 @@ def assemble(spec: ModelSpec, workload: Inference | Training, gpu: Gpu | None, t
     for index, record in enumerate(tracker.phases):
         handles = _cublas_handles(record.name, index, is_training)
         total = record.peak_bytes + handles * CUBLAS_WORKSPACE_BYTES_SM90
-        if record.name not in chosen or total > chosen[record.name][0].peak_bytes + \
-                chosen[record.name][1] * CUBLAS_WORKSPACE_BYTES_SM90:
-            chosen[record.name] = (record, handles)
+        best = chosen.get(record.name)
+        best_total = best[0].peak_bytes + best[1] * CUBLAS_WORKSPACE_BYTES_SM90 if best else -1
+        if total > best_total or (best is not None and total == best_total
+                                  and record.host_peak_bytes > best[0].host_peak_bytes):
+            chosen[record.name] = (record, handles)      # ties (offloaded states): the larger host side
     phases = []
     paged = getattr(tracker, "paged_bytes", 0)
     for name, (record, handles) in chosen.items():
@@ -294,6 +299,9 @@ def assemble(spec: ModelSpec, workload: Inference | Training, gpu: Gpu | None, t
             phase = _replayed_fragmentation(phase, record.peak_reserved)
         if paged and name != "load":
             phase = _add_paged(phase, paged)
+        if record.host_live:
+            host = tracker.breakdown(record, PHASE_ROLE_DEFAULT.get(name, "activations"), host=True)
+            phase = dataclasses.replace(phase, host=Term.group("host", _grouped(host)))
         phases.append(phase)
     if paged:
         assumptions.append("paged optimizer states live in CUDA managed memory: counted in device bytes "

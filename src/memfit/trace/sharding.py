@@ -86,10 +86,16 @@ def offload_policy(workload: Training) -> Any:
     pinning changes host memory only, not what the GPU holds."""
     from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy
 
-    par = workload.parallel
-    if par.offload_optimizer is not Offload.NONE or par.offload_params is not Offload.NONE:
+    if offloads(workload):
         return CPUOffloadPolicy(pin_memory=False)
     return OffloadPolicy()
+
+
+def offloads(workload: Training) -> bool:
+    """Whether FSDP offloads to the CPU (any offload asked, with fsdp)."""
+    par = workload.parallel
+    return par.fsdp is not None and (
+        par.offload_optimizer is not Offload.NONE or par.offload_params is not Offload.NONE)
 
 
 def wrap(model: Any, workload: Training, group: Any, device: str, tracker: Tracker) -> Any:
@@ -157,9 +163,10 @@ def assumptions(workload: Training) -> list[str]:
         out.append(f"FSDP2 fully_shard per decoder layer and the root (fsdp={par.fsdp}); "
                    f"{mixed_precision_note(workload)}; the load phase builds each unit before sharding it "
                    "(one unsharded unit at a time)")
-        if par.offload_optimizer is not Offload.NONE or par.offload_params is not Offload.NONE:
+        if offloads(workload):
             out.append("FSDP2 CPUOffloadPolicy: parameters, gradients and optimizer states in host memory "
-                       "(traced unpinned; pinning changes host memory only), the optimizer step on the CPU")
+                       "(this rank's host bytes, unpinned: pinned memory is not emulated), the optimizer "
+                       "step on the CPU")
     return out
 
 

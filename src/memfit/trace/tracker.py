@@ -51,6 +51,8 @@ class PhasePeak:
     peak_reserved: int = 0                      # from the allocator replay (0 without one)
     live: dict[int, int] = field(default_factory=dict)
     op: str = ""
+    host_peak_bytes: int = 0                    # host tensors (Tracker.host_device), their own peak
+    host_live: dict[int, int] = field(default_factory=dict)
 
 
 class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
@@ -79,6 +81,11 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self.defer_to: tuple[type, ...] = ()
         self.collective_roles: dict[Any, tuple[tuple[int, str], ...]] = {}
         self._fake_mode: Any = None
+        # FSDP CPU offload: also count fake tensors on this device, as host RAM (unrounded: not the GPU's
+        # caching allocator), apart from the device count
+        self.host_device: str | None = None
+        self.host_live: dict[int, int] = {}
+        self.host_total = 0
 
     # --- counting -------------------------------------------------------------------------------------
 
@@ -132,6 +139,8 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
 
     def _register(self, tensor: torch.Tensor) -> bool:
         if self.device_type is not None and tensor.device.type != self.device_type:
+            if tensor.device.type == self.host_device and _is_fake(tensor):
+                return self._register_host(tensor)
             return False                          # e.g. AdamW's CPU step counters
         if tensor.device.type == "meta" and not _is_fake(tensor):
             return False
@@ -156,6 +165,18 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
             self.allocator.malloc(serial, nbytes)
             if self.events is not None:
                 self.events.append((serial, nbytes))
+        weakref.finalize(storage, self._release, key, serial)
+        return True
+
+    def _register_host(self, tensor: torch.Tensor) -> bool:
+        storage = tensor.untyped_storage()
+        key = storage._cdata
+        if key in self._serial_of or storage.nbytes() == 0:
+            return False
+        serial = next(self._serials)
+        self._serial_of[key] = serial
+        self.host_live[serial] = storage.nbytes()
+        self.host_total += storage.nbytes()
         weakref.finalize(storage, self._release, key, serial)
         return True
 
@@ -196,6 +217,7 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
             self._note_peak("UntypedStorage.resize_")
 
     def _release(self, key: int, serial: int) -> None:
+        self.host_total -= self.host_live.pop(serial, 0)
         nbytes = self.live.pop(serial, 0)
         self.total -= nbytes
         if self.allocator is not None:
@@ -213,6 +235,9 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
     def _note_peak(self, func: Any) -> None:
         self.peak = max(self.peak, self.total)
         phase = self._phase
+        if phase is not None and self.host_total > phase.host_peak_bytes:
+            phase.host_peak_bytes = self.host_total
+            phase.host_live = self.host_live.copy()
         if phase is not None and self.total > phase.peak_bytes:
             phase.peak_bytes = self.total
             phase.live = self.live.copy()
@@ -223,7 +248,8 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
     @contextmanager
     def phase(self, name: str) -> Iterator[PhasePeak]:
         """Track one phase; its peak starts from the bytes live at its start (as reset_peak_memory_stats)."""
-        record = PhasePeak(name=name, start_bytes=self.total, peak_bytes=self.total, live=self.live.copy())
+        record = PhasePeak(name=name, start_bytes=self.total, peak_bytes=self.total, live=self.live.copy(),
+                           host_peak_bytes=self.host_total, host_live=self.host_live.copy())
         self._phase = record
         if self.allocator is not None:
             self.allocator.reset_peak()
@@ -247,13 +273,17 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
         """
         extra = {serial: nbytes for serial, nbytes in self.live.items() if self.roles.get(serial) == role}
         added = sum(extra.values())
+        host_extra = {serial: nbytes for serial, nbytes in self.host_live.items()
+                      if self.roles.get(serial) == role}
         reserved = self._replay_events(len(names))
         for index, name in enumerate(names):
             last = next(p for p in reversed(self.phases) if p.name == name)
             self.phases.append(PhasePeak(name=name, start_bytes=last.start_bytes + added,
                                          peak_bytes=last.peak_bytes + added, end_bytes=last.end_bytes + added,
                                          live={**last.live, **extra}, op=last.op,
-                                         peak_reserved=reserved[index] if index < len(reserved) else 0))
+                                         peak_reserved=reserved[index] if index < len(reserved) else 0,
+                                         host_peak_bytes=last.host_peak_bytes + sum(host_extra.values()),
+                                         host_live={**last.host_live, **host_extra}))
 
     def record_events(self) -> None:
         """Start recording allocator events (for `repeat_phases` to replay them)."""
@@ -309,14 +339,16 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
         key = tensor.untyped_storage()._cdata
         serial = self._serial_of.pop(key, None)
         if serial is not None:
+            self.host_total -= self.host_live.pop(serial, 0)
             self.total -= self.live.pop(serial, 0)
             if self.allocator is not None:
                 self.allocator.free(serial)
 
-    def breakdown(self, peak: PhasePeak, default_role: str) -> dict[str, int]:
-        """Bytes by role of the storages live at `peak`; untagged ones go to `default_role`."""
+    def breakdown(self, peak: PhasePeak, default_role: str, *, host: bool = False) -> dict[str, int]:
+        """Bytes by role of the storages live at `peak` (the host ones at its host peak, with `host`);
+        untagged ones go to `default_role`."""
         out: dict[str, int] = {}
-        for serial, nbytes in peak.live.items():
+        for serial, nbytes in (peak.host_live if host else peak.live).items():
             role = self.roles.get(serial, default_role)
             out[role] = out.get(role, 0) + nbytes
         return out
