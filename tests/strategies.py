@@ -95,6 +95,9 @@ def parallel_settings(draw: _st.DrawFn, *, heads: int = 8, layers: int = 1) -> "
     elif kind == "fsdp":
         kwargs["fsdp"] = draw(_st.sampled_from(list(_Fsdp)))
         kwargs["offload_params"] = draw(_st.sampled_from([_Offload.NONE, _Offload.CPU]))
+        node, dp = int(str(kwargs["gpus_per_node"])), int(str(kwargs["dp"]))
+        if kwargs["fsdp"] is _Fsdp.HYBRID and dp > node:   # HSDP fills whole nodes
+            kwargs["dp"] = draw(_st.sampled_from([2 * node, 4 * node]))
     return _Parallelism(**kwargs)  # type: ignore[arg-type]
 
 
@@ -270,7 +273,7 @@ def family_specs(draw: _st.DrawFn) -> object:
             "num_hidden_layers": layers, "intermediate_size": inter, "vocab_size": vocab,
             "max_position_embeddings": 4096, "num_key_value_heads": draw(_st.sampled_from([1, heads]))}
     window = draw(_st.sampled_from([8, 64]))
-    extra: dict[str, object] = {
+    extras: dict[str, dict[str, object]] = {
         "mistral": {"sliding_window": window},
         "gemma2": {"sliding_window": window, "attn_logit_softcapping": 50.0},
         "qwen3_moe": {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": inter // 2},
@@ -283,6 +286,6 @@ def family_specs(draw: _st.DrawFn) -> object:
         "falcon": {"alibi": draw(_st.booleans()), "new_decoder_architecture": False, "multi_query": True},
         "phi3": {"pad_token_id": 0},
         "cohere": {"use_qk_norm": False},
-    }.get(kind, {})
-    config = {**base, **extra}
+    }
+    config = {**base, **extras.get(kind, {})}
     return _spec_from_config(config, name=f"prop-{kind}", source=_ModelSource(kind="config", ref=kind))

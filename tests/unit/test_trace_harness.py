@@ -54,11 +54,12 @@ def test_optimizers_are_explicit_about_foreach_and_fused(optimizer, foreach, fus
 
 @pytest.mark.parametrize(("workload", "message"), [
     (Inference(prompt_tokens=8, runtime=Runtime.VLLM), "transformers only"),
-    (Training(seq_len=8, parallel=Parallelism(dp=2)), "one GPU"),
+    (Inference(prompt_tokens=8, parallel=Parallelism(dp=2)), "multi-GPU training only"),
     (Training(seq_len=8, chunked_loss=True), "chunked_loss"),
 ])
 def test_trace_refuses_what_it_cannot_run(workload, message):
-    """Other runtimes, several GPUs and non-transformers code paths: one line naming the alternative."""
+    """Other runtimes, multi-GPU inference and non-transformers code paths: one line naming the
+    alternative (multi-GPU training is traced: tests/crosscheck/test_trace_multirank.py)."""
     from memfit.sources.resolve import load_model
     from memfit.trace.run import check_supported
 

@@ -235,6 +235,11 @@ class Parallelism:
                                   "the most memfit accepts")
         if self.fsdp is not None and self.zero is not ZeroStage.NONE:
             raise InvalidWorkload(f"fsdp={self.fsdp} and zero={self.zero} are exclusive; pick one")
+        if (self.fsdp is FsdpStrategy.HYBRID and self.dp > self.gpus_per_node
+                and self.dp % self.gpus_per_node):
+            raise InvalidWorkload(f"fsdp=hybrid with dp={self.dp} does not fill whole nodes of "
+                                  f"{self.gpus_per_node} GPUs; use dp ≤ {self.gpus_per_node} or a multiple "
+                                  f"of {self.gpus_per_node}")
         if self.sequence_parallel and self.tp == 1:
             raise InvalidWorkload("sequence_parallel splits activations over tensor-parallel ranks; it needs "
                                   "tp > 1")

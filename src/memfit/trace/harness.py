@@ -185,6 +185,7 @@ def make_optimizer(params: list[torch.nn.Parameter], optimizer: Optimizer, *, re
     bitsandbytes optimizers: the real ones with `real_bnb` (measure), else stand-ins with their storage.
     """
     lr = LEARNING_RATE
+    params = _foreach_groups(params)
     match optimizer:
         case Optimizer.ADAMW:
             return torch.optim.AdamW(params, lr=lr, foreach=True)
@@ -215,6 +216,15 @@ def make_optimizer(params: list[torch.nn.Parameter], optimizer: Optimizer, *, re
 
             return BnbAdamWStandIn(params, optimizer=optimizer, lr=lr)
     raise EngineUnavailable(f"optimizer={optimizer} is not traced; use engine=analytic")
+
+
+def _foreach_groups(params: list[torch.nn.Parameter]) -> Any:
+    """The parameters, or two param groups when some are DTensors and some plain tensors (tensor
+    parallelism leaves norms unsplit): a foreach step cannot mix them in one list, on a GPU either."""
+    split = [p for p in params if hasattr(p, "_local_tensor")]
+    if not split or len(split) == len(params):
+        return params
+    return [{"params": split}, {"params": [p for p in params if not hasattr(p, "_local_tensor")]}]
 
 
 def host_step_counters(opt: Any) -> list[torch.Tensor]:

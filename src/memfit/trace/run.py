@@ -5,7 +5,10 @@ Imported only after `boot.load()`; it imports torch.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -18,9 +21,9 @@ from memfit.core.overhead import CUBLAS_WORKSPACE_BYTES_SM90
 from memfit.core.result import Estimate, Gpu, Phase, Term, memory, workload_from_dict
 from memfit.core.spec import ModelSpec
 from memfit.core.training import CUBLAS_HANDLES_TRAINING
-from memfit.core.units import MiB
+from memfit.core.units import MiB, format_bytes
 from memfit.core.workload import Inference, Training
-from memfit.trace import compat, harness, patches, targets
+from memfit.trace import compat, harness, patches, pipeline, sharding, targets
 from memfit.trace.allocator import CachingAllocator
 from memfit.trace.boot import Boot, fallback_assumption
 from memfit.trace.tracker import PhasePeak, Tracker
@@ -49,8 +52,14 @@ def check_supported(spec: ModelSpec, workload: Inference | Training) -> None:
     if workload.runtime is not Runtime.TRANSFORMERS:
         raise EngineUnavailable(f"trace runs transformers only, not runtime={workload.runtime}; "
                                 "use engine=analytic")
-    if workload.parallel.num_gpus > 1 or workload.parallel.device_map is not None:
-        raise EngineUnavailable("trace runs one GPU; use engine=analytic for multi-GPU or device_map splits")
+    if workload.parallel.device_map is not None or (workload.parallel.num_gpus > 1
+                                                    and not isinstance(workload, Training)):
+        raise EngineUnavailable("trace runs multi-GPU training only; use engine=analytic for multi-GPU "
+                                "inference or device_map splits")
+    if workload.parallel.num_gpus > 1:
+        from memfit.trace.ranks import check_traced
+
+        check_traced(workload.parallel)
     if workload.quant.is_quantized and not workload.quant.kind.startswith("bnb"):
         raise EngineUnavailable(f"trace stands in for bitsandbytes only, not quant={workload.quant.name}; "
                                 "use engine=analytic")
@@ -72,28 +81,18 @@ def trace(spec: ModelSpec, workload: Inference | Training, boot: Boot,
     if boot.device != "cuda":
         assumptions.append(fallback_assumption(boot))
     device = boot.device
-    with _Step(progress, "building the model on the meta device"):
-        model = harness.build_model(spec.source.config_json, workload, spec.checkpoint_dtype, "meta",
-                                    prepare=lambda m: _quantize(m, workload, assumptions))
-    assumptions += check_code_paths(spec, workload, model)
-    tracker = Tracker(device_type=device, allocator=CachingAllocator())
-    fake = FakeTensorMode(allow_non_fake_inputs=False)
-    from memfit.trace import standins
 
-    standins.set_tagger(tracker.mark)
-    with fake, tracker:
-        with _Step(progress, "loading fake weights"), tracker.phase("load"):
-            harness.materialize(model, device)
-            harness.mark_weights(model, tracker)
-        with _Step(progress, f"running {_task(workload)}"):
-            if isinstance(workload, Training):
-                tracker.record_events()
-                optimizer = harness.run_workload(model, workload, tracker, device, training_steps=1)
-                tracker.repeat_phases(("forward", "backward"), "optimizer_states")
-                tracker.paged_bytes = getattr(optimizer, "paged_bytes", 0)
-                del optimizer
-            else:
-                harness.run_workload(model, workload, tracker, device)
+    def build() -> Any:
+        return harness.build_model(spec.source.config_json, workload, spec.checkpoint_dtype, "meta",
+                                   prepare=lambda m: _quantize(m, workload, assumptions))
+
+    with _Step(progress, "building the model on the meta device"):
+        model = build()
+    assumptions += check_code_paths(spec, workload, model)
+    if isinstance(workload, Training) and workload.parallel.pp > 1:
+        tracker = _trace_stages(build, model, workload, device, progress, assumptions)
+    else:
+        tracker = _run(model, workload, device, progress, assumptions)
     if tracker.scalars_answered:
         assumptions.append(f"{tracker.scalars_answered} value-dependent scalar reads (.item(), bool()) "
                            "in the model code were read as 0/False; memfit assumes they pick between "
@@ -111,6 +110,89 @@ def trace(spec: ModelSpec, workload: Inference | Training, boot: Boot,
     if isinstance(workload, Inference) and workload.new_tokens:
         assumptions.append("decode traced with a loop reproducing generate()'s cache and logits handling")
     return tracker, assumptions
+
+
+def _run(model: Any, workload: Inference | Training, device: str, progress: Any, assumptions: list[str],
+         stage: int | None = None) -> Tracker:
+    """Load and run `model` (or pipeline stage `stage` of it) under a fresh Tracker."""
+    tracker = Tracker(device_type=device, allocator=CachingAllocator())
+    fake = FakeTensorMode(allow_non_fake_inputs=False)
+    from memfit.trace import standins
+
+    standins.set_tagger(tracker.mark)
+    with _ranks(workload, tracker, assumptions) as group, fake, tracker:
+        with _Step(progress, "loading fake weights"), tracker.phase("load"):
+            if group is None:
+                harness.materialize(model, device)
+                harness.mark_weights(model, tracker)
+            else:
+                assert isinstance(workload, Training)       # _ranks yields a group for training only
+                model = sharding.wrap(model, workload, group, device, tracker)
+        with _Step(progress, f"running {_task(workload)}"), _loss_parallel(group):
+            if isinstance(workload, Training):
+                tracker.record_events()
+                if stage is None:
+                    optimizer = harness.run_workload(model, workload, tracker, device, training_steps=1)
+                else:
+                    optimizer = pipeline.run_stage(model, workload, stage, tracker, device)
+                tracker.repeat_phases(("forward", "backward"), "optimizer_states")
+                tracker.paged_bytes = getattr(optimizer, "paged_bytes", 0)
+                del optimizer
+            else:
+                harness.run_workload(model, workload, tracker, device)
+    return tracker
+
+
+def _trace_stages(build: Any, model: Any, workload: Training, device: str, progress: Any,
+                  assumptions: list[str]) -> Tracker:
+    """Every pipeline stage's step; the most loaded stage's tracker, the others' peaks as an assumption."""
+    pp = workload.parallel.pp
+    peaks: list[int] = []
+    best: Tracker | None = None
+    for stage in range(pp):
+        stage_model = pipeline.cut(model if stage == 0 else build(), workload, stage)
+        tracker = _run(stage_model, workload, device, progress, assumptions, stage=stage)
+        del stage_model
+        peaks.append(max(record.peak_bytes for record in tracker.phases))
+        if best is None or peaks[-1] == max(peaks):
+            best = tracker
+    assert best is not None
+    worst = peaks.index(max(peaks))
+    assumptions.append(
+        f"pipeline stage {worst} of {pp} is the most loaded and is reported (1F1B: stage s holds min(pp − "
+        f"s, {workload.grad_accum}) micro-batches in flight, grad_accum = micro-batches); peak allocated "
+        "per stage: " + ", ".join(f"{stage}: {format_bytes(nbytes, 'MiB')}"
+                                  for stage, nbytes in enumerate(peaks)))
+    return best
+
+
+@contextlib.contextmanager
+def _ranks(workload: Inference | Training, tracker: Tracker, assumptions: list[str]) -> Iterator[Any]:
+    """One GPU: yields None. Several: the fake process group and what to wrap the model with
+    (trace/ranks.py), the tracker set up for DTensors and FSDP's storage resizes."""
+    par = workload.parallel
+    if par.dp * par.tp == 1 or not isinstance(workload, Training):
+        yield None                  # one GPU, or one pipeline stage (its sends and receives are its buffers)
+        return
+    from torch.distributed.tensor import DTensor
+
+    from memfit.trace import ranks
+
+    tracker.defer_to = (DTensor,)
+    if sharding.offloads(workload):
+        tracker.host_device = "cpu"         # FSDP's CPU offload: shards, gradients and states in host RAM
+    with ranks.fake_group(workload.parallel) as group, tracker.resizes():
+        assumptions.extend(sharding.assumptions(workload))
+        yield group
+
+
+def _loss_parallel(group: Any) -> contextlib.AbstractContextManager[Any]:
+    """DTensor's vocab-parallel cross-entropy when the LM head is split over tensor-parallel ranks."""
+    if group is None or group.tp_mesh is None:
+        return contextlib.nullcontext()
+    from torch.distributed.tensor.parallel import loss_parallel
+
+    return loss_parallel()
 
 
 def check_code_paths(spec: ModelSpec, workload: Inference | Training, model: Any) -> list[str]:
@@ -196,9 +278,11 @@ def assemble(spec: ModelSpec, workload: Inference | Training, gpu: Gpu | None, t
     for index, record in enumerate(tracker.phases):
         handles = _cublas_handles(record.name, index, is_training)
         total = record.peak_bytes + handles * CUBLAS_WORKSPACE_BYTES_SM90
-        if record.name not in chosen or total > chosen[record.name][0].peak_bytes + \
-                chosen[record.name][1] * CUBLAS_WORKSPACE_BYTES_SM90:
-            chosen[record.name] = (record, handles)
+        best = chosen.get(record.name)
+        best_total = best[0].peak_bytes + best[1] * CUBLAS_WORKSPACE_BYTES_SM90 if best else -1
+        if total > best_total or (best is not None and total == best_total
+                                  and record.host_peak_bytes > best[0].host_peak_bytes):
+            chosen[record.name] = (record, handles)      # ties (offloaded states): the larger host side
     phases = []
     paged = getattr(tracker, "paged_bytes", 0)
     for name, (record, handles) in chosen.items():
@@ -209,6 +293,9 @@ def assemble(spec: ModelSpec, workload: Inference | Training, gpu: Gpu | None, t
             phase = _replayed_fragmentation(phase, record.peak_reserved)
         if paged and name != "load":
             phase = _add_paged(phase, paged)
+        if record.host_live:
+            host = tracker.breakdown(record, PHASE_ROLE_DEFAULT.get(name, "activations"), host=True)
+            phase = dataclasses.replace(phase, host=Term.group("host", _grouped(host)))
         phases.append(phase)
     if paged:
         assumptions.append("paged optimizer states live in CUDA managed memory: counted in device bytes "
@@ -238,7 +325,7 @@ def _persistent_waste(tracker: Tracker, record: PhasePeak) -> int:
     except ImportError:
         return 0
     sizes = [nbytes for serial, nbytes in sorted(record.live.items())
-             if tracker.roles.get(serial) in PERSISTENT_ROLES]
+             if tracker.roles.get(serial) in PERSISTENT_ROLES | sharding.PERSISTENT]
     return max(0, segment_reserved(sizes) - sum(sizes))
 
 
@@ -265,7 +352,7 @@ def _add_paged(phase: Phase, paged_bytes: int) -> Phase:
 def _terms(by_role: dict[str, int], handles: int) -> list[Term]:
     step = by_role.pop("optimizer_step", 0)
     dequant = by_role.pop("dequant", 0)
-    terms = [Term(name=role, nbytes=nbytes) for role, nbytes in by_role.items() if role != "optimizer_states"]
+    terms = _grouped({role: nbytes for role, nbytes in by_role.items() if role != "optimizer_states"})
     states = by_role.get("optimizer_states", 0)
     if states or step:
         terms.append(Term.group("optimizer_states", [Term(name="states", nbytes=states),
@@ -274,6 +361,29 @@ def _terms(by_role: dict[str, int], handles: int) -> list[Term]:
         terms.append(Term.group("runtime_overhead", [
             Term(name="cublas_workspace", nbytes=handles * CUBLAS_WORKSPACE_BYTES_SM90),
             Term(name="dequant", nbytes=dequant, note="bitsandbytes dequantised weights and absmax")]))
+    return terms
+
+
+UNTAGGED_CHILD = {"gradients": "param_grads"}
+"""The child name of a parent's plainly tagged rest: DDP's `.grad` tensors beside its buckets."""
+
+
+def _grouped(by_role: dict[str, int]) -> list[Term]:
+    """Terms from roles; "parent/child" roles (multi-rank: trace/sharding.py) become children of their
+    parent, whose untagged rest is `other`."""
+    flat: dict[str, int] = {}
+    children: dict[str, list[Term]] = {}
+    for role, nbytes in by_role.items():
+        parent, _, child = role.partition("/")
+        if child:
+            children.setdefault(parent, []).append(Term(name=child, nbytes=nbytes))
+        else:
+            flat[parent] = flat.get(parent, 0) + nbytes
+    terms = [Term(name=role, nbytes=nbytes) for role, nbytes in flat.items() if role not in children]
+    for parent, kids in children.items():
+        if parent in flat:
+            kids.append(Term(name=UNTAGGED_CHILD.get(parent, "other"), nbytes=flat[parent]))
+        terms.append(Term.group(parent, sorted(kids, key=lambda t: t.name)))
     return terms
 
 

@@ -48,6 +48,8 @@ class PhasePeak:
     peak_reserved: int = 0                      # from the allocator replay (0 without one)
     live: dict[int, int] = field(default_factory=dict)
     op: str = ""
+    host_peak_bytes: int = 0                    # host tensors (Tracker.host_device), their own peak
+    host_live: dict[int, int] = field(default_factory=dict)
 
 
 class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
@@ -71,10 +73,26 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self._threads: set[int] = set()
         self.answer_scalars = True              # read fake scalars as 0 instead of failing
         self.scalars_answered = 0
+        # multi-rank (trace/ranks.py): tensor subclasses that desugar into local ops first (DTensor), and
+        # roles of the tensors a collective takes (op → ((argument index, role), ...))
+        self.defer_to: tuple[type, ...] = ()
+        self.collective_roles: dict[Any, tuple[tuple[int, str], ...]] = {}
+        self._fake_mode: Any = None
+        # FSDP CPU offload: also count fake tensors on this device, as host RAM (unrounded: not the GPU's
+        # caching allocator), apart from the device count
+        self.host_device: str | None = None
+        self.host_live: dict[int, int] = {}
+        self.host_total = 0
 
     # --- counting -------------------------------------------------------------------------------------
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if self.defer_to and any(issubclass(t, self.defer_to) for t in types):
+            return NotImplemented       # let DTensor run its local ops, which come back here
+        if self.defer_to and _active_fake_mode() is not self._fake_mode:
+            return func(*args, **(kwargs or {}))    # DTensor's sharding propagation: metadata only
+        if self.defer_to and func is _WAIT_TENSOR:
+            return args[0]      # eager waits in place; the fake kernel would return a new tensor
         if func is torch.ops.aten._local_scalar_dense.default and self.answer_scalars:
             try:
                 return func(*args, **(kwargs or {}))        # fake tensors holding a constant know it
@@ -82,6 +100,8 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
                 return self._answer_scalar(args[0])
         out = func(*args, **(kwargs or {}))
         self.num_ops += 1
+        for index, role in self.collective_roles.get(func, ()):
+            self.mark(role, _tensors(args[index]))
         if self.allocator is not None and func in _MATMULS:
             self._first_matmul_of_thread()
         grew = False
@@ -116,6 +136,8 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
 
     def _register(self, tensor: torch.Tensor) -> bool:
         if self.device_type is not None and tensor.device.type != self.device_type:
+            if tensor.device.type == self.host_device and _is_fake(tensor):
+                return self._register_host(tensor)
             return False                          # e.g. AdamW's CPU step counters
         if tensor.device.type == "meta" and not _is_fake(tensor):
             return False
@@ -143,7 +165,56 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
         weakref.finalize(storage, self._release, key, serial)
         return True
 
+    def _register_host(self, tensor: torch.Tensor) -> bool:
+        storage = tensor.untyped_storage()
+        key = storage._cdata
+        if key in self._serial_of or storage.nbytes() == 0:
+            return False
+        serial = next(self._serials)
+        self._serial_of[key] = serial
+        self.host_live[serial] = storage.nbytes()
+        self.host_total += storage.nbytes()
+        weakref.finalize(storage, self._release, key, serial)
+        return True
+
+    @contextmanager
+    def resizes(self) -> Iterator[None]:
+        """Count `UntypedStorage.resize_` on counted storages, which dispatch does not see: FSDP frees and
+        re-allocates its unsharded parameters this way (free_storage / alloc_storage in _fsdp_param.py)."""
+        original = torch.UntypedStorage.resize_
+
+        def resize_(storage: torch.UntypedStorage, size: int) -> Any:
+            out = original(storage, size)
+            self._resized(storage._cdata, rounded_bytes(int(size)))
+            return out
+
+        torch.UntypedStorage.resize_ = resize_  # type: ignore[method-assign,assignment]
+        try:
+            yield
+        finally:
+            torch.UntypedStorage.resize_ = original  # type: ignore[method-assign]
+
+    def _resized(self, key: int, nbytes: int) -> None:
+        serial = self._serial_of.get(key)
+        if serial is None:
+            return
+        old = self.live.pop(serial, 0)
+        self.total -= old
+        if self.allocator is not None and old:
+            self.allocator.free(serial)
+            if self.events is not None:
+                self.events.append((serial, 0))
+        if nbytes:
+            self.live[serial] = nbytes
+            self.total += nbytes
+            if self.allocator is not None:
+                self.allocator.malloc(serial, nbytes)
+                if self.events is not None:
+                    self.events.append((serial, nbytes))
+            self._note_peak("UntypedStorage.resize_")
+
     def _release(self, key: int, serial: int) -> None:
+        self.host_total -= self.host_live.pop(serial, 0)
         nbytes = self.live.pop(serial, 0)
         self.total -= nbytes
         if self.allocator is not None:
@@ -153,9 +224,17 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
         if self._serial_of.get(key) == serial:
             del self._serial_of[key]
 
+    def __enter__(self) -> Tracker:
+        if self.defer_to:
+            self._fake_mode = _active_fake_mode()
+        return super().__enter__()  # type: ignore[no-untyped-call,no-any-return]
+
     def _note_peak(self, func: Any) -> None:
         self.peak = max(self.peak, self.total)
         phase = self._phase
+        if phase is not None and self.host_total > phase.host_peak_bytes:
+            phase.host_peak_bytes = self.host_total
+            phase.host_live = self.host_live.copy()
         if phase is not None and self.total > phase.peak_bytes:
             phase.peak_bytes = self.total
             phase.live = self.live.copy()
@@ -166,7 +245,8 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
     @contextmanager
     def phase(self, name: str) -> Iterator[PhasePeak]:
         """Track one phase; its peak starts from the bytes live at its start (as reset_peak_memory_stats)."""
-        record = PhasePeak(name=name, start_bytes=self.total, peak_bytes=self.total, live=self.live.copy())
+        record = PhasePeak(name=name, start_bytes=self.total, peak_bytes=self.total, live=self.live.copy(),
+                           host_peak_bytes=self.host_total, host_live=self.host_live.copy())
         self._phase = record
         if self.allocator is not None:
             self.allocator.reset_peak()
@@ -190,13 +270,17 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
         """
         extra = {serial: nbytes for serial, nbytes in self.live.items() if self.roles.get(serial) == role}
         added = sum(extra.values())
+        host_extra = {serial: nbytes for serial, nbytes in self.host_live.items()
+                      if self.roles.get(serial) == role}
         reserved = self._replay_events(len(names))
         for index, name in enumerate(names):
             last = next(p for p in reversed(self.phases) if p.name == name)
             self.phases.append(PhasePeak(name=name, start_bytes=last.start_bytes + added,
                                          peak_bytes=last.peak_bytes + added, end_bytes=last.end_bytes + added,
                                          live={**last.live, **extra}, op=last.op,
-                                         peak_reserved=reserved[index] if index < len(reserved) else 0))
+                                         peak_reserved=reserved[index] if index < len(reserved) else 0,
+                                         host_peak_bytes=last.host_peak_bytes + sum(host_extra.values()),
+                                         host_live={**last.host_live, **host_extra}))
 
     def record_events(self) -> None:
         """Start recording allocator events (for `repeat_phases` to replay them)."""
@@ -227,7 +311,9 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
         return peaks
 
     def serial(self, tensor: torch.Tensor) -> int | None:
-        """The serial of the live storage behind `tensor`, or None if it is not counted."""
+        """The serial of the live storage behind `tensor` (a DTensor's local shard), or None if it is not
+        counted."""
+        tensor = getattr(tensor, "_local_tensor", tensor)
         return self._serial_of.get(tensor.untyped_storage()._cdata)
 
     def mark(self, role: str, tensors: Iterable[torch.Tensor | None]) -> None:
@@ -246,25 +332,42 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
                 self.roles.setdefault(serial, role)
 
     def _forget(self, tensor: torch.Tensor) -> None:
+        tensor = getattr(tensor, "_local_tensor", tensor)
         key = tensor.untyped_storage()._cdata
         serial = self._serial_of.pop(key, None)
         if serial is not None:
+            self.host_total -= self.host_live.pop(serial, 0)
             self.total -= self.live.pop(serial, 0)
             if self.allocator is not None:
                 self.allocator.free(serial)
 
-    def breakdown(self, peak: PhasePeak, default_role: str) -> dict[str, int]:
-        """Bytes by role of the storages live at `peak`; untagged ones go to `default_role`."""
+    def breakdown(self, peak: PhasePeak, default_role: str, *, host: bool = False) -> dict[str, int]:
+        """Bytes by role of the storages live at `peak` (the host ones at its host peak, with `host`);
+        untagged ones go to `default_role`."""
         out: dict[str, int] = {}
-        for serial, nbytes in peak.live.items():
+        for serial, nbytes in (peak.host_live if host else peak.live).items():
             role = self.roles.get(serial, default_role)
             out[role] = out.get(role, 0) + nbytes
         return out
 
 
+_WAIT_TENSOR = torch.ops._c10d_functional.wait_tensor.default
+"""Functional collectives' wait (DTensor redistribution under tensor parallelism)."""
+
 _MATMULS = frozenset({torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
                       torch.ops.aten.baddbmm.default})
 """Ops that call cuBLAS (and so create the thread's workspace)."""
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    """The tensors in a collective's argument: one tensor or a (nested) list of them."""
+    return [t for t in tree_iter(value) if isinstance(t, torch.Tensor)]
+
+
+def _active_fake_mode() -> Any:
+    from torch._guards import active_fake_mode
+
+    return active_fake_mode()
 
 
 def _is_fake(tensor: torch.Tensor) -> bool:

@@ -1,0 +1,50 @@
+"""The CLI with the multi-rank trace: per-rank terms in --json, one-line errors for what it cannot run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tests.helpers import requires_transformers
+from tests.shells.test_cli import assert_one_error_line, invoke
+
+pytestmark = requires_transformers
+
+TINY = {
+    "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 256,
+    "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "tie_word_embeddings": False,
+    "torch_dtype": "float32",
+}
+TRAIN = ["--engine", "trace", "--task", "train", "--seq-len", "16"]
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(TINY))
+    return str(path)
+
+
+def test_fsdp_trace_json_has_the_per_rank_gradient_terms(tiny_config):
+    """--dp 2 --fsdp full --engine trace, bf16: the optimizer phase holds this rank's gradient shards, one
+    flat reduce-scatter output per unit. Layer: 36,992 parameters, half 18,496 · 2 B = 36,992 → 37,376;
+    root: embed and lm_head 16,384 each and a 64-wide norm, half 16,416 · 2 B = 32,832 → 33,280;
+    2 · 37,376 + 33,280 = 108,032 B."""
+    outcome = invoke("estimate", tiny_config, *TRAIN, "--dp", "2", "--fsdp", "full", "--json")
+    assert outcome.exit_code == 0, outcome.stderr
+    optimizer = next(p for p in json.loads(outcome.stdout)["phases"] if p["name"] == "optimizer")
+    assert optimizer["breakdown"]["gradients/sharded"] == 108_032
+    assert optimizer["breakdown"]["gradients"] == 108_032
+
+
+def test_hybrid_over_a_partial_node_is_bad_input(tiny_config):
+    """--dp 12 --fsdp hybrid cannot fill nodes of 8 GPUs: exit 2 and one line naming what works."""
+    outcome = invoke("estimate", tiny_config, *TRAIN, "--dp", "12", "--fsdp", "hybrid")
+    assert_one_error_line(outcome, 2, mentions="fsdp=hybrid with dp=12 does not fill whole nodes")
+
+
+def test_tp_beside_ddp_names_the_analytic_engine(tiny_config):
+    """--dp 2 --tp 2 without FSDP is not traced: exit 1 and one line naming engine=analytic."""
+    outcome = invoke("estimate", tiny_config, *TRAIN, "--dp", "2", "--tp", "2")
+    assert_one_error_line(outcome, 1, mentions="engine=analytic")
