@@ -91,6 +91,8 @@ class MoeSpec:
     router_bias: bool = False             # gpt-oss
     score_correction_bias: bool = False   # DeepSeek-V3: e_score_correction_bias (num_experts)
     peft_wraps_experts: bool = False      # peft's all-linear adapts the fused 3-D experts (lora.ParamWrapper)
+    routing_weights_fp32: bool = False    # top-k weights stay fp32, so the weighted rows are fp32 (DeepSeek)
+    shared_expert_first: bool = False     # the shared expert runs before the routed ones (Qwen2-MoE)
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= self.num_experts:

@@ -36,9 +36,6 @@ no_grad: gelu_new holds x, 0.5·x, x³ and 0.044715·x³; gelu_fast x, 0.5·x, 0
 product with x; quick_gelu x, 1.702·x and its sigmoid. Fused ones (gelu, silu, gelu_pytorch_tanh) hold 2.
 Source: transformers 5.17 activations.py NewGELUActivation / FastGELUActivation / QuickGELUActivation;
 gelu_new measured on real CPU tensors (GPT-2, a TorchDispatchMode over live storages: 4)."""
-MOE_ROUTING_IMBALANCE = 2
-"""Tokens the busiest expert receives, as a multiple of the mean tokens × top_k / experts (routing is
-data dependent; random weights route near uniformly). Source: estimate, marked in the Term note."""
 INT8_OUTLIER_BYTES_PER_WEIGHT = 7
 """LLM.int8 inference with threshold 6.0: when input columns exceed the threshold the weight's outlier
 columns are sliced (int8, 1 B), dequantised (fp32, 4 B) and cast (compute dtype, 2 B); with random-weight
@@ -200,6 +197,24 @@ def _mla_parts(att: AttentionSpec, *, b: int, s: int, kv: int, heads: int, dt: i
             Term(name="latent", nbytes=latent), Term(name="expanded_kv", nbytes=expanded)]
 
 
+def grouped_experts_bytes(moe: MoeSpec, *, tokens: int, hidden: int, dt: int) -> int:
+    """The routed experts' largest live set under transformers' grouped_mm experts (its default wherever
+    torch's grouped_mm dispatches, sm80+): all S = tokens × top_k (token, expert) rows at once, sorted by
+    expert. Three moments: the up projection (the gathered rows, its (S, 2I) output and the masked copy),
+    the gate (the masked output, activation and product, (S, I) each), the end (the gathered rows, the
+    masked down output, the weighted rows and their copy back in token order: four (S, h)). A clamped GLU
+    (gpt-oss) holds two more (S, I) temporaries. `hidden` is tokens × h × dt.
+    Source: transformers 5.17 integrations/moe.py grouped_mm_experts_forward; trace of Qwen3-30B-A3B,
+    Qwen2-57B-A14B (8k-32k prompts)."""
+    rows = moe.top_k
+    inter = tokens * moe.expert.intermediate_size * dt * rows
+    up_width = 2 * inter if moe.expert.gated else inter
+    gathered = hidden * rows
+    weighted = gathered * 4 // dt if moe.routing_weights_fp32 else gathered   # fp32 weights promote
+    gate = gathered + up_width + (4 if moe.expert.clamped_glu else 2) * inter
+    return max(gathered + 2 * up_width, gate, 2 * gathered + 2 * weighted)
+
+
 def _mlp_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, *, tokens: int, hidden: int,
               dt: int) -> tuple[Term, int]:
     """The MLP step's live set and the dequantisation bytes inside it."""
@@ -208,16 +223,18 @@ def _mlp_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, *, tokens:
     dequant = max((dequant_bytes(lin, workload, tokens=tokens, dt=dt) for lin in linears), default=0)
     if isinstance(layer.mlp, MoeSpec):
         moe = layer.mlp
-        routed = min(tokens, -(-MOE_ROUTING_IMBALANCE * tokens * moe.top_k // moe.num_experts))
-        inter = routed * moe.expert.intermediate_size * dt
         shared = tokens * moe.shared_expert.intermediate_size * dt if moe.shared_expert else 0
-        # router logits in fp32, the one-hot expert mask (int64, tokens × top_k × experts), one expert's
-        # gate_up/act/product over its routed tokens, the accumulated output, and a shared expert's
-        # intermediates. Source: transformers 5.17 MixtralExperts / Qwen3MoeExperts eager loop.
-        router = tokens * moe.num_experts * 4 + tokens * moe.top_k * moe.num_experts * 8
-        parts = [Term(name="router", nbytes=router),
-                 Term(name="experts", nbytes=4 * inter + hidden),
-                 Term(name="shared_experts", nbytes=3 * shared)]
+        # router logits in fp32 and the sort of the tokens × top_k (expert, position) pairs (int64)
+        router = tokens * moe.num_experts * 4 + 3 * tokens * moe.top_k * 8
+        routed = grouped_experts_bytes(moe, tokens=tokens, hidden=hidden, dt=dt)
+        # the shared expert's intermediates beside the routed experts' output (after them), or its output
+        # beside the routed experts' peak (Qwen2-MoE runs it first)
+        if moe.shared_expert_first:
+            routed, shared = routed + (hidden if shared else 0), max(3 * shared - routed, 0)
+        else:
+            shared = max(3 * shared + hidden - routed, 0) if shared else 0
+        parts = [Term(name="router", nbytes=router), Term(name="experts", nbytes=routed),
+                 Term(name="shared_experts", nbytes=shared)]
         return Term.group("mlp", [*base, *parts]), dequant
     inter = tokens * layer.mlp.intermediate_size * dt
     fused = any(lin.role == "mlp" and lin.fan_out == 2 * layer.mlp.intermediate_size for lin in linears)

@@ -45,8 +45,9 @@ def deepseek_spec(config: Mapping[str, Any], *, name: str, source: ModelSource, 
     expert_width = req_int(config, "moe_intermediate_size", name=name)
     num_shared = opt_int(config, "n_shared_experts", default=0, name=name) or 0
     shared = MlpSpec(intermediate_size=expert_width * num_shared, gated=True) if num_shared else None
+    # the gate computes in fp32 and returns fp32 top-k weights, which the experts multiply their rows by
     moe: MoeSpec = moe_block(config, name=name, expert_width=expert_width, shared=shared,
-                             num_shared=num_shared, **moe_fields)
+                             num_shared=num_shared, routing_weights_fp32=True, **moe_fields)
     first_moe = opt_int(config, "first_k_dense_replace", default=0, name=name) or 0
     return decoder_spec(config, name=name, source=source, family=family, num_kv_heads=heads,
                         attention_for_layer=attention,

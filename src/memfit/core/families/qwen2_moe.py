@@ -21,7 +21,8 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
     shared_width = opt_int(config, "shared_expert_intermediate_size", default=0, name=name) or 0
     shared = MlpSpec(intermediate_size=shared_width, gated=True) if shared_width else None
     moe = moe_block(config, name=name, expert_width=req_int(config, "moe_intermediate_size", name=name),
-                    shared=shared, num_shared=1 if shared else 0, shared_expert_gate=shared is not None)
+                    shared=shared, num_shared=1 if shared else 0, shared_expert_gate=shared is not None,
+                    shared_expert_first=True)   # Qwen2MoeSparseMoeBlock runs shared_expert before experts
     is_sparse = sparse_every(config, name=name)
     bias = opt_bool(config, "qkv_bias", default=True, name=name)
     return decoder_spec(config, name=name, source=source, family="qwen2_moe", qkv_bias=bias, out_bias=False,
