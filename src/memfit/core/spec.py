@@ -201,6 +201,8 @@ class ModelSpec:
     keeps_previous_attn_probs: bool = False  # the layer loop keeps each block's outputs (BLOOM, Falcon)
     rotary_buffer: bool = True            # a rotary inv_freq buffer (head_dim / 2 fp32)
     rotary_per_layer_type: bool = False   # one (cos, sin) pair per layer type, sliding and full (Gemma 3)
+    unused_sliding_mask: bool = False     # a bool sliding-window mask built for every forward though no
+                                          # layer reads it (Qwen2-MoE without use_sliding_window: window 0)
     causal_mask_buffer: bool = False      # a bool (positions²) causal-mask buffer (GPT-BigCode)
     hidden_dropout: bool = False          # dropout > 0 on the residual branches (config)
     attention_dropout: bool = False       # dropout > 0 on the attention probabilities (config)

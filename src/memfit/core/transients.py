@@ -85,9 +85,11 @@ def _layer_working_set(spec: ModelSpec, layer: LayerSpec, workload: Inference,
     rotary = 2 * tables * tokens * att.head_dim * dt
     # Falcon-RW: the (b, heads, s, kv) ALiBi + causal bias lives through the whole layer loop
     bias = b * att.num_heads // workload.parallel.tp * s * step.kv_tokens * dt if alibi_bias(spec) else 0
+    unused_mask = b * s * step.kv_tokens if spec.unused_sliding_mask else 0
     persistent = Term.group("hidden", [
         Term(name="inputs_embeds", nbytes=hidden), Term(name="layer_input", nbytes=hidden),
         Term(name="rotary", nbytes=rotary), Term(name="alibi_bias", nbytes=bias),
+        Term(name="unused_sliding_mask", nbytes=unused_mask),
     ])
     attn = _attention_step(spec, layer, workload, step, hidden=hidden, dt=dt)
     mlp, dequant = _mlp_step(spec, layer, workload, tokens=tokens, hidden=hidden, dt=dt)

@@ -3,6 +3,8 @@
 Source: transformers 5.17.0 models/qwen2_moe: `qkv_bias` (default true) on q/k/v; shared_expert is an MLP of
 shared_expert_intermediate_size gated by shared_expert_gate = Linear(h, 1); dense layers (mlp_only_layers,
 decoder_sparse_step) use intermediate_size.
+Qwen2MoeModel builds its "sliding_attention" mask on every forward; without use_sliding_window the
+config's window becomes 0, so that bool (b, 1, s, kv) mask is never skipped though no layer reads it.
 """
 
 from __future__ import annotations
@@ -27,4 +29,6 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
     bias = opt_bool(config, "qkv_bias", default=True, name=name)
     return decoder_spec(config, name=name, source=source, family="qwen2_moe", qkv_bias=bias, out_bias=False,
                         windows=qwen_moe_windows(config, name=name, every_other=True),
-                        mlp_for_layer=mlp_by_layer(config, name=name, moe=moe, is_sparse=is_sparse))
+                        mlp_for_layer=mlp_by_layer(config, name=name, moe=moe, is_sparse=is_sparse),
+                        unused_sliding_mask=not opt_bool(config, "use_sliding_window", default=False,
+                                                         name=name))
