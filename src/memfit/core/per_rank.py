@@ -51,6 +51,7 @@ class Parts:
     step_note: str
     saved: Term
     cache: int
+    forward_cache: int        # AMP: casts the autocast cache holds while forward runs
     fwd_extra: int
     recompute: int
     layer_transient: int      # the forward's last layer
@@ -83,7 +84,8 @@ def compute_workload(wl: Training) -> Training:
 _SHARE_OF = {
     "weights": "params", "adapters": "adapters", "grads": "grads", "layer_grads": "grads",
     "head_grads": "grads", "states": "states", "paged": "states", "step_bytes": "states",
-    "master": "states", "cache": "autocast", "fwd_extra": "one_layer", "recompute": "one_layer",
+    "master": "states", "cache": "autocast", "forward_cache": "autocast", "fwd_extra": "one_layer",
+    "recompute": "one_layer",
     "layer_transient": "one_layer", "backward_transient": "one_layer",
 }
 """Which `RankShare` fraction divides each unsharded `Parts` amount (core/parallel.py decides the values)."""

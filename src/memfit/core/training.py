@@ -30,6 +30,7 @@ from memfit.core import activations as act
 from memfit.core import loss
 from memfit.core.choices import (
     AttnImpl,
+    Checkpointing,
     Method,
     Offload,
     Optimizer,
@@ -118,14 +119,29 @@ def weights_term(spec: ModelSpec, wl: Training) -> Term:
     ])
 
 
-def autocast_cache_bytes(spec: ModelSpec, wl: Training, adapters_bytes: int) -> int:
-    """AMP: bf16/fp16 copies of every non-quantized Linear weight, kept by autograd until backward."""
+def autocast_cache_bytes(spec: ModelSpec, wl: Training, adapters_bytes: int, *, forward: bool = False) -> int:
+    """AMP: bf16/fp16 copies of every non-quantized Linear weight, kept by autograd until backward. Under
+    checkpointing the decoder layers save nothing, so after forward only the LM head's copy is kept (each
+    recomputed layer casts its own again in backward: `autocast_layer_bytes`); during forward autocast's
+    cache still holds the casts of the weights that require grad (full fine-tuning's, the adapters').
+    Source: torch autocast cached_cast (leaf tensors requiring grad, cleared when autocast exits)."""
     if not wl.precision.is_amp:
         return 0
+    head = spec.vocab_size * spec.hidden_size
     linear = 0 if wl.quant.is_quantized else sum(
         layers * lin.num_params for layers, lin in decoder_linears(spec) if lin.is_module)
-    head = spec.vocab_size * spec.hidden_size
+    if wl.checkpointing is not Checkpointing.NONE:
+        trained = (2 * linear if wl.method is Method.FULL else 0) + adapters_bytes // 2
+        return 2 * head + (trained if forward else 0)
     return 2 * (linear + head) + adapters_bytes // 2
+
+
+def autocast_layer_bytes(spec: ModelSpec, wl: Training) -> int:
+    """AMP under checkpointing: the bf16/fp16 copies one recomputed decoder layer casts in backward."""
+    if not wl.precision.is_amp or wl.checkpointing is Checkpointing.NONE or wl.quant.is_quantized:
+        return 0
+    return 2 * max(sum(lin.num_params for lin in layer_linears(spec, layer) if lin.is_module)
+                   for layer in act.unique_layers(spec))
 
 
 def _parts(spec: ModelSpec, wl: Training, *, stage: int = 0) -> tuple[Parts, act.Flow]:
@@ -151,8 +167,11 @@ def _parts(spec: ModelSpec, wl: Training, *, stage: int = 0) -> tuple[Parts, act
         adapters=Term.group("adapters", [Term(name="lora", nbytes=adapters)]),
         grads=grads, states=opt.states, paged=opt.paged_bytes, step_bytes=opt.step_bytes,
         step_note=opt.step_note, saved=saved, cache=autocast_cache_bytes(spec, wl, adapters),
+        forward_cache=autocast_cache_bytes(spec, wl, adapters, forward=True),
         fwd_extra=act.forward_extra_bytes(spec, flow, batch=b, seq_len=s),
-        recompute=act.recomputed_layer_bytes(spec, flow, batch=b, seq_len=s) if flow.checkpointing else 0,
+        recompute=act.recomputed_layer_bytes(spec, flow, batch=b, seq_len=s)
+        + autocast_layer_bytes(spec, compute_workload(wl))
+        if flow.checkpointing else 0,
         layer_transient=act.layer_transient_bytes(spec, flow, batch=b, seq_len=s, backward=False,
                                                   dequant=dequant),
         backward_transient=act.layer_transient_bytes(spec, flow, batch=b, seq_len=s, dequant=dequant),
@@ -179,9 +198,11 @@ def _grads(nbytes: int, note: str = "") -> Term:
     return Term.group("gradients", [Term(name="trainable", nbytes=nbytes, note=note)])
 
 
-def _activations(p: Parts, *, extra: tuple[Term, ...] = (), drop_final: bool = False) -> Term:
+def _activations(p: Parts, *, extra: tuple[Term, ...] = (), drop_final: bool = False,
+                 forward: bool = False) -> Term:
     saved = [c for c in p.saved.children if not (drop_final and c.name == "final_norm")]
-    cache = Term(name="autocast_weight_copies", nbytes=p.cache, note="bf16 casts saved for backward")
+    cache = Term(name="autocast_weight_copies", nbytes=p.forward_cache if forward else p.cache,
+                 note="bf16 casts saved for backward")
     return Term.group("activations", [*saved, cache, *extra])
 
 
@@ -237,11 +258,12 @@ def _cached_bytes(spec: ModelSpec, wl: Training, p: Parts) -> int:
 def _forward(spec: ModelSpec, wl: Training, p: Parts, flow: act.Flow) -> Phase:
     tokens = wl.batch_size * wl.seq_len
     held = Term(name="held_until_return", nbytes=p.fwd_extra, note="DynamicCache K/V, last hidden state")
-    at_loss = _with([*_steady(p, wl), _activations(p, extra=(held,)),
+    at_loss = _with([*_steady(p, wl), _activations(p, extra=(held,), forward=True),
                      scale_term(loss.forward_peak_logits(spec, flow, tokens=tokens, chunked=wl.chunked_loss),
                                 p.logits_share)], p, "forward_loss")
     in_layer = Term(name="layer_transient", nbytes=p.layer_transient)
-    at_layer = _with([*_steady(p, wl), _activations(p, extra=(held, in_layer))], p, "forward_layer")
+    at_layer = _with([*_steady(p, wl), _activations(p, extra=(held, in_layer), forward=True)], p,
+                     "forward_layer")
     candidates = [(at_loss, "loss: logits, fp32 copy, log_softmax + saved activations"),
                   (at_layer, "last layer: saved activations + its transients")]
     if p.extras.unit_buffer:
