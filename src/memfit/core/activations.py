@@ -41,10 +41,12 @@ FP32_BYTES = 4
 """Bytes of an fp32 element (norm upcasts, softmax, LoRA inputs under peft, logsumexp)."""
 MASK_BYTES = 1
 """Bytes per element of a dropout mask: torch native_dropout returns a bool mask."""
-ACTIVATION_EXTRA_SAVED: dict[str, int] = {"gelu_new": 3, "gelu_fast": 5, "quick_gelu": 1, "relu": -1}
+ACTIVATION_EXTRA_SAVED: dict[str, int] = {"gelu_new": 3, "gelu_fast": 6, "quick_gelu": 1, "relu": -1}
 """Intermediate-width tensors an activation saves beyond its input, per token (relu keeps its output, which
-the next Linear keeps anyway, instead of its input). Source: transformers activations.py NewGELUActivation,
-FastGELUActivation, QuickGELUActivation written as Python arithmetic (each op saves its operands)."""
+the next Linear keeps anyway, instead of its input). Each tensor-by-tensor product saves both operands, a
+tanh its output: gelu_new keeps tanh's output, 0.5·x and 1 + tanh; gelu_fast keeps 0.0447·x, 0.798·x,
+1 + 0.0447·x², tanh's output, 1 + tanh and 0.5·x. Source: transformers activations.py NewGELUActivation,
+FastGELUActivation, QuickGELUActivation written as Python arithmetic; trace of gpt-neox-20b (gelu_fast)."""
 AMP_ACTIVATION_SAVED_BYTES: dict[str, int] = {"gelu_new": 16}
 """Bytes per intermediate element an activation (with the down projection's bf16 input) saves under CUDA
 autocast, where it differs from the bf16 count. gelu_new: autocast runs torch.pow in fp32, so pow keeps an
