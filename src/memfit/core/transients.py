@@ -267,7 +267,9 @@ def dequant_bytes(lin: Linear, workload: Inference, *, tokens: int, dt: int) -> 
 
     bnb 4-bit: unless its fused kernel takes the rows (quants.bnb_4bit_fused: a few rows), the whole weight
     is dequantised to its compute dtype (BNB_4BIT_COMPUTE). LLM.int8: the outlier-column weight copies and
-    the quantised input.
+    the quantised input, or (many rows) the int8 GEMM's int32 (rows, out) accumulator. Source (LLM.int8
+    steps): bitsandbytes 0.50 MatMul8bitLt.forward, int8_linear_matmul, int8_mm_dequant (trace/standins.py
+    mirrors them allocation for allocation).
     Source: bitsandbytes matmul_4bit / MatMul4Bit, MatMul8bitLt; groundtruth nf4 and int8 rows.
     """
     n = lin.fan_in * lin.fan_out
@@ -275,7 +277,13 @@ def dequant_bytes(lin: Linear, workload: Inference, *, tokens: int, dt: int) -> 
         case "bnb-4bit" if lin.is_module and not bnb_4bit_fused(tokens, lin.fan_out, lin.fan_in):
             return BNB_4BIT_COMPUTE.nbytes(n)
         case "bnb-int8" if lin.is_module:
-            return INT8_OUTLIER_BYTES_PER_WEIGHT * n + INT8_ACTIVATION_BYTES_PER_ELEMENT * tokens * lin.fan_in
+            inputs = INT8_ACTIVATION_BYTES_PER_ELEMENT * tokens * lin.fan_in
+            # the outlier side path, or the int8 GEMM's int32 accumulator beside the outlier inputs and the
+            # dequantised outlier weight (its fp16 result is the output the caller counts; another compute
+            # dtype adds the cast)
+            cast = 0 if dt == 2 else 2 * tokens * lin.fan_out
+            accumulate = inputs + 2 * n + 4 * tokens * lin.fan_out + cast
+            return max(INT8_OUTLIER_BYTES_PER_WEIGHT * n + inputs, accumulate)
         case _:
             return 0
 
