@@ -87,6 +87,8 @@ def eager_bytes_per_score(att: AttentionSpec, dtype: DType, *, previous_probs: b
     - FLOAT_ALIBI (Falcon with ALiBi): q·kᵀ, its fp32 copy, + alibi, + mask (fp32), the cast back, the
       softmax and the previous layer's probs: 4 dt + 3 × 4 (fp32: no copies, 5 × 4);
     - SOFTMAX_IN_DTYPE (Falcon without ALiBi): q·kᵀ, + mask, softmax in dt, previous probs: 4 dt.
+    - SCORES_IN_DTYPE (GPT-2): q·kᵀ, × scaling, + mask, softmax, all in dt, each freeing the one before:
+      2 dt (trace of gpt2, fp32 b8 s1000: 8 B per score).
     The previous layer's probabilities are part of the last three (both families keep them:
     `previous_probs`); the generic kinds do not keep them.
     Source: transformers 5.17 modeling_llama/gpt_oss/bloom/falcon eager code; peak live storages of real
@@ -103,6 +105,8 @@ def eager_bytes_per_score(att: AttentionSpec, dtype: DType, *, previous_probs: b
             return dt + copies + 2 * FP32_BYTES + dt + previous
         case EagerScores.SOFTMAX_IN_DTYPE:
             return 3 * dt + previous
+        case EagerScores.SCORES_IN_DTYPE:
+            return 2 * dt + previous
     if att.sinks:
         return 3 * dt
     match dtype:

@@ -102,6 +102,7 @@ class EagerScores(Choice):
     BADDBMM_ALIBI = "baddbmm-alibi"        # BLOOM: baddbmm with the ALiBi, + mask, fp32 softmax
     FLOAT_ALIBI = "float-alibi"            # Falcon with ALiBi: fp32 scores + bias + mask, cast back
     SOFTMAX_IN_DTYPE = "softmax-in-dtype"  # Falcon without ALiBi: scores, + mask, softmax in the dtype
+    SCORES_IN_DTYPE = "scores-in-dtype"    # GPT-2: scores, scaled, masked, softmax, two alive at a time
 
 
 class SoftmaxDtype(Choice):

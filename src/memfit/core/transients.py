@@ -82,7 +82,7 @@ def _layer_working_set(spec: ModelSpec, layer: LayerSpec, workload: Inference,
     # cos and sin, (b, s, head_dim) each; one pair per layer type where the family ropes them apart
     tables = len({layer.attention.sliding_window is None for layer in spec.layers}) \
         if spec.rotary_per_layer_type else 1
-    rotary = 2 * tables * tokens * att.head_dim * dt
+    rotary = 2 * tables * tokens * att.head_dim * dt if spec.rotary_buffer else 0
     # Falcon-RW: the (b, heads, s, kv) ALiBi + causal bias lives through the whole layer loop
     bias = b * att.num_heads // workload.parallel.tp * s * step.kv_tokens * dt if alibi_bias(spec) else 0
     unused_mask = b * s * step.kv_tokens if spec.unused_sliding_mask else 0
@@ -119,8 +119,9 @@ def _attention_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, step
         parts = [Term(name="normed", nbytes=hidden), *_mla_parts(att, b=b, s=s, kv=kv, heads=heads, dt=dt),
                  Term(name="output", nbytes=2 * out)]
     else:
+        rotated = q + k if att.rotary else 0        # learned positions / ALiBi: q and k are not rotated
         parts = [Term(name="normed", nbytes=hidden), Term(name="qkv", nbytes=q + k + v),
-                 Term(name="rotary_copies", nbytes=q + k), Term(name="output", nbytes=2 * out)]
+                 Term(name="rotary_copies", nbytes=rotated), Term(name="output", nbytes=2 * out)]
     grouped = kv_heads < heads
     # transformers' repeat_kv (expand + reshape) copies K and V to every query head; with one KV head
     # (MQA) the reshape is a view and nothing is copied
@@ -146,7 +147,7 @@ def _attention_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, step
             if not alibi_bias(spec):
                 parts.append(Term(name="mask", nbytes=b * s * kv * dt))
         case AttnImpl.SDPA if masked:
-            return _masked_sdpa(hidden=hidden, qkv=q + k + v, rotary=q + k, out=out,
+            return _masked_sdpa(hidden=hidden, qkv=q + k + v, rotary=rotated, out=out,
                                 repeat=full_kv if grouped else 0,
                                 bool_mask=b * s * kv, additive=b * s * kv * dt,
                                 pad_copy=b * s * padded * dt if padded != kv else 0)

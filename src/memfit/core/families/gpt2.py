@@ -24,6 +24,6 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
     return decoder_spec(config, name=name, source=source, family="gpt2", tie_default=True, fused_qkv=True,
                         qkv_bias=True, out_bias=True, mlp_for_layer=lambda _index: mlp, norm=NormKind.LAYER,
                         final_norm=NormKind.LAYER, modules=GPT2, rotary_buffer=False, rotary=False,
-                        eager_scores=EagerScores.SOFTMAX_IN_DTYPE, softmax_dtype=SoftmaxDtype.SCORES,
+                        eager_scores=EagerScores.SCORES_IN_DTYPE, softmax_dtype=SoftmaxDtype.SCORES,
                         learned_positions=req_int(config, "n_positions", "max_position_embeddings",
                                                   name=name))
