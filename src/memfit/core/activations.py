@@ -173,7 +173,7 @@ def _norm_bytes(kind: NormKind, width: int, flow: Flow, *, trains: bool) -> int:
     return flow.residual_bytes * width          # F.layer_norm saves its input (mean, rstd: one float each)
 
 
-def _inputs_bytes(readers: list[Linear], width: int, flow: Flow) -> int:
+def inputs_bytes(readers: list[Linear], width: int, flow: Flow) -> int:
     """Bytes per token the Linears reading one tensor save of it (trained base weights only)."""
     if not readers or not flow.base_trains:
         return 0
@@ -316,7 +316,7 @@ def _mlp_bytes(h: int, layer: LayerSpec, flow: Flow, lins: tuple[Linear, ...]) -
         if mlp.shared_expert is not None:
             shared = (4 if mlp.shared_expert.gated else 2) * mlp.shared_expert.intermediate_size * act
         readers = [lin for lin in lins if lin.role in ("router", "shared_experts") and lin.fan_in == h]
-        return routed + router + shared + _inputs_bytes(readers, h, flow)
+        return routed + router + shared + inputs_bytes(readers, h, flow)
     i = mlp.intermediate_size
     # gated: gate out, act out, up out, product (down's input); plain: up out, act out
     inner = (4 if mlp.gated else 2 + ACTIVATION_EXTRA_SAVED.get(mlp.activation, 0)) * i * act
@@ -325,7 +325,7 @@ def _mlp_bytes(h: int, layer: LayerSpec, flow: Flow, lins: tuple[Linear, ...]) -
     if not flow.base_trains and mlp.activation not in OUTPUT_SAVING_ACTIVATIONS:
         inner -= i * act                            # a frozen down_proj does not keep the product
     readers = [lin for lin in lins if lin.role == "mlp"][:-1]     # down_proj is listed last
-    return inner + _inputs_bytes(readers, h, flow)
+    return inner + inputs_bytes(readers, h, flow)
 
 
 def layer_token_bytes(spec: ModelSpec, layer: LayerSpec, flow: Flow, *, seq_len: int,
@@ -351,7 +351,7 @@ def layer_token_bytes(spec: ModelSpec, layer: LayerSpec, flow: Flow, *, seq_len:
         norms += 2 * MASK_BYTES * h                 # dropout masks on the attention and MLP branches
     attn_lins = [lin for lin in lins if lin.role == "attention"]
     readers = [lin for lin in attn_lins[:-1] if lin.fan_in == h]   # o_proj is listed last
-    attention = _attention_core(att, flow, seq_len=seq_len) + _inputs_bytes(readers, h, flow)
+    attention = _attention_core(att, flow, seq_len=seq_len) + inputs_bytes(readers, h, flow)
     if att.qk_norm.value != "none":
         width = att.num_heads * att.head_dim + att.num_kv_heads * att.head_dim
         attention += _norm_bytes(att.qk_norm_kind, width, flow, trains=flow.base_trains)
@@ -362,7 +362,7 @@ def layer_token_bytes(spec: ModelSpec, layer: LayerSpec, flow: Flow, *, seq_len:
     lora = sum(lora_bytes(lin, flow) for lin in lins if flow.adapted(lin))
     mlp = _mlp_bytes(h, layer, flow, lins)
     if layer.parallel_block and applied == 1 and not flow.amp:
-        mlp -= _inputs_bytes(readers, h, flow)      # attention and MLP read one shared norm output
+        mlp -= inputs_bytes(readers, h, flow)      # attention and MLP read one shared norm output
     return {"norms": norms, "attention": attention, "mlp": max(0, mlp), "lora": lora}
 
 

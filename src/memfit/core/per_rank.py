@@ -238,7 +238,7 @@ def _tp_replicated(spec: ModelSpec, wl: Training) -> dict[str, int]:
     Linears (the norm output q/k/v and gate/up read): whole on every tensor-parallel rank, and under
     DTensor's sequence parallelism too (the sequence is all-gathered before the column-parallel Linear,
     which saves the gathered input; Megatron-LM's SP would save only the shard). The reader rule is
-    activations.layer_token_bytes' own (`_inputs_bytes`)."""
+    activations.layer_token_bytes' own (`inputs_bytes`)."""
     targets = lora_targets(spec, wl.lora) if wl.lora is not None and wl.method is not Method.FULL \
         else frozenset()
     flow = act.training_flow(spec, compute_workload(wl), lora_targets=targets)
@@ -250,10 +250,10 @@ def _tp_replicated(spec: ModelSpec, wl: Training) -> dict[str, int]:
         lins = layer_linears(spec, layer)
         attn = [lin for lin in lins if lin.role == "attention"][:-1]
         readers = [lin for lin in attn if lin.fan_in == h]
-        out["attention"] += act._inputs_bytes(readers, h, flow) * tokens * count
+        out["attention"] += act.inputs_bytes(readers, h, flow) * tokens * count
         if not isinstance(layer.mlp, MoeSpec):
             mlp = [lin for lin in lins if lin.role == "mlp"][:-1]
-            out["mlp"] += act._inputs_bytes(mlp, h, flow) * tokens * count
+            out["mlp"] += act.inputs_bytes(mlp, h, flow) * tokens * count
     return out
 
 
