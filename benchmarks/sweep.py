@@ -221,7 +221,7 @@ def main() -> int:
     reuse = args.resume or args.report_only or args.rescore
     rows: list[dict[str, Any]] = read_csv(csv_path) if reuse else []
     if args.rescore:
-        traced = csv_path.read_text().splitlines()[0].lstrip("# ")
+        traced = csv_path.read_text().splitlines()[0].lstrip("# ").split("; analytic rescored at ")[0]
         commit = header.split("memfit ", 1)[1].split(";", 1)[0]
         rows = rescore(rows, args.seed, models)
         header = f"# {traced}; analytic rescored at memfit {commit} against these traces"

@@ -23,11 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 ROWS = json.loads((ROOT / "tests" / "data" / "memory_golden.json").read_text())["rows"]
 TOLERANCE = Fraction(3, 100)
 OPEN_GAPS: dict[str, str] = {
-    "seed2#11 Qwen2.5-14B": "LoRA fp32 eager s2048: analytic +4.5 %, +120 MiB per layer (61 KB per token) "
-                            "over the trace; attention and MLP terms match, the surplus is in the adapter "
-                            "inputs and norms (cause open)",
-    "seed2#23 gemma-7b": "QLoRA bf16 s2048 b2: analytic +9.0 %, +208 MiB per layer over the trace (norms and "
-                         "adapter inputs around Gemma's fp32 RMSNorm; cause open)",
     "seed2#28 starcoder2-15b": "QLoRA fp16 checkpointed s2048 b2: analytic +3.2 % (the recomputed layer, "
                                "+718 MiB; cause open)",
     "seed2#32 gpt-j-6b": "full AMP checkpointed eager s4096 b4: analytic -9.3 % (activations -6.0 GiB at the "

@@ -194,6 +194,30 @@ def lora_bytes(lin: Linear, flow: Flow) -> int:
     return lin.count * ((in_bytes + mask) * lin.fan_in + out_bytes * flow.lora_rank)
 
 
+def _shared_lora_inputs(layer: LayerSpec, lins: tuple[Linear, ...], flow: Flow, backend: str) -> int:
+    """Bytes per token `lora_bytes` counts twice: without dropout (peft's Identity) and with inputs already
+    in the adapters' fp32, every lora_A reading one tensor saves that same tensor (q/k/v the attention
+    norm's output; gate/up the MLP norm's; one norm for both in a parallel block), and o_proj's reads the
+    flash / memory-efficient kernel's output, which the kernel saves (its (b, s, heads, d) layout makes
+    the transpose's .contiguous() a no-op); a dropout, a bf16 → fp32 cast or autocast's cast makes a copy
+    per adapter instead. Source: peft 0.21 lora/layer.py Linear.forward; traces of Qwen2.5-14B fp32 LoRA
+    (q, k and v saved one normed input) and Gemma-7B QLoRA (no copy of the attention output)."""
+    if flow.lora_dropout or flow.amp or flow.act_bytes != FP32_BYTES:
+        return 0
+    h = min(lin.fan_in for lin in lins)
+    attn = [lin for lin in lins if lin.role == "attention"][:-1]          # o_proj reads the attention output
+    mlp = [lin for lin in lins if lin.role in ("mlp", "shared_experts") and lin.fan_in == h]
+    groups = [attn + mlp] if layer.parallel_block and layer.norms_per_layer <= 1 else [attn, mlp]
+    shared = 0
+    for group in groups:
+        adapted = [lin for lin in group if flow.adapted(lin) and lin.fan_in == h]
+        shared += max(len(adapted) - 1, 0) * FP32_BYTES * h
+    out_proj = [lin for lin in lins if lin.role == "attention"][-1]
+    if backend in ("flash", "efficient") and flow.adapted(out_proj):
+        shared += FP32_BYTES * out_proj.fan_in * out_proj.count
+    return shared
+
+
 def _fused_qkv_bytes(att: AttentionSpec, flow: Flow, backend: str, *, q_width: int, kv_width: int) -> int:
     """Bytes per token the fused q|k|v output adds beyond the q, k, v the kernel saves, when one of them
     reaches the kernel as a view of it (a view keeps the whole buffer alive).
@@ -360,6 +384,7 @@ def layer_token_bytes(spec: ModelSpec, layer: LayerSpec, flow: Flow, *, seq_len:
         norms -= one_norm if not layer.parallel_block else 0     # the post-attention norm's input
         norms -= MASK_BYTES * h if flow.hidden_dropout else 0     # the attention branch's dropout
     lora = sum(lora_bytes(lin, flow) for lin in lins if flow.adapted(lin))
+    lora -= _shared_lora_inputs(layer, lins, flow, attention_backend(att, flow, seq_len=seq_len))
     mlp = _mlp_bytes(h, layer, flow, lins)
     if layer.parallel_block and applied == 1 and not flow.amp:
         mlp -= inputs_bytes(readers, h, flow)      # attention and MLP read one shared norm output
