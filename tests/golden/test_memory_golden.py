@@ -23,8 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 ROWS = json.loads((ROOT / "tests" / "data" / "memory_golden.json").read_text())["rows"]
 TOLERANCE = Fraction(3, 100)
 OPEN_GAPS: dict[str, str] = {
-    "seed2#28 starcoder2-15b": "QLoRA fp16 checkpointed s2048 b2: analytic +3.2 % (the recomputed layer, "
-                               "+718 MiB; cause open)",
     "seed2#32 gpt-j-6b": "full AMP checkpointed eager s4096 b4: analytic -9.3 % (activations -6.0 GiB at the "
                          "last layer's backward; GPT-J's eager upcasts q and k to fp32; cause open)",
 }

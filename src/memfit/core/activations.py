@@ -543,9 +543,12 @@ def layer_transient_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: i
                 attn -= mlp_half_token_bytes(spec, layer, flow, seq_len=seq_len)
         i = layer.mlp.expert.intermediate_size * layer.mlp.top_k if isinstance(layer.mlp, MoeSpec) \
             else layer.mlp.intermediate_size
-        # backward: the gradients of gate, up and their product; forward: the activation's output beside
+        # backward: the gradients of gate, up and their product (a plain MLP: of the activation's input and
+        # output); forward: the activation's output beside
         # the saved tensors (and, for a quantized down projection, its compute-dtype cast of that input)
-        mlp = 3 * i * flow.act_bytes if backward else i * flow.act_bytes + (i * 2 if dequant else 0)
+        gated = layer.mlp.expert.gated if isinstance(layer.mlp, MoeSpec) else layer.mlp.gated
+        mlp = (3 if gated else 2) * i * flow.act_bytes if backward \
+            else i * flow.act_bytes + (i * 2 if dequant else 0)
         worst = max(worst, attn * tokens, mlp * tokens + dequant)
     # merged experts: the bf16 gradient of W + ΔW for the largest fused parameter (trace: Mixtral-8x7B)
     merged = max(merged_expert_bytes(spec, layer, flow)[1] for layer in unique_layers(spec))
