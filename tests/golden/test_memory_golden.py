@@ -22,10 +22,7 @@ from memfit.sources.resolve import load_model
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = json.loads((ROOT / "tests" / "data" / "memory_golden.json").read_text())["rows"]
 TOLERANCE = Fraction(3, 100)
-OPEN_GAPS: dict[str, str] = {
-    "seed2#32 gpt-j-6b": "full AMP checkpointed eager s4096 b4: analytic -9.3 % (activations -6.0 GiB at the "
-                         "last layer's backward; GPT-J's eager upcasts q and k to fp32; cause open)",
-}
+OPEN_GAPS: dict[str, str] = {}
 """Row id → what was measured and why it is open (strict xfail: a fix turns it into a failure)."""
 
 

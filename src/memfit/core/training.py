@@ -337,6 +337,25 @@ def _backward(spec: ModelSpec, wl: Training, p: Parts, flow: act.Flow) -> Phase:
                          p, "backward_last_unit", unit_done=unit_done)
             candidates.append((late, "second layer's backward: the other units reduced to shards, layer 0 "
                                      "prefetched"))
+    if not p.extras.unit_reduce and p.layer_grads and spec.num_layers > 1:
+        # layer 0's backward, the last one: every later layer's gradient formed, only layer 0's saved
+        # activations left (with checkpointing, its input and its recomputation). Memory along the layers'
+        # backward is linear in the layers done, so the peak is at the first (`last` above) or here.
+        # Source: trace of GPT-J full AMP checkpointed (gradients of 4 B per parameter outgrow the 2 B
+        # layer inputs they replace).
+        embed = 0 if spec.tie_word_embeddings else p.head_grads   # the embedding's gradient comes after
+        done = max(p.grads - p.layer_grads - embed, 0)
+        saved_layers = layer_child(p.saved)
+        per_layer = saved_layers.nbytes // spec.num_layers if saved_layers else 0
+        # AMP: the later layers' weight casts went with their saved tensors; the head's stays
+        head_cast = min(2 * spec.vocab_size * spec.hidden_size, p.cache) if p.cache else 0
+        cache = head_cast + (p.cache - head_cast) // spec.num_layers
+        one = dataclasses.replace(p, layer_saved=per_layer, cache=cache)
+        first = _with([*steady, _grads(_so_far(p, wl, done), "so far"),
+                       _activations(_with_layers(one, 1), extra=layer_extra, drop_final=True)],
+                      p, "backward_layer")
+        candidates.append((first, "first layer's backward: every later layer's gradient, "
+                                  + ("recomputed layer" if p.recompute else "its saved activations")))
     if p.flight > 1:
         # a pipeline stage's second in-flight micro-batch: the first's backward left every gradient of the
         # stage, the other micro-batches' activations remain
