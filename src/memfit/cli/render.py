@@ -206,21 +206,15 @@ def fit_line(est: Estimate, unit: str) -> Text | None:
 
 def vllm_capacity_line(est: Estimate) -> Text | None:
     """vLLM preallocates: the KV blocks it gets on this GPU, in tokens and in whole sequences of this job."""
-    from memfit.core.choices import Runtime
-    from memfit.core.workload import Inference
-
-    workload = est.workload
-    if est.gpu is None or not isinstance(workload, Inference) or workload.runtime is not Runtime.VLLM:
+    capacity = est.capacity
+    if est.gpu is None or capacity is None:
         return None
-    from memfit.core.inference import vllm_kv_capacity_tokens
-
-    tokens = vllm_kv_capacity_tokens(est.model, workload, gpu_usable_bytes=est.gpu.usable_bytes)
-    sequences = tokens // workload.total_tokens
-    style = "green" if sequences >= workload.batch_size else "red"
+    style = "green" if capacity.holds_batch else "red"
     return Text.assemble(
-        f"vLLM KV cache capacity on {est.gpu.name}: {tokens:,} tokens = ",
-        (f"{sequences:,} sequences of {workload.total_tokens:,} tokens", style),
-        f" (batch size {workload.batch_size:,} asked)",
+        f"vLLM KV cache capacity on {est.gpu.name}: {capacity.tokens:,} tokens = ",
+        (f"{capacity.sequences:,} sequences of {capacity.sequence_tokens:,} tokens", style),
+        f" (batch size {capacity.batch_size:,} asked; maximum concurrency "
+        f"{float(capacity.max_concurrency):.2f}x)",
     )
 
 

@@ -19,8 +19,8 @@ T = TypeVar("T")
 
 def encode(value: Any) -> Any:
     """JSON-ready plain data for a core value (dataclass, enum, Fraction, Quant, tuple, scalar)."""
-    if isinstance(value, Quant):
-        return value.name
+    if isinstance(value, Quant) and not value.checkpoint:
+        return value.name     # a named format; a checkpoint's format is encoded field by field
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, Fraction):
@@ -29,6 +29,8 @@ def encode(value: Any) -> Any:
         return {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, (tuple, list)):
         return [encode(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(encode(v) for v in value)
     if isinstance(value, dict):
         return {str(k): encode(v) for k, v in value.items()}
     return value
@@ -76,8 +78,12 @@ def _decode_as(hint: Any, data: Any, where: str) -> Any:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_decode_as(args[0], v, where) for v in data)
         return tuple(_decode_as(a, v, where) for a, v in zip(args, data, strict=True))
+    if origin is frozenset:
+        if not isinstance(data, (list, tuple)):
+            raise InvalidWorkload(f"{where} must be a list")
+        return frozenset(_decode_as(typing.get_args(hint)[0], v, where) for v in data)
     if hint is Quant:
-        return quant(data)
+        return _decode_dataclass(Quant, data, where) if isinstance(data, dict) else quant(data)
     if hint is DType:       # the aliases the CLI takes too (float16, bfloat16, ...)
         if not isinstance(data, str):
             raise InvalidWorkload(f"{where} must be a dtype name such as bf16")

@@ -82,6 +82,32 @@ def parse_dtype(text: str | DType, *, field: str = "dtype") -> DType:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ScaleGrid:
+    """One per-block tensor a quantized matrix stores beside its codes (scales, zeros, act-order index):
+    one `bits`-wide entry per block of `rows` output rows × `cols` input features; 0 spans the whole
+    dimension. A (fan_out, fan_in) matrix stores ceil(fan_out/rows)·ceil(fan_in/cols) entries, packed
+    `pack_bits` at a time along the output rows when `pack_bits` is set (GPTQ's int32 qzeros).
+
+    E.g. FP8 128×128 blocks: ScaleGrid(rows=128, cols=128, bits=32); MXFP4: ScaleGrid(rows=1, cols=32,
+    bits=8); one per-tensor scale: ScaleGrid(rows=0, cols=0, bits=32).
+    """
+
+    name: str
+    rows: int
+    cols: int
+    bits: int
+    pack_bits: int = 0
+
+    def entries_bits(self, fan_out: int, fan_in: int) -> int:
+        """Bits this grid stores for one (fan_out, fan_in) matrix."""
+        row_blocks = -(-fan_out // self.rows) if self.rows else 1
+        col_blocks = -(-fan_in // self.cols) if self.cols else 1
+        if self.pack_bits:   # a bit stream per column block, padded to whole words
+            return col_blocks * -(-(row_blocks * self.bits) // self.pack_bits) * self.pack_bits
+        return row_blocks * col_blocks * self.bits
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Quant:
     """A weight quantization format.
 
@@ -90,6 +116,9 @@ class Quant:
     `column_overhead_bits` per input feature and `tensor_overhead_bits` once per matrix;
     `keeps` names the module kinds the loader leaves in the compute dtype
     ("embeddings", "lm_head", "norms", "router", "biases"); `runtimes` lists who can load it.
+    Checkpoint formats (`checkpoint=True`, read from a config's quantization_config) count the codes in
+    `bits_per_weight` and every scale, zero and index tensor exactly by matrix shape in `grids`;
+    `targets`, when set, limits conversion to those roles (gpt-oss converts only its experts).
     """
 
     name: str
@@ -102,6 +131,9 @@ class Quant:
     runtimes: frozenset[Runtime] = frozenset(Runtime)
     note: str = ""
     mix: tuple[tuple[str, str], ...] = field(default=())  # GGUF presets: (tensor role, GGUF type) pairs
+    grids: tuple[ScaleGrid, ...] = ()   # per-block scales / zeros / indices, counted per matrix shape
+    targets: frozenset[str] | None = None  # roles converted (None: every role not in `keeps`)
+    checkpoint: bool = False        # read from a checkpoint's quantization_config (not asked for)
 
     @property
     def is_quantized(self) -> bool:
@@ -111,6 +143,9 @@ class Quant:
 QUANTS: dict[str, Quant] = {
     "none": Quant(name="none", bits_per_weight=Fraction(16), kind="none", keeps=frozenset(),
                   note="weights in the workload dtype"),
+    "dequantized": Quant(name="dequantized", bits_per_weight=Fraction(16), kind="none", keeps=frozenset(),
+                         note="a pre-quantized checkpoint dequantized to the workload dtype at load "
+                              "(transformers' dequantize=True); the same as none for other checkpoints"),
 }
 """Every named weight format. Filled out in `core/quants.py` (bitsandbytes, GPTQ/AWQ, FP8, GGUF types)."""
 

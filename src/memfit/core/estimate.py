@@ -7,8 +7,9 @@ dispatches and attaches the GPU.
 from __future__ import annotations
 
 from memfit.core.attention_kinds import modeled_attention
+from memfit.core.checkpoint_load import with_loaded_quant
 from memfit.core.choices import Engine
-from memfit.core.result import Estimate, Gpu
+from memfit.core.result import Estimate, Gpu, KvCapacity
 from memfit.core.runtimes import PROFILES
 from memfit.core.spec import ModelSpec
 from memfit.core.versions import modeled_note
@@ -21,7 +22,10 @@ def estimate(spec: ModelSpec, workload: Inference | Training, gpu: Gpu | None = 
     Raises:
         InvalidWorkload: the workload is impossible for this model (the message names the field).
     """
+    asked = workload
+    workload, load_notes = with_loaded_quant(spec, workload, gpu)
     capacity_ok: bool | None = None
+    capacity: KvCapacity | None = None
     match workload:
         case Inference():
             from memfit.core.inference import inference_parts
@@ -36,5 +40,6 @@ def estimate(spec: ModelSpec, workload: Inference | Training, gpu: Gpu | None = 
     if PROFILES[workload.runtime].follows_modeled_versions:
         versions = modeled_note(spec.family, attention=modeled_attention(spec, workload.attn))
         assumptions = (*versions, *assumptions)
-    return Estimate(engine=Engine.ANALYTIC, model=spec, workload=workload, phases=phases, gpu=gpu,
-                    assumptions=(*spec.assumptions, *assumptions), required_capacity_ok=capacity_ok)
+    return Estimate(engine=Engine.ANALYTIC, model=spec, workload=asked, phases=phases, gpu=gpu,
+                    assumptions=(*spec.assumptions, *load_notes, *assumptions),
+                    required_capacity_ok=capacity_ok, capacity=capacity)

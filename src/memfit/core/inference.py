@@ -13,7 +13,9 @@ profile, then hands it to the module of the allocator that runs it:
 
 from __future__ import annotations
 
-from memfit.core.choices import KvCache, PhaseName
+import dataclasses
+
+from memfit.core.choices import AttnImpl, KvCache, PhaseName
 from memfit.core.device_map import auto_map_applies, device_map_phases
 from memfit.core.errors import InvalidWorkload
 from memfit.core.kv_cache import (
@@ -60,6 +62,11 @@ def inference_parts(spec: ModelSpec, workload: Inference,
     kind = validate(spec, workload, prof)
     assumptions = [f"runtime {prof.runtime}: {prof.source}", f"KV cache: {kind}",
                    f"compute dtype {compute_dtype(spec, workload)}"]
+    if prof.own_attention_kernels and workload.attn is not AttnImpl.FLASH:
+        # vLLM picks its attention backend itself (FlashAttention, FlashInfer, Triton, FlashMLA): no eager
+        # score matrix whatever transformers' default for the family is
+        workload = dataclasses.replace(workload, attn=AttnImpl.FLASH)
+        assumptions.append(f"{prof.runtime} runs its own fused attention kernels (no score matrix)")
     if not prof.torch_allocator:
         assumptions += ["llama.cpp: own buffers, allocated = reserved; token_embd stays in host RAM; the "
                         "compute buffer is approximated as one ubatch's fp32 layer intermediates; the CUDA "

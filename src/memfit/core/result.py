@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, TypeVar
 
 from memfit.core.choices import Engine, PhaseName
@@ -205,6 +206,38 @@ def workload_from_dict(data: dict[str, Any]) -> Inference | Training:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class KvCapacity:
+    """The KV cache a preallocating runtime (vLLM) allocates from its budget, and what the job needs."""
+
+    utilization: Fraction       # gpu_memory_utilization
+    budget_bytes: int           # utilization × usable bytes
+    tokens: int                 # capacity in tokens (whole blocks)
+    nbytes: int                 # capacity in bytes: tokens × bytes per token
+    sequence_tokens: int        # one sequence of prompt + new tokens, rounded up to whole blocks
+    batch_size: int
+
+    @property
+    def sequences(self) -> int:
+        """Whole sequences of the requested length the capacity holds."""
+        return self.tokens // max(self.sequence_tokens, 1)
+
+    @property
+    def holds_batch(self) -> bool:
+        """Whether batch_size sequences of the requested length fit in the capacity."""
+        return self.tokens >= self.batch_size * self.sequence_tokens
+
+    @property
+    def max_concurrency(self) -> Fraction:
+        """Capacity over one sequence's tokens: vLLM's "Maximum concurrency for N tokens per request"."""
+        return Fraction(self.tokens, max(self.sequence_tokens, 1))
+
+    def describe(self) -> str:
+        """One line: the capacity in tokens and in sequences of the requested length."""
+        return (f"KV capacity {self.tokens:,} tokens = {self.sequences:,} sequences of "
+                f"{self.sequence_tokens:,} tokens (batch {self.batch_size:,} asked)")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Estimate:
     """Memory per phase of one job on one GPU (the most loaded rank), from one engine."""
 
@@ -216,6 +249,7 @@ class Estimate:
     assumptions: tuple[str, ...] = ()
     required_capacity_ok: bool | None = None   # a preallocating runtime (vLLM): its KV capacity holds the
                                                # batch; when not None, `fits` is this (None: peak decides)
+    capacity: KvCapacity | None = None         # a preallocating runtime on a GPU: the KV cache it allocates
 
     @property
     def peak(self) -> Peak:
@@ -298,6 +332,7 @@ class Estimate:
             # vLLM on a GPU only: whether its KV capacity holds the batch (what `fits` says)
             **({} if self.required_capacity_ok is None
                else {"required_capacity_ok": self.required_capacity_ok}),
+            **({} if self.capacity is None else {"capacity": _capacity_to_dict(self.capacity)}),
         }
 
     @classmethod
@@ -314,7 +349,20 @@ class Estimate:
             gpu=decode(Gpu, data["gpu"]) if data.get("gpu") else None,
             assumptions=tuple(data.get("assumptions", ())),
             required_capacity_ok=data.get("required_capacity_ok"),
+            capacity=_capacity_from_dict(data["capacity"]) if data.get("capacity") else None,
         )
+
+
+def _capacity_to_dict(capacity: KvCapacity) -> dict[str, Any]:
+    """The KV capacity as JSON: its fields, whole sequences it holds, and vLLM's maximum concurrency
+    (capacity tokens over one sequence's tokens, rounded to 2 places as vLLM logs it)."""
+    return {**encode(capacity), "sequences": capacity.sequences,
+            "max_concurrency": round(float(capacity.max_concurrency), 2)}
+
+
+def _capacity_from_dict(data: dict[str, Any]) -> KvCapacity:
+    fields = {k: v for k, v in data.items() if k not in ("sequences", "max_concurrency")}
+    return decode(KvCapacity, fields)
 
 
 def _phase_to_dict(phase: Phase) -> dict[str, Any]:

@@ -29,6 +29,7 @@ class RuntimeProfile:
     last_logits_fp32_copy: bool          # generate copies the last-position logits to fp32
     auto_compile_static_cache: bool      # generate compiles decode with CUDA graphs for a static cache
     preallocates_fraction: bool          # takes gpu_memory_utilization of the GPU up front (vLLM)
+    own_attention_kernels: bool = False  # runs its own fused attention kernels, never an eager score matrix
     default_gpu_memory_utilization: tuple[int, int] | None = None   # as a fraction (numerator, denominator)
     max_batched_tokens: int | None = None   # tokens per profiling/prefill step (vLLM chunked prefill)
     compute_ubatch_tokens: int | None = None   # llama.cpp n_ubatch: tokens per compute-buffer pass
@@ -39,7 +40,8 @@ class RuntimeProfile:
 PROFILES: dict[Runtime, RuntimeProfile] = {
     Runtime.TRANSFORMERS: RuntimeProfile(
         runtime=Runtime.TRANSFORMERS,
-        quant_kinds=frozenset({"none", "bnb-int8", "bnb-4bit", "gptq", "awq", "fp8"}),
+        quant_kinds=frozenset({"none", "bnb-int8", "bnb-4bit", "gptq", "awq", "fp8", "mxfp4", "nvfp4", "hqq",
+                               "torchao", "eetq", "compressed-tensors"}),
         kv_caches=frozenset({KvCache.DYNAMIC, KvCache.STATIC}),
         default_kv_cache=KvCache.DYNAMIC,
         torch_allocator=True,
@@ -59,7 +61,8 @@ PROFILES: dict[Runtime, RuntimeProfile] = {
     ),
     Runtime.VLLM: RuntimeProfile(
         runtime=Runtime.VLLM,
-        quant_kinds=frozenset({"none", "gptq", "awq", "fp8", "bnb-4bit"}),
+        quant_kinds=frozenset({"none", "gptq", "awq", "fp8", "bnb-4bit", "mxfp4", "nvfp4",
+                               "compressed-tensors", "torchao", "hqq"}),
         kv_caches=frozenset({KvCache.PAGED}),
         default_kv_cache=KvCache.PAGED,
         torch_allocator=True,
@@ -71,6 +74,7 @@ PROFILES: dict[Runtime, RuntimeProfile] = {
         last_logits_fp32_copy=True,
         auto_compile_static_cache=False,
         preallocates_fraction=True,
+        own_attention_kernels=True,      # FlashAttention / FlashInfer / Triton / FlashMLA backends
         default_gpu_memory_utilization=(9, 10),
         max_batched_tokens=8192,
         source="vLLM V1: gpu_memory_utilization=0.9, paged KV blocks of 16 tokens, profile run with "

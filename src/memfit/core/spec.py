@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from memfit.core.choices import AttnImpl, EagerScores, NormKind, QkNorm, SoftmaxDtype
-from memfit.core.dtypes import DType
+from memfit.core.dtypes import DType, Quant
 from memfit.core.errors import ConfigError
 
 
@@ -209,6 +209,7 @@ class ModelSpec:
     bnb_skips_layer_linears: bool = False  # decoder Linears subclass nn.Linear: bitsandbytes skips them
     norm_fp32_output: bool = False        # norms multiply their weight in fp32 (Gemma, gpt-oss, OLMo 2)
     norm_in_python: bool = False          # LayerNorm as fp32 Python arithmetic (Cohere)
+    stored_quant: Quant | None = None     # the checkpoint's weight format (config.json quantization_config)
     assumptions: tuple[str, ...] = ()     # what a best-effort spec rests on (built on meta)
 
     def __post_init__(self) -> None:

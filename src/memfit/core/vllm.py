@@ -3,44 +3,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from fractions import Fraction
 
 from memfit.core.choices import PhaseName
 from memfit.core.kv_cache import (
     kv_bytes_per_token,
 )
-from memfit.core.result import Phase
+from memfit.core.result import KvCapacity, Phase
 from memfit.core.runtimes import profile
 from memfit.core.spec import ModelSpec
 from memfit.core.workload import Inference
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class KvCapacity:
-    """The KV cache a preallocating runtime (vLLM) allocates from its budget, and what the job needs."""
-
-    utilization: Fraction       # gpu_memory_utilization
-    budget_bytes: int           # utilization × usable bytes
-    tokens: int                 # capacity in tokens (whole blocks)
-    nbytes: int                 # capacity in bytes: tokens × bytes per token
-    sequence_tokens: int        # one sequence of prompt + new tokens, rounded up to whole blocks
-    batch_size: int
-
-    @property
-    def sequences(self) -> int:
-        """Whole sequences of the requested length the capacity holds."""
-        return self.tokens // max(self.sequence_tokens, 1)
-
-    @property
-    def holds_batch(self) -> bool:
-        """Whether batch_size sequences of the requested length fit in the capacity."""
-        return self.tokens >= self.batch_size * self.sequence_tokens
-
-    def describe(self) -> str:
-        """One line: the capacity in tokens and in sequences of the requested length."""
-        return (f"KV capacity {self.tokens:,} tokens = {self.sequences:,} sequences of "
-                f"{self.sequence_tokens:,} tokens (batch {self.batch_size:,} asked)")
 
 def kv_capacity(spec: ModelSpec, workload: Inference, phases: tuple[Phase, ...], *,
                 gpu_usable_bytes: int) -> KvCapacity:

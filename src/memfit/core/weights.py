@@ -170,6 +170,8 @@ def _quantizes(quant: Quant, lin: Linear) -> bool:
         return False      # bnb converts nn.Linear only; fused 3-D expert Parameters stay
     if not lin.bnb_quantizable and quant.kind.startswith("bnb"):
         return False      # bnb converts `type(m) is nn.Linear` only: subclasses (FalconLinear) stay
+    if quant.targets is not None and lin.role not in quant.targets:
+        return False
     return lin.role not in quant.keeps
 
 
@@ -182,6 +184,8 @@ def _matrix(path: str, lin: Linear, *, dtype: DType, quant: Quant, quantize: boo
     else:
         bits = _gguf_type_bits(quant, gguf_role) if quant.kind == "gguf" else quant.bits_per_weight
         yield path, math.ceil(n * bits / 8)
+        for grid in quant.grids:   # a checkpoint format's scales, zeros and indices, exactly by shape
+            yield path, lin.count * -(-grid.entries_bits(lin.fan_out, lin.fan_in) // 8)
         for extra_bits in (lin.count * lin.fan_out * quant.row_overhead_bits,
                            lin.count * lin.fan_in * quant.column_overhead_bits,
                            lin.count * quant.tensor_overhead_bits):

@@ -27,6 +27,7 @@ from typing import Any
 from memfit.core.errors import ConfigError, MemfitError, ModelNotFound, UnsupportedArchitecture
 from memfit.core.families import spec_from_config
 from memfit.core.spec import ModelSource, ModelSpec
+from memfit.sources.quant_config import checkpoint_quant
 
 LOCAL_HINT = "give a config.json, a model folder or a .gguf file"
 """What a local model reference may be, for not-found messages."""
@@ -257,7 +258,9 @@ def build_spec(
             own code without `trust_remote_code`.
     """
     try:
-        return _build_spec(config, name=name, source=source, trust_remote_code=trust_remote_code)
+        spec = _build_spec(config, name=name, source=source, trust_remote_code=trust_remote_code)
+        stored = checkpoint_quant(config, name=name, checkpoint_dtype=spec.checkpoint_dtype)
+        return spec if stored is None else dataclasses.replace(spec, stored_quant=stored)
     except ConfigError as err:
         if origin is None:
             raise

@@ -5,6 +5,7 @@ A fresh process per trace: the fake-CUDA shim must load before torch, and the pa
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -12,6 +13,7 @@ import subprocess
 import sys
 from typing import Any
 
+from memfit.core.checkpoint_load import with_loaded_quant
 from memfit.core.codec import encode
 from memfit.core.errors import EngineUnavailable, InvalidWorkload, MissingExtra
 from memfit.core.result import Estimate, Gpu, _workload_to_dict
@@ -39,9 +41,11 @@ def trace_estimate(spec: ModelSpec, workload: Inference | Training, gpu: Gpu | N
         if importlib.util.find_spec(package) is None:
             raise MissingExtra(f"the trace engine needs {package}: pip install 'memfit[trace]'")
     unverified = check_installed()          # refuses outside the verified versions unless asked not to
-    request = {"spec": encode(spec), "workload": _workload_to_dict(workload),
-               "gpu": encode(gpu) if gpu is not None else None, "assumptions": unverified}
-    return Estimate.from_dict(run_worker(request))
+    loaded, load_notes = with_loaded_quant(spec, workload, gpu)   # a checkpoint's format as loaded
+    request = {"spec": encode(spec), "workload": _workload_to_dict(loaded),
+               "gpu": encode(gpu) if gpu is not None else None, "assumptions": [*load_notes, *unverified]}
+    est = Estimate.from_dict(run_worker(request))
+    return est if loaded is workload else dataclasses.replace(est, workload=workload)
 
 
 def run_worker(request: dict[str, Any], *, timeout_s: float | None = None) -> dict[str, Any]:
