@@ -105,28 +105,35 @@ def test_nvfp4_and_fp8_channel_compressed_tensors() -> None:
         "quant_method": "compressed-tensors", "format": "nvfp4-pack-quantized",
         "config_groups": {"g": {"targets": ["Linear"], "weights": {
             "num_bits": 4, "type": "float", "strategy": "tensor_group", "group_size": 16}}}}}, name="m")
-    assert nvfp4 is not None and nvfp4.bits_per_weight == 4
+    assert nvfp4 is not None
+    assert nvfp4.bits_per_weight == 4
     # e4m3 scale per 16 inputs, two fp32 global scales, the packed weight_shape
-    assert [(g.rows, g.cols, g.bits) for g in nvfp4.grids] == [(1, 16, 8), (0, 0, 32), (0, 0, 32), (0, 0, 128)]
+    grids = [(g.rows, g.cols, g.bits) for g in nvfp4.grids]
+    assert grids == [(1, 16, 8), (0, 0, 32), (0, 0, 32), (0, 0, 128)]
     fp8 = checkpoint_quant({"quantization_config": {
         "quant_method": "compressed-tensors", "format": "float-quantized",
         "config_groups": {"g": {"targets": ["Linear"], "weights": {
             "num_bits": 8, "type": "float", "strategy": "channel", "symmetric": True}}}}}, name="m")
-    assert fp8 is not None and [(g.rows, g.cols, g.bits) for g in fp8.grids] == [(1, 0, 16)]
+    assert fp8 is not None
+    assert [(g.rows, g.cols, g.bits) for g in fp8.grids] == [(1, 0, 16)]
 
 
 def test_modules_to_not_convert_map_to_roles() -> None:
     q = checkpoint_quant({"quantization_config": {
         "quant_method": "fp8", "weight_block_size": [128, 128],
-        "modules_to_not_convert": ["model.layers.*.self_attn", "re:.*mlp.gate$", "model.layers.3.mlp.up_proj"]}},
+        "modules_to_not_convert": ["model.layers.*.self_attn", "re:.*mlp.gate$",
+                                   "model.layers.3.mlp.up_proj"]}},
         name="m")
-    assert q is not None and {"attention", "router"} <= q.keeps
+    assert q is not None
+    assert {"attention", "router"} <= q.keeps
     assert "model.layers.3.mlp.up_proj" in q.note      # a single layer is named, not silently dropped
 
 
 def test_gpt_oss_120b_mxfp4_experts_by_hand() -> None:
     spec = load_catalog_model("gpt-oss-120b")
-    assert spec is not None and spec.stored_quant is not None and spec.stored_quant.kind == "mxfp4"
+    assert spec is not None
+    assert spec.stored_quant is not None
+    assert spec.stored_quant.kind == "mxfp4"
     est = estimate(spec, Inference(prompt_tokens=16, runtime="vllm"))
     weights = est.phase("load").memory.flat()
     # per layer, 128 experts: gate_up codes 128·5760·2880/2 = 1,061,683,200, scales 128·5760·90 = 66,355,200;
@@ -140,20 +147,23 @@ def test_gpt_oss_120b_mxfp4_experts_by_hand() -> None:
 
 def test_gpt_oss_120b_fits_one_h100_under_vllm() -> None:
     est = api.estimate("gpt-oss-120b", Inference(prompt_tokens=2048, runtime="vllm"), gpu="H100")
-    assert est.fits is True and est.capacity is not None and est.capacity.tokens > 2048
+    assert est.fits is True
+    assert est.capacity is not None
+    assert est.capacity.tokens > 2048
     # transformers dequantizes MXFP4 when asked (or without its kernels): bf16 experts no longer fit
     bf16 = api.estimate("gpt-oss-120b", Inference(prompt_tokens=2048, quant="dequantized"), gpu="H100")
     assert bf16.fits is False
 
 
 def test_deepseek_r1_fits_8_h200_with_a_kv_capacity_in_range() -> None:
-    est = api.estimate("DeepSeek-R1", Inference(prompt_tokens=2048, runtime="vllm", parallel=Parallelism(tp=8)),
-                       gpu="H200")
+    workload = Inference(prompt_tokens=2048, runtime="vllm", parallel=Parallelism(tp=8))
+    est = api.estimate("DeepSeek-R1", workload, gpu="H200")
     weights = est.phase("load").memory.bytes_of("weights")
     # FP8: about 671e9 parameters at 1 B per GPU share → 78-80 GiB per GPU of 8, not the bf16 ~156 GiB
     assert 75 * 2**30 < weights < 82 * 2**30
     # real vLLM start-ups of DeepSeek-R1 on 8×H200 report about 650,000 KV tokens (issue 13)
-    assert est.fits is True and est.capacity is not None
+    assert est.fits is True
+    assert est.capacity is not None
     assert 450_000 < est.capacity.tokens < 850_000
 
 
@@ -161,21 +171,27 @@ def test_runtime_rules_and_overrides() -> None:
     ct = _spec({"quant_method": "compressed-tensors", "format": "float-quantized", "config_groups": {"g": {
         "targets": ["Linear"], "weights": {"num_bits": 8, "type": "float", "strategy": "channel"}}}})
     quant, notes = loaded_quant(ct, Inference(prompt_tokens=8))
-    assert not quant.is_quantized and "decompresses" in notes[0]
+    assert not quant.is_quantized
+    assert "decompresses" in notes[0]
     quant, notes = loaded_quant(ct, Inference(prompt_tokens=8, runtime="vllm"))
-    assert quant is ct.stored_quant and "vLLM keeps" in notes[0]
+    assert quant is ct.stored_quant
+    assert "vLLM keeps" in notes[0]
     quant, notes = loaded_quant(ct, Inference(prompt_tokens=8, runtime="llama.cpp"))
-    assert not quant.is_quantized and "GGUF" in notes[0]
+    assert not quant.is_quantized
+    assert "GGUF" in notes[0]
     quant, notes = loaded_quant(ct, Inference(prompt_tokens=8, quant="nf4"))
-    assert quant.name == "nf4" and "replaces" in notes[0]
+    assert quant.name == "nf4"
+    assert "replaces" in notes[0]
     quant, notes = loaded_quant(ct, Inference(prompt_tokens=8, quant="dequantized", runtime="vllm"))
-    assert not quant.is_quantized and "--quant dequantized" in notes[0]
+    assert not quant.is_quantized
+    assert "--quant dequantized" in notes[0]
 
 
 def test_training_a_checkpoint_format() -> None:
     fp8 = _spec({"quant_method": "fp8", "weight_block_size": [128, 128]})
     quant, notes = loaded_quant(fp8, Training(seq_len=64, method="lora", lora=Lora(rank=8, alpha=16)))
-    assert not quant.is_quantized and "dequantize=True" in notes[0]     # FP8 quantizer: is_trainable False
+    assert not quant.is_quantized
+    assert "dequantize=True" in notes[0]
     gptq = _spec({"quant_method": "gptq", "bits": 4, "group_size": 128})
     with pytest.raises(InvalidWorkload, match="--quant dequantized"):
         loaded_quant(gptq, Training(seq_len=64, method="lora", lora=Lora(rank=8, alpha=16)))
@@ -198,3 +214,18 @@ def test_estimate_with_a_checkpoint_format_round_trips_through_json() -> None:
     back = Estimate.from_dict(json.loads(json.dumps(est.to_dict())))
     assert back.model.stored_quant == spec.stored_quant
     assert back.capacity == est.capacity
+
+
+def test_tp_beyond_the_kv_heads_replicates_them_and_vllm_keeps_mla_absorbed_copies() -> None:
+    spec = load_catalog_model("Llama-3.1-8B")
+    assert spec is not None
+    est = estimate(spec, Inference(prompt_tokens=16, runtime="vllm", parallel=Parallelism(tp=16)))
+    flat = est.phase("load").memory.flat()
+    # q and o (4096 × 4096 × 2 B) split 16 ways; k and v (1024 × 4096 × 2 B, 8 KV heads) only 8 ways: each
+    # rank keeps one whole KV head → per layer 2 × 2,097,152 + 2 × 1,048,576 = 6,291,456 B, 32 layers
+    assert flat["weights/layers/attention"] == 32 * 6_291_456
+    r1 = load_catalog_model("DeepSeek-R1")
+    assert r1 is not None
+    est = estimate(r1, Inference(prompt_tokens=16, runtime="vllm", parallel=Parallelism(tp=8)))
+    # vLLM's MLA keeps a bf16 kv_b_proj (128 heads × (128 + 128) × 512) per layer, split 8 ways: 61 layers
+    assert est.phase("load").memory.flat()["weights/mla_absorbed"] == 61 * 128 * 256 * 512 // 8 * 2

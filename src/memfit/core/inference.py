@@ -24,11 +24,11 @@ from memfit.core.kv_cache import (
 )
 from memfit.core.llama_cpp import llama_cpp_phases
 from memfit.core.parallel import validate_parallel
-from memfit.core.result import Gpu, Phase, Term, replace_terms
+from memfit.core.result import Gpu, KvCapacity, Phase, Term, replace_terms
 from memfit.core.runtimes import RuntimeProfile, check_runtime_supports, profile
 from memfit.core.spec import ModelSpec
 from memfit.core.torch_inference import carry_reserved, torch_phases
-from memfit.core.vllm import KvCapacity, kv_capacity
+from memfit.core.vllm import kv_capacity
 from memfit.core.workload import Inference
 
 

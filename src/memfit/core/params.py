@@ -39,6 +39,8 @@ class Linear:
     bias: bool
     count: int = 1   # identical matrices in this layer (num_experts for fused experts)
     is_module: bool = True  # nn.Linear or Conv1D (bnb-quantizable, LoRA-targetable); False: a raw Parameter
+    tp_split: int = 0       # most ways tensor parallel splits it: 0 any, 1 replicated (MLA's low-rank
+                            # down-projections, routers), n: n KV heads (each rank keeps ≥ 1 head)
     bnb_quantizable: bool = True  # False: a subclass of nn.Linear, which bitsandbytes leaves unconverted
 
     @property
@@ -68,11 +70,11 @@ def _attention_linears(spec: ModelSpec, att: AttentionSpec, names: ModuleNames) 
                          bias=False)
         else:
             yield Linear(name="q_a_proj", role="attention", fan_in=h, fan_out=mla.q_lora_rank,
-                         bias=att.qkv_bias)
+                         bias=att.qkv_bias, tp_split=1)
             yield Linear(name="q_b_proj", role="attention", fan_in=mla.q_lora_rank,
                          fan_out=att.num_heads * mla.qk_head_dim, bias=False)
         yield Linear(name="kv_a_proj_with_mqa", role="attention", fan_in=h,
-                     fan_out=mla.kv_lora_rank + mla.qk_rope_head_dim, bias=att.qkv_bias)
+                     fan_out=mla.kv_lora_rank + mla.qk_rope_head_dim, bias=att.qkv_bias, tp_split=1)
         yield Linear(name="kv_b_proj", role="attention", fan_in=mla.kv_lora_rank,
                      fan_out=att.num_heads * (mla.qk_nope_head_dim + mla.v_head_dim), bias=False)
         yield Linear(name=names.o, role="attention", fan_in=att.num_heads * mla.v_head_dim, fan_out=h,
@@ -85,8 +87,10 @@ def _attention_linears(spec: ModelSpec, att: AttentionSpec, names: ModuleNames) 
                      bias=att.qkv_bias)
     else:
         yield Linear(name=names.q, role="attention", fan_in=h, fan_out=q_width, bias=att.qkv_bias)
-        yield Linear(name=names.k, role="attention", fan_in=h, fan_out=kv_width, bias=att.qkv_bias)
-        yield Linear(name=names.v, role="attention", fan_in=h, fan_out=kv_width, bias=att.qkv_bias)
+        yield Linear(name=names.k, role="attention", fan_in=h, fan_out=kv_width, bias=att.qkv_bias,
+                     tp_split=att.num_kv_heads)
+        yield Linear(name=names.v, role="attention", fan_in=h, fan_out=kv_width, bias=att.qkv_bias,
+                     tp_split=att.num_kv_heads)
     yield Linear(name=names.o, role="attention", fan_in=q_width, fan_out=h, bias=att.out_bias)
 
 
@@ -104,7 +108,7 @@ def _mlp_linears(h: int, mlp: MlpSpec, names: ModuleNames, *, role: str) -> Iter
 
 def _moe_linears(h: int, moe: MoeSpec, names: ModuleNames) -> Iterator[Linear]:
     yield Linear(name=names.router, role="router", fan_in=h, fan_out=moe.num_experts, bias=moe.router_bias,
-                 is_module=False)
+                 is_module=False, tp_split=1)
     i, e = moe.expert.intermediate_size, moe.num_experts
     # transformers 5 stores all experts as two fused 3-D Parameters: (E, 2·I, h) and (E, h, I)
     up_width = 2 * i if moe.expert.gated else i
@@ -116,7 +120,8 @@ def _moe_linears(h: int, moe: MoeSpec, names: ModuleNames) -> Iterator[Linear]:
         yield from _mlp_linears(h, moe.shared_expert, names, role="shared_experts")
     if moe.shared_expert_gate:
         # an nn.Linear(h, 1): bitsandbytes quantizes it and peft's all-linear targets it, unlike the router
-        yield Linear(name="shared_expert_gate", role="shared_experts", fan_in=h, fan_out=1, bias=False)
+        yield Linear(name="shared_expert_gate", role="shared_experts", fan_in=h, fan_out=1, bias=False,
+                     tp_split=1)
 
 
 def layer_linears(spec: ModelSpec, layer: LayerSpec) -> tuple[Linear, ...]:

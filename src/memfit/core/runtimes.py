@@ -23,6 +23,7 @@ class RuntimeProfile:
     torch_allocator: bool                # False: own buffers (allocated == reserved)
     num_gpus_split: str                  # --num-gpus split: device_map | tensor_parallel | layers
     mla_latent_cache: bool               # MLA cache holds the compressed latent (else full per-head K and V)
+    mla_absorbed_copy: bool = False      # keeps a compute-dtype copy of kv_b_proj (W_UK, W_UV) for absorption
     sliding_cache_window: bool           # sliding layers keep only the window after the first decode step
     kv_cat_growth: bool                  # dynamic cache grows by torch.cat (a one-layer copy transient)
     full_logits_dtype_is_compute: bool   # a plain forward returns logits in the compute dtype (not fp32)
@@ -68,6 +69,7 @@ PROFILES: dict[Runtime, RuntimeProfile] = {
         torch_allocator=True,
         num_gpus_split="tensor_parallel",
         mla_latent_cache=True,
+        mla_absorbed_copy=True,          # MLACommonImpl.process_weights_after_loading: W_UK_T, W_UV
         sliding_cache_window=True,
         kv_cat_growth=False,
         full_logits_dtype_is_compute=False,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from memfit.core.choices import KvCache, PhaseName
+from memfit.core.dtypes import DType
 from memfit.core.kv_cache import (
     compute_dtype,
     final_cache_tokens,
@@ -31,7 +32,7 @@ from memfit.core.overhead import (
     segment_waste_repeated,
 )
 from memfit.core.result import Phase, Term, memory, replace_terms
-from memfit.core.runtimes import RuntimeProfile
+from memfit.core.runtimes import PROFILES, RuntimeProfile
 from memfit.core.spec import ModelSpec
 from memfit.core.transients import (
     INT8_OUTLIER_BYTES_PER_WEIGHT,
@@ -42,7 +43,7 @@ from memfit.core.transients import (
     layer_working_sets,
     prefill_step,
 )
-from memfit.core.weights import weight_tensor_groups, weights_tree_groups
+from memfit.core.weights import tensor_bytes, weight_tensor_groups, weights_tree_groups
 from memfit.core.workload import Inference
 
 RANDOM_INIT_TIED_HEAD = True
@@ -51,30 +52,46 @@ do): a tied LM head is allocated once before tying, and its freed block stays ca
 Source: groundtruth Llama-3.2-1B rows: load peak_alloc − end_alloc = 526,385,152 B (vocab × hidden × 2)."""
 
 def _gpu_weights(spec: ModelSpec, workload: Inference) -> tuple[Term, list[Repeated]]:
-    """Weights on the most loaded GPU and their tensor sizes (runs of equal layers grouped): 1/tp of each
-    tensor, ceil(layers/pp) layers."""
+    """Weights on the most loaded GPU and their tensor sizes (runs of equal layers grouped): each tensor as
+    a tensor-parallel rank holds it (weight_tensor_groups), ceil(layers/pp) layers."""
     dtype = compute_dtype(spec, workload)
-    groups = weight_tensor_groups(spec, dtype=dtype, quant=workload.quant, runtime=workload.runtime)
-    term = weights_tree_groups(groups)
     tp, pp = workload.parallel.tp, workload.parallel.pp
-    if tp == 1 and pp == 1:
+    groups = weight_tensor_groups(spec, dtype=dtype, quant=workload.quant, runtime=workload.runtime, tp=tp)
+    absorbed = mla_absorbed_bytes(spec, workload, dtype=dtype)
+    if absorbed:
+        groups = [*groups, ([("mla_absorbed", absorbed)], 1)]
+    term = weights_tree_groups(groups)
+    if pp == 1:
         return term, [(tuple(b for _, b in tensors), times) for tensors, times in groups]
     layer_share = -(-spec.num_layers // pp)
-    scaled = _scale_term(term, tp=tp, layer_fraction=(layer_share, spec.num_layers), pp=pp)
-    if pp == 1:
-        return scaled, [(tuple(-(-b // tp) for _, b in tensors), times) for tensors, times in groups]
-    sizes = [-(-b // tp) for tensors, times in groups for _ in range(times) for _, b in tensors]
+    scaled = _scale_term(term, layer_fraction=(layer_share, spec.num_layers), pp=pp)
+    sizes = [b for tensors, times in groups for _ in range(times) for _, b in tensors]
     # segment rounding of this stage's share of the tensors
     return scaled, [(tuple(sizes[: max(1, len(sizes) * layer_share // spec.num_layers)]), 1)]
 
-def _scale_term(term: Term, *, tp: int, layer_fraction: tuple[int, int], pp: int) -> Term:
-    """Weights of the most loaded GPU: every tensor split tp ways (tensor parallel shards matrices and the
-    vocabulary), layers cut to this stage's share under pp / device_map. Simple and honest: no replicated
-    norms, no uneven device_map budgets."""
+def mla_absorbed_bytes(spec: ModelSpec, workload: Inference, *, dtype: DType) -> int:
+    """The compute-dtype copy of every MLA layer's kv_b_proj a runtime keeps to absorb it into the query
+    and output (W_UK_T and W_UV, views of one dequantized tensor), tp-local.
+    Source: vLLM v1/attention/backends/mla/common.py MLACommonImpl.process_weights_after_loading
+    (get_and_maybe_dequant_weights(kv_b_proj) in the activation dtype)."""
+    if not PROFILES[workload.runtime].mla_absorbed_copy:
+        return 0
+    total = 0
+    for layer in spec.layers:
+        mla = layer.attention.mla
+        if mla is not None:
+            weights = layer.attention.num_heads * (mla.qk_nope_head_dim + mla.v_head_dim) * mla.kv_lora_rank
+            total += tensor_bytes(dtype, -(-weights // workload.parallel.tp))
+    return total
+
+
+def _scale_term(term: Term, *, layer_fraction: tuple[int, int], pp: int) -> Term:
+    """Weights of the most loaded pipeline stage (already tp-local): layers cut to this stage's share,
+    plus the larger of the embeddings and the LM head. No uneven device_map budgets."""
     def scale(t: Term, in_layers: bool) -> Term:
         if t.children:
             return Term.group(t.name, [scale(c, in_layers or t.name == "layers") for c in t.children])
-        nbytes = -(-t.nbytes // tp)
+        nbytes = t.nbytes
         if in_layers:
             nbytes = nbytes * layer_fraction[0] // layer_fraction[1]
         return replace(t, nbytes=nbytes)

@@ -81,23 +81,33 @@ def weight_tensor_bytes(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime:
     return [tensor for tensors, times in groups for _ in range(times) for tensor in tensors]
 
 
-def weight_tensor_groups(spec: ModelSpec, *, dtype: DType, quant: Quant,
-                         runtime: Runtime) -> list[TensorGroup]:
+def weight_tensor_groups(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime: Runtime,
+                         tp: int = 1) -> list[TensorGroup]:
     """`weight_tensor_bytes` in load order as (tensors, times) groups: a run of equal decoder layers (one
-    shared LayerSpec object) is one group allocated `times` in a row, computed once."""
+    shared LayerSpec object) is one group allocated `times` in a row, computed once.
+
+    With `tp` > 1, each tensor as one tensor-parallel rank holds it: matrices and the (vocab-parallel)
+    embeddings and head split tp ways, except what stays whole on every rank (norms, buffers, MoE routers,
+    MLA's low-rank q_a / kv_a down-projections) and K/V projections with fewer KV heads than tp (each rank
+    keeps one head). Source: vLLM model_executor/models/deepseek_v2.py (ReplicatedLinear q_a_proj,
+    kv_a_proj_with_mqa, gate), llama.py (QKVParallelLinear replicates KV heads when tp > num_kv_heads),
+    RMSNorm unsharded; transformers' base_model_tp_plan leaves the same modules out.
+    """
     if spec.checkpoint is not None:
-        return [(list(_checkpoint_tensors(spec.checkpoint, dtype=dtype)), 1)]
-    return _formula_groups(spec, dtype=dtype, quant=quant, runtime=runtime)
+        return [([(path, -(-b // tp)) for path, b in _checkpoint_tensors(spec.checkpoint, dtype=dtype)], 1)]
+    return _formula_groups(spec, dtype=dtype, quant=quant, runtime=runtime, tp=tp)
 
 
-def _formula_groups(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime: Runtime) -> list[TensorGroup]:
+def _formula_groups(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime: Runtime,
+                    tp: int = 1) -> list[TensorGroup]:
     h = spec.hidden_size
     gguf = quant.kind == "gguf"
     norm_dtype = NORM_DTYPE_GGUF if gguf else dtype
     outside = dict(non_layer_params(spec))   # counts shared with count_params (params.py)
     width = spec.embedding_dim or h          # OPT-350m embeds (and ties its head) at 512, not hidden 1024
     embed = Linear(name="token_embd", role="embeddings", fan_in=width, fan_out=spec.vocab_size, bias=False)
-    head = list(_matrix("embeddings", embed, dtype=dtype, quant=quant, quantize=_quantizes(quant, embed)))
+    head = list(_matrix("embeddings", embed, dtype=dtype, quant=quant, quantize=_quantizes(quant, embed),
+                        tp=tp))
     if outside["position_embeddings"]:
         head.append(("position_embeddings", tensor_bytes(dtype, outside["position_embeddings"])))
     if outside["embedding_norm"]:
@@ -112,7 +122,7 @@ def _formula_groups(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime: Run
             continue
         if key not in per_layer:
             per_layer[key] = list(_layer_tensors(spec, layer, dtype=dtype, norm_dtype=norm_dtype, quant=quant,
-                                                 more_bits=key[1]))
+                                                 more_bits=key[1], tp=tp))
         groups.append((per_layer[key], 1))
         last = key
     tail: list[Tensor] = []
@@ -121,7 +131,7 @@ def _formula_groups(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime: Run
     if not spec.tie_word_embeddings:
         lm_head = lm_head_linear(spec)
         tail.extend(_matrix("lm_head", lm_head, dtype=dtype, quant=quant, quantize=_quantizes(quant, lm_head),
-                            gguf_role="output"))
+                            gguf_role="output", tp=tp))
     elif spec.lm_head_bias:  # a tied head still owns its bias
         tail.append(("lm_head", tensor_bytes(norm_dtype, spec.vocab_size)))
     tail.extend((path, tensor_bytes(dtype, count)) for path, count in spec.extra_params)
@@ -143,14 +153,14 @@ def buffer_bytes(spec: ModelSpec) -> list[int]:
 
 
 def _layer_tensors(spec: ModelSpec, layer: LayerSpec, *, dtype: DType, norm_dtype: DType, quant: Quant,
-                   more_bits: bool) -> Iterator[Tensor]:
+                   more_bits: bool, tp: int = 1) -> Iterator[Tensor]:
     for lin in layer_linears(spec, layer):
         group = lin.role
         role = _GGUF_ROLE_BY_MODULE.get(lin.name, "")
         if lin.role == "experts" and lin.fan_out == spec.hidden_size:
             role = "ffn_down"
         yield from _matrix(f"layers/{group}", lin, dtype=dtype, quant=quant, quantize=_quantizes(quant, lin),
-                           gguf_role=f"{role}@more_bits" if role and more_bits else role)
+                           gguf_role=f"{role}@more_bits" if role and more_bits else role, tp=tp)
     for path, count in layer_non_linear_params(spec, layer):   # counts shared with count_params
         if path == "norms":
             # one tensor per norm module (the allocator sees each); LayerNorm's weight+bias as one here
@@ -159,7 +169,8 @@ def _layer_tensors(spec: ModelSpec, layer: LayerSpec, *, dtype: DType, norm_dtyp
         elif count:
             # QK and MLA latent norms stay in the norm dtype; attention sinks are a plain parameter
             tensor_dtype = dtype if path == "attention/sinks" else norm_dtype
-            yield "layers/attention", tensor_bytes(tensor_dtype, count)
+            ways = tp if path == "attention/sinks" else 1      # one sink per head: split with the heads
+            yield "layers/attention", -(-tensor_bytes(tensor_dtype, count) // ways)
 
 
 def _quantizes(quant: Quant, lin: Linear) -> bool:
@@ -176,8 +187,14 @@ def _quantizes(quant: Quant, lin: Linear) -> bool:
 
 
 def _matrix(path: str, lin: Linear, *, dtype: DType, quant: Quant, quantize: bool,
-            gguf_role: str = "") -> Iterator[Tensor]:
-    """The tensors of one Linear (times lin.count): weight (with quant overheads) and bias."""
+            gguf_role: str = "", tp: int = 1) -> Iterator[Tensor]:
+    """The tensors of one Linear (times lin.count): weight (with quant overheads) and bias, as one of `tp`
+    tensor-parallel ranks holds them (see weight_tensor_groups)."""
+    ways = tp if lin.tp_split == 0 else min(tp, lin.tp_split)
+    if ways > 1:
+        yield from ((p, -(-b // ways)) for p, b in _matrix(path, lin, dtype=dtype, quant=quant,
+                                                              quantize=quantize, gguf_role=gguf_role))
+        return
     n = lin.num_weights
     if not quantize:
         yield path, tensor_bytes(dtype, n)

@@ -40,7 +40,7 @@ Tensor layouts (what the files store per quantized (out, in) matrix; g = group s
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from fractions import Fraction
 from typing import Any
 
@@ -308,6 +308,11 @@ def _modelopt(qc: Mapping[str, Any], dtype: DType, *, prefix: str = "modelopt-")
     return None
 
 
+def _nvfp4(qc: Mapping[str, Any], dtype: DType) -> Quant | None:
+    """transformers' own nvfp4 quant_method: the NVFP4 layout of modelopt."""
+    return _modelopt({**qc, "quant_algo": "NVFP4"}, dtype, prefix="")
+
+
 def _hqq(qc: Mapping[str, Any], dtype: DType) -> Quant:
     params = qc.get("quant_config", {}).get("weight_quant_params", qc)
     bits = _bits(params.get("nbits", 4), field="nbits", allowed=(1, 2, 3, 4, 8))
@@ -351,9 +356,9 @@ def _eetq(qc: Mapping[str, Any], dtype: DType) -> Quant:
                        note="EETQ int8 checkpoint, one fp16 scale per output row")
 
 
-_BUILDERS = {
+_BUILDERS: dict[str, Callable[[Mapping[str, Any], DType], Quant | None]] = {
     "fp8": _fp8, "fbgemm-fp8": _fbgemm_fp8, "mxfp4": _mxfp4, "gptq": _gptq, "awq": _awq,
     "compressed-tensors": _compressed_tensors, "bitsandbytes": _bitsandbytes, "modelopt": _modelopt,
     "hqq": _hqq, "torchao": _torchao, "eetq": _eetq,
-    "nvfp4": lambda qc, dtype: _modelopt({**qc, "quant_algo": "NVFP4"}, dtype, prefix=""),
+    "nvfp4": _nvfp4,
 }
