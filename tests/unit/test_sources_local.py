@@ -198,3 +198,20 @@ def test_meta_builder_without_transformers(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setitem(sys.modules, "memfit.trace.meta", types.SimpleNamespace(spec_on_meta=spec_on_meta))
     with pytest.raises(UnsupportedArchitecture, match=r"pip install 'memfit\[trace\]' to count it"):
         load_local(CONFIGS / "unknown_type.json")
+
+
+def test_a_quant_the_loader_applies_follows_the_shapes_not_the_stored_tensors(tiny_folder: Path) -> None:
+    """A bf16 folder loaded with bitsandbytes nf4 is counted as nf4 (the safetensors list holds bf16
+    tensors the loader converts), the same as the config alone; unquantized it is the stored 173,696 B."""
+    from memfit.core.estimate import estimate
+    from memfit.core.workload import Inference
+
+    folder = load_local(tiny_folder)
+    config = load_local(TINY / "config.json")
+
+    def weights(spec: ModelSpec, quant: str) -> int:
+        est = estimate(spec, Inference(prompt_tokens=16, quant=quant))
+        return est.phase("load").memory.bytes_of("weights")
+
+    assert weights(folder, "none") == TINY_BF16_BYTES
+    assert weights(folder, "nf4") == weights(config, "nf4") < TINY_BF16_BYTES // 2

@@ -43,7 +43,7 @@ from memfit.core.transients import (
     layer_working_sets,
     prefill_step,
 )
-from memfit.core.weights import tensor_bytes, weight_tensor_groups, weights_tree_groups
+from memfit.core.weights import tensor_bytes, weight_tensor_groups, weights_tree_groups, with_formats
 from memfit.core.workload import Inference
 
 RANDOM_INIT_TIED_HEAD = True
@@ -60,7 +60,7 @@ def _gpu_weights(spec: ModelSpec, workload: Inference) -> tuple[Term, list[Repea
     absorbed = mla_absorbed_bytes(spec, workload, dtype=dtype)
     if absorbed:
         groups = [*groups, ([("mla_absorbed", absorbed)], 1)]
-    term = weights_tree_groups(groups)
+    term = with_formats(weights_tree_groups(groups), quant=workload.quant, dtype=dtype)
     if pp == 1:
         return term, [(tuple(b for _, b in tensors), times) for tensors, times in groups]
     layer_share = -(-spec.num_layers // pp)

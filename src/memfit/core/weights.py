@@ -9,6 +9,7 @@ with each run of equal decoder layers computed once (overhead.segment_reserved_r
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Iterator
@@ -58,7 +59,31 @@ def weights(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime: Runtime) ->
     stored (converted to `dtype` only when the checkpoint is plain floating point).
     Source: bitsandbytes replace_with_bnb_linear (nn.Linear only, lm_head skipped); quants.py per format.
     """
-    return weights_tree_groups(weight_tensor_groups(spec, dtype=dtype, quant=quant, runtime=runtime))
+    term = weights_tree_groups(weight_tensor_groups(spec, dtype=dtype, quant=quant, runtime=runtime))
+    return with_formats(term, quant=quant, dtype=dtype)
+
+
+def with_formats(term: Term, *, quant: Quant, dtype: DType) -> Term:
+    """The `weights` Term with each component's stored format as its note (quantized formats only): the
+    format's name where the loader converts that kind of module, the dtype where it keeps it."""
+    if not quant.is_quantized:
+        return term
+
+    def noted(t: Term, role: str) -> Term:
+        if t.name == "buffers":
+            return t          # rotary inv_freq (fp32), causal-mask buffers: not weights of any format
+        if t.name in ("norms", "final_norm", "embedding_norm"):
+            fmt = "fp32" if quant.kind == "gguf" else str(dtype)
+        elif quant.targets is not None and role not in quant.targets:
+            fmt = str(dtype)
+        else:
+            fmt = str(dtype) if role in quant.keeps else quant.name
+        if t.children:
+            return Term.group(t.name, [noted(c, c.name) for c in t.children], note=t.note)
+        return dataclasses.replace(t, note=t.note or fmt)
+
+    return Term.group(term.name, [c if c.name == "mla_absorbed" else noted(c, c.name) for c in term.children],
+                      note=term.note)
 
 
 def weights_tree(tensors: list[Tensor]) -> Term:
@@ -93,9 +118,23 @@ def weight_tensor_groups(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime
     kv_a_proj_with_mqa, gate), llama.py (QKVParallelLinear replicates KV heads when tp > num_kv_heads),
     RMSNorm unsharded; transformers' base_model_tp_plan leaves the same modules out.
     """
-    if spec.checkpoint is not None:
+    if _as_stored(spec, quant):
+        assert spec.checkpoint is not None
         return [([(path, -(-b // tp)) for path, b in _checkpoint_tensors(spec.checkpoint, dtype=dtype)], 1)]
     return _formula_groups(spec, dtype=dtype, quant=quant, runtime=runtime, tp=tp)
+
+
+def _as_stored(spec: ModelSpec, quant: Quant) -> bool:
+    """Whether the checkpoint's own tensor list gives the weights: a GGUF file, a floating-point checkpoint
+    loaded unquantized (converted to the dtype), or a quantized one loaded as stored. A format the loader
+    applies (bitsandbytes on a bf16 folder) or a dequantized load follows the shapes instead."""
+    if spec.checkpoint is None:
+        return False
+    if spec.checkpoint.format == "gguf":
+        return True
+    if spec.stored_quant is None:
+        return not quant.is_quantized
+    return quant == spec.stored_quant
 
 
 def _formula_groups(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime: Runtime,
