@@ -162,6 +162,14 @@ def compare(
     return compare_engines(_model(model), workload, _gpu(gpu))
 
 
+def launch_command(model: str | ModelSpec, workload: Inference | Training) -> str:
+    """The command line (vLLM, llama.cpp) or from_pretrained / TrainingArguments call (transformers) that
+    runs `workload` on `model` as estimated; `memfit plan --emit` prints it for the plan's chosen job."""
+    from memfit.core.launch import launch_command as build
+
+    return build(_model(model), workload)
+
+
 def catalog_models() -> list[dict[str, Any]]:
     """The bundled catalog's models: name, repo id, revision, gated flag (offline, no login)."""
     from memfit.sources.catalog import catalog_models as models

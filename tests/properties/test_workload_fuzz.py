@@ -47,7 +47,8 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "attn": st.sampled_from(["sdpa", "eager", "flash", "flash_attention_2"]),
     "runtime": st.sampled_from(["transformers", "vllm", "llama.cpp"]),
     "gpu_memory_utilization": st.sampled_from([0.5, 0.9, "0.9", Fraction(9, 10), 1]),
-    "n_gpu_layers": st.integers(0, 40), "block_size": st.sampled_from([16, 32]),
+    "n_gpu_layers": st.integers(0, 40), "n_cpu_moe": st.integers(0, 40),
+    "block_size": st.sampled_from([16, 32]),
     "max_cache_tokens": st.integers(1, 8192), "allow_longer": st.booleans(),
     # Training
     "seq_len": st.integers(1, 4096), "grad_accum": st.integers(1, 8),

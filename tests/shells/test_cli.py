@@ -352,3 +352,14 @@ def test_vllm_estimate_reports_kv_capacity_in_tokens() -> None:
         api.load_model("Llama-3.1-8B"), workload, gpu_usable_bytes=api.get_gpu("H100-SXM-80GB").usable_bytes
     )
     assert f"{tokens:,} tokens = {tokens // 4608:,} sequences of 4,608 tokens" in outcome.stdout
+
+
+def test_plan_emit_prints_the_launch_line_and_refuses_another_runtime() -> None:
+    """--emit llama.cpp after a llama.cpp plan prints llama-server flags; naming another runtime is one
+    line, exit 2."""
+    ok = invoke("plan", "Mixtral-8x7B-v0.1", "--runtime", "llama.cpp", "--quant", "gguf-Q4_K_M", "--gpu",
+                "24GB", "--prompt-tokens", "4096", "--emit", "llama.cpp")
+    assert ok.exit_code == 0, ok.stderr
+    assert "llama-server -m Mixtral-8x7B-v0.1-Q4_K_M.gguf -c 4096" in ok.stdout
+    bad = invoke("plan", "Llama-3.1-8B", "--gpu", "16GB", "--emit", "vllm")
+    assert_one_error_line(bad, 2, mentions="--emit vllm needs --runtime vllm")

@@ -85,13 +85,16 @@ def test_tp_halves_weights_and_cache_per_gpu():
 
 
 def test_llama_cpp_keeps_off_gpu_layers_in_host_ram():
-    """n_gpu_layers=16 of 32: half the layer weights and cache live in host RAM (Phase.host)."""
+    """n_gpu_layers=16 of 32: the output layer and the last 15 blocks on the GPU (llama.cpp offloads the
+    output first), blocks 0-16 in host RAM: 17 of 32 blocks' cache there, 15 on the GPU."""
     spec = load_model("Llama-3.1-8B")
     wl = Inference(prompt_tokens=512, new_tokens=8, runtime=Runtime.LLAMA_CPP, quant=quant("gguf-Q4_K_M"),
                    n_gpu_layers=16, kv_cache_dtype=DType.Q8_0)
     prefill = estimate(spec, wl).phase("prefill")
     assert prefill.host is not None
-    assert prefill.host.bytes_of("kv_cache") == prefill.memory.bytes_of("kv_cache")
+    assert prefill.host.bytes_of("kv_cache") * 15 == prefill.memory.bytes_of("kv_cache") * 17
+    assert prefill.memory.child("weights").bytes_of("lm_head") > 0
+    assert prefill.host.bytes_of("lm_head") == 0
     assert prefill.reserved_bytes == prefill.allocated_bytes
 
 

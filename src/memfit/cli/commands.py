@@ -330,7 +330,7 @@ def plan(
         str | None,
         typer.Option(
             help="batch: the largest batch size that fits; context: the longest prompt or sequence "
-            "that fits. "
+            "that fits; n-gpu-layers: llama.cpp's largest --n-gpu-layers that fits. "
             "Without it: the least invasive changes that make the job fit.",
             show_default=False,
         ),
@@ -341,6 +341,15 @@ def plan(
         typer.Option(
             help="Training: also search multi-GPU strategies (DDP, ZeRO, offload, FSDP, TP × FSDP, "
             "PP × FSDP) over these GPU counts, e.g. 8,16; per-GPU and per-node figures.",
+            show_default=False,
+        ),
+    ] = None,
+    emit: Annotated[
+        str | None,
+        typer.Option(
+            help="Also print the launch line that realises the plan: vllm (vllm serve …), llama.cpp "
+            "(llama-server …) or transformers (from_pretrained / TrainingArguments); it must name the "
+            "job's --runtime.",
             show_default=False,
         ),
     ] = None,
@@ -357,7 +366,8 @@ def plan(
         ),
     ] = False,
 ) -> None:
-    """What fits a GPU: the largest batch or context, or the least invasive changes that fit.
+    """What fits a GPU: the largest batch, context or llama.cpp layer count, or the least invasive changes
+    that fit; --emit prints the launch line.
 
     Exit codes: 0 done (also "does not fit"), 2 bad input, 1 any other error,
     3 with --fail-if-not-fit when the job as asked does not fit the --gpu.
@@ -368,12 +378,35 @@ def plan(
     display_unit = render.parse_unit(unit)
     wanted = _maximize(maximize)
     spec, workload = _job(model, flags, num_gpus)
+    _check_emit(emit, workload)
     result = api.plan(spec, workload, gpu=gpu, maximize=wanted, gpu_counts=_gpu_counts(gpu_counts))
+    chosen = result.chosen if emit else None
+    launch = api.launch_command(spec, chosen.workload) if chosen is not None else None
     if as_json:
-        _emit(_json(result.to_dict()), out)
+        data = result.to_dict()
+        if emit:
+            data["launch"] = {"runtime": str(workload.runtime), "command": launch}
+        _emit(_json(data), out)
     else:
-        _emit(render.to_text(*render.plan_view(result, display_unit)), out)
+        text = render.to_text(*render.plan_view(result, display_unit))
+        if emit:
+            text += ("\nLaunch line for that plan:\n" + launch + "\n" if launch is not None
+                     else "\nNo launch line: nothing the planner tried fits.\n")
+        _emit(text, out)
     _gate(fail_if_not_fit, fits=result.baseline.fits)
+
+
+def _check_emit(emit: str | None, workload: Any) -> None:
+    """--emit names the job's own runtime (training launches through transformers)."""
+    if emit is None:
+        return
+    from memfit.core.choices import Runtime
+    from memfit.core.errors import InvalidWorkload
+
+    wanted = Runtime.parse(emit.strip().lower(), field="emit")
+    if wanted is not workload.runtime:
+        raise InvalidWorkload(f"--emit {wanted} needs --runtime {wanted} (the plan is for "
+                              f"runtime={workload.runtime}); add --runtime {wanted}")
 
 
 def _gpu_counts(text: str | None) -> tuple[int, ...]:
@@ -397,9 +430,9 @@ def _maximize(text: str | None) -> str | None:
         return None
     from memfit.core.errors import InvalidWorkload
 
-    wanted = text.strip().lower()
-    if wanted not in ("batch", "context"):
-        raise InvalidWorkload(f"maximize={text!r} is not valid; use batch or context")
+    wanted = text.strip().lower().replace("_", "-")
+    if wanted not in ("batch", "context", "n-gpu-layers"):
+        raise InvalidWorkload(f"maximize={text!r} is not valid; use batch, context or n-gpu-layers")
     return wanted
 
 

@@ -95,7 +95,10 @@ FLAGS: tuple[Flag, ...] = (
         "infer",
     ),
     Flag("gpu_memory_utilization", str, "vLLM's fraction of GPU memory to take, e.g. 0.9.", _INFER, "infer"),
-    Flag("n_gpu_layers", int, "llama.cpp: layers on the GPU (default all).", _INFER, "infer"),
+    Flag("n_gpu_layers", int, "llama.cpp: layers on the GPU, the output layer first (default all).", _INFER,
+         "infer"),
+    Flag("n_cpu_moe", int, "llama.cpp: keep the MoE experts of the first N layers on the CPU.", _INFER,
+         "infer"),
     Flag(
         "allow_longer",
         bool,
@@ -336,8 +339,9 @@ def _inference(flags: dict[str, Any], *, runtime: Any, parallel: Any) -> Any:
         kwargs["gpu_memory_utilization"] = _fraction(
             flags["gpu_memory_utilization"], "gpu_memory_utilization"
         )
-    if flags.get("n_gpu_layers") is not None:
-        kwargs["n_gpu_layers"] = flags["n_gpu_layers"]
+    for name in ("n_gpu_layers", "n_cpu_moe"):
+        if flags.get(name) is not None:
+            kwargs[name] = flags[name]
     if flags.get("allow_longer"):
         kwargs["allow_longer"] = True
     return Inference(runtime=runtime, parallel=parallel, **kwargs)

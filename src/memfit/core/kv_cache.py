@@ -185,15 +185,24 @@ def kv_bytes_per_token(spec: ModelSpec, workload: Inference) -> int:
 
 
 def _gpu_layers(spec: ModelSpec, workload: Inference) -> tuple:  # type: ignore[type-arg]
-    """Layers whose cache sits on the most loaded GPU: all, or the first n_gpu_layers (llama.cpp),
-    or ceil(layers / pp) under a pipeline/device_map split."""
+    """Layers whose cache sits on the most loaded GPU: all, llama.cpp's offloaded blocks (the last
+    n_gpu_layers − 1: see `llama_cpp_gpu_start`), or ceil(layers / pp) under a pipeline/device_map split."""
     layers = spec.layers
     if workload.n_gpu_layers is not None:
-        layers = layers[: workload.n_gpu_layers]
+        layers = layers[llama_cpp_gpu_start(spec.num_layers, workload.n_gpu_layers):]
     pp = workload.parallel.pp
     if pp > 1:
         layers = layers[: -(-len(layers) // pp)]
     return layers
+
+
+def llama_cpp_gpu_start(num_layers: int, n_gpu_layers: int) -> int:
+    """The first decoder block llama.cpp puts on the GPU for `--n-gpu-layers`: the output layer counts as
+    one more slot and is offloaded first, then the last blocks, so blocks i_gpu_start … n − 1 go to the
+    GPU with i_gpu_start = max(n + 1 − n_gpu_layers, 0), and the output layer whenever n_gpu_layers ≥ 1.
+    Source: llama.cpp src/llama-model.cpp load_tensors (i_gpu_start = max(n_layer_all + 1 − n_gpu_layers,
+    0); dev_output = get_layer_buft_list(n_layer_all)); the input embeddings always stay on the CPU."""
+    return min(max(num_layers + 1 - n_gpu_layers, 0), num_layers)
 
 
 def _kind_name(att: AttentionSpec, prof: RuntimeProfile) -> str:

@@ -12,11 +12,12 @@ from memfit.core.choices import PhaseName
 from memfit.core.kv_cache import (
     compute_dtype,
     kv_cache_at,
+    llama_cpp_gpu_start,
 )
 from memfit.core.result import Phase, Term, memory
 from memfit.core.runtimes import RuntimeProfile
 from memfit.core.spec import ModelSpec, MoeSpec
-from memfit.core.weights import weights
+from memfit.core.weights import per_layer_weights
 from memfit.core.workload import Inference
 
 LLAMA_CPP_CONTEXT_BYTES = 300 * 2**20
@@ -24,18 +25,28 @@ LLAMA_CPP_CONTEXT_BYTES = 300 * 2**20
 Source: estimate; llama.cpp does not report it (marked in assumptions)."""
 
 def llama_cpp_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile) -> tuple[Phase, ...]:
-    """llama.cpp: GGUF weights of the offloaded layers, KV pre-allocated to n_ctx, one compute buffer."""
+    """llama.cpp: GGUF weights of the offloaded blocks and the output layer, KV pre-allocated to n_ctx for
+    the offloaded blocks, one compute buffer; the rest in host RAM (`Phase.host`).
+
+    Placement (`kv_cache.llama_cpp_gpu_start`): --n-gpu-layers k puts the output layer on the GPU first,
+    then the last k − 1 blocks; --n-cpu-moe N keeps the MoE experts of blocks 0 … N − 1 in host RAM
+    (llama.cpp common/arg.cpp: a tensor-buffer override "blk.i.ffn_(up|down|gate)_exps" → CPU per block).
+    """
     dtype = compute_dtype(spec, workload)
-    all_weights = weights(spec, dtype=dtype, quant=workload.quant, runtime=workload.runtime)
-    n_gpu = spec.num_layers if workload.n_gpu_layers is None else min(workload.n_gpu_layers, spec.num_layers)
-    layers = all_weights.bytes_of("layers")
-    gpu_layers = layers * n_gpu // spec.num_layers
-    head_on_gpu = workload.n_gpu_layers is None or workload.n_gpu_layers > spec.num_layers
-    head = all_weights.bytes_of("lm_head") + all_weights.bytes_of("final_norm")
+    outside, blocks = per_layer_weights(spec, dtype=dtype, quant=workload.quant, runtime=workload.runtime)
+    n = spec.num_layers
+    start = 0 if workload.n_gpu_layers is None else llama_cpp_gpu_start(n, workload.n_gpu_layers)
+    head_on_gpu = workload.n_gpu_layers is None or workload.n_gpu_layers >= 1
+    cpu_experts = sum(block.get("layers/experts", 0)
+                      for index, block in enumerate(blocks) if start <= index < workload.n_cpu_moe)
+    gpu_layers = sum(sum(block.values()) for block in blocks[start:]) - cpu_experts
+    cpu_layers = sum(sum(block.values()) for block in blocks[:start]) + cpu_experts
+    head = outside.get("lm_head", 0) + outside.get("final_norm", 0)
     if spec.tie_word_embeddings:
-        head = all_weights.bytes_of("embeddings")   # the output matmul reads token_embd
-    gpu_weights = Term.group("weights", [Term(name="layers", nbytes=gpu_layers),
-                                         Term(name="lm_head", nbytes=head if head_on_gpu else 0)])
+        head = outside.get("embeddings", 0)   # the output matmul reads a copy of token_embd
+    gpu_weights = Term.group("weights", [
+        Term(name="layers", nbytes=gpu_layers, note=f"blocks {start}-{n - 1}" if start else ""),
+        Term(name="lm_head", nbytes=head if head_on_gpu else 0)])
     n_ctx = workload.max_cache_tokens or workload.total_tokens
     cache = kv_cache_at(spec, workload, tokens=n_ctx, after_decode=False)
     ubatch = min(prof.compute_ubatch_tokens or 512, workload.prompt_tokens)
@@ -49,8 +60,9 @@ def llama_cpp_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile)
     out_logits = Term.group("logits", [Term(name="output", nbytes=workload.batch_size * spec.vocab_size * 4)])
     host_full = kv_cache_at(spec, replace(workload, n_gpu_layers=None), tokens=n_ctx, after_decode=False)
     host = Term.group("host", [
-        Term(name="embeddings", nbytes=all_weights.bytes_of("embeddings")),   # token_embd stays in RAM
-        Term(name="layers", nbytes=layers - gpu_layers),
+        Term(name="embeddings", nbytes=outside.get("embeddings", 0)),   # token_embd stays in RAM
+        Term(name="layers", nbytes=cpu_layers,
+             note=f"incl. experts of blocks 0-{workload.n_cpu_moe - 1}" if cpu_experts else ""),
         Term(name="lm_head", nbytes=0 if head_on_gpu else head),
         Term(name="kv_cache", nbytes=host_full.nbytes - cache.nbytes),
     ])

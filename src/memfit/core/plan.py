@@ -11,6 +11,7 @@ millisecond), so a plan takes tens of milliseconds.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -40,7 +41,9 @@ PLAN_QLORA_QUANT = "nf4"
 """4-bit format the planner proposes for QLoRA: bitsandbytes' NF4 (QLoRA paper, §3)."""
 MORE_GPUS = (2, 4, 8)
 """GPU counts the planner tries when one GPU is not enough."""
-MAXIMIZE_FIELDS = {"batch": "batch_size", "context": "context"}
+MAXIMIZE_FIELDS = {"batch": "batch_size", "context": "context", "n-gpu-layers": "n_gpu_layers"}
+"""What `plan --maximize` searches: batch size, context (prompt or sequence tokens), llama.cpp's
+--n-gpu-layers (the output layer and the last blocks on the GPU)."""
 
 
 def _default_estimator(spec: ModelSpec, workload: Workload, gpu: Gpu | None) -> Estimate:
@@ -157,6 +160,37 @@ def plan_max_context(
     return _largest(lambda n: _over(spec, with_context(workload, n), gpu, estimator), limit)
 
 
+def plan_max_gpu_layers(
+    spec: ModelSpec, workload: Workload, gpu: Gpu, *, estimator: Estimator = _default_estimator
+) -> int:
+    """llama.cpp: the largest --n-gpu-layers L in 1 … layers + 1 (the output layer counts) that fits `gpu`;
+    L + 1 does not. 0: not even the output layer fits.
+
+    Raises:
+        InvalidWorkload: the runtime is not llama.cpp.
+    """
+    if not isinstance(workload, Inference) or workload.runtime is not Runtime.LLAMA_CPP:
+        raise InvalidWorkload("maximize=n-gpu-layers applies to runtime=llama.cpp inference")
+    return _largest(lambda n: _over(spec, dataclasses.replace(workload, n_gpu_layers=n), gpu, estimator),
+                    spec.num_layers + 1)
+
+
+def plan_min_cpu_moe(
+    spec: ModelSpec, workload: Inference, gpu: Gpu, *, estimator: Estimator = _default_estimator
+) -> int | None:
+    """llama.cpp on a MoE model: the fewest leading layers N whose experts stay on the CPU
+    (--n-cpu-moe N) for the job to fit `gpu`; None when even every layer's experts on the CPU do not fit."""
+    n = spec.num_layers
+
+    def over(kept: int) -> int | None:   # `kept` trailing layers keep their experts on the GPU
+        return _over(spec, dataclasses.replace(workload, n_cpu_moe=n - kept), gpu, estimator)
+
+    everything = over(0)
+    if everything is None or everything > 0:
+        return None
+    return n - _largest(over, n)
+
+
 def with_num_gpus(workload: Workload, num_gpus: object) -> Workload:
     """`workload` over `num_gpus` GPUs, as the CLI's --num-gpus and the web API's num_gpus mean it: alone it
     spreads the job the way its runtime does (`num_gpus_split`); with dp/tp/pp set it must equal their
@@ -231,10 +265,22 @@ class Plan:
 
     @property
     def maximize_field(self) -> str:
-        """The workload field maximized: batch_size, prompt_tokens or seq_len."""
+        """The workload field maximized: batch_size, n_gpu_layers, prompt_tokens or seq_len."""
         if self.maximize == "batch":
             return "batch_size"
+        if self.maximize == "n-gpu-layers":
+            return "n_gpu_layers"
         return "seq_len" if isinstance(self.baseline.workload, Training) else "prompt_tokens"
+
+    @property
+    def chosen(self) -> Estimate | None:
+        """The estimate a launch line should realise: the maximized job, else the job as asked when it fits,
+        else the least invasive change that fits; None when nothing fits."""
+        if self.maximize is not None:
+            return self.best
+        if self.baseline.fits:
+            return self.baseline
+        return self.changes[0].estimate if self.changes else None
 
     def __str__(self) -> str:
         """The baseline's summary (see `Estimate.__str__`), then the largest value that fits or the changes.
@@ -438,17 +484,35 @@ def cut_suggestions(spec: ModelSpec, workload: Training, *,
     return tuple(sorted(cuts.values(), key=lambda c: c.allocated_bytes))
 
 
+def _llama_cpp_offloads(spec: ModelSpec, wl: Inference, gpu: Gpu,
+                        estimator: Estimator) -> Iterator[tuple[str, Inference]]:
+    """llama.cpp's own ways to fit a model larger than the GPU, as its --fit tries them: MoE experts of the
+    leading layers to the CPU (all attention stays on the GPU), then whole layers to the CPU."""
+    rep = dataclasses.replace
+    if spec.is_moe and wl.n_gpu_layers is None:
+        experts = plan_min_cpu_moe(spec, wl, gpu, estimator=estimator)
+        if experts:
+            yield (f"MoE experts of the first {experts} layers in host RAM (--n-cpu-moe {experts})",
+                   rep(wl, n_cpu_moe=experts))
+    layers = plan_max_gpu_layers(spec, rep(wl, n_cpu_moe=0), gpu, estimator=estimator)
+    if layers:
+        yield (f"{layers} of {spec.num_layers + 1} layers on the GPU, the rest in host RAM "
+               f"(--n-gpu-layers {layers})", rep(wl, n_gpu_layers=layers, n_cpu_moe=0))
+
+
 def plan_changes(
     spec: ModelSpec, workload: Workload, gpu: Gpu, *, estimator: Estimator = _default_estimator
 ) -> tuple[Change, ...]:
     """The first `MAX_CHANGES` changes from the ladder (least invasive first) whose estimate fits `gpu`."""
-    ladder = (
+    ladder: Iterator[tuple[str, Workload]] = (
         _training_ladder(spec, workload)
         if isinstance(workload, Training)
         else _inference_ladder(spec, workload)
     )
     found: list[Change] = []
     seen: set[Workload] = {workload}
+    if isinstance(workload, Inference) and workload.runtime is Runtime.LLAMA_CPP:
+        ladder = itertools.chain(ladder, _llama_cpp_offloads(spec, workload, gpu, estimator))
     for label, candidate in ladder:
         if candidate in seen:
             continue
@@ -477,7 +541,7 @@ def plan(
         InvalidWorkload: `maximize` is not batch or context, or the workload itself is impossible.
     """
     if maximize is not None and maximize not in MAXIMIZE_FIELDS:
-        raise InvalidWorkload(f"maximize={maximize!r} is not valid; use batch or context")
+        raise InvalidWorkload(f"maximize={maximize!r} is not valid; use batch, context or n-gpu-layers")
     baseline = estimator(spec, workload, gpu)
     strategies: tuple[StrategyFit, ...] = ()
     if gpu_counts:
@@ -494,6 +558,10 @@ def plan(
     if maximize == "batch":
         value = plan_max_batch(spec, workload, gpu, estimator=estimator)
         best_workload = with_batch_size(workload, value) if value else None
+    elif maximize == "n-gpu-layers":
+        value = plan_max_gpu_layers(spec, workload, gpu, estimator=estimator)
+        assert isinstance(workload, Inference)   # plan_max_gpu_layers refuses training
+        best_workload = dataclasses.replace(workload, n_gpu_layers=value) if value else None
     else:
         value = plan_max_context(spec, workload, gpu, estimator=estimator)
         best_workload = with_context(workload, value) if value else None

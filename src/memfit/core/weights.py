@@ -180,6 +180,38 @@ def _formula_groups(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime: Run
     return groups
 
 
+def per_layer_weights(spec: ModelSpec, *, dtype: DType, quant: Quant,
+                      runtime: Runtime) -> tuple[dict[str, int], list[dict[str, int]]]:
+    """Weight bytes outside the decoder blocks by component path, and each block's bytes by component
+    path ("layers/experts", ...), in layer order (a GGUF or safetensors checkpoint by its tensor names)."""
+    groups = weight_tensor_groups(spec, dtype=dtype, quant=quant, runtime=runtime)
+    outside: dict[str, int] = {}
+    blocks: list[dict[str, int]] = [{} for _ in range(spec.num_layers)]
+    if _as_stored(spec, quant):
+        assert spec.checkpoint is not None
+        for tensor, (path, nbytes) in zip(spec.checkpoint.tensors, groups[0][0], strict=True):
+            found = _LAYER_INDEX.search(tensor.name)
+            index = int(found.group(2)) if found else -1
+            target = blocks[index] if 0 <= index < spec.num_layers else outside
+            target[path] = target.get(path, 0) + nbytes
+        return outside, blocks
+    layer_groups = [(tensors, times) for tensors, times in groups[1:-1]]
+    for path, nbytes in (*groups[0][0], *groups[-1][0]):
+        outside[path] = outside.get(path, 0) + nbytes
+    index = 0
+    for tensors, times in layer_groups:
+        totals: dict[str, int] = {}
+        for path, nbytes in tensors:
+            totals[path] = totals.get(path, 0) + nbytes
+        for _ in range(times):
+            blocks[index] = dict(totals)
+            index += 1
+    return outside, blocks
+
+
+_LAYER_INDEX = re.compile(r"(layers|blk|h)\.(\d+)\.")
+
+
 def buffer_bytes(spec: ModelSpec) -> list[int]:
     """Bytes of each model buffer transformers puts on the GPU: the rotary `inv_freq` (head_dim/2 fp32)
     unless the family has none, and GPT-BigCode's bool (max_positions²) causal mask."""

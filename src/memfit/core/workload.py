@@ -77,6 +77,7 @@ RUNTIME_SETTINGS: dict[str, frozenset[Runtime]] = {
     "gpu_memory_utilization": frozenset({Runtime.VLLM}),   # vLLM LLM(gpu_memory_utilization=...)
     "block_size": frozenset({Runtime.VLLM}),               # vLLM's paged KV block size
     "n_gpu_layers": frozenset({Runtime.LLAMA_CPP}),        # llama.cpp --n-gpu-layers
+    "n_cpu_moe": frozenset({Runtime.LLAMA_CPP}),           # llama.cpp --n-cpu-moe
     "v_cache_dtype": frozenset({Runtime.LLAMA_CPP}),       # llama.cpp --cache-type-v
     "device_map": frozenset({Runtime.TRANSFORMERS}),       # accelerate's from_pretrained(device_map=...)
 }
@@ -353,6 +354,7 @@ class Inference:
     runtime: Runtime = Runtime.TRANSFORMERS
     gpu_memory_utilization: Fraction | None = None   # vLLM; None: its default 0.9
     n_gpu_layers: int | None = None             # llama.cpp; None: all layers on the GPU
+    n_cpu_moe: int = 0                          # llama.cpp: MoE experts of the first N layers on the CPU
     block_size: int = DEFAULT_BLOCK_SIZE        # paged cache tokens per block (vLLM)
     max_cache_tokens: int | None = None         # static cache length; None: prompt + new tokens
     allow_longer: bool = False                  # allow prompt + new beyond max_position_embeddings
@@ -379,6 +381,7 @@ class Inference:
             "gpu_memory_utilization": self.gpu_memory_utilization is not None,
             "block_size": self.block_size != DEFAULT_BLOCK_SIZE,
             "n_gpu_layers": self.n_gpu_layers is not None,
+            "n_cpu_moe": self.n_cpu_moe != 0,
             "v_cache_dtype": self.v_cache_dtype is not None,
             "device_map": self.parallel.device_map is not None,
         }
@@ -424,6 +427,7 @@ _INFERENCE_FIELDS: dict[str, _Normalise] = {
     "runtime": _choice(Runtime),
     "gpu_memory_utilization": _optional(parse_fraction),
     "n_gpu_layers": _optional(_integer(0, MAX_COUNT, "layers")),
+    "n_cpu_moe": _integer(0, MAX_COUNT, "layers"),
     "block_size": _TOKENS,
     "max_cache_tokens": _optional(_TOKENS),
     "allow_longer": _boolean,
