@@ -229,3 +229,13 @@ def test_tp_beyond_the_kv_heads_replicates_them_and_vllm_keeps_mla_absorbed_copi
     est = estimate(r1, Inference(prompt_tokens=16, runtime="vllm", parallel=Parallelism(tp=8)))
     # vLLM's MLA keeps a bf16 kv_b_proj (128 heads × (128 + 128) × 512) per layer, split 8 ways: 61 layers
     assert est.phase("load").memory.flat()["weights/mla_absorbed"] == 61 * 128 * 256 * 512 // 8 * 2
+
+
+def test_measure_refuses_a_packed_checkpoint_it_cannot_build_from_random_weights() -> None:
+    from memfit.core.errors import EngineUnavailable
+    from memfit.measure import measure_record
+
+    spec = load_catalog_model("gpt-oss-20b")
+    assert spec is not None
+    with pytest.raises(EngineUnavailable, match="--quant dequantized"):
+        measure_record(spec, Inference(prompt_tokens=16))

@@ -43,7 +43,19 @@ def measure_record(spec: ModelSpec, workload: Inference | Training) -> dict[str,
         raise MissingExtra("memfit measure needs torch: pip install 'memfit[measure]'")
     if not spec.source.config_json:
         raise EngineUnavailable(f"{spec.name} has no config.json text to build the model from")
-    request = {"model": spec.name, "config_json": spec.source.config_json,
+    config_json = spec.source.config_json
+    if spec.stored_quant is not None:
+        from memfit.core.checkpoint_load import with_loaded_quant
+
+        workload, _ = with_loaded_quant(spec, workload)
+        if workload.quant.is_quantized and not workload.quant.kind.startswith("bnb"):
+            raise EngineUnavailable(
+                f"measure builds random weights from config.json; a {workload.quant.name} checkpoint as "
+                "stored needs its real files: pass --quant dequantized to measure the dequantized model")
+        config = json.loads(config_json)
+        config.pop("quantization_config", None)   # random weights in the compute dtype, quantized by bnb
+        config_json = json.dumps(config)
+    request = {"model": spec.name, "config_json": config_json,
                "checkpoint_dtype": str(spec.checkpoint_dtype), "workload": _workload_to_dict(workload)}
     timeout = float(os.environ.get("MEMFIT_MEASURE_TIMEOUT", MEASURE_TIMEOUT_S))
     try:
