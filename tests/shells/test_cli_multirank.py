@@ -8,6 +8,8 @@ import pytest
 from tests.helpers import requires_transformers
 from tests.shells.test_cli import assert_one_error_line, invoke
 
+from memfit.core.errors import InvalidWorkload
+
 pytestmark = requires_transformers
 
 TINY = {
@@ -48,3 +50,19 @@ def test_tp_beside_ddp_names_the_analytic_engine(tiny_config):
     """--dp 2 --tp 2 without FSDP is not traced: exit 1 and one line naming engine=analytic."""
     outcome = invoke("estimate", tiny_config, *TRAIN, "--dp", "2", "--tp", "2")
     assert_one_error_line(outcome, 1, mentions="engine=analytic")
+
+
+def test_nodes_spreads_the_gpus_evenly() -> None:
+    """--nodes 2 with 16 GPUs is 8 GPUs per node (hybrid FSDP shards within a node of 8: the same figure as
+    --gpus-per-node 8); --nodes 4 gives hybrid shards of 4 (more per GPU); --nodes 3 is refused."""
+    from memfit.cli.options import workload_from_flags
+
+    base = {"task": "train", "fsdp": "hybrid", "grad_checkpointing": True}
+    two = workload_from_flags({**base, "nodes": 2}, num_gpus=16)
+    assert two.parallel.gpus_per_node == 8
+    four = workload_from_flags({**base, "nodes": 4}, num_gpus=16)
+    assert four.parallel.gpus_per_node == 4
+    with pytest.raises(InvalidWorkload, match="does not divide"):
+        workload_from_flags({**base, "nodes": 3}, num_gpus=16)
+    with pytest.raises(InvalidWorkload, match="not --gpus-per-node 8"):
+        workload_from_flags({**base, "nodes": 4, "gpus_per_node": 8}, num_gpus=16)

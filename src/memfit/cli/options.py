@@ -147,6 +147,7 @@ FLAGS: tuple[Flag, ...] = (
          _PAR, "train"),
     Flag("gpus_per_node", int, "GPUs per node (default 8): hybrid FSDP shards within one; host RAM per node.",
          _PAR),
+    Flag("nodes", int, "Nodes the GPUs span (sets GPUs per node = all GPUs / nodes).", _PAR),
     Flag("revision", str, "Hub revision (branch, tag or commit) to read the config from.", _MODEL),
     Flag("offline", bool, "Never touch the network (also HF_HUB_OFFLINE=1).", _MODEL),
     Flag("trust_remote_code", bool, "Allow a Hub repo's own code (only used by trace and measure).", _MODEL),
@@ -266,8 +267,29 @@ def workload_from_flags(flags: dict[str, Any], *, num_gpus: int | None = None) -
     if task == "train":
         training = _training(flags, runtime=runtime, parallel=parallel)
         training = _with_deepspeed(flags, training) if flags.get("deepspeed") else training
-        return with_num_gpus(training, num_gpus)
-    return with_num_gpus(_inference(flags, runtime=runtime, parallel=parallel), num_gpus)
+        return _with_nodes(with_num_gpus(training, num_gpus), flags)
+    return _with_nodes(with_num_gpus(_inference(flags, runtime=runtime, parallel=parallel), num_gpus), flags)
+
+
+def _with_nodes(workload: Any, flags: dict[str, Any]) -> Any:
+    """--nodes N: the job's GPUs spread evenly over N nodes (GPUs per node = all GPUs / N)."""
+    nodes = flags.get("nodes")
+    if nodes is None:
+        return workload
+    import dataclasses
+
+    from memfit.core.errors import InvalidWorkload
+
+    total = workload.parallel.num_gpus
+    if nodes < 1 or total % nodes:
+        raise InvalidWorkload(f"--nodes {nodes} does not divide the job's {total} GPUs evenly")
+    per_node = total // nodes
+    given = flags.get("gpus_per_node")
+    if given is not None and given != per_node:
+        raise InvalidWorkload(f"--nodes {nodes} puts {per_node} GPUs on each node, not --gpus-per-node "
+                              f"{given}")
+    parallel = dataclasses.replace(workload.parallel, gpus_per_node=per_node)
+    return dataclasses.replace(workload, parallel=parallel)
 
 
 _DEEPSPEED_FLAGS = {"zero": "zero", "offload_optimizer": "offload_optimizer",
