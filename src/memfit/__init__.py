@@ -52,6 +52,7 @@ if _typing.TYPE_CHECKING:
     from memfit.core.result import Estimate, Gpu, ParamNode, Phase, Term
     from memfit.core.spec import ModelSpec
     from memfit.core.workload import Inference, Lora, Parallelism, Training
+    from memfit.sources.accelerate import with_accelerate_config
     from memfit.sources.deepspeed import with_deepspeed_config
 
 __all__ = [
@@ -97,6 +98,7 @@ __all__ = [
     "load_model",
     "plan",
     "quant",
+    "with_accelerate_config",
     "with_deepspeed_config",
 ]
 
@@ -140,6 +142,7 @@ _HOME: dict[str, str] = {
     "estimate": "memfit.api",
     "get_gpu": "memfit.api",
     "load_model": "memfit.api",
+    "with_accelerate_config": "memfit.sources.accelerate",
     "with_deepspeed_config": "memfit.sources.deepspeed",
     "plan": "memfit.api",
     "quant": "memfit.core.dtypes",

@@ -148,6 +148,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("gpus_per_node", int, "GPUs per node (default 8): hybrid FSDP shards within one; host RAM per node.",
          _PAR),
     Flag("nodes", int, "Nodes the GPUs span (sets GPUs per node = all GPUs / nodes).", _PAR),
+    Flag("accelerate_config", str, "accelerate config (default_config.yaml): processes, machines, FSDP or "
+         "DeepSpeed settings, mixed precision.", _PAR, "train"),
     Flag("revision", str, "Hub revision (branch, tag or commit) to read the config from.", _MODEL),
     Flag("offline", bool, "Never touch the network (also HF_HUB_OFFLINE=1).", _MODEL),
     Flag("trust_remote_code", bool, "Allow a Hub repo's own code (only used by trace and measure).", _MODEL),
@@ -267,6 +269,13 @@ def workload_from_flags(flags: dict[str, Any], *, num_gpus: int | None = None) -
     if task == "train":
         training = _training(flags, runtime=runtime, parallel=parallel)
         training = _with_deepspeed(flags, training) if flags.get("deepspeed") else training
+        if flags.get("accelerate_config"):
+            if num_gpus is not None:
+                from memfit.core.errors import InvalidWorkload
+
+                raise InvalidWorkload("--num-gpus and --accelerate-config both set the launch; drop the flag "
+                                      "(the config's num_processes counts the GPUs)")
+            training = _with_accelerate(flags, training)
         return _with_nodes(with_num_gpus(training, num_gpus), flags)
     return _with_nodes(with_num_gpus(_inference(flags, runtime=runtime, parallel=parallel), num_gpus), flags)
 
@@ -316,6 +325,23 @@ def _with_deepspeed(flags: dict[str, Any], training: Any) -> Any:
             raise InvalidWorkload(f"{_BY_NAME[flag].option} {ours} contradicts {flags['deepspeed']} "
                                   f"({field}={value}); drop the flag or change the config")
     return with_deepspeed_config(training, flags["deepspeed"])
+
+
+_ACCELERATE_FLAGS = ("dp", "tp", "pp", "zero", "fsdp", "offload_optimizer", "offload_params",
+                     "precision", "deepspeed", "nodes", "gpus_per_node")
+"""Flags an accelerate config decides: given beside --accelerate-config they are refused, not merged."""
+
+
+def _with_accelerate(flags: dict[str, Any], training: Any) -> Any:
+    """`training` as the --accelerate-config launches it; a flag the config decides is refused."""
+    from memfit.core.errors import InvalidWorkload
+    from memfit.sources.accelerate import with_accelerate_config
+
+    for name in _ACCELERATE_FLAGS:
+        if _given(flags, name):
+            raise InvalidWorkload(f"{_BY_NAME[name].option} and --accelerate-config both set the launch; "
+                                  "drop the flag or change the config")
+    return with_accelerate_config(training, flags["accelerate_config"])
 
 
 def _common(flags: dict[str, Any]) -> dict[str, Any]:
