@@ -176,9 +176,13 @@ def _load_variant(variant: dict[str, Any], *, base: str, config: dict[str, Any])
     name = _basename(variant)
     kind = variant_kind(base, name)
     differs: dict[str, Any] = variant.get("differs", {})
-    if kind is None or not set(differs) <= DIFFERS_KEYS:
-        raise ConfigError(f"catalog models.json: variant {name} of {base} is not a post-training variant "
-                          f"of it, or it differs in a shape key ({', '.join(sorted(differs))})")
+    if kind is None:
+        raise ConfigError(f"catalog models.json: {name} is not a post-training variant of {base} by name; "
+                          "list it as a model of its own")
+    shape_keys = sorted(set(differs) - DIFFERS_KEYS)
+    if shape_keys:
+        raise ConfigError(f"catalog models.json: variant {name} of {base} differs in "
+                          f"{', '.join(shape_keys)}, which may set a shape; list it as a model of its own")
     merged = {**config, **differs}
     text = json.dumps(merged, indent=2)
     source = ModelSource(kind="catalog", ref=str(variant["repo_id"]), config_json=text,
@@ -199,8 +203,9 @@ def not_causal_model_line(name: str) -> str | None:
     return None
 
 
-@functools.cache
 def _not_causal_entries() -> tuple[dict[str, Any], ...]:
+    """models.json's "not_causal_lm" list, read afresh (about a millisecond): only names the catalog does not
+    list get here, on their way to the Hub or to a not-found line."""
     resource = _catalog_files().joinpath("models.json")
     if not resource.is_file():
         return ()

@@ -27,12 +27,15 @@ POST_TRAINING_MARKERS: dict[str, str] = {
     "thinking": "reasoning (-Thinking) variants",
     "sft": "SFT checkpoints",
     "dpo": "DPO checkpoints",
-    "base": "base releases",
-    "pt": "pre-trained (-pt) releases",
+    "base": "",
+    "pt": "",
 }
-"""Name parts (case-insensitive, between '-') that mark a post-training stage of one architecture, and how
-the assumption line words them. Each is a training stage, not an architecture: instruction, chat,
-preference and reasoning tuning start from the pre-trained weights and keep their shapes."""
+"""Name parts (case-insensitive, between '-') that mark a training stage of one architecture, and how the
+assumption line words a variant that adds them. Each is a stage, not an architecture: instruction, chat,
+preference and reasoning tuning start from the pre-trained weights and keep their shapes. "base" and "pt"
+name the pre-trained release itself."""
+
+_BASE_RELEASE_RULE = "base releases share the config of their post-trained releases"
 
 _RELEASE_TAG = re.compile(r"^[0-9]{4}$")
 """A YYMM release tag (2407, 2501, 2507) right after a marker: the month of that release."""
@@ -68,18 +71,18 @@ def variant_kind(base: str, variant: str) -> str | None:
     """Why `variant` shares the catalog config `base` ("instruct variants share the base config"), or None
     when the names differ by more than post-training markers and their release tags.
 
-    The rule names the first marker the variant has and the base lacks; else the first the base has and the
-    variant lacks (the base release of an instruct catalog entry); names with the same markers are None.
+    The rule names the first post-training marker the variant has and the base lacks; a variant that only
+    drops one or adds "base"/"pt" is the pre-trained release of a post-trained catalog entry.
     """
     base_core, base_markers = _core_parts(base)
     variant_core, variant_markers = _core_parts(variant)
     if base_core != variant_core or base_markers == variant_markers:
         return None
     added = [m for m in variant_markers if m not in base_markers]
-    if added:
-        return f"{POST_TRAINING_MARKERS[added[0]]} share the base config"
-    removed = [m for m in base_markers if m not in variant_markers]
-    return f"base releases share the config of their {POST_TRAINING_MARKERS[removed[0]]}" if removed else None
+    post_trained = [m for m in added if POST_TRAINING_MARKERS[m]]
+    if post_trained:
+        return f"{POST_TRAINING_MARKERS[post_trained[0]]} share the base config"
+    return _BASE_RELEASE_RULE
 
 
 def resolution_note(variant: str, base: str, *, kind: str, differs: dict[str, object]) -> str:
