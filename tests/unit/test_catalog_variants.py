@@ -155,3 +155,24 @@ def test_catalog_listing_shows_aliases() -> None:
     by_name = {m["name"]: m for m in catalog.catalog_models()}
     assert by_name["Llama-2-70b-hf"]["aliases"] == ["Llama-2-70b-chat-hf", "meta-llama/Llama-2-70b-chat-hf"]
     assert by_name["gpt2"]["aliases"] == []
+
+
+CHECKPOINT_TOTALS = [(base, v) for base, v in VARIANTS if "checkpoint_params" in v]
+
+
+@pytest.mark.parametrize(("base", "variant"), CHECKPOINT_TOTALS,
+                         ids=[v["repo_id"] for _, v in CHECKPOINT_TOTALS])
+def test_variant_counts_equal_their_published_checkpoint_totals(base: str, variant: dict) -> None:
+    """Where a variant's safetensors tensor total is on record, the count of its resolved spec equals it:
+    the variant really has its base's shapes."""
+    spec = load_model(variant["repo_id"], offline=True)
+    assert count_params(spec).num_params == variant["checkpoint_params"]
+
+
+PUBLISHED = [entry for entry in ENTRIES if entry["published_params"] is not None]
+
+
+@pytest.mark.parametrize("entry", PUBLISHED, ids=[entry["name"] for entry in PUBLISHED])
+def test_catalog_counts_equal_published_totals(entry: dict) -> None:
+    """A catalog model's count equals the published checkpoint total it records."""
+    assert count_params(load_model(entry["name"], offline=True)).num_params == entry["published_params"]
