@@ -52,6 +52,7 @@ def test_variant_kind_names_the_post_training_rule(base: str, variant: str, rule
         ("Qwen2.5-7B", "Qwen2.5-Coder-7B-Instruct"),      # another model line
         ("Qwen3-4B", "Qwen3-4B-2507"),                    # a bare release tag names no post-training stage
         ("gpt2", "gpt2-medium"),
+        ("Qwen3-30B-A3B", "Qwen3-30B-A3B-Thinking-2507-FP8"),  # pre-quantized: other tensors
     ],
 )
 def test_other_models_are_not_variants(base: str, other: str) -> None:
