@@ -13,7 +13,8 @@ RoPE base), never a shape. A variant therefore resolves offline to its catalog c
 2. it is listed under its catalog entry in `models.json` ("variants"), where its own published config.json
    was checked: keys it publishes differently are recorded in "differs" (only `DIFFERS_KEYS`, none of which
    sets a parameter's shape; tests check the count is the base's) and applied. A same-named release whose
-   shapes differ is not listed: Mixtral-8x22B-Instruct-v0.1 has vocab_size 32768, its base 32000.
+   shapes differ is not listed: Mixtral-8x22B-Instruct-v0.1 speaks Mistral's v3 tokenizer (its model card:
+   `MistralTokenizer.v3()`, 32,768 tokens) where its base has 32,000 embedding rows.
 """
 
 from __future__ import annotations
