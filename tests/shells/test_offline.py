@@ -99,6 +99,23 @@ def test_cli_offline_puts_the_process_back(attempts: list[str]) -> None:
     assert (constants.HF_HUB_OFFLINE, constants.HF_HUB_DISABLE_TELEMETRY) == (False, False)
 
 
+@pytest.mark.parametrize(
+    "ref",
+    ["meta-llama/Llama-2-70b-chat-hf", "Llama-3.2-3B-Instruct", "codellama/CodeLlama-34b-hf", "octocoder"],
+)
+def test_catalog_variants_and_added_models_resolve_without_the_network(attempts: list[str], ref: str) -> None:
+    """Variants and models the issue could not estimate resolve from the catalog, online mode, no lookup."""
+    outcome = invoke("estimate", ref, "--json")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert attempts == []
+
+
+def test_not_a_causal_lm_hub_id_is_refused_without_the_network(attempts: list[str]) -> None:
+    """A well-known encoder-decoder's Hub id gets its one line, exit 2, without asking the Hub."""
+    assert_one_error_line(invoke("estimate", "google-t5/t5-base"), 2, mentions="is an encoder-decoder model")
+    assert attempts == []
+
+
 def test_api_offline_makes_no_network_call(attempts: list[str]) -> None:
     """`memfit.load_model(id, offline=True)`: ModelNotFound in one line, zero lookups, state put back."""
     with pytest.raises(ModelNotFound, match=OFFLINE_MESSAGE) as info:

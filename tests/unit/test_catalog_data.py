@@ -143,3 +143,9 @@ def test_opt_350m_projects_embeddings():
     """opt-350m embeds in 512 dims and projects to hidden 1024 (word_embed_proj_dim != hidden_size)."""
     c = load_config("opt-350m")
     assert (c["word_embed_proj_dim"], c["hidden_size"]) == (512, 1024)
+
+
+def test_readme_states_the_catalog_size():
+    """README's sentence on the bundled catalog names the number of configs models.json lists."""
+    readme = (CATALOG_DIR.parents[2] / "README.md").read_text(encoding="utf-8")
+    assert f"bundled catalog ({len(ENTRIES)} configs" in readme

@@ -45,9 +45,58 @@ def test_model_spec_is_cached(fixture_catalog: Path) -> None:
 
 
 def test_unknown_model_is_none_and_close_names_suggested(fixture_catalog: Path) -> None:
-    """An unlisted name is None; 'Tiny-Lama' is close to Tiny-Llama."""
+    """An unlisted name is None; 'Tiny-Lama' is close to Tiny-Llama, then to its variant."""
     assert catalog.load_catalog_model("Tiny-Lama") is None
-    assert catalog.close_model_names("Tiny-Lama") == ["Tiny-Llama"]
+    assert catalog.close_model_names("Tiny-Lama") == ["Tiny-Llama", "Tiny-Llama-Instruct"]
+
+
+@pytest.mark.parametrize(
+    "ref", ["Tiny-Llama-Instruct", "tiny-llama-instruct", "memfit-test/Tiny-Llama-Instruct"]
+)
+def test_variant_by_name_or_repo_id_gets_its_differences(fixture_catalog: Path, ref: str) -> None:
+    """A listed variant resolves to the base config with its published differences, its own repo id and
+    revision, and the resolution line."""
+    spec = catalog.load_catalog_model(ref)
+    assert spec is not None
+    assert (spec.name, spec.num_layers, spec.max_position_embeddings) == ("Tiny-Llama-Instruct", 2, 512)
+    assert (spec.source.ref, spec.source.revision) == ("memfit-test/Tiny-Llama-Instruct", "4567def")
+    assert spec.assumptions[0].startswith(
+        "Tiny-Llama-Instruct: same shapes as catalog Tiny-Llama (instruct variants share the base config")
+    assert catalog.load_catalog_model("Tiny-Llama") is not spec
+
+
+def test_variant_entry_names_its_catalog_entry(fixture_catalog: Path) -> None:
+    """catalog_model_entry gives a variant's own name, repo id and revision and the entry it belongs to."""
+    entry = catalog.catalog_model_entry("TINY-LLAMA-INSTRUCT")
+    assert entry is not None
+    assert (entry["name"], entry["repo_id"], entry["revision"], entry["variant_of"]) == (
+        "Tiny-Llama-Instruct", "memfit-test/Tiny-Llama-Instruct", "4567def", "Tiny-Llama")
+
+
+def test_variant_with_a_shape_key_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A variant whose differences touch a shape (hidden_size) is a packaging error, not a silent resize."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "Tiny-Llama.json").write_text(
+        (FIXTURE_CATALOG / "models" / "Tiny-Llama.json").read_text())
+    (tmp_path / "models.json").write_text(
+        '{"schema": "memfit.catalog/1", "models": [{"name": "Tiny-Llama", "repo_id": "t/Tiny-Llama", '
+        '"revision": "main", "gated": false, "variants": [{"repo_id": "t/Tiny-Llama-chat", '
+        '"differs": {"hidden_size": 128}}]}]}')
+    clear_caches()
+    monkeypatch.setattr(catalog, "_catalog_files", lambda: tmp_path)
+    try:
+        with pytest.raises(ConfigError, match="variant Tiny-Llama-chat of Tiny-Llama differs in hidden_size"):
+            catalog.load_catalog_model("Tiny-Llama-chat")
+    finally:
+        clear_caches()
+
+
+def test_not_causal_names_get_the_refusal_line(fixture_catalog: Path) -> None:
+    """A name in "not_causal_lm" gives its one line; other names give None."""
+    line = catalog.not_causal_model_line("memfit-test/tiny-t5")
+    assert line is not None
+    assert line.startswith("memfit-test/tiny-t5: model_type 't5' is an encoder-decoder model; ")
+    assert catalog.not_causal_model_line("Tiny-Llama") is None
 
 
 def test_catalog_models_lists_entries(fixture_catalog: Path) -> None:

@@ -11,7 +11,7 @@ import huggingface_hub
 import pytest
 from huggingface_hub import errors as hf_errors
 
-from memfit.core.errors import ModelNotFound
+from memfit.core.errors import ModelNotFound, UnsupportedArchitecture
 from memfit.sources import catalog, resolve
 from memfit.sources.resolve import load_model
 
@@ -60,6 +60,23 @@ def test_catalog_name_pinned_elsewhere_goes_to_the_hub(
     assert hub_calls == [
         ("memfit-test/Tiny-Llama", {"revision": "v2", "offline": False, "trust_remote_code": False})
     ]
+
+
+def test_variant_pinned_elsewhere_goes_to_the_hub_under_its_own_repo_id(
+    hub_calls: list[tuple[str, dict[str, object]]],
+) -> None:
+    """--revision other than a variant's fetches the variant's repo id (not its base's) from the Hub."""
+    assert load_model("Tiny-Llama-Instruct", revision="v9") == HUB_SPEC
+    assert hub_calls == [
+        ("memfit-test/Tiny-Llama-Instruct", {"revision": "v9", "offline": False, "trust_remote_code": False})
+    ]
+
+
+def test_not_causal_name_is_refused_before_the_hub(hub_calls: list[tuple[str, dict[str, object]]]) -> None:
+    """A listed encoder-decoder's repo id is refused with its one line; the Hub is not asked."""
+    with pytest.raises(UnsupportedArchitecture, match=r"^memfit-test/Tiny-T5: model_type 't5' is an encoder"):
+        load_model("memfit-test/Tiny-T5")
+    assert hub_calls == []
 
 
 def test_existing_path_beats_hub_id(

@@ -393,8 +393,12 @@ def _cell(value: Any) -> str:
 def catalog_view(report: dict[str, Any], unit: str) -> Table:
     """A `catalog_report` as a table: models, GPUs (memory in `unit`) or weight formats."""
     if "models" in report:
-        rows = report["models"]
-        columns = [("name", "name"), ("repo_id", "repo id"), ("gated", "gated"), ("revision", "revision")]
+        rows = [
+            {**m, "aliases": ", ".join(a for a in m.get("aliases", ()) if "/" not in a) or None}
+            for m in report["models"]
+        ]
+        columns = [("name", "name"), ("repo_id", "repo id"), ("gated", "gated"), ("revision", "revision"),
+                   ("aliases", "variants (same shapes)")]
         return rows_table(rows, columns, title=f"{len(rows)} catalog models (offline, no login)")
     if "gpus" in report:
         rows = [

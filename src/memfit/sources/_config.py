@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from memfit.core.errors import ConfigError, MemfitError, ModelNotFound, UnsupportedArchitecture
-from memfit.core.families import spec_from_config
+from memfit.core.families import spec_from_config, supported_families
 from memfit.core.spec import ModelSource, ModelSpec
+from memfit.sources.not_causal import not_causal_line
 from memfit.sources.quant_config import checkpoint_quant
 
 LOCAL_HINT = "give a config.json, a model folder or a .gguf file"
@@ -274,6 +275,10 @@ def _build_spec(
     model_type = config.get("model_type")
     if not isinstance(model_type, str) or not model_type:
         raise ConfigError(f"{name}: config.json has no model_type; is it a transformers model config?")
+    if model_type not in supported_families():
+        refusal = not_causal_line(config, name=name)
+        if refusal is not None:  # an encoder or encoder-decoder: say so before any meta-device build
+            raise UnsupportedArchitecture(refusal)
     try:
         return spec_from_config(config, name=name, source=source)
     except UnsupportedArchitecture as err:

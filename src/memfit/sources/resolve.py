@@ -1,9 +1,13 @@
 """A model reference → ModelSpec, in DESIGN §6 order; the first match wins.
 
-1. the bundled catalog: a repo basename (`Llama-3.1-8B`) or repo id, any case; offline, no login;
+1. the bundled catalog: a repo basename (`Llama-3.1-8B`) or repo id, any case, or a listed post-training
+   variant of one (`Llama-3.1-8B-Instruct`, `meta-llama/Llama-2-70b-chat-hf`: `memfit.sources.variants`),
+   which says in its assumptions which catalog config it resolved to and why; offline, no login;
 2. an existing local path: config.json, model folder, .safetensors beside its config, .gguf;
 3. a Hugging Face Hub id (`org/name`): config and safetensors headers, cache first;
-4. otherwise `ModelNotFound`, naming the closest catalog models.
+4. a well-known model that is not a causal LM (`bert-base-uncased`, `t5-base`): `UnsupportedArchitecture`,
+   one line saying what it is and what memfit covers;
+5. otherwise `ModelNotFound`, naming the closest catalog models.
 """
 
 from __future__ import annotations
@@ -12,11 +16,16 @@ import errno
 import os
 from pathlib import Path
 
-from memfit.core.errors import ModelNotFound
+from memfit.core.errors import ModelNotFound, UnsupportedArchitecture
 from memfit.core.limits import shown
 from memfit.core.spec import ModelSpec
 from memfit.sources._config import LOCAL_HINT
-from memfit.sources.catalog import catalog_model_entry, close_model_names, load_catalog_model
+from memfit.sources.catalog import (
+    catalog_model_entry,
+    close_model_names,
+    load_catalog_model,
+    not_causal_model_line,
+)
 from memfit.sources.hub import load_hub_model, looks_like_repo_id
 from memfit.sources.local import load_local
 
@@ -48,7 +57,8 @@ def load_model(
     Raises:
         ModelNotFound: nothing by that name or path, a Hub 404, a gated repo, or an uncached id offline.
         ConfigError: a malformed config.json, safetensors header or GGUF file.
-        UnsupportedArchitecture: a model_type with no family module and no [trace] extra.
+        UnsupportedArchitecture: a model that is not a causal LM (encoder-only, encoder-decoder, an
+            encoder), or a model_type with no family module and no [trace] extra.
         MissingExtra: a .gguf file without the [gguf] extra.
         EngineUnavailable: the Hub could not be reached for an uncached id.
     """
@@ -70,6 +80,9 @@ def load_model(
     path = Path(text).expanduser()
     if local_paths and _exists(path):
         return load_local(path, trust_remote_code=trust_remote_code)
+    refusal = not_causal_model_line(text)
+    if refusal is not None:  # known without its config: no Hub round trip for a fixed answer
+        raise UnsupportedArchitecture(refusal)
     if looks_like_repo_id(text):
         return load_hub_model(text, revision=revision, offline=offline, trust_remote_code=trust_remote_code)
     if not local_paths and _looks_like_path(text):
