@@ -315,7 +315,7 @@ class ModelResolver:
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._catalog = frozenset(
             str(key).lower() for entry in api.catalog_models()
-            for key in (entry.get("name"), entry.get("repo_id")) if key
+            for key in (entry.get("name"), entry.get("repo_id"), *entry.get("aliases", ())) if key
         )
         self._clock = clock
         self._lock = threading.Lock()
