@@ -410,7 +410,7 @@ def _inference_ladder(spec: ModelSpec, wl: Inference) -> Iterator[tuple[str, Inf
         from memfit.core.dtypes import DType
 
         yield "fp8 KV cache (--kv-cache-dtype fp8)", rep(wl, kv_cache_dtype=DType.FP8_E4M3)
-    if not wl.quant.is_quantized:
+    if not wl.quant.is_quantized and spec.stored_quant is None:   # a pre-quantized checkpoint keeps its own
         for name, label in _QUANT_STEPS[wl.runtime]:
             quantized = _with_quant(wl, name)
             if quantized is not None:
