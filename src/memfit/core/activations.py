@@ -33,7 +33,7 @@ from memfit.core.choices import AttnImpl, Checkpointing, Method, NormKind, Preci
 from memfit.core.dtypes import DType
 from memfit.core.optimizers import peft_adapts_fused_experts
 from memfit.core.params import Linear, layer_linears
-from memfit.core.result import Term
+from memfit.core.result import Gpu, Term
 from memfit.core.spec import AttentionSpec, LayerSpec, ModelSpec, MoeSpec
 from memfit.core.workload import Training
 
@@ -99,6 +99,8 @@ class Flow:
     merged_experts: bool = False   # ... over low-precision experts: W + ΔW is built and kept per layer
     hidden_dropout: bool = False   # config resid_pdrop / hidden_dropout > 0: a bool mask per residual branch
     attn_dropout: bool = False     # config attention_dropout > 0: eager keeps a mask over the probabilities
+    attn_dtype: DType = DType.BF16  # q, k, v's dtype at a 2-byte attn_bytes: fp16 under fp16 / amp-fp16
+    gpu: Gpu | None = None         # the GPU whose SDPA backends apply (None: an H100)
 
     def adapted(self, lin: Linear) -> bool:
         return self.lora_rank > 0 and lin.is_module and lin.name in self.lora_targets
@@ -114,7 +116,8 @@ def upcasts_kept_weights(wl: Training) -> bool:
     return wl.quant.kind in KBIT_UPCAST_KINDS and wl.lora is not None and wl.lora.prepare_kbit
 
 
-def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str]) -> Flow:
+def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str],
+                  gpu: Gpu | None = None) -> Flow:
     """The Flow of `wl` on `spec` (lora_targets: the Linear names that get an adapter)."""
     fp32 = wl.precision is Precision.FP32
     kbit_fp32 = upcasts_kept_weights(wl)
@@ -136,6 +139,8 @@ def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str]
         fp32_norm_output=spec.norm_fp32_output, python_layer_norm=spec.norm_in_python,
         sdpa_supported=sdpa_by_default(spec), alibi=spec.alibi_float_bias,
         experts_adapted=experts, merged_experts=experts and residual == 2,
+        attn_dtype=DType.FP16 if wl.precision in (Precision.FP16, Precision.AMP_FP16) else DType.BF16,
+        gpu=gpu,
     )
 
 
@@ -152,10 +157,10 @@ def attention_backend(att: AttentionSpec, flow: Flow, *, seq_len: int) -> str:
     if flow.attn is AttnImpl.FLASH:
         return "flash"
     masked = (att.sliding_window is not None and att.sliding_window < seq_len) or flow.alibi
-    return sdpa_backend(DType.BF16 if flow.attn_bytes == 2 else DType.FP32, q_dim=att.head_dim,
+    return sdpa_backend(flow.attn_dtype if flow.attn_bytes == 2 else DType.FP32, q_dim=att.head_dim,
                         v_dim=att.mla.v_head_dim if att.mla is not None else att.head_dim,
                         grouped=att.num_kv_heads != att.num_heads and not masked, masked=masked,
-                        enable_gqa=att.sdpa_gqa)
+                        enable_gqa=att.sdpa_gqa, gpu=flow.gpu, needs_grad=True)
 
 
 def unique_layers(spec: ModelSpec) -> tuple[LayerSpec, ...]:

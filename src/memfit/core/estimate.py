@@ -1,13 +1,15 @@
 """estimate(spec, workload, gpu) → Estimate: the analytic engine, phase by phase.
 
 Inference phases are built in `core/inference.py`, training phases in `core/training.py`; this module only
-dispatches and attaches the GPU.
+checks the workload against the GPU (`device_support.workload_for_gpu`), dispatches and attaches the GPU,
+which both builders receive (its SDPA backends and BLAS workspace; None: an H100).
 """
 
 from __future__ import annotations
 
 from memfit.core.attention_kinds import modeled_attention
 from memfit.core.choices import Engine
+from memfit.core.device_support import workload_for_gpu
 from memfit.core.result import Estimate, Gpu
 from memfit.core.runtimes import PROFILES
 from memfit.core.spec import ModelSpec
@@ -19,8 +21,10 @@ def estimate(spec: ModelSpec, workload: Inference | Training, gpu: Gpu | None = 
     """The analytic estimate of `workload` on `spec`, per phase, on the most loaded GPU.
 
     Raises:
-        InvalidWorkload: the workload is impossible for this model (the message names the field).
+        InvalidWorkload: the workload is impossible for this model, or asks `gpu` for a dtype or kernel it
+            does not have (the message names the field).
     """
+    workload, gpu_notes = workload_for_gpu(spec, workload, gpu)
     capacity_ok: bool | None = None
     match workload:
         case Inference():
@@ -32,9 +36,10 @@ def estimate(spec: ModelSpec, workload: Inference | Training, gpu: Gpu | None = 
         case Training():
             from memfit.core.training import training_phases
 
-            phases, assumptions = training_phases(spec, workload)
+            phases, assumptions = training_phases(spec, workload, gpu)
     if PROFILES[workload.runtime].follows_modeled_versions:
         versions = modeled_note(spec.family, attention=modeled_attention(spec, workload.attn))
         assumptions = (*versions, *assumptions)
     return Estimate(engine=Engine.ANALYTIC, model=spec, workload=workload, phases=phases, gpu=gpu,
-                    assumptions=(*spec.assumptions, *assumptions), required_capacity_ok=capacity_ok)
+                    assumptions=(*spec.assumptions, *gpu_notes, *assumptions),
+                    required_capacity_ok=capacity_ok)

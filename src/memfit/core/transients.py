@@ -23,7 +23,7 @@ from memfit.core.dtypes import DType
 from memfit.core.kv_cache import compute_dtype
 from memfit.core.params import Linear, layer_linears
 from memfit.core.quants import bnb_4bit_fused
-from memfit.core.result import Term
+from memfit.core.result import Gpu, Term
 from memfit.core.spec import AttentionSpec, LayerSpec, MlpSpec, ModelSpec, MoeSpec
 from memfit.core.workload import Inference
 
@@ -58,6 +58,7 @@ class Step:
     kv_tokens: int
     masked: bool          # an explicit mask reaches every layer (static cache); sliding layers shorter
                           # than kv_tokens get one too (_attention_step)
+    gpu: Gpu | None = None  # whose SDPA backends apply (None: an H100)
 
 
 def layer_peak(spec: ModelSpec, workload: Inference, step: Step) -> tuple[Term, int]:
@@ -152,7 +153,7 @@ def _attention_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, step
                                 bool_mask=b * s * kv, additive=b * s * kv * dt,
                                 pad_copy=b * s * padded * dt if padded != kv else 0)
         case AttnImpl.SDPA if sdpa_backend(dt_name, q_dim=q_dim, v_dim=v_dim, grouped=grouped,
-                                           masked=False, enable_gqa=att.sdpa_gqa) == "math":
+                                           masked=False, enable_gqa=att.sdpa_gqa, gpu=step.gpu) == "math":
             # K and V repeated to every head (math's repeat_interleave under enable_gqa; a family calling
             # torch SDPA without it broadcasts), then (b, heads, s, kv) fp32 scores beside their softmax
             repeated = b * kv * heads * (q_dim + v_dim) * dt if att.sdpa_gqa else 0
@@ -289,7 +290,8 @@ def dequant_bytes(lin: Linear, workload: Inference, *, tokens: int, dt: int) -> 
             return 0
 
 
-def prefill_step(spec: ModelSpec, workload: Inference, *, kind: KvCache, cache_tokens: int) -> Step:
+def prefill_step(spec: ModelSpec, workload: Inference, *, kind: KvCache, cache_tokens: int,
+                 gpu: Gpu | None = None) -> Step:
     """The prefill forward: the whole prompt at once, over the prompt's keys. A static cache returns all
     its slots, but SDPA without a mask slices them to the prompt (layers whose sliding window is shorter
     than the prompt get a mask of the prompt's length, `_attention_step`); eager keeps every slot behind
@@ -297,13 +299,13 @@ def prefill_step(spec: ModelSpec, workload: Inference, *, kind: KvCache, cache_t
     when is_causal with no mask), StaticLayer.update; trace of gemma-3-270m and Llama static prefills."""
     s = workload.prompt_tokens
     if kind is KvCache.STATIC and runs_eager(spec, workload.attn):
-        return Step(query_tokens=s, kv_tokens=cache_tokens, masked=True)
-    return Step(query_tokens=s, kv_tokens=s, masked=False)
+        return Step(query_tokens=s, kv_tokens=cache_tokens, masked=True, gpu=gpu)
+    return Step(query_tokens=s, kv_tokens=s, masked=False, gpu=gpu)
 
 
-def decode_step(workload: Inference, *, kind: KvCache, cache_tokens: int) -> Step:
+def decode_step(workload: Inference, *, kind: KvCache, cache_tokens: int, gpu: Gpu | None = None) -> Step:
     """One decode forward: one token per sequence over the cache; static caches pass a mask."""
-    return Step(query_tokens=1, kv_tokens=cache_tokens, masked=kind is KvCache.STATIC)
+    return Step(query_tokens=1, kv_tokens=cache_tokens, masked=kind is KvCache.STATIC, gpu=gpu)
 
 
 def input_bytes(workload: Inference, *, generating: bool) -> int:
