@@ -18,7 +18,8 @@ REQUIRED_NAMES = (
     "V100-SXM2-32GB", "RTX-3090-24GB", "RTX-4090-24GB", "RTX-5090-32GB", "RTX-4060-Ti-16GB", "RTX-3060-12GB",
     "MI250X-GCD-64GB", "MI300X-192GB", "MI325X-256GB", "Gaudi-3-128GB",
 )
-ENTRY_KEYS = {"name", "aliases", "vendor", "arch", "compute_capability", "memory_bytes", "usable_bytes", "source"}
+ENTRY_KEYS = {"name", "aliases", "vendor", "arch", "compute_capability", "memory_bytes", "usable_bytes",
+              "source"}
 NAME_RE = re.compile(r"^[A-Za-z0-9]+(-[A-Za-z0-9]+)*-[0-9]+GB$")
 
 

@@ -396,6 +396,18 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _gpu_dtypes(gpu: dict[str, Any]) -> str:
+    """'bf16, fp8, fp4': the low-precision formats a catalog GPU computes in natively (fp16 always)."""
+    return ", ".join(["fp16", *(name for name in ("bf16", "fp8", "fp4") if gpu[name])])
+
+
+def _workspace(nbytes: int) -> str:
+    """A BLAS workspace in MiB when whole, else bytes: '32 MiB', '8,519,680 B', 'none'."""
+    if nbytes == 0:
+        return "none"
+    return f"{nbytes // 2**20} MiB" if nbytes % 2**20 == 0 else f"{nbytes:,} B"
+
+
 def catalog_view(report: dict[str, Any], unit: str) -> Table:
     """A `catalog_report` as a table: models, GPUs (memory in `unit`) or weight formats."""
     if "models" in report:
@@ -406,16 +418,24 @@ def catalog_view(report: dict[str, Any], unit: str) -> Table:
         rows = [
             {
                 "name": g["name"],
+                "arch": f"{g['arch']} {g['compute_capability']}",
                 "memory": size(g["memory_bytes"], unit),
-                "usable": size(g["usable_bytes"], unit),
+                "usable": size(g["usable_bytes"], unit) + (" (unified)" if g.get("unified_memory") else ""),
+                "dtypes": _gpu_dtypes(g),
+                "flash": "yes" if g["flash_attention"] else "no",
+                "workspace": _workspace(g["blas_workspace_bytes"]),
                 "aliases": ", ".join(g["aliases"]),
             }
             for g in report["gpus"]
         ]
         columns = [
             ("name", "name"),
+            ("arch", "arch, capability"),
             ("memory", f"board memory ({unit})"),
-            ("usable", f"CUDA-usable ({unit})"),
+            ("usable", f"usable ({unit})"),
+            ("dtypes", "low-precision math"),
+            ("flash", "FlashAttention"),
+            ("workspace", "BLAS workspace per handle"),
             ("aliases", "aliases"),
         ]
         return rows_table(rows, columns, title=f"{len(rows)} catalog GPUs")

@@ -68,7 +68,7 @@ def _inference_for_gpu(spec: ModelSpec, workload: Inference, gpu: Gpu, notes: li
             if getattr(workload, field) is DType.BF16:
                 flag = field.replace("_", "-")
                 raise InvalidWorkload(f"{field}=bf16 does not run on {gpu.describe()}: it has no bf16 "
-                                      f"(compute capability 8.0 or later); use --{flag} fp16")
+                                      f"(that needs compute capability 8.0 or later); use --{flag} fp16")
         if workload.dtype is None and spec.checkpoint_dtype is DType.BF16 and torch_runtime:
             how = PROFILES[workload.runtime].runtime
             notes.append(f"{spec.name} is stored in bf16 and {gpu.describe()} has no bf16: estimated in "
@@ -88,4 +88,4 @@ def _check_training(workload: Training, gpu: Gpu) -> None:
     if not gpu.bf16 and workload.precision in (Precision.BF16, Precision.AMP_BF16):
         other = "amp-fp16" if workload.precision.is_amp else "fp16"
         raise InvalidWorkload(f"precision={workload.precision} does not run on {gpu.describe()}: it has no "
-                              f"bf16 (compute capability 8.0 or later); use --precision {other}")
+                              f"bf16 (that needs compute capability 8.0 or later); use --precision {other}")
