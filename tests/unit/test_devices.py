@@ -244,3 +244,12 @@ def test_gpu_round_trips_through_the_estimate_json():
     back = Estimate.from_dict(est.to_dict())
     assert back.gpu == est.gpu
     assert dataclasses.asdict(back.gpu)["compute_capability"] == "7.5"
+
+
+def test_vllm_keeps_its_own_attention_kernels_on_a_t4():
+    """vLLM does not run torch SDPA: on a T4 its profiling forward has no materialised scores."""
+    spec = load_model("Llama-3.2-1B")
+    wl = Inference(prompt_tokens=2048, dtype=DType.FP16, runtime="vllm")
+    flat = estimate(spec, wl, get_gpu("T4")).phases[1].memory.flat()
+    assert not any(key.endswith("/scores") for key in flat)
+    assert flat["runtime_overhead/cublas_workspace"] == 8_519_680

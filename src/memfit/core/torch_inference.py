@@ -118,7 +118,9 @@ class _Job:
     inputs: Term
     cache_tokens: int      # cached tokens per sequence during prefill
     final_tokens: int      # after the last decode step
-    gpu: Gpu | None = None  # its SDPA backends and BLAS workspace (None: an H100)
+    gpu: Gpu | None = None  # its BLAS workspace (None: an H100)
+    sdpa_gpu: Gpu | None = None  # whose SDPA backends apply: the GPU under torch SDPA (transformers); None
+                                 # (an H100's flash-style kernels) for runtimes with their own (vLLM)
 
 def torch_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, kind: KvCache,
                   assumptions: list[str], gpu: Gpu | None = None) -> tuple[Phase, ...]:
@@ -140,7 +142,8 @@ def torch_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, kin
     job = _Job(spec=spec, workload=workload, prof=prof, kind=kind, weights=weights_term,
                weight_waste=_persistent_waste(weight_sizes), floor=floor,
                inputs=Term(name="inputs", nbytes=input_bytes(workload, generating=workload.new_tokens > 0)),
-               cache_tokens=cache_tokens, final_tokens=final_tokens, gpu=gpu)
+               cache_tokens=cache_tokens, final_tokens=final_tokens, gpu=gpu,
+               sdpa_gpu=gpu if prof.torch_sdpa else None)
     load = _phase(PhaseName.LOAD, [weights_term], workload, waste=job.weight_waste, floor=floor,
                   at="weights loaded")
     prefill = _prefill_phase(job, assumptions)
@@ -168,10 +171,12 @@ def _prefill_phase(job: _Job, assumptions: list[str]) -> Phase:
     cache = kv_cache_at(spec, workload, tokens=job.cache_tokens, after_decode=False)
     waste = job.weight_waste + _persistent_waste(kv_tensor_groups(spec, workload, tokens=job.cache_tokens))
     acts, dequant = _prefill_layer_peak(spec, workload, job.prof, kind=job.kind,
-                                        cache_tokens=job.cache_tokens, assumptions=assumptions, gpu=job.gpu)
+                                        cache_tokens=job.cache_tokens, assumptions=assumptions,
+                                        gpu=job.sdpa_gpu)
     layer_cache = cache
     if job.prof.max_batched_tokens is None:
-        found = _prefill_peak_layer(spec, workload, kind=job.kind, cache_tokens=job.cache_tokens, gpu=job.gpu)
+        found = _prefill_peak_layer(spec, workload, kind=job.kind, cache_tokens=job.cache_tokens,
+                                    gpu=job.sdpa_gpu)
         if found is not None:
             acts, dequant, layer_cache = found
     layer_terms = [job.weights, layer_cache, Term.group("activations", [*acts.children, job.inputs]),
@@ -209,7 +214,7 @@ def _decode_phase(job: _Job) -> Phase:
     cat_growth = job.kind is KvCache.DYNAMIC and job.prof.kv_cat_growth
     growth = max((max(sizes) for sizes, _ in tensors), default=0) if cat_growth else 0
     acts, dequant = layer_peak(spec, workload, decode_step(workload, kind=job.kind, cache_tokens=cache_len,
-                                                           gpu=job.gpu))
+                                                           gpu=job.sdpa_gpu))
     layer_terms = [job.weights, final_cache,
                    Term.group("activations", [*acts.children, job.inputs,
                                               Term(name="kv_cat_copy", nbytes=growth)]),
