@@ -60,5 +60,6 @@ def test_catalog_gpus_shows_capabilities():
     assert t4["blas_workspace_bytes"] == 8_519_680
     code, out, _ = _invoke("catalog", "gpus")
     assert code == 0
-    assert "FlashAttention" in out
     assert "turing 7.5" in out
+    assert "fp16 only; 8,519,680 B" in out      # T4: no bf16, no flash, the :4096:2:16:8 workspace
+    assert "bf16 fp8 flash; 32 MiB" in out      # H100

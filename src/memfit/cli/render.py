@@ -20,7 +20,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from memfit.core.result import Estimate, Phase, Term
-from memfit.core.units import UNITS, format_bytes
+from memfit.core.units import UNITS, MiB, format_bytes
 
 MAX_CHILDREN = 10
 """Children shown under one tree node; the rest are summed into one '… n more' line."""
@@ -396,16 +396,15 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _gpu_dtypes(gpu: dict[str, Any]) -> str:
-    """'bf16, fp8, fp4': the low-precision formats a catalog GPU computes in natively (fp16 always)."""
-    return ", ".join(["fp16", *(name for name in ("bf16", "fp8", "fp4") if gpu[name])])
-
-
-def _workspace(nbytes: int) -> str:
-    """A BLAS workspace in MiB when whole, else bytes: '32 MiB', '8,519,680 B', 'none'."""
-    if nbytes == 0:
-        return "none"
-    return f"{nbytes // 2**20} MiB" if nbytes % 2**20 == 0 else f"{nbytes:,} B"
+def _gpu_runs(gpu: dict[str, Any]) -> str:
+    """'bf16 fp8 flash; 32 MiB': the formats a catalog GPU computes in natively (fp16 always), whether SDPA
+    has its flash kernel, and the BLAS workspace per handle (MiB when whole, else bytes)."""
+    runs = " ".join(name for name in ("bf16", "fp8", "fp4") if gpu[name]) or "fp16 only"
+    if gpu["flash_attention"]:
+        runs += " flash"
+    nbytes = gpu["blas_workspace_bytes"]
+    workspace = "none" if nbytes == 0 else f"{nbytes // MiB} MiB" if nbytes % MiB == 0 else f"{nbytes:,} B"
+    return f"{runs}; {workspace}"
 
 
 def catalog_view(report: dict[str, Any], unit: str) -> Table:
@@ -421,9 +420,7 @@ def catalog_view(report: dict[str, Any], unit: str) -> Table:
                 "arch": f"{g['arch']} {g['compute_capability']}",
                 "memory": size(g["memory_bytes"], unit),
                 "usable": size(g["usable_bytes"], unit) + (" (unified)" if g.get("unified_memory") else ""),
-                "dtypes": _gpu_dtypes(g),
-                "flash": "yes" if g["flash_attention"] else "no",
-                "workspace": _workspace(g["blas_workspace_bytes"]),
+                "runs": _gpu_runs(g),
                 "aliases": ", ".join(g["aliases"]),
             }
             for g in report["gpus"]
@@ -433,9 +430,7 @@ def catalog_view(report: dict[str, Any], unit: str) -> Table:
             ("arch", "arch, capability"),
             ("memory", f"board memory ({unit})"),
             ("usable", f"usable ({unit})"),
-            ("dtypes", "low-precision math"),
-            ("flash", "FlashAttention"),
-            ("workspace", "BLAS workspace per handle"),
+            ("runs", "runs natively; BLAS workspace"),
             ("aliases", "aliases"),
         ]
         return rows_table(rows, columns, title=f"{len(rows)} catalog GPUs")
