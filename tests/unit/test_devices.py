@@ -253,3 +253,12 @@ def test_vllm_keeps_its_own_attention_kernels_on_a_t4():
     flat = estimate(spec, wl, get_gpu("T4")).phases[1].memory.flat()
     assert not any(key.endswith("/scores") for key in flat)
     assert flat["runtime_overhead/cublas_workspace"] == 8_519_680
+
+
+def test_inference_names_the_attention_kernel_on_other_architectures():
+    """Off Hopper, an inference estimate names the SDPA kernel its prefill runs; an H100 adds nothing."""
+    spec = load_model("Llama-3.2-1B")
+    wl = Inference(prompt_tokens=64, dtype=DType.FP16)
+    t4 = estimate(spec, wl, get_gpu("T4")).assumptions
+    assert "attention kernel on T4-16GB (turing, sm 7.5): math (SDPA prefill without a mask)" in t4
+    assert not any(a.startswith("attention kernel") for a in estimate(spec, wl, get_gpu("H100")).assumptions)

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 
+from memfit.core.attention_kinds import runs_eager, sdpa_backend
 from memfit.core.choices import AttnImpl, Precision
-from memfit.core.devices import arch_row
+from memfit.core.devices import DEFAULT_ARCH, arch_row
 from memfit.core.dtypes import DType
 from memfit.core.errors import InvalidWorkload
+from memfit.core.kv_cache import compute_dtype
 from memfit.core.result import Gpu
 from memfit.core.runtimes import PROFILES
 from memfit.core.spec import ModelSpec
@@ -53,6 +55,7 @@ def workload_for_gpu(spec: ModelSpec, workload: Inference | Training,
     match workload:
         case Inference():
             workload = _inference_for_gpu(spec, workload, gpu, notes)
+            notes += _inference_attention_note(spec, workload, gpu)
         case Training():
             _check_training(workload, gpu)
     row = arch_row(gpu.arch)
@@ -82,6 +85,21 @@ def _inference_for_gpu(spec: ModelSpec, workload: Inference, gpu: Gpu, notes: li
             notes.append(f"kv_cache_dtype={workload.kv_cache_dtype}: {gpu.describe()} has no FP8 tensor "
                          "cores; the cache is stored in FP8 and dequantised by the attention kernel")
     return workload
+
+
+def _inference_attention_note(spec: ModelSpec, workload: Inference, gpu: Gpu) -> list[str]:
+    """'attention kernel on T4-16GB (turing, sm 7.5): math (...)' where the GPU is not of the
+    default architecture and transformers' SDPA runs (training says its kernel in its own assumptions)."""
+    sdpa = workload.attn is AttnImpl.SDPA and PROFILES[workload.runtime].torch_sdpa
+    if gpu.arch == DEFAULT_ARCH or not sdpa or runs_eager(spec, workload.attn):
+        return []
+    dtype = compute_dtype(spec, workload)
+    backends = sorted({sdpa_backend(dtype, q_dim=att.mla.qk_head_dim if att.mla else att.head_dim,
+                                    v_dim=att.mla.v_head_dim if att.mla else att.head_dim,
+                                    grouped=att.mla is None and att.num_kv_heads < att.num_heads,
+                                    masked=False, enable_gqa=att.sdpa_gqa, gpu=gpu)
+                       for att in {id(layer.attention): layer.attention for layer in spec.layers}.values()})
+    return [f"attention kernel on {gpu.describe()}: {', '.join(backends)} (SDPA prefill without a mask)"]
 
 
 def _check_training(workload: Training, gpu: Gpu) -> None:
