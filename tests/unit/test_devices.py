@@ -262,3 +262,27 @@ def test_inference_names_the_attention_kernel_on_other_architectures():
     t4 = estimate(spec, wl, get_gpu("T4")).assumptions
     assert "attention kernel on T4-16GB (turing, sm 7.5): math (SDPA prefill without a mask)" in t4
     assert not any(a.startswith("attention kernel") for a in estimate(spec, wl, get_gpu("H100")).assumptions)
+
+
+def test_math_attention_under_autocast_saves_half_inputs_and_both_probabilities():
+    """Llama-3.2-1B on a T4 (math kernel), per token and layer at s=1024, full fine-tuning."""
+    from memfit.core import activations as act
+    from memfit.core.per_rank import compute_workload
+
+    spec = load_model("Llama-3.2-1B")
+    att = spec.layers[0].attention
+    t4 = get_gpu("T4")
+
+    def core(precision: str) -> int:
+        wl = Training(seq_len=1024, precision=precision)
+        flow = act.training_flow(spec, compute_workload(wl), lora_targets=frozenset(), gpu=t4)
+        assert act.attention_backend(att, flow, seq_len=1024) == "math"
+        return act._attention_core(att, flow, seq_len=1024)
+
+    # q 32 × 64 = 2,048 wide; K and V repeated to every head: 2 × 2,048; probabilities 32 heads × 1,024;
+    # the output o_proj reads: 2 B × 2,048
+    # fp16: fp32 q, k, v and probabilities: 4 × (2,048 + 4,096 + 32,768) + 4,096 = 159,744
+    assert core("fp16") == 159_744
+    # amp-fp16: fp16 casts of q, k, v: 2 × 6,144; fp32 softmax output + its fp16 cast: 6 × 32,768;
+    # output 4,096 → 12,288 + 196,608 + 4,096 = 212,992
+    assert core("amp-fp16") == 212_992

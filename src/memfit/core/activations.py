@@ -303,6 +303,16 @@ def _attention_core(att: AttentionSpec, flow: Flow, *, seq_len: int) -> int:
         core = ab * (q_width + kv_width + rep + out_width + seq_len) + lse
     elif backend == "efficient":
         core = ab * (q_width + kv_width + out_width) + lse
+    elif backend == "math" and flow.amp and att.sdpa_gqa:
+        # under autocast the math kernel's matmuls cast their inputs to bf16/fp16 (saved at 2 B: scaled q,
+        # k and v repeated to every head by enable_gqa, the probabilities) and its softmax runs in fp32
+        # (its output saved at 4 B). Source: trace of Llama-3.2-1B LoRA amp-fp16 on a T4 (math, s1024):
+        # 53.2 KiB per token and layer over the fp32 recipe below, as this predicts (2 × 32,768 − 2 ×
+        # 6,144 B). Families that broadcast K/V themselves (no enable_gqa) keep the fp32 recipe: it is
+        # what their H100 traces were calibrated on (Falcon)
+        kv_saved = 2 * q_width
+        dropped = (ab + MASK_BYTES) * probs if flow.attn_dropout else 0
+        core = ab * (q_width + kv_saved) + (FP32_BYTES + ab) * probs + dropped + out
     elif backend == "math":
         # fp32 scaled q, k and v (repeated to every head with enable_gqa, else broadcast), fp32
         # probabilities, and with attention dropout (transformers passes it to SDPA in training) the
