@@ -286,3 +286,20 @@ def test_math_attention_under_autocast_saves_half_inputs_and_both_probabilities(
     # amp-fp16: fp16 casts of q, k, v: 2 × 6,144; fp32 softmax output + its fp16 cast: 6 × 32,768;
     # output 4,096 → 12,288 + 196,608 + 4,096 = 212,992
     assert core("amp-fp16") == 212_992
+
+
+@pytest.mark.parametrize(("shape", "expected"), [
+    # prefill, 14 heads, 2 KV heads, q = kv = 512, head dim 64 (the causal mask's add is the larger moment):
+    # 2 fp32 q (2 × 1,835,008) + one fp32 K/V before the repeat (262,144) + repeated K, its scaled copy and
+    # repeated V (3 × 1,835,008) + two fp32 score tensors (2 × 14,680,064) + the fp32 causal bias (1,048,576)
+    ({"s": 512, "kv": 512}, 39_845_888),
+    # decode, one query over 512 keys (the q·Kᵀ matmul): 2 × 3,584 + 262,144 + 4 × 1,835,008 (K, scaled K,
+    # its contiguous transpose, V) + one score tensor 28,672; no mask
+    ({"s": 1, "kv": 512}, 7_638_016),
+])
+def test_upcast_math_kernel_working_set(shape, expected):
+    """fp16 GQA inputs on SDPA's math kernel: the peak live bytes measured on real CPU tensors."""
+    from memfit.core.transients import _upcast_math_parts
+
+    parts = _upcast_math_parts(b=1, heads=14, kv_heads=2, q_dim=64, v_dim=64, **shape)
+    assert sum(t.nbytes for t in parts) == expected
