@@ -8,6 +8,7 @@ import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
 from memfit.core.choices import Engine
+from memfit.core.device_support import workload_for_gpu
 from memfit.core.errors import InvalidWorkload, MissingExtra
 from memfit.core.params import count_params
 from memfit.core.result import PARAMS_SCHEMA, Estimate, Gpu
@@ -90,23 +91,26 @@ def estimate(
     """
     spec = _model(model)
     chosen_gpu = _gpu(gpu)
-    match Engine.parse(engine, field="engine"):
-        case Engine.ANALYTIC:
-            from memfit.core.estimate import estimate as analytic
+    chosen_engine = Engine.parse(engine, field="engine")
+    if chosen_engine is Engine.ANALYTIC:
+        from memfit.core.estimate import estimate as analytic
 
-            return _with_installed_note(analytic(spec, workload, chosen_gpu))
-        case Engine.TRACE:
-            try:
-                from memfit.trace.engine import trace_estimate
-            except ImportError as err:
-                raise MissingExtra("the trace engine needs torch: pip install 'memfit[trace]'") from err
-            return trace_estimate(spec, workload, chosen_gpu)
-        case Engine.MEASURE:
-            try:
-                from memfit.measure import measure
-            except ImportError as err:
-                raise MissingExtra("memfit measure needs torch: pip install 'memfit[measure]'") from err
-            return measure(spec, workload, chosen_gpu)
+        return _with_installed_note(analytic(spec, workload, chosen_gpu))
+    # the analytic estimate applies workload_for_gpu itself; the others get the same workload and notes
+    workload, gpu_notes = workload_for_gpu(spec, workload, chosen_gpu)
+    if chosen_engine is Engine.TRACE:
+        try:
+            from memfit.trace.engine import trace_estimate
+        except ImportError as err:
+            raise MissingExtra("the trace engine needs torch: pip install 'memfit[trace]'") from err
+        est = trace_estimate(spec, workload, chosen_gpu)
+    else:
+        try:
+            from memfit.measure import measure
+        except ImportError as err:
+            raise MissingExtra("memfit measure needs torch: pip install 'memfit[measure]'") from err
+        est = measure(spec, workload, chosen_gpu)
+    return dataclasses.replace(est, assumptions=(*gpu_notes, *est.assumptions)) if gpu_notes else est
 
 
 def plan(

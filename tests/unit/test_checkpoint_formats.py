@@ -20,7 +20,7 @@ from memfit.core.result import Estimate
 from memfit.core.spec import ModelSource, ModelSpec
 from memfit.core.workload import Inference, Lora, Parallelism, Training
 from memfit.sources._config import build_spec
-from memfit.sources.catalog import load_catalog_model
+from memfit.sources.catalog import get_gpu, load_catalog_model
 from memfit.sources.quant_config import checkpoint_quant
 
 # One Llama layer: hidden 256, 4 heads × 64 (q, o: 256×256), 2 KV heads (k, v: 128×256), MLP 640,
@@ -185,6 +185,31 @@ def test_runtime_rules_and_overrides() -> None:
     quant, notes = loaded_quant(ct, Inference(prompt_tokens=8, quant="dequantized", runtime="vllm"))
     assert not quant.is_quantized
     assert "--quant dequantized" in notes[0]
+
+
+def test_the_gpu_decides_whether_transformers_keeps_fp8_or_mxfp4() -> None:
+    # FineGrainedFP8 needs compute capability 8.9 (Ada / Hopper); the MXFP4 kernels need 7.5 (Turing on).
+    fp8 = _spec({"quant_method": "fp8", "weight_block_size": [128, 128]})
+    mxfp4 = _spec({"quant_method": "mxfp4"})
+    a100, l40s, v100, t4 = (get_gpu(n) for n in ("A100-SXM-80GB", "L40S-48GB", "V100-SXM2-32GB", "T4-16GB"))
+    quant, notes = loaded_quant(fp8, Inference(prompt_tokens=8), a100)
+    assert not quant.is_quantized
+    assert "8.0 < 8.9" in notes[0]
+    quant, _ = loaded_quant(fp8, Inference(prompt_tokens=8), l40s)
+    assert quant is fp8.stored_quant
+    # vLLM keeps FP8 on an A100 and runs it weight-only through Marlin
+    quant, notes = loaded_quant(fp8, Inference(prompt_tokens=8, runtime="vllm"), a100)
+    assert quant is fp8.stored_quant
+    assert "Marlin" in notes[0]
+    quant, notes = loaded_quant(mxfp4, Inference(prompt_tokens=8, dtype="fp16"), v100)
+    assert not quant.is_quantized
+    assert "7.0 < 7.5" in notes[0]
+    quant, _ = loaded_quant(mxfp4, Inference(prompt_tokens=8, dtype="fp16"), t4)
+    assert quant is mxfp4.stored_quant
+    # the estimate on an A100 counts the FP8 checkpoint's Linears dequantized: 2 bytes per weight
+    linears = 2 * 256 * 256 + 2 * 128 * 256 + 3 * 640 * 256
+    est = estimate(fp8, Inference(prompt_tokens=16), a100)
+    assert est.phase("load").memory.bytes_of("weights") == NOT_LINEARS + 2 * linears
 
 
 def test_training_a_checkpoint_format() -> None:

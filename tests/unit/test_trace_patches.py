@@ -37,6 +37,25 @@ def test_choose_backend_follows_cuda_rules(case, expected):
     assert chosen == expected
 
 
+@pytest.mark.parametrize(("gpu", "dtype", "kv_heads", "expected"), [
+    ("T4", torch.float16, HEADS, "efficient"),      # no flash below sm80
+    ("T4", torch.float16, KV_HEADS, "math"),        # ... and efficient has no GQA
+    ("V100", torch.bfloat16, HEADS, "math"),        # efficient takes bf16 only from sm80
+    ("A100", torch.bfloat16, KV_HEADS, "flash"),
+])
+def test_choose_backend_follows_the_traced_gpu(gpu, dtype, kv_heads, expected):
+    """With a GPU set for the trace, the emulated selector applies that architecture's rules."""
+    from memfit.sources.catalog import get_gpu
+
+    q, k, v = _qkv(dtype, kv_heads)
+    patches.set_gpu(get_gpu(gpu))
+    try:
+        chosen = patches.choose_backend(q, k, v, None, True, True)
+    finally:
+        patches.set_gpu(None)
+    assert chosen == expected
+
+
 def test_sdpa_math_path_matches_torch_numerically_on_cpu():
     """Where the patched function takes MATH (GQA with a mask), it computes torch's attention exactly."""
     torch.manual_seed(0)

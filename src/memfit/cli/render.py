@@ -20,7 +20,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from memfit.core.result import Estimate, Phase, Term
-from memfit.core.units import UNITS, format_bytes
+from memfit.core.units import UNITS, MiB, format_bytes
 
 MAX_CHILDREN = 10
 """Children shown under one tree node; the rest are summed into one '… n more' line."""
@@ -390,6 +390,17 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _gpu_runs(gpu: dict[str, Any]) -> str:
+    """'bf16 fp8 flash; 32 MiB': the formats a catalog GPU computes in natively (fp16 always), whether SDPA
+    has its flash kernel, and the BLAS workspace per handle (MiB when whole, else bytes)."""
+    runs = " ".join(name for name in ("bf16", "fp8", "fp4") if gpu[name]) or "fp16 only"
+    if gpu["flash_attention"]:
+        runs += " flash"
+    nbytes = gpu["blas_workspace_bytes"]
+    workspace = "none" if nbytes == 0 else f"{nbytes // MiB} MiB" if nbytes % MiB == 0 else f"{nbytes:,} B"
+    return f"{runs}; {workspace}"
+
+
 def catalog_view(report: dict[str, Any], unit: str) -> Table:
     """A `catalog_report` as a table: models, GPUs (memory in `unit`) or weight formats."""
     if "models" in report:
@@ -404,16 +415,20 @@ def catalog_view(report: dict[str, Any], unit: str) -> Table:
         rows = [
             {
                 "name": g["name"],
+                "arch": f"{g['arch']} {g['compute_capability']}",
                 "memory": size(g["memory_bytes"], unit),
-                "usable": size(g["usable_bytes"], unit),
+                "usable": size(g["usable_bytes"], unit) + (" (unified)" if g.get("unified_memory") else ""),
+                "runs": _gpu_runs(g),
                 "aliases": ", ".join(g["aliases"]),
             }
             for g in report["gpus"]
         ]
         columns = [
             ("name", "name"),
+            ("arch", "arch, capability"),
             ("memory", f"board memory ({unit})"),
-            ("usable", f"CUDA-usable ({unit})"),
+            ("usable", f"usable ({unit})"),
+            ("runs", "runs natively; BLAS workspace"),
             ("aliases", "aliases"),
         ]
         return rows_table(rows, columns, title=f"{len(rows)} catalog GPUs")

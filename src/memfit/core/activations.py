@@ -33,7 +33,7 @@ from memfit.core.choices import AttnImpl, Checkpointing, Method, NormKind, Preci
 from memfit.core.dtypes import DType
 from memfit.core.optimizers import peft_adapts_fused_experts
 from memfit.core.params import Linear, layer_linears
-from memfit.core.result import Term
+from memfit.core.result import Gpu, Term
 from memfit.core.spec import AttentionSpec, LayerSpec, ModelSpec, MoeSpec
 from memfit.core.workload import Training
 
@@ -99,6 +99,8 @@ class Flow:
     merged_experts: bool = False   # ... over low-precision experts: W + ΔW is built and kept per layer
     hidden_dropout: bool = False   # config resid_pdrop / hidden_dropout > 0: a bool mask per residual branch
     attn_dropout: bool = False     # config attention_dropout > 0: eager keeps a mask over the probabilities
+    attn_dtype: DType = DType.BF16  # q, k, v's dtype at a 2-byte attn_bytes: fp16 under fp16 / amp-fp16
+    gpu: Gpu | None = None         # the GPU whose SDPA backends apply (None: an H100)
 
     def adapted(self, lin: Linear) -> bool:
         return self.lora_rank > 0 and lin.is_module and lin.name in self.lora_targets
@@ -114,7 +116,8 @@ def upcasts_kept_weights(wl: Training) -> bool:
     return wl.quant.kind in KBIT_UPCAST_KINDS and wl.lora is not None and wl.lora.prepare_kbit
 
 
-def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str]) -> Flow:
+def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str],
+                  gpu: Gpu | None = None) -> Flow:
     """The Flow of `wl` on `spec` (lora_targets: the Linear names that get an adapter)."""
     fp32 = wl.precision is Precision.FP32
     kbit_fp32 = upcasts_kept_weights(wl)
@@ -136,6 +139,8 @@ def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str]
         fp32_norm_output=spec.norm_fp32_output, python_layer_norm=spec.norm_in_python,
         sdpa_supported=sdpa_by_default(spec), alibi=spec.alibi_float_bias,
         experts_adapted=experts, merged_experts=experts and residual == 2,
+        attn_dtype=DType.FP16 if wl.precision in (Precision.FP16, Precision.AMP_FP16) else DType.BF16,
+        gpu=gpu,
     )
 
 
@@ -152,10 +157,10 @@ def attention_backend(att: AttentionSpec, flow: Flow, *, seq_len: int) -> str:
     if flow.attn is AttnImpl.FLASH:
         return "flash"
     masked = (att.sliding_window is not None and att.sliding_window < seq_len) or flow.alibi
-    return sdpa_backend(DType.BF16 if flow.attn_bytes == 2 else DType.FP32, q_dim=att.head_dim,
+    return sdpa_backend(flow.attn_dtype if flow.attn_bytes == 2 else DType.FP32, q_dim=att.head_dim,
                         v_dim=att.mla.v_head_dim if att.mla is not None else att.head_dim,
                         grouped=att.num_kv_heads != att.num_heads and not masked, masked=masked,
-                        enable_gqa=att.sdpa_gqa)
+                        enable_gqa=att.sdpa_gqa, gpu=flow.gpu, needs_grad=True)
 
 
 def unique_layers(spec: ModelSpec) -> tuple[LayerSpec, ...]:
@@ -298,6 +303,16 @@ def _attention_core(att: AttentionSpec, flow: Flow, *, seq_len: int) -> int:
         core = ab * (q_width + kv_width + rep + out_width + seq_len) + lse
     elif backend == "efficient":
         core = ab * (q_width + kv_width + out_width) + lse
+    elif backend == "math" and flow.amp and att.sdpa_gqa:
+        # under autocast the math kernel's matmuls cast their inputs to bf16/fp16 (saved at 2 B: scaled q,
+        # k and v repeated to every head by enable_gqa, the probabilities) and its softmax runs in fp32
+        # (its output saved at 4 B). Source: trace of Llama-3.2-1B LoRA amp-fp16 on a T4 (math, s1024):
+        # 53.2 KiB per token and layer over the fp32 recipe below, as this predicts (2 × 32,768 − 2 ×
+        # 6,144 B). Families that broadcast K/V themselves (no enable_gqa) keep the fp32 recipe: it is
+        # what their H100 traces were calibrated on (Falcon)
+        kv_saved = 2 * q_width
+        dropped = (ab + MASK_BYTES) * probs if flow.attn_dropout else 0
+        core = ab * (q_width + kv_saved) + (FP32_BYTES + ab) * probs + dropped + out
     elif backend == "math":
         # fp32 scaled q, k and v (repeated to every head with enable_gqa, else broadcast), fp32
         # probabilities, and with attention dropout (transformers passes it to SDPA in training) the

@@ -13,10 +13,16 @@ Every family fact here is a spec field its mapper sets (core/families/); nothing
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from memfit.core.choices import AttnImpl, EagerScores
+from memfit.core.devices import DEFAULT_ARCH, arch_row, flash_grad_refused
 from memfit.core.dtypes import DType
 from memfit.core.spec import AttentionSpec, ModelSpec
 from memfit.core.versions import Attention
+
+if TYPE_CHECKING:
+    from memfit.core.result import Gpu
 
 FP32_BYTES = 4
 """Bytes of an fp32 element."""
@@ -24,25 +30,37 @@ FLASH_MAX_HEAD_DIM = 256
 """Largest head dim SDPA's flash kernel takes. Source: torch sdp_utils.cpp check_head_dim_size_flash."""
 SDPA_LOW_PRECISION = frozenset({DType.FP16, DType.BF16})
 SDPA_EFFICIENT_DTYPES = frozenset({DType.FP16, DType.BF16, DType.FP32})
+SDPA_EFFICIENT_DTYPES_PRE_SM80 = frozenset({DType.FP16, DType.FP32})
+"""The memory-efficient kernel's dtypes below sm80.
+Source: sdp_utils.cpp less_than_sm80_mem_efficient_dtypes."""
 
 
 def sdpa_backend(dtype: DType, *, q_dim: int, k_dim: int | None = None, v_dim: int | None = None,
-                 grouped: bool, masked: bool, enable_gqa: bool = True, causal_offset: bool = False) -> str:
-    """The kernel CUDA's SDPA dispatcher picks on sm90 (H100): "flash", "efficient" or "math".
+                 grouped: bool, masked: bool, enable_gqa: bool = True, causal_offset: bool = False,
+                 gpu: Gpu | None = None, needs_grad: bool = False) -> str:
+    """The kernel torch's SDPA dispatcher picks on `gpu` (None: an H100): "flash", "efficient" or "math".
 
-    Flash: fp16/bf16, no attn_mask, equal q/k/v head dims ≤ 256, GQA (`grouped`: fewer K/V heads than
-    query heads) only with enable_gqa, and is_causal only when query and key lengths match (no
-    `causal_offset`). Memory-efficient: fp32/fp16/bf16, masks allowed, equal head counts and q/k dims. Math
-    (materialised scores) otherwise. The one rule the analytic engine (activations, transients) and the
-    trace's SDPA emulation (trace/patches.py) share. Source: aten/src/ATen/native/transformers/cuda/
-    sdp_utils.cpp (torch 2.11), priority order flash, efficient, math.
+    Flash: a GPU with the flash backend (`Gpu.flash_attention`: CUDA sm80-sm121), fp16/bf16, no attn_mask,
+    equal q/k/v head dims ≤ 256, GQA (`grouped`: fewer K/V heads than query heads) only with enable_gqa,
+    is_causal only when query and key lengths match (no `causal_offset`), and on sm86/89/120 no backward
+    through head dims in (192, 224] (`needs_grad`). Memory-efficient: a GPU with that backend (CUDA sm50+;
+    not Apple's MPS), fp32/fp16 and bf16 from sm80 (`Arch.efficient_bf16`), masks allowed, equal head
+    counts and q/k dims. Math (materialised scores) otherwise. The one rule the analytic engine
+    (activations, transients) and the trace's SDPA emulation (trace/patches.py) share.
+    Source: aten/src/ATen/native/transformers/cuda/sdp_utils.cpp (torch 2.13), priority order flash,
+    efficient, math; check_flash_attention_hardware_support, can_use_mem_efficient_attention
+    (less_than_sm80_mem_efficient_dtypes); capabilities per architecture in core/devices.py.
     """
     k_dim = q_dim if k_dim is None else k_dim
     v_dim = q_dim if v_dim is None else v_dim
-    if (dtype in SDPA_LOW_PRECISION and not masked and q_dim == k_dim == v_dim <= FLASH_MAX_HEAD_DIM
-            and (enable_gqa or not grouped) and not causal_offset):
+    flash = gpu.flash_attention if gpu is not None else arch_row(DEFAULT_ARCH).flash_attention
+    row = arch_row(gpu.arch if gpu is not None else DEFAULT_ARCH)
+    grad_refused = needs_grad and gpu is not None and flash_grad_refused(gpu.compute_capability, q_dim)
+    if (flash and dtype in SDPA_LOW_PRECISION and not masked and q_dim == k_dim == v_dim <= FLASH_MAX_HEAD_DIM
+            and (enable_gqa or not grouped) and not causal_offset and not grad_refused):
         return "flash"
-    if dtype in SDPA_EFFICIENT_DTYPES and not grouped and k_dim == q_dim:
+    efficient_dtypes = SDPA_EFFICIENT_DTYPES if row.efficient_bf16 else SDPA_EFFICIENT_DTYPES_PRE_SM80
+    if row.efficient_attention and dtype in efficient_dtypes and not grouped and k_dim == q_dim:
         return "efficient"
     return "math"
 

@@ -16,7 +16,7 @@ from memfit.core.kv_cache import (
     final_cache_tokens,
     kv_tensor_groups,
 )
-from memfit.core.result import Phase, Term, replace_terms
+from memfit.core.result import Gpu, Phase, Term, replace_terms
 from memfit.core.runtimes import RuntimeProfile
 from memfit.core.spec import ModelSpec
 from memfit.core.torch_inference import carry_reserved, torch_phases
@@ -64,14 +64,14 @@ def auto_device_map(sizes: list[int], *, num_gpus: int, cap_bytes: int, balance_
     return devices
 
 def device_map_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, kind: KvCache,
-                       assumptions: list[str]) -> tuple[Phase, ...]:
+                       assumptions: list[str], device: Gpu | None = None) -> tuple[Phase, ...]:
     """device_map="auto" over parallel.pp GPUs capped at max_gpu_memory_bytes each: the phases of the most
     loaded GPU. Offloaded layers stay in host RAM and run on GPU 0 (their KV cache lives there, and one
-    layer's weights are staged there while it runs)."""
+    layer's weights are staged there while it runs). `device`: the GPU model (None: an H100)."""
     par = workload.parallel
     cap = par.max_gpu_memory_bytes or 0
     single = replace(workload, parallel=replace(par, pp=1, device_map=None, max_gpu_memory_bytes=None))
-    raw = torch_phases(spec, single, prof, kind, assumptions)
+    raw = torch_phases(spec, single, prof, kind, assumptions, device)
     names, sizes, layer_of = _module_sizes(spec, single)
     largest_layer = max((size for size, layer in zip(sizes, layer_of, strict=True) if layer >= 0), default=0)
     devices = auto_device_map(sizes, num_gpus=par.pp, cap_bytes=cap,

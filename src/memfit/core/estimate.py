@@ -1,7 +1,8 @@
 """estimate(spec, workload, gpu) → Estimate: the analytic engine, phase by phase.
 
 Inference phases are built in `core/inference.py`, training phases in `core/training.py`; this module only
-dispatches and attaches the GPU.
+checks the workload against the GPU (`device_support.workload_for_gpu`), dispatches and attaches the GPU,
+which both builders receive (its SDPA backends and BLAS workspace; None: an H100).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from memfit.core.attention_kinds import modeled_attention
 from memfit.core.checkpoint_load import with_loaded_quant
 from memfit.core.choices import Engine
+from memfit.core.device_support import workload_for_gpu
 from memfit.core.result import Estimate, Gpu, KvCapacity
 from memfit.core.runtimes import PROFILES
 from memfit.core.spec import ModelSpec
@@ -20,9 +22,11 @@ def estimate(spec: ModelSpec, workload: Inference | Training, gpu: Gpu | None = 
     """The analytic estimate of `workload` on `spec`, per phase, on the most loaded GPU.
 
     Raises:
-        InvalidWorkload: the workload is impossible for this model (the message names the field).
+        InvalidWorkload: the workload is impossible for this model, or asks `gpu` for a dtype or kernel it
+            does not have (the message names the field).
     """
-    asked = workload
+    workload, gpu_notes = workload_for_gpu(spec, workload, gpu)
+    asked = workload                    # the user's job as it runs on this GPU, before the checkpoint loads
     workload, load_notes = with_loaded_quant(spec, workload, gpu)
     capacity_ok: bool | None = None
     capacity: KvCapacity | None = None
@@ -36,10 +40,10 @@ def estimate(spec: ModelSpec, workload: Inference | Training, gpu: Gpu | None = 
         case Training():
             from memfit.core.training import training_phases
 
-            phases, assumptions = training_phases(spec, workload)
+            phases, assumptions = training_phases(spec, workload, gpu)
     if PROFILES[workload.runtime].follows_modeled_versions:
         versions = modeled_note(spec.family, attention=modeled_attention(spec, workload.attn))
         assumptions = (*versions, *assumptions)
     return Estimate(engine=Engine.ANALYTIC, model=spec, workload=asked, phases=phases, gpu=gpu,
-                    assumptions=(*spec.assumptions, *load_notes, *assumptions),
+                    assumptions=(*spec.assumptions, *gpu_notes, *load_notes, *assumptions),
                     required_capacity_ok=capacity_ok, capacity=capacity)

@@ -73,8 +73,8 @@ def inference_parts(spec: ModelSpec, workload: Inference,
                         "context is an estimate (LLAMA_CPP_CONTEXT_BYTES)"]
         return llama_cpp_phases(spec, workload, prof), tuple(assumptions), None
     if auto_map_applies(workload, prof):
-        return device_map_phases(spec, workload, prof, kind, assumptions), tuple(assumptions), None
-    raw = torch_phases(spec, workload, prof, kind, assumptions)
+        return device_map_phases(spec, workload, prof, kind, assumptions, gpu), tuple(assumptions), None
+    raw = torch_phases(spec, workload, prof, kind, assumptions, gpu)
     phases = carry_reserved(raw)
     if not prof.preallocates_fraction:
         return phases, tuple(assumptions), None

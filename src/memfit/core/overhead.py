@@ -15,7 +15,8 @@ import functools
 from collections.abc import Iterable
 from fractions import Fraction
 
-from memfit.core.result import Term
+from memfit.core import devices
+from memfit.core.result import Gpu, Term
 from memfit.core.units import MiB
 from memfit.core.workload import Inference, Training
 
@@ -32,8 +33,9 @@ MID_SEGMENT_BYTES = 20 * MiB
 LARGE_ROUND_BYTES = 2 * MiB
 """Larger requests get their own segment rounded up to this. Source: kRoundLarge."""
 
-CUBLAS_WORKSPACE_BYTES_SM90 = 32 * MiB
-"""cuBLAS workspace per handle on Hopper, served by the caching allocator (counted in allocated).
+CUBLAS_WORKSPACE_BYTES_SM90 = devices.CUBLAS_WORKSPACE_BYTES_SM90
+"""cuBLAS workspace per handle on Hopper, served by the caching allocator (counted in allocated); the
+workspace of other architectures is `Gpu.blas_workspace_bytes` (core/devices.py).
 Source: groundtruth "context" case: alloc_after_matmul 100,663,296 − 2 × 32 MiB operands = 32 MiB."""
 
 CUDA_CONTEXT_BYTES = 520 * MiB
@@ -174,12 +176,27 @@ def _place_runs(runs: tuple[tuple[int, int], ...], segment: int, *, smallest: in
     return reserved
 
 
-def cublas_workspace_bytes(*, num_handles: int = 1) -> int:
-    """cuBLAS workspace bytes held through the caching allocator: 32 MiB per handle (one per stream) on sm90.
+def cublas_workspace_bytes(*, num_handles: int = 1, gpu: Gpu | None = None) -> int:
+    """BLAS workspace bytes held through the caching allocator: num_handles × the GPU's workspace per handle
+    (one handle per thread that runs a matmul). gpu None: an H100's 32 MiB.
 
-    Source: CUBLAS_WORKSPACE_BYTES_SM90 (measured, "context" groundtruth case).
+    Source: `Gpu.blas_workspace_bytes` from core/devices.py (torch 2.13 CublasHandlePool.cpp); Hopper's
+    measured ("context" groundtruth case).
     """
-    return num_handles * CUBLAS_WORKSPACE_BYTES_SM90
+    per_handle = gpu.blas_workspace_bytes if gpu is not None else CUBLAS_WORKSPACE_BYTES_SM90
+    return num_handles * per_handle
+
+
+def workspace_note(gpu: Gpu | None, *, handles: int, threads: str) -> str:
+    """The assumption line for the BLAS workspaces: 'cuBLAS workspaces: 2 × 32 MiB (Hopper; forward and
+    autograd threads)'."""
+    row = devices.arch_row(gpu.arch if gpu is not None else devices.DEFAULT_ARCH)
+    per_handle = cublas_workspace_bytes(gpu=gpu)
+    if per_handle == 0:
+        return f"no cuBLAS workspace ({row.title}: no cuBLAS)"
+    size = f"{per_handle // MiB} MiB" if per_handle % MiB == 0 else f"{per_handle:,} B"
+    library = "hipBLAS + hipBLASLt" if row.vendor == "amd" else "cuBLAS"
+    return f"{library} workspaces: {handles} × {size} ({row.title}; {threads})"
 
 
 def _quant_kind(workload: Inference | Training) -> str:

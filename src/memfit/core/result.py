@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from memfit.core.choices import Engine, PhaseName
 from memfit.core.codec import decode, encode
+from memfit.core.devices import ARCHS, DEFAULT_ARCH
 from memfit.core.errors import InvalidWorkload
 from memfit.core.spec import ModelSpec
 from memfit.core.workload import Inference, Training
@@ -179,7 +180,9 @@ class Peak:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Gpu:
-    """An accelerator: board memory as NVML reports it, and what CUDA offers one process."""
+    """An accelerator: board memory as NVML reports it, what CUDA (HIP, Metal) offers one process, and what
+    its architecture runs (core/devices.py: one row per architecture). The capability defaults are an
+    H100's (Hopper, sm 9.0): a GPU given only as a size, or no GPU, keeps every figure an H100's."""
 
     name: str
     memory_bytes: int
@@ -187,6 +190,19 @@ class Gpu:
     source: str = ""
     vendor: str = "nvidia"
     aliases: tuple[str, ...] = ()
+    arch: str = DEFAULT_ARCH
+    compute_capability: str = "9.0"      # CUDA major.minor; the gfx name on ROCm; the chip on Apple/Gaudi
+    bf16: bool = ARCHS[DEFAULT_ARCH].bf16
+    fp8: bool = ARCHS[DEFAULT_ARCH].fp8
+    fp4: bool = ARCHS[DEFAULT_ARCH].fp4
+    flash_attention: bool = ARCHS[DEFAULT_ARCH].flash_attention
+    blas_workspace_bytes: int = ARCHS[DEFAULT_ARCH].blas_workspace_bytes
+    unified_memory: bool = False         # Apple silicon: usable_bytes is the GPU's share of system RAM
+
+    def describe(self) -> str:
+        """'T4-16GB (turing, sm 7.5)': the name with its architecture, for messages."""
+        label = f"sm {self.compute_capability}" if self.vendor == "nvidia" else self.compute_capability
+        return f"{self.name} ({self.arch}, {label})"
 
 
 def _workload_to_dict(workload: Inference | Training) -> dict[str, Any]:

@@ -36,6 +36,7 @@ class RuntimeProfile:
     compute_ubatch_tokens: int | None = None   # llama.cpp n_ubatch: tokens per compute-buffer pass
     source: str = ""
     follows_modeled_versions: bool = False   # formulas follow core.versions.MODELED (transformers, peft, bnb)
+    torch_sdpa: bool = False             # attention runs torch SDPA, whose kernel follows the GPU (sdp_utils)
 
 
 PROFILES: dict[Runtime, RuntimeProfile] = {
@@ -55,6 +56,7 @@ PROFILES: dict[Runtime, RuntimeProfile] = {
         auto_compile_static_cache=True,
         preallocates_fraction=False,
         follows_modeled_versions=True,
+        torch_sdpa=True,
         source=f"transformers {MODELED['transformers']}: "
                "cache_utils.DynamicLayer/DynamicSlidingWindowLayer/StaticLayer, "
                "generation/utils.py (logits_to_keep=1, fp32 next_token_logits, auto-compile for static "

@@ -31,7 +31,7 @@ from memfit.core.overhead import (
     round_block,
     segment_waste_repeated,
 )
-from memfit.core.result import Phase, Term, memory, replace_terms
+from memfit.core.result import Gpu, Phase, Term, memory, replace_terms
 from memfit.core.runtimes import PROFILES, RuntimeProfile
 from memfit.core.spec import ModelSpec
 from memfit.core.transients import (
@@ -108,9 +108,9 @@ def _persistent_waste(groups: list[Repeated]) -> int:
     """Reserved − allocated of tensors that are never freed (segment rounding), given as repeated groups."""
     return segment_waste_repeated(groups)
 
-def _overhead(workload: Inference, dequant: int) -> Term:
+def _overhead(workload: Inference, dequant: int, gpu: Gpu | None) -> Term:
     return Term.group("runtime_overhead", [
-        Term(name="cublas_workspace", nbytes=cublas_workspace_bytes()),
+        Term(name="cublas_workspace", nbytes=cublas_workspace_bytes(gpu=gpu)),
         Term(name="dequant", nbytes=dequant, note="dequantised weight and quantised input copies"),
     ])
 
@@ -135,10 +135,14 @@ class _Job:
     inputs: Term
     cache_tokens: int      # cached tokens per sequence during prefill
     final_tokens: int      # after the last decode step
+    gpu: Gpu | None = None  # its BLAS workspace (None: an H100)
+    sdpa_gpu: Gpu | None = None  # whose SDPA backends apply: the GPU under torch SDPA (transformers); None
+                                 # (an H100's flash-style kernels) for runtimes with their own (vLLM)
 
 def torch_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, kind: KvCache,
-                  assumptions: list[str]) -> tuple[Phase, ...]:
-    """The torch-allocator phases, each at its own peak (callers apply `carry_reserved`)."""
+                  assumptions: list[str], gpu: Gpu | None = None) -> tuple[Phase, ...]:
+    """The torch-allocator phases, each at its own peak (callers apply `carry_reserved`); `gpu` (None: an
+    H100) decides the SDPA backend and the cuBLAS workspace."""
     weights_term, weight_sizes = _gpu_weights(spec, workload)
     floor = _init_floor(spec, workload, weights_term)
     if floor:
@@ -155,7 +159,8 @@ def torch_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, kin
     job = _Job(spec=spec, workload=workload, prof=prof, kind=kind, weights=weights_term,
                weight_waste=_persistent_waste(weight_sizes), floor=floor,
                inputs=Term(name="inputs", nbytes=input_bytes(workload, generating=workload.new_tokens > 0)),
-               cache_tokens=cache_tokens, final_tokens=final_tokens)
+               cache_tokens=cache_tokens, final_tokens=final_tokens, gpu=gpu,
+               sdpa_gpu=gpu if prof.torch_sdpa else None)
     load = _phase(PhaseName.LOAD, [weights_term], workload, waste=job.weight_waste, floor=floor,
                   at="weights loaded")
     prefill = _prefill_phase(job, assumptions)
@@ -183,21 +188,23 @@ def _prefill_phase(job: _Job, assumptions: list[str]) -> Phase:
     cache = kv_cache_at(spec, workload, tokens=job.cache_tokens, after_decode=False)
     waste = job.weight_waste + _persistent_waste(kv_tensor_groups(spec, workload, tokens=job.cache_tokens))
     acts, dequant = _prefill_layer_peak(spec, workload, job.prof, kind=job.kind,
-                                        cache_tokens=job.cache_tokens, assumptions=assumptions)
+                                        cache_tokens=job.cache_tokens, assumptions=assumptions,
+                                        gpu=job.sdpa_gpu)
     layer_cache = cache
     if job.prof.max_batched_tokens is None:
-        found = _prefill_peak_layer(spec, workload, kind=job.kind, cache_tokens=job.cache_tokens)
+        found = _prefill_peak_layer(spec, workload, kind=job.kind, cache_tokens=job.cache_tokens,
+                                    gpu=job.sdpa_gpu)
         if found is not None:
             acts, dequant, layer_cache = found
     layer_terms = [job.weights, layer_cache, Term.group("activations", [*acts.children, job.inputs]),
-                   _overhead(workload, dequant)]
+                   _overhead(workload, dequant, job.gpu)]
     generating = workload.new_tokens > 0
     positions = 1 if generating or job.prof.max_batched_tokens else workload.prompt_tokens
     dt = compute_dtype(spec, workload)
     final_hidden = Term(name="final_hidden",
                         nbytes=workload.batch_size * dt.nbytes(positions * spec.hidden_size))
     head_terms = [job.weights, cache, Term.group("activations", [final_hidden, job.inputs]),
-                  logits(spec, workload, positions=positions), _overhead(workload, 0)]
+                  logits(spec, workload, positions=positions), _overhead(workload, 0, job.gpu)]
     if sum(t.nbytes for t in layer_terms) >= sum(t.nbytes for t in head_terms):
         return _phase(PhaseName.PREFILL, layer_terms, workload, waste=waste, floor=job.floor,
                       at="last decoder layer")
@@ -223,15 +230,16 @@ def _decode_phase(job: _Job) -> Phase:
     waste = job.weight_waste + _persistent_waste(tensors)
     cat_growth = job.kind is KvCache.DYNAMIC and job.prof.kv_cat_growth
     growth = max((max(sizes) for sizes, _ in tensors), default=0) if cat_growth else 0
-    acts, dequant = layer_peak(spec, workload, decode_step(workload, kind=job.kind, cache_tokens=cache_len))
+    acts, dequant = layer_peak(spec, workload, decode_step(workload, kind=job.kind, cache_tokens=cache_len,
+                                                           gpu=job.sdpa_gpu))
     layer_terms = [job.weights, final_cache,
                    Term.group("activations", [*acts.children, job.inputs,
                                               Term(name="kv_cat_copy", nbytes=growth)]),
-                   _overhead(workload, dequant)]
+                   _overhead(workload, dequant, job.gpu)]
     dt = compute_dtype(spec, workload)
     final_hidden = Term(name="final_hidden", nbytes=workload.batch_size * dt.nbytes(spec.hidden_size))
     head_terms = [job.weights, final_cache, Term.group("activations", [final_hidden, job.inputs]),
-                  logits(spec, workload, positions=1), _overhead(workload, 0)]
+                  logits(spec, workload, positions=1), _overhead(workload, 0, job.gpu)]
     at_layer = sum(t.nbytes for t in layer_terms) >= sum(t.nbytes for t in head_terms)
     return _phase(PhaseName.DECODE, layer_terms if at_layer else head_terms, workload, waste=waste,
                   floor=job.floor, at="last decode step, " + ("last layer" if at_layer else "LM head"))
@@ -243,8 +251,8 @@ def _init_floor(spec: ModelSpec, workload: Inference, weights_term: Term) -> int
         return round_block(weights_term.bytes_of("embeddings"))
     return 0
 
-def _prefill_peak_layer(spec: ModelSpec, workload: Inference, *, kind: KvCache,
-                        cache_tokens: int) -> tuple[Term, int, Term] | None:
+def _prefill_peak_layer(spec: ModelSpec, workload: Inference, *, kind: KvCache, cache_tokens: int,
+                        gpu: Gpu | None = None) -> tuple[Term, int, Term] | None:
     """(activations, dequantisation bytes, KV cache) at the prefill's peak layer: transformers allocates a
     layer's cache at its first update (DynamicCache's cat, StaticCache's lazy init), so while layer i runs
     only layers 0..i hold theirs. A masked sliding layer just before the last global one can outweigh the
@@ -255,7 +263,7 @@ def _prefill_peak_layer(spec: ModelSpec, workload: Inference, *, kind: KvCache,
     if len(per_layer) != spec.num_layers:
         return None
     sets = layer_working_sets(spec, workload, prefill_step(spec, workload, kind=kind,
-                                                           cache_tokens=cache_tokens))
+                                                           cache_tokens=cache_tokens, gpu=gpu))
     held: dict[str, int] = {}
     best: tuple[int, Term, int, dict[str, int]] | None = None
     for layer, (name, nbytes) in zip(spec.layers, per_layer, strict=True):
@@ -269,20 +277,22 @@ def _prefill_peak_layer(spec: ModelSpec, workload: Inference, *, kind: KvCache,
     return best[1], best[2], cache
 
 def _prefill_layer_peak(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, *, kind: KvCache,
-                        cache_tokens: int, assumptions: list[str]) -> tuple[Term, int]:
+                        cache_tokens: int, assumptions: list[str],
+                        gpu: Gpu | None = None) -> tuple[Term, int]:
     """The prefill's largest layer working set; for a profiling runtime (vLLM), its profile run's.
 
     vLLM sizes activations with one dummy forward of max_num_batched_tokens tokens and keeps that memory;
     logits are computed for sampled positions only. Source: vLLM gpu_worker.determine_available_memory.
     """
     if prof.max_batched_tokens is None:
-        return layer_peak(spec, workload, prefill_step(spec, workload, kind=kind, cache_tokens=cache_tokens))
+        return layer_peak(spec, workload, prefill_step(spec, workload, kind=kind, cache_tokens=cache_tokens,
+                                                       gpu=gpu))
     tokens = prof.max_batched_tokens
     assumptions.append(f"vLLM: activations from its profiling forward of {tokens} tokens; the rest of "
                        "gpu_memory_utilization × GPU memory becomes KV blocks (vllm_kv_capacity_tokens); "
                        "CUDA graph memory not sized")
     profile_run = replace(workload, batch_size=1, prompt_tokens=tokens, new_tokens=0, max_cache_tokens=None)
-    return layer_peak(spec, profile_run, Step(query_tokens=tokens, kv_tokens=tokens, masked=False))
+    return layer_peak(spec, profile_run, Step(query_tokens=tokens, kv_tokens=tokens, masked=False, gpu=gpu))
 
 def carry_reserved(phases: tuple[Phase, ...]) -> tuple[Phase, ...]:
     """Reserved bytes never shrink from phase to phase: the caching allocator keeps freed blocks.

@@ -48,11 +48,11 @@ from memfit.core.optimizers import (
     peft_adapts_fused_experts,
     trainable_tensors,
 )
-from memfit.core.overhead import cublas_workspace_bytes, reserved_and_device_terms
+from memfit.core.overhead import cublas_workspace_bytes, reserved_and_device_terms, workspace_note
 from memfit.core.parallel import scale_bytes, scale_term, stage_layers
 from memfit.core.params import Linear, count_params, layer_linears
 from memfit.core.per_rank import LAYER_CHILDREN, Parts, compute_workload, layer_child, per_rank
-from memfit.core.result import Phase, Term, memory
+from memfit.core.result import Gpu, Phase, Term, memory
 from memfit.core.spec import ModelSpec
 from memfit.core.weights import buffer_bytes
 from memfit.core.workload import Parallelism, Training
@@ -144,10 +144,11 @@ def autocast_layer_bytes(spec: ModelSpec, wl: Training) -> int:
                    for layer in act.unique_layers(spec))
 
 
-def _parts(spec: ModelSpec, wl: Training, *, stage: int = 0) -> tuple[Parts, act.Flow]:
+def _parts(spec: ModelSpec, wl: Training, *, stage: int = 0,
+           gpu: Gpu | None = None) -> tuple[Parts, act.Flow]:
     targets = lora_targets(spec, wl.lora) if wl.lora is not None and wl.method is not Method.FULL \
         else frozenset()
-    flow = act.training_flow(spec, compute_workload(wl), lora_targets=targets)
+    flow = act.training_flow(spec, compute_workload(wl), lora_targets=targets, gpu=gpu)
     tensors = trainable_tensors(spec, wl, targets)
     grads = sum(t.nbytes for t in tensors)
     opt = optimizer_memory(wl.optimizer, tensors)
@@ -184,8 +185,8 @@ def _parts(spec: ModelSpec, wl: Training, *, stage: int = 0) -> tuple[Parts, act
     return per_rank(spec, wl, parts, tensors, stage=stage), flow
 
 
-def _overhead(*, handles: int) -> Term:
-    workspace = Term(name="cublas_workspace", nbytes=cublas_workspace_bytes(num_handles=handles),
+def _overhead(*, handles: int, gpu: Gpu | None) -> Term:
+    workspace = Term(name="cublas_workspace", nbytes=cublas_workspace_bytes(num_handles=handles, gpu=gpu),
                      note="one per cuBLAS handle: forward and backward threads")
     return Term.group("runtime_overhead", [workspace])
 
@@ -216,10 +217,11 @@ def _with(terms: list[Term], p: Parts, moment: str, *, unit_done: bool = False) 
     return [*out, *extras.values()]
 
 
-def _steady(p: Parts, wl: Training, *, grads: bool = True) -> list[Term]:
+def _steady(p: Parts, wl: Training, flow: act.Flow, *, grads: bool = True) -> list[Term]:
     """Terms every work phase of step 2 holds: weights, adapters, states, workspaces (+ grads if accum,
     or a ZeRO-2/3 flat gradient partition)."""
-    terms = [p.weights, p.adapters, p.states, *_master(p), _overhead(handles=CUBLAS_HANDLES_TRAINING)]
+    terms = [p.weights, p.adapters, p.states, *_master(p),
+             _overhead(handles=CUBLAS_HANDLES_TRAINING, gpu=flow.gpu)]
     if grads and p.accumulates:
         terms.append(_grads(p.grads, "accumulated over micro-steps"))
     elif grads and p.grads_persist:
@@ -258,18 +260,18 @@ def _cached_bytes(spec: ModelSpec, wl: Training, p: Parts) -> int:
 def _forward(spec: ModelSpec, wl: Training, p: Parts, flow: act.Flow) -> Phase:
     tokens = wl.batch_size * wl.seq_len
     held = Term(name="held_until_return", nbytes=p.fwd_extra, note="DynamicCache K/V, last hidden state")
-    at_loss = _with([*_steady(p, wl), _activations(p, extra=(held,), forward=True),
+    at_loss = _with([*_steady(p, wl, flow), _activations(p, extra=(held,), forward=True),
                      scale_term(loss.forward_peak_logits(spec, flow, tokens=tokens, chunked=wl.chunked_loss),
                                 p.logits_share)], p, "forward_loss")
     in_layer = Term(name="layer_transient", nbytes=p.layer_transient)
-    at_layer = _with([*_steady(p, wl), _activations(p, extra=(held, in_layer), forward=True)], p,
+    at_layer = _with([*_steady(p, wl, flow), _activations(p, extra=(held, in_layer), forward=True)], p,
                      "forward_layer")
     candidates = [(at_loss, "loss: logits, fp32 copy, log_softmax + saved activations"),
                   (at_layer, "last layer: saved activations + its transients")]
     if p.extras.unit_buffer:
         # before the last layer runs: its saved activations do not exist yet
         before_last = dataclasses.replace(p, saved=_less_one_layer(p))
-        candidates.append((_with([*_steady(p, wl), _activations(before_last, extra=(held,))], p,
+        candidates.append((_with([*_steady(p, wl, flow), _activations(before_last, extra=(held,))], p,
                                  "forward_copy_out"),
                            "last unit's all-gather copy-out: two all-gather outputs + the unit"))
     best = max(candidates, key=lambda c: _allocated(c[0]))
@@ -291,7 +293,7 @@ def _so_far(p: Parts, wl: Training, unsharded: int) -> int:
 
 def _backward(spec: ModelSpec, wl: Training, p: Parts, flow: act.Flow) -> Phase:
     tokens = wl.batch_size * wl.seq_len
-    steady = _steady(p, wl, grads=False)
+    steady = _steady(p, wl, flow, grads=False)
     persistent = [_grads(p.grads, "accumulated" if p.accumulates else "flat gradient partition")] \
         if p.accumulates or p.grads_persist else []
     start = _with([*steady, *persistent, _activations(p),
@@ -395,11 +397,11 @@ def _in_flight_share(p: Parts, keep: Fraction) -> Parts:
     return dataclasses.replace(p, saved=saved)
 
 
-def _optimizer(wl: Training, p: Parts) -> Phase:
+def _optimizer(wl: Training, p: Parts, flow: act.Flow) -> Phase:
     temp = Term(name="step_temporaries", nbytes=p.step_bytes, note=p.step_note)
     states = Term.group("optimizer_states", [*p.states.children, temp])
     terms = _with([p.weights, p.adapters, _grads(p.grads), states, *_master(p),
-                   _overhead(handles=CUBLAS_HANDLES_TRAINING)], p, "optimizer")
+                   _overhead(handles=CUBLAS_HANDLES_TRAINING, gpu=flow.gpu)], p, "optimizer")
     at = f"optimizer step: gradients + states + {p.step_note}"
     return _phase(PhaseName.OPTIMIZER, terms, p, wl, at)
 
@@ -411,7 +413,7 @@ def _assumptions(spec: ModelSpec, wl: Training, flow: act.Flow) -> tuple[str, ..
         f"attention kernel: {', '.join(backends)} (attn={wl.attn})",
         "steady state: step 2 with optimizer states; zero_grad(set_to_none=True) between steps",
         "the model output is dropped after the loss (only the loss is kept, as HF Trainer does)",
-        "cuBLAS workspaces: 2 × 32 MiB (Hopper; forward and autograd threads)",
+        workspace_note(flow.gpu, handles=CUBLAS_HANDLES_TRAINING, threads="forward and autograd threads"),
     ]
     if wl.precision.is_amp:
         out.append("AMP: parameters fp32, autocast keeps bf16/fp16 weight copies until backward")
@@ -426,15 +428,19 @@ def _assumptions(spec: ModelSpec, wl: Training, flow: act.Flow) -> tuple[str, ..
     return tuple(out)
 
 
-def _stage_phases(spec: ModelSpec, wl: Training, stage: int) -> tuple[tuple[Phase, ...], act.Flow]:
-    p, flow = _parts(spec, wl, stage=stage)
+def _stage_phases(spec: ModelSpec, wl: Training, stage: int,
+                  gpu: Gpu | None = None) -> tuple[tuple[Phase, ...], act.Flow]:
+    p, flow = _parts(spec, wl, stage=stage, gpu=gpu)
     load = _phase(PhaseName.LOAD, _with([p.weights, p.adapters], p, "load"), p, wl, "model loaded",
                   host=p.load_host)
-    return (load, _forward(spec, wl, p, flow), _backward(spec, wl, p, flow), _optimizer(wl, p)), flow
+    return (load, _forward(spec, wl, p, flow), _backward(spec, wl, p, flow), _optimizer(wl, p, flow)), flow
 
 
-def training_phases(spec: ModelSpec, wl: Training) -> tuple[tuple[Phase, ...], tuple[str, ...]]:
+def training_phases(spec: ModelSpec, wl: Training,
+                    gpu: Gpu | None = None) -> tuple[tuple[Phase, ...], tuple[str, ...]]:
     """Phases load, forward, backward, optimizer of `wl` on its most loaded GPU, and the assumptions made.
+
+    `gpu` (None: an H100) decides the SDPA backend and the cuBLAS workspace per handle.
 
     Under pipeline parallelism the first stage (embeddings, the most micro-batches in flight) and the last
     (final norm, head, loss) are both built; the one with the higher allocated peak is reported.
@@ -444,7 +450,7 @@ def training_phases(spec: ModelSpec, wl: Training) -> tuple[tuple[Phase, ...], t
     """
     validate(spec, wl)
     stages = (0, wl.parallel.pp - 1) if wl.parallel.pp > 1 else (0,)
-    built = [(*_stage_phases(spec, wl, stage), stage) for stage in stages]
+    built = [(*_stage_phases(spec, wl, stage, gpu), stage) for stage in stages]
     phases, flow, stage = max(built, key=lambda b: max(ph.allocated_bytes for ph in b[0]))
     notes = _assumptions(spec, wl, flow)
     if wl.parallel != Parallelism():

@@ -23,10 +23,13 @@ from memfit.core.dtypes import DType
 from memfit.core.kv_cache import compute_dtype
 from memfit.core.params import Linear, layer_linears
 from memfit.core.quants import bnb_4bit_fused
-from memfit.core.result import Term
+from memfit.core.result import Gpu, Term
 from memfit.core.spec import AttentionSpec, LayerSpec, MlpSpec, ModelSpec, MoeSpec
 from memfit.core.workload import Inference
 
+MATH_ACC_BYTES = 4
+"""SDPA's math kernel computes in fp32 whatever its inputs (allow_fp16_bf16_reduction_math_sdp is off by
+default). Source: torch 2.13 _scaled_dot_product_attention_math."""
 SDPA_MASK_ALIGN = 16
 """SDPA's memory-efficient kernel pads an unaligned mask's last dim to a multiple of 16 (a copy of the
 (batch, 1, q, kv) mask). Source: torch aten/src/ATen/native/transformers/attention.cpp pad_bias."""
@@ -58,6 +61,7 @@ class Step:
     kv_tokens: int
     masked: bool          # an explicit mask reaches every layer (static cache); sliding layers shorter
                           # than kv_tokens get one too (_attention_step)
+    gpu: Gpu | None = None  # whose SDPA backends apply (None: an H100)
 
 
 def layer_peak(spec: ModelSpec, workload: Inference, step: Step) -> tuple[Term, int]:
@@ -151,8 +155,18 @@ def _attention_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, step
                                 repeat=full_kv if grouped else 0,
                                 bool_mask=b * s * kv, additive=b * s * kv * dt,
                                 pad_copy=b * s * padded * dt if padded != kv else 0)
+        case AttnImpl.SDPA if dt < MATH_ACC_BYTES and grouped and att.sdpa_gqa and sdpa_backend(
+                dt_name, q_dim=q_dim, v_dim=v_dim, grouped=grouped, masked=False, enable_gqa=True,
+                gpu=step.gpu) == "math":
+            # while the kernel runs: the normed input, v and the rotated q and k (rotary's inputs are freed;
+            # the output is not made yet)
+            inputs = [Term(name="normed", nbytes=hidden),
+                      Term(name="qkv", nbytes=v if att.rotary else q + k + v),
+                      Term(name="rotary_copies", nbytes=rotated)]
+            return Term.group("attention", [*inputs, *_upcast_math_parts(
+                b=b, s=s, kv=kv, heads=heads, kv_heads=kv_heads, q_dim=q_dim, v_dim=v_dim)])
         case AttnImpl.SDPA if sdpa_backend(dt_name, q_dim=q_dim, v_dim=v_dim, grouped=grouped,
-                                           masked=False, enable_gqa=att.sdpa_gqa) == "math":
+                                           masked=False, enable_gqa=att.sdpa_gqa, gpu=step.gpu) == "math":
             # K and V repeated to every head (math's repeat_interleave under enable_gqa; a family calling
             # torch SDPA without it broadcasts), then (b, heads, s, kv) fp32 scores beside their softmax
             repeated = b * kv * heads * (q_dim + v_dim) * dt if att.sdpa_gqa else 0
@@ -162,6 +176,28 @@ def _attention_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, step
         case _:
             parts.append(Term(name="softmax_lse", nbytes=b * heads * s * 4))   # fp32 log-sum-exp
     return Term.group("attention", parts)
+
+
+def _upcast_math_parts(*, b: int, s: int, kv: int, heads: int, kv_heads: int, q_dim: int,
+                       v_dim: int) -> list[Term]:
+    """SDPA's math kernel on fp16/bf16 GQA inputs (no flash or efficient kernel: pre-sm80 GPUs), at the
+    larger of its two moments. It upcasts q, k and v to fp32 and scales q (two fp32 q-sized tensors; one
+    fp32 K or V copy before the repeat stays alive), repeats K and V to every head in fp32, scales K and
+    makes the contiguous Kᵀ the batched matmul reads: at the q·Kᵀ matmul three K-sized and one V-sized
+    fp32 tensors beside the fp32 scores; at the causal mask's add (prefill: an fp32 (s, kv) bias) the Kᵀ
+    copy is freed and the sum is a second scores tensor.
+    Source: torch 2.13 _scaled_dot_product_attention_math (the aten composite the trace's emulation calls),
+    live storages on real CPU fp16 tensors (heads 14/32, kv heads 2/8, q 1-512, kv 256-1024): exact."""
+    q32 = b * heads * s * q_dim * MATH_ACC_BYTES
+    k32, v32 = (b * heads * kv * dim * MATH_ACC_BYTES for dim in (q_dim, v_dim))
+    pre_repeat = b * kv_heads * kv * v_dim * MATH_ACC_BYTES
+    scores32 = b * heads * s * kv * MATH_ACC_BYTES
+    mask32 = s * kv * MATH_ACC_BYTES if s > 1 else 0      # is_causal's (s, kv) float bias
+    at_matmul = 3 * k32 + v32 + scores32
+    at_mask = 2 * k32 + v32 + 2 * scores32
+    repeated, scores = (3 * k32 + v32, scores32) if at_matmul >= at_mask else (2 * k32 + v32, 2 * scores32)
+    return [Term(name="upcast_q", nbytes=2 * q32 + pre_repeat), Term(name="repeat_kv", nbytes=repeated),
+            Term(name="scores", nbytes=scores), Term(name="mask", nbytes=mask32)]
 
 
 def _masked_sdpa(*, hidden: int, qkv: int, rotary: int, out: int, repeat: int, bool_mask: int, additive: int,
@@ -289,7 +325,8 @@ def dequant_bytes(lin: Linear, workload: Inference, *, tokens: int, dt: int) -> 
             return 0
 
 
-def prefill_step(spec: ModelSpec, workload: Inference, *, kind: KvCache, cache_tokens: int) -> Step:
+def prefill_step(spec: ModelSpec, workload: Inference, *, kind: KvCache, cache_tokens: int,
+                 gpu: Gpu | None = None) -> Step:
     """The prefill forward: the whole prompt at once, over the prompt's keys. A static cache returns all
     its slots, but SDPA without a mask slices them to the prompt (layers whose sliding window is shorter
     than the prompt get a mask of the prompt's length, `_attention_step`); eager keeps every slot behind
@@ -297,13 +334,13 @@ def prefill_step(spec: ModelSpec, workload: Inference, *, kind: KvCache, cache_t
     when is_causal with no mask), StaticLayer.update; trace of gemma-3-270m and Llama static prefills."""
     s = workload.prompt_tokens
     if kind is KvCache.STATIC and runs_eager(spec, workload.attn):
-        return Step(query_tokens=s, kv_tokens=cache_tokens, masked=True)
-    return Step(query_tokens=s, kv_tokens=s, masked=False)
+        return Step(query_tokens=s, kv_tokens=cache_tokens, masked=True, gpu=gpu)
+    return Step(query_tokens=s, kv_tokens=s, masked=False, gpu=gpu)
 
 
-def decode_step(workload: Inference, *, kind: KvCache, cache_tokens: int) -> Step:
+def decode_step(workload: Inference, *, kind: KvCache, cache_tokens: int, gpu: Gpu | None = None) -> Step:
     """One decode forward: one token per sequence over the cache; static caches pass a mask."""
-    return Step(query_tokens=1, kv_tokens=cache_tokens, masked=kind is KvCache.STATIC)
+    return Step(query_tokens=1, kv_tokens=cache_tokens, masked=kind is KvCache.STATIC, gpu=gpu)
 
 
 def input_bytes(workload: Inference, *, generating: bool) -> int:

@@ -6,8 +6,10 @@ post-training releases (`-Instruct`, `-chat`, `-it`, `-Base`, ...; the rule is i
 each resolves, by name or repo id, to the entry's config with the keys its own config.json publishes
 differently ("differs") applied, and says so in the spec's assumptions. "not_causal_lm" lists well-known
 models memfit does not estimate (encoder-only, encoder-decoder, vision or audio encoders), so that their
-names get the one line saying why. `gpus.json` (schema `memfit.gpus/1`)
-lists GPUs with aliases, board memory and the memory CUDA offers one process. Both are read with
+names get the one line saying why. `gpus.json` (schema `memfit.gpus/1`) lists GPUs with aliases,
+architecture, compute capability, board memory and the memory CUDA offers one process; capabilities (bf16,
+fp8, fp4, FlashAttention, BLAS workspace) come from the architecture's row in `core/devices.py`. Both are
+read with
 `importlib.resources` and cached; names match case-insensitively. A GPU may also be an anonymous size
 ("24GiB", "80GB").
 """
@@ -23,6 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from memfit.core.devices import ARCHS, DEFAULT_ARCH
 from memfit.core.errors import ConfigError, InvalidWorkload, UnknownGpu
 from memfit.core.result import Gpu
 from memfit.core.spec import ModelSource, ModelSpec
@@ -215,12 +218,21 @@ def _not_causal_entries() -> tuple[dict[str, Any], ...]:
 
 
 def _gpu_from_entry(entry: dict[str, Any]) -> Gpu:
+    """A catalog GPU; its capability fields come from its architecture's row (core/devices.py ARCHS)."""
+    arch = str(entry.get("arch", ""))
+    if arch not in ARCHS:
+        raise ConfigError(f"catalog gpus.json: entry {entry.get('name')!r} has arch {arch!r}; "
+                          f"known: {', '.join(ARCHS)}")
+    row = ARCHS[arch]
     try:
         return Gpu(
             name=str(entry["name"]), memory_bytes=int(entry["memory_bytes"]),
             usable_bytes=int(entry["usable_bytes"]), source=str(entry.get("source", "")),
             vendor=str(entry.get("vendor", "nvidia")),
             aliases=tuple(str(alias) for alias in entry.get("aliases", ())),
+            arch=arch, compute_capability=str(entry["compute_capability"]), bf16=row.bf16, fp8=row.fp8,
+            fp4=row.fp4, flash_attention=row.flash_attention, blas_workspace_bytes=row.blas_workspace_bytes,
+            unified_memory=row.unified_memory,
         )
     except (KeyError, TypeError, ValueError) as err:
         raise ConfigError(f"catalog gpus.json: entry {entry.get('name')!r} is malformed ({err})") from err
@@ -282,4 +294,5 @@ def _anonymous_gpu(text: str, *, label: str) -> Gpu:
     if num_bytes < 1:
         raise UnknownGpu(f"GPU size {text!r} must be more than 0 bytes; write e.g. 24GiB or 80GB")
     return Gpu(name=label, memory_bytes=num_bytes, usable_bytes=num_bytes,
-               source="a size given by the user: all of it is taken as usable")
+               source="a size given by the user: all of it is taken as usable; its architecture is "
+                      f"assumed to be {DEFAULT_ARCH} (an H100's capabilities and overheads)")

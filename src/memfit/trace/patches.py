@@ -37,6 +37,7 @@ import torch.nn.functional as F  # noqa: N812
 
 from memfit.core.attention_kinds import sdpa_backend
 from memfit.core.dtypes import DType
+from memfit.core.result import Gpu
 
 TORCH_DTYPES = {torch.float16: DType.FP16, torch.bfloat16: DType.BF16, torch.float32: DType.FP32}
 """The dtypes SDPA's fused kernels take; any other runs math."""
@@ -44,7 +45,19 @@ TORCH_DTYPES = {torch.float16: DType.FP16, torch.bfloat16: DType.BF16, torch.flo
 SM90_CAPABILITY = (9, 0)
 """The compute capability the trace reports (H100): the ground truth's GPU."""
 
-_state: dict[str, Any] = {"unpadded_length": None, "installed": False, "choices": {}}
+_state: dict[str, Any] = {"unpadded_length": None, "installed": False, "choices": {}, "gpu": None}
+
+
+def set_gpu(gpu: Gpu | None) -> None:
+    """The GPU whose SDPA backends and BLAS workspace the trace emulates (None: an H100). The device the
+    model code sees stays an sm90 one (SM90_CAPABILITY): only the backend choice and workspace follow."""
+    _state["gpu"] = gpu
+
+
+def current_gpu() -> Gpu | None:
+    """The GPU set by `set_gpu` (None: an H100)."""
+    gpu: Gpu | None = _state["gpu"]
+    return gpu
 
 
 def set_unpadded_length(num_tokens: int | None) -> None:
@@ -59,7 +72,8 @@ def backend_counts() -> dict[str, int]:
 
 def choose_backend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                    attn_mask: torch.Tensor | None, is_causal: bool, enable_gqa: bool) -> str:
-    """The backend CUDA's SDPA dispatcher picks on sm90: "flash", "efficient" or "math".
+    """The backend CUDA's SDPA dispatcher picks on the traced GPU (`set_gpu`; None: sm90): "flash",
+    "efficient" or "math".
 
     The rule is the analytic engine's, `memfit.core.attention_kinds.sdpa_backend`, fed the tensors' shapes.
     """
@@ -70,7 +84,8 @@ def choose_backend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     return sdpa_backend(dtype, q_dim=query.shape[-1], k_dim=key.shape[-1], v_dim=value.shape[-1],
                         grouped=not same_heads, masked=attn_mask is not None,
                         enable_gqa=enable_gqa and query.shape[-3] % key.shape[-3] == 0,
-                        causal_offset=is_causal and query.shape[-2] != key.shape[-2])
+                        causal_offset=is_causal and query.shape[-2] != key.shape[-2],
+                        gpu=current_gpu(), needs_grad=query.requires_grad)
 
 
 def sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None = None,

@@ -17,11 +17,11 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from memfit.core.choices import Engine, KvCache, Method, PhaseName, Runtime
 from memfit.core.codec import decode
 from memfit.core.errors import EngineUnavailable
-from memfit.core.overhead import CUBLAS_WORKSPACE_BYTES_SM90
+from memfit.core.overhead import cublas_workspace_bytes, workspace_note
 from memfit.core.result import Estimate, Gpu, Phase, Term, memory, workload_from_dict
 from memfit.core.spec import ModelSpec
 from memfit.core.training import CUBLAS_HANDLES_TRAINING
-from memfit.core.units import MiB, format_bytes
+from memfit.core.units import format_bytes
 from memfit.core.workload import Inference, Training
 from memfit.trace import compat, harness, patches, pipeline, sharding, targets
 from memfit.trace.allocator import CachingAllocator
@@ -41,6 +41,7 @@ def trace_request(request: dict[str, Any], boot: Boot, progress: Any = None) -> 
     note = compat.versions_note()
     targets.check(note)
     started = time.perf_counter()
+    patches.set_gpu(gpu)
     tracker, assumptions = trace(spec, workload, boot, progress=progress)
     assumptions[:0] = [note, *request.get("assumptions", ())]
     assumptions.append(f"traced {tracker.num_ops} ops in {time.perf_counter() - started:.1f} s")
@@ -277,16 +278,16 @@ def assemble(spec: ModelSpec, workload: Inference | Training, gpu: Gpu | None, t
     chosen: dict[str, tuple[PhasePeak, int]] = {}
     for index, record in enumerate(tracker.phases):
         handles = _cublas_handles(record.name, index, is_training)
-        total = record.peak_bytes + handles * CUBLAS_WORKSPACE_BYTES_SM90
+        total = record.peak_bytes + cublas_workspace_bytes(num_handles=handles, gpu=gpu)
         best = chosen.get(record.name)
-        best_total = best[0].peak_bytes + best[1] * CUBLAS_WORKSPACE_BYTES_SM90 if best else -1
+        best_total = best[0].peak_bytes + cublas_workspace_bytes(num_handles=best[1], gpu=gpu) if best else -1
         if total > best_total or (best is not None and total == best_total
                                   and record.host_peak_bytes > best[0].host_peak_bytes):
             chosen[record.name] = (record, handles)      # ties (offloaded states): the larger host side
     phases = []
     paged = getattr(tracker, "paged_bytes", 0)
     for name, (record, handles) in chosen.items():
-        terms = _terms(tracker.breakdown(record, PHASE_ROLE_DEFAULT.get(name, "activations")), handles)
+        terms = _terms(tracker.breakdown(record, PHASE_ROLE_DEFAULT.get(name, "activations")), handles, gpu)
         phase = _with_overhead(Phase(name=PhaseName.parse(name), memory=memory(terms), at=record.op),
                                workload, assumptions, _persistent_waste(tracker, record))
         if record.peak_reserved:
@@ -300,8 +301,9 @@ def assemble(spec: ModelSpec, workload: Inference | Training, gpu: Gpu | None, t
     if paged:
         assumptions.append("paged optimizer states live in CUDA managed memory: counted in device bytes "
                            "(non_torch), evictable, not in allocated")
-    assumptions.append(f"cuBLAS workspace {CUBLAS_WORKSPACE_BYTES_SM90 // MiB} MiB per handle (Hopper); "
-                       "fake tensors do not see it, so it is added")
+    assumptions.append(workspace_note(gpu, handles=max((h for _, h in chosen.values()), default=0),
+                                      threads="one per thread that ran a matmul")
+                       + "; fake tensors do not see it, so it is added")
     return Estimate(engine=Engine.TRACE, model=spec, workload=workload, phases=tuple(phases), gpu=gpu,
                     assumptions=tuple(dict.fromkeys(assumptions)))
 
@@ -349,7 +351,7 @@ def _add_paged(phase: Phase, paged_bytes: int) -> Phase:
     return replace_terms(phase, Term.group("non_torch", kids))
 
 
-def _terms(by_role: dict[str, int], handles: int) -> list[Term]:
+def _terms(by_role: dict[str, int], handles: int, gpu: Gpu | None) -> list[Term]:
     step = by_role.pop("optimizer_step", 0)
     dequant = by_role.pop("dequant", 0)
     terms = _grouped({role: nbytes for role, nbytes in by_role.items() if role != "optimizer_states"})
@@ -359,7 +361,7 @@ def _terms(by_role: dict[str, int], handles: int) -> list[Term]:
                                                      Term(name="step_temporaries", nbytes=step)]))
     if handles or dequant:
         terms.append(Term.group("runtime_overhead", [
-            Term(name="cublas_workspace", nbytes=handles * CUBLAS_WORKSPACE_BYTES_SM90),
+            Term(name="cublas_workspace", nbytes=cublas_workspace_bytes(num_handles=handles, gpu=gpu)),
             Term(name="dequant", nbytes=dequant, note="bitsandbytes dequantised weights and absmax")]))
     return terms
 

@@ -22,6 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_iter
 
 from memfit.core import overhead
+from memfit.trace import patches
 from memfit.trace.allocator import CachingAllocator
 
 HOST_ROLE = "host"
@@ -126,7 +127,8 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
         thread = threading.get_ident()
         if thread not in self._threads and self.allocator is not None:
             self._threads.add(thread)
-            self.allocator.malloc(-len(self._threads) - 1, overhead.CUBLAS_WORKSPACE_BYTES_SM90)
+            self.allocator.malloc(-len(self._threads) - 1,
+                                  overhead.cublas_workspace_bytes(gpu=patches.current_gpu()))
 
     def register(self, tensors: Iterable[torch.Tensor]) -> None:
         """Count tensors created outside dispatch (none in practice; kept for stand-ins built by hand)."""
