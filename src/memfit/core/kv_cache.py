@@ -3,7 +3,9 @@
 `kv_cache(spec, workload)` is the cache at the end of the job (its largest size). `kv_cache_at(spec,
 workload, tokens=)` is the cache holding `tokens` per sequence, for phase peaks. Children are named by
 attention kind: `full_attention`, `sliding`, `mla_latent` (one latent tensor per layer: vLLM, llama.cpp)
-and `mla` (transformers' two latent tensors per layer).
+and `mla` (transformers' two latent tensors per layer). A Mamba mixer layer keeps a fixed-size recurrent
+state instead, which does not grow with the context: `conv_state` and `ssm_state` (see mamba_state_bytes).
+Layers with neither (Nemotron-H's MLP and MoE blocks) cache nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from memfit.core.dtypes import DType
 from memfit.core.errors import InvalidWorkload
 from memfit.core.result import Term
 from memfit.core.runtimes import RuntimeProfile, profile
-from memfit.core.spec import AttentionSpec, LayerSpec, ModelSpec
+from memfit.core.spec import AttentionSpec, LayerSpec, MambaSpec, ModelSpec, attention_of
 from memfit.core.weights import tensor_bytes
 from memfit.core.workload import Inference
 
@@ -73,6 +75,26 @@ def per_token_widths(att: AttentionSpec, prof: RuntimeProfile, *, tp: int) -> tu
     return width, width
 
 
+SSM_STATE_DTYPE = DType.FP32
+"""The SSM state transformers' cache keeps: `zeros_like(final_state)` of the chunked scan, which runs in
+fp32 (`hidden_states.float()`, B and C `.float()`), whatever the model dtype. Source: transformers 5.17
+cache_utils.LinearAttentionLayer.lazy_initialization (recurrent_states) and mamba2_chunk_scan in
+modeling_granitemoehybrid.py / modeling_nemotron_h.py (the torch path, without mamba_ssm)."""
+
+
+def mamba_state_bytes(mamba: MambaSpec, *, batch: int, conv_dtype: DType) -> tuple[int, int]:
+    """(conv state bytes, SSM state bytes) one Mamba-2 layer keeps for `batch` sequences, at any length.
+
+    conv: batch × conv_dim × conv_kernel in the compute dtype (the dtype of in_proj's output slice);
+    ssm: batch × num_heads × head_dim × d_state in SSM_STATE_DTYPE.
+    Source: transformers 5.17 cache_utils.LinearAttentionLayer.lazy_initialization (conv_states:
+    zeros((*conv_states.shape[:-1], conv_kernel_size), dtype=conv_states.dtype)).
+    """
+    conv = batch * tensor_bytes(conv_dtype, mamba.conv_dim * mamba.conv_kernel)
+    ssm = batch * tensor_bytes(SSM_STATE_DTYPE, mamba.num_heads * mamba.head_dim * mamba.d_state)
+    return conv, ssm
+
+
 def layer_cache_tokens(att: AttentionSpec, *, tokens: int, kind: KvCache, prof: RuntimeProfile,
                        after_decode: bool, block_size: int) -> int:
     """Tokens one sequence keeps on one layer.
@@ -100,18 +122,28 @@ def kv_cache_at(spec: ModelSpec, workload: Inference, *, tokens: int, after_deco
     llama.cpp types (q8_0, q4_0) count their per-block scales exactly.
     """
     totals: dict[str, int] = {}
-    for (name, k_bytes, v_bytes), times in _layer_tensors(spec, workload, tokens=tokens,
-                                                          after_decode=after_decode):
-        totals[name] = totals.get(name, 0) + (k_bytes + v_bytes) * times
+    for entry, times in _layer_tensors(spec, workload, tokens=tokens, after_decode=after_decode):
+        for name, nbytes in _named_parts(entry):
+            totals[name] = totals.get(name, 0) + nbytes * times
     return Term.group("kv_cache", [Term(name=n, nbytes=b) for n, b in totals.items()])
 
 
-def kv_layer_bytes(spec: ModelSpec, workload: Inference, *, tokens: int) -> list[tuple[str, int]]:
-    """(attention kind, K + V bytes) of each layer's cache holding `tokens`, one entry per decoder layer
-    in order (layers off the GPU, llama.cpp's CPU layers, hold none)."""
-    out: list[tuple[str, int]] = []
-    for (name, k_bytes, v_bytes), times in _layer_tensors(spec, workload, tokens=tokens, after_decode=False):
-        out.extend([(name, k_bytes + v_bytes)] * times)
+def _named_parts(entry: tuple[str, int, int]) -> tuple[tuple[str, int], ...]:
+    """(kind, bytes) of one layer's cache tensors: K + V under the attention kind; a Mamba layer's conv and
+    SSM states apart."""
+    name, first, second = entry
+    if name == MAMBA_KIND:
+        return (("conv_state", first), ("ssm_state", second))
+    return ((name, first + second),)
+
+
+def kv_layer_bytes(spec: ModelSpec, workload: Inference, *,
+                   tokens: int) -> list[tuple[tuple[str, int], ...]]:
+    """(kind, bytes) of each layer's cache tensors holding `tokens` (attention: K + V; Mamba: conv and SSM
+    state), one entry per decoder layer in order (layers off the GPU, llama.cpp's CPU layers, hold none)."""
+    out: list[tuple[tuple[str, int], ...]] = []
+    for entry, times in _layer_tensors(spec, workload, tokens=tokens, after_decode=False):
+        out.extend([_named_parts(entry)] * times)
     return out
 
 
@@ -127,8 +159,13 @@ def _layer_tensors(spec: ModelSpec, workload: Inference, *, tokens: int,
     out: list[tuple[tuple[str, int, int], int]] = []
     for layer, times in layer_runs(_gpu_layers(spec, workload)):
         found = memo.get(id(layer))
-        if found is None:
-            att = layer.attention
+        if found is None and layer.mamba is not None:
+            found = memo[id(layer)] = (MAMBA_KIND, *mamba_state_bytes(
+                layer.mamba, batch=b, conv_dtype=compute_dtype(spec, workload)))
+        elif found is None and layer.attention is None:
+            found = memo[id(layer)] = ("none", 0, 0)     # an MLP-only block caches nothing
+        elif found is None:
+            att = attention_of(layer)
             k_width, v_width = per_token_widths(att, prof, tp=tp)
             kept = layer_cache_tokens(att, tokens=tokens, kind=kind, prof=prof, after_decode=after_decode,
                                       block_size=workload.block_size)
@@ -170,7 +207,8 @@ def kv_tensor_groups(spec: ModelSpec, workload: Inference, *,
     """`kv_tensor_bytes` as ((K bytes, V bytes), times) per run of equal layers, for
     overhead.segment_reserved_repeated."""
     layers = _layer_tensors(spec, workload, tokens=tokens, after_decode=False)
-    return [((k_bytes, v_bytes) if v_bytes else (k_bytes,), times) for (_, k_bytes, v_bytes), times in layers]
+    return [((k_bytes, v_bytes) if v_bytes else (k_bytes,), times)
+            for (name, k_bytes, v_bytes), times in layers if name != "none"]
 
 
 def kv_bytes_per_token(spec: ModelSpec, workload: Inference) -> int:
@@ -179,7 +217,8 @@ def kv_bytes_per_token(spec: ModelSpec, workload: Inference) -> int:
     k_dtype, v_dtype = cache_dtypes(spec, workload)
     total = 0
     for layer in _gpu_layers(spec, workload):
-        k_width, v_width = per_token_widths(layer.attention, prof, tp=workload.parallel.tp)
+        k_width, v_width = per_token_widths(attention_of(layer, what="a paged KV cache"), prof,
+                                            tp=workload.parallel.tp)
         total += tensor_bytes(k_dtype, k_width) + tensor_bytes(v_dtype, v_width)
     return total
 
@@ -194,6 +233,10 @@ def _gpu_layers(spec: ModelSpec, workload: Inference) -> tuple:  # type: ignore[
     if pp > 1:
         layers = layers[: -(-len(layers) // pp)]
     return layers
+
+
+MAMBA_KIND = "mamba"
+"""`_layer_tensors`' kind of a Mamba layer: its two tensors are the conv state and the SSM state."""
 
 
 def _kind_name(att: AttentionSpec, prof: RuntimeProfile) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from memfit.core.choices import AttnImpl, EagerScores, NormKind, QkNorm, SoftmaxDtype
 from memfit.core.dtypes import DType
-from memfit.core.errors import ConfigError
+from memfit.core.errors import ConfigError, InvalidWorkload
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,6 +93,8 @@ class MoeSpec:
     peft_wraps_experts: bool = False      # peft's all-linear adapts the fused 3-D experts (lora.ParamWrapper)
     routing_weights_fp32: bool = False    # top-k weights stay fp32, so the weighted rows are fp32 (DeepSeek)
     shared_expert_first: bool = False     # the shared expert runs before the routed ones (Qwen2-MoE)
+    shared_expert_is_mlp: bool = False    # the shared expert is the layer's own `*_mlp` module, counted
+                                          # under layers/mlp (Granite-4.0-H shared_mlp)
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= self.num_experts:
@@ -102,18 +104,91 @@ class MoeSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LayerSpec:
-    """One decoder layer."""
+class MambaSpec:
+    """A Mamba-2 (SSD) mixer: in_proj → causal depthwise conv → selective scan → gated RMSNorm → out_proj.
 
-    attention: AttentionSpec
-    mlp: MlpSpec | MoeSpec
+    in_proj writes [gate z (d_inner) | x, B, C (conv_dim) | dt (num_heads)]; the conv runs over x, B and C
+    (conv_dim = d_inner + 2·n_groups·d_state channels, conv_kernel taps). The per-sequence state a cache
+    keeps: the last conv_kernel inputs of the conv (batch × conv_dim × conv_kernel) and the SSM state
+    (batch × num_heads × head_dim × d_state). Source: transformers 5.17 GraniteMoeHybridMambaLayer,
+    NemotronHMamba2Mixer (__init__, forward) and cache_utils.LinearAttentionLayer.
+    """
+
+    num_heads: int
+    head_dim: int
+    d_state: int
+    n_groups: int
+    conv_kernel: int
+    chunk_size: int                       # the chunked scan's block length (torch_forward path)
+    conv_bias: bool = True
+    proj_bias: bool = False               # in_proj and out_proj biases
+
+    def __post_init__(self) -> None:
+        for name in ("num_heads", "head_dim", "d_state", "n_groups", "conv_kernel", "chunk_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"mamba {name}={getattr(self, name)} must be at least 1")
+        if self.num_heads % self.n_groups:
+            raise ConfigError(f"mamba n_groups={self.n_groups} does not divide num_heads={self.num_heads}")
+
+    @property
+    def d_inner(self) -> int:
+        """Width of the scanned stream and of the gate: num_heads × head_dim (expand × hidden_size)."""
+        return self.num_heads * self.head_dim
+
+    @property
+    def conv_dim(self) -> int:
+        """Channels of the causal conv: x, B and C."""
+        return self.d_inner + 2 * self.n_groups * self.d_state
+
+    @property
+    def in_proj_width(self) -> int:
+        """Outputs of in_proj: gate, conv input and one dt per head."""
+        return self.d_inner + self.conv_dim + self.num_heads
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LayerSpec:
+    """One decoder layer: a token mixer (attention, or a Mamba mixer, or neither) and an MLP (or none).
+
+    Hybrid families set `attention=None` on their state-space layers and give `mamba`; Nemotron-H has
+    single-block layers (only a mixer, only an MLP or only an MoE) with one norm each.
+    """
+
+    attention: AttentionSpec | None
+    mlp: MlpSpec | MoeSpec | None
     norm: NormKind = NormKind.RMS
     norms_per_layer: int = 2              # Gemma 2/3 and OLMo 2 have 4 (pre and post) or 2 post-only
     parallel_block: bool = False          # attention and MLP read the same input (GPT-J, Falcon, Cohere, Phi)
+    mamba: MambaSpec | None = None        # a Mamba-2 mixer in place of attention (hybrid families)
+
+    def __post_init__(self) -> None:
+        if self.attention is not None and self.mamba is not None:
+            raise ConfigError("a layer has either attention or a Mamba mixer, not both")
+        if self.attention is None and self.mamba is None and self.mlp is None:
+            raise ConfigError("a layer needs a mixer or an MLP")
 
     @property
     def is_moe(self) -> bool:
         return isinstance(self.mlp, MoeSpec)
+
+
+MIXER_NOT_MODELED = ("{name} has Mamba (state-space) layers: memfit models them for inference under "
+                     "runtime=transformers on one GPU only; {what} is not modelled yet")
+"""The one-line refusal for a formula that models attention-and-MLP layers only."""
+
+
+def attention_of(layer: LayerSpec, *, what: str = "this job") -> AttentionSpec:
+    """`layer.attention` for formulas that model attention layers only; a mixer layer is refused."""
+    if layer.attention is None:
+        raise InvalidWorkload(MIXER_NOT_MODELED.format(name="this model", what=what))
+    return layer.attention
+
+
+def mlp_of(layer: LayerSpec, *, what: str = "this job") -> MlpSpec | MoeSpec:
+    """`layer.mlp` for formulas that model layers with an MLP only; an MLP-less layer is refused."""
+    if layer.mlp is None:
+        raise InvalidWorkload(MIXER_NOT_MODELED.format(name="this model", what=what))
+    return layer.mlp
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -225,3 +300,13 @@ class ModelSpec:
     @property
     def is_moe(self) -> bool:
         return any(layer.is_moe for layer in self.layers)
+
+    @property
+    def has_mamba(self) -> bool:
+        """Whether any layer is a Mamba (state-space) mixer: a hybrid or pure state-space model."""
+        return any(layer.mamba is not None for layer in self.layers)
+
+    @property
+    def attention_specs(self) -> tuple[AttentionSpec, ...]:
+        """The attention block of every layer that has one, in layer order."""
+        return tuple(layer.attention for layer in self.layers if layer.attention is not None)

@@ -241,8 +241,9 @@ def _prefill_peak_layer(spec: ModelSpec, workload: Inference, *, kind: KvCache,
                                                            cache_tokens=cache_tokens))
     held: dict[str, int] = {}
     best: tuple[int, Term, int, dict[str, int]] | None = None
-    for layer, (name, nbytes) in zip(spec.layers, per_layer, strict=True):
-        held[name] = held.get(name, 0) + nbytes
+    for layer, tensors in zip(spec.layers, per_layer, strict=True):
+        for name, nbytes in tensors:
+            held[name] = held.get(name, 0) + nbytes
         acts, dequant = sets[id(layer)]
         total = acts.nbytes + dequant + sum(held.values())
         if best is None or total >= best[0]:

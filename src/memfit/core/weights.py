@@ -136,7 +136,7 @@ def buffer_bytes(spec: ModelSpec) -> list[int]:
     unless the family has none, and GPT-BigCode's bool (max_positions²) causal mask."""
     sizes = []
     if spec.rotary_buffer:
-        sizes.append(tensor_bytes(ROPE_INV_FREQ_DTYPE, spec.layers[0].attention.head_dim // 2))
+        sizes.append(tensor_bytes(ROPE_INV_FREQ_DTYPE, spec.attention_specs[0].head_dim // 2))
     if spec.causal_mask_buffer:
         sizes.append(spec.max_position_embeddings ** 2)
     return sizes
@@ -157,9 +157,10 @@ def _layer_tensors(spec: ModelSpec, layer: LayerSpec, *, dtype: DType, norm_dtyp
             for _ in range(layer.norms_per_layer):
                 yield "layers/norms", tensor_bytes(norm_dtype, count // layer.norms_per_layer)
         elif count:
-            # QK and MLA latent norms stay in the norm dtype; attention sinks are a plain parameter
-            tensor_dtype = dtype if path == "attention/sinks" else norm_dtype
-            yield "layers/attention", tensor_bytes(tensor_dtype, count)
+            # QK, MLA latent and Mamba gated norms stay in the norm dtype; attention sinks and a Mamba
+            # mixer's conv1d, dt_bias, A_log and D are plain parameters
+            tensor_dtype = norm_dtype if path.endswith("norm") else dtype
+            yield f"layers/{path.split('/')[0]}", tensor_bytes(tensor_dtype, count)
 
 
 def _quantizes(quant: Quant, lin: Linear) -> bool:
