@@ -135,7 +135,7 @@ def buffer_bytes(spec: ModelSpec) -> list[int]:
     """Bytes of each model buffer transformers puts on the GPU: the rotary `inv_freq` (head_dim/2 fp32)
     unless the family has none, and GPT-BigCode's bool (max_positions²) causal mask."""
     sizes = []
-    if spec.rotary_buffer:
+    if spec.rotary_buffer and spec.attention_specs:   # a pure state-space stack has no head_dim to rotate
         sizes.append(tensor_bytes(ROPE_INV_FREQ_DTYPE, spec.attention_specs[0].head_dim // 2))
     if spec.causal_mask_buffer:
         sizes.append(spec.max_position_embeddings ** 2)
