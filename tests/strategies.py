@@ -294,8 +294,9 @@ def family_specs(draw: _st.DrawFn) -> object:
                              "shared_intermediate_size": inter, "position_embedding_type": "rope"},
         "nemotron_h": {"hybrid_override_pattern": draw(_st.sampled_from(["M*-E", "M-M*", "*ME"])),
                        "mamba_num_heads": heads, "mamba_head_dim": head_dim, "n_groups": 1,
-                       "ssm_state_size": 16, "chunk_size": 16, "n_routed_experts": 4, "num_experts_per_tok": 2,
-                       "moe_intermediate_size": inter // 2, "moe_shared_expert_intermediate_size": inter},
+                       "ssm_state_size": 16, "chunk_size": 16, "n_routed_experts": 4,
+                       "num_experts_per_tok": 2, "moe_intermediate_size": inter // 2,
+                       "moe_shared_expert_intermediate_size": inter},
     }
     config = {**base, **extras.get(kind, {})}
     return _spec_from_config(config, name=f"prop-{kind}", source=_ModelSource(kind="config", ref=kind))

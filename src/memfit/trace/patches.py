@@ -221,6 +221,6 @@ def _patch_recurrent_mask(masking_utils: Any) -> None:
 
     masking_utils.create_recurrent_attention_mask = no_padding
     for name in RECURRENT_MASK_MODULES:
-        module = importlib.import_module(f"transformers.models.{name}.modeling_{name}")
+        module: Any = importlib.import_module(f"transformers.models.{name}.modeling_{name}")
         if hasattr(module, "create_recurrent_attention_mask"):
             module.create_recurrent_attention_mask = no_padding
