@@ -9,6 +9,7 @@ Family quirks are fields with defaults, never subclasses.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 from memfit.core.choices import AttnImpl, EagerScores, NormKind, QkNorm, SoftmaxDtype
 from memfit.core.dtypes import DType
@@ -275,6 +276,8 @@ class ModelSpec:
     alibi_float_bias: bool = False        # one float (b, heads, s, kv) ALiBi+causal bias, all layers (Falcon)
     keeps_previous_attn_probs: bool = False  # the layer loop keeps each block's outputs (BLOOM, Falcon)
     rotary_buffer: bool = True            # a rotary inv_freq buffer (head_dim / 2 fp32)
+    rotary_fraction: Fraction = Fraction(1)  # share of head_dim rotated: cos, sin and inv_freq widths
+                                          # (Bamba: partial_rotary_factor 0.5)
     rotary_per_layer_type: bool = False   # one (cos, sin) pair per layer type, sliding and full (Gemma 3)
     unused_sliding_mask: bool = False     # a bool sliding-window mask built for every forward though no
                                           # layer reads it (Qwen2-MoE without use_sliding_window: window 0)

@@ -93,7 +93,8 @@ def _layer_working_set(spec: ModelSpec, layer: LayerSpec, workload: Inference,
     # cos and sin, (b, s, head_dim) each; one pair per layer type where the family ropes them apart
     tables = len({att.sliding_window is None for att in spec.attention_specs}) \
         if spec.rotary_per_layer_type else 1
-    rotary = 2 * tables * tokens * first.head_dim * dt if spec.rotary_buffer and first is not None else 0
+    rotary_dim = int(first.head_dim * spec.rotary_fraction) if first is not None else 0
+    rotary = 2 * tables * tokens * rotary_dim * dt if spec.rotary_buffer else 0
     # Falcon-RW: the (b, heads, s, kv) ALiBi + causal bias lives through the whole layer loop
     bias = b * first.num_heads // workload.parallel.tp * s * step.kv_tokens * dt \
         if alibi_bias(spec) and first is not None else 0

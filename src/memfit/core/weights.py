@@ -136,7 +136,8 @@ def buffer_bytes(spec: ModelSpec) -> list[int]:
     unless the family has none, and GPT-BigCode's bool (max_positions²) causal mask."""
     sizes = []
     if spec.rotary_buffer and spec.attention_specs:   # a pure state-space stack has no head_dim to rotate
-        sizes.append(tensor_bytes(ROPE_INV_FREQ_DTYPE, spec.attention_specs[0].head_dim // 2))
+        rotary_dim = int(spec.attention_specs[0].head_dim * spec.rotary_fraction)
+        sizes.append(tensor_bytes(ROPE_INV_FREQ_DTYPE, rotary_dim // 2))
     if spec.causal_mask_buffer:
         sizes.append(spec.max_position_embeddings ** 2)
     return sizes

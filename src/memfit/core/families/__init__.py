@@ -13,6 +13,7 @@ from typing import Any
 
 from memfit.core.errors import ConfigError, UnsupportedArchitecture
 from memfit.core.families import (
+    bamba,
     bloom,
     cohere,
     cohere2,
@@ -51,6 +52,7 @@ from memfit.core.spec import ModelSource, ModelSpec
 SpecBuilder = Callable[..., ModelSpec]
 
 FAMILIES: dict[str, SpecBuilder] = {
+    "bamba": bamba.spec_from_config,
     "bloom": bloom.spec_from_config,
     "cohere": cohere.spec_from_config,
     "cohere2": cohere2.spec_from_config,

@@ -13,6 +13,14 @@ from collections.abc import Mapping
 from typing import Any
 
 CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
+    "bamba": {
+        "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "vocab_size": 128000, "max_position_embeddings": 262144, "intermediate_size": 14336,
+        "tie_word_embeddings": False, "attention_bias": False, "mlp_bias": False, "mamba_n_heads": 128,
+        "mamba_d_head": "auto", "mamba_n_groups": 1, "mamba_d_state": 256, "mamba_d_conv": 4,
+        "mamba_expand": 2, "mamba_chunk_size": 256, "mamba_conv_bias": True, "mamba_proj_bias": False,
+        "hidden_act": "silu",
+    },
     "bloom": {
         "hidden_size": 64, "n_layer": 2, "n_head": 8, "vocab_size": 250880, "tie_word_embeddings": True,
     },

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from memfit.core.errors import ConfigError
-from memfit.core.families._config import opt_list
+from memfit.core.families._config import opt_bool, opt_int, opt_list, req_int
+from memfit.core.spec import MambaSpec
 
 MAMBA = "linear_attention"
 ATTENTION = "full_attention"
@@ -50,3 +51,28 @@ def pattern_types(pattern: Any, *, name: str) -> tuple[str, ...]:
         raise ConfigError(f"{name}: hybrid_override_pattern has unknown characters {unknown}; "
                           f"expected {''.join(PATTERN_LAYER_TYPES)}")
     return tuple(PATTERN_LAYER_TYPES[char] for char in pattern)
+
+
+def ibm_mamba(config: Mapping[str, Any], *, name: str) -> MambaSpec:
+    """The Mamba-2 mixer of Bamba and Granite-4.0-H from their mamba_* fields (shared defaults).
+
+    mamba_d_head "auto" = mamba_expand × hidden_size // mamba_n_heads. Source: transformers 5.17.0
+    BambaConfig / GraniteMoeHybridConfig (field defaults, __post_init__, validate_architecture).
+    """
+    hidden = req_int(config, "hidden_size", name=name)
+    heads = opt_int(config, "mamba_n_heads", default=128, name=name) or 128
+    d_inner = (opt_int(config, "mamba_expand", default=2, name=name) or 2) * hidden
+    raw_head = config.get("mamba_d_head", "auto")
+    head_dim = d_inner // heads if raw_head in ("auto", None) else req_int(config, "mamba_d_head", name=name)
+    if head_dim * heads != d_inner:
+        raise ConfigError(f"{name}: mamba_d_head={head_dim} × mamba_n_heads={heads} must equal "
+                          f"mamba_expand × hidden_size = {d_inner}")
+    return MambaSpec(
+        num_heads=heads, head_dim=head_dim,
+        d_state=opt_int(config, "mamba_d_state", default=256, name=name) or 256,
+        n_groups=opt_int(config, "mamba_n_groups", default=1, name=name) or 1,
+        conv_kernel=opt_int(config, "mamba_d_conv", default=4, name=name) or 4,
+        chunk_size=opt_int(config, "mamba_chunk_size", default=256, name=name) or 256,
+        conv_bias=opt_bool(config, "mamba_conv_bias", default=True, name=name),
+        proj_bias=opt_bool(config, "mamba_proj_bias", default=False, name=name),
+    )

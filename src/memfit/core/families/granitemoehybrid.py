@@ -18,31 +18,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from memfit.core.errors import ConfigError
-from memfit.core.families._config import opt_bool, opt_int, opt_str, req_int
+from memfit.core.families._config import opt_int, opt_str, req_int
 from memfit.core.families._decoder import decoder_spec
-from memfit.core.families._hybrid import ATTENTION, MAMBA, block_types
+from memfit.core.families._hybrid import ATTENTION, MAMBA, block_types, ibm_mamba
 from memfit.core.families._layout import GRANITE_HYBRID
-from memfit.core.spec import LayerSpec, MambaSpec, MlpSpec, ModelSource, ModelSpec, MoeSpec
-
-
-def _mamba(config: Mapping[str, Any], *, name: str) -> MambaSpec:
-    hidden = req_int(config, "hidden_size", name=name)
-    heads = opt_int(config, "mamba_n_heads", default=128, name=name) or 128
-    d_inner = (opt_int(config, "mamba_expand", default=2, name=name) or 2) * hidden
-    raw_head = config.get("mamba_d_head", "auto")
-    head_dim = d_inner // heads if raw_head in ("auto", None) else req_int(config, "mamba_d_head", name=name)
-    if head_dim * heads != d_inner:
-        raise ConfigError(f"{name}: mamba_d_head={head_dim} × mamba_n_heads={heads} must equal "
-                          f"mamba_expand × hidden_size = {d_inner}")
-    return MambaSpec(
-        num_heads=heads, head_dim=head_dim,
-        d_state=opt_int(config, "mamba_d_state", default=256, name=name) or 256,
-        n_groups=opt_int(config, "mamba_n_groups", default=1, name=name) or 1,
-        conv_kernel=opt_int(config, "mamba_d_conv", default=4, name=name) or 4,
-        chunk_size=opt_int(config, "mamba_chunk_size", default=256, name=name) or 256,
-        conv_bias=opt_bool(config, "mamba_conv_bias", default=True, name=name),
-        proj_bias=opt_bool(config, "mamba_proj_bias", default=False, name=name),
-    )
+from memfit.core.spec import LayerSpec, MlpSpec, ModelSource, ModelSpec, MoeSpec
 
 
 def _mlp(config: Mapping[str, Any], *, name: str) -> MlpSpec | MoeSpec:
@@ -73,6 +53,6 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
                         rotary_buffer=rotary,
                         attention_for_layer=lambda _i, att: dataclasses.replace(att, rotary=rotary))
     attention_layer = base.layers[0]      # decoder_spec shares one object among equal layers
-    mamba_layer = LayerSpec(attention=None, mamba=_mamba(config, name=name), mlp=mlp)
+    mamba_layer = LayerSpec(attention=None, mamba=ibm_mamba(config, name=name), mlp=mlp)
     return dataclasses.replace(base, layers=tuple(attention_layer if kind == ATTENTION else mamba_layer
                                                   for kind in types))
