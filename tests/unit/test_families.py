@@ -23,7 +23,7 @@ EXPECTED_FAMILIES = {
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3",
     "gemma3_text", "phi", "phi3", "gpt2", "gpt_bigcode", "gpt_neox", "gptj", "opt", "bloom", "falcon",
     "cohere", "cohere2", "deepseek_v2", "deepseek_v3", "olmo2", "starcoder2", "granite", "gpt_oss",
-    "granitemoehybrid", "nemotron_h",
+    "granitemoehybrid", "nemotron_h", "bamba",
 }
 
 
@@ -40,9 +40,9 @@ def test_registry_lists_every_family_by_module_name() -> None:
 
 def test_unknown_model_type_lists_supported() -> None:
     """An unmapped model_type raises UnsupportedArchitecture naming the supported types."""
-    with pytest.raises(UnsupportedArchitecture, match=r"'mamba' is not supported; supported: bloom, cohere"):
+    with pytest.raises(UnsupportedArchitecture, match=r"'mamba' is not supported; supported: bamba, bloom, cohere"):
         _spec(model_type="mamba")
-    assert supported_families()[0] == "bloom"
+    assert supported_families()[0] == "bamba"
 
 
 def test_missing_field_names_it() -> None:
@@ -233,6 +233,10 @@ CONFIGS = Path(__file__).resolve().parents[1] / "data" / "configs"
 # lm_head) 96·64 = 6,144; an RMSNorm 64, a LayerNorm with bias 128. "attn" is q, k, v, o; "mlp" gate, up,
 # down (64·80 = 5,120 each unless stated). test_meta_params proves the same files on the meta device.
 TINY_TOTALS = [
+    # Bamba, layers M A M, untied; Mamba (8 heads of 16, d_state 16, 1 group): conv_dim 160; in_proj
+    # 64·296 = 18,944; conv1d 800; 24; norm 128; out_proj 8,192 → 28,088. Attention 12,288; gated MLP
+    # 3·64·96 = 18,432 and norms 128 in every layer. 2·46,648 + 30,848 = 124,144; + 6,144 + 64 + 6,144
+    ("tiny-bamba", 136_496),
     # Granite-4.0-H, layers M M A M, tied. A Mamba mixer (8 heads of 16, d_state 16, 2 groups, 4 taps):
     # d_inner 128, conv_dim 128 + 2·2·16 = 192; in_proj 64·(128 + 192 + 8) = 20,992; conv1d 192·4 + 192 =
     # 960; dt_bias, A_log, D 24; gated norm 128; out_proj 128·64 = 8,192 → 30,296. Attention q, o 4,096,
