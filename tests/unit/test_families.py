@@ -40,7 +40,8 @@ def test_registry_lists_every_family_by_module_name() -> None:
 
 def test_unknown_model_type_lists_supported() -> None:
     """An unmapped model_type raises UnsupportedArchitecture naming the supported types."""
-    with pytest.raises(UnsupportedArchitecture, match=r"'mamba' is not supported; supported: bamba, bloom, cohere"):
+    with pytest.raises(UnsupportedArchitecture,
+                       match=r"'mamba' is not supported; supported: bamba, bloom, cohere"):
         _spec(model_type="mamba")
     assert supported_families()[0] == "bamba"
 

@@ -27,7 +27,6 @@ from memfit.core.result import Term
 from memfit.core.spec import (
     AttentionSpec,
     LayerSpec,
-    MambaSpec,
     MlpSpec,
     ModelSpec,
     MoeSpec,
@@ -105,26 +104,37 @@ def _layer_working_set(spec: ModelSpec, layer: LayerSpec, workload: Inference,
         Term(name="unused_sliding_mask", nbytes=unused_mask),
     ])
     norm = Term.group("norm", [Term(name="fp32_upcast", nbytes=2 * tokens * h * 4)])
-    steps = [norm]
+    steps: list[tuple[Term, int]] = [(norm, 0)]      # (live set, dequantisation bytes beside it)
     if layer.attention is not None:
-        steps.insert(0, _attention_step(spec, layer, workload, step, hidden=hidden, dt=dt))
+        steps.insert(0, (_attention_step(spec, layer, workload, step, hidden=hidden, dt=dt), 0))
     elif layer.mamba is not None:
-        steps.insert(0, _mamba_step(layer.mamba, workload, step, hidden=hidden, dt=dt))
-    dequant = 0
+        steps[0:0] = _mamba_steps(spec, layer, workload, step, hidden=hidden, dt=dt)
     if layer.mlp is not None:
         # a block without a mixer (Nemotron-H's MLP / MoE blocks) adds the MLP to the layer input itself
-        mlp, dequant = _mlp_step(spec, layer, workload, tokens=tokens, hidden=hidden, dt=dt,
-                                 own_residual=layer.attention is not None or layer.mamba is not None)
-        steps.insert(len(steps) - 1, mlp)
-    step_term = max(steps, key=lambda t: t.nbytes + (dequant if t.name == "mlp" else 0))
-    return Term.group("activations", [persistent, step_term]), dequant if step_term.name == "mlp" else 0
+        mixed = layer.attention is not None or layer.mamba is not None
+        steps.insert(len(steps) - 1, _mlp_step(spec, layer, workload, tokens=tokens, hidden=hidden, dt=dt,
+                                               own_residual=mixed))
+    step_term, dequant = max(steps, key=lambda item: item[0].nbytes + item[1])
+    return Term.group("activations", [persistent, step_term]), dequant
 
 
-def _mamba_step(mamba: MambaSpec, workload: Inference, step: Step, *, hidden: int, dt: int) -> Term:
-    """A Mamba mixer's working set: the chunked scan over the prompt, or the recurrent update in decode."""
-    if step.query_tokens == 1 and step.kv_tokens > 1:
-        return mamba_decode_step(mamba, b=workload.batch_size, hidden=hidden, dt=dt)
-    return mamba_prefill_step(mamba, b=workload.batch_size, s=step.query_tokens, hidden=hidden, dt=dt)
+def _mamba_steps(spec: ModelSpec, layer: LayerSpec, workload: Inference, step: Step, *, hidden: int,
+                 dt: int) -> list[tuple[Term, int]]:
+    """A Mamba mixer's moments: the chunked scan over the prompt (or the recurrent update in decode), and
+    in_proj running beside its quantized weight's dequantisation (bitsandbytes; the larger of in_proj's and
+    out_proj's, which is in_proj's for every config seen)."""
+    mamba = layer.mamba
+    assert mamba is not None  # only called for Mamba layers
+    b, s = workload.batch_size, step.query_tokens
+    if s == 1 and step.kv_tokens > 1:
+        scan = mamba_decode_step(mamba, b=b, hidden=hidden, dt=dt)
+    else:
+        scan = mamba_prefill_step(mamba, b=b, s=s, hidden=hidden, dt=dt)
+    linears = [lin for lin in layer_linears(spec, layer) if lin.role == "mamba"]
+    dequant = max((dequant_bytes(lin, workload, tokens=b * s, dt=dt) for lin in linears), default=0)
+    projecting = Term.group("mamba", [Term(name="normed", nbytes=hidden),
+                                      Term(name="in_proj", nbytes=b * s * mamba.in_proj_width * dt)])
+    return [(scan, 0), (projecting, dequant)]
 
 
 def _attention_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, step: Step, *,
