@@ -119,58 +119,63 @@ def kv_cache_at(spec: ModelSpec, workload: Inference, *, tokens: int, after_deco
     """The KV cache of every layer holding `tokens` per sequence on the most loaded GPU (bytes).
 
     bytes = batch × Σ_layers tokens_kept × (K width × K bytes + V width × V bytes); block-quantized
-    llama.cpp types (q8_0, q4_0) count their per-block scales exactly.
+    llama.cpp types (q8_0, q4_0) count their per-block scales exactly. Mamba layers add their fixed-size
+    conv and SSM states.
     """
     totals: dict[str, int] = {}
-    for entry, times in _layer_tensors(spec, workload, tokens=tokens, after_decode=after_decode):
-        for name, nbytes in _named_parts(entry):
+    for tensors, times in _layer_tensors(spec, workload, tokens=tokens, after_decode=after_decode):
+        for name, nbytes in tensors:
             totals[name] = totals.get(name, 0) + nbytes * times
     return Term.group("kv_cache", [Term(name=n, nbytes=b) for n, b in totals.items()])
 
 
-def _named_parts(entry: tuple[str, int, int]) -> tuple[tuple[str, int], ...]:
-    """(kind, bytes) of one layer's cache tensors: K + V under the attention kind; a Mamba layer's conv and
-    SSM states apart."""
-    name, first, second = entry
-    if name == MAMBA_KIND:
-        return (("conv_state", first), ("ssm_state", second))
-    return ((name, first + second),)
-
-
 def kv_layer_bytes(spec: ModelSpec, workload: Inference, *,
                    tokens: int) -> list[tuple[tuple[str, int], ...]]:
-    """(kind, bytes) of each layer's cache tensors holding `tokens` (attention: K + V; Mamba: conv and SSM
-    state), one entry per decoder layer in order (layers off the GPU, llama.cpp's CPU layers, hold none)."""
+    """(kind, bytes) of each layer's cache holding `tokens` (attention: K + V under its kind; Mamba: conv and
+    SSM state apart), one entry per decoder layer in order (layers off the GPU, llama.cpp's CPU layers, hold
+    none)."""
     out: list[tuple[tuple[str, int], ...]] = []
-    for entry, times in _layer_tensors(spec, workload, tokens=tokens, after_decode=False):
-        out.extend([_named_parts(entry)] * times)
+    for tensors, times in _layer_tensors(spec, workload, tokens=tokens, after_decode=False):
+        summed: dict[str, int] = {}
+        for name, nbytes in tensors:
+            summed[name] = summed.get(name, 0) + nbytes
+        out.extend([tuple(summed.items())] * times)
     return out
 
 
+LayerCache = tuple[tuple[str, int], ...]
+"""(kind, bytes) of each cache tensor one layer keeps for the whole batch: K and V under the attention kind
+(V left out when it holds nothing: MLA's single latent), a Mamba layer's `conv_state` and `ssm_state`."""
+
+
 def _layer_tensors(spec: ModelSpec, workload: Inference, *, tokens: int,
-                   after_decode: bool) -> list[tuple[tuple[str, int, int], int]]:
-    """((attention kind, K bytes, V bytes), times) of the GPU layers' caches for the whole batch, in layer
-    order; a run of equal layers (one shared LayerSpec object) is computed once and counted `times`."""
+                   after_decode: bool) -> list[tuple[LayerCache, int]]:
+    """(cache tensors, times) of the GPU layers for the whole batch, in layer order; a run of equal layers
+    (one shared LayerSpec object) is computed once and counted `times`. A layer with attention and a Mamba
+    mixer side by side (Falcon-H1) keeps both; an MLP-only block (Nemotron-H) none."""
     prof = profile(workload.runtime)
     kind = effective_kv_cache(workload, prof)
     k_dtype, v_dtype = cache_dtypes(spec, workload)
     b, tp = workload.batch_size, workload.parallel.tp
-    memo: dict[int, tuple[str, int, int]] = {}
-    out: list[tuple[tuple[str, int, int], int]] = []
+    memo: dict[int, LayerCache] = {}
+    out: list[tuple[LayerCache, int]] = []
     for layer, times in layer_runs(_gpu_layers(spec, workload)):
         found = memo.get(id(layer))
-        if found is None and layer.mamba is not None:
-            found = memo[id(layer)] = (MAMBA_KIND, *mamba_state_bytes(
-                layer.mamba, batch=b, conv_dtype=compute_dtype(spec, workload)))
-        elif found is None and layer.attention is None:
-            found = memo[id(layer)] = ("none", 0, 0)     # an MLP-only block caches nothing
-        elif found is None:
-            att = attention_of(layer)
-            k_width, v_width = per_token_widths(att, prof, tp=tp)
-            kept = layer_cache_tokens(att, tokens=tokens, kind=kind, prof=prof, after_decode=after_decode,
-                                      block_size=workload.block_size)
-            found = memo[id(layer)] = (_kind_name(att, prof), b * tensor_bytes(k_dtype, kept * k_width),
-                                       b * tensor_bytes(v_dtype, kept * v_width))
+        if found is None:
+            tensors: list[tuple[str, int]] = []
+            if layer.attention is not None:
+                att = layer.attention
+                k_width, v_width = per_token_widths(att, prof, tp=tp)
+                kept = layer_cache_tokens(att, tokens=tokens, kind=kind, prof=prof, after_decode=after_decode,
+                                          block_size=workload.block_size)
+                name = _kind_name(att, prof)
+                v_bytes = b * tensor_bytes(v_dtype, kept * v_width)
+                tensors.append((name, b * tensor_bytes(k_dtype, kept * k_width)))
+                tensors.extend([(name, v_bytes)] if v_bytes else [])
+            if layer.mamba is not None:
+                conv, ssm = mamba_state_bytes(layer.mamba, batch=b, conv_dtype=compute_dtype(spec, workload))
+                tensors.extend([("conv_state", conv), ("ssm_state", ssm)])
+            found = memo[id(layer)] = tuple(tensors)
         out.append((found, times))
     return out
 
@@ -207,8 +212,7 @@ def kv_tensor_groups(spec: ModelSpec, workload: Inference, *,
     """`kv_tensor_bytes` as ((K bytes, V bytes), times) per run of equal layers, for
     overhead.segment_reserved_repeated."""
     layers = _layer_tensors(spec, workload, tokens=tokens, after_decode=False)
-    return [((k_bytes, v_bytes) if v_bytes else (k_bytes,), times)
-            for (name, k_bytes, v_bytes), times in layers if name != "none"]
+    return [(tuple(nbytes for _, nbytes in tensors), times) for tensors, times in layers if tensors]
 
 
 def kv_bytes_per_token(spec: ModelSpec, workload: Inference) -> int:
@@ -233,10 +237,6 @@ def _gpu_layers(spec: ModelSpec, workload: Inference) -> tuple:  # type: ignore[
     if pp > 1:
         layers = layers[: -(-len(layers) // pp)]
     return layers
-
-
-MAMBA_KIND = "mamba"
-"""`_layer_tensors`' kind of a Mamba layer: its two tensors are the conv state and the SSM state."""
 
 
 def _kind_name(att: AttentionSpec, prof: RuntimeProfile) -> str:

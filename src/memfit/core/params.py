@@ -125,7 +125,8 @@ def _mamba_linears(h: int, mamba: MambaSpec) -> Iterator[Linear]:
     Linear (its weight is counted in layer_non_linear_params). Source: transformers 5.17
     GraniteMoeHybridMambaLayer.__init__, NemotronHMamba2Mixer.__init__."""
     yield Linear(name="in_proj", role="mamba", fan_in=h, fan_out=mamba.in_proj_width, bias=mamba.proj_bias)
-    yield Linear(name="out_proj", role="mamba", fan_in=mamba.d_inner, fan_out=h, bias=mamba.proj_bias)
+    out_bias = mamba.proj_bias if mamba.out_proj_bias is None else mamba.out_proj_bias
+    yield Linear(name="out_proj", role="mamba", fan_in=mamba.d_inner, fan_out=h, bias=out_bias)
 
 
 def layer_linears(spec: ModelSpec, layer: LayerSpec) -> tuple[Linear, ...]:
@@ -134,8 +135,8 @@ def layer_linears(spec: ModelSpec, layer: LayerSpec) -> tuple[Linear, ...]:
     mixer: tuple[Linear, ...] = ()
     if layer.attention is not None:
         mixer = tuple(_attention_linears(spec, layer.attention, names))
-    elif layer.mamba is not None:
-        mixer = tuple(_mamba_linears(spec.hidden_size, layer.mamba))
+    if layer.mamba is not None:
+        mixer = (*mixer, *_mamba_linears(spec.hidden_size, layer.mamba))
     if isinstance(layer.mlp, MoeSpec):
         linears = (*mixer, *_moe_linears(spec.hidden_size, layer.mlp, names))
     elif layer.mlp is not None:
@@ -191,7 +192,7 @@ def layer_non_linear_params(spec: ModelSpec, layer: LayerSpec) -> tuple[tuple[st
 def _mamba_non_linear_params(mamba: MambaSpec) -> tuple[tuple[str, int], ...]:
     conv = mamba.conv_dim * mamba.conv_kernel + (mamba.conv_dim if mamba.conv_bias else 0)
     return (("mamba/conv1d", conv), ("mamba/dt_bias", mamba.num_heads), ("mamba/A_log", mamba.num_heads),
-            ("mamba/D", mamba.num_heads), ("mamba/norm", mamba.d_inner))
+            ("mamba/D", mamba.num_heads), ("mamba/norm", mamba.d_inner if mamba.gated_norm else 0))
 
 
 def _layer_components(spec: ModelSpec, layer: LayerSpec) -> list[tuple[tuple[str, ...], int]]:

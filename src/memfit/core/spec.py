@@ -123,6 +123,10 @@ class MambaSpec:
     chunk_size: int                       # the chunked scan's block length (torch_forward path)
     conv_bias: bool = True
     proj_bias: bool = False               # in_proj and out_proj biases
+    out_proj_bias: bool | None = None     # out_proj's own bias when it differs (Falcon-H1 projectors_bias)
+    gated_norm: bool = True               # a gated RMSNorm over d_inner; False: y · silu(z) (Falcon-H1)
+    mup_scaled: bool = False              # muP: input × ssm_in_multiplier and in_proj's output × a per-layer
+                                          # mup_vector buffer, one more copy each (Falcon-H1)
 
     def __post_init__(self) -> None:
         for name in ("num_heads", "head_dim", "d_state", "n_groups", "conv_kernel", "chunk_size"):
@@ -152,7 +156,8 @@ class LayerSpec:
     """One decoder layer: a token mixer (attention, or a Mamba mixer, or neither) and an MLP (or none).
 
     Hybrid families set `attention=None` on their state-space layers and give `mamba`; Nemotron-H has
-    single-block layers (only a mixer, only an MLP or only an MoE) with one norm each.
+    single-block layers (only a mixer, only an MLP or only an MoE) with one norm each; Falcon-H1 layers
+    have both mixers side by side.
     """
 
     attention: AttentionSpec | None
@@ -160,11 +165,10 @@ class LayerSpec:
     norm: NormKind = NormKind.RMS
     norms_per_layer: int = 2              # Gemma 2/3 and OLMo 2 have 4 (pre and post) or 2 post-only
     parallel_block: bool = False          # attention and MLP read the same input (GPT-J, Falcon, Cohere, Phi)
-    mamba: MambaSpec | None = None        # a Mamba-2 mixer in place of attention (hybrid families)
+    mamba: MambaSpec | None = None        # a Mamba-2 mixer in place of attention, or beside it on the same
+                                          # normed input (Falcon-H1: mamba first, then attention)
 
     def __post_init__(self) -> None:
-        if self.attention is not None and self.mamba is not None:
-            raise ConfigError("a layer has either attention or a Mamba mixer, not both")
         if self.attention is None and self.mamba is None and self.mlp is None:
             raise ConfigError("a layer needs a mixer or an MLP")
 

@@ -21,6 +21,7 @@ d_state N, conv_dim C; fp32 = 4 B, e = compute-dtype bytes), with what is live b
 - after the scan: the output, the final states (b, nc + 1, H, P, N) and the gated RMSNorm's fp32 temps.
 Decode (recurrent form): dA = exp(dt·A) (fp32), dB and dB·x (compute dtype), state·dA and the new state
 (fp32), its compute-dtype copy: (b, H, P, N) each.
+Falcon-H1's muP scaling (MambaSpec.mup_scaled) adds the scaled input and a second in_proj output.
 Source: transformers 5.17.0 modeling_granitemoehybrid.py / modeling_nemotron_h.py (mamba2_chunk_scan,
 segment_sum, reshape_into_chunks, causal_conv1d_fn, mamba2_selective_state_update, the mixers' forward,
 GraniteMoeHybridRMSNormGated / Zamba2RMSNormGated); checked against the trace engine (tests/crosscheck).
@@ -72,6 +73,11 @@ def mamba_prefill_step(mamba: MambaSpec, *, b: int, s: int, hidden: int, dt: int
         "output": after_recurrence + heads_pad + xn + 3 * x_pad,
         "gated_norm": x_pad + (chunks + 1) * state + (3 if dt != f else 2) * b * s * d * f,
     }
+    if mamba.mup_scaled:
+        # muP: input × ssm_in_multiplier lives until the conv output is split; in_proj's output × mup_vector
+        # is a second in_proj-sized tensor while it is formed
+        moments["conv"] += hidden
+        moments["mup_projection"] = hidden + proj
     moment, extra = max(moments.items(), key=lambda item: item[1])
     return Term.group("mamba", [*outer, Term(name=f"scan_{moment}", nbytes=extra)])
 

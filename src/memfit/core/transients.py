@@ -106,8 +106,15 @@ def _layer_working_set(spec: ModelSpec, layer: LayerSpec, workload: Inference,
     norm = Term.group("norm", [Term(name="fp32_upcast", nbytes=2 * tokens * h * 4)])
     steps: list[tuple[Term, int]] = [(norm, 0)]      # (live set, dequantisation bytes beside it)
     if layer.attention is not None:
-        steps.insert(0, (_attention_step(spec, layer, workload, step, hidden=hidden, dt=dt), 0))
-    elif layer.mamba is not None:
+        attention = _attention_step(spec, layer, workload, step, hidden=hidden, dt=dt)
+        if layer.mamba is not None:
+            # side by side (Falcon-H1): attention runs after the Mamba mixer, beside its output and its own
+            # input × attention_in_multiplier
+            attention = Term.group("attention", [*attention.children,
+                                                 Term(name="mamba_output", nbytes=hidden),
+                                                 Term(name="scaled_input", nbytes=hidden)])
+        steps.insert(0, (attention, 0))
+    if layer.mamba is not None:
         steps[0:0] = _mamba_steps(spec, layer, workload, step, hidden=hidden, dt=dt)
     if layer.mlp is not None:
         # a block without a mixer (Nemotron-H's MLP / MoE blocks) adds the MLP to the layer input itself

@@ -131,10 +131,17 @@ def _formula_groups(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime: Run
     return groups
 
 
+MUP_VECTOR_DTYPE = DType.FP32
+"""Falcon-H1's per-layer mup_vector buffer: torch.ones(1, 1, in_proj width), fp32, never cast by a dtype
+load (a non-persistent buffer registered after init). Source: transformers 5.17 FalconH1Model.__init__."""
+
+
 def buffer_bytes(spec: ModelSpec) -> list[int]:
     """Bytes of each model buffer transformers puts on the GPU: the rotary `inv_freq` (head_dim/2 fp32)
-    unless the family has none, and GPT-BigCode's bool (max_positions²) causal mask."""
-    sizes = []
+    unless the family has none, GPT-BigCode's bool (max_positions²) causal mask and Falcon-H1's per-layer
+    fp32 mup_vector."""
+    sizes = [tensor_bytes(MUP_VECTOR_DTYPE, layer.mamba.in_proj_width) for layer in spec.layers
+             if layer.mamba is not None and layer.mamba.mup_scaled]
     if spec.rotary_buffer and spec.attention_specs:   # a pure state-space stack has no head_dim to rotate
         rotary_dim = int(spec.attention_specs[0].head_dim * spec.rotary_fraction)
         sizes.append(tensor_bytes(ROPE_INV_FREQ_DTYPE, rotary_dim // 2))

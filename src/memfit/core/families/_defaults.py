@@ -59,6 +59,15 @@ CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
         "new_decoder_architecture": False, "parallel_attn": True,
         "activation": "gelu",
     },
+    "falcon_h1": {
+        "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "vocab_size": 128000, "max_position_embeddings": 8192, "intermediate_size": 14336,
+        "tie_word_embeddings": False, "attention_bias": False, "mlp_bias": False, "mamba_d_ssm": 1024,
+        "mamba_n_heads": 128, "mamba_d_head": "auto", "mamba_n_groups": 1, "mamba_d_state": 256,
+        "mamba_d_conv": 4, "mamba_expand": 2, "mamba_chunk_size": 256, "mamba_conv_bias": True,
+        "mamba_proj_bias": False, "mamba_rms_norm": False, "projectors_bias": False,
+        "hidden_act": "silu",
+    },
     "gemma": {
         "hidden_size": 3072, "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 16,
         "head_dim": 256, "vocab_size": 256000, "max_position_embeddings": 8192, "intermediate_size": 24576,
