@@ -234,10 +234,11 @@ CONFIGS = Path(__file__).resolve().parents[1] / "data" / "configs"
 # lm_head) 96·64 = 6,144; an RMSNorm 64, a LayerNorm with bias 128. "attn" is q, k, v, o; "mlp" gate, up,
 # down (64·80 = 5,120 each unless stated). test_meta_params proves the same files on the meta device.
 TINY_TOTALS = [
-    # Falcon-H1, 2 layers, untied, attention and Mamba side by side in each. Attention q, o 4,096, k, v
-    # 2,048 → 12,288; Mamba (6 heads of 16 = mamba_d_ssm 96, d_state 16, 1 group, no gated norm): conv_dim
-    # 128; in_proj 64·(96 + 128 + 6) = 14,720; conv1d 128·4 + 128 = 640; dt_bias, A_log, D 18; out_proj 96·64 =
-    # 6,144 → 21,522; gated MLP 3·64·96 = 18,432; norms 128 → 52,370 × 2 = 104,740; + 6,144 + 64 + 6,144
+    # Falcon-H1, 2 layers, untied, attention and Mamba side by side in each. Attention q, o 4,096,
+    # k, v 2,048 → 12,288. Mamba (6 heads of 16 = mamba_d_ssm 96, d_state 16, 1 group, no gated norm):
+    # conv_dim 128; in_proj 64·(96 + 128 + 6) = 14,720; conv1d 128·4 + 128 = 640; dt_bias, A_log, D 18;
+    # out_proj 96·64 = 6,144 → 21,522. Gated MLP 3·64·96 = 18,432; norms 128 → 52,370 × 2 = 104,740;
+    # + 6,144 + 64 + 6,144
     ("tiny-falcon_h1", 117_092),
     # Bamba, layers M A M, untied; Mamba (8 heads of 16, d_state 16, 1 group): conv_dim 160; in_proj
     # 64·296 = 18,944; conv1d 800; 24; norm 128; out_proj 8,192 → 28,088. Attention 12,288; gated MLP
