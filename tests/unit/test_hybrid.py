@@ -106,3 +106,25 @@ def test_unknown_hybrid_pattern_character_is_refused():
     """Nemotron-H's pattern knows M, *, - and E only."""
     with pytest.raises(ConfigError, match=r"hybrid_override_pattern has unknown characters \['X'\]"):
         _tiny("tiny-nemotron_h", hybrid_override_pattern="M*X")
+
+
+def test_falcon_h1_layers_keep_attention_and_mamba_state_side_by_side():
+    """tiny-falcon_h1 (2 layers, each attention beside a Mamba mixer), bf16, one sequence of 10 tokens."""
+    # per layer: K + V 2 KV heads × 16 × 2 × 2 B × 10 tokens = 1,280; conv 128 × 4 taps × 2 B = 1,024;
+    # SSM 6 × 16 × 16 × 4 B = 6,144; × 2 layers
+    term = kv_cache(_tiny("tiny-falcon_h1"), Inference(prompt_tokens=10, batch_size=1, dtype=DType.BF16))
+    assert term.flat() == {"full_attention": 2_560, "conv_state": 2_048, "ssm_state": 12_288}
+
+
+def test_falcon_h1_mup_vector_buffers():
+    """Each Falcon-H1 layer holds an fp32 mup_vector over in_proj's 96 + 128 + 6 = 230 outputs (920 B)."""
+    est = estimate(_tiny("tiny-falcon_h1"), Inference(prompt_tokens=10, dtype=DType.BF16))
+    # 2 layers × 920 B, and the rotary inv_freq: 16 / 2 fp32 = 32 B
+    assert est.phase(PhaseName.LOAD).memory.flat()["weights/buffers"] == 2 * 920 + 32
+
+
+def test_falcon_h1_gated_norm_names_the_decode_shape_bug():
+    """With mamba_rms_norm, the spec says transformers 5.17's batch > 1 decode broadcasts the Mamba output."""
+    assert any("(batch, batch, hidden)" in line
+               for line in _tiny("tiny-falcon_h1", mamba_rms_norm=True).assumptions)
+    assert _tiny("tiny-falcon_h1").assumptions == ()
