@@ -25,7 +25,8 @@ SHAPES: dict[str, dict[str, Any]] = {
         "shared_intermediate_size": 1536, "num_local_experts": 72, "num_experts_per_tok": 10,
         "mamba_n_heads": 128, "mamba_n_groups": 1, "mamba_d_state": 128, "mamba_d_head": 64,
         "mamba_d_conv": 4, "mamba_expand": 2, "mamba_chunk_size": 256, "vocab_size": 100352,
-        "max_position_embeddings": 131072, "tie_word_embeddings": True, "position_embedding_type": "nope", "torch_dtype": "bfloat16",
+        "max_position_embeddings": 131072, "tie_word_embeddings": True, "position_embedding_type": "nope",
+        "torch_dtype": "bfloat16",
     },
     "nemotron-nano-9b-v2-shapes": {
         "model_type": "nemotron_h", "hidden_size": 4480, "num_attention_heads": 40, "num_key_value_heads": 8,
