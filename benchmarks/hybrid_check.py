@@ -44,8 +44,8 @@ SHAPES: dict[str, dict[str, Any]] = {
     },
 }
 """Layer shapes of three released hybrids; synthetic configs, not catalog entries."""
-CASES = ((1, 4096, 16), (2, 1000, 8))
-"""(batch, prompt tokens, new tokens) per model."""
+CASES = ((1, 4000, 16), (2, 1000, 8))
+"""(batch, prompt tokens, new tokens) per model (the tiny configs hold 4,096 positions)."""
 TINY = ("tiny-granitemoehybrid", "tiny-nemotron_h", "tiny-bamba", "tiny-falcon_h1")
 
 
