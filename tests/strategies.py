@@ -253,10 +253,12 @@ def cli_argvs(draw: _st.DrawFn) -> list[str]:
 # --- every family kind (core/families) --------------------------------------------------------------------
 
 FAMILY_KINDS = ("llama", "mistral", "qwen3_moe", "deepseek_v2", "gemma2", "gpt2", "phi3", "bloom", "falcon",
-                "gpt_oss", "cohere")
+                "gpt_oss", "cohere", "granitemoehybrid", "nemotron_h", "falcon_h1")
 """Model types standing for every kind the spec fields describe: GQA (llama), sliding windows (mistral,
 gemma2 with soft-capping), MoE (qwen3_moe, gpt_oss with sinks and a clamped GLU), MLA (deepseek_v2), fused
-qkv (gpt2, phi3, falcon), ALiBi (bloom; falcon with `alibi`), Python LayerNorm (cohere)."""
+qkv (gpt2, phi3, falcon), ALiBi (bloom; falcon with `alibi`), Python LayerNorm (cohere), Mamba-2 mixers
+between attention layers (granitemoehybrid; nemotron_h with MLP-only and MoE-only blocks) or beside
+attention in every layer (falcon_h1)."""
 
 
 @_st.composite
@@ -286,6 +288,18 @@ def family_specs(draw: _st.DrawFn) -> object:
         "falcon": {"alibi": draw(_st.booleans()), "new_decoder_architecture": False, "multi_query": True},
         "phi3": {"pad_token_id": 0},
         "cohere": {"use_qk_norm": False},
+        "granitemoehybrid": {"layer_types": ["attention" if i == 1 else "mamba" for i in range(layers)],
+                             "mamba_n_heads": heads, "mamba_n_groups": 1, "mamba_d_state": 16,
+                             "mamba_chunk_size": draw(_st.sampled_from([16, 64])),
+                             "num_local_experts": draw(_st.sampled_from([0, 4])), "num_experts_per_tok": 2,
+                             "shared_intermediate_size": inter, "position_embedding_type": "rope"},
+        "falcon_h1": {"mamba_d_ssm": 2 * hidden, "mamba_n_heads": heads, "mamba_n_groups": 1,
+                      "mamba_d_state": 16, "mamba_chunk_size": 16, "mamba_rms_norm": draw(_st.booleans())},
+        "nemotron_h": {"hybrid_override_pattern": draw(_st.sampled_from(["M*-E", "M-M*", "*ME"])),
+                       "mamba_num_heads": heads, "mamba_head_dim": head_dim, "n_groups": 1,
+                       "ssm_state_size": 16, "chunk_size": 16, "n_routed_experts": 4,
+                       "num_experts_per_tok": 2, "moe_intermediate_size": inter // 2,
+                       "moe_shared_expert_intermediate_size": inter},
     }
     config = {**base, **extras.get(kind, {})}
     return _spec_from_config(config, name=f"prop-{kind}", source=_ModelSource(kind="config", ref=kind))

@@ -23,6 +23,7 @@ EXPECTED_FAMILIES = {
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3",
     "gemma3_text", "phi", "phi3", "gpt2", "gpt_bigcode", "gpt_neox", "gptj", "opt", "bloom", "falcon",
     "cohere", "cohere2", "deepseek_v2", "deepseek_v3", "olmo2", "starcoder2", "granite", "gpt_oss",
+    "granitemoehybrid", "nemotron_h", "bamba", "falcon_h1",
 }
 
 
@@ -39,9 +40,10 @@ def test_registry_lists_every_family_by_module_name() -> None:
 
 def test_unknown_model_type_lists_supported() -> None:
     """An unmapped model_type raises UnsupportedArchitecture naming the supported types."""
-    with pytest.raises(UnsupportedArchitecture, match=r"'mamba' is not supported; supported: bloom, cohere"):
+    with pytest.raises(UnsupportedArchitecture,
+                       match=r"'mamba' is not supported; supported: bamba, bloom, cohere"):
         _spec(model_type="mamba")
-    assert supported_families()[0] == "bloom"
+    assert supported_families()[0] == "bamba"
 
 
 def test_missing_field_names_it() -> None:
@@ -232,6 +234,28 @@ CONFIGS = Path(__file__).resolve().parents[1] / "data" / "configs"
 # lm_head) 96·64 = 6,144; an RMSNorm 64, a LayerNorm with bias 128. "attn" is q, k, v, o; "mlp" gate, up,
 # down (64·80 = 5,120 each unless stated). test_meta_params proves the same files on the meta device.
 TINY_TOTALS = [
+    # Falcon-H1, 2 layers, untied, attention and Mamba side by side in each. Attention q, o 4,096,
+    # k, v 2,048 → 12,288. Mamba (6 heads of 16 = mamba_d_ssm 96, d_state 16, 1 group, no gated norm):
+    # conv_dim 128; in_proj 64·(96 + 128 + 6) = 14,720; conv1d 128·4 + 128 = 640; dt_bias, A_log, D 18;
+    # out_proj 96·64 = 6,144 → 21,522. Gated MLP 3·64·96 = 18,432; norms 128 → 52,370 × 2 = 104,740;
+    # + 6,144 + 64 + 6,144
+    ("tiny-falcon_h1", 117_092),
+    # Bamba, layers M A M, untied; Mamba (8 heads of 16, d_state 16, 1 group): conv_dim 160; in_proj
+    # 64·296 = 18,944; conv1d 800; 24; norm 128; out_proj 8,192 → 28,088. Attention 12,288; gated MLP
+    # 3·64·96 = 18,432 and norms 128 in every layer. 2·46,648 + 30,848 = 124,144; + 6,144 + 64 + 6,144
+    ("tiny-bamba", 136_496),
+    # Granite-4.0-H, layers M M A M, tied. A Mamba mixer (8 heads of 16, d_state 16, 2 groups, 4 taps):
+    # d_inner 128, conv_dim 128 + 2·2·16 = 192; in_proj 64·(128 + 192 + 8) = 20,992; conv1d 192·4 + 192 =
+    # 960; dt_bias, A_log, D 24; gated norm 128; out_proj 128·64 = 8,192 → 30,296. Attention q, o 4,096,
+    # k, v 2,048 → 12,288. Every layer: shared_mlp 64·96 + 48·64 = 9,216; router 256; experts 4·64·64 +
+    # 4·64·32 = 24,576; norms 128 → 34,176. 3·64,472 + 46,464 = 239,880; + 6,144 + 64 = 246,088
+    ("tiny-granitemoehybrid", 246_088),
+    # Nemotron-H "M-M*-E", untied, one norm (64) per block. Mamba (8 heads of 12, d_state 16, 2 groups):
+    # d_inner 96, conv_dim 160; in_proj 64·264 = 16,896; conv1d 800; 24; norm 96; out_proj 6,144 → 24,024
+    # with its block norm. MLP (relu2) up, down 6,144 each → 12,352; attention 12,288 → 12,352; MoE router
+    # 256, experts 4·24·64 · 2 = 12,288, shared 64·40 · 2 = 5,120 → 17,728.
+    # 2·24,024 + 3·12,352 + 17,728 = 102,832; + 6,144 + 64 + 6,144 = 115,184
+    ("tiny-nemotron_h", 115_184),
     # kv 1, head_dim 32, biases: q 64·128 + 128 = 8,320; k, v 64·32 + 32 = 2,080; o 128·64 + 64 = 8,256;
     # gate, up 5,200; down 5,184; norms 128 → 36,448 × 3 = 109,344; + 6,144 + 64 + head 6,144 = 121,696
     ("tiny-llama-biases", 121_696),

@@ -34,7 +34,7 @@ from memfit.core.dtypes import DType
 from memfit.core.optimizers import peft_adapts_fused_experts
 from memfit.core.params import Linear, layer_linears
 from memfit.core.result import Gpu, Term
-from memfit.core.spec import AttentionSpec, LayerSpec, ModelSpec, MoeSpec
+from memfit.core.spec import AttentionSpec, LayerSpec, ModelSpec, MoeSpec, attention_of, mlp_of
 from memfit.core.workload import Training
 
 FP32_BYTES = 4
@@ -340,7 +340,7 @@ def _attention_core(att: AttentionSpec, flow: Flow, *, seq_len: int) -> int:
 
 def _mlp_bytes(h: int, layer: LayerSpec, flow: Flow, lins: tuple[Linear, ...]) -> int:
     """Bytes per token the MLP (or MoE block) saves, LoRA excluded."""
-    mlp = layer.mlp
+    mlp = mlp_of(layer, what="training")
     act = flow.act_bytes
     if isinstance(mlp, MoeSpec):
         trains = flow.base_trains or flow.experts_adapted
@@ -377,7 +377,7 @@ def layer_token_bytes(spec: ModelSpec, layer: LayerSpec, flow: Flow, *, seq_len:
     """
     h = spec.hidden_size
     lins = layer_linears(spec, layer)
-    att = layer.attention
+    att = attention_of(layer, what="training")
     norm_in = 0 if (first and not flow.inputs_need_grad) else _norm_bytes(layer.norm, h, flow,
                                                                             trains=flow.base_trains)
     one_norm = _norm_bytes(layer.norm, h, flow, trains=flow.base_trains)
@@ -469,11 +469,12 @@ def saved_activations(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int) 
         merged = sum(merged_expert_bytes(spec, layer, flow)[0] for layer in spec.layers)
         children.append(Term.group("layers", [*(Term(name=k, nbytes=v) for k, v in parts.items()),
                                               Term(name="merged_expert_weights", nbytes=merged)]))
-    backends = {attention_backend(layer.attention, flow, seq_len=seq_len) for layer in unique_layers(spec)}
+    backends = {attention_backend(attention_of(layer, what="training"), flow, seq_len=seq_len)
+                for layer in unique_layers(spec)}
     if flow.alibi and "efficient" in backends:
         # Falcon's ALiBi + causal mask: one float bias built once per forward, kept by every layer (or, under
         # checkpointing, as an input of every checkpointed layer)
-        heads = spec.layers[0].attention.num_heads
+        heads = attention_of(spec.layers[0], what="training").num_heads
         children.append(Term(name="alibi_bias", nbytes=flow.attn_bytes * batch * heads * seq_len * seq_len))
     final = _norm_bytes(spec.final_norm or NormKind.RMS, h, flow, trains=flow.base_trains)
     head_input = (2 if flow.amp else flow.residual_bytes) * h if flow.base_trains else 0
@@ -498,15 +499,17 @@ def forward_extra_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int
     tokens = batch * seq_len
     h = spec.hidden_size
     held = 0 if flow.base_trains and not flow.amp else flow.residual_bytes * h * tokens
-    backends = {attention_backend(layer.attention, flow, seq_len=seq_len) for layer in unique_layers(spec)}
+    backends = {attention_backend(attention_of(layer, what="training"), flow, seq_len=seq_len)
+                for layer in unique_layers(spec)}
     if flow.alibi and "efficient" not in backends:
         # Falcon's float ALiBi + causal bias in the hidden states' dtype lives through the layer loop; eager
         # adds it without saving it (SDPA's kernel saves it: saved_activations counts it then)
-        held += flow.residual_bytes * batch * spec.layers[0].attention.num_heads * seq_len * seq_len
+        heads = attention_of(spec.layers[0], what="training").num_heads
+        held += flow.residual_bytes * batch * heads * seq_len * seq_len
     if flow.checkpointing:
         return held
     for layer in spec.layers:
-        att = layer.attention
+        att = attention_of(layer, what="training")
         if att.mla is not None:
             continue
         kv = att.num_kv_heads * att.head_dim
@@ -534,7 +537,7 @@ def layer_transient_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: i
     h = spec.hidden_size
     worst = 0
     for layer in unique_layers(spec):
-        att = layer.attention
+        att = attention_of(layer, what="training")
         backend = attention_backend(att, flow, seq_len=seq_len)
         attn = 0
         if backend in ("eager", "math") and backward:
@@ -556,12 +559,13 @@ def layer_transient_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: i
             else:
                 attn = (at_softmax - kept) * att.num_heads * seq_len
                 attn -= mlp_half_token_bytes(spec, layer, flow, seq_len=seq_len)
-        i = layer.mlp.expert.intermediate_size * layer.mlp.top_k if isinstance(layer.mlp, MoeSpec) \
-            else layer.mlp.intermediate_size
+        layer_mlp = mlp_of(layer, what="training")
+        i = layer_mlp.expert.intermediate_size * layer_mlp.top_k if isinstance(layer_mlp, MoeSpec) \
+            else layer_mlp.intermediate_size
         # backward: the gradients of gate, up and their product (a plain MLP: of the activation's input and
         # output); forward: the activation's output beside
         # the saved tensors (and, for a quantized down projection, its compute-dtype cast of that input)
-        gated = layer.mlp.expert.gated if isinstance(layer.mlp, MoeSpec) else layer.mlp.gated
+        gated = layer_mlp.expert.gated if isinstance(layer_mlp, MoeSpec) else layer_mlp.gated
         mlp = (3 if gated else 2) * i * flow.act_bytes if backward \
             else i * flow.act_bytes + (i * 2 if dequant else 0)
         worst = max(worst, attn * tokens, mlp * tokens + dequant)

@@ -98,7 +98,8 @@ def _inference_attention_note(spec: ModelSpec, workload: Inference, gpu: Gpu) ->
                                     v_dim=att.mla.v_head_dim if att.mla else att.head_dim,
                                     grouped=att.mla is None and att.num_kv_heads < att.num_heads,
                                     masked=False, enable_gqa=att.sdpa_gqa, gpu=gpu)
-                       for att in {id(layer.attention): layer.attention for layer in spec.layers}.values()})
+                       for att in {id(layer.attention): layer.attention for layer in spec.layers
+                                   if layer.attention is not None}.values()})
     return [f"attention kernel on {gpu.describe()}: {', '.join(backends)} (SDPA prefill without a mask)"]
 
 

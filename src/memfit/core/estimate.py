@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from memfit.core.attention_kinds import modeled_attention
 from memfit.core.checkpoint_load import with_loaded_quant
-from memfit.core.choices import Engine
+from memfit.core.choices import Engine, Runtime
 from memfit.core.device_support import workload_for_gpu
+from memfit.core.errors import InvalidWorkload
 from memfit.core.result import Estimate, Gpu, KvCapacity
 from memfit.core.runtimes import PROFILES
-from memfit.core.spec import ModelSpec
+from memfit.core.spec import MIXER_NOT_MODELED, ModelSpec
 from memfit.core.versions import modeled_note
 from memfit.core.workload import Inference, Training
 
@@ -25,6 +26,7 @@ def estimate(spec: ModelSpec, workload: Inference | Training, gpu: Gpu | None = 
         InvalidWorkload: the workload is impossible for this model, or asks `gpu` for a dtype or kernel it
             does not have (the message names the field).
     """
+    refuse_unmodeled_mixers(spec, workload)
     workload, gpu_notes = workload_for_gpu(spec, workload, gpu)
     asked = workload                    # the user's job as it runs on this GPU, before the checkpoint loads
     workload, load_notes = with_loaded_quant(spec, workload, gpu)
@@ -44,6 +46,31 @@ def estimate(spec: ModelSpec, workload: Inference | Training, gpu: Gpu | None = 
     if PROFILES[workload.runtime].follows_modeled_versions:
         versions = modeled_note(spec.family, attention=modeled_attention(spec, workload.attn))
         assumptions = (*versions, *assumptions)
+    if spec.has_mamba:
+        assumptions = (*assumptions, MAMBA_PATH_NOTE)
     return Estimate(engine=Engine.ANALYTIC, model=spec, workload=asked, phases=phases, gpu=gpu,
                     assumptions=(*spec.assumptions, *gpu_notes, *load_notes, *assumptions),
                     required_capacity_ok=capacity_ok, capacity=capacity)
+
+
+MAMBA_PATH_NOTE = ("Mamba layers: transformers' torch path (mamba2_chunk_scan, no mamba_ssm / causal_conv1d "
+                   "kernels) is modelled; with those CUDA kernels installed the prefill needs far less "
+                   "activation memory. Their cache is a fixed-size conv state (compute dtype) and fp32 SSM "
+                   "state per sequence, whatever the context")
+"""The assumption every estimate of a model with Mamba layers carries."""
+
+
+def refuse_unmodeled_mixers(spec: ModelSpec, workload: Inference | Training) -> None:
+    """InvalidWorkload for a model with Mamba layers outside what is modelled: inference under
+    runtime=transformers on one GPU (training, vLLM, llama.cpp and tp/pp splits are not modelled yet)."""
+    if not spec.has_mamba:
+        return
+    what = None
+    if isinstance(workload, Training):
+        what = "training"
+    elif workload.runtime is not Runtime.TRANSFORMERS:
+        what = f"runtime={workload.runtime}"
+    elif workload.parallel.tp > 1 or workload.parallel.pp > 1 or workload.parallel.device_map is not None:
+        what = "splitting it over GPUs (tp, pp, device_map)"
+    if what is not None:
+        raise InvalidWorkload(MIXER_NOT_MODELED.format(name=spec.name, what=what))

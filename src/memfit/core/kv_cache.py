@@ -3,7 +3,9 @@
 `kv_cache(spec, workload)` is the cache at the end of the job (its largest size). `kv_cache_at(spec,
 workload, tokens=)` is the cache holding `tokens` per sequence, for phase peaks. Children are named by
 attention kind: `full_attention`, `sliding`, `mla_latent` (one latent tensor per layer: vLLM, llama.cpp)
-and `mla` (transformers' two latent tensors per layer).
+and `mla` (transformers' two latent tensors per layer). A Mamba mixer layer keeps a fixed-size recurrent
+state instead, which does not grow with the context: `conv_state` and `ssm_state` (see mamba_state_bytes).
+Layers with neither (Nemotron-H's MLP and MoE blocks) cache nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from memfit.core.dtypes import DType
 from memfit.core.errors import InvalidWorkload
 from memfit.core.result import Term
 from memfit.core.runtimes import RuntimeProfile, profile
-from memfit.core.spec import AttentionSpec, LayerSpec, ModelSpec
+from memfit.core.spec import AttentionSpec, LayerSpec, MambaSpec, ModelSpec, attention_of
 from memfit.core.weights import tensor_bytes
 from memfit.core.workload import Inference
 
@@ -73,6 +75,26 @@ def per_token_widths(att: AttentionSpec, prof: RuntimeProfile, *, tp: int) -> tu
     return width, width
 
 
+SSM_STATE_DTYPE = DType.FP32
+"""The SSM state transformers' cache keeps: `zeros_like(final_state)` of the chunked scan, which runs in
+fp32 (`hidden_states.float()`, B and C `.float()`), whatever the model dtype. Source: transformers 5.17
+cache_utils.LinearAttentionLayer.lazy_initialization (recurrent_states) and mamba2_chunk_scan in
+modeling_granitemoehybrid.py / modeling_nemotron_h.py (the torch path, without mamba_ssm)."""
+
+
+def mamba_state_bytes(mamba: MambaSpec, *, batch: int, conv_dtype: DType) -> tuple[int, int]:
+    """(conv state bytes, SSM state bytes) one Mamba-2 layer keeps for `batch` sequences, at any length.
+
+    conv: batch × conv_dim × conv_kernel in the compute dtype (the dtype of in_proj's output slice);
+    ssm: batch × num_heads × head_dim × d_state in SSM_STATE_DTYPE.
+    Source: transformers 5.17 cache_utils.LinearAttentionLayer.lazy_initialization (conv_states:
+    zeros((*conv_states.shape[:-1], conv_kernel_size), dtype=conv_states.dtype)).
+    """
+    conv = batch * tensor_bytes(conv_dtype, mamba.conv_dim * mamba.conv_kernel)
+    ssm = batch * tensor_bytes(SSM_STATE_DTYPE, mamba.num_heads * mamba.head_dim * mamba.d_state)
+    return conv, ssm
+
+
 def layer_cache_tokens(att: AttentionSpec, *, tokens: int, kind: KvCache, prof: RuntimeProfile,
                        after_decode: bool, block_size: int) -> int:
     """Tokens one sequence keeps on one layer.
@@ -97,43 +119,63 @@ def kv_cache_at(spec: ModelSpec, workload: Inference, *, tokens: int, after_deco
     """The KV cache of every layer holding `tokens` per sequence on the most loaded GPU (bytes).
 
     bytes = batch × Σ_layers tokens_kept × (K width × K bytes + V width × V bytes); block-quantized
-    llama.cpp types (q8_0, q4_0) count their per-block scales exactly.
+    llama.cpp types (q8_0, q4_0) count their per-block scales exactly. Mamba layers add their fixed-size
+    conv and SSM states.
     """
     totals: dict[str, int] = {}
-    for (name, k_bytes, v_bytes), times in _layer_tensors(spec, workload, tokens=tokens,
-                                                          after_decode=after_decode):
-        totals[name] = totals.get(name, 0) + (k_bytes + v_bytes) * times
+    for tensors, times in _layer_tensors(spec, workload, tokens=tokens, after_decode=after_decode):
+        for name, nbytes in tensors:
+            totals[name] = totals.get(name, 0) + nbytes * times
     return Term.group("kv_cache", [Term(name=n, nbytes=b) for n, b in totals.items()])
 
 
-def kv_layer_bytes(spec: ModelSpec, workload: Inference, *, tokens: int) -> list[tuple[str, int]]:
-    """(attention kind, K + V bytes) of each layer's cache holding `tokens`, one entry per decoder layer
-    in order (layers off the GPU, llama.cpp's CPU layers, hold none)."""
-    out: list[tuple[str, int]] = []
-    for (name, k_bytes, v_bytes), times in _layer_tensors(spec, workload, tokens=tokens, after_decode=False):
-        out.extend([(name, k_bytes + v_bytes)] * times)
+def kv_layer_bytes(spec: ModelSpec, workload: Inference, *,
+                   tokens: int) -> list[tuple[tuple[str, int], ...]]:
+    """(kind, bytes) of each layer's cache holding `tokens` (attention: K + V under its kind; Mamba: conv and
+    SSM state apart), one entry per decoder layer in order (layers off the GPU, llama.cpp's CPU layers, hold
+    none)."""
+    out: list[tuple[tuple[str, int], ...]] = []
+    for tensors, times in _layer_tensors(spec, workload, tokens=tokens, after_decode=False):
+        summed: dict[str, int] = {}
+        for name, nbytes in tensors:
+            summed[name] = summed.get(name, 0) + nbytes
+        out.extend([tuple(summed.items())] * times)
     return out
 
 
+LayerCache = tuple[tuple[str, int], ...]
+"""(kind, bytes) of each cache tensor one layer keeps for the whole batch: K and V under the attention kind
+(V left out when it holds nothing: MLA's single latent), a Mamba layer's `conv_state` and `ssm_state`."""
+
+
 def _layer_tensors(spec: ModelSpec, workload: Inference, *, tokens: int,
-                   after_decode: bool) -> list[tuple[tuple[str, int, int], int]]:
-    """((attention kind, K bytes, V bytes), times) of the GPU layers' caches for the whole batch, in layer
-    order; a run of equal layers (one shared LayerSpec object) is computed once and counted `times`."""
+                   after_decode: bool) -> list[tuple[LayerCache, int]]:
+    """(cache tensors, times) of the GPU layers for the whole batch, in layer order; a run of equal layers
+    (one shared LayerSpec object) is computed once and counted `times`. A layer with attention and a Mamba
+    mixer side by side (Falcon-H1) keeps both; an MLP-only block (Nemotron-H) none."""
     prof = profile(workload.runtime)
     kind = effective_kv_cache(workload, prof)
     k_dtype, v_dtype = cache_dtypes(spec, workload)
     b, tp = workload.batch_size, workload.parallel.tp
-    memo: dict[int, tuple[str, int, int]] = {}
-    out: list[tuple[tuple[str, int, int], int]] = []
+    memo: dict[int, LayerCache] = {}
+    out: list[tuple[LayerCache, int]] = []
     for layer, times in layer_runs(_gpu_layers(spec, workload)):
         found = memo.get(id(layer))
         if found is None:
-            att = layer.attention
-            k_width, v_width = per_token_widths(att, prof, tp=tp)
-            kept = layer_cache_tokens(att, tokens=tokens, kind=kind, prof=prof, after_decode=after_decode,
-                                      block_size=workload.block_size)
-            found = memo[id(layer)] = (_kind_name(att, prof), b * tensor_bytes(k_dtype, kept * k_width),
-                                       b * tensor_bytes(v_dtype, kept * v_width))
+            tensors: list[tuple[str, int]] = []
+            if layer.attention is not None:
+                att = layer.attention
+                k_width, v_width = per_token_widths(att, prof, tp=tp)
+                kept = layer_cache_tokens(att, tokens=tokens, kind=kind, prof=prof, after_decode=after_decode,
+                                          block_size=workload.block_size)
+                name = _kind_name(att, prof)
+                v_bytes = b * tensor_bytes(v_dtype, kept * v_width)
+                tensors.append((name, b * tensor_bytes(k_dtype, kept * k_width)))
+                tensors.extend([(name, v_bytes)] if v_bytes else [])
+            if layer.mamba is not None:
+                conv, ssm = mamba_state_bytes(layer.mamba, batch=b, conv_dtype=compute_dtype(spec, workload))
+                tensors.extend([("conv_state", conv), ("ssm_state", ssm)])
+            found = memo[id(layer)] = tuple(tensors)
         out.append((found, times))
     return out
 
@@ -170,7 +212,7 @@ def kv_tensor_groups(spec: ModelSpec, workload: Inference, *,
     """`kv_tensor_bytes` as ((K bytes, V bytes), times) per run of equal layers, for
     overhead.segment_reserved_repeated."""
     layers = _layer_tensors(spec, workload, tokens=tokens, after_decode=False)
-    return [((k_bytes, v_bytes) if v_bytes else (k_bytes,), times) for (_, k_bytes, v_bytes), times in layers]
+    return [(tuple(nbytes for _, nbytes in tensors), times) for tensors, times in layers if tensors]
 
 
 def kv_bytes_per_token(spec: ModelSpec, workload: Inference) -> int:
@@ -179,7 +221,8 @@ def kv_bytes_per_token(spec: ModelSpec, workload: Inference) -> int:
     k_dtype, v_dtype = cache_dtypes(spec, workload)
     total = 0
     for layer in _gpu_layers(spec, workload):
-        k_width, v_width = per_token_widths(layer.attention, prof, tp=workload.parallel.tp)
+        k_width, v_width = per_token_widths(attention_of(layer, what="a paged KV cache"), prof,
+                                            tp=workload.parallel.tp)
         total += tensor_bytes(k_dtype, k_width) + tensor_bytes(v_dtype, v_width)
     return total
 

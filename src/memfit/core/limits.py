@@ -92,6 +92,16 @@ FIELD_BOUNDS: dict[str, Bound] = {
     **_bound(1, MAX_IMAGE_PIXELS, "MAX_IMAGE_PIXELS", "image_size", "patch_size"),
     **_bound(1, MAX_IMAGE_CHANNELS, "MAX_IMAGE_CHANNELS", "num_channels"),
     **_bound(1, MAX_PARALLEL_NORMS, "MAX_PARALLEL_NORMS", "num_ln_in_parallel_attn"),
+    # Mamba-2 mixers (bamba, granitemoehybrid, nemotron_h, falcon_h1): heads and groups like attention heads;
+    # head width, state size and conv taps like a head dim; the expansion factor and the scan's chunk length
+    **_bound(1, MAX_NUM_HEADS, "MAX_NUM_HEADS", "mamba_n_heads", "mamba_num_heads", "mamba_n_groups",
+             "n_groups"),
+    **_bound(1, MAX_HEAD_DIM, "MAX_HEAD_DIM", "mamba_d_head", "mamba_head_dim", "mamba_d_state",
+             "ssm_state_size", "mamba_d_conv", "conv_kernel", "mamba_expand"),
+    **_bound(1, MAX_CONTEXT_TOKENS, "MAX_CONTEXT_TOKENS", "mamba_chunk_size", "chunk_size"),
+    **_bound(0, MAX_INTERMEDIATE_SIZE, "MAX_INTERMEDIATE_SIZE", "shared_intermediate_size",
+             "moe_shared_expert_intermediate_size"),
+    **_bound(1, MAX_INTERMEDIATE_SIZE, "MAX_INTERMEDIATE_SIZE", "mamba_d_ssm"),
 }
 """Config field (every spelling a family module reads) → the integers it may hold. Zero is allowed only
 where it means "none" (no shared experts, no leading dense layers, no routed experts in a dense model)."""

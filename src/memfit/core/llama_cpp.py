@@ -16,7 +16,7 @@ from memfit.core.kv_cache import (
 )
 from memfit.core.result import Phase, Term, memory
 from memfit.core.runtimes import RuntimeProfile
-from memfit.core.spec import ModelSpec, MoeSpec
+from memfit.core.spec import ModelSpec, MoeSpec, mlp_of
 from memfit.core.weights import per_layer_weights
 from memfit.core.workload import Inference
 
@@ -50,7 +50,7 @@ def llama_cpp_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile)
     n_ctx = workload.max_cache_tokens or workload.total_tokens
     cache = kv_cache_at(spec, workload, tokens=n_ctx, after_decode=False)
     ubatch = min(prof.compute_ubatch_tokens or 512, workload.prompt_tokens)
-    mlp = spec.layers[0].mlp
+    mlp = mlp_of(spec.layers[0], what="llama.cpp")
     inter = mlp.expert.intermediate_size * mlp.top_k if isinstance(mlp, MoeSpec) else mlp.intermediate_size
     # ggml graph allocator: fp32 intermediates of one layer for a ubatch, and fp32 logits of the outputs
     compute = Term.group("activations", [

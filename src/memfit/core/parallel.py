@@ -119,7 +119,7 @@ NO_COLLECTIVES = Collectives()
 
 def validate_parallel(spec: ModelSpec, par: Parallelism) -> None:
     """InvalidWorkload when tp does not split every layer's heads, or pp exceeds the layers."""
-    layers = {id(one): one.attention for one in spec.layers}.values()
+    layers = {id(one): one for one in spec.attention_specs}.values()
 
     def splits(tp: int) -> bool:   # heads split evenly; KV heads split, or replicated when fewer than tp
         return all(att.num_heads % tp == 0 and (att.num_kv_heads % tp == 0 or tp % att.num_kv_heads == 0)

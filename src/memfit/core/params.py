@@ -4,8 +4,9 @@
 in this order and only when non-zero: `embeddings`, `position_embeddings`, `embedding_norm`, `layers`,
 `final_norm`, `lm_head`, then any `spec.extra_params` components. `layers` sums every decoder layer into
 `attention` (one child per HF module: q_proj ... o_proj, q_norm, k_norm, MLA's q_a_proj ... kv_b_proj,
-sinks), `mlp` (gate_proj, up_proj, down_proj or the family's names), `moe` (router, experts,
-shared_experts, shared_expert_gate) and `norms`. A tied LM head counts 0: tied weights count once.
+sinks), `mamba` (a Mamba-2 mixer's in_proj, conv1d, dt_bias, A_log, D, norm, out_proj), `mlp` (gate_proj,
+up_proj, down_proj or the family's names), `moe` (router, experts, shared_experts, shared_expert_gate) and
+`norms`. A tied LM head counts 0: tied weights count once.
 
 `layer_linears(spec, layer)` lists every matrix of one decoder layer as a `Linear` with its real HF module
 name, its role and whether it is a true `nn.Linear`/`Conv1D` (quantizable by bitsandbytes, targeted by
@@ -22,7 +23,7 @@ from dataclasses import dataclass, replace
 
 from memfit.core.choices import NormKind, QkNorm
 from memfit.core.result import ParamNode
-from memfit.core.spec import AttentionSpec, LayerSpec, MlpSpec, ModelSpec, ModuleNames, MoeSpec
+from memfit.core.spec import AttentionSpec, LayerSpec, MambaSpec, MlpSpec, ModelSpec, ModuleNames, MoeSpec
 
 TOP_LEVEL = ("embeddings", "position_embeddings", "embedding_norm", "layers", "final_norm", "lm_head")
 """Top-level components of every parameter tree, in order; `spec.extra_params` may add more after them."""
@@ -33,7 +34,7 @@ class Linear:
     """One weight matrix (times `count`) of a decoder layer: y = x·Wᵀ (+ b), W of shape (fan_out, fan_in)."""
 
     name: str        # HF module name: q_proj, c_attn, query_key_value, gate_up_proj, router's "gate", ...
-    role: str        # "attention" | "mlp" | "experts" | "shared_experts" | "router" | "lm_head"
+    role: str        # "attention" | "mamba" | "mlp" | "experts" | "shared_experts" | "router" | "lm_head"
     fan_in: int
     fan_out: int
     bias: bool
@@ -124,14 +125,29 @@ def _moe_linears(h: int, moe: MoeSpec, names: ModuleNames) -> Iterator[Linear]:
                      tp_split=1)
 
 
+def _mamba_linears(h: int, mamba: MambaSpec) -> Iterator[Linear]:
+    """in_proj (hidden → gate, x, B, C, dt) and out_proj (d_inner → hidden); the depthwise conv1d is no
+    Linear (its weight is counted in layer_non_linear_params). Source: transformers 5.17
+    GraniteMoeHybridMambaLayer.__init__, NemotronHMamba2Mixer.__init__."""
+    yield Linear(name="in_proj", role="mamba", fan_in=h, fan_out=mamba.in_proj_width, bias=mamba.proj_bias)
+    out_bias = mamba.proj_bias if mamba.out_proj_bias is None else mamba.out_proj_bias
+    yield Linear(name="out_proj", role="mamba", fan_in=mamba.d_inner, fan_out=h, bias=out_bias)
+
+
 def layer_linears(spec: ModelSpec, layer: LayerSpec) -> tuple[Linear, ...]:
     """Every weight matrix of one decoder layer, with HF module names, roles and fused-ness."""
     names = spec.modules
-    attention = tuple(_attention_linears(spec, layer.attention, names))
+    mixer: tuple[Linear, ...] = ()
+    if layer.attention is not None:
+        mixer = tuple(_attention_linears(spec, layer.attention, names))
+    if layer.mamba is not None:
+        mixer = (*mixer, *_mamba_linears(spec.hidden_size, layer.mamba))
     if isinstance(layer.mlp, MoeSpec):
-        linears = (*attention, *_moe_linears(spec.hidden_size, layer.mlp, names))
+        linears = (*mixer, *_moe_linears(spec.hidden_size, layer.mlp, names))
+    elif layer.mlp is not None:
+        linears = (*mixer, *_mlp_linears(spec.hidden_size, layer.mlp, names, role="mlp"))
     else:
-        linears = (*attention, *_mlp_linears(spec.hidden_size, layer.mlp, names, role="mlp"))
+        linears = mixer
     if spec.bnb_skips_layer_linears:  # nn.Linear subclasses (FalconLinear): bitsandbytes leaves them
         return tuple(replace(lin, bnb_quantizable=False) if lin.is_module else lin for lin in linears)
     return linears
@@ -158,27 +174,42 @@ def _qk_norm_params(att: AttentionSpec, names: ModuleNames) -> tuple[tuple[str, 
 
 def layer_non_linear_params(spec: ModelSpec, layer: LayerSpec) -> tuple[tuple[str, int], ...]:
     """(path below `layers`, count) of one layer's parameters outside its Linears: QK norms, MLA latent
-    norms, attention sinks and the layer norms. Norms are kept in the compute dtype by quantizers."""
+    norms, attention sinks and the layer norms. Norms are kept in the compute dtype by quantizers. A Mamba
+    mixer adds its depthwise conv1d (conv_dim × conv_kernel weights, conv_dim biases), dt_bias, A_log and D
+    (one per head) and the gated RMSNorm over d_inner."""
     att = layer.attention
-    out = [(f"attention/{name}", n) for name, n in _qk_norm_params(att, spec.modules)]
-    if att.mla is not None:
-        if att.mla.q_lora_rank is not None:
-            out.append(("attention/q_a_layernorm", att.mla.q_lora_rank))
-        out.append(("attention/kv_a_layernorm", att.mla.kv_lora_rank))
-    if att.sinks:
-        out.append(("attention/sinks", att.num_heads))
+    out: list[tuple[str, int]] = []
+    if att is not None:
+        out.extend((f"attention/{name}", n) for name, n in _qk_norm_params(att, spec.modules))
+        if att.mla is not None:
+            if att.mla.q_lora_rank is not None:
+                out.append(("attention/q_a_layernorm", att.mla.q_lora_rank))
+            out.append(("attention/kv_a_layernorm", att.mla.kv_lora_rank))
+        if att.sinks:
+            out.append(("attention/sinks", att.num_heads))
+    if layer.mamba is not None:
+        out.extend(_mamba_non_linear_params(layer.mamba))
     # DeepSeek-V3's e_score_correction_bias is a buffer, not a parameter: not counted here
     out.append(("norms", layer.norms_per_layer * norm_params(layer.norm, spec.hidden_size)))
     return tuple(out)
 
 
+def _mamba_non_linear_params(mamba: MambaSpec) -> tuple[tuple[str, int], ...]:
+    conv = mamba.conv_dim * mamba.conv_kernel + (mamba.conv_dim if mamba.conv_bias else 0)
+    return (("mamba/conv1d", conv), ("mamba/dt_bias", mamba.num_heads), ("mamba/A_log", mamba.num_heads),
+            ("mamba/D", mamba.num_heads), ("mamba/norm", mamba.d_inner if mamba.gated_norm else 0))
+
+
 def _layer_components(spec: ModelSpec, layer: LayerSpec) -> list[tuple[tuple[str, ...], int]]:
     """(path below `layers`, count) for every parameter group of one layer."""
     out: list[tuple[tuple[str, ...], int]] = []
+    shared_is_mlp = isinstance(layer.mlp, MoeSpec) and layer.mlp.shared_expert_is_mlp
     for lin in layer_linears(spec, layer):
         match lin.role:
-            case "attention" | "mlp":
+            case "attention" | "mlp" | "mamba":
                 out.append(((lin.role, lin.name), lin.num_params))
+            case "shared_experts" if shared_is_mlp:
+                out.append((("mlp", lin.name), lin.num_params))
             case "shared_experts" if lin.name == "shared_expert_gate":
                 out.append((("moe", lin.name), lin.num_params))
             case "router":

@@ -134,7 +134,7 @@ def _mlp_tail_params(spec: ModelSpec, layers: tuple[LayerSpec, ...]) -> int:
         if isinstance(layer.mlp, MoeSpec):
             return 0
         mlp = [lin for lin in layer_linears(spec, layer) if lin.role == "mlp"]
-        tail = mlp[-2:] if layer.mlp.gated and len(mlp) == 3 else mlp[-1:]
+        tail = mlp[-2:] if layer.mlp is not None and layer.mlp.gated and len(mlp) == 3 else mlp[-1:]
         most = max(most, sum(lin.num_params for lin in tail))
     return most
 

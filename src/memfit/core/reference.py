@@ -100,6 +100,11 @@ def _model_bytes(spec: ModelSpec, workload: Workload, num_params: int | None) ->
     return _ceil(Fraction(_num_params(spec, num_params) * _weight_bits(spec, workload), 8))
 
 
+def _num_heads(spec: ModelSpec) -> int:
+    """The rules' `a`: attention heads of the first attention layer (0 for a model without attention)."""
+    return spec.attention_specs[0].num_heads if spec.attention_specs else 0
+
+
 def _tokens(workload: Workload) -> tuple[int, int]:
     """(s, b): tokens per sequence and sequences per batch, as the rules' s (or S) and b (or B)."""
     if isinstance(workload, Training):
@@ -129,7 +134,7 @@ COMMANDR_OPTIMIZER_BITS = 32
 def _commandr_layer_activation_bytes(spec: ModelSpec, workload: Workload) -> int:
     """(34·s·b·h + 5·a·s²·b) × 2 bytes: one layer, as estimate_consumption() writes it."""
     s, b = _tokens(workload)
-    h, a = spec.hidden_size, spec.layers[0].attention.num_heads
+    h, a = spec.hidden_size, _num_heads(spec)
     return (34 * s * b * h + 5 * a * s * s * b) * COMMANDR_ACTIVATION_BYTES
 
 
@@ -250,7 +255,7 @@ SPECS_SOURCE = "Figuring out general specs for running LLM models (Ali Hasan, Q&
 def specs_activation_elements(spec: ModelSpec, workload: Workload) -> Fraction:
     """The answer's 'activations' term, as written: l·(5/2)·a·b·s² + 17·b·h·s (only the first term × l)."""
     s, b = _tokens(workload)
-    h, a, l = spec.hidden_size, spec.layers[0].attention.num_heads, spec.num_layers  # noqa: E741
+    h, a, l = spec.hidden_size, _num_heads(spec), spec.num_layers  # noqa: E741
     return l * Fraction(5, 2) * a * b * s * s + 17 * b * h * s
 
 

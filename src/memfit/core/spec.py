@@ -9,10 +9,11 @@ Family quirks are fields with defaults, never subclasses.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 from memfit.core.choices import AttnImpl, EagerScores, NormKind, QkNorm, SoftmaxDtype
 from memfit.core.dtypes import DType, Quant
-from memfit.core.errors import ConfigError
+from memfit.core.errors import ConfigError, InvalidWorkload
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,6 +94,8 @@ class MoeSpec:
     peft_wraps_experts: bool = False      # peft's all-linear adapts the fused 3-D experts (lora.ParamWrapper)
     routing_weights_fp32: bool = False    # top-k weights stay fp32, so the weighted rows are fp32 (DeepSeek)
     shared_expert_first: bool = False     # the shared expert runs before the routed ones (Qwen2-MoE)
+    shared_expert_is_mlp: bool = False    # the shared expert is the layer's own `*_mlp` module, counted
+                                          # under layers/mlp (Granite-4.0-H shared_mlp)
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= self.num_experts:
@@ -102,18 +105,95 @@ class MoeSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LayerSpec:
-    """One decoder layer."""
+class MambaSpec:
+    """A Mamba-2 (SSD) mixer: in_proj → causal depthwise conv → selective scan → gated RMSNorm → out_proj.
 
-    attention: AttentionSpec
-    mlp: MlpSpec | MoeSpec
+    in_proj writes [gate z (d_inner) | x, B, C (conv_dim) | dt (num_heads)]; the conv runs over x, B and C
+    (conv_dim = d_inner + 2·n_groups·d_state channels, conv_kernel taps). The per-sequence state a cache
+    keeps: the last conv_kernel inputs of the conv (batch × conv_dim × conv_kernel) and the SSM state
+    (batch × num_heads × head_dim × d_state). Source: transformers 5.17 GraniteMoeHybridMambaLayer,
+    NemotronHMamba2Mixer (__init__, forward) and cache_utils.LinearAttentionLayer.
+    """
+
+    num_heads: int
+    head_dim: int
+    d_state: int
+    n_groups: int
+    conv_kernel: int
+    chunk_size: int                       # the chunked scan's block length (torch_forward path)
+    conv_bias: bool = True
+    proj_bias: bool = False               # in_proj and out_proj biases
+    out_proj_bias: bool | None = None     # out_proj's own bias when it differs (Falcon-H1 projectors_bias)
+    gated_norm: bool = True               # a gated RMSNorm over d_inner; False: y · silu(z) (Falcon-H1)
+    mup_scaled: bool = False              # muP: input × ssm_in_multiplier and in_proj's output × a per-layer
+                                          # mup_vector buffer, one more copy each (Falcon-H1)
+
+    def __post_init__(self) -> None:
+        for name in ("num_heads", "head_dim", "d_state", "n_groups", "conv_kernel", "chunk_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"mamba {name}={getattr(self, name)} must be at least 1")
+        if self.num_heads % self.n_groups:
+            raise ConfigError(f"mamba n_groups={self.n_groups} does not divide num_heads={self.num_heads}")
+
+    @property
+    def d_inner(self) -> int:
+        """Width of the scanned stream and of the gate: num_heads × head_dim (expand × hidden_size)."""
+        return self.num_heads * self.head_dim
+
+    @property
+    def conv_dim(self) -> int:
+        """Channels of the causal conv: x, B and C."""
+        return self.d_inner + 2 * self.n_groups * self.d_state
+
+    @property
+    def in_proj_width(self) -> int:
+        """Outputs of in_proj: gate, conv input and one dt per head."""
+        return self.d_inner + self.conv_dim + self.num_heads
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LayerSpec:
+    """One decoder layer: a token mixer (attention, or a Mamba mixer, or neither) and an MLP (or none).
+
+    Hybrid families set `attention=None` on their state-space layers and give `mamba`; Nemotron-H has
+    single-block layers (only a mixer, only an MLP or only an MoE) with one norm each; Falcon-H1 layers
+    have both mixers side by side.
+    """
+
+    attention: AttentionSpec | None
+    mlp: MlpSpec | MoeSpec | None
     norm: NormKind = NormKind.RMS
     norms_per_layer: int = 2              # Gemma 2/3 and OLMo 2 have 4 (pre and post) or 2 post-only
     parallel_block: bool = False          # attention and MLP read the same input (GPT-J, Falcon, Cohere, Phi)
+    mamba: MambaSpec | None = None        # a Mamba-2 mixer in place of attention, or beside it on the same
+                                          # normed input (Falcon-H1: mamba first, then attention)
+
+    def __post_init__(self) -> None:
+        if self.attention is None and self.mamba is None and self.mlp is None:
+            raise ConfigError("a layer needs a mixer or an MLP")
 
     @property
     def is_moe(self) -> bool:
         return isinstance(self.mlp, MoeSpec)
+
+
+MIXER_NOT_MODELED = ("{name} has Mamba (state-space) layers: memfit models them for inference under "
+                     "runtime=transformers on one GPU only; {what} is not modelled yet")
+"""The one-line refusal for a formula that models attention-and-MLP layers only."""
+
+
+def attention_of(layer: LayerSpec, *, what: str = "this job") -> AttentionSpec:
+    """`layer.attention` for formulas that model attention layers only; a mixer layer is refused."""
+    if layer.attention is None:
+        raise InvalidWorkload(MIXER_NOT_MODELED.format(name="this model", what=what))
+    return layer.attention
+
+
+def mlp_of(layer: LayerSpec, *, what: str = "this job") -> MlpSpec | MoeSpec:
+    """`layer.mlp` for formulas that model layers with an MLP only; an MLP-less layer is refused."""
+    if layer.mlp is None:
+        raise InvalidWorkload(MIXER_NOT_MODELED.format(name="this model", what=what))
+    return layer.mlp
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -200,6 +280,8 @@ class ModelSpec:
     alibi_float_bias: bool = False        # one float (b, heads, s, kv) ALiBi+causal bias, all layers (Falcon)
     keeps_previous_attn_probs: bool = False  # the layer loop keeps each block's outputs (BLOOM, Falcon)
     rotary_buffer: bool = True            # a rotary inv_freq buffer (head_dim / 2 fp32)
+    rotary_fraction: Fraction = Fraction(1)  # share of head_dim rotated: cos, sin and inv_freq widths
+                                          # (Bamba: partial_rotary_factor 0.5)
     rotary_per_layer_type: bool = False   # one (cos, sin) pair per layer type, sliding and full (Gemma 3)
     unused_sliding_mask: bool = False     # a bool sliding-window mask built for every forward though no
                                           # layer reads it (Qwen2-MoE without use_sliding_window: window 0)
@@ -226,3 +308,13 @@ class ModelSpec:
     @property
     def is_moe(self) -> bool:
         return any(layer.is_moe for layer in self.layers)
+
+    @property
+    def has_mamba(self) -> bool:
+        """Whether any layer is a Mamba (state-space) mixer: a hybrid or pure state-space model."""
+        return any(layer.mamba is not None for layer in self.layers)
+
+    @property
+    def attention_specs(self) -> tuple[AttentionSpec, ...]:
+        """The attention block of every layer that has one, in layer order."""
+        return tuple(layer.attention for layer in self.layers if layer.attention is not None)

@@ -78,8 +78,8 @@ def mla_absorbed_bytes(spec: ModelSpec, workload: Inference, *, dtype: DType) ->
         return 0
     total = 0
     for layer in spec.layers:
-        mla = layer.attention.mla
-        if mla is not None:
+        mla = layer.attention.mla if layer.attention is not None else None
+        if layer.attention is not None and mla is not None:
             weights = layer.attention.num_heads * (mla.qk_nope_head_dim + mla.v_head_dim) * mla.kv_lora_rank
             total += tensor_bytes(dtype, -(-weights // workload.parallel.tp))
     return total
@@ -230,8 +230,10 @@ def _decode_phase(job: _Job) -> Phase:
     waste = job.weight_waste + _persistent_waste(tensors)
     cat_growth = job.kind is KvCache.DYNAMIC and job.prof.kv_cat_growth
     growth = max((max(sizes) for sizes, _ in tensors), default=0) if cat_growth else 0
-    acts, dequant = layer_peak(spec, workload, decode_step(workload, kind=job.kind, cache_tokens=cache_len,
-                                                           gpu=job.sdpa_gpu))
+    step = decode_step(workload, kind=job.kind, cache_tokens=cache_len, gpu=job.sdpa_gpu)
+    acts, dequant = layer_peak(spec, workload, step)
+    if spec.has_mamba:
+        acts, dequant, growth = _hybrid_decode_peak(spec, workload, step, growth=growth if cat_growth else 0)
     layer_terms = [job.weights, final_cache,
                    Term.group("activations", [*acts.children, job.inputs,
                                               Term(name="kv_cat_copy", nbytes=growth)]),
@@ -243,6 +245,24 @@ def _decode_phase(job: _Job) -> Phase:
     at_layer = sum(t.nbytes for t in layer_terms) >= sum(t.nbytes for t in head_terms)
     return _phase(PhaseName.DECODE, layer_terms if at_layer else head_terms, workload, waste=waste,
                   floor=job.floor, at="last decode step, " + ("last layer" if at_layer else "LM head"))
+
+def _hybrid_decode_peak(spec: ModelSpec, workload: Inference, step: Step, *,
+                        growth: int) -> tuple[Term, int, int]:
+    """(activations, dequantisation bytes, cat copy) of the decode step's largest layer in a model with Mamba
+    layers: only an attention layer grows its K/V with torch.cat (its largest K or V tensor, `growth` is
+    recomputed over attention layers), a Mamba layer updates its fixed-size state in place."""
+    cat_copy = 0
+    if growth:
+        attention_only = tuple(layer for layer in spec.layers if layer.attention is not None)
+        widths = kv_tensor_groups(replace(spec, layers=attention_only), workload,
+                                  tokens=step.kv_tokens) if attention_only else []
+        cat_copy = max((max(sizes) for sizes, _ in widths), default=0)
+    sets = layer_working_sets(spec, workload, step)
+    best = max(spec.layers, key=lambda layer: sets[id(layer)][0].nbytes + sets[id(layer)][1]
+               + (cat_copy if layer.attention is not None else 0))
+    acts, dequant = sets[id(best)]
+    return acts, dequant, cat_copy if best.attention is not None else 0
+
 
 def _init_floor(spec: ModelSpec, workload: Inference, weights_term: Term) -> int:
     """The cached block of a tied LM head allocated before tying (random-weight builds; see
@@ -266,8 +286,9 @@ def _prefill_peak_layer(spec: ModelSpec, workload: Inference, *, kind: KvCache, 
                                                            cache_tokens=cache_tokens, gpu=gpu))
     held: dict[str, int] = {}
     best: tuple[int, Term, int, dict[str, int]] | None = None
-    for layer, (name, nbytes) in zip(spec.layers, per_layer, strict=True):
-        held[name] = held.get(name, 0) + nbytes
+    for layer, tensors in zip(spec.layers, per_layer, strict=True):
+        for name, nbytes in tensors:
+            held[name] = held.get(name, 0) + nbytes
         acts, dequant = sets[id(layer)]
         total = acts.nbytes + dequant + sum(held.values())
         if best is None or total >= best[0]:

@@ -53,7 +53,7 @@ from memfit.core.parallel import scale_bytes, scale_term, stage_layers
 from memfit.core.params import Linear, count_params, layer_linears
 from memfit.core.per_rank import LAYER_CHILDREN, Parts, compute_workload, layer_child, per_rank
 from memfit.core.result import Gpu, Phase, Term, memory
-from memfit.core.spec import ModelSpec
+from memfit.core.spec import ModelSpec, attention_of
 from memfit.core.weights import buffer_bytes
 from memfit.core.workload import Parallelism, Training
 
@@ -407,7 +407,7 @@ def _optimizer(wl: Training, p: Parts, flow: act.Flow) -> Phase:
 
 
 def _assumptions(spec: ModelSpec, wl: Training, flow: act.Flow) -> tuple[str, ...]:
-    backends = sorted({act.attention_backend(layer.attention, flow, seq_len=wl.seq_len)
+    backends = sorted({act.attention_backend(attention_of(layer, what="training"), flow, seq_len=wl.seq_len)
                        for layer in spec.layers})
     out = [
         f"attention kernel: {', '.join(backends)} (attn={wl.attn})",

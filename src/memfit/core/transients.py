@@ -24,7 +24,16 @@ from memfit.core.kv_cache import compute_dtype
 from memfit.core.params import Linear, layer_linears
 from memfit.core.quants import bnb_4bit_fused
 from memfit.core.result import Gpu, Term
-from memfit.core.spec import AttentionSpec, LayerSpec, MlpSpec, ModelSpec, MoeSpec
+from memfit.core.spec import (
+    AttentionSpec,
+    LayerSpec,
+    MlpSpec,
+    ModelSpec,
+    MoeSpec,
+    attention_of,
+    mlp_of,
+)
+from memfit.core.ssm import mamba_decode_step, mamba_prefill_step
 from memfit.core.workload import Inference
 
 MATH_ACC_BYTES = 4
@@ -33,10 +42,11 @@ default). Source: torch 2.13 _scaled_dot_product_attention_math."""
 SDPA_MASK_ALIGN = 16
 """SDPA's memory-efficient kernel pads an unaligned mask's last dim to a multiple of 16 (a copy of the
 (batch, 1, q, kv) mask). Source: torch aten/src/ATen/native/transformers/attention.cpp pad_bias."""
-PYTHON_ACTIVATION_LIVE: dict[str, int] = {"gelu_new": 4, "gelu_fast": 5, "quick_gelu": 3}
+PYTHON_ACTIVATION_LIVE: dict[str, int] = {"gelu_new": 4, "gelu_fast": 5, "quick_gelu": 3, "relu2": 3}
 """Intermediate-width tensors alive at once (input included) while a Python-written activation runs under
 no_grad: gelu_new holds x, 0.5·x, x³ and 0.044715·x³; gelu_fast x, 0.5·x, 0.798·x, 0.044715·x and its
-product with x; quick_gelu x, 1.702·x and its sigmoid. Fused ones (gelu, silu, gelu_pytorch_tanh) hold 2.
+product with x; quick_gelu x, 1.702·x and its sigmoid; relu2 (ReLUSquaredActivation, Nemotron-H) x, relu(x)
+and its square. Fused ones (gelu, silu, gelu_pytorch_tanh) hold 2.
 Source: transformers 5.17 activations.py NewGELUActivation / FastGELUActivation / QuickGELUActivation;
 gelu_new measured on real CPU tensors (GPT-2, a TorchDispatchMode over live storages: 4)."""
 INT8_OUTLIER_BYTES_PER_WEIGHT = 7
@@ -82,29 +92,65 @@ def _layer_working_set(spec: ModelSpec, layer: LayerSpec, workload: Inference,
     tokens = b * s
     h = spec.hidden_size
     hidden = tokens * h * dt                                 # (b, s, hidden) in the compute dtype
-    att = layer.attention
+    first = spec.attention_specs[0] if spec.attention_specs else None
     # cos and sin, (b, s, head_dim) each; one pair per layer type where the family ropes them apart
-    tables = len({layer.attention.sliding_window is None for layer in spec.layers}) \
+    tables = len({att.sliding_window is None for att in spec.attention_specs}) \
         if spec.rotary_per_layer_type else 1
-    rotary = 2 * tables * tokens * att.head_dim * dt if spec.rotary_buffer else 0
+    rotary_dim = int(first.head_dim * spec.rotary_fraction) if first is not None else 0
+    rotary = 2 * tables * tokens * rotary_dim * dt if spec.rotary_buffer else 0
     # Falcon-RW: the (b, heads, s, kv) ALiBi + causal bias lives through the whole layer loop
-    bias = b * att.num_heads // workload.parallel.tp * s * step.kv_tokens * dt if alibi_bias(spec) else 0
+    bias = b * first.num_heads // workload.parallel.tp * s * step.kv_tokens * dt \
+        if alibi_bias(spec) and first is not None else 0
     unused_mask = b * s * step.kv_tokens if spec.unused_sliding_mask else 0
     persistent = Term.group("hidden", [
         Term(name="inputs_embeds", nbytes=hidden), Term(name="layer_input", nbytes=hidden),
         Term(name="rotary", nbytes=rotary), Term(name="alibi_bias", nbytes=bias),
         Term(name="unused_sliding_mask", nbytes=unused_mask),
     ])
-    attn = _attention_step(spec, layer, workload, step, hidden=hidden, dt=dt)
-    mlp, dequant = _mlp_step(spec, layer, workload, tokens=tokens, hidden=hidden, dt=dt)
     norm = Term.group("norm", [Term(name="fp32_upcast", nbytes=2 * tokens * h * 4)])
-    step_term = max((attn, mlp, norm), key=lambda t: t.nbytes + (dequant if t is mlp else 0))
-    return Term.group("activations", [persistent, step_term]), dequant if step_term is mlp else 0
+    steps: list[tuple[Term, int]] = [(norm, 0)]      # (live set, dequantisation bytes beside it)
+    if layer.attention is not None:
+        attention = _attention_step(spec, layer, workload, step, hidden=hidden, dt=dt)
+        if layer.mamba is not None:
+            # side by side (Falcon-H1): attention runs after the Mamba mixer, beside its output and its own
+            # input × attention_in_multiplier
+            attention = Term.group("attention", [*attention.children,
+                                                 Term(name="mamba_output", nbytes=hidden),
+                                                 Term(name="scaled_input", nbytes=hidden)])
+        steps.insert(0, (attention, 0))
+    if layer.mamba is not None:
+        steps[0:0] = _mamba_steps(spec, layer, workload, step, hidden=hidden, dt=dt)
+    if layer.mlp is not None:
+        # a block without a mixer (Nemotron-H's MLP / MoE blocks) adds the MLP to the layer input itself
+        mixed = layer.attention is not None or layer.mamba is not None
+        steps.insert(len(steps) - 1, _mlp_step(spec, layer, workload, tokens=tokens, hidden=hidden, dt=dt,
+                                               own_residual=mixed))
+    step_term, dequant = max(steps, key=lambda item: item[0].nbytes + item[1])
+    return Term.group("activations", [persistent, step_term]), dequant
+
+
+def _mamba_steps(spec: ModelSpec, layer: LayerSpec, workload: Inference, step: Step, *, hidden: int,
+                 dt: int) -> list[tuple[Term, int]]:
+    """A Mamba mixer's moments: the chunked scan over the prompt (or the recurrent update in decode), and
+    in_proj running beside its quantized weight's dequantisation (bitsandbytes; the larger of in_proj's and
+    out_proj's, which is in_proj's for every config seen)."""
+    mamba = layer.mamba
+    assert mamba is not None  # only called for Mamba layers
+    b, s = workload.batch_size, step.query_tokens
+    if s == 1 and step.kv_tokens > 1:
+        scan = mamba_decode_step(mamba, b=b, hidden=hidden, dt=dt)
+    else:
+        scan = mamba_prefill_step(mamba, b=b, s=s, hidden=hidden, dt=dt)
+    linears = [lin for lin in layer_linears(spec, layer) if lin.role == "mamba"]
+    dequant = max((dequant_bytes(lin, workload, tokens=b * s, dt=dt) for lin in linears), default=0)
+    projecting = Term.group("mamba", [Term(name="normed", nbytes=hidden),
+                                      Term(name="in_proj", nbytes=b * s * mamba.in_proj_width * dt)])
+    return [(scan, 0), (projecting, dequant)]
 
 
 def _attention_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, step: Step, *,
                     hidden: int, dt: int) -> Term:
-    att = layer.attention
+    att = attention_of(layer)
     dt_name = compute_dtype(spec, workload)
     b, s, kv = workload.batch_size, step.query_tokens, step.kv_tokens
     tp = workload.parallel.tp
@@ -255,13 +301,15 @@ def grouped_experts_bytes(moe: MoeSpec, *, tokens: int, hidden: int, dt: int) ->
 
 
 def _mlp_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, *, tokens: int, hidden: int,
-              dt: int) -> tuple[Term, int]:
-    """The MLP step's live set and the dequantisation bytes inside it."""
-    base = [Term(name="residual", nbytes=hidden), Term(name="normed", nbytes=hidden)]
+              dt: int, own_residual: bool = True) -> tuple[Term, int]:
+    """The MLP step's live set and the dequantisation bytes inside it (own_residual: the mixer's residual
+    sum is a new tensor beside the layer input; False: the block's residual is the layer input)."""
+    base = [Term(name="residual", nbytes=hidden if own_residual else 0), Term(name="normed", nbytes=hidden)]
+    mlp_spec = mlp_of(layer)
     linears = [lin for lin in layer_linears(spec, layer) if lin.role in ("mlp", "shared_experts")]
     dequant = max((dequant_bytes(lin, workload, tokens=tokens, dt=dt) for lin in linears), default=0)
-    if isinstance(layer.mlp, MoeSpec):
-        moe = layer.mlp
+    if isinstance(mlp_spec, MoeSpec):
+        moe = mlp_spec
         shared = tokens * moe.shared_expert.intermediate_size * dt if moe.shared_expert else 0
         # router logits in fp32 and the sort of the tokens × top_k (expert, position) pairs (int64)
         router = tokens * moe.num_experts * 4 + 3 * tokens * moe.top_k * 8
@@ -275,18 +323,18 @@ def _mlp_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, *, tokens:
         parts = [Term(name="router", nbytes=router), Term(name="experts", nbytes=routed),
                  Term(name="shared_experts", nbytes=shared)]
         return Term.group("mlp", [*base, *parts]), dequant
-    inter = tokens * layer.mlp.intermediate_size * dt
-    fused = any(lin.role == "mlp" and lin.fan_out == 2 * layer.mlp.intermediate_size for lin in linears)
+    inter = tokens * mlp_spec.intermediate_size * dt
+    fused = any(lin.role == "mlp" and lin.fan_out == 2 * mlp_spec.intermediate_size for lin in linears)
     if fused:
         # one gate_up output (2 × intermediate) chunked into views, then act(gate) and the product
         # Source: transformers Phi3MLP.forward
         live = max(4 * inter, 2 * inter + dequant) - dequant
-    elif layer.mlp.gated:
+    elif mlp_spec.gated:
         # gate+act, then up while act lives, then their product: three intermediates; with a dequantised
         # weight W: act + up output + W, or product + W + output
         live = max(3 * inter, 2 * inter + dequant, inter + dequant + hidden) - dequant
     else:
-        live = max(non_gated_live(layer.mlp) * inter, inter + dequant + hidden) - dequant
+        live = max(non_gated_live(mlp_spec) * inter, inter + dequant + hidden) - dequant
     return Term.group("mlp", [*base, Term(name="intermediates", nbytes=live)]), dequant
 
 

@@ -212,12 +212,20 @@ def per_layer_weights(spec: ModelSpec, *, dtype: DType, quant: Quant,
 _LAYER_INDEX = re.compile(r"(layers|blk|h)\.(\d+)\.")
 
 
+MUP_VECTOR_DTYPE = DType.FP32
+"""Falcon-H1's per-layer mup_vector buffer: torch.ones(1, 1, in_proj width), fp32, never cast by a dtype
+load (a non-persistent buffer registered after init). Source: transformers 5.17 FalconH1Model.__init__."""
+
+
 def buffer_bytes(spec: ModelSpec) -> list[int]:
     """Bytes of each model buffer transformers puts on the GPU: the rotary `inv_freq` (head_dim/2 fp32)
-    unless the family has none, and GPT-BigCode's bool (max_positions²) causal mask."""
-    sizes = []
-    if spec.rotary_buffer:
-        sizes.append(tensor_bytes(ROPE_INV_FREQ_DTYPE, spec.layers[0].attention.head_dim // 2))
+    unless the family has none, GPT-BigCode's bool (max_positions²) causal mask and Falcon-H1's per-layer
+    fp32 mup_vector."""
+    sizes = [tensor_bytes(MUP_VECTOR_DTYPE, layer.mamba.in_proj_width) for layer in spec.layers
+             if layer.mamba is not None and layer.mamba.mup_scaled]
+    if spec.rotary_buffer and spec.attention_specs:   # a pure state-space stack has no head_dim to rotate
+        rotary_dim = int(spec.attention_specs[0].head_dim * spec.rotary_fraction)
+        sizes.append(tensor_bytes(ROPE_INV_FREQ_DTYPE, rotary_dim // 2))
     if spec.causal_mask_buffer:
         sizes.append(spec.max_position_embeddings ** 2)
     return sizes
@@ -238,10 +246,11 @@ def _layer_tensors(spec: ModelSpec, layer: LayerSpec, *, dtype: DType, norm_dtyp
             for _ in range(layer.norms_per_layer):
                 yield "layers/norms", tensor_bytes(norm_dtype, count // layer.norms_per_layer)
         elif count:
-            # QK and MLA latent norms stay in the norm dtype; attention sinks are a plain parameter
-            tensor_dtype = dtype if path == "attention/sinks" else norm_dtype
+            # QK, MLA latent and Mamba gated norms stay in the norm dtype; attention sinks and a Mamba
+            # mixer's conv1d, dt_bias, A_log and D are plain parameters
+            tensor_dtype = norm_dtype if path.endswith("norm") else dtype
             ways = tp if path == "attention/sinks" else 1      # one sink per head: split with the heads
-            yield "layers/attention", -(-tensor_bytes(tensor_dtype, count) // ways)
+            yield f"layers/{path.split('/')[0]}", -(-tensor_bytes(tensor_dtype, count) // ways)
 
 
 def _quantizes(quant: Quant, lin: Linear) -> bool:

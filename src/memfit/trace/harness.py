@@ -429,9 +429,13 @@ def _fast_forward(ids: torch.Tensor, kwargs: dict[str, Any],
 
 
 def _cache_tensors(cache: Any) -> list[torch.Tensor]:
+    """The cache's tensors: K and V, and a linear-attention / Mamba layer's conv and recurrent states
+    (transformers 5.17 cache_utils.LinearAttentionLayer.conv_states / recurrent_states, dicts by index)."""
     out: list[torch.Tensor] = []
     for layer in getattr(cache, "layers", ()):
-        out.extend(t for t in (getattr(layer, "keys", None), getattr(layer, "values", None))
+        states = [*(getattr(layer, "conv_states", None) or {}).values(),
+                  *(getattr(layer, "recurrent_states", None) or {}).values()]
+        out.extend(t for t in (getattr(layer, "keys", None), getattr(layer, "values", None), *states)
                    if isinstance(t, torch.Tensor))
     return out
 

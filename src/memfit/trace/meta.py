@@ -30,7 +30,7 @@ _BASES = ("model.language_model.", "model.decoder.", "model.", "transformer.", "
 
 _TOP = {
     "embed_tokens": "embeddings", "wte": "embeddings", "word_embeddings": "embeddings",
-    "embed_in": "embeddings",
+    "embed_in": "embeddings", "embeddings": "embeddings",
     "wpe": "position_embeddings", "embed_positions": "position_embeddings",
     "word_embeddings_layernorm": "embedding_norm",
     "layers": "layers", "h": "layers", "blocks": "layers",
@@ -41,7 +41,11 @@ _TOP = {
 """First module name below the base model → top-level component."""
 
 _LAYER_ATTENTION = {"self_attn", "attn", "self_attention", "attention"}
-_LAYER_MLP = {"mlp", "feed_forward", "block_sparse_moe"}
+_LAYER_MLP = {"mlp", "feed_forward", "block_sparse_moe", "shared_mlp"}
+_LAYER_MAMBA = {"mamba"}
+_MAMBA_LEAVES = {"in_proj", "out_proj", "conv1d", "dt_bias", "A_log", "D", "norm"}
+"""Parameters of a Mamba-2 mixer (GraniteMoeHybridMambaLayer `mamba`, NemotronHMamba2Mixer `mixer`)."""
+_ATTENTION_LEAVES = {"q_proj", "k_proj", "v_proj", "o_proj"}
 _LAYER_INDEX = re.compile(r"^(\d+)\.(.*)$")
 
 
@@ -65,6 +69,15 @@ def _component(name: str) -> tuple[str, ...]:
     module, _, leaf = inner.partition(".")
     if module in _LAYER_ATTENTION:
         return ("layers", "attention", leaf.split(".")[0])
+    if module in _LAYER_MAMBA:
+        return ("layers", "mamba", leaf.split(".")[0])
+    if module == "mixer":  # Nemotron-H: one `mixer` per block, Mamba-2, attention, MLP or MoE
+        first = leaf.split(".")[0]
+        if first in _MAMBA_LEAVES:
+            return ("layers", "mamba", first)
+        if first in _ATTENTION_LEAVES:
+            return ("layers", "attention", first)
+        return _mlp_component(leaf)
     if module in {"fc1", "fc2"}:  # OPT keeps its MLP Linears directly in the layer
         return ("layers", "mlp", module)
     if module in _LAYER_MLP:

@@ -15,8 +15,10 @@
      is all ones. Without that, OPT training under 5.17 kept a (s, s) efficient-attention bias per layer
      (+24 MiB, opt-125m b1 s1024) that a GPU never allocates; 5.23 stopped building the mask.
    - `_ignore_bidirectional_mask_sdpa`, `_can_skip_bidirectional_mask_xpu`: encoder / XPU only; not patched.
-   - `_linear_attention_padding_mask` (line ~1496): keeps a 2-D mask for linear-attention models; not patched
-     (those models are not in the supported set).
+   - `create_recurrent_attention_mask` (line ~1496): keeps the 2-D padding mask of Mamba / linear-attention
+     layers on fake tensors, where a GPU drops an all-ones mask (the layers then multiply every input by
+     it: one more (b, s, hidden) and (b, s, conv_dim) copy each) → patched: None for the unpadded inputs
+     the trace runs, in masking_utils and in the hybrid modeling modules that imported it.
    - modeling_utils.warn_if_padding_and_no_attention_mask: skips a warning only.
 3. `torch.cuda.get_device_capability` answers (9, 0): transformers checks it before grouped_mm (MoE).
 5. `torch._grouped_mm` (MoE experts) with fp32 / fp16 operands: its meta kernel demands bf16, but CUDA's
@@ -215,4 +217,25 @@ def install() -> None:
 
     masking_utils.find_packed_sequence_indices = lambda position_ids: None
     masking_utils._ignore_causal_mask_sdpa = _ignore_causal_mask_sdpa
+    _patch_recurrent_mask(masking_utils)
     _state["installed"] = True
+
+
+RECURRENT_MASK_MODULES = ("bamba", "falcon_h1", "granitemoehybrid", "nemotron_h")
+"""transformers.models.<name>.modeling_<name> modules that import create_recurrent_attention_mask by name."""
+
+
+def _patch_recurrent_mask(masking_utils: Any) -> None:
+    """create_recurrent_attention_mask returns None for an all-ones mask on a GPU; trace inputs are unpadded
+    (one sequence per row, all ones), so it returns None here. Source: transformers 5.17 masking_utils
+    create_recurrent_attention_mask (`not is_tracing(attention_mask) and torch.all(attention_mask == 1)`)."""
+    import importlib
+
+    def no_padding(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    masking_utils.create_recurrent_attention_mask = no_padding
+    for name in RECURRENT_MASK_MODULES:
+        module: Any = importlib.import_module(f"transformers.models.{name}.modeling_{name}")
+        if hasattr(module, "create_recurrent_attention_mask"):
+            module.create_recurrent_attention_mask = no_padding

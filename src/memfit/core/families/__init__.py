@@ -13,12 +13,14 @@ from typing import Any
 
 from memfit.core.errors import ConfigError, UnsupportedArchitecture
 from memfit.core.families import (
+    bamba,
     bloom,
     cohere,
     cohere2,
     deepseek_v2,
     deepseek_v3,
     falcon,
+    falcon_h1,
     gemma,
     gemma2,
     gemma3,
@@ -29,9 +31,11 @@ from memfit.core.families import (
     gpt_oss,
     gptj,
     granite,
+    granitemoehybrid,
     llama,
     mistral,
     mixtral,
+    nemotron_h,
     olmo2,
     opt,
     phi,
@@ -49,12 +53,14 @@ from memfit.core.spec import ModelSource, ModelSpec
 SpecBuilder = Callable[..., ModelSpec]
 
 FAMILIES: dict[str, SpecBuilder] = {
+    "bamba": bamba.spec_from_config,
     "bloom": bloom.spec_from_config,
     "cohere": cohere.spec_from_config,
     "cohere2": cohere2.spec_from_config,
     "deepseek_v2": deepseek_v2.spec_from_config,
     "deepseek_v3": deepseek_v3.spec_from_config,
     "falcon": falcon.spec_from_config,
+    "falcon_h1": falcon_h1.spec_from_config,
     "gemma": gemma.spec_from_config,
     "gemma2": gemma2.spec_from_config,
     "gemma3": gemma3.spec_from_config,
@@ -65,9 +71,11 @@ FAMILIES: dict[str, SpecBuilder] = {
     "gpt_oss": gpt_oss.spec_from_config,
     "gptj": gptj.spec_from_config,
     "granite": granite.spec_from_config,
+    "granitemoehybrid": granitemoehybrid.spec_from_config,
     "llama": llama.spec_from_config,
     "mistral": mistral.spec_from_config,
     "mixtral": mixtral.spec_from_config,
+    "nemotron_h": nemotron_h.spec_from_config,
     "olmo2": olmo2.spec_from_config,
     "opt": opt.spec_from_config,
     "phi": phi.spec_from_config,

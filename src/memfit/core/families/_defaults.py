@@ -13,6 +13,14 @@ from collections.abc import Mapping
 from typing import Any
 
 CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
+    "bamba": {
+        "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "vocab_size": 128000, "max_position_embeddings": 262144, "intermediate_size": 14336,
+        "tie_word_embeddings": False, "attention_bias": False, "mlp_bias": False, "mamba_n_heads": 128,
+        "mamba_d_head": "auto", "mamba_n_groups": 1, "mamba_d_state": 256, "mamba_d_conv": 4,
+        "mamba_expand": 2, "mamba_chunk_size": 256, "mamba_conv_bias": True, "mamba_proj_bias": False,
+        "hidden_act": "silu",
+    },
     "bloom": {
         "hidden_size": 64, "n_layer": 2, "n_head": 8, "vocab_size": 250880, "tie_word_embeddings": True,
     },
@@ -50,6 +58,15 @@ CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
         "max_position_embeddings": 2048, "tie_word_embeddings": True, "bias": False, "multi_query": True,
         "new_decoder_architecture": False, "parallel_attn": True,
         "activation": "gelu",
+    },
+    "falcon_h1": {
+        "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "vocab_size": 128000, "max_position_embeddings": 8192, "intermediate_size": 14336,
+        "tie_word_embeddings": False, "attention_bias": False, "mlp_bias": False, "mamba_d_ssm": 1024,
+        "mamba_n_heads": 128, "mamba_d_head": "auto", "mamba_n_groups": 1, "mamba_d_state": 256,
+        "mamba_d_conv": 4, "mamba_expand": 2, "mamba_chunk_size": 256, "mamba_conv_bias": True,
+        "mamba_proj_bias": False, "mamba_rms_norm": False, "projectors_bias": False,
+        "hidden_act": "silu",
     },
     "gemma": {
         "hidden_size": 3072, "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 16,
@@ -105,6 +122,15 @@ CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
         "attention_bias": False, "mlp_bias": False,
         "hidden_act": "silu",
     },
+    "granitemoehybrid": {
+        "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "vocab_size": 32000,
+        "max_position_embeddings": 2048, "intermediate_size": 11008, "tie_word_embeddings": False,
+        "attention_bias": False, "num_local_experts": 8, "num_experts_per_tok": 2,
+        "shared_intermediate_size": 1024, "mamba_n_heads": 128, "mamba_n_groups": 1, "mamba_d_state": 256,
+        "mamba_d_head": "auto", "mamba_d_conv": 4, "mamba_expand": 2, "mamba_chunk_size": 256,
+        "mamba_conv_bias": True, "mamba_proj_bias": False,
+        "hidden_act": "silu",
+    },
     "llama": {
         "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "vocab_size": 32000,
         "max_position_embeddings": 2048, "intermediate_size": 11008, "tie_word_embeddings": False,
@@ -122,6 +148,15 @@ CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
         "vocab_size": 32000, "max_position_embeddings": 131072, "intermediate_size": 14336,
         "tie_word_embeddings": False, "num_local_experts": 8, "num_experts_per_tok": 2,
         "hidden_act": "silu",
+    },
+    "nemotron_h": {
+        "hidden_size": 4096, "num_hidden_layers": 4, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "head_dim": 128, "vocab_size": 131072, "max_position_embeddings": 4096, "intermediate_size": 21504,
+        "tie_word_embeddings": False, "attention_bias": False, "mlp_bias": False, "use_bias": False,
+        "ssm_state_size": 128, "mamba_num_heads": 128, "mamba_head_dim": 64, "n_groups": 8, "conv_kernel": 4,
+        "expand": 2, "use_conv_bias": True, "chunk_size": 128, "n_routed_experts": 8, "n_shared_experts": 1,
+        "moe_intermediate_size": 7688, "moe_shared_expert_intermediate_size": 7688, "num_experts_per_tok": 2,
+        "mlp_hidden_act": "relu2",
     },
     "olmo2": {
         "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "vocab_size": 50304,

@@ -23,3 +23,7 @@ PHI = Layout(o="dense", up="fc1", down="fc2", q_norm="q_layernorm", k_norm="k_la
 PHI3 = Layout(qkv="qkv_proj", gate_up="gate_up_proj")
 STARCODER2 = Layout(up="c_fc", down="c_proj")
 GPT_OSS = Layout(router="router")
+GRANITE_HYBRID = Layout(gate_up="input_linear", down="output_linear", router="router")
+"""Granite-4.0-H: shared_mlp input_linear (gate and up fused) and output_linear; MoE `router`."""
+NEMOTRON_H = Layout()
+"""Nemotron-H: q/k/v/o_proj, up_proj/down_proj (non-gated), MoE router `gate`."""
