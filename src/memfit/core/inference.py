@@ -26,6 +26,7 @@ from memfit.core.result import Gpu, Phase, Term, replace_terms
 from memfit.core.runtimes import RuntimeProfile, check_runtime_supports, profile
 from memfit.core.spec import ModelSpec
 from memfit.core.torch_inference import carry_reserved, torch_phases
+from memfit.core.vision_tower import check_images, decoder_workload, image_assumption, vision_load
 from memfit.core.vllm import KvCapacity, kv_capacity
 from memfit.core.workload import Inference
 
@@ -57,9 +58,15 @@ def inference_parts(spec: ModelSpec, workload: Inference,
         InvalidWorkload: the workload is impossible for this model or runtime (one line naming the field).
     """
     prof = profile(workload.runtime)
+    check_images(spec, workload, prof)
+    images = vision_load(spec, workload)
+    image_line = image_assumption(spec, workload) if images else None
+    workload = decoder_workload(spec, workload)   # the prompt with the image tokens added
     kind = validate(spec, workload, prof)
     assumptions = [f"runtime {prof.runtime}: {prof.source}", f"KV cache: {kind}",
                    f"compute dtype {compute_dtype(spec, workload)}"]
+    if image_line:
+        assumptions.append(image_line)
     if not prof.torch_allocator:
         assumptions += ["llama.cpp: own buffers, allocated = reserved; token_embd stays in host RAM; the "
                         "compute buffer is approximated as one ubatch's fp32 layer intermediates; the CUDA "
@@ -67,7 +74,7 @@ def inference_parts(spec: ModelSpec, workload: Inference,
         return llama_cpp_phases(spec, workload, prof), tuple(assumptions), None
     if auto_map_applies(workload, prof):
         return device_map_phases(spec, workload, prof, kind, assumptions), tuple(assumptions), None
-    raw = torch_phases(spec, workload, prof, kind, assumptions)
+    raw = torch_phases(spec, workload, prof, kind, assumptions, vision=images)
     phases = carry_reserved(raw)
     if not prof.preallocates_fraction:
         return phases, tuple(assumptions), None

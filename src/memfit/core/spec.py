@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from memfit.core.choices import AttnImpl, EagerScores, NormKind, QkNorm, SoftmaxDtype
 from memfit.core.dtypes import DType
 from memfit.core.errors import ConfigError
+from memfit.core.vision import VisionSpec
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -210,6 +211,7 @@ class ModelSpec:
     norm_fp32_output: bool = False        # norms multiply their weight in fp32 (Gemma, gpt-oss, OLMo 2)
     norm_in_python: bool = False          # LayerNorm as fp32 Python arithmetic (Cohere)
     assumptions: tuple[str, ...] = ()     # what a best-effort spec rests on (built on meta)
+    vision: VisionSpec | None = None      # a vision-language model's tower (its weights in extra_params)
 
     def __post_init__(self) -> None:
         if not self.layers:

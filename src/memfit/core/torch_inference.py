@@ -33,6 +33,7 @@ from memfit.core.overhead import (
 from memfit.core.result import Phase, Term, memory, replace_terms
 from memfit.core.runtimes import RuntimeProfile
 from memfit.core.spec import ModelSpec
+from memfit.core.vision_tower import VisionLoad
 from memfit.core.transients import (
     INT8_OUTLIER_BYTES_PER_WEIGHT,
     Step,
@@ -118,10 +119,12 @@ class _Job:
     inputs: Term
     cache_tokens: int      # cached tokens per sequence during prefill
     final_tokens: int      # after the last decode step
+    vision: VisionLoad | None = None   # the images' tower moment and what the decoder keeps of them
 
 def torch_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, kind: KvCache,
-                  assumptions: list[str]) -> tuple[Phase, ...]:
-    """The torch-allocator phases, each at its own peak (callers apply `carry_reserved`)."""
+                  assumptions: list[str], *, vision: VisionLoad | None = None) -> tuple[Phase, ...]:
+    """The torch-allocator phases, each at its own peak (callers apply `carry_reserved`). `workload` is the
+    decoder's (image tokens already in its prompt); `vision` adds the images' tower and inputs."""
     weights_term, weight_sizes = _gpu_weights(spec, workload)
     floor = _init_floor(spec, workload, weights_term)
     if floor:
@@ -135,10 +138,12 @@ def torch_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, kin
         cache_tokens = workload.max_cache_tokens or final_tokens
     if kind is KvCache.PAGED:
         cache_tokens = final_tokens
+    inputs = Term(name="inputs", nbytes=input_bytes(workload, generating=workload.new_tokens > 0))
+    if vision is not None:
+        inputs = Term.group("inputs", [replace(inputs, name="token_ids"), vision.pixel_values])
     job = _Job(spec=spec, workload=workload, prof=prof, kind=kind, weights=weights_term,
-               weight_waste=_persistent_waste(weight_sizes), floor=floor,
-               inputs=Term(name="inputs", nbytes=input_bytes(workload, generating=workload.new_tokens > 0)),
-               cache_tokens=cache_tokens, final_tokens=final_tokens)
+               weight_waste=_persistent_waste(weight_sizes), floor=floor, inputs=inputs,
+               cache_tokens=cache_tokens, final_tokens=final_tokens, vision=vision)
     load = _phase(PhaseName.LOAD, [weights_term], workload, waste=job.weight_waste, floor=floor,
                   at="weights loaded")
     prefill = _prefill_phase(job, assumptions)
@@ -172,16 +177,25 @@ def _prefill_phase(job: _Job, assumptions: list[str]) -> Phase:
         found = _prefill_peak_layer(spec, workload, kind=job.kind, cache_tokens=job.cache_tokens)
         if found is not None:
             acts, dequant, layer_cache = found
-    layer_terms = [job.weights, layer_cache, Term.group("activations", [*acts.children, job.inputs]),
+    kept = [job.vision.features] if job.vision else []
+    layer_terms = [job.weights, layer_cache, Term.group("activations", [*acts.children, *kept, job.inputs]),
                    _overhead(workload, dequant)]
     generating = workload.new_tokens > 0
     positions = 1 if generating or job.prof.max_batched_tokens else workload.prompt_tokens
     dt = compute_dtype(spec, workload)
     final_hidden = Term(name="final_hidden",
                         nbytes=workload.batch_size * dt.nbytes(positions * spec.hidden_size))
-    head_terms = [job.weights, cache, Term.group("activations", [final_hidden, job.inputs]),
+    head_terms = [job.weights, cache, Term.group("activations", [final_hidden, *kept, job.inputs]),
                   logits(spec, workload, positions=positions), _overhead(workload, 0)]
-    if sum(t.nbytes for t in layer_terms) >= sum(t.nbytes for t in head_terms):
+    layer_total, head_total = sum(t.nbytes for t in layer_terms), sum(t.nbytes for t in head_terms)
+    if job.vision is not None:
+        # the tower runs before the first decoder layer: no KV cache yet
+        tower_terms = [job.weights, Term.group("activations", [job.vision.tower, job.inputs]),
+                       _overhead(workload, 0)]
+        if sum(t.nbytes for t in tower_terms) > max(layer_total, head_total):
+            return _phase(PhaseName.PREFILL, tower_terms, workload, waste=job.weight_waste, floor=job.floor,
+                          at="vision tower")
+    if layer_total >= head_total:
         return _phase(PhaseName.PREFILL, layer_terms, workload, waste=waste, floor=job.floor,
                       at="last decoder layer")
     # the layers' freed blocks stay cached beside the logits
