@@ -33,7 +33,6 @@ from memfit.core.overhead import (
 from memfit.core.result import Phase, Term, memory, replace_terms
 from memfit.core.runtimes import RuntimeProfile
 from memfit.core.spec import ModelSpec
-from memfit.core.vision_tower import VisionLoad
 from memfit.core.transients import (
     INT8_OUTLIER_BYTES_PER_WEIGHT,
     Step,
@@ -43,6 +42,7 @@ from memfit.core.transients import (
     layer_working_sets,
     prefill_step,
 )
+from memfit.core.vision_tower import VisionLoad
 from memfit.core.weights import weight_tensor_groups, weights_tree_groups
 from memfit.core.workload import Inference
 

@@ -37,7 +37,7 @@ class VisionSpec:
     num_layers: int
     num_heads: int
     patch_size: int
-    image_size: int                       # FIXED: the side every image is resized to; DYNAMIC: the default side
+    image_size: int                       # FIXED: the side every image is resized to; DYNAMIC: default side
     sizing: ImageSizing = ImageSizing.FIXED
     tokens_per_image: int | None = None   # FIXED: a fixed token count (Gemma 3 mm_tokens_per_image)
     spatial_merge_size: int = 1           # DYNAMIC: merge² patches become one token
@@ -54,7 +54,8 @@ class VisionSpec:
             if getattr(self, name) < 1:
                 raise ConfigError(f"vision {name}={getattr(self, name)} must be at least 1")
         if self.hidden_size % self.num_heads:
-            raise ConfigError(f"vision num_heads={self.num_heads} does not divide hidden_size={self.hidden_size}")
+            raise ConfigError(
+                f"vision num_heads={self.num_heads} does not divide hidden_size={self.hidden_size}")
         if self.sizing is ImageSizing.DYNAMIC and (self.min_pixels is None or self.max_pixels is None):
             raise ConfigError("a dynamic-resolution vision tower needs min_pixels and max_pixels")
 
@@ -68,7 +69,8 @@ class VisionSpec:
         return self.image_size, self.image_size
 
 
-def smart_resize(height: int, width: int, *, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+def smart_resize(height: int, width: int, *, factor: int, min_pixels: int,
+                 max_pixels: int) -> tuple[int, int]:
     """(height, width) after Qwen2-VL's resize: each a multiple of `factor` (patch × merge), rounded to the
     nearest; scaled down by sqrt(h·w / max_pixels) (floor) when above max_pixels, up by
     sqrt(min_pixels / (h·w)) (ceil) when below min_pixels; never below `factor`.
@@ -81,7 +83,8 @@ def smart_resize(height: int, width: int, *, factor: int, min_pixels: int, max_p
     if h_bar * w_bar > max_pixels:
         # floor(side / sqrt(h·w / max) / factor) = isqrt(floor(side² · max / (h·w · factor²)))
         def down(side: int) -> int:
-            return max(factor, math.isqrt(side * side * max_pixels // (height * width * factor * factor)) * factor)
+            root = math.isqrt(side * side * max_pixels // (height * width * factor * factor))
+            return max(factor, root * factor)
         return down(height), down(width)
     if h_bar * w_bar < min_pixels:
         def up(side: int) -> int:
@@ -97,7 +100,9 @@ def resized(vision: VisionSpec, size: tuple[int, int] | None) -> tuple[int, int]
     height, width = size or vision.default_size
     if vision.sizing is ImageSizing.FIXED:
         return vision.image_size, vision.image_size
-    assert vision.min_pixels is not None and vision.max_pixels is not None  # checked in __post_init__
+    # both set for DYNAMIC (checked in __post_init__)
+    assert vision.min_pixels is not None
+    assert vision.max_pixels is not None
     return smart_resize(height, width, factor=vision.patch_size * vision.spatial_merge_size,
                         min_pixels=vision.min_pixels, max_pixels=vision.max_pixels)
 

@@ -8,8 +8,9 @@ into the text embeddings), on all batch × images images at once; its peak is on
 the prefill phase (`VisionLoad.tower`), beside the decoder's peak layer and the LM head. The projected
 image features stay referenced through the decoder and the logits (the model output's
 image_hidden_states), and generate() keeps pixel_values in its model kwargs to the end.
-Source: transformers 5.17 models/gemma3/modeling_gemma3.py Gemma3Model.forward, Gemma3ForConditionalGeneration;
-models/siglip/modeling_siglip.py SiglipVisionEmbeddings / SiglipEncoderLayer / SiglipAttention / SiglipMLP.
+Source: transformers 5.17 models/gemma3/modeling_gemma3.py Gemma3Model.forward and
+Gemma3ForConditionalGeneration; models/siglip/modeling_siglip.py SiglipVisionEmbeddings,
+SiglipEncoderLayer, SiglipAttention, SiglipMLP.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ def check_images(spec: ModelSpec, workload: Inference, prof: RuntimeProfile) -> 
     if not workload.images:
         return
     if spec.vision is None:
-        raise InvalidWorkload(f"images={workload.images}: {spec.name} is a text-only model (no vision tower); "
-                              "drop --images or pick a vision-language model")
+        raise InvalidWorkload(f"images={workload.images}: {spec.name} is a text-only model (no vision "
+                              "tower); drop --images or pick a vision-language model")
     if not prof.torch_allocator or prof.preallocates_fraction:
         raise InvalidWorkload(f"images={workload.images} is modelled for runtime=transformers only, not "
                               f"runtime={workload.runtime}")
@@ -142,8 +143,8 @@ def tower_layer_peak(vision: VisionSpec, workload: Inference, *, patches: int, n
     scores = num_images * heads * patches * patches
     parts = [Term(name="normed", nbytes=x), Term(name="qkv", nbytes=3 * x), Term(name="output", nbytes=2 * x)]
     if workload.attn is AttnImpl.EAGER:
-        per_score = eager_bytes_per_score(AttentionSpec(num_heads=heads, num_kv_heads=heads, head_dim=head_dim),
-                                          dtype)
+        mha = AttentionSpec(num_heads=heads, num_kv_heads=heads, head_dim=head_dim)
+        per_score = eager_bytes_per_score(mha, dtype)
         parts = [*parts[:2], Term(name="scores", nbytes=scores * per_score), Term(name="output", nbytes=x)]
     elif workload.attn is AttnImpl.SDPA and sdpa_backend(dtype, q_dim=head_dim, grouped=False,
                                                           masked=False) == "math":

@@ -187,9 +187,12 @@ def _targets(value: Any, name: str) -> tuple[str, ...]:
 def _image_size(value: Any, name: str) -> tuple[int, int]:
     """(height, width) in pixels from "896x896", "896" (square), an int, or a pair of ints."""
     items: Any = value
-    if isinstance(value, str) and len(value) <= MAX_SHOWN_CHARS:
+    if isinstance(value, str):
         parts = value.lower().replace("×", "x").split("x")
-        items = [int(p) if p.strip().isdigit() else p for p in parts]
+        if len(value) > MAX_SHOWN_CHARS or not all(p.strip().isdigit() for p in parts):
+            items = None
+        else:
+            items = [int(p) for p in parts]
     if isinstance(items, int) and not isinstance(items, bool):
         items = [items, items]
     if isinstance(items, (tuple, list)) and len(items) == 1:
@@ -519,8 +522,6 @@ class Training:
     def summary(self) -> str:
         """One line: 'training (lora), batch 1 × 2048 tokens, adamw' and any quant."""
         text = f"training ({self.method}), batch {self.batch_size} × {self.seq_len} tokens, {self.optimizer}"
-        if self.images:
-            text += f", {self.images} image{'s' if self.images > 1 else ''} per sequence"
         return text + (f", {self.quant.name} weights" if self.quant.is_quantized else "")
 
 

@@ -92,7 +92,8 @@ def trace(spec: ModelSpec, workload: Inference | Training, boot: Boot,
     if isinstance(workload, Training) and workload.parallel.pp > 1:
         tracker = _trace_stages(build, model, workload, device, progress, assumptions)
     else:
-        tracker = _run(model, workload, device, progress, assumptions, images=image_batch(spec, workload, model))
+        images = image_batch(spec, workload, model)
+        tracker = _run(model, workload, device, progress, assumptions, images=images)
     if tracker.scalars_answered:
         assumptions.append(f"{tracker.scalars_answered} value-dependent scalar reads (.item(), bool()) "
                            "in the model code were read as 0/False; memfit assumes they pick between "

@@ -87,7 +87,8 @@ def siglip_vision(vision: Mapping[str, Any], *, name: str, text_hidden: int, tok
         intermediate_size=req_int(vision, "intermediate_size", name=name),
         num_layers=req_int(vision, "num_hidden_layers", name=name),
         num_heads=req_int(vision, "num_attention_heads", name=name),
-        patch_size=req_int(vision, "patch_size", name=name), image_size=req_int(vision, "image_size", name=name),
+        patch_size=req_int(vision, "patch_size", name=name),
+        image_size=req_int(vision, "image_size", name=name),
         sizing=ImageSizing.FIXED, tokens_per_image=tokens,
         num_channels=req_int(vision, "num_channels", name=name),
         activation=act if isinstance(act, str) else "gelu_pytorch_tanh", projector_hidden=text_hidden)
