@@ -53,15 +53,13 @@ class VisionSpec:
                      "image_size", "spatial_merge_size", "num_channels"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"vision {name}={getattr(self, name)} must be at least 1")
-        if self.hidden_size % self.num_heads:
-            raise ConfigError(
-                f"vision num_heads={self.num_heads} does not divide hidden_size={self.hidden_size}")
         if self.sizing is ImageSizing.DYNAMIC and (self.min_pixels is None or self.max_pixels is None):
             raise ConfigError("a dynamic-resolution vision tower needs min_pixels and max_pixels")
 
     @property
     def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
+        """hidden / heads (a config whose heads do not divide hidden builds, but cannot run images)."""
+        return max(1, self.hidden_size // self.num_heads)
 
     @property
     def default_size(self) -> tuple[int, int]:

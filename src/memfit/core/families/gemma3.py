@@ -7,7 +7,6 @@ Source: transformers 5.17.0 models/gemma3 (Gemma3MultiModalProjector) and models
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -76,11 +75,6 @@ def siglip_vision(vision: Mapping[str, Any], *, name: str, text_hidden: int, tok
     """The SigLIP tower as Gemma 3 runs it: every image resized to image_size² (Gemma3ImageProcessor,
     pan-and-scan off by default), (image/patch)² patches, average-pooled by the projector to `tokens`.
     Source: transformers 5.17.0 Gemma3MultiModalProjector (kernel = patches_per_side / sqrt(tokens))."""
-    side = req_int(vision, "image_size", name=name) // req_int(vision, "patch_size", name=name)
-    pooled = math.isqrt(tokens)
-    if pooled * pooled != tokens or pooled < 1 or side % pooled:
-        raise ConfigError(f"{name}: mm_tokens_per_image={tokens} must be a square whose side divides "
-                          f"image_size / patch_size = {side}")
     act = vision.get("hidden_act", "gelu_pytorch_tanh")
     return VisionSpec(
         tower="siglip_vision_model", hidden_size=req_int(vision, "hidden_size", name=name),
