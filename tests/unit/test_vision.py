@@ -151,3 +151,23 @@ def test_vision_spec_checks_its_shapes():
     with pytest.raises(ConfigError, match="needs min_pixels and max_pixels"):
         VisionSpec(tower="t", hidden_size=64, intermediate_size=64, num_layers=1, num_heads=4, patch_size=14,
                    image_size=448, sizing=ImageSizing.DYNAMIC)
+
+
+def test_qwen2_5_vl_1080p_image_under_the_published_budget():
+    """Qwen2.5-VL-7B-Instruct (max_pixels 12,845,056): 1080×1920 rounds to 1,092×1,932 = 2,109,744 px,
+    within budget: (1,092/14)·(1,932/14) = 78·138 = 10,764 patches, / 2² = 2,691 tokens."""
+    vision = load_model("Qwen2.5-VL-7B-Instruct").vision
+    assert vision is not None
+    assert patches_per_image(vision, (1080, 1920)) == 10_764
+    assert tokens_per_image(vision, (1080, 1920)) == 2_691
+
+
+def test_packed_tower_attends_one_image_at_a_time():
+    """Qwen2.5-VL's tower (h 1,280, 16 heads) runs its attention chunk by chunk: eager scores for one
+    image of 1,024 patches, 16·1,024² = 16,777,216 scores × 10 B = 167,772,160 B, whatever the image count."""
+    vision = load_model("Qwen2.5-VL-7B-Instruct").vision
+    assert vision is not None
+    eager = Inference(images=4, attn=AttnImpl.EAGER)
+    term = tower_layer_peak(vision, eager, patches=1024, num_images=4, dtype=DType.BF16)
+    assert term.flat()["attention/scores"] == 167_772_160
+

@@ -44,13 +44,19 @@ class VisionSpec:
     min_pixels: int | None = None         # DYNAMIC: the processor's pixel budget
     max_pixels: int | None = None
     num_channels: int = 3
+    temporal_patch_size: int = 1          # frames per patch: an image is repeated this many times (Qwen2-VL)
     mlp_gated: bool = False               # SwiGLU MLP (Qwen2.5-VL) or fc1-act-fc2 (SigLIP)
     activation: str = "gelu_pytorch_tanh"
     projector_hidden: int = 0             # the decoder width the projector writes (image features' width)
+    # how the tower's forward runs (set by the family mappers from their transformers source)
+    packed: bool = False                  # all images as one sequence, attention chunk by chunk (one image
+                                          # or window at a time); False: a batch of images at once (SigLIP)
+    keeps_patch_embeddings: bool = True   # the tower's forward keeps its embeddings output referenced
+                                          # while the encoder runs (SiglipVisionTransformer.forward)
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "intermediate_size", "num_layers", "num_heads", "patch_size",
-                     "image_size", "spatial_merge_size", "num_channels"):
+                     "image_size", "spatial_merge_size", "num_channels", "temporal_patch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"vision {name}={getattr(self, name)} must be at least 1")
         if self.sizing is ImageSizing.DYNAMIC and (self.min_pixels is None or self.max_pixels is None):

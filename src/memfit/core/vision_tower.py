@@ -91,11 +91,16 @@ def image_assumption(spec: ModelSpec, workload: Inference) -> str:
     assert vision is not None  # only called with images, after check_images
     height, width = resized(vision, workload.image_size)
     per_image = tokens_per_image(vision, workload.image_size)
+    sizing = str(vision.sizing)
+    if vision.max_pixels is not None:
+        sizing += f" within {vision.min_pixels:,}-{vision.max_pixels:,} px"
+    tower = ("" if not vision.packed else "; the packed tower's working set by the SigLIP-checked layer "
+             "recipe (its window chunks and fp32 rotary copies not sized; not trace-checked)")
     return (f"images: {workload.images} per sequence, each {height}x{width} px in the tower "
-            f"({patches_per_image(vision, workload.image_size)} patches, {vision.sizing} sizing) and "
+            f"({patches_per_image(vision, workload.image_size)} patches, {sizing} sizing) and "
             f"{per_image} image tokens: {image_tokens(spec, workload)} tokens added to the "
             f"{workload.prompt_tokens} text tokens of prompt_tokens; pixel_values in the compute dtype; the "
-            "decoder's mask taken as causal over the image tokens (no token_type_ids)")
+            f"decoder's mask taken as causal over the image tokens (no token_type_ids){tower}")
 
 
 def vision_load(spec: ModelSpec, workload: Inference) -> VisionLoad | None:
@@ -108,7 +113,8 @@ def vision_load(spec: ModelSpec, workload: Inference) -> VisionLoad | None:
     height, width = resized(vision, workload.image_size)
     added = image_tokens(spec, workload)
     tokens = workload.prompt_tokens + added
-    pixels = Term(name="pixel_values", nbytes=dt.nbytes(n * vision.num_channels * height * width))
+    pixels = Term(name="pixel_values",
+                  nbytes=dt.nbytes(n * vision.num_channels * vision.temporal_patch_size * height * width))
     embeds = Term(name="text_embeds", nbytes=dt.nbytes(b * tokens * spec.hidden_size))
     layer = tower_layer_peak(vision, workload, patches=patches_per_image(vision, workload.image_size),
                              num_images=n, dtype=dt)
@@ -129,7 +135,8 @@ def tower_layer_peak(vision: VisionSpec, workload: Inference, *, patches: int, n
     - attention: the normed input, q, k, v, the kernel's output and its transposed contiguous copy
       (SDPA flash / efficient add an fp32 log-sum-exp; math materialises fp32 scores and their softmax;
       eager keeps the scores, their fp32 copy and softmax per (image, head, patch, patch): the decoder's
-      generic eager recipe, attention_kinds.eager_bytes_per_score);
+      generic eager recipe, attention_kinds.eager_bytes_per_score; a packed tower (Qwen2.5-VL) runs one
+      image's chunk at a time);
     - MLP: the post-attention residual and the normed input, then fc1's output and its activation, or the
       activation and fc2's output: max(2 I, I + h) per patch (a gated MLP: three intermediates).
     Source: transformers 5.17 SiglipEncoderLayer / SiglipAttention / SiglipMLP and eager_attention_forward;
@@ -140,7 +147,8 @@ def tower_layer_peak(vision: VisionSpec, workload: Inference, *, patches: int, n
     x = rows * vision.hidden_size * dt                     # (images, patches, hidden)
     inter = rows * vision.intermediate_size * dt
     heads, head_dim = vision.num_heads, vision.head_dim
-    scores = num_images * heads * patches * patches
+    # a packed tower attends one image (or window) at a time: one image's scores at once
+    scores = (1 if vision.packed else num_images) * heads * patches * patches
     parts = [Term(name="normed", nbytes=x), Term(name="qkv", nbytes=3 * x), Term(name="output", nbytes=2 * x)]
     if workload.attn is AttnImpl.EAGER:
         mha = AttentionSpec(num_heads=heads, num_kv_heads=heads, head_dim=head_dim)
@@ -161,6 +169,6 @@ def tower_layer_peak(vision: VisionSpec, workload: Inference, *, patches: int, n
     step = max(attention, mlp, key=lambda t: t.nbytes)
     # the tower's forward keeps its embeddings output referenced while the encoder runs: from the second
     # layer on it is a tensor apart from the layer input
-    embeddings = x if vision.num_layers > 1 else 0
+    embeddings = x if vision.num_layers > 1 and vision.keeps_patch_embeddings else 0
     return Term.group("layer", [Term(name="patch_embeddings", nbytes=embeddings),
                                 Term(name="layer_input", nbytes=x), step])

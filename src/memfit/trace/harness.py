@@ -110,11 +110,11 @@ def build_model(config_json: str, workload: Inference | Training, checkpoint_dty
 
     `prepare` runs between the build and the method (trace: bitsandbytes stand-ins, kbit preparation).
     """
-    from transformers import AutoModelForCausalLM
+    from memfit.trace.meta import auto_class
 
     cfg = hf_config(config_json)
     with torch.device(device):
-        model = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
+        model = auto_class(cfg.model_type).from_config(
             cfg, dtype=model_dtype(workload, checkpoint_dtype),
             attn_implementation=attn_implementation(workload))
     if prepare is not None:

@@ -118,9 +118,12 @@ def image_batch(spec: ModelSpec, workload: Inference | Training,
     """The decoder's workload (image placeholders in its prompt) and the images as the model takes them."""
     if not isinstance(workload, Inference) or not workload.images or spec.vision is None:
         return None
-    from memfit.core.vision import resized
+    from memfit.core.vision import ImageSizing, resized
     from memfit.core.vision_tower import decoder_workload, image_tokens
 
+    if spec.vision.sizing is not ImageSizing.FIXED:
+        raise EngineUnavailable(f"images on {spec.name}: the trace feeds fixed-size towers only (a dynamic-"
+                                "resolution tower splits by data-dependent grid sizes); use engine=analytic")
     token_id = getattr(model.config, "image_token_id", None)
     if not isinstance(token_id, int):
         raise EngineUnavailable(f"{spec.name}: the config names no image_token_id; use engine=analytic")
