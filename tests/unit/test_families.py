@@ -23,7 +23,7 @@ EXPECTED_FAMILIES = {
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3",
     "gemma3_text", "phi", "phi3", "gpt2", "gpt_bigcode", "gpt_neox", "gptj", "opt", "bloom", "falcon",
     "cohere", "cohere2", "deepseek_v2", "deepseek_v3", "olmo2", "starcoder2", "granite", "gpt_oss",
-    "qwen2_5_vl",
+    "qwen2_5_vl", "llava",
 }
 
 
@@ -263,6 +263,12 @@ TINY_TOTALS = [
     # each, down 1,568 → 9,024 × 2; merger RMSNorm 32, 128·128 + 128, 128·64 + 64 → 24,800: 80,480.
     # Total 158,880
     ("tiny-qwen2_5_vl", 158_880),
+    # text (llama, vocab 128, kv 2, intermediate 96, untied): q, o 4,096; k, v 2,048; mlp 18,432; norms 128
+    # → 30,848 × 2 = 61,696; embeddings and lm_head 8,192 each; final norm 64 → 78,144. CLIP (h 96, I 256,
+    # 4 layers, 224² px of 14² patches): class 96, conv 3·196·96 = 56,448, positions 257·96 = 24,672; pre
+    # and post LN 192 each; per layer LNs 384, q/k/v/out 4·(9,216 + 96) = 37,248, fc1 24,832, fc2 24,672
+    # → 87,136 × 4 = 348,544 → 430,144. Projector 96·64 + 64 + 64·64 + 64 = 10,368. Total 518,656
+    ("tiny-llava", 518_656),
     # attn 12,288; q_norm 4·16 = 64, k_norm 2·16 = 32; mlp 15,360; norms 128 → 27,872 × 3 = 83,616; + 12,352
     ("tiny-olmo2-gqa", 95_968),
     # attention biases: q, o 4,160; k, v 2,080; mlp 15,360; norms 128 → 27,968 × 3 = 83,904; + 12,352

@@ -11,7 +11,14 @@ from memfit.core.dtypes import DType
 from memfit.core.errors import ConfigError, InvalidWorkload
 from memfit.core.estimate import estimate
 from memfit.core.inference import inference_phases
-from memfit.core.vision import ImageSizing, VisionSpec, patches_per_image, smart_resize, tokens_per_image
+from memfit.core.vision import (
+    ImageSizing,
+    VisionSpec,
+    patches_per_image,
+    smart_resize,
+    tokens_per_image,
+    tower_positions,
+)
 from memfit.core.vision_tower import decoder_workload, image_tokens, tower_layer_peak
 from memfit.core.workload import Inference, Parallelism
 
@@ -171,3 +178,25 @@ def test_packed_tower_attends_one_image_at_a_time():
     term = tower_layer_peak(vision, eager, patches=1024, num_images=4, dtype=DType.BF16)
     assert term.flat()["attention/scores"] == 167_772_160
 
+
+
+def test_llava_image_is_576_patch_tokens():
+    """llava-1.5-7b-hf: 336² px of 14² patches = 24² = 576 patches (+ CLS in the tower: 577 positions);
+    the "default" strategy drops CLS, so 576 image tokens."""
+    vision = load_model("llava-1.5-7b-hf").vision
+    assert vision is not None
+    assert tokens_per_image(vision, (1080, 1920)) == 576
+    assert tower_positions(vision, None) == 577
+
+
+def test_clip_last_layer_runs_beside_every_kept_hidden_state():
+    """CLIP ViT-L/14-336 (24 layers, h 1,024, I 4,096, quick_gelu) on one fp16 image of 577 positions:
+    x = 577·1,024·2 = 1,181,696 B, I = 577·4,096·2 = 4,726,784 B. The last layer runs beside the 23 earlier
+    outputs (23x = 27,179,008) and its own input x; MLP: residual + normed + max(3 I, I + x) (quick_gelu
+    holds 3) = 2x + 14,180,352 = 16,543,744; attention 6x = 7,090,176 is smaller.
+    Total 27,179,008 + 1,181,696 + 16,543,744 = 44,904,448 B."""
+    vision = load_model("llava-1.5-7b-hf").vision
+    assert vision is not None
+    term = tower_layer_peak(vision, Inference(images=1), patches=577, num_images=1, dtype=DType.FP16)
+    assert term.nbytes == 44_904_448
+    assert term.flat()["hidden_states"] == 27_179_008

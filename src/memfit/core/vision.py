@@ -53,6 +53,9 @@ class VisionSpec:
                                           # or window at a time); False: a batch of images at once (SigLIP)
     keeps_patch_embeddings: bool = True   # the tower's forward keeps its embeddings output referenced
                                           # while the encoder runs (SiglipVisionTransformer.forward)
+    class_token: bool = False             # a CLS position joins the patches in the tower (CLIP)
+    keeps_hidden_states: bool = False     # the tower runs with output_hidden_states=True: every layer's
+                                          # output stays alive until the projector ran (LLaVA)
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "intermediate_size", "num_layers", "num_heads", "patch_size",
@@ -115,6 +118,11 @@ def patches_per_image(vision: VisionSpec, size: tuple[int, int] | None) -> int:
     """Patches (tower sequence positions) of one image: (h / patch) · (w / patch) after resizing."""
     height, width = resized(vision, size)
     return (height // vision.patch_size) * (width // vision.patch_size)
+
+
+def tower_positions(vision: VisionSpec, size: tuple[int, int] | None) -> int:
+    """Sequence positions per image inside the tower: the patches, plus CLS where the tower has one."""
+    return patches_per_image(vision, size) + (1 if vision.class_token else 0)
 
 
 def tokens_per_image(vision: VisionSpec, size: tuple[int, int] | None) -> int:

@@ -26,7 +26,7 @@ from memfit.core.result import Term
 from memfit.core.runtimes import RuntimeProfile
 from memfit.core.spec import AttentionSpec, ModelSpec
 from memfit.core.transients import PYTHON_ACTIVATION_LIVE
-from memfit.core.vision import VisionSpec, patches_per_image, resized, tokens_per_image
+from memfit.core.vision import VisionSpec, patches_per_image, resized, tokens_per_image, tower_positions
 from memfit.core.workload import Inference
 
 
@@ -116,13 +116,18 @@ def vision_load(spec: ModelSpec, workload: Inference) -> VisionLoad | None:
     pixels = Term(name="pixel_values",
                   nbytes=dt.nbytes(n * vision.num_channels * vision.temporal_patch_size * height * width))
     embeds = Term(name="text_embeds", nbytes=dt.nbytes(b * tokens * spec.hidden_size))
-    layer = tower_layer_peak(vision, workload, patches=patches_per_image(vision, workload.image_size),
-                             num_images=n, dtype=dt)
+    positions = tower_positions(vision, workload.image_size)
+    layer = tower_layer_peak(vision, workload, patches=positions, num_images=n, dtype=dt)
+    tower = Term.group("vision_tower", [embeds, layer])
+    if vision.keeps_hidden_states:
+        projector = _projector_peak(vision, num_images=n, positions=positions,
+                                    tokens=tokens_per_image(vision, workload.image_size), dtype=dt)
+        tower = max(tower, Term.group("vision_tower", [embeds, projector]), key=lambda t: t.nbytes)
     features = Term.group("image_features", [
         Term(name="projected", nbytes=dt.nbytes(b * added * spec.hidden_size)),
         Term(name="placeholder_mask", nbytes=b * tokens),     # (b, s, 1) bool
     ])
-    return VisionLoad(tower=Term.group("vision_tower", [embeds, layer]), features=features,
+    return VisionLoad(tower=tower, features=features,
                       pixel_values=pixels, image_tokens=added)
 
 
@@ -170,5 +175,21 @@ def tower_layer_peak(vision: VisionSpec, workload: Inference, *, patches: int, n
     # the tower's forward keeps its embeddings output referenced while the encoder runs: from the second
     # layer on it is a tensor apart from the layer input
     embeddings = x if vision.num_layers > 1 and vision.keeps_patch_embeddings else 0
+    # output_hidden_states: the last layer runs beside every earlier layer's output (its input included)
+    kept = (vision.num_layers - 1) * x if vision.keeps_hidden_states else 0
     return Term.group("layer", [Term(name="patch_embeddings", nbytes=embeddings),
+                                Term(name="hidden_states", nbytes=kept),
                                 Term(name="layer_input", nbytes=x), step])
+
+
+def _projector_peak(vision: VisionSpec, *, num_images: int, positions: int, tokens: int,
+                    dtype: DType) -> Term:
+    """An MLP projector's moment beside the tower's kept hidden states (output_hidden_states=True): the
+    layers + 1 recorded states, the selected features made contiguous when CLS is cropped off, then
+    linear_1's output beside that copy or beside its activation, the activation beside linear_2's output.
+    Source: transformers 5.17 LlavaModel.get_image_features, LlavaMultiModalProjector.forward."""
+    x = dtype.nbytes(num_images * positions * vision.hidden_size)
+    selected = dtype.nbytes(num_images * tokens * vision.hidden_size) if tokens < positions else 0
+    out = dtype.nbytes(num_images * tokens * vision.projector_hidden)
+    return Term.group("projector", [Term(name="hidden_states", nbytes=(vision.num_layers + 1) * x),
+                                    Term(name="mlp", nbytes=max(selected + out, 2 * out))])
