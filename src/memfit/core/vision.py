@@ -54,6 +54,8 @@ class VisionSpec:
     keeps_patch_embeddings: bool = True   # the tower's forward keeps its embeddings output referenced
                                           # while the encoder runs (SiglipVisionTransformer.forward)
     class_token: bool = False             # a CLS position joins the patches in the tower (CLIP)
+    rotary: bool = False                  # 2-D RoPE on q and k: rotated copies of both, and fp32 cos/sin
+                                          # tables (positions × head_dim) for the whole tower (Qwen2.5-VL)
     keeps_hidden_states: bool = False     # the tower runs with output_hidden_states=True: every layer's
                                           # output stays alive until the projector ran (LLaVA)
 

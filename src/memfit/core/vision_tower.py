@@ -94,8 +94,9 @@ def image_assumption(spec: ModelSpec, workload: Inference) -> str:
     sizing = str(vision.sizing)
     if vision.max_pixels is not None:
         sizing += f" within {vision.min_pixels:,}-{vision.max_pixels:,} px"
-    tower = ("" if not vision.packed else "; the packed tower's working set by the SigLIP-checked layer "
-             "recipe (its window chunks and fp32 rotary copies not sized; not trace-checked)")
+    tower = ("" if not vision.packed else "; the packed tower's attention chunk by chunk, rotary copies "
+             "in the compute dtype (the fp32 rotary transients not sized); checked on real CPU tensors only "
+             "(eager, fp32): the trace cannot feed it")
     return (f"images: {workload.images} per sequence, each {height}x{width} px in the tower "
             f"({patches_per_image(vision, workload.image_size)} patches, {sizing} sizing) and "
             f"{per_image} image tokens: {image_tokens(spec, workload)} tokens added to the "
@@ -137,7 +138,9 @@ def tower_layer_peak(vision: VisionSpec, workload: Inference, *, patches: int, n
     (bytes), under no_grad:
     - the layer input (held by the encoder's loop) throughout, and the patch embeddings (held by
       SiglipVisionTransformer.forward's `hidden_states`) from the second layer on;
-    - attention: the normed input, q, k, v, the kernel's output and its transposed contiguous copy
+    - attention: the normed input, q, k, v (with 2-D RoPE: rotated q and k, and fp32 cos/sin tables for
+      every position, Qwen2.5-VL's apply_rotary_pos_emb_vision), the kernel's output and its transposed
+      contiguous copy (a packed tower: its chunks' outputs and their cat)
       (SDPA flash / efficient add an fp32 log-sum-exp; math materialises fp32 scores and their softmax;
       eager keeps the scores, their fp32 copy and softmax per (image, head, patch, patch): the decoder's
       generic eager recipe, attention_kinds.eager_bytes_per_score; a packed tower (Qwen2.5-VL) runs one
@@ -154,11 +157,13 @@ def tower_layer_peak(vision: VisionSpec, workload: Inference, *, patches: int, n
     heads, head_dim = vision.num_heads, vision.head_dim
     # a packed tower attends one image (or window) at a time: one image's scores at once
     scores = (1 if vision.packed else num_images) * heads * patches * patches
-    parts = [Term(name="normed", nbytes=x), Term(name="qkv", nbytes=3 * x), Term(name="output", nbytes=2 * x)]
+    rotated = 2 * x if vision.rotary else 0        # rotated q and k, back in the compute dtype
+    parts = [Term(name="normed", nbytes=x), Term(name="qkv", nbytes=3 * x),
+             Term(name="rotary_copies", nbytes=rotated), Term(name="output", nbytes=2 * x)]
     if workload.attn is AttnImpl.EAGER:
         mha = AttentionSpec(num_heads=heads, num_kv_heads=heads, head_dim=head_dim)
         per_score = eager_bytes_per_score(mha, dtype)
-        parts = [*parts[:2], Term(name="scores", nbytes=scores * per_score), Term(name="output", nbytes=x)]
+        parts = [*parts[:3], Term(name="scores", nbytes=scores * per_score), Term(name="output", nbytes=x)]
     elif workload.attn is AttnImpl.SDPA and sdpa_backend(dtype, q_dim=head_dim, grouped=False,
                                                           masked=False) == "math":
         parts.append(Term(name="scores", nbytes=scores * 2 * 4))
@@ -177,8 +182,10 @@ def tower_layer_peak(vision: VisionSpec, workload: Inference, *, patches: int, n
     embeddings = x if vision.num_layers > 1 and vision.keeps_patch_embeddings else 0
     # output_hidden_states: the last layer runs beside every earlier layer's output (its input included)
     kept = (vision.num_layers - 1) * x if vision.keeps_hidden_states else 0
+    tables = 2 * rows * head_dim * 4 if vision.rotary else 0      # fp32 cos and sin for every position
     return Term.group("layer", [Term(name="patch_embeddings", nbytes=embeddings),
                                 Term(name="hidden_states", nbytes=kept),
+                                Term(name="rotary_tables", nbytes=tables),
                                 Term(name="layer_input", nbytes=x), step])
 
 

@@ -43,6 +43,9 @@ def measure_record(spec: ModelSpec, workload: Inference | Training) -> dict[str,
         raise MissingExtra("memfit measure needs torch: pip install 'memfit[measure]'")
     if not spec.source.config_json:
         raise EngineUnavailable(f"{spec.name} has no config.json text to build the model from")
+    if isinstance(workload, Inference) and workload.images:
+        raise EngineUnavailable(f"images={workload.images}: memfit measure does not feed images yet; "
+                                "use engine=analytic or trace")
     request = {"model": spec.name, "config_json": spec.source.config_json,
                "checkpoint_dtype": str(spec.checkpoint_dtype), "workload": _workload_to_dict(workload)}
     timeout = float(os.environ.get("MEMFIT_MEASURE_TIMEOUT", MEASURE_TIMEOUT_S))

@@ -96,5 +96,5 @@ def vision_spec(vision: Mapping[str, Any], *, name: str, text_hidden: int) -> Vi
         min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS,
         num_channels=req_int(vision, "in_channels", name=name),
         temporal_patch_size=req_int(vision, "temporal_patch_size", name=name), mlp_gated=True,
-        packed=True, keeps_patch_embeddings=False,
+        packed=True, keeps_patch_embeddings=False, rotary=True,
         activation=act if isinstance(act, str) else "silu", projector_hidden=text_hidden)
