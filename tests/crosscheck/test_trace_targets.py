@@ -97,15 +97,16 @@ def test_default_attention_is_what_memfit_models_or_a_recorded_change(name):
     installed release runs otherwise, core.versions.CHANGES records it (and nothing that is not so)."""
     import torch
     import transformers
-    from transformers import AutoModelForCausalLM
 
     from memfit.core.attention_kinds import runs_eager
     from memfit.core.versions import CHANGES, Attention
     from memfit.trace.harness import hf_config
+    from memfit.trace.meta import auto_class
 
     spec = load_model(name)
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(hf_config(spec.source.config_json))
+        config = hf_config(spec.source.config_json)
+        model = auto_class(config.model_type).from_config(config)
     ran = model.config._attn_implementation
     modeled = "eager" if runs_eager(spec, AttnImpl.SDPA) else "sdpa"
     recorded = [c.default_attention for c in CHANGES

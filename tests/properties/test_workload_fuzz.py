@@ -50,6 +50,7 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "n_gpu_layers": st.integers(0, 40), "n_cpu_moe": st.integers(0, 40),
     "block_size": st.sampled_from([16, 32]),
     "max_cache_tokens": st.integers(1, 8192), "allow_longer": st.booleans(),
+    "images": st.integers(0, 4), "image_size": st.sampled_from([None, (896, 896), (448, 672), "336x336"]),
     # Training
     "seq_len": st.integers(1, 4096), "grad_accum": st.integers(1, 8),
     "method": st.sampled_from(["full", "lora", "qlora"]),
@@ -96,7 +97,8 @@ def _is(hint: Any, value: Any) -> bool:
     if origin in (typing.Union, types.UnionType):
         return any(_is(option, value) for option in typing.get_args(hint))
     if origin is tuple:
-        return isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return isinstance(value, tuple) and all(_is(args[min(i, len(args) - 1)], v) for i, v in enumerate(value))
     if hint is type(None):
         return value is None
     if hint is int:

@@ -207,3 +207,13 @@ def test_num_gpus_must_match_explicit_degrees(client: Any) -> None:
     response = client.post("/api/estimate", json=body)
     assert response.status_code == 422
     assert response.json()["field"] == "num_gpus"
+
+
+def test_images_estimate_equals_cli_json(client: Any) -> None:
+    """A body with images and image_size [h, w] equals the CLI run with --images and --image-size."""
+    body = {"model": "gemma-3-4b-it",
+            "workload": {"task": "infer", "prompt_tokens": 128, "images": 2, "image_size": [1080, 1920]}}
+    response = client.post("/api/estimate", json=body)
+    assert response.status_code == 200, response.text
+    assert response.text == cli_stdout("estimate", "gemma-3-4b-it", "--prompt-tokens", "128", "--images", "2",
+                                       "--image-size", "1080x1920", "--json")

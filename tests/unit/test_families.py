@@ -23,7 +23,7 @@ EXPECTED_FAMILIES = {
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3",
     "gemma3_text", "phi", "phi3", "gpt2", "gpt_bigcode", "gpt_neox", "gptj", "opt", "bloom", "falcon",
     "cohere", "cohere2", "deepseek_v2", "deepseek_v3", "olmo2", "starcoder2", "granite", "gpt_oss",
-    "granitemoehybrid", "nemotron_h", "bamba", "falcon_h1",
+    "granitemoehybrid", "nemotron_h", "bamba", "falcon_h1", "qwen2_5_vl", "llava",
 }
 
 
@@ -274,6 +274,24 @@ TINY_TOTALS = [
     ("tiny-gemma3_text", 201_760),
     # text 27,936 × 3 + 6,208 = 90,016; SigLIP tower 29,232 (test_families); projector 32·64 + 32 = 2,080
     ("tiny-gemma3-vision-head", 121_328),
+    # vocab 128, intermediate 96: q, o 4,096; k, v 2,048; q/k norms 32; mlp 3 · 6,144; four norms 256
+    # → 31,008 × 3 = 93,024; tied embeddings 8,192; final norm 64 → text 101,280. SigLIP (h 64, I 160,
+    # 2 layers, 128² px of 8² patches, no head): conv 64·3·64 + 64 = 12,352; positions 256·64 = 16,384;
+    # per layer 2 LayerNorms 256, q/k/v/out 4·(4,096 + 64) = 16,640, fc1/fc2 10,400 + 10,304 → 37,600 × 2;
+    # post LN 128 → 104,064. Projector 64·64 + 64 = 4,160. Total 209,504
+    ("tiny-gemma3-images", 209_504),
+    # text (vocab 128, kv 2, intermediate 96, untied): q 4,160, k, v 2,080, o 4,096; mlp 18,432; norms 128
+    # → 30,976 × 2 = 61,952; embeddings and lm_head 8,192 each; final norm 64 → 78,400. visual (h 32, I 48,
+    # depth 2): Conv3d 3·2·14·14·32 = 37,632; per block norms 64, qkv 3,168, proj 1,056, gate/up 1,584
+    # each, down 1,568 → 9,024 × 2; merger RMSNorm 32, 128·128 + 128, 128·64 + 64 → 24,800: 80,480.
+    # Total 158,880
+    ("tiny-qwen2_5_vl", 158_880),
+    # text (llama, vocab 128, kv 2, intermediate 96, untied): q, o 4,096; k, v 2,048; mlp 18,432; norms 128
+    # → 30,848 × 2 = 61,696; embeddings and lm_head 8,192 each; final norm 64 → 78,144. CLIP (h 96, I 256,
+    # 4 layers, 224² px of 14² patches): class 96, conv 3·196·96 = 56,448, positions 257·96 = 24,672; pre
+    # and post LN 192 each; per layer LNs 384, q/k/v/out 4·(9,216 + 96) = 37,248, fc1 24,832, fc2 24,672
+    # → 87,136 × 4 = 348,544 → 430,144. Projector 96·64 + 64 + 64·64 + 64 = 10,368. Total 518,656
+    ("tiny-llava", 518_656),
     # attn 12,288; q_norm 4·16 = 64, k_norm 2·16 = 32; mlp 15,360; norms 128 → 27,872 × 3 = 83,616; + 12,352
     ("tiny-olmo2-gqa", 95_968),
     # attention biases: q, o 4,160; k, v 2,080; mlp 15,360; norms 128 → 27,968 × 3 = 83,904; + 12,352

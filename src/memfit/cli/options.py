@@ -106,6 +106,10 @@ FLAGS: tuple[Flag, ...] = (
         _INFER,
         "infer",
     ),
+    Flag("images", int, "Images per sequence (vision-language models); their tokens join the prompt.",
+         _INFER, "infer"),
+    Flag("image_size", str, "Image size HEIGHTxWIDTH in pixels, e.g. 896x896. Default: the model's.",
+         _INFER, "infer"),
     Flag("method", str, "full (default), lora or qlora.", _TRAIN, "train"),
     Flag("seq_len", int, f"Tokens per training sequence. Default {DEFAULT_SEQ_LEN}.", _TRAIN, "train"),
     Flag(
@@ -215,9 +219,15 @@ def _check_task_flags(flags: dict[str, Any], task: str) -> None:
     from memfit.core.errors import InvalidWorkload
 
     for flag in FLAGS:
+        if flag.name in _IMAGE_FLAGS and task == "train" and _given(flags, flag.name):
+            raise InvalidWorkload(f"{flag.option}: training with images is not modelled (text-only "
+                                  "fine-tuning of a vision-language model is); drop the flag")
         if flag.task and flag.task != task and _given(flags, flag.name):
             other = "--task train" if flag.task == "train" else "--task infer (the default)"
             raise InvalidWorkload(f"{flag.option} applies to {other}; this is --task {task}")
+
+
+_IMAGE_FLAGS = frozenset({"images", "image_size"})
 
 
 def _fraction(text: str, field: str) -> Fraction:
@@ -392,6 +402,9 @@ def _inference(flags: dict[str, Any], *, runtime: Any, parallel: Any) -> Any:
             kwargs[name] = flags[name]
     if flags.get("allow_longer"):
         kwargs["allow_longer"] = True
+    for name in ("images", "image_size"):
+        if flags.get(name) is not None:
+            kwargs[name] = flags[name]
     return Inference(runtime=runtime, parallel=parallel, **kwargs)
 
 

@@ -131,6 +131,8 @@ def _workload_summary(est: Estimate) -> str:
     w: Any = est.workload
     if w.__class__.__name__ == "Inference":
         text = f"inference, batch {w.batch_size} × {w.prompt_tokens} prompt + {w.new_tokens} new tokens"
+        if getattr(w, "images", 0):
+            text += f", {w.images} image{'s' if w.images > 1 else ''} per sequence"
     else:
         text = f"training ({w.method}), batch {w.batch_size} × {w.seq_len} tokens, {w.optimizer}"
     num_gpus = est.workload.parallel.num_gpus

@@ -28,6 +28,7 @@ from memfit.core.result import Gpu, KvCapacity, Phase, Term, replace_terms
 from memfit.core.runtimes import RuntimeProfile, check_runtime_supports, profile
 from memfit.core.spec import ModelSpec
 from memfit.core.torch_inference import carry_reserved, torch_phases
+from memfit.core.vision_tower import check_images, decoder_workload, image_assumption, vision_load
 from memfit.core.vllm import kv_capacity
 from memfit.core.workload import Inference
 
@@ -59,9 +60,15 @@ def inference_parts(spec: ModelSpec, workload: Inference,
         InvalidWorkload: the workload is impossible for this model or runtime (one line naming the field).
     """
     prof = profile(workload.runtime)
+    check_images(spec, workload, prof)
+    images = vision_load(spec, workload)
+    image_line = image_assumption(spec, workload) if images else None
+    workload = decoder_workload(spec, workload)   # the prompt with the image tokens added
     kind = validate(spec, workload, prof)
     assumptions = [f"runtime {prof.runtime}: {prof.source}", f"KV cache: {kind}",
                    f"compute dtype {compute_dtype(spec, workload)}"]
+    if image_line:
+        assumptions.append(image_line)
     if prof.own_attention_kernels and workload.attn is not AttnImpl.FLASH:
         # vLLM picks its attention backend itself (FlashAttention, FlashInfer, Triton, FlashMLA): no eager
         # score matrix whatever transformers' default for the family is
@@ -74,7 +81,7 @@ def inference_parts(spec: ModelSpec, workload: Inference,
         return llama_cpp_phases(spec, workload, prof), tuple(assumptions), None
     if auto_map_applies(workload, prof):
         return device_map_phases(spec, workload, prof, kind, assumptions, gpu), tuple(assumptions), None
-    raw = torch_phases(spec, workload, prof, kind, assumptions, gpu)
+    raw = torch_phases(spec, workload, prof, kind, assumptions, gpu, vision=images)
     phases = carry_reserved(raw)
     if not prof.preallocates_fraction:
         return phases, tuple(assumptions), None

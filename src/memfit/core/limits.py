@@ -102,6 +102,14 @@ FIELD_BOUNDS: dict[str, Bound] = {
     **_bound(0, MAX_INTERMEDIATE_SIZE, "MAX_INTERMEDIATE_SIZE", "shared_intermediate_size",
              "moe_shared_expert_intermediate_size"),
     **_bound(1, MAX_INTERMEDIATE_SIZE, "MAX_INTERMEDIATE_SIZE", "mamba_d_ssm"),
+    # vision towers (qwen2_5_vl, llava, gemma3): blocks like layers, heads like heads, the projector's
+    # output width like a hidden size; image tokens, merge and temporal patch like an image dimension
+    **_bound(1, MAX_NUM_LAYERS, "MAX_NUM_LAYERS", "depth"),
+    **_bound(1, MAX_NUM_HEADS, "MAX_NUM_HEADS", "num_heads"),
+    **_bound(1, MAX_HIDDEN_SIZE, "MAX_HIDDEN_SIZE", "out_hidden_size"),
+    **_bound(1, MAX_IMAGE_PIXELS, "MAX_IMAGE_PIXELS", "mm_tokens_per_image", "spatial_merge_size",
+             "temporal_patch_size"),
+    **_bound(1, MAX_IMAGE_CHANNELS, "MAX_IMAGE_CHANNELS", "in_channels"),
 }
 """Config field (every spelling a family module reads) → the integers it may hold. Zero is allowed only
 where it means "none" (no shared experts, no leading dense layers, no routed experts in a dense model)."""

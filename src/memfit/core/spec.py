@@ -14,6 +14,7 @@ from fractions import Fraction
 from memfit.core.choices import AttnImpl, EagerScores, NormKind, QkNorm, SoftmaxDtype
 from memfit.core.dtypes import DType, Quant
 from memfit.core.errors import ConfigError, InvalidWorkload
+from memfit.core.vision import VisionSpec
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -293,6 +294,7 @@ class ModelSpec:
     norm_in_python: bool = False          # LayerNorm as fp32 Python arithmetic (Cohere)
     stored_quant: Quant | None = None     # the checkpoint's weight format (config.json quantization_config)
     assumptions: tuple[str, ...] = ()     # what a best-effort spec rests on (built on meta)
+    vision: VisionSpec | None = None      # a vision-language model's tower (its weights in extra_params)
 
     def __post_init__(self) -> None:
         if not self.layers:

@@ -43,6 +43,7 @@ from memfit.core.transients import (
     layer_working_sets,
     prefill_step,
 )
+from memfit.core.vision_tower import VisionLoad
 from memfit.core.weights import tensor_bytes, weight_tensor_groups, weights_tree_groups, with_formats
 from memfit.core.workload import Inference
 
@@ -138,11 +139,14 @@ class _Job:
     gpu: Gpu | None = None  # its BLAS workspace (None: an H100)
     sdpa_gpu: Gpu | None = None  # whose SDPA backends apply: the GPU under torch SDPA (transformers); None
                                  # (an H100's flash-style kernels) for runtimes with their own (vLLM)
+    vision: VisionLoad | None = None   # the images' tower moment and what the decoder keeps of them
 
 def torch_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, kind: KvCache,
-                  assumptions: list[str], gpu: Gpu | None = None) -> tuple[Phase, ...]:
+                  assumptions: list[str], gpu: Gpu | None = None, *,
+                  vision: VisionLoad | None = None) -> tuple[Phase, ...]:
     """The torch-allocator phases, each at its own peak (callers apply `carry_reserved`); `gpu` (None: an
-    H100) decides the SDPA backend and the cuBLAS workspace."""
+    H100) decides the SDPA backend and the cuBLAS workspace. `workload` is the decoder's (image tokens
+    already in its prompt); `vision` adds the images' tower and inputs."""
     weights_term, weight_sizes = _gpu_weights(spec, workload)
     floor = _init_floor(spec, workload, weights_term)
     if floor:
@@ -156,11 +160,13 @@ def torch_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, kin
         cache_tokens = workload.max_cache_tokens or final_tokens
     if kind is KvCache.PAGED:
         cache_tokens = final_tokens
+    inputs = Term(name="inputs", nbytes=input_bytes(workload, generating=workload.new_tokens > 0))
+    if vision is not None:
+        inputs = Term.group("inputs", [replace(inputs, name="token_ids"), vision.pixel_values])
     job = _Job(spec=spec, workload=workload, prof=prof, kind=kind, weights=weights_term,
-               weight_waste=_persistent_waste(weight_sizes), floor=floor,
-               inputs=Term(name="inputs", nbytes=input_bytes(workload, generating=workload.new_tokens > 0)),
+               weight_waste=_persistent_waste(weight_sizes), floor=floor, inputs=inputs,
                cache_tokens=cache_tokens, final_tokens=final_tokens, gpu=gpu,
-               sdpa_gpu=gpu if prof.torch_sdpa else None)
+               sdpa_gpu=gpu if prof.torch_sdpa else None, vision=vision)
     load = _phase(PhaseName.LOAD, [weights_term], workload, waste=job.weight_waste, floor=floor,
                   at="weights loaded")
     prefill = _prefill_phase(job, assumptions)
@@ -196,16 +202,25 @@ def _prefill_phase(job: _Job, assumptions: list[str]) -> Phase:
                                     gpu=job.sdpa_gpu)
         if found is not None:
             acts, dequant, layer_cache = found
-    layer_terms = [job.weights, layer_cache, Term.group("activations", [*acts.children, job.inputs]),
+    kept = [job.vision.features] if job.vision else []
+    layer_terms = [job.weights, layer_cache, Term.group("activations", [*acts.children, *kept, job.inputs]),
                    _overhead(workload, dequant, job.gpu)]
     generating = workload.new_tokens > 0
     positions = 1 if generating or job.prof.max_batched_tokens else workload.prompt_tokens
     dt = compute_dtype(spec, workload)
     final_hidden = Term(name="final_hidden",
                         nbytes=workload.batch_size * dt.nbytes(positions * spec.hidden_size))
-    head_terms = [job.weights, cache, Term.group("activations", [final_hidden, job.inputs]),
+    head_terms = [job.weights, cache, Term.group("activations", [final_hidden, *kept, job.inputs]),
                   logits(spec, workload, positions=positions), _overhead(workload, 0, job.gpu)]
-    if sum(t.nbytes for t in layer_terms) >= sum(t.nbytes for t in head_terms):
+    layer_total, head_total = sum(t.nbytes for t in layer_terms), sum(t.nbytes for t in head_terms)
+    if job.vision is not None:
+        # the tower runs before the first decoder layer: no KV cache yet
+        tower_terms = [job.weights, Term.group("activations", [job.vision.tower, job.inputs]),
+                       _overhead(workload, 0, job.gpu)]
+        if sum(t.nbytes for t in tower_terms) > max(layer_total, head_total):
+            return _phase(PhaseName.PREFILL, tower_terms, workload, waste=job.weight_waste, floor=job.floor,
+                          at="vision tower")
+    if layer_total >= head_total:
         return _phase(PhaseName.PREFILL, layer_terms, workload, waste=waste, floor=job.floor,
                       at="last decoder layer")
     # the layers' freed blocks stay cached beside the logits

@@ -67,6 +67,11 @@ moving sequences from the micro-batch into accumulation (as the planner does) ne
 MAX_COUNT = 1 << 30
 """Most of any other count (LoRA rank and alpha, n_gpu_layers): far above any hidden size (16,384 at 405B)
 or layer count (126); there so that no field takes an unbounded int."""
+MAX_IMAGES = 1 << 16
+"""Most images per sequence, 65,536: far above any model's image budget (Llama 4 takes 5-10, Qwen2.5-VL's
+processor a few hundred frames); there so that image token counts stay bounded."""
+MAX_IMAGE_SIDE = 1 << 15
+"""Longest image side in pixels, 32,768: above a 200-megapixel photo's long side (about 16,320 px)."""
 MAX_GPU_MEMORY_BYTES = 1 << 50
 """Largest per-GPU cap for device_map splits, 1 PiB: over 3,000 × the largest GPU sold (288 GB)."""
 MAX_FRACTION_CHARS = 32
@@ -178,6 +183,25 @@ def _targets(value: Any, name: str) -> tuple[str, ...]:
     if not isinstance(items, (tuple, list)) or not all(isinstance(t, str) for t in items):
         raise InvalidWorkload(f"{name}={shown(value)} must be module names like q_proj,v_proj or all-linear")
     return tuple(t.strip() for t in items if t.strip())
+
+
+def _image_size(value: Any, name: str) -> tuple[int, int]:
+    """(height, width) in pixels from "896x896", "896" (square), an int, or a pair of ints."""
+    items: Any = value
+    if isinstance(value, str):
+        parts = value.lower().replace("×", "x").split("x")
+        if len(value) > MAX_SHOWN_CHARS or not all(p.strip().isdigit() for p in parts):
+            items = None
+        else:
+            items = [int(p) for p in parts]
+    if isinstance(items, int) and not isinstance(items, bool):
+        items = [items, items]
+    if isinstance(items, (tuple, list)) and len(items) == 1:
+        items = [items[0], items[0]]
+    if not isinstance(items, (tuple, list)) or len(items) != 2:
+        raise InvalidWorkload(f"{name}={shown(value)} must be HEIGHTxWIDTH in pixels, e.g. 896x896")
+    side = _integer(1, MAX_IMAGE_SIDE, "pixels")
+    return side(items[0], name), side(items[1], name)
 
 
 def _instance(cls: type) -> _Normalise:
@@ -358,9 +382,13 @@ class Inference:
     block_size: int = DEFAULT_BLOCK_SIZE        # paged cache tokens per block (vLLM)
     max_cache_tokens: int | None = None         # static cache length; None: prompt + new tokens
     allow_longer: bool = False                  # allow prompt + new beyond max_position_embeddings
+    images: int = 0                             # images per sequence; their tokens join the prompt
+    image_size: tuple[int, int] | None = None   # (height, width) pixels; None: the model's default size
 
     def __post_init__(self) -> None:
         _normalise_fields(self, _INFERENCE_FIELDS)
+        if self.image_size is not None and self.images == 0:
+            raise InvalidWorkload(f"image_size={self.image_size[0]}x{self.image_size[1]} needs images >= 1")
         _check_inference_parallel(self.parallel)
         self._check_runtime_settings()
         if self.dtype is not None and not self.dtype.is_float:
@@ -410,6 +438,8 @@ class Inference:
                 "new tokens")
         if self.runtime is not Runtime.TRANSFORMERS:
             text += f", {self.runtime}"
+        if self.images:
+            text += f", {self.images} image{'s' if self.images > 1 else ''} per sequence"
         return text + (f", {self.quant.name} weights" if self.quant.is_quantized else "")
 
 
@@ -431,6 +461,8 @@ _INFERENCE_FIELDS: dict[str, _Normalise] = {
     "block_size": _TOKENS,
     "max_cache_tokens": _optional(_TOKENS),
     "allow_longer": _boolean,
+    "images": _integer(0, MAX_IMAGES, "images per sequence"),
+    "image_size": _optional(_image_size),
 }
 
 

@@ -43,6 +43,9 @@ def measure_record(spec: ModelSpec, workload: Inference | Training) -> dict[str,
         raise MissingExtra("memfit measure needs torch: pip install 'memfit[measure]'")
     if not spec.source.config_json:
         raise EngineUnavailable(f"{spec.name} has no config.json text to build the model from")
+    if isinstance(workload, Inference) and workload.images:
+        raise EngineUnavailable(f"images={workload.images}: memfit measure does not feed images yet; "
+                                "use engine=analytic or trace")
     config_json = spec.source.config_json
     if spec.stored_quant is not None:
         from memfit.core.checkpoint_load import with_loaded_quant

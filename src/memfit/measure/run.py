@@ -180,10 +180,10 @@ def _random_checkpoint(config_json: str) -> Path:
     folder = root / "random-weights" / digest
     if (folder / "config.json").exists():
         return folder
-    from transformers import AutoModelForCausalLM
+    from memfit.trace.meta import auto_class
 
     cfg = harness.hf_config(config_json)
-    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)  # type: ignore[no-untyped-call]
+    model = auto_class(cfg.model_type).from_config(cfg, dtype=torch.bfloat16)
     partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
     model.save_pretrained(partial)
     os.replace(partial, folder)         # concurrent runs never read a half-written checkpoint

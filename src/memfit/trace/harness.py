@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -108,11 +110,11 @@ def build_model(config_json: str, workload: Inference | Training, checkpoint_dty
 
     `prepare` runs between the build and the method (trace: bitsandbytes stand-ins, kbit preparation).
     """
-    from transformers import AutoModelForCausalLM
+    from memfit.trace.meta import auto_class
 
     cfg = hf_config(config_json)
     with torch.device(device):
-        model = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
+        model = auto_class(cfg.model_type).from_config(
             cfg, dtype=model_dtype(workload, checkpoint_dtype),
             attn_implementation=attn_implementation(workload))
     if prepare is not None:
@@ -280,12 +282,42 @@ def run_training(model: Any, workload: Training, probe: Probe, device: str, *, s
     return opt
 
 
-def run_prefill(model: Any, workload: Inference, probe: Probe, device: str) -> None:
+@dataclass(frozen=True)
+class ImageBatch:
+    """A job's images as the model takes them: `tokens` placeholder ids (`token_id`) per sequence, already
+    counted in the workload's prompt, and one pixel_values tensor of `pixel_shape` in the model's dtype
+    (the processor's output moved with `.to(model.device, dtype=model.dtype)`, as the model cards do)."""
+
+    token_id: int
+    tokens: int
+    pixel_shape: tuple[int, ...]
+
+
+def prompt_inputs(model: Any, workload: Inference, device: str,
+                  images: ImageBatch | None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The prompt's input ids and, with images, the pixel_values keyword: the image placeholders first
+    (their position in the prompt does not change memory), then random text ids."""
+    vocab = model.config.get_text_config().vocab_size   # multimodal configs keep it in text_config
+    ids = random_ids(vocab, workload.batch_size, workload.prompt_tokens, device)
+    if images is None:
+        return ids, {}
+    # the model checks placeholders against features with a data-dependent sum that fake tensors cannot
+    # answer; the trace feeds exactly `tokens` placeholders, so the check is switched off (its own env var)
+    os.environ["TRANSFORMERS_DISABLE_TORCH_CHECK"] = "1"
+    text = random_ids(vocab, workload.batch_size, workload.prompt_tokens - images.tokens, device)
+    ids = torch.cat([torch.full((workload.batch_size, images.tokens), images.token_id, device=device), text],
+                    dim=-1)
+    pixels = torch.zeros(images.pixel_shape, dtype=model.dtype, device=device)
+    return ids, {"pixel_values": pixels}
+
+
+def run_prefill(model: Any, workload: Inference, probe: Probe, device: str,
+                images: ImageBatch | None = None) -> None:
     """One forward over the prompt with full logits and a cache, as `model(input_ids, use_cache=True)`."""
-    ids = random_ids(model.config.vocab_size, workload.batch_size, workload.prompt_tokens, device)
+    ids, extra = prompt_inputs(model, workload, device, images)
     patches.set_unpadded_length(None)
     with torch.no_grad(), probe.phase("prefill"):
-        out = model(input_ids=ids, use_cache=True)
+        out = model(input_ids=ids, use_cache=True, **extra)
         probe.mark("logits", [out.logits])
         probe.mark("kv_cache", _cache_tensors(out[cache_key()]))
         del out
@@ -343,7 +375,7 @@ def generation_position_ids(model: Any, attention_mask: torch.Tensor) -> torch.T
 
 
 def run_generate(model: Any, workload: Inference, probe: Probe, device: str, *,
-                 fast_forward: bool = True) -> None:
+                 fast_forward: bool = True, images: ImageBatch | None = None) -> None:
     """`generate(max_new_tokens=n, min_new_tokens=n, do_sample=False)` step by step, without `.item()`.
 
     With `fast_forward`, only the first and the last decode steps run: in between, the cache, input ids,
@@ -353,12 +385,14 @@ def run_generate(model: Any, workload: Inference, probe: Probe, device: str, *,
     Reproduces generate()'s handling: logits_to_keep=1, prepare_inputs_for_generation and
     _update_model_kwargs_for_generation around each forward, an fp32 copy of the last logits, argmax, the
     growing input_ids, `del outputs` at the end of each step. n forwards in all: the prefill and n - 1 steps.
+    With images, pixel_values stay in the model kwargs to the end, as generate() keeps them.
     """
-    ids = random_ids(model.config.vocab_size, workload.batch_size, workload.prompt_tokens, device)
+    ids, extra = prompt_inputs(model, workload, device, images)
     kwargs: dict[str, Any] = {
         cache_key(): make_cache(model, workload), "use_cache": True, "logits_to_keep": 1,
-        "attention_mask": torch.ones_like(ids),
+        "attention_mask": torch.ones_like(ids), **extra,
     }
+    del extra
     position_ids = generation_position_ids(model, kwargs["attention_mask"])
     if position_ids is not None:
         kwargs["position_ids"] = position_ids
@@ -441,12 +475,13 @@ def _cache_tensors(cache: Any) -> list[torch.Tensor]:
 
 
 def run_workload(model: Any, workload: Inference | Training, probe: Probe, device: str, *,
-                 training_steps: int = 2) -> Any:
-    """Run the job's phases through `probe`; returns the optimizer of a training job (else None)."""
+                 training_steps: int = 2, images: ImageBatch | None = None) -> Any:
+    """Run the job's phases through `probe`; returns the optimizer of a training job (else None).
+    With `images`, `workload` is the decoder's (its prompt counts the image placeholders)."""
     if isinstance(workload, Training):
         return run_training(model, workload, probe, device, steps=training_steps)
     elif workload.new_tokens == 0:
-        run_prefill(model, workload, probe, device)
+        run_prefill(model, workload, probe, device, images)
     else:
-        run_generate(model, workload, probe, device)
+        run_generate(model, workload, probe, device, images=images)
     return None

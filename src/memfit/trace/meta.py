@@ -122,11 +122,27 @@ def _tree(name: str, counts: Mapping[tuple[str, ...], int]) -> ParamNode:
     return ParamNode.group(name, children)
 
 
+def auto_class(model_type: str) -> Any:
+    """The Auto class that builds a model_type with its LM head: AutoModelForCausalLM, or for
+    vision-language types it does not map (Qwen2.5-VL, Qwen3-VL in transformers 5.17),
+    AutoModelForImageTextToText, whose *ForConditionalGeneration class has the same head."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+    )
+
+    if (model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+            and model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES):
+        return AutoModelForImageTextToText
+    return AutoModelForCausalLM
+
+
 def build_on_meta(config: Mapping[str, Any], *, trust_remote_code: bool = False) -> Any:
     """`AutoModelForCausalLM.from_config(config)` on the meta device (the *ForCausalLM model)."""
     try:
         import torch
-        from transformers import AutoConfig, AutoModelForCausalLM
+        from transformers import AutoConfig
     except ImportError as err:
         raise MissingExtra("counting on the meta device needs torch and transformers: "
                            "pip install 'memfit[trace]'") from err
@@ -147,7 +163,7 @@ def build_on_meta(config: Mapping[str, Any], *, trust_remote_code: bool = False)
         raise ConfigError(f"transformers rejects this {model_type!r} config: {first_line}") from err
     try:
         with torch.device("meta"):
-            return AutoModelForCausalLM.from_config(hf_config, trust_remote_code=trust_remote_code)  # type: ignore[no-untyped-call]
+            return auto_class(model_type).from_config(hf_config, trust_remote_code=trust_remote_code)
     except ValueError as err:
         raise UnsupportedArchitecture(f"model_type {model_type!r} has no causal LM class: {err}") from err
     except (AssertionError, TypeError, AttributeError, RuntimeError) as err:

@@ -93,7 +93,8 @@ def trace(spec: ModelSpec, workload: Inference | Training, boot: Boot,
     if isinstance(workload, Training) and workload.parallel.pp > 1:
         tracker = _trace_stages(build, model, workload, device, progress, assumptions)
     else:
-        tracker = _run(model, workload, device, progress, assumptions)
+        images = image_batch(spec, workload, model)
+        tracker = _run(model, workload, device, progress, assumptions, images=images)
     if tracker.scalars_answered:
         assumptions.append(f"{tracker.scalars_answered} value-dependent scalar reads (.item(), bool()) "
                            "in the model code were read as 0/False; memfit assumes they pick between "
@@ -113,9 +114,30 @@ def trace(spec: ModelSpec, workload: Inference | Training, boot: Boot,
     return tracker, assumptions
 
 
+def image_batch(spec: ModelSpec, workload: Inference | Training,
+                model: Any) -> tuple[Inference, harness.ImageBatch] | None:
+    """The decoder's workload (image placeholders in its prompt) and the images as the model takes them."""
+    if not isinstance(workload, Inference) or not workload.images or spec.vision is None:
+        return None
+    from memfit.core.vision import ImageSizing, resized
+    from memfit.core.vision_tower import decoder_workload, image_tokens
+
+    if spec.vision.sizing is not ImageSizing.FIXED:
+        raise EngineUnavailable(f"images on {spec.name}: the trace feeds fixed-size towers only (a dynamic-"
+                                "resolution tower splits by data-dependent grid sizes); use engine=analytic")
+    token_id = getattr(model.config, "image_token_id", None)
+    if not isinstance(token_id, int):
+        raise EngineUnavailable(f"{spec.name}: the config names no image_token_id; use engine=analytic")
+    height, width = resized(spec.vision, workload.image_size)
+    shape = (workload.batch_size * workload.images, spec.vision.num_channels, height, width)
+    return decoder_workload(spec, workload), harness.ImageBatch(
+        token_id=token_id, tokens=image_tokens(spec, workload), pixel_shape=shape)
+
+
 def _run(model: Any, workload: Inference | Training, device: str, progress: Any, assumptions: list[str],
-         stage: int | None = None) -> Tracker:
-    """Load and run `model` (or pipeline stage `stage` of it) under a fresh Tracker."""
+         stage: int | None = None, images: tuple[Inference, harness.ImageBatch] | None = None) -> Tracker:
+    """Load and run `model` (or pipeline stage `stage` of it) under a fresh Tracker; with `images`, the
+    decoder's workload and the images replace `workload` when running."""
     tracker = Tracker(device_type=device, allocator=CachingAllocator())
     fake = FakeTensorMode(allow_non_fake_inputs=False)
     from memfit.trace import standins
@@ -139,6 +161,8 @@ def _run(model: Any, workload: Inference | Training, device: str, progress: Any,
                 tracker.repeat_phases(("forward", "backward"), "optimizer_states")
                 tracker.paged_bytes = getattr(optimizer, "paged_bytes", 0)
                 del optimizer
+            elif images is not None:
+                harness.run_workload(model, images[0], tracker, device, images=images[1])
             else:
                 harness.run_workload(model, workload, tracker, device)
     return tracker

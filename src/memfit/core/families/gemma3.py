@@ -11,15 +11,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from memfit.core.errors import ConfigError
-from memfit.core.families._config import checkpoint_dtype, opt_bool, req_int
+from memfit.core.families._config import checkpoint_dtype, opt_bool, opt_int, req_int
 from memfit.core.families.gemma3_text import TEXT_DEFAULTS, text_spec
 from memfit.core.spec import ModelSource, ModelSpec
+from memfit.core.vision import ImageSizing, VisionSpec
 
 VISION_DEFAULTS: dict[str, Any] = {
     "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_channels": 3,
-    "image_size": 224, "patch_size": 16,
+    "image_size": 224, "patch_size": 16, "num_attention_heads": 12, "hidden_act": "gelu_pytorch_tanh",
 }
 """Source: transformers 5.17.0 SiglipVisionConfig field defaults."""
+MM_TOKENS_PER_IMAGE = 256
+"""Image tokens per image when the config omits mm_tokens_per_image: the projector average-pools the
+(image/patch)² patches to this many. Source: transformers 5.17.0 Gemma3Config.mm_tokens_per_image."""
 
 
 def siglip_params(vision: Mapping[str, Any], *, name: str) -> int:
@@ -61,4 +65,24 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
         default_dtype=checkpoint_dtype(config, name=name),
         extra_params=(("vision_tower", siglip_params(vision, name=name)),
                       ("multi_modal_projector", projector)),
+        vision=siglip_vision(vision, name=name, text_hidden=hidden,
+                             tokens=opt_int(config, "mm_tokens_per_image", default=MM_TOKENS_PER_IMAGE,
+                                            name=name) or MM_TOKENS_PER_IMAGE),
     )
+
+
+def siglip_vision(vision: Mapping[str, Any], *, name: str, text_hidden: int, tokens: int) -> VisionSpec:
+    """The SigLIP tower as Gemma 3 runs it: every image resized to image_size² (Gemma3ImageProcessor,
+    pan-and-scan off by default), (image/patch)² patches, average-pooled by the projector to `tokens`.
+    Source: transformers 5.17.0 Gemma3MultiModalProjector (kernel = patches_per_side / sqrt(tokens))."""
+    act = vision.get("hidden_act", "gelu_pytorch_tanh")
+    return VisionSpec(
+        tower="siglip_vision_model", hidden_size=req_int(vision, "hidden_size", name=name),
+        intermediate_size=req_int(vision, "intermediate_size", name=name),
+        num_layers=req_int(vision, "num_hidden_layers", name=name),
+        num_heads=req_int(vision, "num_attention_heads", name=name),
+        patch_size=req_int(vision, "patch_size", name=name),
+        image_size=req_int(vision, "image_size", name=name),
+        sizing=ImageSizing.FIXED, tokens_per_image=tokens,
+        num_channels=req_int(vision, "num_channels", name=name),
+        activation=act if isinstance(act, str) else "gelu_pytorch_tanh", projector_hidden=text_hidden)
