@@ -49,6 +49,10 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "gpu_memory_utilization": st.sampled_from([0.5, 0.9, "0.9", Fraction(9, 10), 1]),
     "n_gpu_layers": st.integers(0, 40), "block_size": st.sampled_from([16, 32]),
     "max_cache_tokens": st.integers(1, 8192), "allow_longer": st.booleans(),
+    "max_num_batched_tokens": st.sampled_from([512, 2048, 8192, "8192", 0]),
+    "max_num_seqs": st.sampled_from([1, 64, 256, 1024]), "enforce_eager": st.booleans(),
+    "kv_cache_memory": st.sampled_from([2**30, 40 * 2**30, 0, "1GiB"]),
+    "vllm_version": st.sampled_from(["0.11.2", "v0.18.0", "0.20", "latest", 0.11]),
     # Training
     "seq_len": st.integers(1, 4096), "grad_accum": st.integers(1, 8),
     "method": st.sampled_from(["full", "lora", "qlora"]),
