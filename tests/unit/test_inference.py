@@ -153,7 +153,8 @@ def test_vllm_kv_cache_is_the_capacity_its_budget_leaves():
     est = estimate(spec, wl, gpu)
     prefill = est.phase(PhaseName.PREFILL)
     non_kv = (prefill.memory.bytes_of("weights") + prefill.memory.bytes_of("activations")
-              + prefill.memory.bytes_of("runtime_overhead") + prefill.memory.flat()["non_torch/kernels"])
+              + prefill.memory.bytes_of("logits") + prefill.memory.bytes_of("runtime_overhead")
+              + prefill.memory.flat()["non_torch/kernels"])
     assert non_kv == VLLM_8B_NON_KV
     for name in (PhaseName.PREFILL, PhaseName.DECODE):
         cache = est.phase(name).memory.child("kv_cache")

@@ -169,7 +169,8 @@ def test_serve_flags_realise_the_workload() -> None:
     spec = api.load_model("Qwen3-235B-A22B")
     wl = Inference(prompt_tokens=7000, new_tokens=1192, batch_size=64, runtime="vllm",
                    parallel=Parallelism(tp=8), gpu_memory_utilization=Fraction(23, 25),
-                   kv_cache_dtype=DType.FP8_E4M3, enforce_eager=True, max_num_batched_tokens=16384)
+                   kv_cache_dtype=DType.FP8_E4M3, enforce_eager=True, max_num_batched_tokens=16384,
+                   max_num_seqs=64)
     flags = vllm_serve_flags(spec, wl, api.get_gpu("H200"))
     assert flags[:3] == ["vllm", "serve", spec.source.ref]
     pairs = dict(itertools.pairwise(flags))

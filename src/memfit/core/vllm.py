@@ -124,14 +124,21 @@ class VllmProfile:
 
     settings: VllmSettings
     weights: Term
-    activations: Term        # the larger of the profile forward and the sampler run (torch peak increase)
+    activations: Term        # top-level "activations": the profile forward, or what the sampler holds of it
+    logits: Term             # top-level "logits": the sampler's logits and buffers when it is the peak
     non_torch: Term          # non-torch increase since the start-up snapshot
     cuda_graphs: Term | None  # 0.20+: subtracted from the budget
 
     @property
     def non_kv_bytes(self) -> int:
         graphs = self.cuda_graphs.nbytes if self.cuda_graphs is not None else 0
-        return self.weights.nbytes + self.activations.nbytes + self.non_torch.nbytes + graphs
+        return (self.weights.nbytes + self.activations.nbytes + self.logits.nbytes + self.non_torch.nbytes
+                + graphs)
+
+    @property
+    def peak_name(self) -> str:
+        """Which part of the profile run peaks: the forward or the sampler."""
+        return "sampler" if self.logits.nbytes else "forward"
 
 
 def vllm_profile(spec: ModelSpec, workload: Inference, weights: Term, gpu: Gpu | None) -> VllmProfile:
@@ -146,11 +153,18 @@ def vllm_profile(spec: ModelSpec, workload: Inference, weights: Term, gpu: Gpu |
     forward = forward_peak(spec, tokens=settings.max_num_batched_tokens, tp=tp, dtype=dtype,
                            fp8_activations=fp8)
     sampler = sampler_peak(spec, settings, dtype=dtype)
-    peak = forward if forward.nbytes >= sampler.nbytes else sampler
+    if forward.nbytes >= sampler.nbytes:
+        activations, logits = Term.group("activations", [forward]), Term.group("logits", [])
+    else:
+        held = sampler.child("forward_hidden_states")
+        assert held is not None
+        activations = Term.group("activations", [held])
+        logits = Term.group("logits", [c for c in sampler.children if c is not held],
+                            note=sampler.note)
     graphs = cudagraph_estimate(spec, settings, tp=tp, dtype=dtype) if settings.applies_cudagraph_estimate \
         else None
     return VllmProfile(settings=settings, weights=weights,
-                       activations=Term.group("activations", [peak]),
+                       activations=activations, logits=logits,
                        non_torch=non_torch_increase(workload), cuda_graphs=graphs)
 
 
@@ -267,11 +281,11 @@ def vllm_parts(spec: ModelSpec, workload: Inference, raw: tuple[Phase, ...], gpu
     context = Term(name="cuda_context", nbytes=CUDA_CONTEXT_BYTES,
                    note="before vLLM's start-up snapshot: not in its budget")
     non_torch = Term.group("non_torch", [context, *vprof.non_torch.children])
-    terms = [weights, cache, vprof.activations, Term.group("fragmentation", [])]
+    terms = [weights, cache, vprof.activations, vprof.logits, Term.group("fragmentation", [])]
     if vprof.cuda_graphs is not None:
         terms.append(Term.group("runtime_overhead", [vprof.cuda_graphs]))
     prefill = Phase(name=PhaseName.PREFILL, memory=memory([*terms, non_torch]),
-                    at="vLLM profile run peak (" + vprof.activations.children[0].name + ")")
+                    at=f"vLLM profile run peak ({vprof.peak_name})")
     out = [load, prefill]
     for phase in raw[2:]:
         out.append(replace_terms(phase, cache) if capacity is not None else phase)
@@ -281,8 +295,10 @@ def vllm_parts(spec: ModelSpec, workload: Inference, raw: tuple[Phase, ...], gpu
 def vllm_serve_flags(spec: ModelSpec, workload: Inference, gpu: Gpu | None = None) -> list[str]:
     """The `vllm serve` command line that realises `workload`: the model (and revision), parallel sizes,
     max_model_len = prompt + new tokens, and each vLLM setting the workload gives; vLLM's own defaults are
-    left out except gpu_memory_utilization, always written. `gpu` is accepted for callers that plan per
-    GPU; none of these flags depends on it. Source: vllm engine/arg_utils.py EngineArgs (flag names)."""
+    left out except gpu_memory_utilization, always written (the batch size is a load, not a flag: vLLM
+    serves as many sequences as its capacity holds, up to max_num_seqs). `gpu` is accepted for callers
+    that plan per GPU; none of these flags depends on it.
+    Source: vllm engine/arg_utils.py EngineArgs (flag names)."""
     args = ["vllm", "serve", spec.source.ref]
     if spec.source.revision:
         args += ["--revision", spec.source.revision]
@@ -303,8 +319,8 @@ def vllm_serve_flags(spec: ModelSpec, workload: Inference, gpu: Gpu | None = Non
     else:
         utilization = workload.gpu_memory_utilization or DEFAULT_GPU_MEMORY_UTILIZATION
         args += ["--gpu-memory-utilization", _decimal(utilization)]
-    if workload.max_num_seqs is not None or workload.batch_size > 1:
-        args += ["--max-num-seqs", str(workload.max_num_seqs or workload.batch_size)]
+    if workload.max_num_seqs is not None:
+        args += ["--max-num-seqs", str(workload.max_num_seqs)]
     if workload.max_num_batched_tokens is not None:
         args += ["--max-num-batched-tokens", str(workload.max_num_batched_tokens)]
     if workload.block_size != DEFAULT_BLOCK_SIZE:
