@@ -182,3 +182,13 @@ def test_serve_flags_realise_the_workload() -> None:
     assert pairs["--kv-cache-dtype"] == "fp8"
     assert flags[-1] == "--enforce-eager"
     assert "--block-size" not in flags                  # vLLM's default 16 is left out
+
+
+def test_mla_blocks_are_64_tokens() -> None:
+    """DeepSeek-V2-Lite (MLA) under vLLM: FlashMLA forces 64-token blocks, so the capacity is a multiple of
+    64 and a 1,000-token sequence takes ceil(1,000 / 64) = 16 blocks = 1,024 tokens."""
+    wl = Inference(prompt_tokens=1000, runtime="vllm")
+    est = api.estimate("DeepSeek-V2-Lite", wl, gpu="H100-SXM-80GB")
+    assert est.capacity is not None
+    assert est.capacity.tokens % 64 == 0
+    assert est.capacity.sequence_tokens == 1024

@@ -146,7 +146,8 @@ def vllm_profile(spec: ModelSpec, workload: Inference, weights: Term, gpu: Gpu |
     the non-torch increase, and (0.20+, graphs on, CUDA) the CUDA-graph estimate."""
     prof = profile(workload.runtime)
     num, den = prof.default_gpu_memory_utilization or (9, 10)
-    settings = vllm_settings(workload, gpu, default_utilization=Fraction(num, den))
+    mla = any(layer.attention.mla is not None for layer in spec.layers)
+    settings = vllm_settings(workload, gpu, default_utilization=Fraction(num, den), mla=mla)
     dtype = compute_dtype(spec, workload)
     tp = workload.parallel.tp
     fp8 = (spec.stored_quant is not None and spec.stored_quant.kind == "fp8") or workload.quant.kind == "fp8"

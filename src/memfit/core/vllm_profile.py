@@ -77,6 +77,11 @@ CUDAGRAPH_MIN_PER_GRAPH_BYTES = 1 * MiB
 """vLLM's floor on each further graph's memory in its estimate. Source: vllm 0.18+ gpu_model_runner.py
 profile_cudagraph_memory (`max(mem_samples[1], 1 << 20)`)."""
 
+MLA_BLOCK_SIZE = 64
+"""MLA caches on CUDA use FlashMLA, which needs blocks of a multiple of 64 tokens: vLLM forces 64 (Blackwell's
+CUTLASS MLA forces 128; not modelled). Source: vllm platforms/cuda.py CudaPlatform.check_and_update_config
+("Forcing kv cache block size to 64 for FlashMLA backend")."""
+
 _VERSION_RE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?")
 
 
@@ -112,10 +117,12 @@ class VllmSettings:
         return self.version >= CUDAGRAPH_ESTIMATE_SINCE and not self.enforce_eager and not self.rocm
 
 
-def vllm_settings(workload: Inference, gpu: Gpu | None, *, default_utilization: Fraction) -> VllmSettings:
+def vllm_settings(workload: Inference, gpu: Gpu | None, *, default_utilization: Fraction,
+                  mla: bool = False) -> VllmSettings:
     """The workload's vLLM arguments, vLLM's `vllm serve` defaults for the GPU where not given.
 
-    Without a GPU the large-GPU defaults apply (an assumption line says so).
+    Without a GPU the large-GPU defaults apply (an assumption line says so). An MLA model's block size is
+    raised to MLA_BLOCK_SIZE when it is not a multiple of it.
     Source: vllm engine/arg_utils.py get_batch_defaults (device memory ≥ 70 GiB and not an A100).
     """
     large = gpu is None or (gpu.usable_bytes >= LARGE_GPU_BYTES and "a100" not in gpu.name.lower())
@@ -126,7 +133,7 @@ def vllm_settings(workload: Inference, gpu: Gpu | None, *, default_utilization: 
         max_num_batched_tokens=workload.max_num_batched_tokens or SERVE_MAX_BATCHED_TOKENS[index],
         max_num_seqs=workload.max_num_seqs or SERVE_MAX_NUM_SEQS[index],
         max_model_len=workload.total_tokens,
-        block_size=workload.block_size,
+        block_size=MLA_BLOCK_SIZE if mla and workload.block_size % MLA_BLOCK_SIZE else workload.block_size,
         enforce_eager=workload.enforce_eager,
         utilization=workload.gpu_memory_utilization or default_utilization,
         kv_cache_memory_bytes=workload.kv_cache_memory,
