@@ -212,6 +212,8 @@ CLI_PLAUSIBLE: dict[str, tuple[str, ...]] = {
     "quant": ("none", "nf4", "int8", "fp8", "gguf-Q4_K_M", "awq-4bit-g128"), "dtype": ("bf16", "fp16"),
     "kv_cache": ("dynamic", "static", "paged"), "kv_cache_dtype": ("bf16", "fp8", "q8_0"),
     "gpu_memory_utilization": ("0.9", "0.5"), "n_gpu_layers": ("0", "16"), "block_size": ("16", "32"),
+    "max_num_batched_tokens": ("2048", "8192"), "max_num_seqs": ("64", "256"), "kv_cache_memory": ("8GiB",),
+    "vllm_version": ("0.11.2", "0.20.0"),
     "dp": ("1", "2", "8"), "tp": ("1", "2", "4"), "pp": ("1", "2"), "zero": ("0", "1", "2", "3"),
     "fsdp": ("full", "shard-grad-op"), "offload_optimizer": ("none", "cpu"), "offload_params": ("cpu",),
     "device_map": ("auto",), "max_gpu_memory": ("20GiB",),

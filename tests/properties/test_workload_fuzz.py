@@ -51,6 +51,10 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "block_size": st.sampled_from([16, 32]),
     "max_cache_tokens": st.integers(1, 8192), "allow_longer": st.booleans(),
     "images": st.integers(0, 4), "image_size": st.sampled_from([None, (896, 896), (448, 672), "336x336"]),
+    "max_num_batched_tokens": st.sampled_from([512, 2048, 8192, "8192", 0]),
+    "max_num_seqs": st.sampled_from([1, 64, 256, 1024]), "enforce_eager": st.booleans(),
+    "kv_cache_memory": st.sampled_from([2**30, 40 * 2**30, 0, "1GiB"]),
+    "vllm_version": st.sampled_from(["0.11.2", "v0.18.0", "0.20", "latest", 0.11]),
     # Training
     "seq_len": st.integers(1, 4096), "grad_accum": st.integers(1, 8),
     "method": st.sampled_from(["full", "lora", "qlora"]),
@@ -98,7 +102,8 @@ def _is(hint: Any, value: Any) -> bool:
         return any(_is(option, value) for option in typing.get_args(hint))
     if origin is tuple:
         args = [a for a in typing.get_args(hint) if a is not Ellipsis]
-        return isinstance(value, tuple) and all(_is(args[min(i, len(args) - 1)], v) for i, v in enumerate(value))
+        return isinstance(value, tuple) and all(_is(args[min(i, len(args) - 1)], v)
+                                                for i, v in enumerate(value))
     if hint is type(None):
         return value is None
     if hint is int:

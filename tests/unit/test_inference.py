@@ -104,7 +104,7 @@ def test_vllm_capacity_is_whole_blocks():
     wl = Inference(prompt_tokens=1024, new_tokens=64, runtime=Runtime.VLLM,
                    gpu_memory_utilization=Fraction(9, 10))
     tokens = vllm_kv_capacity_tokens(spec, wl, gpu_usable_bytes=79 * GiB)
-    # (0.9 × 79 GiB − ~16 GiB weights − overhead) / 131,072 B ≈ 400k tokens
+    # (0.9 × 79 GiB − ~16 GiB weights − ~2.7 GiB profile, kernels, graphs) / 131,072 B ≈ 400k tokens
     assert tokens % 16 == 0
     assert 300_000 < tokens < 500_000
 
@@ -133,45 +133,54 @@ def _vllm_8b(batch: int) -> Inference:
                      runtime=Runtime.VLLM, gpu_memory_utilization=Fraction(9, 10))
 
 
-def _non_kv_device_bytes(batch: int) -> int:
-    """The no-GPU prefill's device bytes less its KV cache: weights, profiled activations, overhead."""
-    phases, _ = inference_phases(load_model("Llama-3.1-8B"), _vllm_8b(batch))
-    prefill = next(p for p in phases if p.name is PhaseName.PREFILL)
-    return prefill.device_bytes - prefill.memory.bytes_of("kv_cache")
+# Llama-3.1-8B, bf16, vLLM 0.20 (the newest modelled) on H100-SXM-80GB at 0.9, vllm serve defaults
+# (max_num_batched_tokens 8,192, max_num_seqs 1,024):
+#   requested = ceil(0.9 × 85,017,493,504) = 76,515,744,154 B
+#   weights 16,060,522,752 B
+#   sampler (1,024 rows × 128,256 vocab = 131,334,144 logits): bf16 2 + fp32 4 + probs 4 + q 4 = 14 B each
+#     = 1,838,678,016 + Triton top-k buffer 132 × 128,256 × 4 = 67,719,168 + the forward's hidden states
+#     8,192 × 4,096 × 2 = 67,108,864 → 1,973,506,048 B (the forward's 838,860,800 B is smaller)
+#   non-torch increase: lazily loaded kernels 166 MiB = 174,063,616 B (tp 1: no NCCL)
+#   CUDA graphs (0.20): 32 layers × 512 tokens × (4,096 + 6,144 qkv + 4,096 out) × 2 B = 469,762,048
+#     + (50 + 50) further graphs × 1 MiB = 104,857,600 → 574,619,648 B
+#   cuBLAS workspace (Hopper, one handle; the profile forward's first matmul) 32 MiB = 33,554,432 B
+#   non-KV = 18,816,266,496 B; available = 57,699,477,658 B
+#   blocks = 57,699,477,658 // (16 × 4,096 B page) // 32 layers = 27,513 → 440,208 tokens
+VLLM_8B_NON_KV = 18_816_266_496
+VLLM_8B_TOKENS = 440_208
 
 
 def test_vllm_kv_cache_is_the_capacity_its_budget_leaves():
-    """Llama-3.1-8B on H100-SXM-80GB at 0.9: the cache is the budget less everything else, in blocks."""
+    """Llama-3.1-8B on H100-SXM-80GB at 0.9: the cache is the request less vLLM's non-KV memory, in blocks."""
     spec, gpu, wl = load_model("Llama-3.1-8B"), _h100(), _vllm_8b(8)
-    budget = 85_017_493_504 * 9 // 10            # 76,515,744,153 B
-    # weights 16,060,522,752 + profiled activations 977,666,048 + cuBLAS 33,554,432 + fragmentation
-    # 624,614,912 + non-torch 719,323,136 = 18,415,681,280 B
-    assert _non_kv_device_bytes(8) == 18_415_681_280
     per_token = 32 * 2 * 8 * 128 * 2              # layers × (K, V) × kv heads × head_dim × bf16 = 131,072 B
-    # (76,515,744,153 − 18,415,681,280) // 131,072 = 443,268 tokens → 27,704 blocks of 16 = 443,264
-    tokens = 443_264
     est = estimate(spec, wl, gpu)
+    prefill = est.phase(PhaseName.PREFILL)
+    non_kv = (prefill.memory.bytes_of("weights") + prefill.memory.bytes_of("activations")
+              + prefill.memory.bytes_of("logits") + prefill.memory.bytes_of("runtime_overhead")
+              + prefill.memory.flat()["non_torch/kernels"])
+    assert non_kv == VLLM_8B_NON_KV
     for name in (PhaseName.PREFILL, PhaseName.DECODE):
         cache = est.phase(name).memory.child("kv_cache")
         assert cache is not None
-        assert cache.nbytes == tokens * per_token
-        # 443,264 // 2,048 = 216 sequences
-        assert "KV capacity 443,264 tokens = 216 sequences of 2,048 tokens" in cache.children[0].note
+        assert cache.nbytes == VLLM_8B_TOKENS * per_token
+        # 440,208 // 2,048 = 214 sequences
+        assert "KV capacity 440,208 tokens = 214 sequences of 2,048 tokens" in cache.children[0].note
     assert est.phase(PhaseName.LOAD).memory.bytes_of("kv_cache") == 0
-    assert any("KV capacity 443,264 tokens" in line and "H100-SXM-80GB" in line for line in est.assumptions)
-    assert vllm_kv_capacity_tokens(spec, wl, gpu_usable_bytes=gpu.usable_bytes) == tokens
-    # 8 sequences × 2,048 tokens = 16,384 ≤ 443,264; the whole process stays inside the 0.9 budget
+    assert any("KV capacity 440,208 tokens" in line and "H100-SXM-80GB" in line for line in est.assumptions)
+    assert vllm_kv_capacity_tokens(spec, wl, gpu_usable_bytes=gpu.usable_bytes) == VLLM_8B_TOKENS
+    # 8 sequences × 2,048 tokens = 16,384 ≤ 440,208; the process is the request plus the CUDA context
     assert est.fits is True
-    assert est.peak.device_bytes <= budget
+    unused = 57_699_477_658 - VLLM_8B_TOKENS * per_token      # available less whole blocks
+    assert est.peak.device_bytes == 76_515_744_154 - unused + 545_259_520
 
 
 def test_vllm_does_not_fit_when_capacity_holds_fewer_sequences_than_the_batch():
-    """batch 217 × 2,048 tokens = 444,416 > the 443,136-token capacity: fits is False, peak alone is not."""
-    spec, gpu, wl = load_model("Llama-3.1-8B"), _h100(), _vllm_8b(217)
-    # (76,515,744,153 − 18,431,090,432 B non-KV at batch 217) // 131,072 = 443,150 → 443,136 in blocks
-    assert _non_kv_device_bytes(217) == 18_431_090_432
+    """batch 216 × 2,048 tokens = 442,368 > the 440,464-token capacity: fits is False, peak alone is not."""
+    spec, gpu, wl = load_model("Llama-3.1-8B"), _h100(), _vllm_8b(216)
     est = estimate(spec, wl, gpu)
-    assert est.phase(PhaseName.DECODE).memory.bytes_of("kv_cache") == 443_136 * 131_072
+    # the batch size does not enter vLLM's profile run: the capacity is the same as at batch 8
+    assert est.phase(PhaseName.DECODE).memory.bytes_of("kv_cache") == VLLM_8B_TOKENS * 131_072
     assert est.required_capacity_ok is False
     assert est.fits is False
     assert est.peak.device_bytes <= gpu.usable_bytes      # a plain peak comparison would have said "fits"

@@ -175,11 +175,11 @@ def test_num_gpus_split_follows_the_runtime(
 
 
 def test_max_batch_honours_a_capacity_limit_below_the_memory_budget() -> None:
-    """vLLM: 8B on an H100 at 0.9 holds 216 sequences of 2,048 tokens, though the peak stays in budget."""
-    # capacity 443,264 tokens (tests/unit/test_inference.py) // 2,048 tokens per sequence = 216
+    """vLLM: 8B on an H100 at 0.9 holds 214 sequences of 2,048 tokens, though the peak stays in budget."""
+    # capacity 440,208 tokens (tests/unit/test_inference.py VLLM_8B_TOKENS) // 2,048 tokens per sequence = 214
     from memfit.sources.catalog import get_gpu, load_catalog_model
 
     spec = load_catalog_model("Llama-3.1-8B")
     assert spec is not None
     job = Inference(prompt_tokens=1024, new_tokens=1024, runtime=Runtime.VLLM, kv_cache=KvCache.PAGED)
-    assert plan_max_batch(spec, job, get_gpu("H100-SXM-80GB")) == 216
+    assert plan_max_batch(spec, job, get_gpu("H100-SXM-80GB")) == 214

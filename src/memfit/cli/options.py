@@ -95,6 +95,15 @@ FLAGS: tuple[Flag, ...] = (
         "infer",
     ),
     Flag("gpu_memory_utilization", str, "vLLM's fraction of GPU memory to take, e.g. 0.9.", _INFER, "infer"),
+    Flag("max_num_batched_tokens", int, "vLLM: tokens per scheduler step and profile run (default 8192 on "
+         "GPUs of 70 GiB or more, else 2048).", _INFER, "infer"),
+    Flag("max_num_seqs", int, "vLLM: most sequences per step (default 1024, or 256 on smaller GPUs).",
+         _INFER, "infer"),
+    Flag("enforce_eager", bool, "vLLM: no CUDA graphs.", _INFER, "infer"),
+    Flag("kv_cache_memory", str, "vLLM: KV cache size (e.g. 40GiB), bypassing --gpu-memory-utilization.",
+         _INFER, "infer"),
+    Flag("vllm_version", str, "vLLM release whose memory profiling is modelled (0.11-0.20; default newest).",
+         _INFER, "infer"),
     Flag("n_gpu_layers", int, "llama.cpp: layers on the GPU, the output layer first (default all).", _INFER,
          "infer"),
     Flag("n_cpu_moe", int, "llama.cpp: keep the MoE experts of the first N layers on the CPU.", _INFER,
@@ -397,9 +406,15 @@ def _inference(flags: dict[str, Any], *, runtime: Any, parallel: Any) -> Any:
         kwargs["gpu_memory_utilization"] = _fraction(
             flags["gpu_memory_utilization"], "gpu_memory_utilization"
         )
-    for name in ("n_gpu_layers", "n_cpu_moe"):
+    for name in ("n_gpu_layers", "n_cpu_moe", "max_num_batched_tokens", "max_num_seqs", "vllm_version"):
         if flags.get(name) is not None:
             kwargs[name] = flags[name]
+    if flags.get("kv_cache_memory") is not None:
+        from memfit.core.units import parse_size
+
+        kwargs["kv_cache_memory"] = parse_size(flags["kv_cache_memory"])
+    if flags.get("enforce_eager"):
+        kwargs["enforce_eager"] = True
     if flags.get("allow_longer"):
         kwargs["allow_longer"] = True
     for name in ("images", "image_size"):

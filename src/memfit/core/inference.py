@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from memfit.core.choices import AttnImpl, KvCache, PhaseName
+from memfit.core.choices import AttnImpl, KvCache
 from memfit.core.device_map import auto_map_applies, device_map_phases
 from memfit.core.errors import InvalidWorkload
 from memfit.core.kv_cache import (
@@ -24,12 +24,12 @@ from memfit.core.kv_cache import (
 )
 from memfit.core.llama_cpp import llama_cpp_phases
 from memfit.core.parallel import validate_parallel
-from memfit.core.result import Gpu, KvCapacity, Phase, Term, replace_terms
+from memfit.core.result import Gpu, KvCapacity, Phase
 from memfit.core.runtimes import RuntimeProfile, check_runtime_supports, profile
 from memfit.core.spec import ModelSpec
 from memfit.core.torch_inference import carry_reserved, torch_phases
 from memfit.core.vision_tower import check_images, decoder_workload, image_assumption, vision_load
-from memfit.core.vllm import kv_capacity
+from memfit.core.vllm import vllm_parts
 from memfit.core.workload import Inference
 
 
@@ -82,21 +82,11 @@ def inference_parts(spec: ModelSpec, workload: Inference,
     if auto_map_applies(workload, prof):
         return device_map_phases(spec, workload, prof, kind, assumptions, gpu), tuple(assumptions), None
     raw = torch_phases(spec, workload, prof, kind, assumptions, gpu, vision=images)
-    phases = carry_reserved(raw)
-    if not prof.preallocates_fraction:
-        return phases, tuple(assumptions), None
-    if gpu is None:
-        assumptions.append(f"{prof.runtime}: KV cache sized for the requested batch and length; the capacity "
-                           "gpu_memory_utilization leaves (and whether it holds the batch) needs --gpu")
-        return phases, tuple(assumptions), None
-    capacity = kv_capacity(spec, workload, phases, gpu_usable_bytes=gpu.usable_bytes)
-    assumptions.append(f"{prof.runtime}: {capacity.describe()} on {gpu.name} ({capacity.utilization} × "
-                       f"{gpu.usable_bytes:,} B usable = {capacity.budget_bytes:,} B budget, less weights, "
-                       "profiled activations and overhead); the job fits only if the batch fits in it")
-    cache = Term.group("kv_cache", [Term(name="paged_blocks", nbytes=capacity.nbytes,
-                                         note=capacity.describe())])
-    held = carry_reserved(tuple(p if p.name is PhaseName.LOAD else replace_terms(p, cache) for p in raw))
-    return held, tuple(assumptions), capacity
+    if prof.preallocates_fraction:
+        # vLLM: its profile run replaces the prefill; on a GPU the KV cache is the capacity left over
+        held, capacity = vllm_parts(spec, workload, raw, gpu, assumptions)
+        return carry_reserved(held), tuple(assumptions), capacity
+    return carry_reserved(raw), tuple(assumptions), None
 
 def validate(spec: ModelSpec, workload: Inference, prof: RuntimeProfile) -> KvCache:
     """Check the workload against the model and the runtime; return the effective cache kind."""
@@ -111,7 +101,8 @@ def validate(spec: ModelSpec, workload: Inference, prof: RuntimeProfile) -> KvCa
     return effective_kv_cache(workload, prof)
 
 def vllm_kv_capacity_tokens(spec: ModelSpec, workload: Inference, *, gpu_usable_bytes: int) -> int:
-    """Tokens of KV cache vLLM can hold: gpu_memory_utilization × usable − (weights + profiled activations
-    + non-torch), divided by the bytes per token, rounded down to whole blocks (see `kv_capacity`)."""
-    phases, _ = inference_phases(spec, workload)
-    return kv_capacity(spec, workload, phases, gpu_usable_bytes=gpu_usable_bytes).tokens
+    """Tokens of KV cache vLLM holds on a GPU offering `gpu_usable_bytes` (see core/vllm.py kv_capacity)."""
+    gpu = Gpu(name="usable-bytes", memory_bytes=gpu_usable_bytes, usable_bytes=gpu_usable_bytes)
+    _, _, capacity = inference_parts(spec, workload, gpu)
+    assert capacity is not None
+    return capacity.tokens

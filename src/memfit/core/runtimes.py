@@ -81,8 +81,9 @@ PROFILES: dict[Runtime, RuntimeProfile] = {
         own_attention_kernels=True,      # FlashAttention / FlashInfer / Triton / FlashMLA backends
         default_gpu_memory_utilization=(9, 10),
         max_batched_tokens=8192,
-        source="vLLM V1: gpu_memory_utilization=0.9, paged KV blocks of 16 tokens, profile run with "
-               "max_num_batched_tokens, MLA latent cache (kv_lora_rank + qk_rope_head_dim)",
+        source="vLLM V1 0.11-0.20 (core/vllm.py, core/vllm_profile.py): gpu_memory_utilization=0.9, "
+               "paged KV blocks of 16 tokens (64 for MLA), profile run of max_num_batched_tokens and the "
+               "sampler on max_num_seqs rows, MLA latent cache (kv_lora_rank + qk_rope_head_dim)",
     ),
     Runtime.LLAMA_CPP: RuntimeProfile(
         runtime=Runtime.LLAMA_CPP,

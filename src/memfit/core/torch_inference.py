@@ -324,9 +324,7 @@ def _prefill_layer_peak(spec: ModelSpec, workload: Inference, prof: RuntimeProfi
         return layer_peak(spec, workload, prefill_step(spec, workload, kind=kind, cache_tokens=cache_tokens,
                                                        gpu=gpu))
     tokens = prof.max_batched_tokens
-    assumptions.append(f"vLLM: activations from its profiling forward of {tokens} tokens; the rest of "
-                       "gpu_memory_utilization × GPU memory becomes KV blocks (vllm_kv_capacity_tokens); "
-                       "CUDA graph memory not sized")
+    # the vLLM prefill is replaced by core/vllm.py's profile run; this one only seeds the decode phase
     profile_run = replace(workload, batch_size=1, prompt_tokens=tokens, new_tokens=0, max_cache_tokens=None)
     return layer_peak(spec, profile_run, Step(query_tokens=tokens, kv_tokens=tokens, masked=False, gpu=gpu))
 

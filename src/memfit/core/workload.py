@@ -81,6 +81,11 @@ Fraction build a billion-digit integer."""
 RUNTIME_SETTINGS: dict[str, frozenset[Runtime]] = {
     "gpu_memory_utilization": frozenset({Runtime.VLLM}),   # vLLM LLM(gpu_memory_utilization=...)
     "block_size": frozenset({Runtime.VLLM}),               # vLLM's paged KV block size
+    "max_num_batched_tokens": frozenset({Runtime.VLLM}),   # vllm serve --max-num-batched-tokens
+    "max_num_seqs": frozenset({Runtime.VLLM}),             # vllm serve --max-num-seqs
+    "enforce_eager": frozenset({Runtime.VLLM}),            # vllm serve --enforce-eager (no CUDA graphs)
+    "kv_cache_memory": frozenset({Runtime.VLLM}),          # vllm serve --kv-cache-memory (bytes)
+    "vllm_version": frozenset({Runtime.VLLM}),             # whose memory profiling is modelled
     "n_gpu_layers": frozenset({Runtime.LLAMA_CPP}),        # llama.cpp --n-gpu-layers
     "n_cpu_moe": frozenset({Runtime.LLAMA_CPP}),           # llama.cpp --n-cpu-moe
     "v_cache_dtype": frozenset({Runtime.LLAMA_CPP}),       # llama.cpp --cache-type-v
@@ -202,6 +207,16 @@ def _image_size(value: Any, name: str) -> tuple[int, int]:
         raise InvalidWorkload(f"{name}={shown(value)} must be HEIGHTxWIDTH in pixels, e.g. 896x896")
     side = _integer(1, MAX_IMAGE_SIDE, "pixels")
     return side(items[0], name), side(items[1], name)
+
+
+_VLLM_VERSION_RE = re.compile(r"^v?[0-9]{1,4}\.[0-9]{1,4}(\.[0-9]{1,4})?([.+-][0-9A-Za-z.]{0,40})?$")
+
+
+def _version(value: Any, name: str) -> str:
+    """A release number such as "0.11.2" or "v0.20.0" (parsed by core.vllm_profile.parse_vllm_version)."""
+    if not isinstance(value, str) or not _VLLM_VERSION_RE.match(value.strip()):
+        raise InvalidWorkload(f"{name}={shown(value)} is not a release number; use e.g. 0.11.2 or 0.20.0")
+    return value.strip()
 
 
 def _instance(cls: type) -> _Normalise:
@@ -380,6 +395,11 @@ class Inference:
     n_gpu_layers: int | None = None             # llama.cpp; None: all layers on the GPU
     n_cpu_moe: int = 0                          # llama.cpp: MoE experts of the first N layers on the CPU
     block_size: int = DEFAULT_BLOCK_SIZE        # paged cache tokens per block (vLLM)
+    max_num_batched_tokens: int | None = None   # vLLM; None: its default for the GPU (8192 or 2048)
+    max_num_seqs: int | None = None             # vLLM; None: its default for the GPU (1024 or 256)
+    enforce_eager: bool = False                 # vLLM: no CUDA graphs
+    kv_cache_memory: int | None = None          # vLLM: KV cache bytes, bypassing gpu_memory_utilization
+    vllm_version: str | None = None             # vLLM release modelled ("0.11.2"); None: the newest
     max_cache_tokens: int | None = None         # static cache length; None: prompt + new tokens
     allow_longer: bool = False                  # allow prompt + new beyond max_position_embeddings
     images: int = 0                             # images per sequence; their tokens join the prompt
@@ -408,6 +428,11 @@ class Inference:
         given = {
             "gpu_memory_utilization": self.gpu_memory_utilization is not None,
             "block_size": self.block_size != DEFAULT_BLOCK_SIZE,
+            "max_num_batched_tokens": self.max_num_batched_tokens is not None,
+            "max_num_seqs": self.max_num_seqs is not None,
+            "enforce_eager": self.enforce_eager,
+            "kv_cache_memory": self.kv_cache_memory is not None,
+            "vllm_version": self.vllm_version is not None,
             "n_gpu_layers": self.n_gpu_layers is not None,
             "n_cpu_moe": self.n_cpu_moe != 0,
             "v_cache_dtype": self.v_cache_dtype is not None,
@@ -459,6 +484,11 @@ _INFERENCE_FIELDS: dict[str, _Normalise] = {
     "n_gpu_layers": _optional(_integer(0, MAX_COUNT, "layers")),
     "n_cpu_moe": _integer(0, MAX_COUNT, "layers"),
     "block_size": _TOKENS,
+    "max_num_batched_tokens": _optional(_TOKENS),
+    "max_num_seqs": _optional(_BATCH),
+    "enforce_eager": _boolean,
+    "kv_cache_memory": _optional(_integer(1, MAX_GPU_MEMORY_BYTES, "bytes")),
+    "vllm_version": _optional(_version),
     "max_cache_tokens": _optional(_TOKENS),
     "allow_longer": _boolean,
     "images": _integer(0, MAX_IMAGES, "images per sequence"),
