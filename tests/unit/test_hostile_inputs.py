@@ -155,6 +155,20 @@ def test_non_finite_and_huge_numbers_name_the_field(tmp_path: Path, literal: str
     assert_config_error(path, re.escape(f"{path}: field 'hidden_size' is {shown}; JSON model files hold "))
 
 
+def test_a_hybrid_config_as_transformers_saves_it_keeps_its_infinite_time_step_limit(tmp_path: Path) -> None:
+    """Mamba-2 configs saved by transformers (json.dumps) hold "time_step_limit": [0.0, Infinity]: the file
+    is a model, not hostile input; the same literal in a field memfit reads is still refused."""
+    data = Path(__file__).parent.parent / "data" / "configs" / "tiny-bamba.json"
+    text = data.read_text().rstrip().rstrip("}") + ', "time_step_limit": [0.0, Infinity]}'
+    spec = load_model(str(write_config(tmp_path / "m", text)))
+    assert spec.has_mamba
+    assert parse_config('{"time_step_limit": [0.0, Infinity]}', origin="c")["time_step_limit"][1] == float("inf")
+    with pytest.raises(ConfigError, match=r"^c: field 'time_step_limit' is 1e999, beyond the range"):
+        parse_config('{"time_step_limit": [0.0, 1e999]}', origin="c")
+    with pytest.raises(ConfigError, match=r"^c: field 'mamba_d_state' is Infinity; "):
+        parse_config('{"mamba_d_state": Infinity}', origin="c")
+
+
 def test_json_nested_100000_deep(tmp_path: Path) -> None:
     """JSON nested 10**5 deep (a RecursionError, 'a bug in memfit', before) is a ConfigError."""
     path = write_config(tmp_path / "m", "[" * 100_000 + "]" * 100_000)

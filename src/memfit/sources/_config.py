@@ -132,15 +132,19 @@ def load_json(text: str | bytes, *, origin: str) -> Any:
         ValueError: malformed text (json.JSONDecodeError, UnicodeDecodeError), for the caller to word.
     """
     def refuse_in_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
         for key, value in pairs:
+            if key in NON_FINITE_FIELDS:
+                value = _as_floats(value)
             refused = _refused_in(value)
             if refused is not None:
                 raise ConfigError(f"{origin}: field {shown_key(key)} is {refused}; {_NUMBERS_HINT}")
-        return dict(pairs)
+            out[key] = value
+        return out
 
     try:
         value = json.loads(text, parse_int=_bounded_int, parse_float=_finite_float,
-                           parse_constant=_Refused, object_pairs_hook=refuse_in_object)
+                           parse_constant=_NonFinite, object_pairs_hook=refuse_in_object)
     except RecursionError as err:
         raise ConfigError(_too_deep(origin)) from err
     _check_nesting(value, origin=origin)
@@ -154,6 +158,28 @@ class _Refused(str):
     """A JSON number memfit refuses (NaN, Infinity, 1e999, a 5,000-digit integer), as the error shows it."""
 
     __slots__ = ()
+
+
+class _NonFinite(_Refused):
+    """Python's NaN / Infinity / -Infinity literals: refused like any bad number, except in NON_FINITE_FIELDS."""
+
+    __slots__ = ()
+
+
+NON_FINITE_FIELDS = frozenset({"time_step_limit"})
+"""Config fields transformers writes with an infinite bound, which memfit never reads: Mamba-2 and hybrid
+configs (Mamba2Config, BambaConfig, GraniteMoeHybridConfig, NemotronHConfig, FalconH1Config; transformers
+5.17) default time_step_limit=(0.0, float("inf")), which json.dumps writes as [0.0, Infinity]. Their
+NaN / Infinity literals are read as floats; anywhere else they are refused naming the field."""
+
+
+def _as_floats(value: Any) -> Any:
+    """`value` (a field of NON_FINITE_FIELDS) with its NaN / Infinity literals as floats."""
+    if isinstance(value, _NonFinite):
+        return float(value)
+    if isinstance(value, list):
+        return [float(item) if isinstance(item, _NonFinite) else item for item in value]
+    return value
 
 
 def shown_key(key: str) -> str:
