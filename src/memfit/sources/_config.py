@@ -161,7 +161,7 @@ class _Refused(str):
 
 
 class _NonFinite(_Refused):
-    """Python's NaN / Infinity / -Infinity literals: refused like any bad number, except in NON_FINITE_FIELDS."""
+    """Python's NaN / Infinity / -Infinity literals: refused as any bad number, but in NON_FINITE_FIELDS."""
 
     __slots__ = ()
 
