@@ -134,7 +134,8 @@ def test_cuda_graph_estimate_only_from_0_20_and_not_eager() -> None:
         est = api.estimate("Llama-3.1-8B", wl, gpu="H100-SXM-80GB")
         assert est.capacity is not None
         overhead = est.phase("prefill").memory.child("runtime_overhead")
-        assert overhead is not None and overhead.child("cublas_workspace") is not None
+        assert overhead is not None
+        assert overhead.child("cublas_workspace") is not None
         return est.capacity.tokens, overhead.child("cuda_graphs") is not None
 
     graphs, eager, older = capacity(), capacity(enforce_eager=True), capacity(vllm_version="0.18.0")
