@@ -109,11 +109,13 @@ def selective_scan_prefill_step(mamba: Mamba1Spec, *, b: int, s: int, hidden: in
     are views), the conv's (b, d, s + K − 1) output and its SiLU (b, d, s) live from the conv on; then
     x_proj's (b, s, R + 2N), the dt/B/C RMSNorms (fp32 upcasts), and dt_proj's (b, d, s) output in the
     compute dtype, kept with the normed B and C. mamba_selective_scan then
-    keeps dt + bias → softplus in fp32 (X), discrete_A = exp(A·dt), discrete_B = dt·B and deltaB_u =
+    keeps dt + bias → softplus (X, in dt's dtype: the bias is cast to it), discrete_A = exp(A·dt),
+    discrete_B = dt·B and deltaB_u =
     discrete_B·x (P each, fp32, all three alive to the end of the scan; exp's argument is a fourth while
     discrete_A forms); its loop appends one (b, d) compute-dtype output per token (s separate
-    allocations, each rounded to the allocator's block) and stacks them (X); the D skip (x·D, the sum)
-    and the gate (SiLU(z), the product) are fp32 X tensors. out_proj reads the fp32 output cast back.
+    allocations, each rounded to the allocator's block) and stacks them (X), the last fp32 (b, d, N) state
+    alive; the D skip (x·D, the sum) and the gate (SiLU(z), the product) are fp32 X tensors. out_proj
+    reads the fp32 output cast back.
     Source: transformers 5.17.0 modeling_jamba.py JambaMambaMixer.forward, mamba_selective_scan,
     causal_conv1d_fn, JambaRMSNorm (the torch path: no mamba_ssm, no mambapy, not compiled).
     """
@@ -125,18 +127,18 @@ def selective_scan_prefill_step(mamba: Mamba1Spec, *, b: int, s: int, hidden: in
              Term(name="a_matrix", nbytes=_a_matrix_bytes(mamba)), Term(name="conv", nbytes=x_e)]
     x_proj = b * s * mamba.x_proj_width * dt
     bc = 2 * b * s * n * dt                                # normed B and C, kept
-    scan_in = bc + x_e + x_f                               # + dt_proj's output; the fp32 softplus(dt)
+    scan_in = bc + 2 * x_e                                 # + dt_proj's output and softplus(dt + bias)
     outputs = s * round_block(b * d * dt)                  # the loop's per-token outputs, kept as a list
     state = b * d * n
     moments = {
         "conv": b * d * (s + mamba.conv_kernel - 1) * dt,
         "dt_norm": x_proj + 2 * b * s * r * f,
         "dt_proj": b * s * r * dt + bc + x_e,
-        "softplus": bc + x_e + 2 * x_f,
+        "softplus": bc + 3 * x_e,
         "discretize": scan_in + 2 * p,
-        "delta_b_u": scan_in + 3 * p + x_f,               # + x.float()
+        "delta_b_u": scan_in + 3 * p + x_f,                # + x.float()
         "loop": scan_in + 3 * p + outputs + 2 * state * f + state * dt,
-        "output": scan_in + 3 * p + outputs + x_e + 2 * x_f,   # the stack, x·D and the sum
+        "output": scan_in + 3 * p + outputs + state * f + x_e + 2 * x_f,   # the stack, x·D and the sum
         "out_proj": bc + x_e + x_f + state * f + x_e + hidden,  # fp32 output, final state, cast, output
     }
     moment, extra = max(moments.items(), key=lambda item: item[1])
