@@ -1,11 +1,13 @@
 """Hybrid attention / state-space models at real shapes: parameters vs the meta device, analytic vs trace.
 
-    .venv/bin/python benchmarks/hybrid_check.py [--out DIR]
+    .venv/bin/python benchmarks/hybrid_check.py [--out DIR] [--only SUBSTRING]
 
-The catalog holds no hybrid model yet (no published config.json verified offline), so this checks
-synthetic configs at the layer shapes of Granite-4.0-H-Small, Nemotron-Nano-9B-v2 and Falcon-H1-7B
-(fields as their model cards describe them; not catalog entries) and the tiny test configs. Per case and
-phase it records the allocated peak of both engines; writes results/hybrid-<date>.md.
+This checks synthetic configs at the layer shapes of Granite-4.0-H-Small, Nemotron-Nano-9B-v2 and
+Falcon-H1-7B (fields as their model cards describe them; not catalog entries), the first attention period
+(8 layers) of the catalog's AI21-Jamba-1.5-Mini (the trace runs Jamba's selective scan token by token, so
+its 32 layers at 4,000 tokens would take most of an hour on fake tensors), and the tiny test configs. Per
+case and phase it records the allocated peak of both engines; writes results/hybrid-<date>.md, or
+results/hybrid-<only>-<date>.md for the models whose name contains --only.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+CATALOG = ROOT / "src" / "memfit" / "catalog" / "models"
 SHAPES: dict[str, dict[str, Any]] = {
     "granite-4.0-h-small-shapes": {
         "model_type": "granitemoehybrid", "hidden_size": 4096, "num_hidden_layers": 40,
@@ -42,11 +45,14 @@ SHAPES: dict[str, dict[str, Any]] = {
         "mamba_d_conv": 4, "mamba_chunk_size": 128, "mamba_rms_norm": False, "vocab_size": 130048,
         "max_position_embeddings": 262144, "torch_dtype": "bfloat16",
     },
+    "jamba-1.5-mini-8-layers": {
+        **json.loads((CATALOG / "AI21-Jamba-1.5-Mini.json").read_text()), "num_hidden_layers": 8,
+    },
 }
-"""Layer shapes of three released hybrids; synthetic configs, not catalog entries."""
+"""Layer shapes of four released hybrids; synthetic configs (Jamba: its catalog config cut to 8 layers)."""
 CASES = ((1, 4000, 16), (2, 1000, 8))
 """(batch, prompt tokens, new tokens) per model (the tiny configs hold 4,096 positions)."""
-TINY = ("tiny-granitemoehybrid", "tiny-nemotron_h", "tiny-bamba", "tiny-falcon_h1")
+TINY = ("tiny-granitemoehybrid", "tiny-nemotron_h", "tiny-bamba", "tiny-falcon_h1", "tiny-jamba")
 
 
 def _configs() -> dict[str, dict[str, Any]]:
@@ -81,12 +87,15 @@ def _rows(name: str, config: dict[str, Any]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--only", default="", help="check only the models whose name contains this")
     args = parser.parse_args()
     lines = ["# Hybrid models: analytic vs trace (allocated peak), parameters vs the meta device", "",
              "| model | case | analytic | trace / meta | error |", "|---|---|---:|---:|---:|"]
     for name, config in _configs().items():
-        lines.extend(_rows(name, config))
-    out = args.out / f"hybrid-{datetime.date.today().isoformat()}.md"
+        if args.only in name:
+            lines.extend(_rows(name, config))
+    stem = f"hybrid-{args.only}" if args.only else "hybrid"
+    out = args.out / f"{stem}-{datetime.date.today().isoformat()}.md"
     out.write_text("\n".join(lines) + "\n")
     print(out)
 

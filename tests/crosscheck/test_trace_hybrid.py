@@ -1,6 +1,7 @@
 """Analytic vs trace on hybrid models: the Mamba layers' torch-path scan, their recurrent state and the
-attention / MLP / MoE blocks around them, prefill and decode. A tiny Granite-4.0-H, and Nemotron-H at the
-shapes of a 9B model (fake tensors cost the trace nothing at that size)."""
+attention / MLP / MoE blocks around them, prefill and decode. A tiny Granite-4.0-H, Nemotron-H at the
+shapes of a 9B model (fake tensors cost the trace nothing at that size) and a tiny Jamba (Mamba-1 mixers:
+the selective scan's per-token loop)."""
 
 import json
 from pathlib import Path
@@ -30,10 +31,11 @@ NEMOTRON_9B_SHAPES = {
 """Nemotron-Nano-9B-v2's layer shapes (a shorter pattern of its M, - and * blocks): synthetic, not a catalog
 entry."""
 TOLERANCE = {PhaseName.PREFILL: 0.01, PhaseName.DECODE: 0.01}
-"""Measured: within 0.3 % on the tiny config's prefill, 0.05 % at 9B shapes (prefill and decode)."""
+"""Measured: within 0.3 % on the tiny config's prefill, 0.05 % at 9B shapes (prefill and decode); tiny Jamba
++0.8 % (prefill)."""
 TINY_DECODE_TOLERANCE = 0.03
 """The tiny model's decode step is a few hundred KiB, where the trace's 512-byte rounding of each tiny
-tensor (dt_bias, A_log, D, per-head dt) shows: measured −2.4 %."""
+tensor (dt_bias, A_log, D, per-head dt) shows: measured −2.4 % (tiny Jamba −1.3 %)."""
 
 
 def _without_workspace(phase: Phase) -> int:
@@ -44,7 +46,8 @@ def _without_workspace(phase: Phase) -> int:
 @pytest.mark.parametrize(("config", "batch", "prompt", "decode_tolerance"), [
     (json.loads((CONFIGS / "tiny-granitemoehybrid.json").read_text()), 2, 256, TINY_DECODE_TOLERANCE),
     (NEMOTRON_9B_SHAPES, 1, 1000, TOLERANCE[PhaseName.DECODE]),
-], ids=["tiny-granitemoehybrid", "nemotron-9b-shapes"])
+    (json.loads((CONFIGS / "tiny-jamba.json").read_text()), 2, 256, TINY_DECODE_TOLERANCE),
+], ids=["tiny-granitemoehybrid", "nemotron-9b-shapes", "tiny-jamba"])
 def test_analytic_follows_the_trace_on_hybrids(config: dict[str, Any], batch: int, prompt: int,
                                                decode_tolerance: float) -> None:
     """Prefill (a prompt over several scan chunks, not a whole number of them) and decode match the trace."""

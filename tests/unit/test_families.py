@@ -23,7 +23,7 @@ EXPECTED_FAMILIES = {
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3",
     "gemma3_text", "phi", "phi3", "gpt2", "gpt_bigcode", "gpt_neox", "gptj", "opt", "bloom", "falcon",
     "cohere", "cohere2", "deepseek_v2", "deepseek_v3", "olmo2", "starcoder2", "granite", "gpt_oss",
-    "granitemoehybrid", "nemotron_h", "bamba", "falcon_h1", "qwen2_5_vl", "llava",
+    "granitemoehybrid", "nemotron_h", "bamba", "falcon_h1", "qwen2_5_vl", "llava", "jamba",
 }
 
 
@@ -244,6 +244,13 @@ TINY_TOTALS = [
     # 64·296 = 18,944; conv1d 800; 24; norm 128; out_proj 8,192 → 28,088. Attention 12,288; gated MLP
     # 3·64·96 = 18,432 and norms 128 in every layer. 2·46,648 + 30,848 = 124,144; + 6,144 + 64 + 6,144
     ("tiny-bamba", 136_496),
+    # Jamba, layers M+MLP, M+MoE, A+MLP, M+MoE (period 4 offset 2; experts period 2 offset 1), untied. A
+    # Mamba-1 mixer (d_inner 128, d_state 16, 4 taps, dt_rank ceil(64 / 16) = 4): in_proj 64·256 = 16,384;
+    # conv1d 128·4 + 128 = 640; x_proj 128·(4 + 32) = 4,608; dt_proj 4·128 + 128 = 640; A_log 128·16 =
+    # 2,048; D 128; dt/B/C norms 4 + 16 + 16 = 36; out_proj 8,192 → 32,676. Attention 12,288; gated MLP
+    # 3·64·96 = 18,432; MoE router 64·4 = 256, experts 4·(2·96·64) + 4·64·96 = 73,728 → 73,984; norms 128.
+    # 51,236 + 2·106,788 + 30,848 = 295,660; + 6,144 + 64 + 6,144 = 308,012
+    ("tiny-jamba", 308_012),
     # Granite-4.0-H, layers M M A M, tied. A Mamba mixer (8 heads of 16, d_state 16, 2 groups, 4 taps):
     # d_inner 128, conv_dim 128 + 2·2·16 = 192; in_proj 64·(128 + 192 + 8) = 20,992; conv1d 192·4 + 192 =
     # 960; dt_bias, A_log, D 24; gated norm 128; out_proj 128·64 = 8,192 → 30,296. Attention q, o 4,096,

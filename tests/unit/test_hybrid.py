@@ -1,5 +1,5 @@
-"""Hybrid attention / state-space models (Granite-4.0-H, Nemotron-H): Mamba state sizes by hand, the cache
-split into attention K/V and per-sequence recurrent state, and the one-line refusals of what is not
+"""Hybrid attention / state-space models (Granite-4.0-H, Nemotron-H, Jamba): Mamba state sizes by hand, the
+cache split into attention K/V and per-sequence recurrent state, and the one-line refusals of what is not
 modelled yet."""
 
 import json
@@ -14,8 +14,10 @@ from memfit.core.estimate import estimate
 from memfit.core.families import spec_from_config
 from memfit.core.kv_cache import kv_cache, mamba_state_bytes
 from memfit.core.params import count_params
-from memfit.core.spec import MambaSpec, ModelSource, ModelSpec
+from memfit.core.spec import Mamba1Spec, MambaSpec, ModelSource, ModelSpec
+from memfit.core.ssm import mamba_decode_step, mamba_prefill_step
 from memfit.core.workload import Inference, Parallelism, Training
+from memfit.sources.resolve import load_model
 
 CONFIGS = Path(__file__).parents[1] / "data" / "configs"
 
@@ -128,3 +130,78 @@ def test_falcon_h1_gated_norm_names_the_decode_shape_bug():
     assert any("(batch, batch, hidden)" in line
                for line in _tiny("tiny-falcon_h1", mamba_rms_norm=True).assumptions)
     assert _tiny("tiny-falcon_h1").assumptions == ()
+
+
+JAMBA_MIXER = Mamba1Spec(d_inner=8192, d_state=16, conv_kernel=4, dt_rank=256)
+"""Jamba-v0.1 / AI21-Jamba-1.5-Mini's mixer: expand 2 × hidden 4096, d_state 16, d_conv 4, dt_rank 256."""
+
+
+def test_jamba_layer_pattern_from_periods_and_offsets():
+    """Jamba-v0.1: attention where i % 8 == 4, MoE where i % 2 == 1, Mamba-1 mixers elsewhere."""
+    spec = load_model("Jamba-v0.1")
+    assert [i for i, layer in enumerate(spec.layers) if layer.attention is not None] == [4, 12, 20, 28]
+    assert [i for i, layer in enumerate(spec.layers) if layer.is_moe] == list(range(1, 32, 2))
+    assert all(layer.mamba == JAMBA_MIXER for layer in spec.layers if layer.attention is None)
+    assert all(att.rotary is False for att in spec.attention_specs)   # JambaAttention has no positions
+
+
+def test_jamba_mixer_parameters_at_jamba_v0_1_shapes():
+    """28 Mamba-1 mixers of 105,308,448 parameters each, per component as JambaMambaMixer builds them."""
+    # in_proj 4096·16384 = 67,108,864; conv1d 8192·4 + 8192 = 40,960; x_proj 8192·(256 + 2·16) = 2,359,296;
+    # dt_proj 256·8192 + 8192 = 2,105,344; A_log 8192·16 = 131,072; D 8,192; dt/B/C norms 256 + 16 + 16 =
+    # 288; out_proj 8192·4096 = 33,554,432 → 105,308,448
+    tree = count_params(load_model("Jamba-v0.1")).flat()
+    assert tree["layers/mamba"] == 28 * 105_308_448
+    assert tree["layers/mamba/x_proj"] == 28 * 2_359_296
+    assert tree["layers/mamba/A_log"] == 28 * 131_072
+
+
+def test_jamba_state_is_per_channel():
+    """Mamba-1 keeps d_inner conv channels and a (d_inner, d_state) fp32 state per sequence, 8 sequences."""
+    # conv 8 × 8192 × 4 taps × 2 B = 524,288; SSM 8 × 8192 × 16 × 4 B = 4,194,304
+    assert mamba_state_bytes(JAMBA_MIXER, batch=8, conv_dtype=DType.BF16) == (524_288, 4_194_304)
+
+
+def test_jamba_cache_splits_attention_and_state():
+    """Jamba-v0.1, bf16, one sequence of 1,000 + 1 tokens: 4 attention layers cache K/V, 28 a fixed state."""
+    # attention 4 layers × 8 KV heads × 128 × (K + V) × 2 B × 1,000 tokens = 16,384,000;
+    # conv 28 × 65,536 = 1,835,008; SSM 28 × 524,288 = 14,680,064
+    term = kv_cache(load_model("Jamba-v0.1"), Inference(prompt_tokens=1000, new_tokens=1, dtype=DType.BF16))
+    assert term.flat() == {"conv_state": 1_835_008, "ssm_state": 14_680_064, "full_attention": 16_384_000}
+
+
+def test_jamba_decode_update_holds_five_fp32_states():
+    """One decode step of a Jamba mixer, one bf16 sequence: the recurrent update's fp32 (d, N) temporaries."""
+    # state 8192 × 16 = 131,072 elements; dA, its argument, dB, dB·x, state·dA (then the new state): 5 × 4 B ×
+    # 131,072 = 2,621,440, + 3 (b, d) bf16 columns of 16,384 = 2,670,592 (the conv window, 8192 × (4 + 1 + 2)
+    # × 2 B + 16,384 = 131,072, is smaller); A = −exp(A_log) fp32 8192 × 16 × 4 = 524,288
+    step = mamba_decode_step(JAMBA_MIXER, b=1, hidden=8192, dt=2)
+    assert step.flat() == {"normed": 8192, "in_proj": 32_768, "a_matrix": 524_288, "state_update": 2_670_592}
+
+
+def test_jamba_prefill_scan_keeps_three_fp32_products():
+    """A 1,000-token bf16 prefill: discrete_A, discrete_B and deltaB_u (b, d, s, N) fp32 dominate the scan."""
+    # X = 8192 × 1,000: bf16 16,384,000, fp32 32,768,000; P = X × 16 × 4 B = 524,288,000.
+    # Kept into the scan: normed B, C 2 × 1,000 × 16 × 2 = 64,000, dt_proj's output and softplus(dt + bias)
+    # (bf16: the bias is cast to dt's dtype) 2 × 16,384,000 → 32,832,000. At the D skip: + 3·P
+    # 1,572,864,000 + 1,000 per-token outputs of 16,384 B 16,384,000 + the last fp32 state 8192 × 16 × 4 =
+    # 524,288 + their stack 16,384,000 + x·D and the sum 2 × 32,768,000 → 1,704,524,288
+    step = mamba_prefill_step(JAMBA_MIXER, b=1, s=1000, hidden=8_192_000, dt=2)
+    assert step.flat()["scan_output"] == 1_704_524_288
+    assert step.flat()["in_proj"] == 1000 * 16384 * 2
+
+
+def test_jamba_offset_must_be_below_its_period():
+    """JambaConfig.validate_architecture's rule, as one ConfigError line."""
+    with pytest.raises(ConfigError, match="attn_layer_offset=8 must be smaller than attn_layer_period=8"):
+        _tiny("tiny-jamba", attn_layer_offset=8, attn_layer_period=8)
+
+
+@pytest.mark.parametrize("workload", [Training(seq_len=64), Inference(prompt_tokens=64, runtime=Runtime.VLLM),
+                                      Inference(prompt_tokens=64, runtime=Runtime.LLAMA_CPP),
+                                      Inference(prompt_tokens=64, parallel=Parallelism(tp=2))],
+                         ids=["training", "vllm", "llama.cpp", "tp"])
+def test_jamba_unmodelled_jobs_are_refused_like_mamba_2(workload):
+    """Jamba's Mamba-1 layers get the same one-line refusal as the Mamba-2 hybrids."""
+    with pytest.raises(InvalidWorkload, match=r"^tiny-jamba has Mamba .* is not modelled yet$"):
+        estimate(_tiny("tiny-jamba"), workload)

@@ -53,10 +53,11 @@ def estimate(spec: ModelSpec, workload: Inference | Training, gpu: Gpu | None = 
                     required_capacity_ok=capacity_ok, capacity=capacity)
 
 
-MAMBA_PATH_NOTE = ("Mamba layers: transformers' torch path (mamba2_chunk_scan, no mamba_ssm / causal_conv1d "
-                   "kernels) is modelled; with those CUDA kernels installed the prefill needs far less "
-                   "activation memory. Their cache is a fixed-size conv state (compute dtype) and fp32 SSM "
-                   "state per sequence, whatever the context")
+MAMBA_PATH_NOTE = ("Mamba layers: transformers' torch path (mamba2_chunk_scan, or Mamba-1's "
+                   "mamba_selective_scan loop; no mamba_ssm / causal_conv1d kernels) is modelled; with those "
+                   "CUDA kernels installed the prefill needs far less activation memory. Their cache is a "
+                   "fixed-size conv state (compute dtype) and fp32 SSM state per sequence, whatever the "
+                   "context")
 """The assumption every estimate of a model with Mamba layers carries."""
 
 

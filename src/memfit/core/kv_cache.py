@@ -15,7 +15,7 @@ from memfit.core.dtypes import DType
 from memfit.core.errors import InvalidWorkload
 from memfit.core.result import Term
 from memfit.core.runtimes import RuntimeProfile, profile
-from memfit.core.spec import AttentionSpec, LayerSpec, MambaSpec, ModelSpec, attention_of
+from memfit.core.spec import AttentionSpec, LayerSpec, MixerSpec, ModelSpec, attention_of
 from memfit.core.weights import tensor_bytes
 from memfit.core.workload import Inference
 
@@ -76,22 +76,25 @@ def per_token_widths(att: AttentionSpec, prof: RuntimeProfile, *, tp: int) -> tu
 
 
 SSM_STATE_DTYPE = DType.FP32
-"""The SSM state transformers' cache keeps: `zeros_like(final_state)` of the chunked scan, which runs in
-fp32 (`hidden_states.float()`, B and C `.float()`), whatever the model dtype. Source: transformers 5.17
-cache_utils.LinearAttentionLayer.lazy_initialization (recurrent_states) and mamba2_chunk_scan in
-modeling_granitemoehybrid.py / modeling_nemotron_h.py (the torch path, without mamba_ssm)."""
+"""The SSM state transformers' cache keeps: `zeros_like(final_state)` of the scan, which runs in fp32
+whatever the model dtype: Mamba-2's chunked scan (`hidden_states.float()`, B and C `.float()`), Mamba-1's
+recurrent loop (`discrete_A · state + deltaB_u`, both fp32). Source: transformers 5.17
+cache_utils.LinearAttentionLayer.lazy_initialization (recurrent_states), mamba2_chunk_scan in
+modeling_granitemoehybrid.py / modeling_nemotron_h.py and mamba_selective_scan in modeling_jamba.py (the
+torch paths, without mamba_ssm)."""
 
 
-def mamba_state_bytes(mamba: MambaSpec, *, batch: int, conv_dtype: DType) -> tuple[int, int]:
-    """(conv state bytes, SSM state bytes) one Mamba-2 layer keeps for `batch` sequences, at any length.
+def mamba_state_bytes(mamba: MixerSpec, *, batch: int, conv_dtype: DType) -> tuple[int, int]:
+    """(conv state bytes, SSM state bytes) one Mamba layer keeps for `batch` sequences, at any length.
 
     conv: batch × conv_dim × conv_kernel in the compute dtype (the dtype of in_proj's output slice);
-    ssm: batch × num_heads × head_dim × d_state in SSM_STATE_DTYPE.
+    ssm: batch × ssm_state_elements (Mamba-2: num_heads × head_dim × d_state; Mamba-1: d_inner × d_state)
+    in SSM_STATE_DTYPE.
     Source: transformers 5.17 cache_utils.LinearAttentionLayer.lazy_initialization (conv_states:
     zeros((*conv_states.shape[:-1], conv_kernel_size), dtype=conv_states.dtype)).
     """
     conv = batch * tensor_bytes(conv_dtype, mamba.conv_dim * mamba.conv_kernel)
-    ssm = batch * tensor_bytes(SSM_STATE_DTYPE, mamba.num_heads * mamba.head_dim * mamba.d_state)
+    ssm = batch * tensor_bytes(SSM_STATE_DTYPE, mamba.ssm_state_elements)
     return conv, ssm
 
 

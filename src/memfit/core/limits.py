@@ -102,6 +102,11 @@ FIELD_BOUNDS: dict[str, Bound] = {
     **_bound(0, MAX_INTERMEDIATE_SIZE, "MAX_INTERMEDIATE_SIZE", "shared_intermediate_size",
              "moe_shared_expert_intermediate_size"),
     **_bound(1, MAX_INTERMEDIATE_SIZE, "MAX_INTERMEDIATE_SIZE", "mamba_d_ssm"),
+    # Jamba (Mamba-1 mixers): dt_proj's rank like a hidden size (JambaConfig: "auto" = ceil(hidden / 16));
+    # the attention / expert layer periods and offsets like layer numbers (an offset may be 0)
+    **_bound(1, MAX_HIDDEN_SIZE, "MAX_HIDDEN_SIZE", "mamba_dt_rank"),
+    **_bound(1, MAX_NUM_LAYERS, "MAX_NUM_LAYERS", "attn_layer_period", "expert_layer_period"),
+    **_bound(0, MAX_NUM_LAYERS, "MAX_NUM_LAYERS", "attn_layer_offset", "expert_layer_offset"),
     # vision towers (qwen2_5_vl, llava, gemma3): blocks like layers, heads like heads, the projector's
     # output width like a hidden size; image tokens, merge and temporal patch like an image dimension
     **_bound(1, MAX_NUM_LAYERS, "MAX_NUM_LAYERS", "depth"),

@@ -4,7 +4,8 @@
 in this order and only when non-zero: `embeddings`, `position_embeddings`, `embedding_norm`, `layers`,
 `final_norm`, `lm_head`, then any `spec.extra_params` components. `layers` sums every decoder layer into
 `attention` (one child per HF module: q_proj ... o_proj, q_norm, k_norm, MLA's q_a_proj ... kv_b_proj,
-sinks), `mamba` (a Mamba-2 mixer's in_proj, conv1d, dt_bias, A_log, D, norm, out_proj), `mlp` (gate_proj,
+sinks), `mamba` (a Mamba-2 mixer's in_proj, conv1d, dt_bias, A_log, D, norm, out_proj; a Mamba-1 mixer's
+in_proj, x_proj, dt_proj, conv1d, A_log, D, dt/b/c_layernorm, out_proj), `mlp` (gate_proj,
 up_proj, down_proj or the family's names), `moe` (router, experts, shared_experts, shared_expert_gate) and
 `norms`. A tied LM head counts 0: tied weights count once.
 
@@ -23,7 +24,16 @@ from dataclasses import dataclass, replace
 
 from memfit.core.choices import NormKind, QkNorm
 from memfit.core.result import ParamNode
-from memfit.core.spec import AttentionSpec, LayerSpec, MambaSpec, MlpSpec, ModelSpec, ModuleNames, MoeSpec
+from memfit.core.spec import (
+    AttentionSpec,
+    LayerSpec,
+    Mamba1Spec,
+    MixerSpec,
+    MlpSpec,
+    ModelSpec,
+    ModuleNames,
+    MoeSpec,
+)
 
 TOP_LEVEL = ("embeddings", "position_embeddings", "embedding_norm", "layers", "final_norm", "lm_head")
 """Top-level components of every parameter tree, in order; `spec.extra_params` may add more after them."""
@@ -109,7 +119,7 @@ def _mlp_linears(h: int, mlp: MlpSpec, names: ModuleNames, *, role: str) -> Iter
 
 def _moe_linears(h: int, moe: MoeSpec, names: ModuleNames) -> Iterator[Linear]:
     yield Linear(name=names.router, role="router", fan_in=h, fan_out=moe.num_experts, bias=moe.router_bias,
-                 is_module=False, tp_split=1)
+                 is_module=moe.router_is_module, tp_split=1)
     i, e = moe.expert.intermediate_size, moe.num_experts
     # transformers 5 stores all experts as two fused 3-D Parameters: (E, 2·I, h) and (E, h, I)
     up_width = 2 * i if moe.expert.gated else i
@@ -125,12 +135,19 @@ def _moe_linears(h: int, moe: MoeSpec, names: ModuleNames) -> Iterator[Linear]:
                      tp_split=1)
 
 
-def _mamba_linears(h: int, mamba: MambaSpec) -> Iterator[Linear]:
-    """in_proj (hidden → gate, x, B, C, dt) and out_proj (d_inner → hidden); the depthwise conv1d is no
-    Linear (its weight is counted in layer_non_linear_params). Source: transformers 5.17
-    GraniteMoeHybridMambaLayer.__init__, NemotronHMamba2Mixer.__init__."""
+def _mamba_linears(h: int, mamba: MixerSpec) -> Iterator[Linear]:
+    """in_proj (hidden → gate, x, B, C, dt) and out_proj (d_inner → hidden); Mamba-1 adds x_proj
+    (d_inner → dt, B, C) and dt_proj (dt_rank → d_inner, with bias). The depthwise conv1d is no Linear (its
+    weight is counted in layer_non_linear_params). Source: transformers 5.17 GraniteMoeHybridMambaLayer,
+    NemotronHMamba2Mixer and JambaMambaMixer (__init__)."""
     yield Linear(name="in_proj", role="mamba", fan_in=h, fan_out=mamba.in_proj_width, bias=mamba.proj_bias)
-    out_bias = mamba.proj_bias if mamba.out_proj_bias is None else mamba.out_proj_bias
+    if isinstance(mamba, Mamba1Spec):
+        yield Linear(name="x_proj", role="mamba", fan_in=mamba.d_inner, fan_out=mamba.x_proj_width,
+                     bias=False)
+        yield Linear(name="dt_proj", role="mamba", fan_in=mamba.dt_rank, fan_out=mamba.d_inner, bias=True)
+        out_bias = mamba.proj_bias
+    else:
+        out_bias = mamba.proj_bias if mamba.out_proj_bias is None else mamba.out_proj_bias
     yield Linear(name="out_proj", role="mamba", fan_in=mamba.d_inner, fan_out=h, bias=out_bias)
 
 
@@ -194,8 +211,14 @@ def layer_non_linear_params(spec: ModelSpec, layer: LayerSpec) -> tuple[tuple[st
     return tuple(out)
 
 
-def _mamba_non_linear_params(mamba: MambaSpec) -> tuple[tuple[str, int], ...]:
+def _mamba_non_linear_params(mamba: MixerSpec) -> tuple[tuple[str, int], ...]:
     conv = mamba.conv_dim * mamba.conv_kernel + (mamba.conv_dim if mamba.conv_bias else 0)
+    if isinstance(mamba, Mamba1Spec):
+        # A_log (d_inner, d_state), D (d_inner); Jamba's dt, B and C RMSNorms (JambaMambaMixer.__init__)
+        norms = (("mamba/dt_layernorm", mamba.dt_rank), ("mamba/b_layernorm", mamba.d_state),
+                 ("mamba/c_layernorm", mamba.d_state)) if mamba.dt_bc_norms else ()
+        return (("mamba/conv1d", conv), ("mamba/A_log", mamba.d_inner * mamba.d_state),
+                ("mamba/D", mamba.d_inner), *norms)
     return (("mamba/conv1d", conv), ("mamba/dt_bias", mamba.num_heads), ("mamba/A_log", mamba.num_heads),
             ("mamba/D", mamba.num_heads), ("mamba/norm", mamba.d_inner if mamba.gated_norm else 0))
 

@@ -97,6 +97,8 @@ class MoeSpec:
     shared_expert_first: bool = False     # the shared expert runs before the routed ones (Qwen2-MoE)
     shared_expert_is_mlp: bool = False    # the shared expert is the layer's own `*_mlp` module, counted
                                           # under layers/mlp (Granite-4.0-H shared_mlp)
+    router_is_module: bool = False        # the router is an nn.Linear (Jamba `router`), not a raw Parameter:
+                                          # bitsandbytes and peft's all-linear see it
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= self.num_experts:
@@ -151,6 +153,61 @@ class MambaSpec:
         """Outputs of in_proj: gate, conv input and one dt per head."""
         return self.d_inner + self.conv_dim + self.num_heads
 
+    @property
+    def ssm_state_elements(self) -> int:
+        """Elements of one sequence's SSM state: num_heads × head_dim × d_state."""
+        return self.num_heads * self.head_dim * self.d_state
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mamba1Spec:
+    """A Mamba-1 (selective scan) mixer: in_proj → causal depthwise conv → x_proj (dt, B, C) → dt_proj →
+    selective scan → out_proj, gated by SiLU(z); Jamba adds RMSNorms over dt, B and C.
+
+    in_proj writes [x | gate z] (d_inner each); the conv runs over x alone; x_proj maps d_inner to
+    dt_rank + 2·d_state; dt_proj (dt_rank → d_inner, with bias) expands dt to one step per channel;
+    A_log is (d_inner, d_state) and D (d_inner). The per-sequence state a cache keeps: the last
+    conv_kernel conv inputs (batch × d_inner × conv_kernel) and the SSM state (batch × d_inner × d_state).
+    Source: transformers 5.17 JambaMambaMixer (__init__, forward) and cache_utils.LinearAttentionLayer.
+    """
+
+    d_inner: int                          # mamba_expand × hidden_size
+    d_state: int
+    conv_kernel: int
+    dt_rank: int
+    conv_bias: bool = True
+    proj_bias: bool = False               # in_proj and out_proj biases (dt_proj always has one)
+    dt_bc_norms: bool = True              # RMSNorms over dt (dt_rank), B and C (d_state each)
+
+    def __post_init__(self) -> None:
+        for name in ("d_inner", "d_state", "conv_kernel", "dt_rank"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"mamba {name}={getattr(self, name)} must be at least 1")
+
+    @property
+    def conv_dim(self) -> int:
+        """Channels of the causal conv: x only."""
+        return self.d_inner
+
+    @property
+    def in_proj_width(self) -> int:
+        """Outputs of in_proj: x and the gate."""
+        return 2 * self.d_inner
+
+    @property
+    def ssm_state_elements(self) -> int:
+        """Elements of one sequence's SSM state: d_inner × d_state."""
+        return self.d_inner * self.d_state
+
+    @property
+    def x_proj_width(self) -> int:
+        """Outputs of x_proj: dt (dt_rank), B and C (d_state each)."""
+        return self.dt_rank + 2 * self.d_state
+
+
+MixerSpec = MambaSpec | Mamba1Spec
+"""A state-space mixer: Mamba-2 (SSD, heads) or Mamba-1 (selective scan per channel)."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LayerSpec:
@@ -166,8 +223,8 @@ class LayerSpec:
     norm: NormKind = NormKind.RMS
     norms_per_layer: int = 2              # Gemma 2/3 and OLMo 2 have 4 (pre and post) or 2 post-only
     parallel_block: bool = False          # attention and MLP read the same input (GPT-J, Falcon, Cohere, Phi)
-    mamba: MambaSpec | None = None        # a Mamba-2 mixer in place of attention, or beside it on the same
-                                          # normed input (Falcon-H1: mamba first, then attention)
+    mamba: MixerSpec | None = None        # a Mamba-2 (Jamba: Mamba-1) mixer instead of attention, or beside
+                                          # it on the same normed input (Falcon-H1: mamba, then attention)
 
     def __post_init__(self) -> None:
         if self.attention is None and self.mamba is None and self.mlp is None:

@@ -25,22 +25,28 @@ Falcon-H1's muP scaling (MambaSpec.mup_scaled) adds the scaled input and a secon
 Source: transformers 5.17.0 modeling_granitemoehybrid.py / modeling_nemotron_h.py (mamba2_chunk_scan,
 segment_sum, reshape_into_chunks, causal_conv1d_fn, mamba2_selective_state_update, the mixers' forward,
 GraniteMoeHybridRMSNormGated / Zamba2RMSNormGated); checked against the trace engine (tests/crosscheck).
+
+A Mamba-1 mixer (Mamba1Spec, Jamba) runs `mamba_selective_scan`'s sequential loop instead: see
+selective_scan_prefill_step and selective_scan_decode_step.
 """
 
 from __future__ import annotations
 
+from memfit.core.overhead import round_block
 from memfit.core.result import Term
-from memfit.core.spec import MambaSpec
+from memfit.core.spec import Mamba1Spec, MixerSpec
 
 FP32_BYTES = 4
 """The chunked scan and the recurrent update run in fp32 (`.float()` on x, B, C, dt)."""
 
 
-def mamba_prefill_step(mamba: MambaSpec, *, b: int, s: int, hidden: int, dt: int) -> Term:
+def mamba_prefill_step(mamba: MixerSpec, *, b: int, s: int, hidden: int, dt: int) -> Term:
     """The Mamba mixer's largest live set over a prefill of `s` tokens per sequence (bytes).
 
     `hidden` is the (b, s, hidden) normed input in the compute dtype (dt bytes per element).
     """
+    if isinstance(mamba, Mamba1Spec):
+        return selective_scan_prefill_step(mamba, b=b, s=s, hidden=hidden, dt=dt)
     f, h, p, n = FP32_BYTES, mamba.num_heads, mamba.head_dim, mamba.d_state
     d, c = mamba.d_inner, mamba.conv_dim
     chunks = -(-s // mamba.chunk_size)
@@ -82,12 +88,80 @@ def mamba_prefill_step(mamba: MambaSpec, *, b: int, s: int, hidden: int, dt: int
     return Term.group("mamba", [*outer, Term(name=f"scan_{moment}", nbytes=extra)])
 
 
-def mamba_decode_step(mamba: MambaSpec, *, b: int, hidden: int, dt: int) -> Term:
+def mamba_decode_step(mamba: MixerSpec, *, b: int, hidden: int, dt: int) -> Term:
     """The Mamba mixer's largest live set in one decode step (bytes): in_proj's output, the conv window
     (b, C, K + 1) and the recurrent update's (b, H, P, N) temporaries (see the module docstring)."""
+    if isinstance(mamba, Mamba1Spec):
+        return selective_scan_decode_step(mamba, b=b, hidden=hidden, dt=dt)
     state = b * mamba.num_heads * mamba.head_dim * mamba.d_state
     update = state * (3 * FP32_BYTES + 2 * dt)
     window = b * mamba.conv_dim * (mamba.conv_kernel + 1) * dt
     return Term.group("mamba", [Term(name="normed", nbytes=hidden),
                                 Term(name="in_proj", nbytes=b * mamba.in_proj_width * dt),
                                 Term(name="state_update", nbytes=max(update, window))])
+
+
+def selective_scan_prefill_step(mamba: Mamba1Spec, *, b: int, s: int, hidden: int, dt: int) -> Term:
+    """A Mamba-1 mixer's largest live set over a prefill of `s` tokens per sequence (bytes).
+
+    Shapes (d = d_inner, N = d_state, R = dt_rank, K = conv_kernel; X = (b, d, s), P = (b, d, s, N)):
+    A = −exp(A_log) (d, N) fp32 lives through the forward; in_proj's (b, s, 2d) output (x and the gate z
+    are views), the conv's (b, d, s + K − 1) output and its SiLU (b, d, s) live from the conv on; then
+    x_proj's (b, s, R + 2N), the dt/B/C RMSNorms (fp32 upcasts), and dt_proj's (b, d, s) output in the
+    compute dtype, kept with the normed B and C. mamba_selective_scan then
+    keeps dt + bias → softplus (X, in dt's dtype: the bias is cast to it), discrete_A = exp(A·dt),
+    discrete_B = dt·B and deltaB_u =
+    discrete_B·x (P each, fp32, all three alive to the end of the scan; exp's argument is a fourth while
+    discrete_A forms); its loop appends one (b, d) compute-dtype output per token (s separate
+    allocations, each rounded to the allocator's block) and stacks them (X), the last fp32 (b, d, N) state
+    alive; the D skip (x·D, the sum) and the gate (SiLU(z), the product) are fp32 X tensors. out_proj
+    reads the fp32 output cast back.
+    Source: transformers 5.17.0 modeling_jamba.py JambaMambaMixer.forward, mamba_selective_scan,
+    causal_conv1d_fn, JambaRMSNorm (the torch path: no mamba_ssm, no mambapy, not compiled).
+    """
+    f, d, n, r = FP32_BYTES, mamba.d_inner, mamba.d_state, mamba.dt_rank
+    x_e, x_f = b * d * s * dt, b * d * s * f
+    p = b * d * s * n * f
+    proj = b * s * mamba.in_proj_width * dt
+    outer = [Term(name="normed", nbytes=hidden), Term(name="in_proj", nbytes=proj),
+             Term(name="a_matrix", nbytes=_a_matrix_bytes(mamba)), Term(name="conv", nbytes=x_e)]
+    x_proj = b * s * mamba.x_proj_width * dt
+    bc = 2 * b * s * n * dt                                # normed B and C, kept
+    scan_in = bc + 2 * x_e                                 # + dt_proj's output and softplus(dt + bias)
+    outputs = s * round_block(b * d * dt)                  # the loop's per-token outputs, kept as a list
+    state = b * d * n
+    moments = {
+        "conv": b * d * (s + mamba.conv_kernel - 1) * dt,
+        "dt_norm": x_proj + 2 * b * s * r * f,
+        "dt_proj": b * s * r * dt + bc + x_e,
+        "softplus": bc + 3 * x_e,
+        "discretize": scan_in + 2 * p,
+        "delta_b_u": scan_in + 3 * p + x_f,                # + x.float()
+        "loop": scan_in + 3 * p + outputs + 2 * state * f + state * dt,
+        "output": scan_in + 3 * p + outputs + state * f + x_e + 2 * x_f,   # the stack, x·D and the sum
+        "out_proj": bc + x_e + x_f + state * f + x_e + hidden,  # fp32 output, final state, cast, output
+    }
+    moment, extra = max(moments.items(), key=lambda item: item[1])
+    return Term.group("mamba", [*outer, Term(name=f"scan_{moment}", nbytes=extra)])
+
+
+def selective_scan_decode_step(mamba: Mamba1Spec, *, b: int, hidden: int, dt: int) -> Term:
+    """A Mamba-1 mixer's largest live set in one decode step (bytes): in_proj's output, then the larger of
+    the conv window (cat of the (b, d, K) state and the new column, the conv's two outputs, SiLU) and the
+    recurrent update: dA = exp(dt·A) (with its argument), dB, dB·x, state·dA and the new state, fp32
+    (b, d, N) each, beside the (b, d) conv output, dt_proj output and softplus(dt) in the compute dtype.
+    Source: transformers 5.17.0 modeling_jamba.py causal_conv1d_update, mamba_selective_state_update."""
+    d, n = mamba.d_inner, mamba.d_state
+    state = b * d * n
+    column = round_block(b * d * dt)
+    update = 5 * round_block(state * FP32_BYTES) + 3 * column
+    window = b * d * (mamba.conv_kernel + 1) * dt + 2 * b * d * dt + column
+    return Term.group("mamba", [Term(name="normed", nbytes=hidden),
+                                Term(name="in_proj", nbytes=b * mamba.in_proj_width * dt),
+                                Term(name="a_matrix", nbytes=_a_matrix_bytes(mamba)),
+                                Term(name="state_update", nbytes=max(update, window))])
+
+
+def _a_matrix_bytes(mamba: Mamba1Spec) -> int:
+    """A = −exp(A_log.float()): one fp32 (d_inner, d_state) tensor alive through the whole mixer forward."""
+    return mamba.d_inner * mamba.d_state * FP32_BYTES

@@ -26,7 +26,7 @@ from memfit.core.params import (
 )
 from memfit.core.quants import gguf_bits
 from memfit.core.result import Term
-from memfit.core.spec import CheckpointInfo, LayerSpec, ModelSpec
+from memfit.core.spec import CheckpointInfo, LayerSpec, MambaSpec, ModelSpec
 
 ROPE_INV_FREQ_DTYPE = DType.FP32
 """Rotary `inv_freq` buffer: head_dim/2 fp32 values. Source: transformers LlamaRotaryEmbedding."""
@@ -222,7 +222,7 @@ def buffer_bytes(spec: ModelSpec) -> list[int]:
     unless the family has none, GPT-BigCode's bool (max_positions²) causal mask and Falcon-H1's per-layer
     fp32 mup_vector."""
     sizes = [tensor_bytes(MUP_VECTOR_DTYPE, layer.mamba.in_proj_width) for layer in spec.layers
-             if layer.mamba is not None and layer.mamba.mup_scaled]
+             if isinstance(layer.mamba, MambaSpec) and layer.mamba.mup_scaled]
     if spec.rotary_buffer and spec.attention_specs:   # a pure state-space stack has no head_dim to rotate
         rotary_dim = int(spec.attention_specs[0].head_dim * spec.rotary_fraction)
         sizes.append(tensor_bytes(ROPE_INV_FREQ_DTYPE, rotary_dim // 2))

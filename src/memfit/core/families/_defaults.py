@@ -131,6 +131,15 @@ CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
         "mamba_conv_bias": True, "mamba_proj_bias": False,
         "hidden_act": "silu",
     },
+    "jamba": {
+        "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "vocab_size": 65536, "max_position_embeddings": 262144, "intermediate_size": 14336,
+        "tie_word_embeddings": False, "num_experts": 16, "num_experts_per_tok": 2, "expert_layer_period": 2,
+        "expert_layer_offset": 1, "attn_layer_period": 8, "attn_layer_offset": 4, "mamba_d_state": 16,
+        "mamba_d_conv": 4, "mamba_expand": 2, "mamba_dt_rank": "auto", "mamba_conv_bias": True,
+        "mamba_proj_bias": False,
+        "hidden_act": "silu",
+    },
     "llama": {
         "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "vocab_size": 32000,
         "max_position_embeddings": 2048, "intermediate_size": 11008, "tie_word_embeddings": False,
