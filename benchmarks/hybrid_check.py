@@ -35,7 +35,8 @@ SHAPES: dict[str, dict[str, Any]] = {
         "model_type": "nemotron_h", "hidden_size": 4480, "num_attention_heads": 40, "num_key_value_heads": 8,
         "head_dim": 128, "intermediate_size": 15680, "mlp_hidden_act": "relu2", "mamba_num_heads": 128,
         "mamba_head_dim": 80, "n_groups": 8, "ssm_state_size": 128, "conv_kernel": 4, "chunk_size": 128,
-        "hybrid_override_pattern": "M-M-M-MM-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-",
+        "hybrid_override_pattern": "M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-",
+        "num_hidden_layers": 56,  # the published 56-layer pattern (27 Mamba-2, 4 attention, 25 MLP)
         "vocab_size": 131072, "max_position_embeddings": 131072, "torch_dtype": "bfloat16",
     },
     "falcon-h1-7b-shapes": {
