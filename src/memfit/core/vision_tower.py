@@ -57,6 +57,9 @@ def check_images(spec: ModelSpec, workload: Inference, prof: RuntimeProfile) -> 
     """
     if not workload.images:
         return
+    if spec.vision is None and spec.images_refused:
+        raise InvalidWorkload(
+            f"images={workload.images} on {spec.name}: {spec.images_refused}; drop --images")
     if spec.vision is None:
         raise InvalidWorkload(f"images={workload.images}: {spec.name} is a text-only model (no vision "
                               "tower); drop --images or pick a vision-language model")
