@@ -44,7 +44,9 @@ def test_interleave_step_two_alternates_dense_and_moe_layers():
     assert isinstance(moe, MoeSpec)
     assert (moe.num_experts, moe.top_k, moe.expert.intermediate_size) == (4, 1, 96)
     assert moe.shared_expert == MlpSpec(intermediate_size=96, gated=True)
-    assert moe.dense_dispatch and moe.router_is_linear and moe.routed_rows == 4
+    assert moe.dense_dispatch
+    assert moe.router_is_linear
+    assert moe.routed_rows == 4
     assert layers[0].mlp == MlpSpec(intermediate_size=160, gated=True)
 
 
@@ -54,8 +56,9 @@ def test_moe_layers_list_wins_over_the_interleave_step():
 
 
 def test_default_nope_interval_is_every_fourth_layer():
-    """Without no_rope_layers (or with an empty list) every 4th layer is NoPE, as Llama4TextConfig makes it."""
-    windows = [layer.attention.sliding_window for layer in _tiny(no_rope_layers=[], num_hidden_layers=8).layers]
+    """Without no_rope_layers (or with an empty list) every 4th layer is NoPE, as Llama4TextConfig does."""
+    spec = _tiny(no_rope_layers=[], num_hidden_layers=8)
+    windows = [layer.attention.sliding_window for layer in spec.layers]
     assert windows == [128, 128, 128, None] * 2
 
 
@@ -97,7 +100,7 @@ def test_a_chunked_layer_sees_its_window_after_the_prompt():
 
 
 def test_scout_cache_keeps_a_chunk_on_chunked_layers():
-    """Llama-4-Scout at 10,000 tokens after decoding: 36 chunked layers keep 8,192 tokens, 12 NoPE layers all."""
+    """Llama-4-Scout at 10,000 tokens after decoding: 36 chunked layers keep 8,192, 12 NoPE ones all."""
     # per token and layer: K and V × 8 KV heads × 128 × 2 B (bf16) = 4,096 B
     # chunked 36 × 8,192 × 4,096 = 1,207,959,552; global 12 × 10,000 × 4,096 = 491,520,000
     spec = load_model("Llama-4-Scout-17B-16E", offline=True)
@@ -122,16 +125,17 @@ def test_images_on_llama4_are_refused_in_one_line():
 
 
 def test_lora_on_the_router_is_refused_and_other_targets_run():
-    """all-linear would wrap Llama4Router, whose tuple output peft cannot run; attention targets estimate."""
+    """all-linear would wrap Llama4Router, whose tuple output peft cannot run; attention targets run."""
     spec = _tiny()
-    with pytest.raises(InvalidWorkload, match=r"LoRA on the router of .* fails in peft.*e\.g\. q_proj,k_proj"):
+    refusal = r"LoRA on the router of .* fails in peft.*e\.g\. q_proj,k_proj"
+    with pytest.raises(InvalidWorkload, match=refusal):
         estimate(spec, Training(seq_len=64, method=Method.LORA, lora=Lora(rank=4, alpha=8)))
     lora = Lora(rank=4, alpha=8, targets=("q_proj", "v_proj"))
     assert estimate(spec, Training(seq_len=64, method=Method.LORA, lora=lora)).peak.allocated_bytes > 0
 
 
 def test_llama4_text_config_fills_the_text_defaults():
-    """A llama4 config whose text_config omits sizes gets Llama4TextConfig's (48 layers of 5,120, 16 experts)."""
+    """A llama4 config whose text_config omits sizes gets the defaults: 48 layers, 5,120 wide, 16 experts."""
     spec = spec_from_config({"model_type": "llama4", "text_config": {}}, name="bare",
                             source=ModelSource(kind="config", ref="bare"))
     assert (spec.num_layers, spec.hidden_size, spec.family) == (48, 5120, "llama4")
