@@ -1,17 +1,19 @@
 """Mistral 3 (Mistral-Small-3.1): a Mistral decoder whose LM head follows Mistral3Config's tie default, a
-Pixtral tower and patch-merging projector counted as extra components, and images refused in one line."""
+Pixtral tower and patch-merging projector counted as extra components, and Pixtral's image sizing."""
 
 import json
 from pathlib import Path
 
 import pytest
 
-from memfit.core.errors import InvalidWorkload, UnsupportedArchitecture
-from memfit.core.estimate import estimate
+from memfit.core.dtypes import DType
+from memfit.core.errors import UnsupportedArchitecture
 from memfit.core.families import spec_from_config
 from memfit.core.families.mistral3 import pixtral_params
 from memfit.core.params import count_params
 from memfit.core.spec import ModelSource, ModelSpec
+from memfit.core.vision import longest_edge_resize, patches_per_image, tokens_per_image
+from memfit.core.vision_tower import tower_layer_peak
 from memfit.core.workload import Inference
 from memfit.sources.resolve import load_model
 
@@ -50,11 +52,34 @@ def test_pixtral_class_defaults_apply_to_a_given_vision_config():
                            "num_channels": 3, "patch_size": 16}, name="x") == 403_489_792
 
 
-def test_images_are_refused_in_one_line():
-    """The Pixtral image path is not modelled yet: --images says so."""
-    with pytest.raises(InvalidWorkload, match=r"^images=1 on tiny-mistral3: the Pixtral tower's image path .*"
-                                              r"not modelled yet; drop --images$"):
-        estimate(_spec(TINY), Inference(prompt_tokens=64, images=1))
+def test_pixtral_resize_keeps_the_aspect_ratio_within_the_longest_edge():
+    """A 1080 × 1920 image: scaled by 1,540 / 1,920 (floor) to 866 × 1,540, sides rounded up to 28 (patch 14 ×
+    merge 2): 868 × 1,540; a small image is only rounded up."""
+    # 1,080 · 1,540 // 1,920 = 866 → ⌈866 / 28⌉ · 28 = 31 · 28 = 868; 1,540 = 55 · 28
+    assert longest_edge_resize(1080, 1920, longest=1540, factor=28) == (868, 1540)
+    # 100 → 4 · 28 = 112; 60 → 3 · 28 = 84
+    assert longest_edge_resize(100, 60, longest=1540, factor=28) == (112, 84)
+
+
+def test_image_tokens_add_a_break_per_row():
+    """Mistral-Small-3.1, a 1080 × 1920 image: 31 rows of 55 merged patches, one break (or end) per row."""
+    # 868 / 28 = 31 rows, 1,540 / 28 = 55 columns: 31 · 55 + 31 = 1,736 tokens; 62 · 110 = 6,820 patches
+    spec = load_model("Mistral-Small-3.1-24B-Instruct-2503", offline=True)
+    assert spec.vision is not None
+    assert tokens_per_image(spec.vision, (1080, 1920)) == 1_736
+    assert patches_per_image(spec.vision, (1080, 1920)) == 6_820
+
+
+def test_block_mask_and_rotary_tables_are_sized_over_all_images():
+    """Two images of 256 patches in the tiny tower (32 wide, 2 heads of 16), bf16: one block mask over all
+    512 patches, and bf16 cos / sin tables for every patch."""
+    # mask 512² × 2 B = 524,288 B; tables 2 × 512 × 16 × 2 B = 32,768 B
+    spec = _spec(TINY)
+    assert spec.vision is not None
+    layer = tower_layer_peak(spec.vision, Inference(prompt_tokens=16, images=2), patches=256, num_images=2,
+                             dtype=DType.BF16)
+    assert layer.bytes_of("block_mask") == 524_288
+    assert layer.bytes_of("rotary_tables") == 32_768
 
 
 def test_other_text_models_are_refused():

@@ -24,6 +24,7 @@ from memfit.core.errors import ConfigError, UnsupportedArchitecture
 from memfit.core.families import mistral
 from memfit.core.families._config import opt_bool, opt_int, req_int
 from memfit.core.spec import ModelSource, ModelSpec
+from memfit.core.vision import ImageSizing, VisionSpec
 
 TEXT_DEFAULTS: dict[str, Any] = {
     "head_dim": 128, "hidden_act": "silu", "hidden_size": 5120, "intermediate_size": 32768,
@@ -44,9 +45,6 @@ PIXTRAL_DEFAULTS: dict[str, Any] = {
 """PixtralVisionConfig's field defaults (a vision_config given as an object). Source: transformers 5.17.0."""
 TIE_DEFAULT = True
 """Mistral3Config.tie_word_embeddings when the config omits it. Source: transformers 5.17.0."""
-IMAGES_REFUSED = ("the Pixtral tower's image path (longest-edge resize, 2-D RoPE over each image's patches, "
-                  "the patch merger) is not modelled yet")
-"""Why --images is refused for model_type mistral3."""
 
 
 def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSource) -> ModelSpec:
@@ -69,10 +67,34 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
     vision = {**base, **{k: v for k, v in (vision_config or {}).items() if v is not None}}
     text_spec = mistral.spec_from_config(fields, name=name, source=source)
     return dataclasses.replace(
-        text_spec, family="mistral3", images_refused=IMAGES_REFUSED,
+        text_spec, family="mistral3",
+        vision=pixtral_vision(vision, name=name, text_hidden=text_spec.hidden_size,
+                              merge=opt_int(config, "spatial_merge_size", default=2, name=name) or 2),
         extra_params=(*text_spec.extra_params, ("vision_tower", pixtral_params(vision, name=name)),
                       ("multi_modal_projector",
                        projector_params(config, vision, name=name, text_hidden=text_spec.hidden_size))))
+
+
+def pixtral_vision(vision: Mapping[str, Any], *, name: str, text_hidden: int, merge: int) -> VisionSpec:
+    """The Pixtral tower as Mistral 3 runs it: each image keeps its aspect ratio, its longest edge at most
+    image_size and its sides multiples of patch × merge (PixtralImageProcessor; the published processors set
+    longest_edge to the tower's image_size); all images' patches in one sequence behind a block mask, 2-D RoPE
+    tables in the compute dtype, a gated MLP; merge² patches become one token, and each row of merged patches
+    one more ([IMG_BREAK] / [IMG_END]).
+    Source: transformers 5.17.0 PixtralVisionModel.forward, generate_block_attention_mask and
+    PixtralProcessor."""
+    act = vision.get("hidden_act", "gelu")
+    return VisionSpec(
+        tower="pixtral", hidden_size=req_int(vision, "hidden_size", name=name),
+        intermediate_size=req_int(vision, "intermediate_size", name=name),
+        num_layers=req_int(vision, "num_hidden_layers", name=name),
+        num_heads=req_int(vision, "num_attention_heads", name=name),
+        patch_size=req_int(vision, "patch_size", name=name),
+        image_size=req_int(vision, "image_size", name=name),
+        sizing=ImageSizing.LONGEST_EDGE, spatial_merge_size=merge,
+        num_channels=req_int(vision, "num_channels", name=name), mlp_gated=True,
+        activation=act if isinstance(act, str) else "gelu", projector_hidden=text_hidden,
+        rotary=True, rotary_tables_fp32=False, block_mask=True, row_break_tokens=True)
 
 
 def pixtral_params(vision: Mapping[str, Any], *, name: str) -> int:
