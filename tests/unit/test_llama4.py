@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from memfit.core.choices import Method, QkNorm
+from memfit.core.choices import KvCache, Method, QkNorm
 from memfit.core.errors import ConfigError, InvalidWorkload
 from memfit.core.estimate import estimate
 from memfit.core.families import spec_from_config
@@ -140,6 +140,16 @@ def test_llama4_text_config_fills_the_text_defaults():
                             source=ModelSource(kind="config", ref="bare"))
     assert (spec.num_layers, spec.hidden_size, spec.family) == (48, 5120, "llama4")
     assert spec.layers[0].mlp.num_experts == 16
+
+
+def test_static_cache_generation_is_refused_on_chunked_attention():
+    """generate() with a static cache cannot build Llama 4's chunked masks in transformers 5.17; a scoring
+    forward (no new tokens) and the dynamic cache are estimated."""
+    spec = _tiny()
+    with pytest.raises(InvalidWorkload, match=r"^kv_cache=static fails in transformers 5\.17 generate\(\)"):
+        estimate(spec, Inference(prompt_tokens=64, new_tokens=4, kv_cache=KvCache.STATIC))
+    assert estimate(spec, Inference(prompt_tokens=64, kv_cache=KvCache.STATIC)).peak.allocated_bytes > 0
+    assert estimate(spec, Inference(prompt_tokens=64, new_tokens=4)).peak.allocated_bytes > 0
 
 
 def test_legacy_integer_flag_becomes_the_bool_it_meant():
