@@ -23,7 +23,8 @@ EXPECTED_FAMILIES = {
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3",
     "gemma3_text", "phi", "phi3", "gpt2", "gpt_bigcode", "gpt_neox", "gptj", "opt", "bloom", "falcon",
     "cohere", "cohere2", "deepseek_v2", "deepseek_v3", "olmo2", "starcoder2", "granite", "gpt_oss",
-    "granitemoehybrid", "nemotron_h", "bamba", "falcon_h1", "qwen2_5_vl", "llava", "jamba",
+    "granitemoehybrid", "nemotron_h", "bamba", "falcon_h1", "qwen2_5_vl", "llava", "jamba", "llama4",
+    "llama4_text", "mistral3",
 }
 
 
@@ -358,6 +359,19 @@ TINY_TOTALS = [
     # biased attn: q, o 4,160; k, v 2,080; sinks 4; router 256 + 4; gate_up 4·(64·160 + 160) = 41,600;
     # down 4·(80·64 + 64) = 20,736; norms 128 → 75,208 × 3 = 225,624; + 12,352
     ("tiny-gpt_oss", 237_976),
+    # q, o 64·64 = 4,096; k, v 64·32 = 2,048 → 12,288 (L2 QK norm: no weights); norms 128
+    # layers 0, 2 dense: gate, up, down 64·160 = 10,240 each → 43,136; layers 1, 3 MoE: router 4·64 = 256,
+    # experts 4·64·192 + 4·96·64 = 73,728, shared 3·64·96 = 18,432 → 104,832;
+    # 2 × 43,136 + 2 × 104,832 = 295,936; + embeddings 512·64 = 32,768 + head 32,768 + final norm 64
+    ("tiny-llama4_text-interleaved", 361_536),
+    # the same text model with every layer MoE (its vision tower is not built): 4 × 104,832 + 65,600
+    ("tiny-llama4-legacy-temperature", 484_928),
+    # Mistral decoder: q, o 4,096; k, v 2,048; MLP 3·64·96 = 18,432; norms 128 → 30,848 × 2 = 61,696;
+    # + embeddings 256·64 = 16,384 + untied head 16,384 + final norm 64 = 94,528.
+    # Pixtral tower (h 32, I 48, patch 14): conv 3·14²·32 = 18,816 + ln_pre 32 + 2 × (norms 64 + q/k/v/o
+    # 4·32² + SwiGLU 3·32·48) = 2 × 8,768 → 36,384. Projector: norm 32 + merger 32·2²·32 = 4,096 + linear_1
+    # from two feature layers 32·2·64 = 4,096 + linear_2 64² = 4,096 + biases 2·64 → 12,448
+    ("tiny-mistral3-two-feature-layers", 143_360),
 ]
 
 

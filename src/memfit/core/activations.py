@@ -348,8 +348,9 @@ def _mlp_bytes(h: int, layer: LayerSpec, flow: Flow, lins: tuple[Linear, ...]) -
         widths = 7 if mlp.expert.clamped_glu else 4 if mlp.expert.gated else 2
         expert = widths * i * act - (0 if trains else i * act)
         gathered = flow.residual_bytes * h if trains else 0
-        # per routed copy: gathered input, expert intermediates, the weighted output; router fp32 softmax
-        routed = mlp.top_k * (gathered + expert + act * h)
+        # per routed copy (every expert under dense dispatch): gathered input, expert intermediates, the
+        # weighted output; router fp32 softmax
+        routed = mlp.routed_rows * (gathered + expert + act * h)
         router = 2 * FP32_BYTES * mlp.num_experts
         shared = 0
         if mlp.shared_expert is not None:
@@ -560,7 +561,7 @@ def layer_transient_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: i
                 attn = (at_softmax - kept) * att.num_heads * seq_len
                 attn -= mlp_half_token_bytes(spec, layer, flow, seq_len=seq_len)
         layer_mlp = mlp_of(layer, what="training")
-        i = layer_mlp.expert.intermediate_size * layer_mlp.top_k if isinstance(layer_mlp, MoeSpec) \
+        i = layer_mlp.expert.intermediate_size * layer_mlp.routed_rows if isinstance(layer_mlp, MoeSpec) \
             else layer_mlp.intermediate_size
         # backward: the gradients of gate, up and their product (a plain MLP: of the activation's input and
         # output); forward: the activation's output beside

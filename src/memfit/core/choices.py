@@ -207,11 +207,13 @@ class NormKind(Choice):
 
 
 class QkNorm(Choice):
-    """Where query/key norms sit: none, per head (Qwen3, Gemma 3: head_dim weights) or all heads (OLMo 2)."""
+    """Where query/key norms sit: none, per head (Qwen3, Gemma 3: head_dim weights) or all heads (OLMo 2);
+    L2: a weightless RMS normalisation of each q and k head (Llama 4's Llama4TextL2Norm)."""
 
     NONE = "none"
     PER_HEAD = "per-head"
     FULL = "full"
+    L2 = "l2"
 
 
 _ALIASES: dict[str, dict[str, str]] = {

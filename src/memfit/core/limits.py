@@ -115,6 +115,11 @@ FIELD_BOUNDS: dict[str, Bound] = {
     **_bound(1, MAX_IMAGE_PIXELS, "MAX_IMAGE_PIXELS", "mm_tokens_per_image", "spatial_merge_size",
              "temporal_patch_size"),
     **_bound(1, MAX_IMAGE_CHANNELS, "MAX_IMAGE_CHANNELS", "in_channels"),
+    # Llama 4: the dense layers' MLP width; MoE and NoPE layer spacing like layer counts; the attention
+    # chunk like a sliding window
+    **_bound(1, MAX_INTERMEDIATE_SIZE, "MAX_INTERMEDIATE_SIZE", "intermediate_size_mlp"),
+    **_bound(1, MAX_NUM_LAYERS, "MAX_NUM_LAYERS", "interleave_moe_layer_step", "no_rope_layer_interval"),
+    **_bound(1, MAX_CONTEXT_TOKENS, "MAX_CONTEXT_TOKENS", "attention_chunk_size"),
 }
 """Config field (every spelling a family module reads) → the integers it may hold. Zero is allowed only
 where it means "none" (no shared experts, no leading dense layers, no routed experts in a dense model)."""

@@ -178,13 +178,28 @@ def lora_targets(spec: ModelSpec, lora: Lora) -> frozenset[str]:
     """Linear names that get an adapter; InvalidWorkload naming the valid ones for unknown names."""
     names = _module_names(spec)
     if "all-linear" in lora.targets:
-        return frozenset(names)
-    valid = [*names, "lm_head"]
-    unknown = [t for t in lora.targets if t not in valid]
-    if unknown:
-        raise InvalidWorkload(f"lora_targets {','.join(unknown)} not in {spec.name}; "
-                              f"use all-linear or some of: {','.join(valid)}")
-    return frozenset(lora.targets)
+        chosen = frozenset(names)
+    else:
+        valid = [*names, "lm_head"]
+        unknown = [t for t in lora.targets if t not in valid]
+        if unknown:
+            raise InvalidWorkload(f"lora_targets {','.join(unknown)} not in {spec.name}; "
+                                  f"use all-linear or some of: {','.join(valid)}")
+        chosen = frozenset(lora.targets)
+    _refuse_linear_routers(spec, chosen, names)
+    return chosen
+
+
+def _refuse_linear_routers(spec: ModelSpec, chosen: frozenset[str], names: list[str]) -> None:
+    """An nn.Linear router (MoeSpec.router_is_linear, Llama4Router) returns (scores, logits): peft wraps it
+    like any Linear and lora.Linear.forward then fails on the tuple (peft 0.21, checked on CPU with a tiny
+    llama4_text: AttributeError 'tuple' object has no attribute 'dtype'). The job cannot run; say so."""
+    routers = {lin.name for _, lin in decoder_linears(spec) if lin.role == "router" and lin.is_module}
+    if chosen & routers:
+        others = ",".join(n for n in names if n not in routers)
+        raise InvalidWorkload(f"LoRA on the router of {spec.name} ({','.join(sorted(routers))}) fails in "
+                              "peft: it is an nn.Linear returning a tuple; pass lora_targets without it, "
+                              f"e.g. {others}")
 
 
 def peft_adapts_fused_experts(spec: ModelSpec, lora: Lora) -> bool:

@@ -118,8 +118,10 @@ def _mlp_linears(h: int, mlp: MlpSpec, names: ModuleNames, *, role: str) -> Iter
 
 
 def _moe_linears(h: int, moe: MoeSpec, names: ModuleNames) -> Iterator[Linear]:
+    # a raw Parameter in transformers 5, or an nn.Linear subclass (Llama4Router) bitsandbytes leaves
     yield Linear(name=names.router, role="router", fan_in=h, fan_out=moe.num_experts, bias=moe.router_bias,
-                 is_module=moe.router_is_module, tp_split=1)
+                 is_module=moe.router_is_module or moe.router_is_linear, tp_split=1,
+                 bnb_quantizable=not moe.router_is_linear)
     i, e = moe.expert.intermediate_size, moe.num_experts
     # transformers 5 stores all experts as two fused 3-D Parameters: (E, 2·I, h) and (E, h, I)
     up_width = 2 * i if moe.expert.gated else i
@@ -179,7 +181,7 @@ def lm_head_linear(spec: ModelSpec) -> Linear:
 
 def _qk_norm_params(att: AttentionSpec, names: ModuleNames) -> tuple[tuple[str, int], ...]:
     match att.qk_norm:
-        case QkNorm.NONE:
+        case QkNorm.NONE | QkNorm.L2:  # L2: no weight (Llama4TextL2Norm)
             return ()
         case QkNorm.PER_HEAD:  # one norm over head_dim shared by all heads (Qwen3, Gemma 3)
             q_width = k_width = att.head_dim

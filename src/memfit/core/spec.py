@@ -44,6 +44,10 @@ class AttentionSpec:
     qk_norm: QkNorm = QkNorm.NONE
     qk_norm_kind: NormKind = NormKind.RMS
     sliding_window: int | None = None     # tokens a query sees on this layer; None: global attention
+    chunked: bool = False                 # the window is a chunk: a query sees the keys of its own
+                                          # sliding_window-sized block (Llama 4 attention_chunk_size);
+                                          # transformers caches and masks it as a sliding window of that
+                                          # size (cache_utils LAYER_CLASS_MAP "chunked_attention")
     mla: MlaSpec | None = None
     sinks: bool = False                   # gpt-oss: one learned sink logit per head
     fused_qkv: bool = False               # one qkv Linear (GPT-2, BLOOM, Falcon, Phi-3): same count
@@ -99,12 +103,22 @@ class MoeSpec:
                                           # under layers/mlp (Granite-4.0-H shared_mlp)
     router_is_module: bool = False        # the router is an nn.Linear (Jamba `router`), not a raw Parameter:
                                           # bitsandbytes and peft's all-linear see it
+    dense_dispatch: bool = False          # every expert runs every token, scaled by a score that is zero
+                                          # off its top-k (Llama 4: hidden.repeat(E, 1) and two bmm)
+    router_is_linear: bool = False        # the router is an nn.Linear subclass returning (scores, logits)
+                                          # (Llama4Router), not a raw Parameter: bitsandbytes leaves it,
+                                          # peft's LoRA wraps it and then fails (refused)
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= self.num_experts:
             raise ConfigError(
                 f"num_experts_per_tok={self.top_k} must be in 1..num_experts={self.num_experts}"
             )
+
+    @property
+    def routed_rows(self) -> int:
+        """(token, expert) rows the experts compute per token: top_k, or every expert under dense dispatch."""
+        return self.num_experts if self.dense_dispatch else self.top_k
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -346,12 +360,16 @@ class ModelSpec:
     causal_mask_buffer: bool = False      # a bool (positions²) causal-mask buffer (GPT-BigCode)
     hidden_dropout: bool = False          # dropout > 0 on the residual branches (config)
     attention_dropout: bool = False       # dropout > 0 on the attention probabilities (config)
+    keeps_attention_output: bool = False  # the decoder layer keeps its attention block's output referenced
+                                          # through the MLP step (Llama4TextDecoderLayer attention_states)
     bnb_skips_layer_linears: bool = False  # decoder Linears subclass nn.Linear: bitsandbytes skips them
     norm_fp32_output: bool = False        # norms multiply their weight in fp32 (Gemma, gpt-oss, OLMo 2)
     norm_in_python: bool = False          # LayerNorm as fp32 Python arithmetic (Cohere)
     stored_quant: Quant | None = None     # the checkpoint's weight format (config.json quantization_config)
     assumptions: tuple[str, ...] = ()     # what a best-effort spec rests on (built on meta)
     vision: VisionSpec | None = None      # a vision-language model's tower (its weights in extra_params)
+    images_refused: str = ""              # why images are refused for a checkpoint with a tower memfit does
+                                          # not model (Llama 4: the causal LM class does not build it)
 
     def __post_init__(self) -> None:
         if not self.layers:

@@ -13,6 +13,7 @@ from fractions import Fraction
 
 from memfit.core.choices import KvCache, PhaseName
 from memfit.core.dtypes import DType
+from memfit.core.errors import InvalidWorkload
 from memfit.core.kv_cache import (
     compute_dtype,
     final_cache_tokens,
@@ -147,6 +148,7 @@ def torch_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, kin
     """The torch-allocator phases, each at its own peak (callers apply `carry_reserved`); `gpu` (None: an
     H100) decides the SDPA backend and the cuBLAS workspace. `workload` is the decoder's (image tokens
     already in its prompt); `vision` adds the images' tower and inputs."""
+    _refuse_static_chunked(spec, workload, kind)
     weights_term, weight_sizes = _gpu_weights(spec, workload)
     floor = _init_floor(spec, workload, weights_term)
     if floor:
@@ -175,6 +177,17 @@ def torch_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, kin
     if kind is KvCache.STATIC and prof.auto_compile_static_cache:
         assumptions.append("generate() compiles decode with CUDA graphs for a static cache (not sized)")
     return (load, prefill, _decode_phase(job))
+
+def _refuse_static_chunked(spec: ModelSpec, workload: Inference, kind: KvCache) -> None:
+    """generate() with a static cache builds its masks with create_masks_for_generate, which passes
+    block_sequence_ids to create_chunked_causal_mask, whose signature lacks it: a TypeError on every model
+    with chunked attention (Llama 4). Source: transformers 5.17 generation/utils.py (step 4 of the inputs)
+    and masking_utils.create_chunked_causal_mask; the trace fails alike."""
+    if kind is KvCache.STATIC and workload.new_tokens and any(att.chunked for att in spec.attention_specs):
+        raise InvalidWorkload(f"kv_cache=static fails in transformers 5.17 generate() on {spec.name}'s "
+                              "chunked attention (create_chunked_causal_mask takes no block_sequence_ids); "
+                              "use kv_cache=dynamic")
+
 
 def int8_bound_note(spec: ModelSpec) -> str:
     """The LLM.int8 assumption and its bound: outliers are value-dependent, so every input column is taken

@@ -102,10 +102,13 @@ def _layer_working_set(spec: ModelSpec, layer: LayerSpec, workload: Inference,
     bias = b * first.num_heads // workload.parallel.tp * s * step.kv_tokens * dt \
         if alibi_bias(spec) and first is not None else 0
     unused_mask = b * s * step.kv_tokens if spec.unused_sliding_mask else 0
+    sliding_mask = 0 if unused_mask or runs_eager(spec, workload.attn) else max(
+        (b * s * seen_kv(att, step) for att in spec.attention_specs if sliding_masked(att, step)), default=0)
     persistent = Term.group("hidden", [
         Term(name="inputs_embeds", nbytes=hidden), Term(name="layer_input", nbytes=hidden),
         Term(name="rotary", nbytes=rotary), Term(name="alibi_bias", nbytes=bias),
         Term(name="unused_sliding_mask", nbytes=unused_mask),
+        Term(name="sliding_mask", nbytes=sliding_mask),
     ])
     norm = Term.group("norm", [Term(name="fp32_upcast", nbytes=2 * tokens * h * 4)])
     steps: list[tuple[Term, int]] = [(norm, 0)]      # (live set, dequantisation bytes beside it)
@@ -127,6 +130,25 @@ def _layer_working_set(spec: ModelSpec, layer: LayerSpec, workload: Inference,
                                                own_residual=mixed))
     step_term, dequant = max(steps, key=lambda item: item[0].nbytes + item[1])
     return Term.group("activations", [persistent, step_term]), dequant
+
+
+def seen_kv(att: AttentionSpec, step: Step) -> int:
+    """Keys one layer attends to in `step`: every cached token, except on a sliding (or chunked) layer of a
+    dynamic cache past its first forward, which returns its window − 1 cached tokens and the new ones.
+    Source: transformers 5.17 cache_utils.DynamicSlidingWindowLayer.update / get_mask_sizes."""
+    s, kv = step.query_tokens, step.kv_tokens
+    if att.sliding_window is None or step.masked or kv == s:
+        return kv
+    return min(kv, att.sliding_window - 1 + s)
+
+
+def sliding_masked(att: AttentionSpec, step: Step) -> bool:
+    """Whether a sliding (or chunked) layer gets an explicit (b, 1, s, kv) bool mask under SDPA: as soon as
+    its keys reach the window. The mask is built once per forward and lives through the whole layer loop.
+    Source: transformers 5.17 masking_utils._ignore_causal_mask_sdpa (`kv_length >= local_attention_size`),
+    create_sliding_window_causal_mask / create_chunked_causal_mask; live storages on real CPU tensors
+    (tiny llama4_text, chunk 128, prompt 256: the (2, 1, 256, 256) mask alive at the MoE peak)."""
+    return att.sliding_window is not None and att.sliding_window <= seen_kv(att, step)
 
 
 def _mamba_steps(spec: ModelSpec, layer: LayerSpec, workload: Inference, step: Step, *, hidden: int,
@@ -152,7 +174,7 @@ def _attention_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, step
                     hidden: int, dt: int) -> Term:
     att = attention_of(layer)
     dt_name = compute_dtype(spec, workload)
-    b, s, kv = workload.batch_size, step.query_tokens, step.kv_tokens
+    b, s, kv = workload.batch_size, step.query_tokens, seen_kv(att, step)
     tp = workload.parallel.tp
     heads, kv_heads = att.num_heads // tp, att.num_kv_heads // tp
     if att.mla is not None:
@@ -176,7 +198,10 @@ def _attention_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, step
     # transformers' repeat_kv (expand + reshape) copies K and V to every query head; with one KV head
     # (MQA) the reshape is a view and nothing is copied
     full_kv = b * kv * heads * (q_dim + v_dim) * dt if kv_heads > 1 else 0
-    masked = step.masked or (att.sliding_window is not None and att.sliding_window < kv)
+    masked = step.masked or sliding_masked(att, step)
+    # a sliding layer's mask is the forward's own, counted with the layer loop's persistent tensors
+    own_mask = 0 if sliding_masked(att, step) and not step.masked and not spec.unused_sliding_mask \
+        else b * s * kv
     scores = b * heads * s * kv
     padded = -(-kv // SDPA_MASK_ALIGN) * SDPA_MASK_ALIGN
     eager = runs_eager(spec, workload.attn)
@@ -199,7 +224,7 @@ def _attention_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, step
         case AttnImpl.SDPA if masked:
             return _masked_sdpa(hidden=hidden, qkv=q + k + v, rotary=rotated, out=out,
                                 repeat=full_kv if grouped else 0,
-                                bool_mask=b * s * kv, additive=b * s * kv * dt,
+                                bool_mask=own_mask, additive=b * s * kv * dt,
                                 pad_copy=b * s * padded * dt if padded != kv else 0)
         case AttnImpl.SDPA if dt < MATH_ACC_BYTES and grouped and att.sdpa_gqa and sdpa_backend(
                 dt_name, q_dim=q_dim, v_dim=v_dim, grouped=grouped, masked=False, enable_gqa=True,
@@ -300,11 +325,29 @@ def grouped_experts_bytes(moe: MoeSpec, *, tokens: int, hidden: int, dt: int) ->
     return max(gathered + 2 * up_width, gate, 2 * gathered + 2 * weighted)
 
 
+def dense_dispatch_bytes(moe: MoeSpec, *, hidden: int, inter: int) -> tuple[int, int]:
+    """(peak, live after) of dense-dispatch experts (`MoeSpec.dense_dispatch`): every token is repeated to
+    all E experts and scaled by its score, so every tensor has E × tokens rows. Moments: the repeat and its
+    scaled copy (2 E·h); gate_up (2I), act(gate) and the product (I each) beside the scaled rows; down's
+    output beside the scaled rows, gate_up and the product (2h + 3I). The scaled rows and the output stay
+    alive while the shared expert runs (`live after`, 2 E·h). `hidden` is tokens × h × dt, `inter` tokens
+    × dt (bytes per intermediate feature).
+    Source: transformers 5.17 Llama4TextMoe.forward and Llama4TextExperts.forward (repeat, bmm, chunk)."""
+    e, i = moe.num_experts, moe.expert.intermediate_size
+    up = e * inter * i * (2 if moe.expert.gated else 1)
+    act = e * inter * i
+    scaled = e * hidden
+    peak = max(2 * scaled, scaled + up + 2 * act, 2 * scaled + up + act)
+    return peak, 2 * scaled
+
+
 def _mlp_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, *, tokens: int, hidden: int,
               dt: int, own_residual: bool = True) -> tuple[Term, int]:
     """The MLP step's live set and the dequantisation bytes inside it (own_residual: the mixer's residual
     sum is a new tensor beside the layer input; False: the block's residual is the layer input)."""
-    base = [Term(name="residual", nbytes=hidden if own_residual else 0), Term(name="normed", nbytes=hidden)]
+    base = [Term(name="residual", nbytes=hidden if own_residual else 0), Term(name="normed", nbytes=hidden),
+            Term(name="attention_output",
+                 nbytes=hidden if spec.keeps_attention_output and layer.attention is not None else 0)]
     mlp_spec = mlp_of(layer)
     linears = [lin for lin in layer_linears(spec, layer) if lin.role in ("mlp", "shared_experts")]
     dequant = max((dequant_bytes(lin, workload, tokens=tokens, dt=dt) for lin in linears), default=0)
@@ -316,7 +359,10 @@ def _mlp_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, *, tokens:
         routed = grouped_experts_bytes(moe, tokens=tokens, hidden=hidden, dt=dt)
         # the shared expert's intermediates beside the routed experts' output (after them), or its output
         # beside the routed experts' peak (Qwen2-MoE runs it first)
-        if moe.shared_expert_first:
+        if moe.dense_dispatch:
+            routed, after = dense_dispatch_bytes(moe, hidden=hidden, inter=tokens * dt)
+            shared = max(3 * shared + after - routed, 0) if shared else 0
+        elif moe.shared_expert_first:
             routed, shared = routed + (hidden if shared else 0), max(3 * shared - routed, 0)
         else:
             shared = max(3 * shared + hidden - routed, 0) if shared else 0

@@ -7,7 +7,10 @@ Two image-size policies (transformers 5.17 image processors):
   (Gemma 3: `mm_tokens_per_image`, the projector's average pool) do not depend on the input size;
 - `ImageSizing.DYNAMIC`: the image keeps its aspect ratio, resized to multiples of patch × merge within
   [min_pixels, max_pixels] (`smart_resize`, Qwen2-VL / Qwen2.5-VL), then (h/patch)·(w/patch) patches, and
-  spatial_merge_size² patches merge into one token.
+  spatial_merge_size² patches merge into one token;
+- `ImageSizing.LONGEST_EDGE`: the image keeps its aspect ratio, scaled down (floor) until its longest edge is
+  at most `image_size`, then each side rounded up to a multiple of patch × merge (Pixtral in Mistral 3:
+  PixtralImageProcessor.get_resize_output_image_size); each row of merged patches ends with a break token.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class ImageSizing(Choice):
 
     FIXED = "fixed"          # resized to image_size × image_size
     DYNAMIC = "dynamic"      # aspect ratio kept, smart_resize within [min_pixels, max_pixels]
+    LONGEST_EDGE = "longest-edge"  # aspect ratio kept, longest edge at most image_size, sides rounded up
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,6 +62,13 @@ class VisionSpec:
                                           # tables (positions × head_dim) for the whole tower (Qwen2.5-VL)
     keeps_hidden_states: bool = False     # the tower runs with output_hidden_states=True: every layer's
                                           # output stays alive until the projector ran (LLaVA)
+    row_break_tokens: bool = False        # one more prompt token per row of merged patches ([IMG_BREAK],
+                                          # the last one [IMG_END]: Pixtral)
+    block_mask: bool = False              # all images in one sequence, attended at once behind a (N, N)
+                                          # additive block mask in the compute dtype built once for the
+                                          # tower (Pixtral generate_block_attention_mask)
+    rotary_tables_fp32: bool = True       # the 2-D RoPE cos / sin tables stay fp32; False: cast to the
+                                          # compute dtype (PixtralRotaryEmbedding)
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "intermediate_size", "num_layers", "num_heads", "patch_size",
@@ -104,11 +115,26 @@ def smart_resize(height: int, width: int, *, factor: int, min_pixels: int,
     return h_bar, w_bar
 
 
+def longest_edge_resize(height: int, width: int, *, longest: int, factor: int) -> tuple[int, int]:
+    """(height, width) after Pixtral's resize: scaled by 1 / ratio (floor) when ratio = max(h, w) / longest
+    exceeds 1, then each side rounded up to a multiple of `factor` (patch × merge).
+    Exact arithmetic where the source divides floats: floor(h / (max(h, w) / longest)) = h·longest // max.
+    Source: transformers 5.17 models/pixtral/image_processing_pixtral.py get_resize_output_image_size,
+    _num_image_tokens ((side − 1) // factor + 1)."""
+    edge = max(height, width)
+    if edge > longest:
+        height, width = height * longest // edge, width * longest // edge
+    return (-(-height // factor) * factor, -(-width // factor) * factor)
+
+
 def resized(vision: VisionSpec, size: tuple[int, int] | None) -> tuple[int, int]:
     """(height, width) of an image of `size` (None: the default size) as the tower sees it."""
     height, width = size or vision.default_size
     if vision.sizing is ImageSizing.FIXED:
         return vision.image_size, vision.image_size
+    if vision.sizing is ImageSizing.LONGEST_EDGE:
+        return longest_edge_resize(height, width, longest=vision.image_size,
+                                   factor=vision.patch_size * vision.spatial_merge_size)
     # both set for DYNAMIC (checked in __post_init__)
     assert vision.min_pixels is not None
     assert vision.max_pixels is not None
@@ -134,4 +160,8 @@ def tokens_per_image(vision: VisionSpec, size: tuple[int, int] | None) -> int:
     Qwen2VLProcessor (image_grid_thw.prod() // merge_size**2 placeholder tokens)."""
     if vision.tokens_per_image is not None:
         return vision.tokens_per_image
-    return patches_per_image(vision, size) // (vision.spatial_merge_size ** 2)
+    merged = patches_per_image(vision, size) // (vision.spatial_merge_size ** 2)
+    if vision.row_break_tokens:   # Source: transformers 5.17 PixtralProcessor (replace_tokens per row)
+        height, _ = resized(vision, size)
+        return merged + height // (vision.patch_size * vision.spatial_merge_size)
+    return merged

@@ -25,7 +25,7 @@ from memfit.core.kv_cache import compute_dtype
 from memfit.core.result import Term
 from memfit.core.runtimes import RuntimeProfile
 from memfit.core.spec import AttentionSpec, ModelSpec
-from memfit.core.transients import PYTHON_ACTIVATION_LIVE
+from memfit.core.transients import PYTHON_ACTIVATION_LIVE, SDPA_MASK_ALIGN
 from memfit.core.vision import VisionSpec, patches_per_image, resized, tokens_per_image, tower_positions
 from memfit.core.workload import Inference
 
@@ -57,6 +57,9 @@ def check_images(spec: ModelSpec, workload: Inference, prof: RuntimeProfile) -> 
     """
     if not workload.images:
         return
+    if spec.vision is None and spec.images_refused:
+        raise InvalidWorkload(
+            f"images={workload.images} on {spec.name}: {spec.images_refused}; drop --images")
     if spec.vision is None:
         raise InvalidWorkload(f"images={workload.images}: {spec.name} is a text-only model (no vision "
                               "tower); drop --images or pick a vision-language model")
@@ -97,6 +100,11 @@ def image_assumption(spec: ModelSpec, workload: Inference) -> str:
     tower = ("" if not vision.packed else "; the packed tower's attention chunk by chunk, rotary copies "
              "in the compute dtype (the fp32 rotary transients not sized); checked on real CPU tensors only "
              "(eager, fp32): the trace cannot feed it")
+    if vision.block_mask:
+        tower = ("; every image's patches in one tower sequence behind a (patches, patches) block mask in "
+                 "the compute dtype; the projector's patch merger not sized (smaller than a tower layer); "
+                 "checked on real CPU tensors only (eager, fp32): the trace cannot build the mask on fake "
+                 "tensors")
     return (f"images: {workload.images} per sequence, each {height}x{width} px in the tower "
             f"({patches_per_image(vision, workload.image_size)} patches, {sizing} sizing) and "
             f"{per_image} image tokens: {image_tokens(spec, workload)} tokens added to the "
@@ -155,8 +163,10 @@ def tower_layer_peak(vision: VisionSpec, workload: Inference, *, patches: int, n
     x = rows * vision.hidden_size * dt                     # (images, patches, hidden)
     inter = rows * vision.intermediate_size * dt
     heads, head_dim = vision.num_heads, vision.head_dim
-    # a packed tower attends one image (or window) at a time: one image's scores at once
-    scores = (1 if vision.packed else num_images) * heads * patches * patches
+    # a packed tower attends one image (or window) at a time: one image's scores at once; a block-masked
+    # tower attends all images' patches at once
+    scores = heads * rows * rows if vision.block_mask else \
+        (1 if vision.packed else num_images) * heads * patches * patches
     rotated = 2 * x if vision.rotary else 0        # rotated q and k, back in the compute dtype
     parts = [Term(name="normed", nbytes=x), Term(name="qkv", nbytes=3 * x),
              Term(name="rotary_copies", nbytes=rotated), Term(name="output", nbytes=2 * x)]
@@ -165,10 +175,14 @@ def tower_layer_peak(vision: VisionSpec, workload: Inference, *, patches: int, n
         per_score = eager_bytes_per_score(mha, dtype)
         parts = [*parts[:3], Term(name="scores", nbytes=scores * per_score), Term(name="output", nbytes=x)]
     elif workload.attn is AttnImpl.SDPA and sdpa_backend(dtype, q_dim=head_dim, grouped=False,
-                                                          masked=False) == "math":
+                                                          masked=vision.block_mask) == "math":
         parts.append(Term(name="scores", nbytes=scores * 2 * 4))
     else:
         parts.append(Term(name="softmax_lse", nbytes=num_images * heads * patches * 4))
+        if vision.block_mask and workload.attn is AttnImpl.SDPA and rows % SDPA_MASK_ALIGN:
+            # the efficient kernel's aligned copy of the (rows, rows) mask
+            padded = -(-rows // SDPA_MASK_ALIGN) * SDPA_MASK_ALIGN
+            parts.append(Term(name="mask_pad", nbytes=rows * padded * dt))
     attention = Term.group("attention", parts)
     if vision.mlp_gated:
         live = max(3 * inter, 2 * inter + x)
@@ -182,10 +196,13 @@ def tower_layer_peak(vision: VisionSpec, workload: Inference, *, patches: int, n
     embeddings = x if vision.num_layers > 1 and vision.keeps_patch_embeddings else 0
     # output_hidden_states: the last layer runs beside every earlier layer's output (its input included)
     kept = (vision.num_layers - 1) * x if vision.keeps_hidden_states else 0
-    tables = 2 * rows * head_dim * 4 if vision.rotary else 0      # fp32 cos and sin for every position
+    # cos and sin for every position, fp32 or in the compute dtype
+    tables = 2 * rows * head_dim * (4 if vision.rotary_tables_fp32 else dt) if vision.rotary else 0
+    block_mask = rows * rows * dt if vision.block_mask else 0     # built once, alive through the encoder
     return Term.group("layer", [Term(name="patch_embeddings", nbytes=embeddings),
                                 Term(name="hidden_states", nbytes=kept),
                                 Term(name="rotary_tables", nbytes=tables),
+                                Term(name="block_mask", nbytes=block_mask),
                                 Term(name="layer_input", nbytes=x), step])
 
 

@@ -24,6 +24,7 @@ from memfit.core.dtypes import DType
 from memfit.core.errors import EngineUnavailable
 from memfit.core.workload import Inference, Training
 from memfit.trace import patches
+from memfit.trace.meta import legacy_fields
 
 LEARNING_RATE = 1e-4
 """Any positive learning rate: memory does not depend on it."""
@@ -71,7 +72,7 @@ def hf_config(config_json: str) -> Any:
                                 "use engine=analytic")
     data.pop("auto_map", None)
     try:
-        return AutoConfig.for_model(model_type, **data)
+        return AutoConfig.for_model(model_type, **legacy_fields(str(model_type), data))
     except (ValueError, KeyError) as err:
         raise EngineUnavailable(f"transformers cannot build model_type={model_type!r}; use engine=analytic") \
             from err

@@ -138,6 +138,34 @@ def auto_class(model_type: str) -> Any:
     return AutoModelForCausalLM
 
 
+LEGACY_BOOL_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "llama4": (("text_config", "attn_temperature_tuning"),),
+    "llama4_text": (("attn_temperature_tuning",),),
+}
+"""Boolean fields that configs saved by transformers 4.x hold as integers, which transformers 5.4+'s strict
+config classes refuse: Llama 4's published configs (saved by 4.51) have `"attn_temperature_tuning": 4`, a
+flag 4.51 read by truthiness (Llama4TextAttention: `if self.attn_temperature_tuning and not self.use_rope`).
+`legacy_fields` turns such an integer into the bool 4.x meant, so trace and the meta count build the model
+the checkpoint was saved for. Source: transformers 5.17 Llama4TextConfig (`attn_temperature_tuning: bool`,
+@strict); Unsloth's import fix for the same configs (tests/test_llama4_legacy_config.py)."""
+
+
+def legacy_fields(model_type: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """`fields` (a config without model_type) with LEGACY_BOOL_FIELDS integers turned into bools."""
+    out = dict(fields)
+    for path in LEGACY_BOOL_FIELDS.get(model_type, ()):
+        scope = out
+        for key in path[:-1]:
+            if not isinstance(scope.get(key), dict):
+                break
+            scope[key] = scope = dict(scope[key])
+        else:
+            value = scope.get(path[-1])
+            if isinstance(value, int) and not isinstance(value, bool):
+                scope[path[-1]] = bool(value)
+    return out
+
+
 def build_on_meta(config: Mapping[str, Any], *, trust_remote_code: bool = False) -> Any:
     """`AutoModelForCausalLM.from_config(config)` on the meta device (the *ForCausalLM model)."""
     try:
@@ -157,7 +185,7 @@ def build_on_meta(config: Mapping[str, Any], *, trust_remote_code: bool = False)
         raise UnsupportedArchitecture(f"transformers {_version()} does not know model_type {model_type!r}"
                                       f"{remote if 'auto_map' in config else ''}")
     try:
-        hf_config = AutoConfig.for_model(model_type, **fields)
+        hf_config = AutoConfig.for_model(model_type, **legacy_fields(model_type, fields))
     except Exception as err:  # transformers validates configs with its own error types
         first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ConfigError(f"transformers rejects this {model_type!r} config: {first_line}") from err

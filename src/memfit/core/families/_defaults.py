@@ -146,6 +146,14 @@ CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
         "attention_bias": False, "mlp_bias": False,
         "hidden_act": "silu",
     },
+    "llama4_text": {
+        "hidden_size": 5120, "num_hidden_layers": 48, "num_attention_heads": 40, "num_key_value_heads": 8,
+        "head_dim": 128, "vocab_size": 202048, "max_position_embeddings": 131072, "intermediate_size": 8192,
+        "intermediate_size_mlp": 16384, "tie_word_embeddings": False, "attention_bias": False,
+        "num_experts_per_tok": 1, "num_local_experts": 16, "interleave_moe_layer_step": 1,
+        "use_qk_norm": True, "no_rope_layer_interval": 4, "attention_chunk_size": 8192,
+        "hidden_act": "silu",
+    },
     "mistral": {
         "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
         "vocab_size": 32000, "max_position_embeddings": 131072, "intermediate_size": 14336,
