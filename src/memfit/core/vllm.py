@@ -260,6 +260,11 @@ def vllm_parts(spec: ModelSpec, workload: Inference, raw: tuple[Phase, ...], gpu
         replicated = (f"tp={tp} exceeds num_kv_heads={min(kv_heads)}: vLLM replicates KV heads, each rank "
                       f"keeps 1 head ({tp // min(kv_heads)} ranks share each)")
     assumptions += assumption_lines(vprof, gpu=gpu, tp_replicated=replicated)
+    if workload.parallel.ep > 1:
+        assumptions.append(f"vllm --enable-expert-parallel: each of the ep={workload.parallel.ep} ranks "
+                           "holds whole experts (num_experts / ep), attention stays tp-sliced; all2all "
+                           "backend buffers (data parallel: pplx, DeepEP) and EPLB redundant experts are "
+                           "not modelled")
     prefill_raw = next(p for p in raw if p.name is PhaseName.PREFILL)
     cache = prefill_raw.memory.child("kv_cache")
     capacity = None
