@@ -152,3 +152,26 @@ def test_vllm_launch_lines_enable_expert_parallel() -> None:
     assert "--data-parallel-size 2 --enable-expert-parallel" in vllm_command(spec, wide)
     assert "--enable-expert-parallel" not in vllm_command(spec, Inference(runtime="vllm",
                                                                           parallel=Parallelism(tp=2)))
+
+
+def test_stored_checkpoint_splits_routed_experts_by_ep_and_the_rest_by_tp() -> None:
+    """A stored fp8 checkpoint under vLLM tp=2 with EP over 4 ranks: routed expert tensors / 4, a shared
+    expert's and attention's / 2."""
+    from dataclasses import replace
+
+    from memfit.core.spec import CheckpointInfo, TensorInfo
+
+    tensors = (
+        TensorInfo(name="model.layers.0.mlp.experts.0.down_proj.weight", dtype="F8_E4M3", shape=(64, 96),
+                   nbytes=6_144),
+        TensorInfo(name="model.layers.0.mlp.shared_experts.down_proj.weight", dtype="F8_E4M3",
+                   shape=(64, 96), nbytes=6_144),
+        TensorInfo(name="model.layers.0.self_attn.q_proj.weight", dtype="F8_E4M3", shape=(64, 64),
+                   nbytes=4_096),
+    )
+    spec = replace(_tiny_moe(), checkpoint=CheckpointInfo(format="safetensors", tensors=tensors,
+                                                          quant_method="fp8"))
+    stored = [b for group, _ in weight_tensor_groups(spec, dtype=DType.BF16, quant=QUANTS["none"],
+                                                     runtime=Runtime.VLLM, tp=2, ep=4) for _, b in group]
+    # 6,144 / 4 = 1,536 (routed); 6,144 / 2 = 3,072 (shared expert); 4,096 / 2 = 2,048 (attention)
+    assert stored == [1_536, 3_072, 2_048]
