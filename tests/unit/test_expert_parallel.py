@@ -175,3 +175,21 @@ def test_stored_checkpoint_splits_routed_experts_by_ep_and_the_rest_by_tp() -> N
                                                      runtime=Runtime.VLLM, tp=2, ep=4) for _, b in group]
     # 6,144 / 4 = 1,536 (routed); 6,144 / 2 = 3,072 (shared expert); 4,096 / 2 = 2,048 (attention)
     assert stored == [1_536, 3_072, 2_048]
+
+
+def test_strategy_search_tries_expert_parallel_for_moe_only() -> None:
+    """`plan --gpu-counts 8` lists DDP + EP 8 and FSDP full + EP 8 for Qwen3-30B-A3B (128 experts), where
+    DDP + EP holds 1/8 of the experts' weights (bf16) and FSDP + EP the same shard as FSDP; none for a dense
+    model."""
+    from memfit import api
+
+    plan = api.plan("Qwen3-30B-A3B", Training(seq_len=4096), gpu="H100-SXM-80GB", gpu_counts=(8,))
+    by_label = {s.label: s for s in plan.strategies}
+    ddp_ep = by_label["DDP + EP 8"].estimate.phase("load").memory.flat()
+    # non-expert parameters (attention, routers, norms, embeddings, head) whole + routed experts / 8:
+    # Qwen3-30B-A3B: 48 layers × 128 experts × 3 × 2048 × 768 = 28,991,029,248 routed; 30,532,122,624 total
+    # → 1,541,093,376 + 3,623,878,656 = 5,164,972,032 params × 2 B = 10,329,944,064 B
+    assert ddp_ep["weights/parameters"] == 10_329_944_064
+    assert "FSDP full + EP 8" in by_label
+    dense = api.plan("Llama-3.2-1B", Training(seq_len=512), gpu="H100-SXM-80GB", gpu_counts=(2,))
+    assert not any("EP" in s.label for s in dense.strategies)
