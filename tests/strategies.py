@@ -216,7 +216,7 @@ CLI_PLAUSIBLE: dict[str, tuple[str, ...]] = {
     "vllm_version": ("0.11.2", "0.20.0"),
     "dp": ("1", "2", "8"), "tp": ("1", "2", "4"), "pp": ("1", "2"), "zero": ("0", "1", "2", "3"),
     "fsdp": ("full", "shard-grad-op"), "offload_optimizer": ("none", "cpu"), "offload_params": ("cpu",),
-    "device_map": ("auto",), "max_gpu_memory": ("20GiB",),
+    "device_map": ("auto",), "max_gpu_memory": ("20GiB",), "ep": ("1", "2", "8"),
 }
 """Values a user would pass per flag (the kind the task and runtime take), so fuzzing reaches results."""
 

@@ -32,7 +32,7 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "offload_params": st.sampled_from(["none", "cpu", "nvme"]),
     "device_map": st.sampled_from([None, "auto", "balanced"]),
     "max_gpu_memory_bytes": st.integers(1, 1 << 36),
-    "gpus_per_node": st.integers(1, 16),
+    "gpus_per_node": st.integers(1, 16), "ep": st.sampled_from([1, 2, 4]),
     "zero_config": st.sampled_from([None, ZeroConfig(), ZeroConfig(reduce_bucket_elements=None,
                                                                     overlap_comm=True)]),
     # Lora

@@ -44,9 +44,11 @@ class _Spec:
     (Training(seq_len=16, parallel=Parallelism(dp=2, tp=2)), r"tp with fsdp=full or shard-grad-op only"),
     (Training(seq_len=16, parallel=Parallelism(dp=2, zero=3)), r"not DeepSpeed zero=3"),
     (Inference(prompt_tokens=16, parallel=Parallelism(dp=2)), r"^trace runs multi-GPU training only"),
+    (Training(seq_len=16, parallel=Parallelism(dp=2, fsdp="full", ep=2)), r"^trace does not shard MoE"),
 ])
 def test_trace_refuses_what_it_does_not_run(workload, message):
-    """PP beside dp, DeepSpeed ZeRO, TP beside DDP and multi-GPU inference name engine=analytic instead."""
+    """PP beside dp, DeepSpeed ZeRO, TP beside DDP, multi-GPU inference and expert parallelism name
+    engine=analytic instead."""
     with pytest.raises(EngineUnavailable, match=message):
         check_supported(_Spec(), workload)
 

@@ -149,6 +149,10 @@ FLAGS: tuple[Flag, ...] = (
     Flag("dp", int, "Data-parallel degree.", _PAR),
     Flag("tp", int, "Tensor-parallel degree.", _PAR),
     Flag("pp", int, "Pipeline-parallel degree.", _PAR),
+    Flag("ep", int, "Expert-parallel size for MoE models: routed experts split over ep ranks, carved out of "
+         "dp (training) or tp × dp (vLLM). Default 1.", _PAR),
+    Flag("enable_expert_parallel", bool, "vLLM: experts over all tp × dp ranks (sets ep = tp × dp).", _PAR,
+         "infer"),
     Flag("sequence_parallel", bool, "Sequence parallelism with tensor parallelism.", _PAR),
     Flag("zero", str, "DeepSpeed ZeRO stage 0, 1, 2 or 3.", _PAR),
     Flag("fsdp", str, "FSDP strategy: full, shard-grad-op, hybrid.", _PAR),
@@ -295,8 +299,27 @@ def workload_from_flags(flags: dict[str, Any], *, num_gpus: int | None = None) -
                 raise InvalidWorkload("--num-gpus and --accelerate-config both set the launch; drop the flag "
                                       "(the config's num_processes counts the GPUs)")
             training = _with_accelerate(flags, training)
-        return _with_nodes(with_num_gpus(training, num_gpus), flags)
-    return _with_nodes(with_num_gpus(_inference(flags, runtime=runtime, parallel=parallel), num_gpus), flags)
+        return _with_ep(_with_nodes(with_num_gpus(training, num_gpus), flags), flags)
+    inference = with_num_gpus(_inference(flags, runtime=runtime, parallel=parallel), num_gpus)
+    return _with_ep(_with_nodes(inference, flags), flags)
+
+
+def _with_ep(workload: Any, flags: dict[str, Any]) -> Any:
+    """--ep N, or --enable-expert-parallel (vLLM: ep = tp × dp), applied once --num-gpus has set dp and tp
+    (the expert group is carved out of them, so it is checked against the final sizes)."""
+    ep = flags.get("ep")
+    if flags.get("enable_expert_parallel") and str(workload.runtime) != "vllm":
+        from memfit.core.errors import InvalidWorkload
+
+        raise InvalidWorkload(f"--enable-expert-parallel applies to --runtime vllm, not {workload.runtime}; "
+                              "training takes --ep")
+    if ep is None and flags.get("enable_expert_parallel"):
+        ep = workload.parallel.tp * workload.parallel.dp
+    if ep is None:
+        return workload
+    import dataclasses
+
+    return dataclasses.replace(workload, parallel=dataclasses.replace(workload.parallel, ep=ep))
 
 
 def _with_nodes(workload: Any, flags: dict[str, Any]) -> Any:

@@ -34,12 +34,12 @@ from memfit.core.parallel import (
     Shape,
     counted,
     is_fsdp,
-    layer_shapes,
     layers_shapes,
     model_shapes,
     padded_elements,
     shard_world,
     stage_layers,
+    unit_padded_elements,
 )
 from memfit.core.result import Term
 from memfit.core.spec import ModelSpec
@@ -80,7 +80,7 @@ def nccl_bytes(par: Parallelism) -> int:
 def _fsdp(spec: ModelSpec, par: Parallelism, stage: int, g: GradBytes) -> Collectives:
     world = shard_world(par)
     root, _ = model_shapes(spec, par, stage)
-    per_layer = [(padded_elements(layer_shapes(spec, layer, tp=par.tp), world), count)
+    per_layer = [(unit_padded_elements(spec, layer, par), count)
                  for layer, count in counted(stage_layers(spec, par.pp, stage))]
     unit = max((padded for padded, _ in per_layer), default=0)
     body = sum(padded * count for padded, count in per_layer)
@@ -121,7 +121,7 @@ def _zero(spec: ModelSpec, par: Parallelism, stage: int, g: GradBytes) -> Collec
                            unit_grads=g.largest_grad * g.grad_bytes if par.zero.level == 2 else 0)
     root, _ = model_shapes(spec, par, stage)
     layers = stage_layers(spec, par.pp, stage)
-    shapes = layers_shapes(spec, layers, tp=par.tp)
+    shapes = layers_shapes(spec, layers, tp=par.tp, ep=par.ep)
     body = sum(d * r for d, r in shapes)
     window = min(g.largest_tensor + z.prefetch_bucket_elements, z.max_live_parameters, body)
     head = max((d * r for d, r in root), default=0)

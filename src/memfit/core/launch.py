@@ -57,6 +57,10 @@ def vllm_command(spec: ModelSpec, wl: Inference) -> str:
         args += ["--tensor-parallel-size", str(wl.parallel.tp)]
     if wl.parallel.pp > 1:
         args += ["--pipeline-parallel-size", str(wl.parallel.pp)]
+    if wl.parallel.ep > 1:     # vLLM's EP group is tp × dp (fused_moe/config.py FusedMoEParallelConfig.make)
+        if wl.parallel.dp > 1:
+            args += ["--data-parallel-size", str(wl.parallel.dp)]
+        args.append("--enable-expert-parallel")
     args += ["--max-model-len", str(wl.total_tokens)]
     if wl.gpu_memory_utilization is not None:
         args += ["--gpu-memory-utilization", f"{float(wl.gpu_memory_utilization):g}"]

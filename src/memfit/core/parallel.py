@@ -48,7 +48,7 @@ from memfit.core.choices import FsdpStrategy, Offload, ZeroStage
 from memfit.core.errors import InvalidWorkload
 from memfit.core.params import layer_linears, layer_non_linear_params, non_layer_params
 from memfit.core.result import Term
-from memfit.core.spec import LayerSpec, ModelSpec
+from memfit.core.spec import LayerSpec, ModelSpec, MoeSpec
 from memfit.core.units import MiB
 from memfit.core.workload import Parallelism
 
@@ -132,6 +132,22 @@ def validate_parallel(spec: ModelSpec, par: Parallelism) -> None:
                               f"({att.num_heads} heads, {att.num_kv_heads} KV heads); use tp in {valid}")
     if par.pp > spec.num_layers:
         raise InvalidWorkload(f"pp={par.pp} exceeds num_hidden_layers={spec.num_layers} of {spec.name}")
+    validate_ep(spec, par)
+
+
+def validate_ep(spec: ModelSpec, par: Parallelism) -> None:
+    """InvalidWorkload when ep > 1 on a model without MoE layers, or ep does not divide the routed experts
+    of every MoE layer (each rank holds num_experts / ep whole experts)."""
+    if par.ep == 1:
+        return
+    experts = sorted({layer.mlp.num_experts for layer in spec.layers if isinstance(layer.mlp, MoeSpec)})
+    if not experts:
+        raise InvalidWorkload(f"ep={par.ep} splits routed experts, but {spec.name} has no MoE layers; "
+                              "use ep=1")
+    if any(n % par.ep for n in experts):
+        valid = ", ".join(str(e) for e in range(1, experts[0] + 1) if all(n % e == 0 for n in experts))
+        raise InvalidWorkload(f"ep={par.ep} does not divide the {experts[0]} routed experts of {spec.name}; "
+                              f"use ep in {valid}")
 
 
 # --- who shards what ---------------------------------------------------------------------------------------
@@ -161,23 +177,31 @@ Shape = tuple[int, int]
 """(dim-0 size, elements per dim-0 row) of one parameter tensor."""
 
 
-def layer_shapes(spec: ModelSpec, layer: LayerSpec, *, tp: int = 1) -> tuple[Shape, ...]:
+def layer_shapes(spec: ModelSpec, layer: LayerSpec, *, tp: int = 1, ep: int = 1,
+                 experts: bool | None = None) -> tuple[Shape, ...]:
     """Every parameter tensor of one decoder layer, tp-local: Linears split over tp, norms whole.
 
     A module's `count` copies are separate tensors; a raw Parameter (fused experts) is one stacked tensor
-    whose dim 0 is the expert count.
+    whose dim 0 is the expert count, ep-local: num_experts / ep rows (torchtitan's ExpertParallel shards the
+    fused expert weights on dim 0, Shard(0)). `experts` True keeps only the routed experts' tensors, False
+    every other tensor, None all.
     """
     out: list[Shape] = []
     for lin in layer_linears(spec, layer):
+        if experts is not None and (lin.role == "experts") is not experts:
+            continue
+        count = lin.count // ep if lin.role == "experts" else lin.count
         if lin.is_module:
-            out += [(lin.fan_out, lin.fan_in // tp)] * lin.count
-            out += [(lin.fan_out // tp, 1)] * (lin.count if lin.bias else 0)
+            out += [(lin.fan_out, lin.fan_in // tp)] * count
+            out += [(lin.fan_out // tp, 1)] * (count if lin.bias else 0)
         elif lin.count > 1:     # fused experts: (experts, fan_out, fan_in), dim 0 the expert count
-            out.append((lin.count, lin.fan_out * lin.fan_in // tp))
-            out += [(lin.count, lin.fan_out // tp)] if lin.bias else []
+            out.append((count, lin.fan_out * lin.fan_in // tp))
+            out += [(count, lin.fan_out // tp)] if lin.bias else []
         else:                   # a raw (fan_out, fan_in) Parameter: a router
             out.append((lin.fan_out, lin.fan_in // tp))
             out += [(lin.fan_out // tp, 1)] if lin.bias else []
+    if experts:
+        return tuple(out)
     for _, n in layer_non_linear_params(spec, layer):
         width = spec.hidden_size if n % spec.hidden_size == 0 else n
         out += [(width, 1)] * (n // width)
@@ -194,11 +218,12 @@ def counted(layers: tuple[LayerSpec, ...]) -> list[tuple[LayerSpec, int]]:
     return [(layer, counts[key]) for key, layer in distinct.items()]
 
 
-def layers_shapes(spec: ModelSpec, layers: tuple[LayerSpec, ...], *, tp: int = 1) -> tuple[Shape, ...]:
+def layers_shapes(spec: ModelSpec, layers: tuple[LayerSpec, ...], *, tp: int = 1, ep: int = 1,
+                  experts: bool | None = None) -> tuple[Shape, ...]:
     """`layer_shapes` of every layer in `layers`, each distinct layer object worked out once."""
     out: list[Shape] = []
     for layer, count in counted(layers):
-        out += layer_shapes(spec, layer, tp=tp) * count
+        out += layer_shapes(spec, layer, tp=tp, ep=ep, experts=experts) * count
     return tuple(out)
 
 
@@ -278,10 +303,38 @@ def in_flight(pp: int, stage: int, micro_batches: int) -> int:
 
 def model_shapes(spec: ModelSpec, par: Parallelism,
                  stage: int) -> tuple[tuple[Shape, ...], tuple[Shape, ...]]:
-    """(root shapes, every decoder-layer shape) this stage holds, tp-local."""
+    """(root shapes, every decoder-layer shape) this stage holds, tp-local and ep-local."""
     layers = stage_layers(spec, par.pp, stage)
     root = root_shapes(spec, tp=par.tp, first=stage == 0, last=stage == par.pp - 1)
-    return root, layers_shapes(spec, layers, tp=par.tp)
+    return root, layers_shapes(spec, layers, tp=par.tp, ep=par.ep)
+
+
+def expert_world(par: Parallelism) -> int:
+    """Ranks one ep-local expert tensor is sharded over: the expert-data-parallel group, shard_world / ep.
+
+    Source: torchtitan ParallelDims (experts' FSDP mesh dp_shard_mod_ep = dp_shard / ep); DeepSpeed
+    utils/groups.py _create_expert_and_data_parallel (expert-data-parallel groups of dp / ep_size).
+    """
+    return max(shard_world(par) // par.ep, 1)
+
+
+def ep_partition_elements(spec: ModelSpec, layers: tuple[LayerSpec, ...], root: tuple[Shape, ...],
+                          par: Parallelism) -> int:
+    """Elements one rank keeps of `root` and `layers` under `par`: the routed experts (ep-local) sharded
+    over the expert-data-parallel group (their own flat group under ZeRO-1/2, as DeepSpeed-MoE keeps
+    expert parameters in separate groups), everything else over shard_world(par)."""
+    dense = root + layers_shapes(spec, layers, tp=par.tp, experts=False)
+    experts = layers_shapes(spec, layers, tp=par.tp, ep=par.ep, experts=True)
+    return (partition_elements(dense, shard_world(par), par)
+            + partition_elements(experts, expert_world(par), par))
+
+
+def unit_padded_elements(spec: ModelSpec, layer: LayerSpec, par: Parallelism) -> int:
+    """Elements of one decoder layer as FSDP2 all-gathers it on one rank: the layer's non-expert tensors
+    over shard_world(par), its ep-local experts over the expert-data-parallel group (padded rows)."""
+    dense = padded_elements(layer_shapes(spec, layer, tp=par.tp, experts=False), shard_world(par))
+    return dense + padded_elements(layer_shapes(spec, layer, tp=par.tp, ep=par.ep, experts=True),
+                                   expert_world(par))
 
 
 # --- the share of each term --------------------------------------------------------------------------------
@@ -296,7 +349,9 @@ def rank_share(spec: ModelSpec, par: Parallelism, *, stage: int = 0, micro_batch
     held = elements(root) + elements(body)
     params_sharded, grads_sharded, states_sharded = _levels(par)
     world = shard_world(par)
-    shard = Fraction(partition_elements(root + body, world, par), total)
+    kept = partition_elements(root + body, world, par) if par.ep == 1 else \
+        ep_partition_elements(spec, stage_layers(spec, par.pp, stage), root, par)
+    shard = Fraction(kept, total)
     whole = Fraction(held, total)
     layers = len(stage_layers(spec, par.pp, stage))
     flight = in_flight(par.pp, stage, micro_batches)

@@ -32,7 +32,7 @@ from memfit.core.parallel import (
     scale_term,
     stage_layers,
 )
-from memfit.core.params import layer_linears
+from memfit.core.params import Linear, layer_linears
 from memfit.core.result import Term
 from memfit.core.spec import LayerSpec, ModelSpec, MoeSpec
 from memfit.core.workload import Parallelism, Training
@@ -70,6 +70,7 @@ class Parts:
     root_grad_shard: int = 0  # this rank's shard of the root unit's (embedding, head) gradients
     accumulates: bool = False  # gradients of earlier micro-batches are alive at the fullest moments
     flight: int = 1          # pipeline micro-batches whose activations this stage holds at once
+    ep_dispatch: int = 0     # expert parallelism: one MoE layer's all-to-all send and receive buffers
 
 
 def compute_workload(wl: Training) -> Training:
@@ -103,8 +104,9 @@ def _grad_bytes(spec: ModelSpec, wl: Training, p: Parts, tensors: tuple[ParamTen
     full = wl.method is Method.FULL
     grad_el = 2 if mixed else (param_bytes(wl) if full else 4)
     layers = tuple(layer for layer, _ in counted(stage_layers(spec, par.pp, stage)))
-    layer_params = max((sum(lin.num_params for lin in layer_linears(spec, one)) for one in layers), default=0)
-    largest = max((lin.fan_in * lin.fan_out * (1 if lin.is_module else lin.count)
+    layer_params = max((sum(_local(lin.num_params, lin, par.ep) for lin in layer_linears(spec, one))
+                        for one in layers), default=0)
+    largest = max((_local(lin.fan_in * lin.fan_out * (1 if lin.is_module else lin.count), lin, par.ep)
                    for one in layers for lin in layer_linears(spec, one)), default=0) // par.tp
     vocab_rows = spec.vocab_size * (spec.embedding_dim or spec.hidden_size) // par.tp
     head_trains = full or (wl.lora is not None and "lm_head" in wl.lora.targets)
@@ -122,6 +124,29 @@ def _grad_bytes(spec: ModelSpec, wl: Training, p: Parts, tensors: tuple[ParamTen
                      largest_grad=largest if full else max((t.numel for t in tensors), default=0) // par.tp,
                      adapter_shapes=() if full else _adapter_shapes(spec, tensors, per_layer=True),
                      layer_at_peak=_mlp_tail_params(spec, layers) // par.tp * grad_el if full else 0)
+
+
+def _local(num: int, lin: Linear, ep: int) -> int:
+    """`num` elements of `lin` as one rank holds them: routed experts split over ep ranks."""
+    return num // ep if lin.role == "experts" else num
+
+
+EP_DISPATCH_BUFFERS = 2
+"""All-to-all buffers of one MoE layer alive at once under expert parallelism, each tokens × top_k × hidden
+in the compute dtype (balanced routing assumed): the dispatch's received tokens and the combine's output
+beside the permuted send buffer the layer already has. Source: torchtitan distributed/expert_parallel.py
+ExpertParallel._token_dispatch / _token_combine (all_to_all_single_autograd, output sized by the split
+counts)."""
+
+
+def ep_dispatch_bytes(spec: ModelSpec, wl: Training) -> int:
+    """Bytes of one MoE layer's all-to-all buffers on one rank: EP_DISPATCH_BUFFERS × tokens × top_k ×
+    hidden × compute bytes (the largest top_k of the model's MoE layers); 0 without expert parallelism."""
+    if wl.parallel.ep == 1:
+        return 0
+    top_k = max((layer.mlp.top_k for layer in spec.layers if isinstance(layer.mlp, MoeSpec)), default=0)
+    element = 4 if wl.precision is Precision.FP32 else 2
+    return EP_DISPATCH_BUFFERS * wl.batch_size * wl.seq_len * top_k * spec.hidden_size * element
 
 
 def _mlp_tail_params(spec: ModelSpec, layers: tuple[LayerSpec, ...]) -> int:
@@ -216,6 +241,7 @@ def per_rank(spec: ModelSpec, wl: Training, p: Parts, tensors: tuple[ParamTensor
         # micro-batch has already run its backward, i.e. more micro-batches than it holds in flight
         accumulates=wl.grad_accum > (in_flight(par.pp, stage, wl.grad_accum) if par.pp > 1 else 1),
         flight=in_flight(par.pp, stage, wl.grad_accum) if par.pp > 1 else 1,
+        ep_dispatch=ep_dispatch_bytes(spec, wl),
         root_grad_shard=scale_bytes(extras.root_grads, share.grads) if share.sharded_grads else 0,
     )
 

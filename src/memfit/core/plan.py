@@ -229,7 +229,9 @@ def num_gpus_split(num_gpus: int, workload: Workload) -> dict[str, Any]:
 
     split = profile(workload.runtime).num_gpus_split
     if split == "tensor_parallel":
-        return {"tp": num_gpus}
+        # vLLM's expert-parallel group follows its tensor- and data-parallel ranks (ep = tp × dp)
+        ep = {"ep": num_gpus * workload.parallel.dp} if workload.parallel.ep > 1 else {}
+        return {"tp": num_gpus, **ep}
     if split == "device_map":
         return {"pp": num_gpus, "device_map": DeviceMap.AUTO}
     return {"pp": num_gpus}
@@ -397,7 +399,7 @@ def _sharding(
         yield "optimizer offload + checkpointing", rep(ckpt, parallel=offload)
     zero3 = ZeroStage.PARAMETERS if par.fsdp is None else ZeroStage.NONE
     for n in MORE_GPUS:
-        if n > par.dp:
+        if n > par.dp and n % par.ep == 0:     # expert groups are carved out of the dp ranks
             more = rep(par, dp=n, zero=zero3)
             yield f"{n} GPUs, ZeRO-3 + checkpointing (--num-gpus {n} --zero 3)", rep(ckpt, parallel=more)
             yield f"{n} GPUs, LoRA + ZeRO-3 + checkpointing", rep(as_lora, parallel=more)

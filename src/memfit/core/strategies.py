@@ -1,10 +1,10 @@
 """Multi-GPU strategy search: which ways of spreading a training job over N GPUs fit, per GPU and node.
 
 `plan_strategies` tries, for each GPU count, the strategies people run (DDP, DeepSpeed ZeRO-1/2/3 with and
-without CPU offload, FSDP2 full and hybrid, tensor parallel × FSDP with sequence parallelism, pipeline ×
-FSDP), each as given and with activation checkpointing, and returns every one with its analytic estimate of
-the most loaded GPU and the host RAM per node it needs. Every probe is one analytic estimate (about a
-millisecond), so a search over two GPU counts takes tens of milliseconds.
+without CPU offload, FSDP2 full and hybrid, expert parallelism for MoE models, tensor parallel × FSDP with
+sequence parallelism, pipeline × FSDP), each as given and with activation checkpointing, and returns every
+one with its analytic estimate of the most loaded GPU and the host RAM per node it needs. Every probe is
+one analytic estimate (about a millisecond), so a search over two GPU counts takes tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -63,6 +63,10 @@ def _candidates(spec: ModelSpec, n: int, gpus_per_node: int) -> Iterator[tuple[s
     if n > gpus_per_node:
         yield f"FSDP hybrid (shard within {gpus_per_node})", rep(base, fsdp=FsdpStrategy.HYBRID)
     yield "FSDP full + CPU offload", rep(base, fsdp=FsdpStrategy.FULL, offload_params=Offload.CPU)
+    if spec.is_moe:
+        # expert parallelism over every data-parallel rank (refused where n does not divide the experts)
+        yield f"DDP + EP {n}", rep(base, ep=n)
+        yield f"FSDP full + EP {n}", rep(base, fsdp=FsdpStrategy.FULL, ep=n)
     for tp in TP_DEGREES:
         if tp <= min(n, gpus_per_node) and n % tp == 0:
             fsdp = FsdpStrategy.FULL if n > tp else None

@@ -58,7 +58,8 @@ def _gpu_weights(spec: ModelSpec, workload: Inference) -> tuple[Term, list[Repea
     a tensor-parallel rank holds it (weight_tensor_groups), ceil(layers/pp) layers."""
     dtype = compute_dtype(spec, workload)
     tp, pp = workload.parallel.tp, workload.parallel.pp
-    groups = weight_tensor_groups(spec, dtype=dtype, quant=workload.quant, runtime=workload.runtime, tp=tp)
+    groups = weight_tensor_groups(spec, dtype=dtype, quant=workload.quant, runtime=workload.runtime, tp=tp,
+                                  ep=workload.parallel.ep)
     absorbed = mla_absorbed_bytes(spec, workload, dtype=dtype)
     if absorbed:
         groups = [*groups, ([("mla_absorbed", absorbed)], 1)]

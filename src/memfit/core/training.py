@@ -264,7 +264,8 @@ def _forward(spec: ModelSpec, wl: Training, p: Parts, flow: act.Flow) -> Phase:
                      scale_term(loss.forward_peak_logits(spec, flow, tokens=tokens, chunked=wl.chunked_loss),
                                 p.logits_share)], p, "forward_loss")
     in_layer = Term(name="layer_transient", nbytes=p.layer_transient)
-    at_layer = _with([*_steady(p, wl, flow), _activations(p, extra=(held, in_layer), forward=True)], p,
+    at_layer = _with([*_steady(p, wl, flow), _activations(p, extra=(held, in_layer, *_dispatch(p)),
+                                                          forward=True)], p,
                      "forward_layer")
     candidates = [(at_loss, "loss: logits, fp32 copy, log_softmax + saved activations"),
                   (at_layer, "last layer: saved activations + its transients")]
@@ -276,6 +277,14 @@ def _forward(spec: ModelSpec, wl: Training, p: Parts, flow: act.Flow) -> Phase:
                            "last unit's all-gather copy-out: two all-gather outputs + the unit"))
     best = max(candidates, key=lambda c: _allocated(c[0]))
     return _phase(PhaseName.FORWARD, best[0], p, wl, best[1], cached=_cached_bytes(spec, wl, p))
+
+
+def _dispatch(p: Parts) -> tuple[Term, ...]:
+    """Expert parallelism's all-to-all buffers of the MoE layer running (per_rank.ep_dispatch_bytes)."""
+    if not p.ep_dispatch:
+        return ()
+    return (Term(name="ep_all_to_all", nbytes=p.ep_dispatch,
+                 note="expert-parallel dispatch and combine buffers: 2 × tokens × top_k × hidden"),)
 
 
 def _allocated(terms: list[Term]) -> int:
@@ -300,7 +309,7 @@ def _backward(spec: ModelSpec, wl: Training, p: Parts, flow: act.Flow) -> Phase:
                    scale_term(loss.backward_start_logits(spec, flow, tokens=tokens, chunked=wl.chunked_loss),
                               p.logits_share)], p, "backward_start")
     layer_extra = (Term(name="recomputed_layer", nbytes=p.recompute),
-                   Term(name="layer_backward_transient", nbytes=p.backward_transient))
+                   Term(name="layer_backward_transient", nbytes=p.backward_transient), *_dispatch(p))
     last = _with([*steady, _grads(_so_far(p, wl, p.head_grads + p.layer_grads), "so far"),
                   _activations(p, extra=layer_extra, drop_final=True)], p, "backward_layer")
     # tied embeddings: the head's gradient waits in autograd's input buffer and is summed out of place
@@ -473,6 +482,12 @@ def _parallel_assumptions(wl: Training, stage: int) -> tuple[str, ...]:
         out.append(f"DeepSpeed ZeRO-{par.zero.level} buckets and thresholds from {source}")
     elif par.dp > 1:
         out.append("DDP with bucket_cap_mb=25 and gradient_as_bucket_view=False: buckets copy every gradient")
+    if par.ep > 1:
+        out.append(f"expert parallelism ep={par.ep} (torchtitan ExpertParallel, DeepSpeed-MoE ep_size): each "
+                   f"rank holds 1/{par.ep} of the routed experts, sharded further over dp/ep ranks; routing "
+                   "balanced, so each rank's experts see tokens × top_k rows and activations are as without "
+                   "EP; all-to-all dispatch and combine buffers 2 × tokens × top_k × hidden; the all-to-all "
+                   "communicator's NCCL buffers are not counted")
     if par.num_gpus > 1:
         out.append("NCCL buffers: 4 MiB (NCCL_BUFFSIZE) × 16 channels × 2 ring peers per communicator")
     if par.offload_optimizer is not Offload.NONE or par.offload_params is not Offload.NONE:

@@ -153,7 +153,7 @@ def vllm_profile(spec: ModelSpec, workload: Inference, weights: Term, gpu: Gpu |
     tp = workload.parallel.tp
     fp8 = (spec.stored_quant is not None and spec.stored_quant.kind == "fp8") or workload.quant.kind == "fp8"
     forward = forward_peak(spec, tokens=settings.max_num_batched_tokens, tp=tp, dtype=dtype,
-                           fp8_activations=fp8)
+                           fp8_activations=fp8, ep=workload.parallel.ep)
     sampler = sampler_peak(spec, settings, dtype=dtype)
     if forward.nbytes >= sampler.nbytes:
         activations, logits = Term.group("activations", [forward]), Term.group("logits", [])
@@ -260,6 +260,11 @@ def vllm_parts(spec: ModelSpec, workload: Inference, raw: tuple[Phase, ...], gpu
         replicated = (f"tp={tp} exceeds num_kv_heads={min(kv_heads)}: vLLM replicates KV heads, each rank "
                       f"keeps 1 head ({tp // min(kv_heads)} ranks share each)")
     assumptions += assumption_lines(vprof, gpu=gpu, tp_replicated=replicated)
+    if workload.parallel.ep > 1:
+        assumptions.append(f"vllm --enable-expert-parallel: each of the ep={workload.parallel.ep} ranks "
+                           "holds whole experts (num_experts / ep), attention stays tp-sliced; all2all "
+                           "backend buffers (data parallel: pplx, DeepEP) and EPLB redundant experts are "
+                           "not modelled")
     prefill_raw = next(p for p in raw if p.name is PhaseName.PREFILL)
     cache = prefill_raw.memory.child("kv_cache")
     capacity = None
@@ -311,6 +316,10 @@ def vllm_serve_flags(spec: ModelSpec, workload: Inference, gpu: Gpu | None = Non
         args += ["--tensor-parallel-size", str(par.tp)]
     if par.pp > 1:
         args += ["--pipeline-parallel-size", str(par.pp)]
+    if par.ep > 1:
+        if par.dp > 1:
+            args += ["--data-parallel-size", str(par.dp)]
+        args.append("--enable-expert-parallel")
     args += ["--max-model-len", str(workload.total_tokens)]
     if workload.dtype is not None:
         args += ["--dtype", _VLLM_DTYPES.get(str(workload.dtype), str(workload.dtype))]

@@ -171,7 +171,7 @@ def _attention_block(att: AttentionSpec, *, tokens: int, hidden: int, tp: int) -
 
 
 def mlp_block_bytes(mlp: MlpSpec | MoeSpec, *, tokens: int, hidden: int, tp: int, dtype: DType,
-                    fp8_activations: bool) -> int:
+                    fp8_activations: bool, ep: int = 1) -> int:
     """Bytes alive at the MLP's peak on one rank.
 
     Dense: gate_up output (tokens × 2I/tp) beside silu_and_mul's output, or that beside down_proj's output
@@ -181,6 +181,9 @@ def mlp_block_bytes(mlp: MlpSpec | MoeSpec, *, tokens: int, hidden: int, tp: int
     experts' output; fp8 experts add the quantized input and intermediate (1 byte each).
     Source: vllm model_executor/layers/fused_moe/fused_moe.py fused_experts_impl (cache13, cache2,
     out_hidden_states, moe_kernel_quantize_input); layers/activation.py SiluAndMul.
+    Expert parallel (`ep` > 1): the experts are whole on their rank (N = 2 × moe_intermediate, not / tp) and
+    the workspaces keep their M × top_k rows (fused_experts masks the non-local experts through expert_map).
+    Source: vllm fused_moe/config.py FusedMoEParallelConfig.make (EP: experts' tp_size = 1).
     """
     t = tokens
     reduce_out = t * hidden if tp > 1 else 0
@@ -189,7 +192,7 @@ def mlp_block_bytes(mlp: MlpSpec | MoeSpec, *, tokens: int, hidden: int, tp: int
         up = t * inter * (2 if mlp.gated else 1)
         act = t * inter
         return dtype.nbytes(max(up + act, act + t * hidden + reduce_out))
-    e_inter = -(-mlp.expert.intermediate_size // tp)
+    e_inter = -(-mlp.expert.intermediate_size // (1 if ep > 1 else tp))
     n = e_inter * (2 if mlp.expert.gated else 1)
     m = min(t, FUSED_MOE_CHUNK_TOKENS)
     k = mlp.top_k
@@ -208,7 +211,8 @@ def mlp_block_bytes(mlp: MlpSpec | MoeSpec, *, tokens: int, hidden: int, tp: int
     return max(dtype.nbytes(elements) + routing + quantized, shared_work)
 
 
-def forward_peak(spec: ModelSpec, *, tokens: int, tp: int, dtype: DType, fp8_activations: bool) -> Term:
+def forward_peak(spec: ModelSpec, *, tokens: int, tp: int, dtype: DType, fp8_activations: bool,
+                 ep: int = 1) -> Term:
     """The profile forward's peak on one rank: the residual stream (residual and normed hidden states,
     tokens × hidden each) plus the largest block working set over the layers.
     Source: vllm model_executor/models/llama.py LlamaDecoderLayer.forward (fused_add_rms_norm keeps
@@ -226,7 +230,7 @@ def forward_peak(spec: ModelSpec, *, tokens: int, tp: int, dtype: DType, fp8_act
         attention = _attention_block(attention_of(layer), tokens=tokens, hidden=h, tp=tp)
         best_attn = max(best_attn, dtype.nbytes(attention))
         best_mlp = max(best_mlp, mlp_block_bytes(mlp_of(layer), tokens=tokens, hidden=h, tp=tp, dtype=dtype,
-                                                 fp8_activations=fp8_activations))
+                                                 fp8_activations=fp8_activations, ep=ep))
     block = max(best_attn, best_mlp)
     where = "MLP / experts" if best_mlp >= best_attn else "attention"
     return Term.group("profile_forward", [

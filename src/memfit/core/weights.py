@@ -107,7 +107,7 @@ def weight_tensor_bytes(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime:
 
 
 def weight_tensor_groups(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime: Runtime,
-                         tp: int = 1) -> list[TensorGroup]:
+                         tp: int = 1, ep: int = 1) -> list[TensorGroup]:
     """`weight_tensor_bytes` in load order as (tensors, times) groups: a run of equal decoder layers (one
     shared LayerSpec object) is one group allocated `times` in a row, computed once.
 
@@ -117,11 +117,22 @@ def weight_tensor_groups(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime
     keeps one head). Source: vLLM model_executor/models/deepseek_v2.py (ReplicatedLinear q_a_proj,
     kv_a_proj_with_mqa, gate), llama.py (QKVParallelLinear replicates KV heads when tp > num_kv_heads),
     RMSNorm unsharded; transformers' base_model_tp_plan leaves the same modules out.
+
+    With `ep` > 1 (vLLM's --enable-expert-parallel, ep = tp × dp) the routed experts are not sliced by tp:
+    each rank holds num_experts / ep whole experts. Source: vllm fused_moe/config.py
+    FusedMoEParallelConfig.make (EP mode: tp_size=1 for the experts, ep_size = tp × dp); fused_moe/layer.py
+    FusedMoE (local_num_experts = global_num_experts / ep_size, determine_expert_map).
     """
     if _as_stored(spec, quant):
         assert spec.checkpoint is not None
-        return [([(path, -(-b // tp)) for path, b in _checkpoint_tensors(spec.checkpoint, dtype=dtype)], 1)]
-    return _formula_groups(spec, dtype=dtype, quant=quant, runtime=runtime, tp=tp)
+        stored = _checkpoint_tensors(spec.checkpoint, dtype=dtype)
+        return [([(path, -(-b // (ep if ep > 1 and _ROUTED_EXPERT.search(tensor.name) else tp)))
+                  for tensor, (path, b) in zip(spec.checkpoint.tensors, stored, strict=True)], 1)]
+    return _formula_groups(spec, dtype=dtype, quant=quant, runtime=runtime, tp=tp, ep=ep)
+
+
+_ROUTED_EXPERT = re.compile(r"(?<!shared_)experts\.|_exps\.")
+"""A routed expert's stored tensor (mlp.experts.7.down_proj, GGUF ffn_down_exps), not a shared expert's."""
 
 
 def _as_stored(spec: ModelSpec, quant: Quant) -> bool:
@@ -138,7 +149,7 @@ def _as_stored(spec: ModelSpec, quant: Quant) -> bool:
 
 
 def _formula_groups(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime: Runtime,
-                    tp: int = 1) -> list[TensorGroup]:
+                    tp: int = 1, ep: int = 1) -> list[TensorGroup]:
     h = spec.hidden_size
     gguf = quant.kind == "gguf"
     norm_dtype = NORM_DTYPE_GGUF if gguf else dtype
@@ -161,7 +172,7 @@ def _formula_groups(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime: Run
             continue
         if key not in per_layer:
             per_layer[key] = list(_layer_tensors(spec, layer, dtype=dtype, norm_dtype=norm_dtype, quant=quant,
-                                                 more_bits=key[1], tp=tp))
+                                                 more_bits=key[1], tp=tp, ep=ep))
         groups.append((per_layer[key], 1))
         last = key
     tail: list[Tensor] = []
@@ -232,14 +243,15 @@ def buffer_bytes(spec: ModelSpec) -> list[int]:
 
 
 def _layer_tensors(spec: ModelSpec, layer: LayerSpec, *, dtype: DType, norm_dtype: DType, quant: Quant,
-                   more_bits: bool, tp: int = 1) -> Iterator[Tensor]:
+                   more_bits: bool, tp: int = 1, ep: int = 1) -> Iterator[Tensor]:
     for lin in layer_linears(spec, layer):
         group = lin.role
         role = _GGUF_ROLE_BY_MODULE.get(lin.name, "")
         if lin.role == "experts" and lin.fan_out == spec.hidden_size:
             role = "ffn_down"
         yield from _matrix(f"layers/{group}", lin, dtype=dtype, quant=quant, quantize=_quantizes(quant, lin),
-                           gguf_role=f"{role}@more_bits" if role and more_bits else role, tp=tp)
+                           gguf_role=f"{role}@more_bits" if role and more_bits else role,
+                           tp=ep if ep > 1 and lin.role == "experts" else tp)
     for path, count in layer_non_linear_params(spec, layer):   # counts shared with count_params
         if path == "norms":
             # one tensor per norm module (the allocator sees each); LayerNorm's weight+bias as one here

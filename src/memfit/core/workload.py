@@ -267,6 +267,8 @@ class Parallelism:
     max_gpu_memory_bytes: int | None = None     # per-GPU cap for device_map splits
     gpus_per_node: int = 8                      # FSDP hybrid shards within a node; host RAM is per node
     zero_config: ZeroConfig | None = None       # DeepSpeed ZeRO knobs (--deepspeed); None: DeepSpeed defaults
+    ep: int = 1                                 # expert-parallel size: routed experts over ep ranks, carved
+                                                # out of dp (training) or tp × dp (vLLM); not extra GPUs
 
     def __post_init__(self) -> None:
         _normalise_fields(self, _PARALLELISM_FIELDS)
@@ -326,6 +328,7 @@ _PARALLELISM_FIELDS: dict[str, _Normalise] = {
     "max_gpu_memory_bytes": _optional(_integer(1, MAX_GPU_MEMORY_BYTES, "bytes")),
     "gpus_per_node": _DEGREE,
     "zero_config": _optional(_zero_config),
+    "ep": _DEGREE,
 }
 
 
@@ -410,6 +413,7 @@ class Inference:
         if self.image_size is not None and self.images == 0:
             raise InvalidWorkload(f"image_size={self.image_size[0]}x{self.image_size[1]} needs images >= 1")
         _check_inference_parallel(self.parallel)
+        _check_inference_ep(self.parallel, self.runtime)
         self._check_runtime_settings()
         if self.dtype is not None and not self.dtype.is_float:
             raise InvalidWorkload(f"dtype={self.dtype} is not a compute dtype; use bf16, fp16, fp32 or fp8")
@@ -505,6 +509,37 @@ def _check_inference_parallel(par: Parallelism) -> None:
             raise InvalidWorkload(f"{name}={value} applies to training, not inference")
 
 
+def _check_inference_ep(par: Parallelism, runtime: Runtime) -> None:
+    """Expert parallelism at inference is vLLM's --enable-expert-parallel, whose EP group is every
+    tensor- and data-parallel rank: ep = tp × dp. Source: vllm model_executor/layers/fused_moe/config.py
+    FusedMoEParallelConfig.make (use_ep when enable_expert_parallel and dp × tp > 1; ep_size = the
+    tp size flattened across dp)."""
+    if par.ep == 1:
+        return
+    if runtime is not Runtime.VLLM:
+        raise InvalidWorkload(f"ep={par.ep} applies to runtime=vllm (--enable-expert-parallel) or training, "
+                              f"not runtime={runtime}")
+    if par.ep != par.tp * par.dp:
+        raise InvalidWorkload(f"ep={par.ep} must equal tp × dp = {par.tp * par.dp}: vLLM's expert-parallel "
+                              "group spans every tensor- and data-parallel rank (--enable-expert-parallel)")
+
+
+def _check_training_ep(par: Parallelism) -> None:
+    """Training EP groups are carved out of the data-parallel (sharding) ranks: ep divides the ranks one
+    tensor is sharded over, and experts are not also split by tp (expert tensor parallelism is not
+    modelled). Source: torchtitan parallelisms ParallelDims (ep borrows from dp_shard; experts' FSDP over
+    dp_shard / ep, "efsdp"); DeepSpeed moe/layer.py MoE(ep_size) (expert-data-parallel groups of dp / ep)."""
+    if par.ep == 1:
+        return
+    world = min(par.dp, par.gpus_per_node) if par.fsdp is FsdpStrategy.HYBRID else par.dp
+    if world % par.ep:
+        raise InvalidWorkload(f"ep={par.ep} must divide the data-parallel ranks that shard a tensor "
+                              f"({world}); expert groups are carved out of dp")
+    if par.tp > 1:
+        raise InvalidWorkload(f"ep={par.ep} with tp={par.tp} is not modelled for training (expert tensor "
+                              "parallelism); use tp=1 or ep=1")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Training:
     """One training step: micro-batch `batch_size` sequences of `seq_len` tokens per GPU.
@@ -548,6 +583,7 @@ class Training:
             raise InvalidWorkload(
                 f"method=qlora needs a 4-bit bitsandbytes quant (nf4, nf4-dq, fp4, fp4-dq), not "
                 f"quant={self.quant.name}")
+        _check_training_ep(self.parallel)
         if self.parallel.device_map is not None:
             raise InvalidWorkload(
                 f"device_map={self.parallel.device_map} applies to inference, not training; split training "

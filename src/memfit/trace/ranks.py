@@ -180,6 +180,9 @@ def check_traced(par: Parallelism) -> None:
     """EngineUnavailable for the parallel settings the trace does not run yet, naming what to use."""
     from memfit.core.choices import ZeroStage
 
+    if par.ep > 1:
+        raise EngineUnavailable(f"trace does not shard MoE experts over ep={par.ep} ranks yet (expert "
+                                "parallelism is analytic only); use engine=analytic")
     if par.pp > 1 and par.dp * par.tp > 1:
         raise EngineUnavailable(f"trace runs pipeline stages alone, not pp={par.pp} with dp={par.dp} "
                                 f"tp={par.tp}; use engine=analytic")
