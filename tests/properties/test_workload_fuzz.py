@@ -50,6 +50,7 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "n_gpu_layers": st.integers(0, 40), "n_cpu_moe": st.integers(0, 40),
     "block_size": st.sampled_from([16, 32]),
     "max_cache_tokens": st.integers(1, 8192), "allow_longer": st.booleans(),
+    "tensor_split": st.sampled_from([None, "3,1", (1, 1), "0.6,0.4"]),
     "images": st.integers(0, 4), "image_size": st.sampled_from([None, (896, 896), (448, 672), "336x336"]),
     "max_num_batched_tokens": st.sampled_from([512, 2048, 8192, "8192", 0]),
     "max_num_seqs": st.sampled_from([1, 64, 256, 1024]), "enforce_eager": st.booleans(),

@@ -169,6 +169,32 @@ def test_curve_context_beyond_the_model_reports_the_error(client: Any) -> None:
     assert "error" in data["points"][1]
 
 
+def test_curve_over_context_carries_vllm_capacity(client: Any) -> None:
+    """vLLM on a GPU: each context point carries the estimate's KV capacity and its maximum concurrency."""
+    workload = {"task": "infer", "prompt_tokens": 4096, "new_tokens": 256, "runtime": "vllm"}
+    values = [1024, 4096, 16384]
+    body = {"model": "Llama-3.1-8B", "workload": workload, "gpu": "H100-SXM-80GB", "axis": "context",
+            "values": values}
+    points = client.post("/api/curve", json=body).json()["points"]
+    for point, prompt in zip(points, values, strict=True):
+        capacity = point["capacity"]
+        # one request = prompt + 256 new tokens in whole 16-token blocks: 1280, 4352, 16640
+        assert capacity["sequence_tokens"] == -(-(prompt + 256) // 16) * 16
+        assert capacity["max_concurrency"] == round(capacity["tokens"] / capacity["sequence_tokens"], 2)
+        single = {**body, "workload": {**workload, "prompt_tokens": prompt}}
+        single.pop("axis"), single.pop("values")
+        assert capacity["tokens"] == client.post("/api/estimate", json=single).json()["capacity"]["tokens"]
+    concurrency = [p["capacity"]["max_concurrency"] for p in points]
+    assert concurrency == sorted(concurrency, reverse=True)
+
+
+def test_curve_without_a_preallocating_runtime_has_no_capacity(client: Any) -> None:
+    """transformers (no KV preallocation): curve points carry no capacity, so the page hides the chart."""
+    body = {"model": "Llama-3.2-1B", "workload": {"task": "infer", "prompt_tokens": 8}, "gpu": "H100",
+            "axis": "context", "values": [1024]}
+    assert "capacity" not in client.post("/api/curve", json=body).json()["points"][0]
+
+
 def test_index_page_is_self_contained(client: Any) -> None:
     """GET / serves the page: inline script and SVG, no external script, stylesheet or CDN."""
     response = client.get("/")

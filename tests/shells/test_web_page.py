@@ -123,6 +123,15 @@ def test_the_url_follows_the_form(report: dict[str, Any]) -> None:
     assert _gib(_estimate(vllm["request"])["peak"]["device_bytes"]) in vllm["summary"]
 
 
+def test_vllm_on_a_gpu_draws_the_concurrency_chart(report: dict[str, Any]) -> None:
+    """vLLM on a GPU shows the concurrency chart, one dot per context point with a capacity; a training job
+    and llama.cpp (no KV capacity) hide it."""
+    assert report["vllm"]["concurrency_hidden"] is False
+    assert report["vllm"]["concurrency_points"] >= 2
+    assert report["opened"]["concurrency_hidden"] is True
+    assert report["llamacpp"]["concurrency_hidden"] is True
+
+
 def test_a_shared_url_reruns_the_same_request(report: dict[str, Any]) -> None:
     """Opening the address the vLLM run left sends the very same request again."""
     assert report["reopened"]["state"] == "done"

@@ -108,6 +108,8 @@ FLAGS: tuple[Flag, ...] = (
          "infer"),
     Flag("n_cpu_moe", int, "llama.cpp: keep the MoE experts of the first N layers on the CPU.", _INFER,
          "infer"),
+    Flag("tensor_split", str, "llama.cpp -ts: layer proportions per GPU with --num-gpus, e.g. 3,1 "
+         "(default even).", _INFER, "infer"),
     Flag(
         "allow_longer",
         bool,
@@ -429,7 +431,8 @@ def _inference(flags: dict[str, Any], *, runtime: Any, parallel: Any) -> Any:
         kwargs["gpu_memory_utilization"] = _fraction(
             flags["gpu_memory_utilization"], "gpu_memory_utilization"
         )
-    for name in ("n_gpu_layers", "n_cpu_moe", "max_num_batched_tokens", "max_num_seqs", "vllm_version"):
+    for name in ("n_gpu_layers", "n_cpu_moe", "tensor_split", "max_num_batched_tokens", "max_num_seqs",
+                 "vllm_version"):
         if flags.get(name) is not None:
             kwargs[name] = flags[name]
     if flags.get("kv_cache_memory") is not None:

@@ -22,7 +22,7 @@ from memfit.core.kv_cache import (
     compute_dtype,
     effective_kv_cache,
 )
-from memfit.core.llama_cpp import llama_cpp_phases
+from memfit.core.llama_cpp import llama_cpp_devices, llama_cpp_phases, llama_cpp_split_note
 from memfit.core.parallel import validate_parallel
 from memfit.core.result import Gpu, KvCapacity, Phase
 from memfit.core.runtimes import RuntimeProfile, check_runtime_supports, profile
@@ -75,10 +75,15 @@ def inference_parts(spec: ModelSpec, workload: Inference,
         workload = dataclasses.replace(workload, attn=AttnImpl.FLASH)
         assumptions.append(f"{prof.runtime} runs its own fused attention kernels (no score matrix)")
     if not prof.torch_allocator:
-        assumptions += ["llama.cpp: own buffers, allocated = reserved; token_embd stays in host RAM; the "
-                        "compute buffer is approximated as one ubatch's fp32 layer intermediates; the CUDA "
+        assumptions += ["llama.cpp: own buffers, allocated = reserved; token_embd stays in host RAM; KV "
+                        "cells are n_ctx rounded up to 256; the compute buffer is the larger of one layer's "
+                        "fp32 intermediates with the flash-attention KQ mask and the ubatch's logits (CPU "
+                        "reference: −0.2 % … +9.8 %); logits are copied to a host output buffer; the CUDA "
                         "context is an estimate (LLAMA_CPP_CONTEXT_BYTES)"]
-        return llama_cpp_phases(spec, workload, prof), tuple(assumptions), None
+        phases = llama_cpp_phases(spec, workload, prof)
+        if workload.parallel.pp > 1:
+            assumptions.append(llama_cpp_split_note(llama_cpp_devices(spec, workload, prof)))
+        return phases, tuple(assumptions), None
     if auto_map_applies(workload, prof):
         return device_map_phases(spec, workload, prof, kind, assumptions, gpu), tuple(assumptions), None
     raw = torch_phases(spec, workload, prof, kind, assumptions, gpu, vision=images)

@@ -103,6 +103,9 @@ def llama_cpp_command(spec: ModelSpec, wl: Inference) -> str:
     args += ["-ngl", str(layers)]
     if wl.n_cpu_moe:
         args += ["--n-cpu-moe", str(wl.n_cpu_moe)]
+    if wl.tensor_split is not None:   # llama.cpp -ts: proportions, integers where exact
+        args += ["-ts", ",".join(str(p.numerator) if p.denominator == 1 else str(float(p))
+                                 for p in wl.tensor_split)]
     k_type = wl.kv_cache_dtype
     v_type = wl.v_cache_dtype or k_type
     if k_type is not None and k_type in _LLAMA_CPP_CACHE:

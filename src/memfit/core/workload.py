@@ -88,6 +88,7 @@ RUNTIME_SETTINGS: dict[str, frozenset[Runtime]] = {
     "vllm_version": frozenset({Runtime.VLLM}),             # whose memory profiling is modelled
     "n_gpu_layers": frozenset({Runtime.LLAMA_CPP}),        # llama.cpp --n-gpu-layers
     "n_cpu_moe": frozenset({Runtime.LLAMA_CPP}),           # llama.cpp --n-cpu-moe
+    "tensor_split": frozenset({Runtime.LLAMA_CPP}),        # llama.cpp --tensor-split
     "v_cache_dtype": frozenset({Runtime.LLAMA_CPP}),       # llama.cpp --cache-type-v
     "device_map": frozenset({Runtime.TRANSFORMERS}),       # accelerate's from_pretrained(device_map=...)
 }
@@ -207,6 +208,24 @@ def _image_size(value: Any, name: str) -> tuple[int, int]:
         raise InvalidWorkload(f"{name}={shown(value)} must be HEIGHTxWIDTH in pixels, e.g. 896x896")
     side = _integer(1, MAX_IMAGE_SIDE, "pixels")
     return side(items[0], name), side(items[1], name)
+
+
+MAX_TENSOR_SPLIT_DEVICES = 64
+"""Most entries of llama.cpp's --tensor-split: far above any node's GPU count (llama.cpp's
+LLAMA_MAX_DEVICES is 16)."""
+
+
+def _tensor_split(value: Any, name: str) -> tuple[Fraction, ...]:
+    """llama.cpp --tensor-split proportions from "3,1", "0.6,0.4" or a list of numbers (>= 0, not all 0)."""
+    items: Any = value
+    if isinstance(value, str):
+        items = None if len(value) > MAX_SHOWN_CHARS else [part.strip() for part in value.split(",")]
+    if not isinstance(items, (tuple, list)) or not 1 <= len(items) <= MAX_TENSOR_SPLIT_DEVICES:
+        raise InvalidWorkload(f"{name}={shown(value)} must be proportions per GPU, e.g. 3,1")
+    parts = tuple(parse_fraction(item, name) for item in items)
+    if any(part < 0 for part in parts) or not any(parts):
+        raise InvalidWorkload(f"{name}={shown(value)} must be proportions of at least 0, not all 0")
+    return parts
 
 
 _VLLM_VERSION_RE = re.compile(r"^v?[0-9]{1,4}\.[0-9]{1,4}(\.[0-9]{1,4})?([.+-][0-9A-Za-z.]{0,40})?$")
@@ -397,6 +416,7 @@ class Inference:
     gpu_memory_utilization: Fraction | None = None   # vLLM; None: its default 0.9
     n_gpu_layers: int | None = None             # llama.cpp; None: all layers on the GPU
     n_cpu_moe: int = 0                          # llama.cpp: MoE experts of the first N layers on the CPU
+    tensor_split: tuple[Fraction, ...] | None = None   # llama.cpp -ts: layer proportions per GPU; None: even
     block_size: int = DEFAULT_BLOCK_SIZE        # paged cache tokens per block (vLLM)
     max_num_batched_tokens: int | None = None   # vLLM; None: its default for the GPU (8192 or 2048)
     max_num_seqs: int | None = None             # vLLM; None: its default for the GPU (1024 or 256)
@@ -439,6 +459,7 @@ class Inference:
             "vllm_version": self.vllm_version is not None,
             "n_gpu_layers": self.n_gpu_layers is not None,
             "n_cpu_moe": self.n_cpu_moe != 0,
+            "tensor_split": self.tensor_split is not None,
             "v_cache_dtype": self.v_cache_dtype is not None,
             "device_map": self.parallel.device_map is not None,
         }
@@ -487,6 +508,7 @@ _INFERENCE_FIELDS: dict[str, _Normalise] = {
     "gpu_memory_utilization": _optional(parse_fraction),
     "n_gpu_layers": _optional(_integer(0, MAX_COUNT, "layers")),
     "n_cpu_moe": _integer(0, MAX_COUNT, "layers"),
+    "tensor_split": _optional(_tensor_split),
     "block_size": _TOKENS,
     "max_num_batched_tokens": _optional(_TOKENS),
     "max_num_seqs": _optional(_BATCH),

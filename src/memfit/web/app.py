@@ -49,7 +49,7 @@ from memfit._version import __version__
 from memfit.core.errors import InvalidWorkload, MemfitError
 from memfit.core.limits import shown
 from memfit.core.plan import with_num_gpus
-from memfit.core.result import Estimate, Gpu, workload_from_dict
+from memfit.core.result import Estimate, Gpu, KvCapacity, workload_from_dict
 from memfit.core.spec import ModelSpec
 
 MAX_CURVE_POINTS = 64
@@ -548,8 +548,16 @@ def _curve_response(
     return _json(_curve(spec, workload, gpu, axis, values))
 
 
+def _capacity_point(capacity: KvCapacity) -> dict[str, Any]:
+    """A curve point's KV capacity (vLLM): tokens, sequence tokens, and the maximum concurrency as
+    `Estimate.to_dict` writes it (capacity tokens over one sequence's tokens, 2 places)."""
+    return {"tokens": capacity.tokens, "sequence_tokens": capacity.sequence_tokens,
+            "max_concurrency": round(float(capacity.max_concurrency), 2)}
+
+
 def _curve(spec: Any, workload: Any, gpu: Gpu | None, axis: str, values: list[int]) -> dict[str, Any]:
-    """Peaks over batch sizes or context lengths (`memfit.curve/1`); a point that cannot run has its error."""
+    """Peaks over batch sizes or context lengths (`memfit.curve/1`); a point that cannot run has its error;
+    with a KV capacity (vLLM on a GPU) each point carries it (`capacity`)."""
     from memfit.core.plan import with_batch_size, with_context
 
     points: list[dict[str, Any]] = []
@@ -561,18 +569,19 @@ def _curve(spec: Any, workload: Any, gpu: Gpu | None, axis: str, values: list[in
             points.append({"value": value, "error": str(err)})
             continue
         peak = est.peak
-        points.append(
-            {
-                "value": value,
-                "peak": {
-                    "phase": str(peak.phase),
-                    "allocated_bytes": peak.allocated_bytes,
-                    "reserved_bytes": peak.reserved_bytes,
-                    "device_bytes": peak.device_bytes,
-                },
-                "fits": est.fits,
-            }
-        )
+        point: dict[str, Any] = {
+            "value": value,
+            "peak": {
+                "phase": str(peak.phase),
+                "allocated_bytes": peak.allocated_bytes,
+                "reserved_bytes": peak.reserved_bytes,
+                "device_bytes": peak.device_bytes,
+            },
+            "fits": est.fits,
+        }
+        if est.capacity is not None:  # vLLM on a GPU: the page's concurrency chart
+            point["capacity"] = _capacity_point(est.capacity)
+        points.append(point)
     return {
         "schema": "memfit.curve/1",
         "model": spec.name,
