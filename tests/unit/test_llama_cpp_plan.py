@@ -86,8 +86,10 @@ def test_default_plan_proposes_expert_then_layer_offload() -> None:
     result = plan(spec, wl, _gpu(22))
     assert result.baseline.fits is False
     labels = [c.label for c in result.changes]
-    assert any("--n-cpu-moe" in label for label in labels)
-    assert any("--n-gpu-layers" in label for label in labels)
+    # the offloads keep the one GPU the user has: they come before any "N GPUs" change
+    assert "--n-cpu-moe" in labels[0]
+    assert "--n-gpu-layers" in labels[1]
+    assert all("--num-gpus" in label for label in labels[2:])
     experts = next(c for c in result.changes if "--n-cpu-moe" in c.label)
     fewer = dataclasses.replace(experts.workload, n_cpu_moe=experts.workload.n_cpu_moe - 1)
     assert estimate(spec, fewer, _gpu(22)).fits is False     # the fewest leading layers that fit

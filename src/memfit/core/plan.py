@@ -11,8 +11,7 @@ millisecond), so a plan takes tens of milliseconds.
 from __future__ import annotations
 
 import dataclasses
-import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -406,7 +405,10 @@ def _sharding(
             yield f"{n} GPUs, QLoRA + ZeRO-3 + checkpointing", rep(as_qlora, parallel=more)
 
 
-def _inference_ladder(spec: ModelSpec, wl: Inference) -> Iterator[tuple[str, Inference]]:
+def _inference_ladder(spec: ModelSpec, wl: Inference, *,
+                      same_gpus: Iterable[tuple[str, Inference]] = ()) -> Iterator[tuple[str, Inference]]:
+    """Inference changes, least invasive first: the cache and weight formats, then `same_gpus` (the runtime's
+    own offloads, which keep the hardware), then more GPUs, then smaller batches."""
     rep = dataclasses.replace
     if wl.kv_cache_dtype is None and wl.runtime is not Runtime.LLAMA_CPP:
         from memfit.core.dtypes import DType
@@ -417,6 +419,7 @@ def _inference_ladder(spec: ModelSpec, wl: Inference) -> Iterator[tuple[str, Inf
             quantized = _with_quant(wl, name)
             if quantized is not None:
                 yield f"{label} (--quant {name})", quantized
+    yield from same_gpus
     for n in MORE_GPUS:
         if n > wl.parallel.num_gpus:
             yield f"{n} GPUs (--num-gpus {n})", rep(wl, parallel=rep(wl.parallel, **num_gpus_split(n, wl)))
@@ -506,15 +509,16 @@ def plan_changes(
     spec: ModelSpec, workload: Workload, gpu: Gpu, *, estimator: Estimator = _default_estimator
 ) -> tuple[Change, ...]:
     """The first `MAX_CHANGES` changes from the ladder (least invasive first) whose estimate fits `gpu`."""
-    ladder: Iterator[tuple[str, Workload]] = (
-        _training_ladder(spec, workload)
-        if isinstance(workload, Training)
-        else _inference_ladder(spec, workload)
-    )
+    ladder: Iterator[tuple[str, Workload]]
+    if isinstance(workload, Training):
+        ladder = _training_ladder(spec, workload)
+    elif workload.runtime is Runtime.LLAMA_CPP:   # experts or layers to host RAM before buying GPUs
+        ladder = _inference_ladder(spec, workload,
+                                   same_gpus=_llama_cpp_offloads(spec, workload, gpu, estimator))
+    else:
+        ladder = _inference_ladder(spec, workload)
     found: list[Change] = []
     seen: set[Workload] = {workload}
-    if isinstance(workload, Inference) and workload.runtime is Runtime.LLAMA_CPP:
-        ladder = itertools.chain(ladder, _llama_cpp_offloads(spec, workload, gpu, estimator))
     for label, candidate in ladder:
         if candidate in seen:
             continue
