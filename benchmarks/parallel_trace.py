@@ -59,12 +59,14 @@ class Case:
     tp: int = 1
     pp: int = 1
     micro_batches: int = 1
+    schedule: str = "1f1b"
 
     @property
     def name(self) -> str:
         extra = f"_offload-{self.offload}" if self.offload != "none" else ""
-        degrees = f"tp{self.tp}" if self.tp > 1 else f"pp{self.pp}_mb{self.micro_batches}" if self.pp > 1 \
-            else f"dp{self.dp}"
+        schedule = f"_{self.schedule}" if self.schedule != "1f1b" else ""
+        degrees = f"tp{self.tp}" if self.tp > 1 else f"pp{self.pp}_mb{self.micro_batches}{schedule}" \
+            if self.pp > 1 else f"dp{self.dp}"
         return (f"{self.model}_{self.strategy}_{degrees}_{self.method}_ckpt-{self.checkpointing}_"
                 f"{self.precision}_b1_s{SEQ_LEN}_adamw{extra}")
 
@@ -75,7 +77,8 @@ class Case:
                         checkpointing=self.checkpointing, grad_accum=self.micro_batches, **lora,
                         parallel=Parallelism(dp=self.dp, fsdp=fsdp, offload_optimizer=self.offload,
                                              offload_params=self.offload, tp=self.tp, pp=self.pp,
-                                             sequence_parallel=self.strategy == "tp-sp"))
+                                             sequence_parallel=self.strategy == "tp-sp",
+                                             pp_schedule=self.schedule))
 
 
 @functools.cache
@@ -87,8 +90,9 @@ def lora_config(model: str) -> Lora:
 
 
 def tp_pp_matrix(models: list[str]) -> list[Case]:
-    """TP 2/4/8 with and without sequence parallelism, PP 2/4 with 1, 4 and 8 micro-batches (1F1B), full
-    fine-tunes with and without checkpointing (the TP plan splits plain Linears, so no LoRA)."""
+    """TP 2/4/8 with and without sequence parallelism, PP 2/4 with 1, 4 and 8 micro-batches (1F1B) and with 4
+    under GPipe, full fine-tunes with and without checkpointing (the TP plan splits plain Linears, so no
+    LoRA)."""
     cases: list[Case] = []
     for model in models:
         for checkpointing in ("none", "full"):
@@ -96,6 +100,8 @@ def tp_pp_matrix(models: list[str]) -> list[Case]:
                       for strategy in ("tp", "tp-sp") for tp in (2, 4, 8)]
             cases += [Case(model, "pp", 1, "full", checkpointing, pp=pp, micro_batches=m)
                       for pp in (2, 4) for m in (1, 4, 8)]
+            cases += [Case(model, "pp", 1, "full", checkpointing, pp=pp, micro_batches=4, schedule="gpipe")
+                      for pp in (2, 4)]
     return cases
 
 

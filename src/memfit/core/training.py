@@ -391,9 +391,13 @@ def _with_layers(p: Parts, count: int) -> Parts:
 
 
 def _in_flight_share(p: Parts, keep: Fraction) -> Parts:
-    """`p` with `keep` of its in-flight micro-batches' saved activations and pipeline buffers."""
-    saved = Term.group(p.saved.name, [scale_term(c, keep) if c.name in (*LAYER_CHILDREN, "pipeline_buffers")
-                                      else c for c in p.saved.children])
+    """`p` with `keep` of its in-flight micro-batches' saved activations, pipeline buffers and final norm
+    inputs; of the earlier micro-batches' losses, those of the micro-batches left but the one running."""
+    left = keep * p.flight
+    earlier = Fraction(max(left - 1, 0), p.flight - 1) if p.flight > 1 else Fraction(0)
+    saved = Term.group(p.saved.name, [
+        scale_term(c, keep) if c.name in (*LAYER_CHILDREN, "pipeline_buffers", "final_norm")
+        else scale_term(c, earlier) if c.name == "earlier_losses" else c for c in p.saved.children])
     return dataclasses.replace(p, saved=saved)
 
 
@@ -462,8 +466,8 @@ def _parallel_assumptions(wl: Training, stage: int) -> tuple[str, ...]:
     par = wl.parallel
     out = ["figures are per GPU, the most loaded rank"]
     if par.pp > 1:
-        out.append(f"pipeline 1F1B with {wl.grad_accum} micro-batches (grad_accum); stage {stage} of "
-                   f"{par.pp} is the most loaded")
+        out.append(f"pipeline {str(par.pp_schedule).upper()} with {wl.grad_accum} micro-batches "
+                   f"(grad_accum); stage {stage} of {par.pp} is the most loaded")
     if par.fsdp is not None:
         out.append("FSDP2 fully_shard per decoder layer plus the root; reshard_after_forward="
                    + ("False" if par.fsdp.value == "shard-grad-op" else "True")

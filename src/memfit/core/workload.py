@@ -34,6 +34,7 @@ from memfit.core.choices import (
     Method,
     Offload,
     Optimizer,
+    PipelineSchedule,
     Precision,
     Runtime,
     ZeroStage,
@@ -267,6 +268,7 @@ class Parallelism:
     max_gpu_memory_bytes: int | None = None     # per-GPU cap for device_map splits
     gpus_per_node: int = 8                      # FSDP hybrid shards within a node; host RAM is per node
     zero_config: ZeroConfig | None = None       # DeepSpeed ZeRO knobs (--deepspeed); None: DeepSpeed defaults
+    pp_schedule: PipelineSchedule = PipelineSchedule.ONE_F_ONE_B    # pipeline stages' micro-batch order
 
     def __post_init__(self) -> None:
         _normalise_fields(self, _PARALLELISM_FIELDS)
@@ -287,6 +289,9 @@ class Parallelism:
             raise InvalidWorkload("max_gpu_memory_bytes caps a device_map split; set device_map=auto too")
         if self.zero_config is not None and self.zero is ZeroStage.NONE:
             raise InvalidWorkload("zero_config holds DeepSpeed ZeRO settings; it needs zero=1, 2 or 3")
+        if self.pp_schedule is not PipelineSchedule.ONE_F_ONE_B and self.pp == 1:
+            raise InvalidWorkload(f"pp_schedule={self.pp_schedule} orders pipeline stages' micro-batches; it "
+                                  "needs pp > 1")
         self._check_offload()
 
     def _check_offload(self) -> None:
@@ -326,6 +331,7 @@ _PARALLELISM_FIELDS: dict[str, _Normalise] = {
     "max_gpu_memory_bytes": _optional(_integer(1, MAX_GPU_MEMORY_BYTES, "bytes")),
     "gpus_per_node": _DEGREE,
     "zero_config": _optional(_zero_config),
+    "pp_schedule": _choice(PipelineSchedule),
 }
 
 
@@ -497,9 +503,11 @@ _INFERENCE_FIELDS: dict[str, _Normalise] = {
 
 
 def _check_inference_parallel(par: Parallelism) -> None:
-    """Training-only sharding (ZeRO, FSDP, offload, sequence parallelism) on an inference job."""
+    """Training-only sharding (ZeRO, FSDP, offload, sequence parallelism, a pipeline schedule) on an
+    inference job."""
     for name, default in (("zero", ZeroStage.NONE), ("fsdp", None), ("offload_optimizer", Offload.NONE),
-                          ("offload_params", Offload.NONE), ("sequence_parallel", False)):
+                          ("offload_params", Offload.NONE), ("sequence_parallel", False),
+                          ("pp_schedule", PipelineSchedule.ONE_F_ONE_B)):
         value = getattr(par, name)
         if value != default:
             raise InvalidWorkload(f"{name}={value} applies to training, not inference")
