@@ -394,7 +394,7 @@ def _in_flight_share(p: Parts, keep: Fraction) -> Parts:
     """`p` with `keep` of its in-flight micro-batches' saved activations, pipeline buffers and final norm
     inputs; of the earlier micro-batches' losses, those of the micro-batches left but the one running."""
     left = keep * p.flight
-    earlier = Fraction(max(left - 1, 0), p.flight - 1) if p.flight > 1 else Fraction(0)
+    earlier = max(left - 1, Fraction(0)) / (p.flight - 1) if p.flight > 1 else Fraction(0)
     saved = Term.group(p.saved.name, [
         scale_term(c, keep) if c.name in (*LAYER_CHILDREN, "pipeline_buffers", "final_norm")
         else scale_term(c, earlier) if c.name == "earlier_losses" else c for c in p.saved.children])
