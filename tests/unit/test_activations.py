@@ -340,3 +340,18 @@ def test_falcon_alibi_sdpa_keeps_one_shared_bias() -> None:
     flow = _flow(spec, wl)
     assert attention_backend(spec.layers[0].attention, flow, seq_len=64) == "efficient"
     assert saved_activations(spec, flow, batch=2, seq_len=64).bytes_of("alibi_bias") == 65_536
+
+
+def test_merged_expert_backward_gradient_nets_out_the_freed_down_projection() -> None:
+    """LoRA on Qwen3-30B-A3B's fused experts (bf16): gate_up W + ΔW is 128 × 1,536 × 2,048 = 402,653,184
+    elements, down 128 × 2,048 × 768 = 201,326,592. Backward runs down first (its gradient beside both
+    W + ΔW: excess 201,326,592) then gate_up (down's W + ΔW freed: 402,653,184 − 201,326,592 =
+    201,326,592); the worst excess is 201,326,592 elements, half the largest parameter."""
+    from memfit.core.activations import merged_expert_backward_elements, training_flow
+
+    spec = load_model("Qwen3-30B-A3B")
+    wl = Training(seq_len=64, method=Method.LORA, lora=Lora(rank=16, alpha=32, dropout=Fraction(0)))
+    flow = training_flow(spec, wl, lora_targets=lora_targets(spec, wl.lora))
+    assert merged_expert_backward_elements(spec, spec.layers[-1], flow) == 201_326_592
+    full = training_flow(spec, Training(seq_len=64), lora_targets=frozenset())
+    assert merged_expert_backward_elements(spec, spec.layers[-1], full) == 0

@@ -419,6 +419,23 @@ def merged_expert_bytes(spec: ModelSpec, layer: LayerSpec, flow: Flow) -> tuple[
     return 2 * sum(lin.num_weights for lin in experts), max((lin.num_weights for lin in experts), default=0)
 
 
+def merged_expert_backward_elements(spec: ModelSpec, layer: LayerSpec, flow: Flow) -> int:
+    """Elements by which one fused parameter's W + ΔW gradient outgrows the W + ΔW its layer has freed by
+    then, at the worst of the layer's expert backwards: max over k of w_k − Σ_{j>k} w_j (forward order).
+
+    Autograd runs the experts' matmuls in reverse (down_proj before gate_up_proj) and frees each node's
+    saved W + ΔW when the node is done, so gate_up's gradient (2·I·H per expert) meets gate_up's W + ΔW
+    but no longer down's (H·I): the excess over the saved W + ΔW is max(w_down, w_gate_up − w_down).
+    Source: torch autograd engine (saved tensors released after their node runs); multi-rank trace of
+    DeepSeek-V2-Lite and Qwen3-30B-A3B LoRA under FSDP with checkpointing (peak at aten._grouped_mm).
+    """
+    if not flow.merged_experts:
+        return 0
+    experts = [lin.num_weights for lin in layer_linears(spec, layer) if lin.role == "experts"
+               and not lin.is_module]
+    return max((w - sum(experts[k + 1:]) for k, w in enumerate(experts)), default=0)
+
+
 MLP_ROLES = frozenset({"mlp", "experts", "shared_experts", "router"})
 """Linear roles on the MLP half of a decoder layer."""
 
@@ -569,6 +586,8 @@ def layer_transient_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: i
         mlp = (3 if gated else 2) * i * flow.act_bytes if backward \
             else i * flow.act_bytes + (i * 2 if dequant else 0)
         worst = max(worst, attn * tokens, mlp * tokens + dequant)
-    # merged experts: the bf16 gradient of W + ΔW for the largest fused parameter (trace: Mixtral-8x7B)
-    merged = max(merged_expert_bytes(spec, layer, flow)[1] for layer in unique_layers(spec))
+    # merged experts: the bf16 gradient of W + ΔW for the largest fused parameter (trace: Mixtral-8x7B); in
+    # backward, net of the layer's later W + ΔW already freed (merged_expert_backward_elements)
+    merged = max(merged_expert_backward_elements(spec, layer, flow) if backward
+                 else merged_expert_bytes(spec, layer, flow)[1] for layer in unique_layers(spec))
     return worst + 2 * flow.residual_bytes * h * tokens + 2 * merged
