@@ -499,10 +499,25 @@ def saved_activations(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int) 
     return Term.group("activations", children)
 
 
-def recomputed_layer_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int) -> int:
-    """Checkpointing: the largest layer's saved tensors, rebuilt inside backward (bytes)."""
+def recomputed_layer_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int,
+                           layers: tuple[LayerSpec, ...] | None = None) -> int:
+    """Checkpointing: the largest layer's saved tensors (of `layers`, default all), rebuilt inside backward
+    (bytes)."""
     return max(_layer_total(spec, one, flow, seq_len=seq_len, first=False) * batch * seq_len
-               + merged_expert_bytes(spec, one, flow)[0] for one in unique_layers(spec))
+               + merged_expert_bytes(spec, one, flow)[0] for one in layers or unique_layers(spec))
+
+
+def recompute_and_backward_transient(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int,
+                                     dequant: int = 0) -> tuple[int, int]:
+    """Checkpointing: (the largest recomputed layer, the backward transient beside it), the transient such
+    that their sum is the most one layer holds at once, its own recomputation plus its own backward buffers
+    (a model whose layers differ, such as DeepSeek-V2's dense first layer before its MoE layers, has its
+    largest recomputation and its largest MLP gradients in different layers)."""
+    pairs = [(recomputed_layer_bytes(spec, flow, batch=batch, seq_len=seq_len, layers=(one,)),
+              layer_transient_bytes(spec, flow, batch=batch, seq_len=seq_len, dequant=dequant, layers=(one,)))
+             for one in unique_layers(spec)]
+    most = max(rec for rec, _ in pairs)
+    return most, max(rec + transient for rec, transient in pairs) - most
 
 
 def forward_extra_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int) -> int:
@@ -540,7 +555,8 @@ def forward_extra_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int
 
 
 def layer_transient_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int,
-                          backward: bool = True, dequant: int = 0) -> int:
+                          backward: bool = True, dequant: int = 0,
+                          layers: tuple[LayerSpec, ...] | None = None) -> int:
     """Largest short-lived buffers while one layer runs backward (bytes): gradients of its big tensors,
     net of the layer's saved tensors already freed by then.
 
@@ -553,7 +569,8 @@ def layer_transient_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: i
     tokens = batch * seq_len
     h = spec.hidden_size
     worst = 0
-    for layer in unique_layers(spec):
+    layers = layers or unique_layers(spec)
+    for layer in layers:
         att = attention_of(layer, what="training")
         backend = attention_backend(att, flow, seq_len=seq_len)
         attn = 0
@@ -589,5 +606,5 @@ def layer_transient_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: i
     # merged experts: the bf16 gradient of W + ΔW for the largest fused parameter (trace: Mixtral-8x7B); in
     # backward, net of the layer's later W + ΔW already freed (merged_expert_backward_elements)
     merged = max(merged_expert_backward_elements(spec, layer, flow) if backward
-                 else merged_expert_bytes(spec, layer, flow)[1] for layer in unique_layers(spec))
+                 else merged_expert_bytes(spec, layer, flow)[1] for layer in layers)
     return worst + 2 * flow.residual_bytes * h * tokens + 2 * merged

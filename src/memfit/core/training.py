@@ -163,6 +163,9 @@ def _parts(spec: ModelSpec, wl: Training, *, stage: int = 0,
     if wl.quant.is_quantized:
         dequant = 2 * max((lin.num_weights for _, lin in decoder_linears(spec) if _quantized(wl, lin)),
                           default=0)
+    recompute, backward_transient = act.recompute_and_backward_transient(
+        spec, flow, batch=b, seq_len=s, dequant=dequant) if flow.checkpointing else \
+        (0, act.layer_transient_bytes(spec, flow, batch=b, seq_len=s, dequant=dequant))
     parts = Parts(
         weights=weights_term(spec, wl),
         adapters=Term.group("adapters", [Term(name="lora", nbytes=adapters)]),
@@ -170,12 +173,10 @@ def _parts(spec: ModelSpec, wl: Training, *, stage: int = 0,
         step_note=opt.step_note, saved=saved, cache=autocast_cache_bytes(spec, wl, adapters),
         forward_cache=autocast_cache_bytes(spec, wl, adapters, forward=True),
         fwd_extra=act.forward_extra_bytes(spec, flow, batch=b, seq_len=s),
-        recompute=act.recomputed_layer_bytes(spec, flow, batch=b, seq_len=s)
-        + autocast_layer_bytes(spec, compute_workload(wl))
-        if flow.checkpointing else 0,
+        recompute=recompute + autocast_layer_bytes(spec, compute_workload(wl)) if flow.checkpointing else 0,
         layer_transient=act.layer_transient_bytes(spec, flow, batch=b, seq_len=s, backward=False,
                                                   dequant=dequant),
-        backward_transient=act.layer_transient_bytes(spec, flow, batch=b, seq_len=s, dequant=dequant),
+        backward_transient=backward_transient,
         layer_grads=max(per_layer.values()),
         head_grads=spec.vocab_size * spec.hidden_size * param_bytes(wl) if wl.method is Method.FULL else 0,
         dequant=dequant,
