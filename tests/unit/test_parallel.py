@@ -318,6 +318,11 @@ def test_gpipe_last_stage_keeps_every_earlier_micro_batch_loss() -> None:
     assert forward["activations/final_norm"] == 4 * reference["activations/final_norm"]
     # received hidden states: 4 in flight × 512 × 2048 × 2 B (1F1B: one)
     assert forward["activations/pipeline_buffers"] == 4 * 512 * 2048 * 2
+    # the second micro-batch's loss backward runs beside every gradient of the stage: layers 8-15
+    # (8 × 60,821,504) + final norm 2,048 + the head's own copy 262,668,288 = 749,242,368 × 2 B
+    backward = _stage_phases(spec, gpipe, 1)[0][2]
+    assert backward.at.startswith("second in-flight micro-batch's loss backward")
+    assert backward.memory.bytes_of("gradients") == 749_242_368 * 2
 
 
 def test_pipeline_schedule_needs_a_pipeline_and_training() -> None:

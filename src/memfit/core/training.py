@@ -366,6 +366,15 @@ def _backward(spec: ModelSpec, wl: Training, p: Parts, flow: act.Flow) -> Phase:
         second_mb = _with([*steady, _grads(p.grads, "the first micro-batch's backward"),
                            _activations(rest, extra=layer_extra[1:], drop_final=True)], p, "backward_layer")
         candidates.append((second_mb, "second in-flight micro-batch's backward: the stage's gradients"))
+        if p.logits_share:
+            # the last stage under GPipe: the second micro-batch's backward starts at its loss, beside the
+            # gradients the first one's backward left
+            second_loss = _with([*steady, _grads(p.grads, "the first micro-batch's backward"),
+                                 _activations(rest), scale_term(loss.backward_start_logits(
+                                     spec, flow, tokens=tokens, chunked=wl.chunked_loss), p.logits_share)],
+                                p, "backward_start")
+            candidates.append((second_loss, "second in-flight micro-batch's loss backward: the stage's "
+                                            "gradients + logits grads"))
     best = max(candidates, key=lambda c: _allocated(c[0]))
     return _phase(PhaseName.BACKWARD, best[0], p, wl, best[1], cached=_cached_bytes(spec, wl, p))
 
