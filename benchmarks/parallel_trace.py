@@ -31,6 +31,7 @@ from memfit import load_model
 from memfit.api import estimate
 from memfit.core.codec import encode
 from memfit.core.errors import MemfitError
+from memfit.core.params import count_params
 from memfit.core.result import Estimate, _workload_to_dict
 from memfit.core.workload import Lora, Parallelism, Training
 
@@ -58,12 +59,14 @@ class Case:
     tp: int = 1
     pp: int = 1
     micro_batches: int = 1
+    schedule: str = "1f1b"
 
     @property
     def name(self) -> str:
         extra = f"_offload-{self.offload}" if self.offload != "none" else ""
-        degrees = f"tp{self.tp}" if self.tp > 1 else f"pp{self.pp}_mb{self.micro_batches}" if self.pp > 1 \
-            else f"dp{self.dp}"
+        schedule = f"_{self.schedule}" if self.schedule != "1f1b" else ""
+        degrees = f"tp{self.tp}" if self.tp > 1 else f"pp{self.pp}_mb{self.micro_batches}{schedule}" \
+            if self.pp > 1 else f"dp{self.dp}"
         return (f"{self.model}_{self.strategy}_{degrees}_{self.method}_ckpt-{self.checkpointing}_"
                 f"{self.precision}_b1_s{SEQ_LEN}_adamw{extra}")
 
@@ -74,7 +77,8 @@ class Case:
                         checkpointing=self.checkpointing, grad_accum=self.micro_batches, **lora,
                         parallel=Parallelism(dp=self.dp, fsdp=fsdp, offload_optimizer=self.offload,
                                              offload_params=self.offload, tp=self.tp, pp=self.pp,
-                                             sequence_parallel=self.strategy == "tp-sp"))
+                                             sequence_parallel=self.strategy == "tp-sp",
+                                             pp_schedule=self.schedule))
 
 
 @functools.cache
@@ -86,8 +90,9 @@ def lora_config(model: str) -> Lora:
 
 
 def tp_pp_matrix(models: list[str]) -> list[Case]:
-    """TP 2/4/8 with and without sequence parallelism, PP 2/4 with 1, 4 and 8 micro-batches (1F1B), full
-    fine-tunes with and without checkpointing (the TP plan splits plain Linears, so no LoRA)."""
+    """TP 2/4/8 with and without sequence parallelism, PP 2/4 with 1, 4 and 8 micro-batches (1F1B) and with 4
+    under GPipe, full fine-tunes with and without checkpointing (the TP plan splits plain Linears, so no
+    LoRA)."""
     cases: list[Case] = []
     for model in models:
         for checkpointing in ("none", "full"):
@@ -95,6 +100,28 @@ def tp_pp_matrix(models: list[str]) -> list[Case]:
                       for strategy in ("tp", "tp-sp") for tp in (2, 4, 8)]
             cases += [Case(model, "pp", 1, "full", checkpointing, pp=pp, micro_batches=m)
                       for pp in (2, 4) for m in (1, 4, 8)]
+            cases += [Case(model, "pp", 1, "full", checkpointing, pp=pp, micro_batches=4, schedule="gpipe")
+                      for pp in (2, 4)]
+    return cases
+
+
+def large_matrix(models: list[str]) -> list[Case]:
+    """The subset of the issue's matrix run for the largest models (Llama-3.1-70B, DeepSeek-V2-Lite) on a
+    2-core machine: FSDP full and shard-grad-op at dp 8 and 64, HSDP at dp 64 (at dp 8 it is FSDP full within
+    one node), full and LoRA, checkpointing on and off; DDP with LoRA only on models whose bf16 weights and a
+    full step fit one 80 GB GPU's order of memory (DDP keeps every weight on every rank); TP 2 and 8, with
+    and without sequence parallelism, full fine-tunes."""
+    cases: list[Case] = []
+    for model in models:
+        weights = count_params(load_model(model)).num_params * 2
+        for strategy, dp in (("fsdp-full", 8), ("fsdp-full", 64), ("fsdp-shard-grad-op", 8),
+                             ("fsdp-shard-grad-op", 64), ("fsdp-hybrid", 64)):
+            cases += [Case(model, strategy, dp, method, checkpointing)
+                      for method in ("full", "lora") for checkpointing in ("none", "full")]
+        if weights < 40 * 10**9:
+            cases += [Case(model, "ddp", 8, "lora", checkpointing) for checkpointing in ("none", "full")]
+        cases += [Case(model, strategy, 1, "full", checkpointing, tp=tp)
+                  for strategy in ("tp", "tp-sp") for tp in (2, 8) for checkpointing in ("none", "full")]
     return cases
 
 
@@ -292,9 +319,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--cases", default="", help="only these case names (comma-separated), merged into "
                         "an existing results file of the same matrix and date")
-    parser.add_argument("--matrix", choices=("dp", "tp-pp"), default="dp",
+    parser.add_argument("--matrix", choices=("dp", "tp-pp", "large"), default="dp",
                         help="dp: FSDP/DDP (results/parallel-trace-<date>); tp-pp: tensor and pipeline "
-                             "parallelism (results/parallel-trace-tp-pp-<date>)")
+                             "parallelism (results/parallel-trace-tp-pp-<date>); large: the subset run for "
+                             "the largest models, FSDP/HSDP/DDP and TP (results/parallel-trace-large-<date>)")
     parser.add_argument("--json-dir", default="/tmp/mr-trace-results")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--date", default=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"))
@@ -302,8 +330,9 @@ def main() -> int:
     versions()
     results = []
     models = args.models.split(",")
-    cases = matrix(models, args.quick) if args.matrix == "dp" else tp_pp_matrix(models)
-    stamp = args.date if args.matrix == "dp" else f"tp-pp-{args.date}"
+    cases = {"dp": lambda: matrix(models, args.quick), "tp-pp": lambda: tp_pp_matrix(models),
+             "large": lambda: large_matrix(models)}[args.matrix]()
+    stamp = args.date if args.matrix == "dp" else f"{args.matrix}-{args.date}"
     wanted = set(filter(None, args.cases.split(",")))
     if wanted:
         previous = {r.name: r for r in _previous(Path(args.out) / f"parallel-trace-{stamp}.csv",

@@ -175,6 +175,27 @@ def test_pipeline_reports_the_most_loaded_stage_with_its_own_weights():
     assert ", 1: " in note
 
 
+def test_pipeline_stage_runs_later_micro_batches_beside_earlier_gradients():
+    """pp=2, fp32, 3 micro-batches under 1F1B: the last stage holds one micro-batch (F0 B0 F1 B1 F2 B2), so
+    its second and third forwards run beside the gradients B0 left, one per parameter, each rounded up to
+    512 B: layer 1 148,480 B (as its weights above) + final norm 512 + lm_head 65,536 = 214,528 B. Stage 0
+    warms up with 2 forwards (F0 F1 B0 F2 B1 B2): its third forward too. With 1 micro-batch no forward sees
+    a gradient."""
+    from memfit.trace.engine import trace_estimate
+
+    def forward_gradients(micro_batches):
+        workload = Training(seq_len=32, precision=Precision.FP32, grad_accum=micro_batches,
+                            parallel=Parallelism(pp=2))
+        est = trace_estimate(_spec(), workload, None)
+        stage = int(next(a for a in est.assumptions if a.startswith("pipeline stage")).split()[2])
+        return stage, est.phase(PhaseName.FORWARD).memory.bytes_of("gradients")
+
+    assert forward_gradients(1)[1] == 0
+    stage, gradients = forward_gradients(3)
+    # stage 0: embed 16,384 · 4 B = 65,536 + layer 0 148,480 = 214,016
+    assert gradients == {0: 214_016, 1: 214_528}[stage]
+
+
 def test_fsdp_cpu_offload_moves_shards_gradients_and_states_to_host_ram():
     """fsdp=full over 2 ranks with CPU offload, AMP: the GPU holds no shards, gradients or optimizer states;
     the host holds this rank's fp32 shards, 427,264 / 2 = 213,632 B (every dim 0 is even, no padding), as

@@ -46,6 +46,19 @@ def test_hybrid_over_a_partial_node_is_bad_input(tiny_config):
     assert_one_error_line(outcome, 2, mentions="fsdp=hybrid with dp=12 does not fill whole nodes")
 
 
+def test_pipeline_schedule_flag(tiny_config):
+    """--pp-schedule gpipe estimates a pipeline (its assumptions name GPipe); an unknown schedule, or one
+    without --pp, is exit 2 and one line."""
+    outcome = invoke("estimate", tiny_config, "--task", "train", "--seq-len", "16", "--pp", "2",
+                     "--grad-accum", "4", "--pp-schedule", "gpipe", "--json")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert any("pipeline GPIPE with 4 micro-batches" in a for a in json.loads(outcome.stdout)["assumptions"])
+    outcome = invoke("estimate", tiny_config, "--task", "train", "--pp", "2", "--pp-schedule", "zigzag")
+    assert_one_error_line(outcome, 2, mentions="pp_schedule='zigzag' is not valid; use one of: 1f1b, gpipe")
+    outcome = invoke("estimate", tiny_config, "--task", "train", "--pp-schedule", "gpipe")
+    assert_one_error_line(outcome, 2, mentions="pp_schedule=gpipe orders pipeline stages' micro-batches")
+
+
 def test_tp_beside_ddp_names_the_analytic_engine(tiny_config):
     """--dp 2 --tp 2 without FSDP is not traced: exit 1 and one line naming engine=analytic."""
     outcome = invoke("estimate", tiny_config, *TRAIN, "--dp", "2", "--tp", "2")

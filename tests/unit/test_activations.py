@@ -340,3 +340,32 @@ def test_falcon_alibi_sdpa_keeps_one_shared_bias() -> None:
     flow = _flow(spec, wl)
     assert attention_backend(spec.layers[0].attention, flow, seq_len=64) == "efficient"
     assert saved_activations(spec, flow, batch=2, seq_len=64).bytes_of("alibi_bias") == 65_536
+
+
+def test_merged_expert_backward_gradient_nets_out_the_freed_down_projection() -> None:
+    """LoRA on Qwen3-30B-A3B's fused experts (bf16): gate_up W + ΔW is 128 × 1,536 × 2,048 = 402,653,184
+    elements, down 128 × 2,048 × 768 = 201,326,592. Backward runs down first (its gradient beside both
+    W + ΔW: excess 201,326,592) then gate_up (down's W + ΔW freed: 402,653,184 − 201,326,592 =
+    201,326,592); the worst excess is 201,326,592 elements, half the largest parameter."""
+    from memfit.core.activations import merged_expert_backward_elements, training_flow
+
+    spec = load_model("Qwen3-30B-A3B")
+    wl = Training(seq_len=64, method=Method.LORA, lora=Lora(rank=16, alpha=32, dropout=Fraction(0)))
+    flow = training_flow(spec, wl, lora_targets=lora_targets(spec, wl.lora))
+    assert merged_expert_backward_elements(spec, spec.layers[-1], flow) == 201_326_592
+    full = training_flow(spec, Training(seq_len=64), lora_targets=frozenset())
+    assert merged_expert_backward_elements(spec, spec.layers[-1], full) == 0
+
+
+def test_checkpointed_backward_pairs_each_layer_with_its_own_transient() -> None:
+    """DeepSeek-V2-Lite, full bf16, checkpointing, 2,048 tokens: the largest recomputation is an MoE layer's
+    (403,832,832 B) but the largest MLP gradients are the dense first layer's (3 × 10,944 × 2 B × 2,048 =
+    134,479,872). Beside its own recomputation an MoE layer has 3 × (1,408 × 6 routed) × 2 B × 2,048 =
+    103,809,024 plus the residual gradient in and out, 2 × 2 B × 2,048 × 2,048 = 16,777,216: 120,586,240;
+    the dense layer's 296,878,080 + 151,257,088 is less."""
+    from memfit.core.activations import recompute_and_backward_transient, training_flow
+
+    spec = load_model("DeepSeek-V2-Lite")
+    wl = Training(seq_len=2048, checkpointing=Checkpointing.FULL)
+    flow = training_flow(spec, wl, lora_targets=frozenset())
+    assert recompute_and_backward_transient(spec, flow, batch=1, seq_len=2048) == (403_832_832, 120_586_240)

@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from memfit.core.choices import FsdpStrategy, Offload, ZeroStage
+from memfit.core.choices import FsdpStrategy, Offload, PipelineSchedule, ZeroStage
 from memfit.core.collectives import nccl_bytes
 from memfit.core.deepspeed import ZeroConfig
 from memfit.core.errors import InvalidWorkload
@@ -18,6 +18,7 @@ from memfit.core.parallel import (
     scale_term,
     shard_elements,
     stage_layers,
+    stage_order,
 )
 from memfit.core.result import Phase, Term
 from memfit.core.training import training_phases
@@ -279,3 +280,60 @@ def test_vocab_parallel_loss_and_embedding_gradient() -> None:
         load_model("Llama-3.1-8B"), Training(seq_len=2048, parallel=Parallelism(tp=2)))[0]}
     assert phases["forward"].memory.flat()["logits/loss_parallel_extra"] == 525_336_576
     assert phases["optimizer"].memory.flat()["gradients/embedding_full_vocab"] == 525_336_576
+
+
+@pytest.mark.parametrize(("schedule", "pp", "stage", "m", "expected", "most"), [
+    # 1F1B, stage 1 of 4, 5 micro-batches: warm-up min(5, 4 − 1) = 3 forwards (F0 F1 F2), then B0 F3, B1 F4,
+    # then the cooldown B2 B3 B4; held after each op: 1 2 3 2 3 2 3 2 1 0 → at most 3 = pp − stage
+    (PipelineSchedule.ONE_F_ONE_B, 4, 1, 5, "F0 F1 F2 B0 F3 B1 F4 B2 B3 B4", 3),
+    # the last stage warms up with min(5, 1) = 1: it alternates, holding 1
+    (PipelineSchedule.ONE_F_ONE_B, 4, 3, 3, "F0 B0 F1 B1 F2 B2", 1),
+    # fewer micro-batches than pp − stage: min(2, 4) = 2 warm-up forwards, no steady part
+    (PipelineSchedule.ONE_F_ONE_B, 4, 0, 2, "F0 F1 B0 B1", 2),
+    # GPipe: every forward (all 3 held), then every backward, on any stage
+    (PipelineSchedule.GPIPE, 2, 1, 3, "F0 F1 F2 B0 B1 B2", 3),
+])
+def test_stage_order_follows_the_schedule_and_bounds_the_micro_batches_in_flight(
+        schedule, pp, stage, m, expected, most) -> None:
+    """The order torch.distributed.pipelining's Schedule1F1B / ScheduleGPipe run one stage's micro-batches
+    in; in_flight is the most forwards not yet matched by their backward along it."""
+    order = stage_order(pp, stage, m, schedule)
+    assert " ".join(f"{kind[0].upper()}{index}" for kind, index in order) == expected
+    assert in_flight(pp, stage, m, schedule) == most
+
+
+def test_gpipe_last_stage_keeps_every_earlier_micro_batch_loss() -> None:
+    """Llama-3.2-1B, pp 2, 4 micro-batches of 512 tokens under GPipe: the last stage holds all 4 in flight,
+    so 3 earlier losses keep their fp32 log_softmax output, 3 × 4 B × 512 × 128,256 = 788,004,864 B, and
+    the final norm's saved input is there 4 times; under 1F1B it holds one micro-batch and neither."""
+    from memfit.core.training import _stage_phases
+
+    spec = load_model("Llama-3.2-1B")
+    gpipe = Training(seq_len=512, grad_accum=4, parallel=Parallelism(pp=2, pp_schedule="gpipe"))
+    one_f_one_b = Training(seq_len=512, grad_accum=4, parallel=Parallelism(pp=2))
+    forward = _stage_phases(spec, gpipe, 1)[0][1].memory.flat()
+    assert forward["activations/earlier_losses"] == 3 * 4 * 512 * 128_256
+    reference = _stage_phases(spec, one_f_one_b, 1)[0][1].memory.flat()
+    assert "activations/earlier_losses" not in reference
+    assert forward["activations/final_norm"] == 4 * reference["activations/final_norm"]
+    # received hidden states: 4 in flight × 512 × 2048 × 2 B (1F1B: one)
+    assert forward["activations/pipeline_buffers"] == 4 * 512 * 2048 * 2
+    # the second micro-batch's loss backward runs beside every gradient of the stage: layers 8-15
+    # (8 × 60,821,504) + final norm 2,048 + the head's own copy 262,668,288 = 749,242,368 × 2 B
+    backward = _stage_phases(spec, gpipe, 1)[0][2]
+    assert backward.at.startswith("second in-flight micro-batch's loss backward")
+    assert backward.memory.bytes_of("gradients") == 749_242_368 * 2
+
+
+def test_pipeline_schedule_needs_a_pipeline_and_training() -> None:
+    """pp_schedule orders pipeline stages: refused with pp = 1, and on an inference job; bad names list the
+    schedules."""
+    from memfit.core.workload import Inference
+
+    with pytest.raises(InvalidWorkload, match=r"^pp_schedule=gpipe orders pipeline stages' micro-batches; "
+                                              r"it needs pp > 1$"):
+        Parallelism(pp_schedule="gpipe")
+    with pytest.raises(InvalidWorkload, match=r"^pp_schedule=gpipe applies to training, not inference$"):
+        Inference(prompt_tokens=16, parallel=Parallelism(pp=2, pp_schedule="gpipe"))
+    with pytest.raises(InvalidWorkload, match="use one of: 1f1b, gpipe"):
+        Parallelism(pp=2, pp_schedule="interleaved")

@@ -156,6 +156,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("enable_expert_parallel", bool, "vLLM: experts over all tp × dp ranks (sets ep = tp × dp).", _PAR,
          "infer"),
     Flag("sequence_parallel", bool, "Sequence parallelism with tensor parallelism.", _PAR),
+    Flag("pp_schedule", str, "Pipeline schedule with --pp: 1f1b (default) or gpipe.", _PAR, "train"),
     Flag("zero", str, "DeepSpeed ZeRO stage 0, 1, 2 or 3.", _PAR),
     Flag("fsdp", str, "FSDP strategy: full, shard-grad-op, hybrid.", _PAR),
     Flag("offload_optimizer", str, "none (default), cpu, nvme.", _PAR),
@@ -254,7 +255,7 @@ def _fraction(text: str, field: str) -> Fraction:
 
 def parallelism_from_flags(flags: dict[str, Any]) -> Any:
     """The `Parallelism` the flags ask for (--num-gpus is applied to the whole workload after)."""
-    from memfit.core.choices import DeviceMap, FsdpStrategy, Offload, ZeroStage
+    from memfit.core.choices import DeviceMap, FsdpStrategy, Offload, PipelineSchedule, ZeroStage
     from memfit.core.units import parse_size
     from memfit.core.workload import Parallelism
 
@@ -272,6 +273,8 @@ def parallelism_from_flags(flags: dict[str, Any]) -> Any:
         kwargs["max_gpu_memory_bytes"] = parse_size(flags["max_gpu_memory"])
     if flags.get("sequence_parallel"):
         kwargs["sequence_parallel"] = True
+    if flags.get("pp_schedule") is not None:
+        kwargs["pp_schedule"] = PipelineSchedule.parse(flags["pp_schedule"], field="pp_schedule")
     if flags.get("gpus_per_node") is not None:
         kwargs["gpus_per_node"] = flags["gpus_per_node"]
     return Parallelism(**kwargs)

@@ -420,6 +420,23 @@ def merged_expert_bytes(spec: ModelSpec, layer: LayerSpec, flow: Flow) -> tuple[
     return 2 * sum(lin.num_weights for lin in experts), max((lin.num_weights for lin in experts), default=0)
 
 
+def merged_expert_backward_elements(spec: ModelSpec, layer: LayerSpec, flow: Flow) -> int:
+    """Elements by which one fused parameter's W + ΔW gradient outgrows the W + ΔW its layer has freed by
+    then, at the worst of the layer's expert backwards: max over k of w_k − Σ_{j>k} w_j (forward order).
+
+    Autograd runs the experts' matmuls in reverse (down_proj before gate_up_proj) and frees each node's
+    saved W + ΔW when the node is done, so gate_up's gradient (2·I·H per expert) meets gate_up's W + ΔW
+    but no longer down's (H·I): the excess over the saved W + ΔW is max(w_down, w_gate_up − w_down).
+    Source: torch autograd engine (saved tensors released after their node runs); multi-rank trace of
+    DeepSeek-V2-Lite and Qwen3-30B-A3B LoRA under FSDP with checkpointing (peak at aten._grouped_mm).
+    """
+    if not flow.merged_experts:
+        return 0
+    experts = [lin.num_weights for lin in layer_linears(spec, layer) if lin.role == "experts"
+               and not lin.is_module]
+    return max((w - sum(experts[k + 1:]) for k, w in enumerate(experts)), default=0)
+
+
 MLP_ROLES = frozenset({"mlp", "experts", "shared_experts", "router"})
 """Linear roles on the MLP half of a decoder layer."""
 
@@ -483,10 +500,25 @@ def saved_activations(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int) 
     return Term.group("activations", children)
 
 
-def recomputed_layer_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int) -> int:
-    """Checkpointing: the largest layer's saved tensors, rebuilt inside backward (bytes)."""
+def recomputed_layer_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int,
+                           layers: tuple[LayerSpec, ...] | None = None) -> int:
+    """Checkpointing: the largest layer's saved tensors (of `layers`, default all), rebuilt inside backward
+    (bytes)."""
     return max(_layer_total(spec, one, flow, seq_len=seq_len, first=False) * batch * seq_len
-               + merged_expert_bytes(spec, one, flow)[0] for one in unique_layers(spec))
+               + merged_expert_bytes(spec, one, flow)[0] for one in layers or unique_layers(spec))
+
+
+def recompute_and_backward_transient(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int,
+                                     dequant: int = 0) -> tuple[int, int]:
+    """Checkpointing: (the largest recomputed layer, the backward transient beside it), the transient such
+    that their sum is the most one layer holds at once, its own recomputation plus its own backward buffers
+    (a model whose layers differ, such as DeepSeek-V2's dense first layer before its MoE layers, has its
+    largest recomputation and its largest MLP gradients in different layers)."""
+    pairs = [(recomputed_layer_bytes(spec, flow, batch=batch, seq_len=seq_len, layers=(one,)),
+              layer_transient_bytes(spec, flow, batch=batch, seq_len=seq_len, dequant=dequant, layers=(one,)))
+             for one in unique_layers(spec)]
+    most = max(rec for rec, _ in pairs)
+    return most, max(rec + transient for rec, transient in pairs) - most
 
 
 def forward_extra_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int) -> int:
@@ -524,7 +556,8 @@ def forward_extra_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int
 
 
 def layer_transient_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: int,
-                          backward: bool = True, dequant: int = 0) -> int:
+                          backward: bool = True, dequant: int = 0,
+                          layers: tuple[LayerSpec, ...] | None = None) -> int:
     """Largest short-lived buffers while one layer runs backward (bytes): gradients of its big tensors,
     net of the layer's saved tensors already freed by then.
 
@@ -537,7 +570,8 @@ def layer_transient_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: i
     tokens = batch * seq_len
     h = spec.hidden_size
     worst = 0
-    for layer in unique_layers(spec):
+    layers = layers or unique_layers(spec)
+    for layer in layers:
         att = attention_of(layer, what="training")
         backend = attention_backend(att, flow, seq_len=seq_len)
         attn = 0
@@ -570,6 +604,8 @@ def layer_transient_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: i
         mlp = (3 if gated else 2) * i * flow.act_bytes if backward \
             else i * flow.act_bytes + (i * 2 if dequant else 0)
         worst = max(worst, attn * tokens, mlp * tokens + dequant)
-    # merged experts: the bf16 gradient of W + ΔW for the largest fused parameter (trace: Mixtral-8x7B)
-    merged = max(merged_expert_bytes(spec, layer, flow)[1] for layer in unique_layers(spec))
+    # merged experts: the bf16 gradient of W + ΔW for the largest fused parameter (trace: Mixtral-8x7B); in
+    # backward, net of the layer's later W + ΔW already freed (merged_expert_backward_elements)
+    merged = max(merged_expert_backward_elements(spec, layer, flow) if backward
+                 else merged_expert_bytes(spec, layer, flow)[1] for layer in layers)
     return worst + 2 * flow.residual_bytes * h * tokens + 2 * merged

@@ -187,6 +187,14 @@ class FsdpStrategy(Choice):
     HYBRID = "hybrid"              # full shard within a node, replicate across nodes
 
 
+class PipelineSchedule(Choice):
+    """The order a pipeline stage runs its micro-batches' forwards and backwards in.
+    Source: torch 2.13 torch/distributed/pipelining/schedules.py (Schedule1F1B, ScheduleGPipe)."""
+
+    ONE_F_ONE_B = "1f1b"           # warm up with pp − stage forwards, then one backward, one forward
+    GPIPE = "gpipe"                # every forward, then every backward
+
+
 class Offload(Choice):
     NONE = "none"
     CPU = "cpu"

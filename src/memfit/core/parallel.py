@@ -24,8 +24,9 @@ before their reduce-scatter) is a `Collectives` record, placed at the moments of
   norms and the residual stream / tp only with sequence parallelism; logits / tp, with one more fp32
   logits shard in the vocab-parallel loss; the embedding's gradient spans the whole vocabulary at the
   end of backward (untied: as .grad until the step).
-- pp (1F1B): a stage holds its ceil(L / pp) layers, the first also the embeddings, the last the final norm,
-  head, loss and logits; min(micro-batches, pp − stage) micro-batches of activations in flight.
+- pp (1F1B or GPipe): a stage holds its ceil(L / pp) layers, the first also the embeddings, the last the
+  final norm, head, loss and logits; min(micro-batches, pp − stage) micro-batches of activations in flight
+  under 1F1B (with the earlier micro-batches' gradients once there are more), all of them under GPipe.
 - offload (cpu/nvme): states, master weights and fp32 gradients (and with parameter offload, the
   parameters) in host RAM, reported per node (ranks per node × per-rank bytes).
 
@@ -44,7 +45,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from memfit.core.choices import FsdpStrategy, Offload, ZeroStage
+from memfit.core.choices import FsdpStrategy, Offload, PipelineSchedule, ZeroStage
 from memfit.core.errors import InvalidWorkload
 from memfit.core.params import layer_linears, layer_non_linear_params, non_layer_params
 from memfit.core.result import Term
@@ -296,9 +297,28 @@ def stage_layers(spec: ModelSpec, pp: int, stage: int) -> tuple[LayerSpec, ...]:
     return spec.layers[start:start + base + (1 if stage < extra else 0)]
 
 
-def in_flight(pp: int, stage: int, micro_batches: int) -> int:
-    """Micro-batches whose activations stage `stage` holds at once under 1F1B: min(m, pp − stage)."""
-    return min(micro_batches, pp - stage)
+def stage_order(pp: int, stage: int, micro_batches: int,
+                schedule: PipelineSchedule = PipelineSchedule.ONE_F_ONE_B) -> tuple[tuple[str, int], ...]:
+    """The forwards ("forward", i) and backwards ("backward", i) stage `stage` runs in one step, in order.
+
+    1F1B: min(m, pp − stage) warm-up forwards, then one backward and one forward while forwards remain,
+    then the remaining backwards. GPipe: every forward, then every backward.
+    Source: torch 2.13 torch/distributed/pipelining/schedules.py (Schedule1F1B._step_microbatches:
+    warmup_chunks, the 1B1F loop and the cooldown; ScheduleGPipe._step_microbatches).
+    """
+    m = micro_batches
+    if schedule is PipelineSchedule.GPIPE:
+        return (*(("forward", i) for i in range(m)), *(("backward", i) for i in range(m)))
+    warm = min(m, pp - stage)
+    steady = [op for i in range(m - warm) for op in (("backward", i), ("forward", warm + i))]
+    return (*(("forward", i) for i in range(warm)), *steady, *(("backward", i) for i in range(m - warm, m)))
+
+
+def in_flight(pp: int, stage: int, micro_batches: int,
+              schedule: PipelineSchedule = PipelineSchedule.ONE_F_ONE_B) -> int:
+    """Most micro-batches whose activations stage `stage` holds at once (forwards run, backwards not yet):
+    min(m, pp − stage) under 1F1B, all m under GPipe (the most over `stage_order`)."""
+    return micro_batches if schedule is PipelineSchedule.GPIPE else min(micro_batches, pp - stage)
 
 
 def model_shapes(spec: ModelSpec, par: Parallelism,
@@ -354,7 +374,7 @@ def rank_share(spec: ModelSpec, par: Parallelism, *, stage: int = 0, micro_batch
     shard = Fraction(kept, total)
     whole = Fraction(held, total)
     layers = len(stage_layers(spec, par.pp, stage))
-    flight = in_flight(par.pp, stage, micro_batches)
+    flight = in_flight(par.pp, stage, micro_batches, par.pp_schedule)
     stage_acts = Fraction(layers * flight, spec.num_layers)
     # FSDP2's CPUOffloadPolicy moves parameters, gradients and the optimizer step to the host together
     trained = shard if not adapters else \
@@ -370,7 +390,8 @@ def rank_share(spec: ModelSpec, par: Parallelism, *, stage: int = 0, micro_batch
         residual_activations=stage_acts / (par.tp if par.sequence_parallel else 1),
         replicated_activations=stage_acts,
         logits=Fraction(1, par.tp) if stage == par.pp - 1 else Fraction(0),
-        tail=Fraction(1, par.tp if par.sequence_parallel else 1) if stage == par.pp - 1 else Fraction(0),
+        # the final norm's saved input, once per micro-batch in flight (the last stage holds 1 under 1F1B)
+        tail=Fraction(flight, par.tp if par.sequence_parallel else 1) if stage == par.pp - 1 else Fraction(0),
         one_layer=Fraction(1, par.tp),
         autocast=Fraction(0) if amp and is_fsdp(par) else whole,
         grads_persist=par.zero.level >= 2,

@@ -17,6 +17,7 @@ from typing import Any
 from memfit.core import activations as act
 from memfit.core.choices import Method, Offload, Precision, ZeroStage
 from memfit.core.collectives import GradBytes, collectives
+from memfit.core.loss import saved_logits
 from memfit.core.optimizers import ParamTensor, lora_targets, optimizer_memory, param_bytes
 from memfit.core.parallel import (
     LOAD_COPY_NOTE,
@@ -230,7 +231,8 @@ def per_rank(spec: ModelSpec, wl: Training, p: Parts, tensors: tuple[ParamTensor
     replicated = _tp_replicated(spec, wl) if par.tp > 1 else {}
     saved = scale_activations(p.saved, share, replicated=replicated)
     if par.pp > 1:
-        saved = Term.group(saved.name, [*saved.children, _pipeline_buffers(spec, wl, stage)], note=saved.note)
+        saved = Term.group(saved.name, [*saved.children, _pipeline_buffers(spec, wl, stage),
+                                        *_earlier_losses(spec, wl, stage, share)], note=saved.note)
     return dataclasses.replace(
         ranked, saved=saved, logits_share=share.logits,
         host=host,
@@ -239,8 +241,10 @@ def per_rank(spec: ModelSpec, wl: Training, p: Parts, tensors: tuple[ParamTensor
         layer_saved=scale_bytes(layers.nbytes if layers else 0, one_layer),
         # 1F1B: a stage's activations are at their fullest with gradients alive only when an earlier
         # micro-batch has already run its backward, i.e. more micro-batches than it holds in flight
-        accumulates=wl.grad_accum > (in_flight(par.pp, stage, wl.grad_accum) if par.pp > 1 else 1),
-        flight=in_flight(par.pp, stage, wl.grad_accum) if par.pp > 1 else 1,
+        # (GPipe runs every forward first: it holds all of them, so never)
+        accumulates=wl.grad_accum > (in_flight(par.pp, stage, wl.grad_accum, par.pp_schedule)
+                                     if par.pp > 1 else 1),
+        flight=in_flight(par.pp, stage, wl.grad_accum, par.pp_schedule) if par.pp > 1 else 1,
         ep_dispatch=ep_dispatch_bytes(spec, wl),
         root_grad_shard=scale_bytes(extras.root_grads, share.grads) if share.sharded_grads else 0,
     )
@@ -253,10 +257,28 @@ def _pipeline_buffers(spec: ModelSpec, wl: Training, stage: int) -> Term:
     Source: torch.distributed.pipelining stage buffers; the multi-rank trace's pipeline stage."""
     par = wl.parallel
     element = 4 if wl.precision is Precision.FP32 else 2
-    flight = in_flight(par.pp, stage, wl.grad_accum)
+    flight = in_flight(par.pp, stage, wl.grad_accum, par.pp_schedule)
     count = (stage > 0) + (stage < par.pp - 1)
     return Term(name="pipeline_buffers", nbytes=flight * count * wl.batch_size * wl.seq_len * spec.hidden_size
                 * element, note="received and sent hidden states of the micro-batches in flight")
+
+
+def _earlier_losses(spec: ModelSpec, wl: Training, stage: int, share: RankShare) -> list[Term]:
+    """The last stage's losses of its earlier micro-batches still in flight (GPipe runs every forward before
+    any backward): each keeps what the loss saves for its backward, the fp32 log_softmax output. The
+    final norm's saved input follows the micro-batches in flight through `share.tail`.
+    Source: the multi-rank trace's GPipe stage (Llama-3.2-1B pp 2, 4 micro-batches: 3 × 1,050,673,152 B
+    of log_softmax beside the fourth micro-batch's loss)."""
+    par = wl.parallel
+    earlier = in_flight(par.pp, stage, wl.grad_accum, par.pp_schedule) - 1
+    if stage != par.pp - 1 or earlier < 1:
+        return []
+    targets = lora_targets(spec, wl.lora) if wl.lora is not None and wl.method is not Method.FULL \
+        else frozenset()
+    flow = act.training_flow(spec, compute_workload(wl), lora_targets=targets)
+    kept = saved_logits(spec, flow, tokens=wl.batch_size * wl.seq_len, chunked=wl.chunked_loss)
+    return [Term(name="earlier_losses", nbytes=earlier * scale_bytes(kept.nbytes, share.logits),
+                 note=f"{earlier} earlier micro-batches' saved loss tensors")]
 
 
 def _tp_replicated(spec: ModelSpec, wl: Training) -> dict[str, int]:

@@ -163,6 +163,9 @@ def _parts(spec: ModelSpec, wl: Training, *, stage: int = 0,
     if wl.quant.is_quantized:
         dequant = 2 * max((lin.num_weights for _, lin in decoder_linears(spec) if _quantized(wl, lin)),
                           default=0)
+    recompute, backward_transient = act.recompute_and_backward_transient(
+        spec, flow, batch=b, seq_len=s, dequant=dequant) if flow.checkpointing else \
+        (0, act.layer_transient_bytes(spec, flow, batch=b, seq_len=s, dequant=dequant))
     parts = Parts(
         weights=weights_term(spec, wl),
         adapters=Term.group("adapters", [Term(name="lora", nbytes=adapters)]),
@@ -170,12 +173,10 @@ def _parts(spec: ModelSpec, wl: Training, *, stage: int = 0,
         step_note=opt.step_note, saved=saved, cache=autocast_cache_bytes(spec, wl, adapters),
         forward_cache=autocast_cache_bytes(spec, wl, adapters, forward=True),
         fwd_extra=act.forward_extra_bytes(spec, flow, batch=b, seq_len=s),
-        recompute=act.recomputed_layer_bytes(spec, flow, batch=b, seq_len=s)
-        + autocast_layer_bytes(spec, compute_workload(wl))
-        if flow.checkpointing else 0,
+        recompute=recompute + autocast_layer_bytes(spec, compute_workload(wl)) if flow.checkpointing else 0,
         layer_transient=act.layer_transient_bytes(spec, flow, batch=b, seq_len=s, backward=False,
                                                   dequant=dequant),
-        backward_transient=act.layer_transient_bytes(spec, flow, batch=b, seq_len=s, dequant=dequant),
+        backward_transient=backward_transient,
         layer_grads=max(per_layer.values()),
         head_grads=spec.vocab_size * spec.hidden_size * param_bytes(wl) if wl.method is Method.FULL else 0,
         dequant=dequant,
@@ -374,6 +375,15 @@ def _backward(spec: ModelSpec, wl: Training, p: Parts, flow: act.Flow) -> Phase:
         second_mb = _with([*steady, _grads(p.grads, "the first micro-batch's backward"),
                            _activations(rest, extra=layer_extra[1:], drop_final=True)], p, "backward_layer")
         candidates.append((second_mb, "second in-flight micro-batch's backward: the stage's gradients"))
+        if p.logits_share:
+            # the last stage under GPipe: the second micro-batch's backward starts at its loss, beside the
+            # gradients the first one's backward left
+            second_loss = _with([*steady, _grads(p.grads, "the first micro-batch's backward"),
+                                 _activations(rest), scale_term(loss.backward_start_logits(
+                                     spec, flow, tokens=tokens, chunked=wl.chunked_loss), p.logits_share)],
+                                p, "backward_start")
+            candidates.append((second_loss, "second in-flight micro-batch's loss backward: the stage's "
+                                            "gradients + logits grads"))
     best = max(candidates, key=lambda c: _allocated(c[0]))
     return _phase(PhaseName.BACKWARD, best[0], p, wl, best[1], cached=_cached_bytes(spec, wl, p))
 
@@ -400,9 +410,13 @@ def _with_layers(p: Parts, count: int) -> Parts:
 
 
 def _in_flight_share(p: Parts, keep: Fraction) -> Parts:
-    """`p` with `keep` of its in-flight micro-batches' saved activations and pipeline buffers."""
-    saved = Term.group(p.saved.name, [scale_term(c, keep) if c.name in (*LAYER_CHILDREN, "pipeline_buffers")
-                                      else c for c in p.saved.children])
+    """`p` with `keep` of its in-flight micro-batches' saved activations, pipeline buffers and final norm
+    inputs; of the earlier micro-batches' losses, those of the micro-batches left but the one running."""
+    left = keep * p.flight
+    earlier = max(left - 1, Fraction(0)) / (p.flight - 1) if p.flight > 1 else Fraction(0)
+    saved = Term.group(p.saved.name, [
+        scale_term(c, keep) if c.name in (*LAYER_CHILDREN, "pipeline_buffers", "final_norm")
+        else scale_term(c, earlier) if c.name == "earlier_losses" else c for c in p.saved.children])
     return dataclasses.replace(p, saved=saved)
 
 
@@ -471,8 +485,8 @@ def _parallel_assumptions(wl: Training, stage: int) -> tuple[str, ...]:
     par = wl.parallel
     out = ["figures are per GPU, the most loaded rank"]
     if par.pp > 1:
-        out.append(f"pipeline 1F1B with {wl.grad_accum} micro-batches (grad_accum); stage {stage} of "
-                   f"{par.pp} is the most loaded")
+        out.append(f"pipeline {str(par.pp_schedule).upper()} with {wl.grad_accum} micro-batches "
+                   f"(grad_accum); stage {stage} of {par.pp} is the most loaded")
     if par.fsdp is not None:
         out.append("FSDP2 fully_shard per decoder layer plus the root; reshard_after_forward="
                    + ("False" if par.fsdp.value == "shard-grad-op" else "True")

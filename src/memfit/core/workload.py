@@ -34,6 +34,7 @@ from memfit.core.choices import (
     Method,
     Offload,
     Optimizer,
+    PipelineSchedule,
     Precision,
     Runtime,
     ZeroStage,
@@ -288,6 +289,7 @@ class Parallelism:
     zero_config: ZeroConfig | None = None       # DeepSpeed ZeRO knobs (--deepspeed); None: DeepSpeed defaults
     ep: int = 1                                 # expert-parallel size: routed experts over ep ranks, carved
                                                 # out of dp (training) or tp × dp (vLLM); not extra GPUs
+    pp_schedule: PipelineSchedule = PipelineSchedule.ONE_F_ONE_B    # pipeline stages' micro-batch order
 
     def __post_init__(self) -> None:
         _normalise_fields(self, _PARALLELISM_FIELDS)
@@ -308,6 +310,9 @@ class Parallelism:
             raise InvalidWorkload("max_gpu_memory_bytes caps a device_map split; set device_map=auto too")
         if self.zero_config is not None and self.zero is ZeroStage.NONE:
             raise InvalidWorkload("zero_config holds DeepSpeed ZeRO settings; it needs zero=1, 2 or 3")
+        if self.pp_schedule is not PipelineSchedule.ONE_F_ONE_B and self.pp == 1:
+            raise InvalidWorkload(f"pp_schedule={self.pp_schedule} orders pipeline stages' micro-batches; it "
+                                  "needs pp > 1")
         self._check_offload()
 
     def _check_offload(self) -> None:
@@ -348,6 +353,7 @@ _PARALLELISM_FIELDS: dict[str, _Normalise] = {
     "gpus_per_node": _DEGREE,
     "zero_config": _optional(_zero_config),
     "ep": _DEGREE,
+    "pp_schedule": _choice(PipelineSchedule),
 }
 
 
@@ -523,9 +529,11 @@ _INFERENCE_FIELDS: dict[str, _Normalise] = {
 
 
 def _check_inference_parallel(par: Parallelism) -> None:
-    """Training-only sharding (ZeRO, FSDP, offload, sequence parallelism) on an inference job."""
+    """Training-only sharding (ZeRO, FSDP, offload, sequence parallelism, a pipeline schedule) on an
+    inference job."""
     for name, default in (("zero", ZeroStage.NONE), ("fsdp", None), ("offload_optimizer", Offload.NONE),
-                          ("offload_params", Offload.NONE), ("sequence_parallel", False)):
+                          ("offload_params", Offload.NONE), ("sequence_parallel", False),
+                          ("pp_schedule", PipelineSchedule.ONE_F_ONE_B)):
         value = getattr(par, name)
         if value != default:
             raise InvalidWorkload(f"{name}={value} applies to training, not inference")

@@ -6,20 +6,26 @@ forward runs each stage: non-last stages replace the final norm by Identity (the
 stream the next stage receives), non-first stages take that stream as `inputs_embeds` (the receive
 buffer, one per micro-batch in flight) and drop the embeddings.
 
-In flight under 1F1B (Narayanan et al. 2021, §2.2; torch.distributed.pipelining Schedule1F1B): stage s
-runs min(pp − s, m) forwards before its first backward, so that many micro-batches' saved activations
-are alive at once; GPipe holds all m. The stage runs that many forwards, keeping them, then each one's
-backward (non-last stages with a received gradient the shape of their output), then the optimizer step.
-The number of micro-batches m is the workload's grad_accum. The send and receive themselves move no
-memory of their own beyond these buffers (NCCL's are outside the allocator).
+The stage runs its forwards and backwards in the order its schedule gives them (core.parallel.stage_order,
+after torch.distributed.pipelining's Schedule1F1B and ScheduleGPipe), one micro-batch each: under 1F1B
+stage s warms up with min(pp − s, m) forwards, then alternates one backward and one forward, so once
+m > pp − s its later forwards and backwards run beside the gradients the earlier micro-batches left; GPipe
+runs all m forwards first. Each run of consecutive forwards (backwards) is one traced "forward"
+("backward") phase; the phase's peak is the most over its instances. The number of micro-batches m is the
+workload's grad_accum. Non-last stages backward from a received gradient the shape of their output. The
+send and receive themselves move no memory of their own beyond these buffers (NCCL's are outside the
+allocator).
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
 
+from memfit.core import parallel
+from memfit.core.choices import PipelineSchedule
 from memfit.core.errors import EngineUnavailable
 from memfit.core.workload import Training
 from memfit.trace import harness
@@ -33,9 +39,11 @@ def stage_layers(num_layers: int, pp: int, stage: int) -> range:
     return range(start, start + base + (1 if stage < extra else 0))
 
 
-def in_flight(pp: int, stage: int, micro_batches: int) -> int:
-    """Micro-batches whose activations stage `stage` holds at once under 1F1B: min(pp − stage, m)."""
-    return min(pp - stage, micro_batches)
+def in_flight(pp: int, stage: int, micro_batches: int,
+              schedule: PipelineSchedule = PipelineSchedule.ONE_F_ONE_B) -> int:
+    """Micro-batches whose activations stage `stage` holds at once: min(pp − stage, m) under 1F1B, m under
+    GPipe (core.parallel.in_flight)."""
+    return parallel.in_flight(pp, stage, micro_batches, schedule)
 
 
 def check_stage(model: Any) -> None:
@@ -64,8 +72,11 @@ def cut(model: Any, workload: Training, stage: int) -> Any:
 
 
 def run_stage(model: Any, workload: Training, stage: int, tracker: Tracker, device: str) -> Any:
-    """Forward the stage's in-flight micro-batches, backward each, step: one pipeline step of one stage.
-    Returns the optimizer (the caller decides when its states die)."""
+    """Forward and backward the stage's micro-batches in its schedule's order, then step: one pipeline step
+    of one stage. Returns the optimizer (the caller decides when its states die).
+
+    The allocator events are recorded from the last run of forwards on (when the caller records them), so
+    that `Tracker.repeat_phases` replays the forward and backward it repeats with the optimizer states."""
     pp = workload.parallel.pp
     first, last = stage == 0, stage == pp - 1
     params = [p for p in model.parameters() if p.requires_grad]
@@ -73,18 +84,28 @@ def run_stage(model: Any, workload: Training, stage: int, tracker: Tracker, devi
     ids = harness.random_ids(model.config.vocab_size, workload.batch_size, workload.seq_len, device)
     hidden = (workload.batch_size, workload.seq_len, model.config.hidden_size)
     dtype = harness.autocast_dtype(workload) or next(model.parameters()).dtype
-    outputs = []
-    with tracker.phase("forward"):
-        for _ in range(in_flight(pp, stage, workload.grad_accum)):
-            received = None if first else torch.empty(hidden, dtype=dtype, device=device, requires_grad=True)
-            outputs.append(_forward(model, ids, received, last=last, workload=workload, device=device))
-    with tracker.phase("backward"):
-        while outputs:
-            out = outputs.pop(0)
-            received_grad = None if last else torch.empty_like(out)     # from stage + 1
-            torch.autograd.backward(out, received_grad)
-            del out
-        tracker.mark("gradients", [p.grad for p in params])
+    order = parallel.stage_order(pp, stage, workload.grad_accum, workload.parallel.pp_schedule)
+    runs = [(kind, [index for _, index in ops])
+            for kind, ops in itertools.groupby(order, key=lambda op: op[0])]
+    last_forwards = max(i for i, (kind, _) in enumerate(runs) if kind == "forward")
+    outputs: dict[int, torch.Tensor] = {}
+    for position, (kind, micro_batches) in enumerate(runs):
+        if position == last_forwards and tracker.events is not None:
+            tracker.record_events()
+        with tracker.phase(kind):
+            for index in micro_batches:
+                if kind == "forward":
+                    received = None if first else torch.empty(hidden, dtype=dtype, device=device,
+                                                              requires_grad=True)
+                    outputs[index] = _forward(model, ids, received, last=last, workload=workload,
+                                              device=device)
+                    continue
+                out = outputs.pop(index)
+                received_grad = None if last else torch.empty_like(out)     # from stage + 1
+                torch.autograd.backward(out, received_grad)
+                del out
+            if kind == "backward":
+                tracker.mark("gradients", [p.grad for p in params])
     with tracker.phase("optimizer"):
         opt.step()
         tracker.mark("host", harness.host_step_counters(opt))

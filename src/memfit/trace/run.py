@@ -183,9 +183,12 @@ def _trace_stages(build: Any, model: Any, workload: Training, device: str, progr
             best = tracker
     assert best is not None
     worst = peaks.index(max(peaks))
+    schedule = {"1f1b": "1F1B: stage s holds min(pp − s, m) micro-batches in flight",
+                "gpipe": "GPipe: every stage holds all m micro-batches in flight"}
+    schedule_note = schedule[str(workload.parallel.pp_schedule)]
     assumptions.append(
-        f"pipeline stage {worst} of {pp} is the most loaded and is reported (1F1B: stage s holds min(pp − "
-        f"s, {workload.grad_accum}) micro-batches in flight, grad_accum = micro-batches); peak allocated "
+        f"pipeline stage {worst} of {pp} is the most loaded and is reported ({schedule_note}, "
+        f"{workload.grad_accum} micro-batches (grad_accum) run in the schedule's order); peak allocated "
         "per stage: " + ", ".join(f"{stage}: {format_bytes(nbytes, 'MiB')}"
                                   for stage, nbytes in enumerate(peaks)))
     return best
