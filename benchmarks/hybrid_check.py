@@ -97,6 +97,7 @@ def main() -> None:
             lines.extend(_rows(name, config))
     stem = f"hybrid-{args.only}" if args.only else "hybrid"
     out = args.out / f"{stem}-{datetime.date.today().isoformat()}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print(out)
 
