@@ -3,10 +3,14 @@ those formed at the unit's backward peak."""
 
 from __future__ import annotations
 
+import dataclasses
+
+from memfit.core.activations import shared_expert_freed_bytes, training_flow
 from memfit.core.choices import FsdpStrategy
 from memfit.core.optimizers import lora_targets
 from memfit.core.per_rank import _before_peak, _unit_adapters
 from memfit.core.result import Term
+from memfit.core.spec import MoeSpec
 from memfit.core.training import training_phases
 from memfit.core.workload import Lora, Parallelism, Training
 from memfit.sources.resolve import load_model
@@ -74,3 +78,18 @@ def test_dense_unit_forms_the_mlp_tail_adapter_gradients_at_its_peak() -> None:
     assert [lin.name for lin in _before_peak(spec, spec.layers[0])] == ["up_proj", "down_proj"]
     _, at_peak = _unit_adapters(spec, _fsdp64(), tuple(spec.layers))
     assert at_peak == 1_310_720
+
+
+def test_shared_experts_after_the_routed_ones_free_their_saved_tensors_before_the_experts_backward() -> None:
+    """DeepSeek-V2-Lite bf16: the shared experts (2 × 1408 = 2816 wide, gated) run after the routed experts,
+    so at the routed experts' backward their gate out, act out, up out and product are already freed:
+    4 × 2816 × 2 B = 22,528 B per token; none when the shared expert runs first (Qwen2-MoE)."""
+    spec = load_model("DeepSeek-V2-Lite")
+    wl = _fsdp64()
+    flow = training_flow(spec, wl, lora_targets=lora_targets(spec, ALL_LINEAR))
+    moe = spec.layers[-1]
+    assert shared_expert_freed_bytes(moe, flow) == 22_528
+    assert shared_expert_freed_bytes(spec.layers[0], flow) == 0          # the dense first layer
+    assert isinstance(moe.mlp, MoeSpec)
+    first = dataclasses.replace(moe, mlp=dataclasses.replace(moe.mlp, shared_expert_first=True))
+    assert shared_expert_freed_bytes(first, flow) == 0
