@@ -338,6 +338,27 @@ def _attention_core(att: AttentionSpec, flow: Flow, *, seq_len: int) -> int:
     return core + extra
 
 
+def _shared_expert_bytes(mlp: MoeSpec, flow: Flow) -> int:
+    """Bytes per token the shared experts save beyond their input: gate out, act out, up out and product
+    (gated), else up out and act out."""
+    if mlp.shared_expert is None:
+        return 0
+    return (4 if mlp.shared_expert.gated else 2) * mlp.shared_expert.intermediate_size * flow.act_bytes
+
+
+def shared_expert_freed_bytes(layer: LayerSpec, flow: Flow) -> int:
+    """Bytes per token of an MoE layer's saved tensors freed before its routed experts' backward: the
+    shared experts', when they run after the routed experts in forward (DeepSeek: `experts(...)` then
+    `+ shared_experts(residuals)`), so autograd runs their backward first and releases what they saved;
+    0 when they run first (MoeSpec.shared_expert_first) or are the layer's own MLP.
+    Source: transformers 5.17.0 DeepseekV2MoE.forward; torch autograd (reverse creation order, saved
+    tensors released after their node runs); multi-rank trace of DeepSeek-V2-Lite (peak at _grouped_mm)."""
+    mlp = mlp_of(layer, what="training")
+    if not isinstance(mlp, MoeSpec) or mlp.shared_expert_first or mlp.shared_expert_is_mlp:
+        return 0
+    return _shared_expert_bytes(mlp, flow)
+
+
 def _mlp_bytes(h: int, layer: LayerSpec, flow: Flow, lins: tuple[Linear, ...]) -> int:
     """Bytes per token the MLP (or MoE block) saves, LoRA excluded."""
     mlp = mlp_of(layer, what="training")
@@ -352,11 +373,8 @@ def _mlp_bytes(h: int, layer: LayerSpec, flow: Flow, lins: tuple[Linear, ...]) -
         # weighted output; router fp32 softmax
         routed = mlp.routed_rows * (gathered + expert + act * h)
         router = 2 * FP32_BYTES * mlp.num_experts
-        shared = 0
-        if mlp.shared_expert is not None:
-            shared = (4 if mlp.shared_expert.gated else 2) * mlp.shared_expert.intermediate_size * act
         readers = [lin for lin in lins if lin.role in ("router", "shared_experts") and lin.fan_in == h]
-        return routed + router + shared + inputs_bytes(readers, h, flow)
+        return routed + router + _shared_expert_bytes(mlp, flow) + inputs_bytes(readers, h, flow)
     i = mlp.intermediate_size
     # gated: gate out, act out, up out, product (down's input); plain: up out, act out
     inner = (4 if mlp.gated else 2 + ACTIVATION_EXTRA_SAVED.get(mlp.activation, 0)) * i * act
@@ -601,8 +619,9 @@ def layer_transient_bytes(spec: ModelSpec, flow: Flow, *, batch: int, seq_len: i
         # output); forward: the activation's output beside
         # the saved tensors (and, for a quantized down projection, its compute-dtype cast of that input)
         gated = layer_mlp.expert.gated if isinstance(layer_mlp, MoeSpec) else layer_mlp.gated
-        mlp = (3 if gated else 2) * i * flow.act_bytes if backward \
-            else i * flow.act_bytes + (i * 2 if dequant else 0)
+        # (backward, MoE: net of the shared experts' saved tensors, freed when they run after the routed ones)
+        mlp = max((3 if gated else 2) * i * flow.act_bytes - shared_expert_freed_bytes(layer, flow), 0) \
+            if backward else i * flow.act_bytes + (i * 2 if dequant else 0)
         worst = max(worst, attn * tokens, mlp * tokens + dequant)
     # merged experts: the bf16 gradient of W + ΔW for the largest fused parameter (trace: Mixtral-8x7B); in
     # backward, net of the layer's later W + ΔW already freed (merged_expert_backward_elements)

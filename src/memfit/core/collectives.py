@@ -64,7 +64,7 @@ class GradBytes:
     largest_tensor: int     # elements of the largest parameter tensor of a decoder layer (tp-local)
     largest_grad: int       # elements of the largest trainable tensor of a decoder layer (tp-local)
     adapter_shapes: tuple[Shape, ...] = ()  # LoRA: one layer's A and B tensors (fp32), gathered with it
-    layer_at_peak: int = 0  # of `layer`: the gradients formed before the MLP activation's backward
+    layer_at_peak: int | None = None  # of the unit: gradients formed at its backward peak (None: all)
 
 
 def nccl_bytes(par: Parallelism) -> int:
@@ -98,7 +98,7 @@ def _fsdp(spec: ModelSpec, par: Parallelism, stage: int, g: GradBytes) -> Collec
         unit_buffer=unit_bytes if world > 1 else 0,
         all_units=body_bytes if keep_all else 0,
         unit_grads=unit_grads,
-        unit_grads_peak=unit_grads if g.adapter_shapes or not g.layer_at_peak else g.layer_at_peak,
+        unit_grads_peak=g.layer_at_peak,
         unit_reduce=unit_grads * ratio_num // ratio_den if world > 1 else 0,
         root_grads_held=g.head,
         root_grads=g.root,
@@ -187,7 +187,7 @@ def moment_terms(c: Collectives, moment: str, *, unit_done: bool = False) -> tup
     if moment in ("backward_layer", "backward_layer_steady", "backward_last_unit"):
         # at the layer's transient peak (its MLP activation's backward) only the Linears after it have
         # their weight gradients; at the end of the layer's backward (unit_done) all of them
-        formed = c.unit_grads if unit_done or not c.unit_grads_peak else c.unit_grads_peak
+        formed = c.unit_grads if unit_done or c.unit_grads_peak is None else c.unit_grads_peak
         grads.append(Term(name="unsharded_unit", nbytes=formed, note="before reduce-scatter"))
     if moment in ("backward_layer_steady", "backward_last_unit"):
         grads.append(Term(name="reduce_scatter_buffers", nbytes=c.unit_reduce, note="previous unit"))

@@ -174,11 +174,23 @@ def _module_names(spec: ModelSpec) -> list[str]:
     return names
 
 
+PEFT_EXPERT_TARGET_NAMES = frozenset({"gate", "gate_proj", "up_proj", "down_proj", "w1", "w2", "w3"})
+"""The transformers-4 expert and router names peft moves from target_modules to target_parameters when it
+adapts a model's fused experts (the keys of `_MOE_TARGET_MODULE_MAPPING`, "qwen2_moe": gate, gate_proj,
+up_proj, down_proj; "mixtral": gate, w1, w2, w3). An nn.Linear with such a leaf name elsewhere in the model
+(DeepSeek's shared experts, its first dense layers' MLP) then gets no adapter under all-linear.
+Source: peft 0.21.2 utils/transformers_weight_conversion.py `_convert_peft_config_moe`; checked with
+get_peft_model on DeepSeek-V2-Lite on the meta device (target_modules = the four attention projections)."""
+
+
 def lora_targets(spec: ModelSpec, lora: Lora) -> frozenset[str]:
-    """Linear names that get an adapter; InvalidWorkload naming the valid ones for unknown names."""
+    """Linear names that get an adapter; InvalidWorkload naming the valid ones for unknown names. Under
+    all-linear on a model whose fused experts peft adapts, the expert names leave the module targets
+    (PEFT_EXPERT_TARGET_NAMES)."""
     names = _module_names(spec)
     if "all-linear" in lora.targets:
-        chosen = frozenset(names)
+        moved = PEFT_EXPERT_TARGET_NAMES if peft_adapts_fused_experts(spec, lora) else frozenset()
+        chosen = frozenset(names) - moved
     else:
         valid = [*names, "lm_head"]
         unknown = [t for t in lora.targets if t not in valid]
@@ -227,16 +239,7 @@ def trainable_tensors(spec: ModelSpec, wl: Training, targets: frozenset[str]) ->
         head = (1, lm_head_linear(spec)) if "lm_head" in targets else None
         adapts_experts = peft_adapts_fused_experts(spec, wl.lora)
         for layers, lin in [*decoder_linears(spec), *([head] if head else [])]:
-            if not lin.is_module and adapts_experts and lin.role in ("experts", "router"):
-                gate_up = lin.fan_in == spec.hidden_size and any(
-                    isinstance(layer.mlp, MoeSpec) and layer.mlp.expert.gated for layer in spec.layers)
-                out.extend(_parameter_adapters(lin, layers, r, doubled=gate_up))
-            if lin.is_module and lin.name in targets:
-                n = layers * lin.count
-                out.append(ParamTensor(name=f"{lin.name}.lora_A", rows=r, cols=lin.fan_in,
-                                       element_bytes=LORA_PARAM_BYTES, count=n))
-                out.append(ParamTensor(name=f"{lin.name}.lora_B", rows=lin.fan_out, cols=r,
-                                       element_bytes=LORA_PARAM_BYTES, count=n))
+            out.extend(_linear_adapters(spec, lin, layers, r, targets=targets, adapts_experts=adapts_experts))
         return tuple(out)
     eb = param_bytes(wl)
     h = spec.hidden_size
@@ -268,6 +271,35 @@ def trainable_tensors(spec: ModelSpec, wl: Training, targets: frozenset[str]) ->
     rest = count_params(spec).num_params - listed - norms * h
     if rest > 0:
         out.append(ParamTensor(name="other", rows=rest, cols=1, element_bytes=eb))
+    return tuple(out)
+
+
+def _linear_adapters(spec: ModelSpec, lin: Linear, layers: int, r: int, *, targets: frozenset[str],
+                     adapts_experts: bool) -> tuple[ParamTensor, ...]:
+    """The LoRA A and B tensors of `lin` in `layers` decoder layers (none when it is not adapted)."""
+    if not lin.is_module and adapts_experts and lin.role in ("experts", "router"):
+        gate_up = lin.fan_in == spec.hidden_size and any(
+            isinstance(layer.mlp, MoeSpec) and layer.mlp.expert.gated for layer in spec.layers)
+        return _parameter_adapters(lin, layers, r, doubled=gate_up)
+    if lin.is_module and lin.name in targets:
+        n = layers * lin.count
+        return (ParamTensor(name=f"{lin.name}.lora_A", rows=r, cols=lin.fan_in,
+                            element_bytes=LORA_PARAM_BYTES, count=n),
+                ParamTensor(name=f"{lin.name}.lora_B", rows=lin.fan_out, cols=r,
+                            element_bytes=LORA_PARAM_BYTES, count=n))
+    return ()
+
+
+def layer_adapters(spec: ModelSpec, wl: Training, layer: LayerSpec, targets: frozenset[str],
+                   linears: tuple[Linear, ...] | None = None) -> tuple[ParamTensor, ...]:
+    """One decoder layer's LoRA A and B tensors (of `linears`, default all of the layer's Linears)."""
+    if wl.method is Method.FULL or wl.lora is None:
+        return ()
+    adapts_experts = peft_adapts_fused_experts(spec, wl.lora)
+    out: list[ParamTensor] = []
+    for lin in layer_linears(spec, layer) if linears is None else linears:
+        out.extend(_linear_adapters(spec, lin, 1, wl.lora.rank, targets=targets,
+                                    adapts_experts=adapts_experts))
     return tuple(out)
 
 

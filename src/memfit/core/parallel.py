@@ -98,7 +98,7 @@ class Collectives:
     all_units: int = 0        # shard-grad-op: every unit unsharded from forward until its own backward
     unit_size: int = 0        # one unit's unsharded bytes (FSDP), gathered or not
     unit_grads: int = 0       # one unit's (layer's) unsharded gradients before their reduction
-    unit_grads_peak: int = 0  # ... those already formed at the layer's backward transient peak (MLP)
+    unit_grads_peak: int | None = None  # ... those formed at the layer's backward transient peak (None: all)
     unit_reduce: int = 0      # FSDP's reduce-scatter input of one unit (reduce dtype), held one unit
     root_grads_held: int = 0  # FSDP: head and final-norm gradients, unsharded until the root reduces
     root_grads: int = 0       # FSDP: all root gradients unsharded at the end of backward

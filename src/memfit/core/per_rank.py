@@ -18,7 +18,7 @@ from memfit.core import activations as act
 from memfit.core.choices import Method, Offload, Precision, ZeroStage
 from memfit.core.collectives import GradBytes, collectives
 from memfit.core.loss import saved_logits
-from memfit.core.optimizers import ParamTensor, lora_targets, optimizer_memory, param_bytes
+from memfit.core.optimizers import ParamTensor, layer_adapters, lora_targets, optimizer_memory, param_bytes
 from memfit.core.parallel import (
     LOAD_COPY_NOTE,
     NO_COLLECTIVES,
@@ -114,6 +114,7 @@ def _grad_bytes(spec: ModelSpec, wl: Training, p: Parts, tensors: tuple[ParamTen
     head = vocab_rows if stage == par.pp - 1 and head_trains else 0
     emb = vocab_rows if stage == 0 and full and not spec.tie_word_embeddings else 0
     whole = _whole(spec, par, stage)
+    adapter_shapes, lora_at_peak = ((), 0) if full else _unit_adapters(spec, wl, layers)
     if full:
         total_el = sum(t.count * t.numel for t in tensors)
         layer, total = layer_params // par.tp * grad_el, scale_bytes(total_el * grad_el, whole)
@@ -123,8 +124,9 @@ def _grad_bytes(spec: ModelSpec, wl: Training, p: Parts, tensors: tuple[ParamTen
                      gather_bytes=2 if mixed or not full else param_bytes(wl), grad_bytes=grad_el,
                      reduce_bytes=4 if mixed else grad_el, largest_tensor=largest,
                      largest_grad=largest if full else max((t.numel for t in tensors), default=0) // par.tp,
-                     adapter_shapes=() if full else _adapter_shapes(spec, tensors, per_layer=True),
-                     layer_at_peak=_mlp_tail_params(spec, layers) // par.tp * grad_el if full else 0)
+                     adapter_shapes=() if full else adapter_shapes,
+                     layer_at_peak=(_mlp_tail_params(spec, layers) // par.tp * grad_el or None) if full
+                     else lora_at_peak)
 
 
 def _local(num: int, lin: Linear, ep: int) -> int:
@@ -165,16 +167,40 @@ def _mlp_tail_params(spec: ModelSpec, layers: tuple[LayerSpec, ...]) -> int:
     return most
 
 
-def _adapter_shapes(spec: ModelSpec, tensors: tuple[ParamTensor, ...], *,
-                    per_layer: bool) -> tuple[Shape, ...]:
-    """LoRA A and B tensors as (dim 0, rest): all of them, or one decoder layer's (spread evenly)."""
-    out: list[Shape] = []
-    for t in tensors:
-        if per_layer and t.name.startswith("lm_head"):
-            continue
-        times = max(t.count // spec.num_layers, 1) if per_layer else t.count
-        out += [(t.rows, t.cols * t.stack)] * times
-    return tuple(out)
+def _before_peak(spec: ModelSpec, layer: LayerSpec) -> tuple[Linear, ...]:
+    """The Linears of `layer` whose backward runs before the layer's transient backward peak, so whose
+    weight (or adapter) gradients exist then. Autograd runs nodes in reverse creation order: a dense MLP's
+    down_proj, the product, then up_proj when separate (`_mlp_tail_params`); an MoE block's shared experts
+    when they run after the routed experts in forward (DeepSeek: `hidden + shared_experts(residuals)` after
+    `experts(...)`), none when they run first (MoeSpec.shared_expert_first). The peak is the routed
+    experts' backward. Source: transformers 5.17.0 LlamaMLP.forward, DeepseekV2MoE.forward; the
+    multi-rank trace's peaks (SiLU backward; DeepSeek-V2-Lite LoRA: aten._grouped_mm)."""
+    lins = layer_linears(spec, layer)
+    if isinstance(layer.mlp, MoeSpec):
+        first = layer.mlp.shared_expert_first
+        return () if first else tuple(lin for lin in lins if lin.role == "shared_experts")
+    mlp = [lin for lin in lins if lin.role == "mlp"]
+    return tuple(mlp[-2:] if layer.mlp is not None and layer.mlp.gated and len(mlp) == 3 else mlp[-1:])
+
+
+def _unit_adapters(spec: ModelSpec, wl: Training,
+                   layers: tuple[LayerSpec, ...]) -> tuple[tuple[Shape, ...], int]:
+    """LoRA: the A and B shapes (dim 0, rest) of the decoder layer with the most adapter elements (one FSDP
+    unit), and the bytes of its adapter gradients formed at its backward peak: those of `_before_peak`'s
+    Linears, fp32 in their own (unpadded) shapes on the unsharded parameters."""
+    targets = lora_targets(spec, wl.lora) if wl.lora is not None else frozenset()
+    best: tuple[tuple[Shape, ...], int] = ((), 0)
+    for layer in layers:
+        shapes = _adapter_shapes(layer_adapters(spec, wl, layer, targets))
+        if sum(d * r for d, r in shapes) > sum(d * r for d, r in best[0]):
+            formed = layer_adapters(spec, wl, layer, targets, _before_peak(spec, layer))
+            best = shapes, sum(t.nbytes for t in formed)
+    return best
+
+
+def _adapter_shapes(tensors: tuple[ParamTensor, ...]) -> tuple[Shape, ...]:
+    """Every LoRA A and B tensor as (dim 0, rest)."""
+    return tuple((t.rows, t.cols * t.stack) for t in tensors for _ in range(t.count))
 
 
 def _whole(spec: ModelSpec, par: Parallelism, stage: int) -> Fraction:
@@ -189,7 +215,7 @@ def per_rank(spec: ModelSpec, wl: Training, p: Parts, tensors: tuple[ParamTensor
     """`p` (one unsharded replica) as the most loaded GPU of pipeline stage `stage` holds it: each amount
     divided once by its `RankShare` fraction, plus the strategy's `Collectives` (core/parallel.py)."""
     par = wl.parallel
-    adapters = () if wl.method is Method.FULL else _adapter_shapes(spec, tensors, per_layer=False)
+    adapters = () if wl.method is Method.FULL else _adapter_shapes(tensors)
     share = rank_share(spec, par, stage=stage, micro_batches=wl.grad_accum if par.pp > 1 else 1,
                        amp=wl.precision.is_amp, adapters=adapters)
     if share.master and any(t.element_bytes < 4 for t in tensors):
