@@ -249,3 +249,23 @@ def test_qwen3_next_value_heads_must_be_a_multiple_of_key_heads():
     """fix_query_key_value_ordering splits the value heads evenly over the key heads."""
     with pytest.raises(ConfigError, match="linear_num_key_heads=3 does not divide linear_num_value_heads=4"):
         _tiny("tiny-qwen3_next", linear_num_key_heads=3)
+
+
+def test_qwen3_next_cache_splits_attention_and_delta_net_state():
+    """tiny-qwen3_next (D A D A), bf16, batch 2, 48 + 8 tokens: the attention layers cache K/V per token,
+    the gated DeltaNet layers a conv state (q, k, v channels) and an fp32 (value heads, key dim, value dim)
+    recurrent state."""
+    # attention: 2 KV heads × 16 × (K + V) × 2 B = 128 B/token; 55 tokens × 2 sequences = 14,080 × 2 layers.
+    # conv: 2 × conv_dim (2·16 + 48 = 80) × 4 taps × 2 B = 1,280 × 2 layers; recurrent: 2 × 4 value heads ×
+    # 8 × 12 × 4 B = 3,072 × 2 layers
+    term = kv_cache(_tiny("tiny-qwen3_next"),
+                    Inference(prompt_tokens=48, new_tokens=8, batch_size=2, dtype=DType.BF16))
+    assert term.flat() == {"conv_state": 2_560, "ssm_state": 6_144, "full_attention": 28_160}
+
+
+def test_qwen3_next_state_bytes_at_80b_shapes():
+    """One bf16 sequence of Qwen3-Next-80B-A3B's mixer (16 key heads, 32 value heads, 128 each, 4 taps)."""
+    # conv_dim 2·2048 + 4096 = 8,192; conv 8,192 × 4 × 2 B = 65,536; recurrent 32 × 128 × 128 × 4 B = 2,097,152
+    mixer = GatedDeltaNetSpec(num_key_heads=16, num_value_heads=32, key_head_dim=128, value_head_dim=128,
+                              conv_kernel=4)
+    assert mamba_state_bytes(mixer, batch=1, conv_dtype=DType.BF16) == (65_536, 2_097_152)
