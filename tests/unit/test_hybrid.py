@@ -265,7 +265,8 @@ def test_qwen3_next_cache_splits_attention_and_delta_net_state():
 
 def test_qwen3_next_state_bytes_at_80b_shapes():
     """One bf16 sequence of Qwen3-Next-80B-A3B's mixer (16 key heads, 32 value heads, 128 each, 4 taps)."""
-    # conv_dim 2·2048 + 4096 = 8,192; conv 8,192 × 4 × 2 B = 65,536; recurrent 32 × 128 × 128 × 4 B = 2,097,152
+    # conv_dim 2·2048 + 4096 = 8,192; conv 8,192 × 4 × 2 B = 65,536;
+    # recurrent 32 × 128 × 128 × 4 B = 2,097,152
     mixer = GatedDeltaNetSpec(num_key_heads=16, num_value_heads=32, key_head_dim=128, value_head_dim=128,
                               conv_kernel=4)
     assert mamba_state_bytes(mixer, batch=1, conv_dtype=DType.BF16) == (65_536, 2_097_152)

@@ -83,7 +83,8 @@ recurrent loop (`discrete_A · state + deltaB_u`, both fp32), the gated DeltaNet
 cache_utils.LinearAttentionLayer.lazy_initialization (recurrent_states), mamba2_chunk_scan in
 modeling_granitemoehybrid.py / modeling_nemotron_h.py, mamba_selective_scan in modeling_jamba.py and
 torch_chunk_gated_delta_rule in modeling_qwen3_next.py (the torch paths, without mamba_ssm or
-flash-linear-attention); checked against a real Qwen3-Next cache (tests/crosscheck/test_qwen3_next_cache.py)."""
+flash-linear-attention); checked against a real Qwen3-Next cache
+(tests/crosscheck/test_qwen3_next_cache.py)."""
 
 
 def mamba_state_bytes(mamba: MixerSpec, *, batch: int, conv_dtype: DType) -> tuple[int, int]:
