@@ -62,3 +62,23 @@ def test_analytic_follows_the_trace_on_hybrids(config: dict[str, Any], batch: in
                              (PhaseName.DECODE, decode_tolerance)):
         expected = _without_workspace(traced.phase(phase))
         assert abs(_without_workspace(ours.phase(phase)) - expected) <= tolerance * expected, phase
+
+
+def test_every_family_with_a_recurrent_mask_gets_it_patched() -> None:
+    """Each family module of transformers that imports create_recurrent_attention_mask by name is in
+    RECURRENT_MASK_MODULES, so the trace sees None for the unpadded inputs as a GPU run does (Qwen3-Next's
+    gated DeltaNet layers included)."""
+    import importlib
+
+    from memfit.core.families import FAMILIES
+    from memfit.trace.patches import RECURRENT_MASK_MODULES
+
+    importing = set()
+    for family in FAMILIES:
+        try:
+            module = importlib.import_module(f"transformers.models.{family}.modeling_{family}")
+        except ImportError:
+            continue
+        if hasattr(module, "create_recurrent_attention_mask"):
+            importing.add(family)
+    assert importing == set(RECURRENT_MASK_MODULES)

@@ -24,7 +24,7 @@ EXPECTED_FAMILIES = {
     "gemma3_text", "phi", "phi3", "gpt2", "gpt_bigcode", "gpt_neox", "gptj", "opt", "bloom", "falcon",
     "cohere", "cohere2", "deepseek_v2", "deepseek_v3", "olmo2", "starcoder2", "granite", "gpt_oss",
     "granitemoehybrid", "nemotron_h", "bamba", "falcon_h1", "qwen2_5_vl", "llava", "jamba", "llama4",
-    "llama4_text", "mistral3",
+    "llama4_text", "mistral3", "qwen3_next",
 }
 
 
@@ -252,6 +252,15 @@ TINY_TOTALS = [
     # 3·64·96 = 18,432; MoE router 64·4 = 256, experts 4·(2·96·64) + 4·64·96 = 73,728 → 73,984; norms 128.
     # 51,236 + 2·106,788 + 30,848 = 295,660; + 6,144 + 64 + 6,144 = 308,012
     ("tiny-jamba", 308_012),
+    # Qwen3-Next, layers D+MLP, A+MoE, D+MoE, A+MoE (full_attention_interval 2; mlp_only_layers [0]), untied.
+    # Gated DeltaNet (2 key heads of 8, 4 value heads of 12, 4 taps): key_dim 16, value_dim 48, conv_dim 80;
+    # in_proj_qkvz 64·(2·16 + 2·48) = 8,192; in_proj_ba 64·2·4 = 512; conv1d 80·4 (no bias) = 320;
+    # dt_bias, A_log 4 each; gated norm 12; out_proj 48·64 = 3,072 → 12,116. Attention (4 heads of 16, 2 KV):
+    # q_proj with its output gate 64·2·64 = 8,192; k, v 2,048 each; o 4,096; q/k norms 16 each → 16,416.
+    # Dense MLP 3·64·80 = 15,360; MoE router 4·64 = 256, experts 4·2·24·64 + 4·64·24 = 18,432, shared
+    # expert 3·64·32 = 6,144, shared_expert_gate 64 → 24,896; norms 128 per layer.
+    # 27,604 + 2·41,440 + 37,140 = 147,624; + 6,144 + 64 + 6,144 = 159,976
+    ("tiny-qwen3_next", 159_976),
     # Granite-4.0-H, layers M M A M, tied. A Mamba mixer (8 heads of 16, d_state 16, 2 groups, 4 taps):
     # d_inner 128, conv_dim 128 + 2·2·16 = 192; in_proj 64·(128 + 192 + 8) = 20,992; conv1d 192·4 + 192 =
     # 960; dt_bias, A_log, D 24; gated norm 128; out_proj 128·64 = 8,192 → 30,296. Attention q, o 4,096,

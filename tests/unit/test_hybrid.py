@@ -14,7 +14,7 @@ from memfit.core.estimate import estimate
 from memfit.core.families import spec_from_config
 from memfit.core.kv_cache import kv_cache, mamba_state_bytes
 from memfit.core.params import count_params
-from memfit.core.spec import Mamba1Spec, MambaSpec, ModelSource, ModelSpec
+from memfit.core.spec import GatedDeltaNetSpec, Mamba1Spec, MambaSpec, ModelSource, ModelSpec
 from memfit.core.ssm import mamba_decode_step, mamba_prefill_step
 from memfit.core.workload import Inference, Parallelism, Training
 from memfit.sources.resolve import load_model
@@ -205,3 +205,68 @@ def test_jamba_unmodelled_jobs_are_refused_like_mamba_2(workload):
     """Jamba's Mamba-1 layers get the same one-line refusal as the Mamba-2 hybrids."""
     with pytest.raises(InvalidWorkload, match=r"^tiny-jamba has Mamba .* is not modelled yet$"):
         estimate(_tiny("tiny-jamba"), workload)
+
+
+QWEN3_NEXT_DEFAULTS = {"model_type": "qwen3_next", "hidden_size": 2048, "num_hidden_layers": 48,
+                       "num_attention_heads": 16, "vocab_size": 151936}
+"""Qwen3NextConfig() with only the required fields stated: the Qwen3-Next-80B-A3B shapes."""
+QWEN3_NEXT_SOURCE = ModelSource(kind="config", ref="defaults")
+
+
+def test_qwen3_next_every_fourth_layer_is_full_attention():
+    """Without layer_types, (i + 1) % full_attention_interval == 0 is full attention (interval 4)."""
+    spec = spec_from_config(QWEN3_NEXT_DEFAULTS, name="qwen3-next", source=QWEN3_NEXT_SOURCE)
+    assert [i for i, layer in enumerate(spec.layers) if layer.attention is not None] == list(range(3, 48, 4))
+    assert all(isinstance(layer.mamba, GatedDeltaNetSpec) for layer in spec.layers if layer.attention is None)
+    assert all(layer.is_moe for layer in spec.layers)
+
+
+def test_qwen3_next_mixer_and_gated_attention_parameters_at_80b_shapes():
+    """36 gated DeltaNet mixers and 12 output-gated attention blocks, as transformers builds them."""
+    # DeltaNet: key_dim 16·128 = 2,048, value_dim 32·128 = 4,096, conv_dim 8,192. in_proj_qkvz
+    # 2048·(2·2048 + 2·4096) = 25,165,824; in_proj_ba 2048·64 = 131,072; conv1d 8192·4 = 32,768; dt_bias,
+    # A_log 32 each; gated norm 128; out_proj 4096·2048 = 8,388,608 → 33,718,464 per layer.
+    # Attention (16 heads of 256, 2 KV): q_proj 2048·2·4096 = 16,777,216; k, v 2048·512 = 1,048,576 each;
+    # o_proj 4096·2048 = 8,388,608; q/k norms 256 each → 27,263,488 per layer
+    spec = spec_from_config(QWEN3_NEXT_DEFAULTS, name="qwen3-next", source=QWEN3_NEXT_SOURCE)
+    tree = count_params(spec).flat()
+    assert tree["layers/mamba"] == 36 * 33_718_464
+    assert tree["layers/mamba/in_proj_qkvz"] == 36 * 25_165_824
+    assert tree["layers/attention"] == 12 * 27_263_488
+    assert tree["layers/attention/q_proj"] == 12 * 16_777_216
+
+
+@pytest.mark.parametrize("workload", [Inference(prompt_tokens=64), Training(seq_len=64)],
+                         ids=["inference", "training"])
+def test_qwen3_next_working_sets_are_refused_in_one_line(workload):
+    """Its parameters are counted; what its gated DeltaNet layers need at run time is refused, not guessed."""
+    with pytest.raises(InvalidWorkload, match=r"^tiny-qwen3_next has its gated DeltaNet linear-attention "
+                                              r"layers: .* not model its activations and cache yet$"):
+        estimate(_tiny("tiny-qwen3_next"), workload)
+
+
+def test_qwen3_next_value_heads_must_be_a_multiple_of_key_heads():
+    """fix_query_key_value_ordering splits the value heads evenly over the key heads."""
+    with pytest.raises(ConfigError, match="linear_num_key_heads=3 does not divide linear_num_value_heads=4"):
+        _tiny("tiny-qwen3_next", linear_num_key_heads=3)
+
+
+def test_qwen3_next_cache_splits_attention_and_delta_net_state():
+    """tiny-qwen3_next (D A D A), bf16, batch 2, 48 + 8 tokens: the attention layers cache K/V per token,
+    the gated DeltaNet layers a conv state (q, k, v channels) and an fp32 (value heads, key dim, value dim)
+    recurrent state."""
+    # attention: 2 KV heads × 16 × (K + V) × 2 B = 128 B/token; 55 tokens × 2 sequences = 14,080 × 2 layers.
+    # conv: 2 × conv_dim (2·16 + 48 = 80) × 4 taps × 2 B = 1,280 × 2 layers; recurrent: 2 × 4 value heads ×
+    # 8 × 12 × 4 B = 3,072 × 2 layers
+    term = kv_cache(_tiny("tiny-qwen3_next"),
+                    Inference(prompt_tokens=48, new_tokens=8, batch_size=2, dtype=DType.BF16))
+    assert term.flat() == {"conv_state": 2_560, "ssm_state": 6_144, "full_attention": 28_160}
+
+
+def test_qwen3_next_state_bytes_at_80b_shapes():
+    """One bf16 sequence of Qwen3-Next-80B-A3B's mixer (16 key heads, 32 value heads, 128 each, 4 taps)."""
+    # conv_dim 2·2048 + 4096 = 8,192; conv 8,192 × 4 × 2 B = 65,536;
+    # recurrent 32 × 128 × 128 × 4 B = 2,097,152
+    mixer = GatedDeltaNetSpec(num_key_heads=16, num_value_heads=32, key_head_dim=128, value_head_dim=128,
+                              conv_kernel=4)
+    assert mamba_state_bytes(mixer, batch=1, conv_dtype=DType.BF16) == (65_536, 2_097_152)

@@ -63,7 +63,13 @@ MAMBA_PATH_NOTE = ("Mamba layers: transformers' torch path (mamba2_chunk_scan, o
 
 def refuse_unmodeled_mixers(spec: ModelSpec, workload: Inference | Training) -> None:
     """InvalidWorkload for a model with Mamba layers outside what is modelled: inference under
-    runtime=transformers on one GPU (training, vLLM, llama.cpp and tp/pp splits are not modelled yet)."""
+    runtime=transformers on one GPU (training, vLLM, llama.cpp and tp/pp splits are not modelled yet).
+    Layers no working-set formula models yet (Qwen3-Next's gated DeltaNet and gated attention) refuse every
+    job: their parameters are counted exactly, their activations and cache are not."""
+    unmodeled = spec.unmodeled_layers
+    if unmodeled:
+        raise InvalidWorkload(f"{spec.name} has {unmodeled}: memfit counts its parameters exactly but does "
+                              "not model its activations and cache yet")
     if not spec.has_mamba:
         return
     what = None

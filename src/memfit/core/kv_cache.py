@@ -78,18 +78,21 @@ def per_token_widths(att: AttentionSpec, prof: RuntimeProfile, *, tp: int) -> tu
 SSM_STATE_DTYPE = DType.FP32
 """The SSM state transformers' cache keeps: `zeros_like(final_state)` of the scan, which runs in fp32
 whatever the model dtype: Mamba-2's chunked scan (`hidden_states.float()`, B and C `.float()`), Mamba-1's
-recurrent loop (`discrete_A · state + deltaB_u`, both fp32). Source: transformers 5.17
+recurrent loop (`discrete_A · state + deltaB_u`, both fp32), the gated DeltaNet's torch_chunk_gated_delta_rule
+(q, k, v, β and the decay cast to fp32). Source: transformers 5.17
 cache_utils.LinearAttentionLayer.lazy_initialization (recurrent_states), mamba2_chunk_scan in
-modeling_granitemoehybrid.py / modeling_nemotron_h.py and mamba_selective_scan in modeling_jamba.py (the
-torch paths, without mamba_ssm)."""
+modeling_granitemoehybrid.py / modeling_nemotron_h.py, mamba_selective_scan in modeling_jamba.py and
+torch_chunk_gated_delta_rule in modeling_qwen3_next.py (the torch paths, without mamba_ssm or
+flash-linear-attention); checked against a real Qwen3-Next cache
+(tests/crosscheck/test_qwen3_next_cache.py)."""
 
 
 def mamba_state_bytes(mamba: MixerSpec, *, batch: int, conv_dtype: DType) -> tuple[int, int]:
     """(conv state bytes, SSM state bytes) one Mamba layer keeps for `batch` sequences, at any length.
 
     conv: batch × conv_dim × conv_kernel in the compute dtype (the dtype of in_proj's output slice);
-    ssm: batch × ssm_state_elements (Mamba-2: num_heads × head_dim × d_state; Mamba-1: d_inner × d_state)
-    in SSM_STATE_DTYPE.
+    ssm: batch × ssm_state_elements (Mamba-2: num_heads × head_dim × d_state; Mamba-1: d_inner × d_state;
+    gated DeltaNet: num_value_heads × key_head_dim × value_head_dim) in SSM_STATE_DTYPE.
     Source: transformers 5.17 cache_utils.LinearAttentionLayer.lazy_initialization (conv_states:
     zeros((*conv_states.shape[:-1], conv_kernel_size), dtype=conv_states.dtype)).
     """

@@ -107,6 +107,12 @@ FIELD_BOUNDS: dict[str, Bound] = {
     **_bound(1, MAX_HIDDEN_SIZE, "MAX_HIDDEN_SIZE", "mamba_dt_rank"),
     **_bound(1, MAX_NUM_LAYERS, "MAX_NUM_LAYERS", "attn_layer_period", "expert_layer_period"),
     **_bound(0, MAX_NUM_LAYERS, "MAX_NUM_LAYERS", "attn_layer_offset", "expert_layer_offset"),
+    # Qwen3-Next gated DeltaNet mixers: heads like attention heads; head widths and conv taps like a head
+    # dim; the full-attention layer spacing like a layer count
+    **_bound(1, MAX_NUM_HEADS, "MAX_NUM_HEADS", "linear_num_key_heads", "linear_num_value_heads"),
+    **_bound(1, MAX_HEAD_DIM, "MAX_HEAD_DIM", "linear_key_head_dim", "linear_value_head_dim",
+             "linear_conv_kernel_dim"),
+    **_bound(1, MAX_NUM_LAYERS, "MAX_NUM_LAYERS", "full_attention_interval"),
     # vision towers (qwen2_5_vl, llava, gemma3): blocks like layers, heads like heads, the projector's
     # output width like a hidden size; image tokens, merge and temporal patch like an image dimension
     **_bound(1, MAX_NUM_LAYERS, "MAX_NUM_LAYERS", "depth"),

@@ -26,6 +26,7 @@ from memfit.core.choices import NormKind, QkNorm
 from memfit.core.result import ParamNode
 from memfit.core.spec import (
     AttentionSpec,
+    GatedDeltaNetSpec,
     LayerSpec,
     Mamba1Spec,
     MixerSpec,
@@ -93,11 +94,12 @@ def _attention_linears(spec: ModelSpec, att: AttentionSpec, names: ModuleNames) 
         return
     q_width = att.num_heads * att.head_dim
     kv_width = att.num_kv_heads * att.head_dim
+    q_out = 2 * q_width if att.output_gate else q_width   # the gate rides in q_proj (Qwen3NextAttention)
     if att.fused_qkv:
-        yield Linear(name=names.qkv, role="attention", fan_in=h, fan_out=q_width + 2 * kv_width,
+        yield Linear(name=names.qkv, role="attention", fan_in=h, fan_out=q_out + 2 * kv_width,
                      bias=att.qkv_bias)
     else:
-        yield Linear(name=names.q, role="attention", fan_in=h, fan_out=q_width, bias=att.qkv_bias)
+        yield Linear(name=names.q, role="attention", fan_in=h, fan_out=q_out, bias=att.qkv_bias)
         yield Linear(name=names.k, role="attention", fan_in=h, fan_out=kv_width, bias=att.qkv_bias,
                      tp_split=att.num_kv_heads)
         yield Linear(name=names.v, role="attention", fan_in=h, fan_out=kv_width, bias=att.qkv_bias,
@@ -141,7 +143,14 @@ def _mamba_linears(h: int, mamba: MixerSpec) -> Iterator[Linear]:
     """in_proj (hidden → gate, x, B, C, dt) and out_proj (d_inner → hidden); Mamba-1 adds x_proj
     (d_inner → dt, B, C) and dt_proj (dt_rank → d_inner, with bias). The depthwise conv1d is no Linear (its
     weight is counted in layer_non_linear_params). Source: transformers 5.17 GraniteMoeHybridMambaLayer,
-    NemotronHMamba2Mixer and JambaMambaMixer (__init__)."""
+    NemotronHMamba2Mixer and JambaMambaMixer (__init__). A gated DeltaNet has in_proj_qkvz (hidden → q, k,
+    v, z), in_proj_ba (hidden → b, a) and out_proj (value_dim → hidden), none with a bias
+    (Qwen3NextGatedDeltaNet)."""
+    if isinstance(mamba, GatedDeltaNetSpec):
+        yield Linear(name="in_proj_qkvz", role="mamba", fan_in=h, fan_out=mamba.qkvz_width, bias=False)
+        yield Linear(name="in_proj_ba", role="mamba", fan_in=h, fan_out=mamba.ba_width, bias=False)
+        yield Linear(name="out_proj", role="mamba", fan_in=mamba.value_dim, fan_out=h, bias=False)
+        return
     yield Linear(name="in_proj", role="mamba", fan_in=h, fan_out=mamba.in_proj_width, bias=mamba.proj_bias)
     if isinstance(mamba, Mamba1Spec):
         yield Linear(name="x_proj", role="mamba", fan_in=mamba.d_inner, fan_out=mamba.x_proj_width,
@@ -214,6 +223,12 @@ def layer_non_linear_params(spec: ModelSpec, layer: LayerSpec) -> tuple[tuple[st
 
 
 def _mamba_non_linear_params(mamba: MixerSpec) -> tuple[tuple[str, int], ...]:
+    if isinstance(mamba, GatedDeltaNetSpec):
+        # conv1d without bias; dt_bias and A_log per value head; the gated RMSNorm over one value head
+        # (Qwen3NextGatedDeltaNet.__init__, Qwen3NextRMSNormGated(head_v_dim))
+        heads = mamba.num_value_heads
+        return (("mamba/conv1d", mamba.conv_dim * mamba.conv_kernel), ("mamba/dt_bias", heads),
+                ("mamba/A_log", heads), ("mamba/norm", mamba.value_head_dim))
     conv = mamba.conv_dim * mamba.conv_kernel + (mamba.conv_dim if mamba.conv_bias else 0)
     if isinstance(mamba, Mamba1Spec):
         # A_log (d_inner, d_state), D (d_inner); Jamba's dt, B and C RMSNorms (JambaMambaMixer.__init__)

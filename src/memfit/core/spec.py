@@ -60,6 +60,8 @@ class AttentionSpec:
     qkv_copies: bool = False              # the fused qkv output is reshaped into fresh q, k, v (BLOOM)
     eager_scores: EagerScores = EagerScores.SOFTMAX_FP32   # what eager attention keeps per score
     softmax_dtype: SoftmaxDtype = SoftmaxDtype.FP32   # the dtype eager attention takes its softmax in
+    output_gate: bool = False             # q_proj also writes a per-head gate: q_proj is 2·heads·head_dim
+                                          # wide and the output is × sigmoid(gate) (Qwen3NextAttention)
 
     def __post_init__(self) -> None:
         for name in ("num_heads", "num_kv_heads", "head_dim"):
@@ -219,8 +221,73 @@ class Mamba1Spec:
         return self.dt_rank + 2 * self.d_state
 
 
-MixerSpec = MambaSpec | Mamba1Spec
-"""A state-space mixer: Mamba-2 (SSD, heads) or Mamba-1 (selective scan per channel)."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatedDeltaNetSpec:
+    """A gated DeltaNet linear-attention mixer (Qwen3-Next `linear_attn`): in_proj_qkvz → causal depthwise
+    conv over q, k, v → gated delta rule → gated RMSNorm (per value head, gate z) → out_proj.
+
+    in_proj_qkvz writes [q, k (num_key_heads × key_head_dim each) | v, z (num_value_heads × value_head_dim
+    each)]; in_proj_ba writes b and a (one per value head each); the conv (no bias) runs over q, k and v
+    (conv_dim = 2·key_dim + value_dim channels, conv_kernel taps); dt_bias and A_log (one per value head);
+    the gated RMSNorm's weight is value_head_dim wide (shared by all heads). The per-sequence state a cache
+    keeps: the last conv_kernel inputs of the conv (batch × conv_dim × conv_kernel) and the recurrent state
+    (batch × num_value_heads × key_head_dim × value_head_dim).
+    Source: transformers 5.17 Qwen3NextGatedDeltaNet (__init__, fix_query_key_value_ordering).
+    """
+
+    num_key_heads: int
+    num_value_heads: int
+    key_head_dim: int
+    value_head_dim: int
+    conv_kernel: int
+
+    def __post_init__(self) -> None:
+        for name in ("num_key_heads", "num_value_heads", "key_head_dim", "value_head_dim", "conv_kernel"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"linear attention {name}={getattr(self, name)} must be at least 1")
+        if self.num_value_heads % self.num_key_heads:
+            raise ConfigError(f"linear_num_key_heads={self.num_key_heads} does not divide "
+                              f"linear_num_value_heads={self.num_value_heads}")
+
+    @property
+    def key_dim(self) -> int:
+        """Width of q and of k: num_key_heads × key_head_dim."""
+        return self.num_key_heads * self.key_head_dim
+
+    @property
+    def value_dim(self) -> int:
+        """Width of v, of the gate z and of the mixer's output: num_value_heads × value_head_dim."""
+        return self.num_value_heads * self.value_head_dim
+
+    @property
+    def conv_dim(self) -> int:
+        """Channels of the causal conv: q, k and v."""
+        return 2 * self.key_dim + self.value_dim
+
+    @property
+    def qkvz_width(self) -> int:
+        """Outputs of in_proj_qkvz: q, k, v and the gate z."""
+        return 2 * self.key_dim + 2 * self.value_dim
+
+    @property
+    def ba_width(self) -> int:
+        """Outputs of in_proj_ba: b (the write strength β) and a (the decay's input), one per value head."""
+        return 2 * self.num_value_heads
+
+    @property
+    def in_proj_width(self) -> int:
+        """Outputs of both input projections: in_proj_qkvz and in_proj_ba."""
+        return self.qkvz_width + self.ba_width
+
+    @property
+    def ssm_state_elements(self) -> int:
+        """Elements of one sequence's recurrent state: num_value_heads × key_head_dim × value_head_dim."""
+        return self.num_value_heads * self.key_head_dim * self.value_head_dim
+
+
+MixerSpec = MambaSpec | Mamba1Spec | GatedDeltaNetSpec
+"""A recurrent mixer: Mamba-2 (SSD, heads), Mamba-1 (selective scan per channel) or a gated DeltaNet
+(Qwen3-Next linear attention)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -390,6 +457,15 @@ class ModelSpec:
     def has_mamba(self) -> bool:
         """Whether any layer is a Mamba (state-space) mixer: a hybrid or pure state-space model."""
         return any(layer.mamba is not None for layer in self.layers)
+
+    @property
+    def unmodeled_layers(self) -> str:
+        """What no working-set formula models yet ("" when none): gated DeltaNet mixers, gated attention."""
+        if any(isinstance(layer.mamba, GatedDeltaNetSpec) for layer in self.layers):
+            return "its gated DeltaNet linear-attention layers"
+        if any(att.output_gate for att in self.attention_specs):
+            return "its output-gated attention"
+        return ""
 
     @property
     def attention_specs(self) -> tuple[AttentionSpec, ...]:

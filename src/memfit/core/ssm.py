@@ -32,11 +32,14 @@ selective_scan_prefill_step and selective_scan_decode_step.
 
 from __future__ import annotations
 
+from memfit.core.errors import InvalidWorkload
 from memfit.core.overhead import round_block
 from memfit.core.result import Term
-from memfit.core.spec import Mamba1Spec, MixerSpec
+from memfit.core.spec import GatedDeltaNetSpec, Mamba1Spec, MixerSpec
 
 FP32_BYTES = 4
+DELTA_NET_NOT_MODELED = "gated DeltaNet working sets are not modelled yet"
+"""estimate() refuses models with such layers first (refuse_unmodeled_mixers); this guards direct calls."""
 """The chunked scan and the recurrent update run in fp32 (`.float()` on x, B, C, dt)."""
 
 
@@ -47,6 +50,8 @@ def mamba_prefill_step(mamba: MixerSpec, *, b: int, s: int, hidden: int, dt: int
     """
     if isinstance(mamba, Mamba1Spec):
         return selective_scan_prefill_step(mamba, b=b, s=s, hidden=hidden, dt=dt)
+    if isinstance(mamba, GatedDeltaNetSpec):
+        raise InvalidWorkload(DELTA_NET_NOT_MODELED)
     f, h, p, n = FP32_BYTES, mamba.num_heads, mamba.head_dim, mamba.d_state
     d, c = mamba.d_inner, mamba.conv_dim
     chunks = -(-s // mamba.chunk_size)
@@ -93,6 +98,8 @@ def mamba_decode_step(mamba: MixerSpec, *, b: int, hidden: int, dt: int) -> Term
     (b, C, K + 1) and the recurrent update's (b, H, P, N) temporaries (see the module docstring)."""
     if isinstance(mamba, Mamba1Spec):
         return selective_scan_decode_step(mamba, b=b, hidden=hidden, dt=dt)
+    if isinstance(mamba, GatedDeltaNetSpec):
+        raise InvalidWorkload(DELTA_NET_NOT_MODELED)
     state = b * mamba.num_heads * mamba.head_dim * mamba.d_state
     update = state * (3 * FP32_BYTES + 2 * dt)
     window = b * mamba.conv_dim * (mamba.conv_kernel + 1) * dt

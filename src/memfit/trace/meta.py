@@ -42,7 +42,7 @@ _TOP = {
 
 _LAYER_ATTENTION = {"self_attn", "attn", "self_attention", "attention"}
 _LAYER_MLP = {"mlp", "feed_forward", "block_sparse_moe", "shared_mlp"}
-_LAYER_MAMBA = {"mamba"}
+_LAYER_MAMBA = {"mamba", "linear_attn"}   # linear_attn: Qwen3NextGatedDeltaNet
 _MAMBA_LEAVES = {"in_proj", "out_proj", "conv1d", "dt_bias", "A_log", "D", "norm"}
 """Parameters of a Mamba-2 mixer (GraniteMoeHybridMambaLayer `mamba`, NemotronHMamba2Mixer `mixer`)."""
 _ATTENTION_LEAVES = {"q_proj", "k_proj", "v_proj", "o_proj"}

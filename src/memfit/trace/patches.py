@@ -221,7 +221,7 @@ def install() -> None:
     _state["installed"] = True
 
 
-RECURRENT_MASK_MODULES = ("bamba", "falcon_h1", "granitemoehybrid", "jamba", "nemotron_h")
+RECURRENT_MASK_MODULES = ("bamba", "falcon_h1", "granitemoehybrid", "jamba", "nemotron_h", "qwen3_next")
 """transformers.models.<name>.modeling_<name> modules that import create_recurrent_attention_mask by name."""
 
 

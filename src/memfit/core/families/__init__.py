@@ -50,6 +50,7 @@ from memfit.core.families import (
     qwen2_moe,
     qwen3,
     qwen3_moe,
+    qwen3_next,
     starcoder2,
 )
 from memfit.core.families._config import check_shape_fields
@@ -96,6 +97,7 @@ FAMILIES: dict[str, SpecBuilder] = {
     "qwen2_moe": qwen2_moe.spec_from_config,
     "qwen3": qwen3.spec_from_config,
     "qwen3_moe": qwen3_moe.spec_from_config,
+    "qwen3_next": qwen3_next.spec_from_config,
     "starcoder2": starcoder2.spec_from_config,
 }
 """HF model_type → the function mapping its config.json to a ModelSpec."""

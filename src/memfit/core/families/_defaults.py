@@ -229,6 +229,15 @@ CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
         "moe_intermediate_size": 768, "decoder_sparse_step": 1,
         "hidden_act": "silu",
     },
+    "qwen3_next": {
+        "hidden_size": 2048, "num_hidden_layers": 48, "num_attention_heads": 16, "num_key_value_heads": 2,
+        "head_dim": 256, "vocab_size": 151936, "max_position_embeddings": 32768, "intermediate_size": 5632,
+        "tie_word_embeddings": False, "attention_bias": False, "num_experts": 512, "num_experts_per_tok": 10,
+        "moe_intermediate_size": 512, "shared_expert_intermediate_size": 512, "decoder_sparse_step": 1,
+        "linear_conv_kernel_dim": 4, "linear_key_head_dim": 128, "linear_value_head_dim": 128,
+        "linear_num_key_heads": 16, "linear_num_value_heads": 32, "full_attention_interval": 4,
+        "hidden_act": "silu",
+    },
     "starcoder2": {
         "hidden_size": 3072, "num_hidden_layers": 30, "num_attention_heads": 24, "num_key_value_heads": 2,
         "vocab_size": 49152, "max_position_embeddings": 4096, "intermediate_size": 12288,
