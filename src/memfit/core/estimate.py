@@ -65,11 +65,12 @@ def refuse_unmodeled_mixers(spec: ModelSpec, workload: Inference | Training) -> 
     """InvalidWorkload for a model with Mamba layers outside what is modelled: inference under
     runtime=transformers on one GPU (training, vLLM, llama.cpp and tp/pp splits are not modelled yet).
     Layers no working-set formula models yet (Qwen3-Next's gated DeltaNet and gated attention) refuse every
-    job: their parameters are counted exactly, their activations and cache are not."""
+    job: their parameters and recurrent state are counted exactly, their prefill and decode working sets are
+    not."""
     unmodeled = spec.unmodeled_layers
     if unmodeled:
-        raise InvalidWorkload(f"{spec.name} has {unmodeled}: memfit counts its parameters exactly but does "
-                              "not model its activations and cache yet")
+        raise InvalidWorkload(f"{spec.name} has {unmodeled}: memfit counts its parameters (memfit params) "
+                              "but does not model their prefill and decode activations yet")
     if not spec.has_mamba:
         return
     what = None
