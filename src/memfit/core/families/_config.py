@@ -115,6 +115,19 @@ def opt_list(config: Mapping[str, Any], key: str, *, name: str) -> list[Any] | N
     return value
 
 
+def opt_objects(config: Mapping[str, Any], *keys: str, name: str) -> tuple[Mapping[str, Any] | None, ...]:
+    """The nested config objects `keys` (None where absent or null), in order.
+
+    Raises:
+        ConfigError: one of them is present but not a JSON object (one line naming all of `keys`).
+    """
+    values = tuple(config.get(key) for key in keys)
+    if any(value is not None and not isinstance(value, Mapping) for value in values):
+        fields = " and ".join(repr(key) for key in keys)
+        raise ConfigError(f"{name}: config fields {fields} must be objects")
+    return values
+
+
 def checkpoint_dtype(config: Mapping[str, Any], *, name: str, default: DType = DType.FP32) -> DType:
     """The stored weight dtype from `dtype` or `torch_dtype`; fp32 when neither is given.
 

@@ -59,14 +59,24 @@ def ibm_mamba(config: Mapping[str, Any], *, name: str) -> MambaSpec:
     mamba_d_head "auto" = mamba_expand × hidden_size // mamba_n_heads. Source: transformers 5.17.0
     BambaConfig / GraniteMoeHybridConfig (field defaults, __post_init__, validate_architecture).
     """
-    hidden = req_int(config, "hidden_size", name=name)
+    d_inner = (opt_int(config, "mamba_expand", default=2, name=name) or 2) * req_int(config, "hidden_size",
+                                                                                      name=name)
+    return mamba2_from_fields(config, name=name, d_inner=d_inner, width="mamba_expand × hidden_size")
+
+
+def mamba2_from_fields(config: Mapping[str, Any], *, name: str, d_inner: int, width: str,
+                       **quirks: Any) -> MambaSpec:
+    """A Mamba-2 mixer of width `d_inner` from the mamba_* fields the IBM and TII configs share (their
+    defaults: 128 heads, d_head "auto" = d_inner // heads, d_state 256, 1 group, 4 conv taps, chunk 256,
+    conv bias, no projection bias); `width` names where d_inner came from, for the error; `quirks` are the
+    family's own MambaSpec fields. Source: transformers 5.17.0 BambaConfig, GraniteMoeHybridConfig,
+    FalconH1Config field defaults."""
     heads = opt_int(config, "mamba_n_heads", default=128, name=name) or 128
-    d_inner = (opt_int(config, "mamba_expand", default=2, name=name) or 2) * hidden
     raw_head = config.get("mamba_d_head", "auto")
     head_dim = d_inner // heads if raw_head in ("auto", None) else req_int(config, "mamba_d_head", name=name)
     if head_dim * heads != d_inner:
-        raise ConfigError(f"{name}: mamba_d_head={head_dim} × mamba_n_heads={heads} must equal "
-                          f"mamba_expand × hidden_size = {d_inner}")
+        raise ConfigError(f"{name}: mamba_d_head={head_dim} × mamba_n_heads={heads} must equal {width} = "
+                          f"{d_inner}")
     return MambaSpec(
         num_heads=heads, head_dim=head_dim,
         d_state=opt_int(config, "mamba_d_state", default=256, name=name) or 256,
@@ -75,4 +85,5 @@ def ibm_mamba(config: Mapping[str, Any], *, name: str) -> MambaSpec:
         chunk_size=opt_int(config, "mamba_chunk_size", default=256, name=name) or 256,
         conv_bias=opt_bool(config, "mamba_conv_bias", default=True, name=name),
         proj_bias=opt_bool(config, "mamba_proj_bias", default=False, name=name),
+        **quirks,
     )

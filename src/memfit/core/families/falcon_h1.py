@@ -16,9 +16,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from memfit.core.errors import ConfigError
 from memfit.core.families._config import opt_bool, opt_int, req_int
 from memfit.core.families._decoder import decoder_spec
+from memfit.core.families._hybrid import mamba2_from_fields
 from memfit.core.spec import LayerSpec, MambaSpec, ModelSource, ModelSpec
 
 DECODE_SHAPE_NOTE = (
@@ -34,20 +34,9 @@ def _mamba(config: Mapping[str, Any], *, name: str) -> MambaSpec:
     d_ssm = opt_int(config, "mamba_d_ssm", default=1024, name=name)
     expand = opt_int(config, "mamba_expand", default=2, name=name) or 2
     d_inner = d_ssm if d_ssm is not None else expand * hidden
-    heads = opt_int(config, "mamba_n_heads", default=128, name=name) or 128
-    raw_head = config.get("mamba_d_head", "auto")
-    head_dim = d_inner // heads if raw_head in ("auto", None) else req_int(config, "mamba_d_head", name=name)
-    if head_dim * heads != d_inner:
-        raise ConfigError(f"{name}: mamba_d_head={head_dim} × mamba_n_heads={heads} must equal the Mamba "
-                          f"width {d_inner} (mamba_d_ssm, else mamba_expand × hidden_size)")
-    return MambaSpec(
-        num_heads=heads, head_dim=head_dim,
-        d_state=opt_int(config, "mamba_d_state", default=256, name=name) or 256,
-        n_groups=opt_int(config, "mamba_n_groups", default=1, name=name) or 1,
-        conv_kernel=opt_int(config, "mamba_d_conv", default=4, name=name) or 4,
-        chunk_size=opt_int(config, "mamba_chunk_size", default=256, name=name) or 256,
-        conv_bias=opt_bool(config, "mamba_conv_bias", default=True, name=name),
-        proj_bias=opt_bool(config, "mamba_proj_bias", default=False, name=name),
+    return mamba2_from_fields(
+        config, name=name, d_inner=d_inner,
+        width="the Mamba width (mamba_d_ssm, else mamba_expand × hidden_size)",
         out_proj_bias=opt_bool(config, "projectors_bias", default=False, name=name),
         gated_norm=opt_bool(config, "mamba_rms_norm", default=False, name=name),
         mup_scaled=True,

@@ -20,9 +20,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from memfit.core.errors import ConfigError, UnsupportedArchitecture
+from memfit.core.errors import UnsupportedArchitecture
 from memfit.core.families import llama, mistral
-from memfit.core.families._config import opt_bool, req_int
+from memfit.core.families._config import opt_bool, opt_objects, req_int
 from memfit.core.families._defaults import with_defaults
 from memfit.core.spec import ModelSource, ModelSpec
 from memfit.core.vision import ImageSizing, VisionSpec
@@ -53,11 +53,7 @@ CLIP_DEFAULTS: dict[str, Any] = {
 
 def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSource) -> ModelSpec:
     """A LLaVA ModelSpec: the text family's spec plus `vision_tower`, `multi_modal_projector`, VisionSpec."""
-    text = config.get("text_config")
-    vision_config = config.get("vision_config")
-    if (text is not None and not isinstance(text, Mapping)) or (
-            vision_config is not None and not isinstance(vision_config, Mapping)):
-        raise ConfigError(f"{name}: config fields 'text_config' and 'vision_config' must be objects")
+    text, vision_config = opt_objects(config, "text_config", "vision_config", name=name)
     text_type = str((text or {}).get("model_type", "llama"))
     builder = TEXT_FAMILIES.get(text_type)
     if builder is None:

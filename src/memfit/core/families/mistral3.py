@@ -20,9 +20,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from memfit.core.errors import ConfigError, UnsupportedArchitecture
+from memfit.core.errors import UnsupportedArchitecture
 from memfit.core.families import mistral
-from memfit.core.families._config import opt_bool, opt_int, req_int
+from memfit.core.families._config import opt_bool, opt_int, opt_objects, req_int
 from memfit.core.spec import ModelSource, ModelSpec
 from memfit.core.vision import ImageSizing, VisionSpec
 
@@ -49,11 +49,7 @@ TIE_DEFAULT = True
 
 def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSource) -> ModelSpec:
     """A Mistral 3 ModelSpec: the Mistral decoder plus `vision_tower` and `multi_modal_projector`."""
-    text = config.get("text_config")
-    vision_config = config.get("vision_config")
-    if (text is not None and not isinstance(text, Mapping)) or (
-            vision_config is not None and not isinstance(vision_config, Mapping)):
-        raise ConfigError(f"{name}: config fields 'text_config' and 'vision_config' must be objects")
+    text, vision_config = opt_objects(config, "text_config", "vision_config", name=name)
     text_type = str((text or {}).get("model_type", "mistral"))
     if text_type != "mistral":
         raise UnsupportedArchitecture(f"{name}: Mistral 3 with a {text_type!r} text model is not supported; "
