@@ -9,7 +9,7 @@ the fields every config shares before any family mapping: a config is refused be
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 from memfit.core.choices import NormKind
 from memfit.core.dtypes import DType, parse_dtype
@@ -126,6 +126,31 @@ def opt_objects(config: Mapping[str, Any], *keys: str, name: str) -> tuple[Mappi
         fields = " and ".join(repr(key) for key in keys)
         raise ConfigError(f"{name}: config fields {fields} must be objects")
     return values
+
+
+class TowerShape(TypedDict):
+    """The VisionSpec fields `tower_shape` reads."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    patch_size: int
+    image_size: int
+    num_channels: int
+
+
+def tower_shape(vision: Mapping[str, Any], *, name: str) -> TowerShape:
+    """A vision tower's sizes as VisionSpec fields, from the vision_config keys CLIP, SigLIP and Pixtral
+    share (hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, patch_size, image_size,
+    num_channels), each bounded as any config integer."""
+    return TowerShape(hidden_size=req_int(vision, "hidden_size", name=name),
+                      intermediate_size=req_int(vision, "intermediate_size", name=name),
+                      num_layers=req_int(vision, "num_hidden_layers", name=name),
+                      num_heads=req_int(vision, "num_attention_heads", name=name),
+                      patch_size=req_int(vision, "patch_size", name=name),
+                      image_size=req_int(vision, "image_size", name=name),
+                      num_channels=req_int(vision, "num_channels", name=name))
 
 
 def checkpoint_dtype(config: Mapping[str, Any], *, name: str, default: DType = DType.FP32) -> DType:

@@ -7,12 +7,13 @@ transformers 5.17 names a layer's block "linear_attention" (a Mamba mixer), "ful
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from memfit.core.errors import ConfigError
 from memfit.core.families._config import opt_bool, opt_int, opt_list, req_int
-from memfit.core.spec import MambaSpec
+from memfit.core.spec import LayerSpec, MambaSpec, MixerSpec, ModelSpec
 
 MAMBA = "linear_attention"
 ATTENTION = "full_attention"
@@ -87,3 +88,19 @@ def mamba2_from_fields(config: Mapping[str, Any], *, name: str, d_inner: int, wi
         proj_bias=opt_bool(config, "mamba_proj_bias", default=False, name=name),
         **quirks,
     )
+
+
+def with_mixers(base: ModelSpec, mixer: MixerSpec, keeps_attention: Iterable[bool]) -> ModelSpec:
+    """`base` with every layer whose `keeps_attention` entry is False turned into a `mixer` layer (no
+    attention, the same MLP). The mixer layers share one object per MLP kind, as decoder_spec shares
+    its layers."""
+    layers: list[LayerSpec] = []
+    mixer_layers: dict[int, LayerSpec] = {}
+    for keeps, layer in zip(keeps_attention, base.layers, strict=True):
+        if keeps:
+            layers.append(layer)
+        else:
+            key = id(layer.mlp)
+            mixer_layers.setdefault(key, dataclasses.replace(layer, attention=None, mamba=mixer))
+            layers.append(mixer_layers[key])
+    return dataclasses.replace(base, layers=tuple(layers))

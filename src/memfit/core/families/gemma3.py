@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from memfit.core.errors import ConfigError
-from memfit.core.families._config import checkpoint_dtype, opt_bool, opt_int, req_int
+from memfit.core.families._config import checkpoint_dtype, opt_bool, opt_int, req_int, tower_shape
 from memfit.core.families.gemma3_text import TEXT_DEFAULTS, text_spec
 from memfit.core.spec import ModelSource, ModelSpec
 from memfit.core.vision import ImageSizing, VisionSpec
@@ -77,12 +77,6 @@ def siglip_vision(vision: Mapping[str, Any], *, name: str, text_hidden: int, tok
     Source: transformers 5.17.0 Gemma3MultiModalProjector (kernel = patches_per_side / sqrt(tokens))."""
     act = vision.get("hidden_act", "gelu_pytorch_tanh")
     return VisionSpec(
-        tower="siglip_vision_model", hidden_size=req_int(vision, "hidden_size", name=name),
-        intermediate_size=req_int(vision, "intermediate_size", name=name),
-        num_layers=req_int(vision, "num_hidden_layers", name=name),
-        num_heads=req_int(vision, "num_attention_heads", name=name),
-        patch_size=req_int(vision, "patch_size", name=name),
-        image_size=req_int(vision, "image_size", name=name),
+        tower="siglip_vision_model", **tower_shape(vision, name=name),
         sizing=ImageSizing.FIXED, tokens_per_image=tokens,
-        num_channels=req_int(vision, "num_channels", name=name),
         activation=act if isinstance(act, str) else "gelu_pytorch_tanh", projector_hidden=text_hidden)

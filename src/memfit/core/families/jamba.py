@@ -14,15 +14,15 @@ nn.Linear (h → E, no bias), softmax in fp32, top-k weights cast back; JambaExp
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 from memfit.core.errors import ConfigError
 from memfit.core.families._config import opt_bool, opt_int, req_int
 from memfit.core.families._decoder import decoder_spec
+from memfit.core.families._hybrid import with_mixers
 from memfit.core.families._moe import moe_block
-from memfit.core.spec import LayerSpec, Mamba1Spec, MlpSpec, ModelSource, ModelSpec, ModuleNames, MoeSpec
+from memfit.core.spec import Mamba1Spec, MlpSpec, ModelSource, ModelSpec, ModuleNames, MoeSpec
 
 DT_RANK_DIVISOR = 16
 """mamba_dt_rank "auto" = ceil(hidden_size / 16). Source: JambaConfig.__post_init__."""
@@ -76,13 +76,4 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
                         mlp_for_layer=mlp_for_layer, modules=JAMBA_MODULES, rotary=False,
                         rotary_buffer=False)
     mixer = _mixer(config, name=name)
-    layers: list[LayerSpec] = []
-    mamba_layers: dict[int, LayerSpec] = {}     # one shared object per MLP kind, as decoder_spec shares
-    for index, layer in enumerate(base.layers):
-        if index % attn_period == attn_offset:
-            layers.append(layer)
-        else:
-            key = id(layer.mlp)
-            mamba_layers.setdefault(key, dataclasses.replace(layer, attention=None, mamba=mixer))
-            layers.append(mamba_layers[key])
-    return dataclasses.replace(base, layers=tuple(layers))
+    return with_mixers(base, mixer, (index % attn_period == attn_offset for index in range(len(base.layers))))

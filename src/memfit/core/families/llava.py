@@ -22,7 +22,7 @@ from typing import Any
 
 from memfit.core.errors import UnsupportedArchitecture
 from memfit.core.families import llama, mistral
-from memfit.core.families._config import opt_bool, opt_objects, req_int
+from memfit.core.families._config import opt_bool, opt_objects, req_int, tower_shape
 from memfit.core.families._defaults import with_defaults
 from memfit.core.spec import ModelSource, ModelSpec
 from memfit.core.vision import ImageSizing, VisionSpec
@@ -95,14 +95,11 @@ def clip_params(vision: Mapping[str, Any], *, name: str) -> int:
 def clip_vision(vision: Mapping[str, Any], *, name: str, text_hidden: int, with_cls: bool) -> VisionSpec:
     """The CLIP tower as LLaVA runs it: fixed image_size², CLS + patches through every layer, all layer
     outputs kept (output_hidden_states=True), the selected layer's patch features (CLS too under "full")."""
-    patch, image = req_int(vision, "patch_size", name=name), req_int(vision, "image_size", name=name)
+    shape = tower_shape(vision, name=name)
+    patch, image = shape["patch_size"], shape["image_size"]
     act = vision.get("hidden_act", "quick_gelu")
     return VisionSpec(
-        tower="clip_vision_model", hidden_size=req_int(vision, "hidden_size", name=name),
-        intermediate_size=req_int(vision, "intermediate_size", name=name),
-        num_layers=req_int(vision, "num_hidden_layers", name=name),
-        num_heads=req_int(vision, "num_attention_heads", name=name), patch_size=patch, image_size=image,
+        tower="clip_vision_model", **shape,
         sizing=ImageSizing.FIXED, tokens_per_image=(image // patch) ** 2 + (1 if with_cls else 0),
-        num_channels=req_int(vision, "num_channels", name=name),
         activation=act if isinstance(act, str) else "quick_gelu", projector_hidden=text_hidden,
         class_token=True, keeps_patch_embeddings=False, keeps_hidden_states=True)

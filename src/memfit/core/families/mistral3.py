@@ -22,7 +22,7 @@ from typing import Any
 
 from memfit.core.errors import UnsupportedArchitecture
 from memfit.core.families import mistral
-from memfit.core.families._config import opt_bool, opt_int, opt_objects, req_int
+from memfit.core.families._config import opt_bool, opt_int, opt_objects, req_int, tower_shape
 from memfit.core.spec import ModelSource, ModelSpec
 from memfit.core.vision import ImageSizing, VisionSpec
 
@@ -81,14 +81,8 @@ def pixtral_vision(vision: Mapping[str, Any], *, name: str, text_hidden: int, me
     PixtralProcessor."""
     act = vision.get("hidden_act", "gelu")
     return VisionSpec(
-        tower="pixtral", hidden_size=req_int(vision, "hidden_size", name=name),
-        intermediate_size=req_int(vision, "intermediate_size", name=name),
-        num_layers=req_int(vision, "num_hidden_layers", name=name),
-        num_heads=req_int(vision, "num_attention_heads", name=name),
-        patch_size=req_int(vision, "patch_size", name=name),
-        image_size=req_int(vision, "image_size", name=name),
-        sizing=ImageSizing.LONGEST_EDGE, spatial_merge_size=merge,
-        num_channels=req_int(vision, "num_channels", name=name), mlp_gated=True,
+        tower="pixtral", **tower_shape(vision, name=name),
+        sizing=ImageSizing.LONGEST_EDGE, spatial_merge_size=merge, mlp_gated=True,
         activation=act if isinstance(act, str) else "gelu", projector_hidden=text_hidden,
         rotary=True, rotary_tables_fp32=False, block_mask=True, row_break_tokens=True)
 

@@ -23,9 +23,9 @@ from memfit.core.choices import QkNorm
 from memfit.core.errors import ConfigError
 from memfit.core.families._config import opt_int, req_int
 from memfit.core.families._decoder import decoder_spec
-from memfit.core.families._hybrid import ATTENTION, MAMBA, block_types
+from memfit.core.families._hybrid import ATTENTION, MAMBA, block_types, with_mixers
 from memfit.core.families._moe import mlp_by_layer, moe_block, sparse_every
-from memfit.core.spec import GatedDeltaNetSpec, LayerSpec, MlpSpec, ModelSource, ModelSpec
+from memfit.core.spec import GatedDeltaNetSpec, MlpSpec, ModelSource, ModelSpec
 
 FULL_ATTENTION_INTERVAL = 4
 """Every 4th layer is full attention when layer_types is absent. Source: Qwen3NextConfig.__post_init__."""
@@ -76,13 +76,4 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
                         attention_for_layer=lambda _i, att: dataclasses.replace(att, output_gate=True),
                         rotary_fraction=_rotary_fraction(config, name=name), norm_fp32_output=True)
     mixer = _mixer(config, name=name)
-    layers: list[LayerSpec] = []
-    mixer_layers: dict[int, LayerSpec] = {}     # one shared object per MLP kind, as decoder_spec shares
-    for kind, layer in zip(types, base.layers, strict=True):
-        if kind == ATTENTION:
-            layers.append(layer)
-        else:
-            key = id(layer.mlp)
-            mixer_layers.setdefault(key, dataclasses.replace(layer, attention=None, mamba=mixer))
-            layers.append(mixer_layers[key])
-    return dataclasses.replace(base, layers=tuple(layers))
+    return with_mixers(base, mixer, (kind == ATTENTION for kind in types))
