@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from memfit import api
-from memfit.core.checkpoint_load import loaded_quant
+from memfit.core.checkpoint_load import compute_capability, loaded_quant
 from memfit.core.dtypes import ScaleGrid
 from memfit.core.errors import ConfigError, InvalidWorkload
 from memfit.core.estimate import estimate
@@ -210,6 +210,27 @@ def test_the_gpu_decides_whether_transformers_keeps_fp8_or_mxfp4() -> None:
     linears = 2 * 256 * 256 + 2 * 128 * 256 + 3 * 640 * 256
     est = estimate(fp8, Inference(prompt_tokens=16), a100)
     assert est.phase("load").memory.bytes_of("weights") == NOT_LINEARS + 2 * linears
+
+
+def test_rocm_and_non_cuda_devices_follow_what_torch_reports() -> None:
+    # torch on ROCm reports the HIP device's major/minor: gfx942 -> (9, 4), gfx90a -> (9, 0), so transformers'
+    # "compute capability >= 8.9" check passes on both; Apple's MPS and Gaudi's HPU are no CUDA device, so
+    # the FP8 and MXFP4 quantizers take their dequantize branch.
+    mi300x, mi250x, mac, gaudi = (get_gpu(n) for n in ("MI300X-192GB", "MI250X-GCD-64GB",
+                                                       "Apple-Silicon-64GB", "Gaudi-3-128GB"))
+    assert compute_capability(mi300x) == (9, 4)
+    assert compute_capability(mi250x) == (9, 0)
+    assert compute_capability(mac) is None
+    assert compute_capability(gaudi) is None
+    fp8 = _spec({"quant_method": "fp8", "weight_block_size": [128, 128]})
+    mxfp4 = _spec({"quant_method": "mxfp4"})
+    quant, _ = loaded_quant(fp8, Inference(prompt_tokens=8), mi300x)
+    assert quant is fp8.stored_quant
+    for gpu in (mac, gaudi):
+        for spec in (fp8, mxfp4):
+            quant, notes = loaded_quant(spec, Inference(prompt_tokens=8), gpu)
+            assert not quant.is_quantized
+            assert "CUDA or XPU" in notes[0]
 
 
 def test_training_a_checkpoint_format() -> None:

@@ -51,13 +51,22 @@ Mxfp4Config(dequantize=True)). GPTQ / AWQ / HQQ / torchao adapters train on the 
 does not model: refused."""
 
 
-def compute_capability(gpu: Gpu | None) -> tuple[int, int]:
-    """The GPU's CUDA compute capability as (major, minor); Hopper's when no GPU is named or the catalog
-    gives none (AMD and other accelerators: the FP8 / MXFP4 rules below treat them by their own fields)."""
-    text = getattr(gpu, "compute_capability", "") if gpu is not None else ""
-    major, _, minor = str(text).partition(".")
+def compute_capability(gpu: Gpu | None) -> tuple[int, int] | None:
+    """What `torch.cuda.get_device_capability()` returns on `gpu`, as (major, minor): NVIDIA's compute
+    capability; on ROCm the HIP device's major/minor, which encode the gfx name (gfx90a -> (9, 0),
+    gfx942 -> (9, 4): hipDeviceProp_t major/minor); None where torch has no CUDA device at all (Apple's
+    MPS, Intel Gaudi's HPU), so the quantizers take their no-GPU branch. Hopper's when no GPU is named."""
+    if gpu is None:
+        return HOPPER_CC
+    text = str(gpu.compute_capability)
+    major, _, minor = text.partition(".")
     if major.isdigit() and minor.isdigit():
         return int(major), int(minor)
+    gfx = text.removeprefix("gfx")
+    if gpu.vendor == "amd" and len(gfx) >= 3 and gfx[:-2].isdigit():
+        return int(gfx[:-2]), int(gfx[-2], 16)
+    if gpu.vendor in {"apple", "intel"}:
+        return None
     return HOPPER_CC
 
 
@@ -111,13 +120,18 @@ def _runtime_keeps(stored: Quant, runtime: Runtime, gpu: Gpu | None) -> tuple[bo
             return False, ("llama.cpp loads GGUF files only: convert_hf_to_gguf dequantizes the checkpoint; "
                            "counted in the workload dtype unless --quant names a GGUF type")
         case Runtime.VLLM:
-            if stored.kind == "fp8" and cc < FP8_MIN_CC:
+            if stored.kind == "fp8" and cc is not None and cc < FP8_MIN_CC:
                 return True, (f"vLLM keeps it in fp8 and runs it weight-only through Marlin on {where} "
                               "(no FP8 tensor cores)")
             return True, "vLLM keeps it as stored"
     if stored.name.startswith("modelopt"):
         raise InvalidWorkload(f"{stored.name} checkpoints have no loader in transformers 5.17 "
                               "(AUTO_QUANTIZER_MAPPING); use runtime='vllm' or --quant dequantized")
+    if cc is None:
+        if stored.kind in {"fp8", "mxfp4"}:
+            return False, (f"transformers dequantizes it to bf16 on {where}: its {stored.kind} quantizer "
+                           "needs a CUDA or XPU device (validate_environment)")
+        return True, "transformers keeps it as stored"
     match stored.kind:
         case "fp8":
             if cc < FP8_MIN_CC:
