@@ -247,6 +247,23 @@ def test_plan_lists_changes_that_fit_when_the_job_does_not() -> None:
     assert all(change["estimate"]["fits"] for change in data["changes"])
 
 
+def test_plan_under_vllm_shows_what_each_change_buys_in_kv_capacity() -> None:
+    """vLLM takes the same share of the GPU whatever the change, so the plan table adds each change's KV
+    capacity: an fp8 KV cache holds twice the bf16 tokens (half the bytes per token, same pool up to block
+    rounding), and the table's figures are the JSON's."""
+    args = ("plan", "Llama-3.1-8B", "--runtime", "vllm", "--prompt-tokens", "4096", "--gpu", "H100-SXM-80GB")
+    data = json.loads(invoke(*args, "--json").stdout)
+    asked = data["baseline"]["capacity"]["tokens"]
+    by_label = {c["label"]: c["estimate"]["capacity"]["tokens"] for c in data["changes"]}
+    fp8_kv = by_label["fp8 KV cache (--kv-cache-dtype fp8)"]
+    assert abs(fp8_kv - 2 * asked) <= 2 * 16        # one vLLM block (16 tokens) of rounding each way
+    human = invoke(*args)
+    assert human.exit_code == 0, human.stderr
+    assert "KV capacity (tokens)" in human.stdout
+    assert f"KV capacity as asked: {asked:,} tokens" in human.stdout
+    assert f"{fp8_kv:,}" in human.stdout
+
+
 @pytest.mark.parametrize("kind", ["models", "gpus", "quants"])
 def test_catalog_runs_offline_with_huggingface_hub_broken(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """`catalog KIND --json` works with huggingface_hub unimportable: the catalog never touches the Hub."""

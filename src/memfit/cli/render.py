@@ -355,12 +355,24 @@ def _plan_view(plan: Any, unit: str) -> list[RenderableType]:
         return out
     out.append(Text(""))
     table = _titled_table("Least invasive changes that fit, in order")
-    for column in ("change", f"on device ({unit})", f"to spare ({unit})"):
+    # a preallocating runtime (vLLM) fills the same share of the GPU whatever the change: what a change
+    # buys there is KV capacity, so it gets its own column (the job as asked first, for comparison)
+    kv = [c.estimate.capacity for c in plan.changes]
+    columns = ["change", f"on device ({unit})", f"to spare ({unit})"]
+    if any(kv):
+        columns.append("KV capacity (tokens)")
+        asked = base.capacity
+        out.append(Text(f"KV capacity as asked: {asked.tokens:,} tokens" if asked is not None else
+                        "KV capacity as asked: none"))
+    for column in columns:
         table.add_column(column, justify="left" if column == "change" else "right")
-    for change in plan.changes:
+    for change, capacity in zip(plan.changes, kv, strict=True):
         peak = change.estimate.peak
         spare = plan.gpu.usable_bytes - (peak.device_bytes - peak.evictable_bytes)
-        table.add_row(change.label, size(peak.device_bytes, unit), size(spare, unit))
+        row = [change.label, size(peak.device_bytes, unit), size(spare, unit)]
+        if any(kv):
+            row.append(f"{capacity.tokens:,}" if capacity is not None else "-")
+        table.add_row(*row)
     out.append(table)
     return out
 
