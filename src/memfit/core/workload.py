@@ -208,7 +208,8 @@ def _image_size(value: Any, name: str) -> tuple[int, int]:
     if not isinstance(items, (tuple, list)) or len(items) != 2:
         raise InvalidWorkload(f"{name}={shown(value)} must be HEIGHTxWIDTH in pixels, e.g. 896x896")
     side = _integer(1, MAX_IMAGE_SIDE, "pixels")
-    return side(items[0], name), side(items[1], name)
+    shown_size = (f"{items[0]}x{items[1]}" if all(isinstance(i, int) for i in items) else shown(value))
+    return (side(items[0], f"{name}={shown_size}: height"), side(items[1], f"{name}={shown_size}: width"))
 
 
 MAX_TENSOR_SPLIT_DEVICES = 64
