@@ -24,7 +24,8 @@ def test_images_flags_reach_the_workload_and_the_json() -> None:
 
 @pytest.mark.parametrize(("args", "mentions"), [
     (["gemma-3-4b-it", "--images", "-1"], "images=-1 must be at least 0"),
-    (["gemma-3-4b-it", "--images", "1", "--image-size", "0x896"], "image_size=0x896: height=0 must be at least 1"),
+    (["gemma-3-4b-it", "--images", "1", "--image-size", "0x896"],
+     "image_size=0x896: height=0 must be at least 1"),
     (["gemma-3-4b-it", "--image-size", "896x896"], "needs images >= 1"),
     (["Llama-3.1-8B", "--images", "1"], "Llama-3.1-8B is a text-only model"),
     (["gemma-3-4b-it", "--task", "train", "--images", "1"], "training with images is not modelled"),
