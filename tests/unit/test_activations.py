@@ -357,6 +357,21 @@ def test_merged_expert_backward_gradient_nets_out_the_freed_down_projection() ->
     assert merged_expert_backward_elements(spec, spec.layers[-1], full) == 0
 
 
+def test_merged_experts_keep_the_fold_and_the_bf16_copies_of_the_lora_factors() -> None:
+    """LoRA r=16 on one Qwen3-30B-A3B layer (bf16, 128 experts, hidden 2,048, expert width 768): baddbmm keeps
+    W + ΔW for gate_up (128 × 1,536 × 2,048) and down (128 × 2,048 × 768) = 603,979,776 elements, and the
+    fp32 A / B factors cast to bf16: gate_up A (E, 2r, h) 128 × 32 × 2,048 = 8,388,608, B (E, 2I, 2r)
+    128 × 1,536 × 32 = 6,291,456; down A (E, r, I) 128 × 16 × 768 = 1,572,864, B (E, h, r)
+    128 × 2,048 × 16 = 4,194,304; factors 20,447,232 elements. Bytes: 2 × (603,979,776 + 20,447,232)
+    = 1,248,854,016 (the saved tensors of that layer on CPU: 1,152 MiB of W + ΔW, 39 MiB of factors)."""
+    from memfit.core.activations import merged_expert_bytes, training_flow
+
+    spec = load_model("Qwen3-30B-A3B")
+    wl = Training(seq_len=64, method=Method.LORA, lora=Lora(rank=16, alpha=32, dropout=Fraction(0)))
+    flow = training_flow(spec, wl, lora_targets=lora_targets(spec, wl.lora))
+    assert merged_expert_bytes(spec, spec.layers[-1], flow) == (1_248_854_016, 402_653_184)
+
+
 def test_checkpointed_backward_pairs_each_layer_with_its_own_transient() -> None:
     """DeepSeek-V2-Lite, full bf16, checkpointing, 2,048 tokens: the largest recomputation is an MoE layer's
     (403,832,832 B) but the largest MLP gradients are the dense first layer's (3 × 10,944 × 2 B × 2,048 =

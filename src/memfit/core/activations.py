@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from memfit.core.attention_kinds import eager_bytes_per_score, sdpa_backend, sdpa_by_default
 from memfit.core.choices import AttnImpl, Checkpointing, Method, NormKind, Precision, SoftmaxDtype
 from memfit.core.dtypes import DType
-from memfit.core.optimizers import peft_adapts_fused_experts
+from memfit.core.optimizers import fused_param_adapters, peft_adapts_fused_experts
 from memfit.core.params import Linear, layer_linears
 from memfit.core.result import Gpu, Term
 from memfit.core.spec import AttentionSpec, LayerSpec, ModelSpec, MoeSpec, attention_of, mlp_of
@@ -426,16 +426,23 @@ def layer_token_bytes(spec: ModelSpec, layer: LayerSpec, flow: Flow, *, seq_len:
 
 
 def merged_expert_bytes(spec: ModelSpec, layer: LayerSpec, flow: Flow) -> tuple[int, int]:
-    """(bytes of W + ΔW for every fused expert parameter of `layer`, elements of the largest one).
+    """(bytes of W + ΔW for every fused expert parameter of `layer`, and of the LoRA factors cast to the
+    weights' dtype; elements of the largest W + ΔW).
 
-    peft's ParamWrapper over bf16/fp16 experts builds ΔW = B·A per expert and parametrizes the weight as
-    W + ΔW for the forward; autograd keeps it for backward. Source: peft 0.21 lora/layer.py ParamWrapper
-    (_activate_lora, get_delta_weight); transformers-5 MoE experts are fused 3-D Parameters.
+    peft's ParamWrapper over bf16/fp16 experts parametrizes the weight as baddbmm(W, lhs, rhs): the fold
+    W + ΔW, kept by the experts' matmuls for backward, and lhs / rhs, the fp32 A and B factors cast to the
+    weights' dtype (`.to(param.dtype)` copies them), kept by baddbmm for its own backward. Source: peft 0.21
+    lora/layer.py ParamWrapper._activate_lora, get_delta_factors, _LoraFactorsProxy; transformers-5 MoE
+    experts are fused 3-D Parameters; saved tensors of one Qwen3-30B-A3B layer on CPU (peft 0.21.2): bf16
+    (E, 2r, h), (E, 2I, 2r), (E, r, I), (E, h, r) beside the two W + ΔW.
     """
     if not flow.merged_experts:
         return 0, 0
     experts = [lin for lin in layer_linears(spec, layer) if lin.role == "experts" and not lin.is_module]
-    return 2 * sum(lin.num_weights for lin in experts), max((lin.num_weights for lin in experts), default=0)
+    factors = sum(t.rows * t.cols for lin in experts
+                  for t in fused_param_adapters(spec, lin, 1, flow.lora_rank))
+    return (2 * (sum(lin.num_weights for lin in experts) + factors),
+            max((lin.num_weights for lin in experts), default=0))
 
 
 def merged_expert_backward_elements(spec: ModelSpec, layer: LayerSpec, flow: Flow) -> int:

@@ -274,13 +274,18 @@ def trainable_tensors(spec: ModelSpec, wl: Training, targets: frozenset[str]) ->
     return tuple(out)
 
 
+def fused_param_adapters(spec: ModelSpec, lin: Linear, layers: int, r: int) -> tuple[ParamTensor, ParamTensor]:
+    """peft ParamWrapper's LoRA A and B on fused expert or router Parameter `lin` in `layers` layers."""
+    gate_up = lin.fan_in == spec.hidden_size and any(
+        isinstance(layer.mlp, MoeSpec) and layer.mlp.expert.gated for layer in spec.layers)
+    return _parameter_adapters(lin, layers, r, doubled=gate_up)
+
+
 def _linear_adapters(spec: ModelSpec, lin: Linear, layers: int, r: int, *, targets: frozenset[str],
                      adapts_experts: bool) -> tuple[ParamTensor, ...]:
     """The LoRA A and B tensors of `lin` in `layers` decoder layers (none when it is not adapted)."""
     if not lin.is_module and adapts_experts and lin.role in ("experts", "router"):
-        gate_up = lin.fan_in == spec.hidden_size and any(
-            isinstance(layer.mlp, MoeSpec) and layer.mlp.expert.gated for layer in spec.layers)
-        return _parameter_adapters(lin, layers, r, doubled=gate_up)
+        return fused_param_adapters(spec, lin, layers, r)
     if lin.is_module and lin.name in targets:
         n = layers * lin.count
         return (ParamTensor(name=f"{lin.name}.lora_A", rows=r, cols=lin.fan_in,
