@@ -274,7 +274,8 @@ def trainable_tensors(spec: ModelSpec, wl: Training, targets: frozenset[str]) ->
     return tuple(out)
 
 
-def fused_param_adapters(spec: ModelSpec, lin: Linear, layers: int, r: int) -> tuple[ParamTensor, ParamTensor]:
+def fused_param_adapters(spec: ModelSpec, lin: Linear, layers: int,
+                         r: int) -> tuple[ParamTensor, ParamTensor]:
     """peft ParamWrapper's LoRA A and B on fused expert or router Parameter `lin` in `layers` layers."""
     gate_up = lin.fan_in == spec.hidden_size and any(
         isinstance(layer.mlp, MoeSpec) and layer.mlp.expert.gated for layer in spec.layers)
