@@ -1,11 +1,13 @@
 """trace.compat: the trace refuses outside its verified library versions, in one line, before any worker."""
 
+from fractions import Fraction
+
 import pytest
 
 from memfit.api import estimate
-from memfit.core.errors import EngineUnavailable
+from memfit.core.errors import EngineUnavailable, InvalidWorkload
 from memfit.core.versions import TRACE_VERIFIED
-from memfit.core.workload import Inference
+from memfit.core.workload import Inference, Lora, Training
 from memfit.trace import compat
 
 VERIFIED = {"torch": "2.13.0+cpu", "transformers": "5.17.0", "peft": "0.21.2"}
@@ -73,3 +75,21 @@ def test_the_api_refuses_before_starting_a_worker(monkeypatch):
 
 def test_ranges_cover_the_traced_packages():
     assert {r.package for r in TRACE_VERIFIED} == set(compat.TRACED_PACKAGES)
+
+
+def test_a_training_job_peft_cannot_run_is_refused_as_the_analytic_engine_refuses_it(monkeypatch):
+    """LoRA dropout on Qwen3-30B-A3B's fused experts (peft's ParamWrapper takes none): the trace refuses
+    it with the analytic engine's InvalidWorkload line (exit 2), without starting a worker."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    monkeypatch.setattr(compat, "installed_versions", lambda *a: VERIFIED)
+
+    def no_worker(*args, **kwargs):
+        raise AssertionError("a worker was started")
+
+    monkeypatch.setattr("memfit.trace.engine.run_worker", no_worker)
+    job = Training(seq_len=64, method="lora", lora=Lora(rank=8, alpha=16, dropout=Fraction(1, 20)))
+    for engine in ("analytic", "trace"):
+        with pytest.raises(InvalidWorkload, match="needs lora_dropout=0"):
+            estimate("Qwen3-30B-A3B", job, engine=engine)

@@ -18,6 +18,7 @@ from memfit.core.codec import encode
 from memfit.core.errors import EngineUnavailable, InvalidWorkload, MissingExtra
 from memfit.core.result import Estimate, Gpu, _workload_to_dict
 from memfit.core.spec import ModelSpec
+from memfit.core.training import validate as validate_training
 from memfit.core.workload import Inference, Training
 from memfit.trace.compat import check_installed
 
@@ -42,6 +43,8 @@ def trace_estimate(spec: ModelSpec, workload: Inference | Training, gpu: Gpu | N
             raise MissingExtra(f"the trace engine needs {package}: pip install 'memfit[trace]'")
     unverified = check_installed()          # refuses outside the verified versions unless asked not to
     loaded, load_notes = with_loaded_quant(spec, workload, gpu)   # a checkpoint's format as loaded
+    if isinstance(loaded, Training):
+        validate_training(spec, loaded)     # what peft / transformers cannot run: one line, before the child
     request = {"spec": encode(spec), "workload": _workload_to_dict(loaded),
                "gpu": encode(gpu) if gpu is not None else None, "assumptions": [*load_notes, *unverified]}
     est = Estimate.from_dict(run_worker(request))
