@@ -62,3 +62,20 @@ def test_unknown_quant_is_invalid_workload_with_closest():
     """A misspelt format raises one line naming the closest formats."""
     with pytest.raises(InvalidWorkload, match="closest: nf4"):
         quant("nf5")
+
+
+def test_llama_cpp_type_names_find_their_gguf_format():
+    """llama.cpp's own names (Q4_K_M, q8_0) are the gguf- formats; a format named first (fp8) is not one."""
+    assert quant("Q4_K_M") is ALL_QUANTS["gguf-Q4_K_M"]
+    assert quant("q8_0") is ALL_QUANTS["gguf-Q8_0"]
+    assert quant("fp8") is ALL_QUANTS["fp8"]
+
+
+@pytest.mark.parametrize(("name", "closest"), [
+    ("q4km", "gguf-Q4_K_M"),            # without separators
+    ("awq", "awq-4bit-g128"),           # a method without its bits and group: every variant, prefix first
+    ("gptq", "gptq-4bit-g128"),
+])
+def test_a_short_or_unseparated_name_lists_the_formats_it_means(name, closest):
+    with pytest.raises(InvalidWorkload, match=f"closest: {closest}"):
+        quant(name)

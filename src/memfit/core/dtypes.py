@@ -162,8 +162,13 @@ def quant(name: str | Quant) -> Quant:
         if candidate in table:
             return table[candidate]
     lowered = {k.lower(): v for k, v in table.items()}
-    if key.lower() in lowered:
-        return lowered[key.lower()]
-    close = difflib.get_close_matches(key, list(table), n=3)
+    for candidate in (key.lower(), f"gguf-{key.lower()}"):   # llama.cpp's own type names: Q4_K_M, Q8_0
+        if candidate in lowered:
+            return lowered[candidate]
+    plain = {k.lower().removeprefix("gguf-").replace("_", ""): k for k in table}   # q4km ~ gguf-Q4_K_M
+    close = list(dict.fromkeys(
+        [*(k for k in table if k.lower().startswith(key.lower()) and key),
+         *difflib.get_close_matches(key, list(table), n=3),
+         *(plain[m] for m in difflib.get_close_matches(key.lower().replace("_", ""), list(plain), n=3))]))[:3]
     hint = f"; closest: {', '.join(close)}" if close else ""
     raise InvalidWorkload(f"quant={name!r} is not a known format{hint}; `memfit catalog quants` lists them")
