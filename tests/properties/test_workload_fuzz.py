@@ -39,7 +39,7 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     # Lora
     "rank": st.integers(1, 64), "alpha": st.integers(1, 128),
     "targets": st.sampled_from(["all-linear", ("q_proj", "v_proj"), "q_proj,v_proj", ["k_proj"]]),
-    "dropout": st.sampled_from([0, 0.05, "0.1", Fraction(1, 20)]), "prepare_kbit": st.booleans(),
+    "dropout": st.sampled_from([None, 0, 0.05, "0.1", Fraction(1, 20)]), "prepare_kbit": st.booleans(),
     # Inference
     "prompt_tokens": st.integers(1, 4096), "new_tokens": st.integers(0, 64), "batch_size": st.integers(1, 8),
     "dtype": st.sampled_from(DTYPES), "quant": st.sampled_from(QUANTS),
@@ -222,4 +222,4 @@ def test_lora_takes_its_types_or_refuses(kwargs: dict, rank: Any, alpha: Any) ->
     except InvalidWorkload:
         return
     _assert_declared_types(lora)
-    assert 0 <= lora.dropout < 1
+    assert 0 <= lora.rate < 1

@@ -229,6 +229,24 @@ def test_all_linear_on_fused_experts_needs_zero_dropout() -> None:
         training_phases(_moe_spec(), wl)
 
 
+def test_dropout_left_to_memfit_is_zero_on_fused_experts_else_005() -> None:
+    """Lora(dropout=None): every engine settles it before sizing (workload_for_gpu) — 0 with a note where
+    peft wraps fused experts, 0.05 elsewhere; a dropout the user gave is kept, and refused where peft
+    would refuse it."""
+    default = Lora(rank=2, alpha=4)
+    est = estimate(_moe_spec(), Training(seq_len=64, method=Method.LORA, lora=default))
+    assert est.workload.lora is not None
+    assert est.workload.lora.dropout == 0
+    assert any(a.startswith("LoRA dropout 0: peft's all-linear adapts the fused expert")
+               for a in est.assumptions)
+    dense = estimate(load_model("Llama-3.2-1B"), Training(seq_len=64, method=Method.LORA, lora=default))
+    assert dense.workload.lora is not None
+    assert dense.workload.lora.dropout == Fraction(1, 20)
+    with pytest.raises(InvalidWorkload, match="needs lora_dropout=0"):
+        estimate(_moe_spec(), Training(seq_len=64, method=Method.LORA,
+                                       lora=Lora(rank=2, alpha=4, dropout=Fraction(1, 10))))
+
+
 def test_qwen2_moe_all_linear_accepts_dropout_and_skips_experts() -> None:
     """peft 0.21 maps no Qwen2-MoE expert to ParamWrapper: dropout is fine and only attention gets LoRA."""
     # same shapes as MOE with model_type qwen2_moe (+ shared expert 64 wide, its gate): attention as below

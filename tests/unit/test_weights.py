@@ -4,7 +4,7 @@ from memfit.api import load_model
 from memfit.core.choices import Runtime
 from memfit.core.dtypes import DType, quant
 from memfit.core.spec import AttentionSpec, LayerSpec, MlpSpec, ModelSource, ModelSpec, MoeSpec
-from memfit.core.weights import weights
+from memfit.core.weights import unconverted_experts_note, weights
 
 HIDDEN = 4096
 TRANSFORMERS = Runtime.TRANSFORMERS
@@ -71,6 +71,13 @@ def test_bnb_keeps_fused_moe_experts_unquantized():
     term = weights(spec, dtype=DType.BF16, quant=quant("nf4"), runtime=TRANSFORMERS)
     # gate_up (2, 32, 8) + down (2, 8, 16) = 512 + 256 weights × 2 B = 1,536 B
     assert term.child("layers").bytes_of("experts") == 1_536
+    # the tree names the format each component is held in: the experts bf16, the attention nf4, and a line
+    # says how many expert weights stay unquantized
+    assert term.child("layers").child("experts").note == "bf16"
+    assert term.child("layers").child("attention").note == "nf4"
+    assert unconverted_experts_note(spec, quant("nf4"), kept="bf16").startswith(
+        "768 fused expert weights of moe stay unquantized in bf16")
+    assert unconverted_experts_note(spec, quant("gptq-4bit-g128"), kept="bf16") == ""
 
 
 def test_gguf_q4_k_m_output_is_q6_k():

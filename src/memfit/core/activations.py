@@ -131,7 +131,7 @@ def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str]
         residual_bytes=residual, act_bytes=act, attn_bytes=attn_bytes, amp=wl.precision.is_amp,
         base_trains=wl.method is Method.FULL,
         lora_rank=wl.lora.rank if wl.lora is not None and wl.method is not Method.FULL else 0,
-        lora_dropout=wl.lora is not None and wl.lora.dropout > 0,
+        lora_dropout=wl.lora is not None and wl.lora.rate > 0,
         lora_targets=lora_targets if wl.method is not Method.FULL else frozenset(),
         checkpointing=wl.checkpointing.level > Checkpointing.NONE.level,
         inputs_need_grad=wl.method is Method.FULL, attn=wl.attn,

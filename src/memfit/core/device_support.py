@@ -23,17 +23,19 @@ torch sdp_utils.cpp; capabilities per architecture in core/devices.py.
 from __future__ import annotations
 
 import dataclasses
+from fractions import Fraction
 
 from memfit.core.attention_kinds import runs_eager, sdpa_backend
-from memfit.core.choices import AttnImpl, Precision
+from memfit.core.choices import AttnImpl, Method, Precision
 from memfit.core.devices import DEFAULT_ARCH, arch_row
 from memfit.core.dtypes import DType
 from memfit.core.errors import InvalidWorkload
 from memfit.core.kv_cache import compute_dtype
+from memfit.core.optimizers import peft_adapts_fused_experts
 from memfit.core.result import Gpu
 from memfit.core.runtimes import PROFILES
 from memfit.core.spec import ModelSpec
-from memfit.core.workload import Inference, Training
+from memfit.core.workload import DEFAULT_LORA_DROPOUT, Inference, Training
 
 FP8_DTYPES = frozenset({DType.FP8_E4M3, DType.FP8_E5M2})
 """Dtypes that need FP8 tensor cores to compute in (sm89+, CDNA3, Gaudi 2+)."""
@@ -46,9 +48,11 @@ def workload_for_gpu(spec: ModelSpec, workload: Inference | Training,
     Raises:
         InvalidWorkload: a dtype or attention kernel the user chose that `gpu` cannot run (one line).
     """
-    if gpu is None:
-        return workload, ()
     notes: list[str] = []
+    if isinstance(workload, Training):
+        workload = _lora_dropout_for_model(spec, workload, notes)
+    if gpu is None:
+        return workload, tuple(notes)
     if workload.attn is AttnImpl.FLASH and not gpu.flash_attention:
         raise InvalidWorkload(f"attn=flash (FlashAttention-2) does not run on {gpu.describe()}: it needs "
                               "compute capability 8.0 or later; use --attn sdpa")
@@ -62,6 +66,20 @@ def workload_for_gpu(spec: ModelSpec, workload: Inference | Training,
     if row.vendor != "nvidia" and row.note:
         notes.append(f"{gpu.name}: {row.note}")
     return workload, tuple(notes)
+
+
+def _lora_dropout_for_model(spec: ModelSpec, workload: Training, notes: list[str]) -> Training:
+    """`workload` with its LoRA dropout settled when left to memfit (Lora.dropout None): 0 where peft's
+    all-linear wraps the model's fused expert Parameters (lora.ParamWrapper refuses any other value, peft
+    0.21 lora/layer.py), else DEFAULT_LORA_DROPOUT. A dropout the user gave is kept (and validated later)."""
+    lora = workload.lora
+    if lora is None or lora.dropout is not None or workload.method is Method.FULL:
+        return workload
+    if peft_adapts_fused_experts(spec, lora):
+        notes.append(f"LoRA dropout 0: peft's all-linear adapts the fused expert parameters of {spec.name} "
+                     "(lora.ParamWrapper), which take no dropout")
+        return dataclasses.replace(workload, lora=dataclasses.replace(lora, dropout=Fraction(0)))
+    return dataclasses.replace(workload, lora=dataclasses.replace(lora, dropout=DEFAULT_LORA_DROPOUT))
 
 
 def _inference_for_gpu(spec: ModelSpec, workload: Inference, gpu: Gpu, notes: list[str]) -> Inference:

@@ -167,7 +167,7 @@ def _transformers_training(spec: ModelSpec, wl: Training) -> str:
         target = targets[0] if targets == ["all-linear"] else targets
         lines += ["from peft import LoraConfig, get_peft_model",
                   f"model = get_peft_model(model, LoraConfig(r={wl.lora.rank}, lora_alpha={wl.lora.alpha}, "
-                  f"target_modules={target!r}, lora_dropout={float(wl.lora.dropout):g}))"]
+                  f"target_modules={target!r}, lora_dropout={float(wl.lora.rate):g}))"]
     amp = {Precision.AMP_BF16: "bf16=True", Precision.AMP_FP16: "fp16=True"}.get(wl.precision)
     args = [f"per_device_train_batch_size={wl.batch_size}", f"gradient_accumulation_steps={wl.grad_accum}",
             f"optim={_HF_OPTIM[wl.optimizer]!r}"]

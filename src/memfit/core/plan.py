@@ -13,12 +13,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any
 
 from memfit.core.choices import Checkpointing, DeviceMap, Method, Offload, Optimizer, Runtime, ZeroStage
 from memfit.core.errors import InvalidWorkload, MemfitError
-from memfit.core.optimizers import peft_adapts_fused_experts
 from memfit.core.result import Estimate, Gpu
 from memfit.core.spec import ModelSpec
 from memfit.core.strategies import StrategyFit, plan_strategies
@@ -341,9 +339,8 @@ def _training_ladder(spec: ModelSpec, wl: Training) -> Iterator[tuple[str, Train
 
     rep = dataclasses.replace
     ckpt = rep(wl, checkpointing=Checkpointing.FULL)
-    lora = Lora(rank=PLAN_LORA_RANK, alpha=2 * PLAN_LORA_RANK)
-    if peft_adapts_fused_experts(spec, lora):   # peft's ParamWrapper takes no dropout (training.validate)
-        lora = rep(lora, dropout=Fraction(0))
+    lora = Lora(rank=PLAN_LORA_RANK, alpha=2 * PLAN_LORA_RANK)   # dropout: the model's default (0 on
+                                                                 # fused experts: workload_for_gpu)
     as_lora = rep(ckpt, method=Method.LORA, lora=lora) if wl.method is Method.FULL else ckpt
     as_qlora = rep(ckpt, method=Method.QLORA, lora=wl.lora or lora, quant=quant(PLAN_QLORA_QUANT))
     if wl.optimizer in (Optimizer.ADAMW, Optimizer.ADAM, Optimizer.ADAMW_LOOP):

@@ -45,7 +45,13 @@ from memfit.core.transients import (
     prefill_step,
 )
 from memfit.core.vision_tower import VisionLoad
-from memfit.core.weights import tensor_bytes, weight_tensor_groups, weights_tree_groups, with_formats
+from memfit.core.weights import (
+    tensor_bytes,
+    unconverted_experts_note,
+    weight_tensor_groups,
+    weights_tree_groups,
+    with_formats,
+)
 from memfit.core.workload import Inference
 
 RANDOM_INIT_TIED_HEAD = True
@@ -63,7 +69,7 @@ def _gpu_weights(spec: ModelSpec, workload: Inference) -> tuple[Term, list[Repea
     absorbed = mla_absorbed_bytes(spec, workload, dtype=dtype)
     if absorbed:
         groups = [*groups, ([("mla_absorbed", absorbed)], 1)]
-    term = with_formats(weights_tree_groups(groups), quant=workload.quant, dtype=dtype)
+    term = with_formats(weights_tree_groups(groups), quant=workload.quant, dtype=dtype, spec=spec)
     if pp == 1:
         return term, [(tuple(b for _, b in tensors), times) for tensors, times in groups]
     layer_share = -(-spec.num_layers // pp)
@@ -157,6 +163,9 @@ def torch_phases(spec: ModelSpec, workload: Inference, prof: RuntimeProfile, kin
                            "(random-weight build); a from_pretrained load does not have it")
     if workload.quant.kind == "bnb-int8":
         assumptions.append(int8_bound_note(spec))
+    experts = unconverted_experts_note(spec, workload.quant, kept=str(compute_dtype(spec, workload)))
+    if experts:
+        assumptions.append(experts)
     final_tokens = final_cache_tokens(workload)
     cache_tokens = workload.prompt_tokens
     if kind is KvCache.STATIC:

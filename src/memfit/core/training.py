@@ -54,7 +54,7 @@ from memfit.core.params import Linear, count_params, layer_linears
 from memfit.core.per_rank import LAYER_CHILDREN, Parts, compute_workload, layer_child, per_rank
 from memfit.core.result import Gpu, Phase, Term, memory
 from memfit.core.spec import ModelSpec, attention_of
-from memfit.core.weights import buffer_bytes
+from memfit.core.weights import buffer_bytes, unconverted_experts_note
 from memfit.core.workload import Parallelism, Training
 
 CACHED_BYTES_PER_LOGIT = Fraction(11, 4)
@@ -80,7 +80,7 @@ def validate(spec: ModelSpec, wl: Training) -> None:
                               "attn=sdpa")
     if wl.lora is not None and wl.method is not Method.FULL:
         lora_targets(spec, wl.lora)
-        if peft_adapts_fused_experts(spec, wl.lora) and wl.lora.dropout > 0:
+        if peft_adapts_fused_experts(spec, wl.lora) and wl.lora.rate > 0:
             raise InvalidWorkload(
                 f"lora_targets=all-linear on {spec.name} adapts its fused expert parameters (peft "
                 "lora.ParamWrapper), which needs lora_dropout=0; set lora_dropout 0 or list target modules")
@@ -442,6 +442,11 @@ def _assumptions(spec: ModelSpec, wl: Training, flow: act.Flow) -> tuple[str, ..
         out.append("AMP: parameters fp32, autocast keeps bf16/fp16 weight copies until backward")
     if act.upcasts_kept_weights(wl):
         out.append("prepare_model_for_kbit_training: embeddings, lm_head and norms in fp32")
+    kept = "fp32 (prepare_model_for_kbit_training upcasts them)" if act.upcasts_kept_weights(wl) else \
+        "the compute dtype"
+    experts = unconverted_experts_note(spec, wl.quant, kept=kept)
+    if experts:
+        out.append(experts)
     if wl.optimizer is Optimizer.LION:
         out.append("lion: lion-pytorch's per-tensor update")
     if wl.chunked_loss:

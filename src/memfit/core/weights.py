@@ -60,21 +60,26 @@ def weights(spec: ModelSpec, *, dtype: DType, quant: Quant, runtime: Runtime) ->
     Source: bitsandbytes replace_with_bnb_linear (nn.Linear only, lm_head skipped); quants.py per format.
     """
     term = weights_tree_groups(weight_tensor_groups(spec, dtype=dtype, quant=quant, runtime=runtime))
-    return with_formats(term, quant=quant, dtype=dtype)
+    return with_formats(term, quant=quant, dtype=dtype, spec=spec)
 
 
-def with_formats(term: Term, *, quant: Quant, dtype: DType) -> Term:
+def with_formats(term: Term, *, quant: Quant, dtype: DType, spec: ModelSpec) -> Term:
     """The `weights` Term with each component's stored format as its note (quantized formats only): the
-    format's name where the loader converts that kind of module, the dtype where it keeps it."""
+    format's name where the loader converts that kind of module, the dtype where it keeps it (a role none
+    of whose matrices `_quantizes` converts, such as bitsandbytes' fused 3-D experts, is the dtype)."""
     if not quant.is_quantized:
         return term
+    linears = [lin for layer in {id(one): one for one in spec.layers}.values()
+               for lin in layer_linears(spec, layer)]
+    unconverted = ({lin.role for lin in linears}
+                   - {lin.role for lin in linears if _quantizes(quant, lin)})
 
     def noted(t: Term, role: str) -> Term:
         if t.name == "buffers":
             return t          # rotary inv_freq (fp32), causal-mask buffers: not weights of any format
         if t.name in ("norms", "final_norm", "embedding_norm"):
             fmt = "fp32" if quant.kind == "gguf" else str(dtype)
-        elif quant.targets is not None and role not in quant.targets:
+        elif (quant.targets is not None and role not in quant.targets) or role in unconverted:
             fmt = str(dtype)
         else:
             fmt = str(dtype) if role in quant.keeps else quant.name
@@ -84,6 +89,23 @@ def with_formats(term: Term, *, quant: Quant, dtype: DType) -> Term:
 
     return Term.group(term.name, [c if c.name == "mla_absorbed" else noted(c, c.name) for c in term.children],
                       note=term.note)
+
+
+def unconverted_experts_note(spec: ModelSpec, quant: Quant, *, kept: str) -> str:
+    """"" or the line saying how many expert weights `quant`'s loader leaves unconverted (bitsandbytes
+    converts nn.Linear modules only; transformers-5 MoE experts are fused 3-D Parameters), kept in `kept`."""
+    counts = {id(layer): 0 for layer in spec.layers}
+    for layer in spec.layers:
+        counts[id(layer)] += 1
+    layers = {id(layer): layer for layer in spec.layers}
+    raw = sum(times * lin.num_weights for key, times in counts.items()
+              for lin in layer_linears(spec, layers[key])
+              if lin.role == "experts" and quant.is_quantized and not _quantizes(quant, lin))
+    if not raw:
+        return ""
+    return (f"{raw:,} fused expert weights of {spec.name} stay unquantized in {kept}: {quant.name} converts "
+            "nn.Linear modules only and transformers 5.17 keeps each layer's experts as raw 3-D Parameters "
+            "(integrations/bitsandbytes.py replace_with_bnb_linear)")
 
 
 def weights_tree(tensors: list[Tensor]) -> Term:

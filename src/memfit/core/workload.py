@@ -358,6 +358,10 @@ _PARALLELISM_FIELDS: dict[str, _Normalise] = {
 }
 
 
+DEFAULT_LORA_DROPOUT = Fraction(1, 20)
+"""LoRA dropout when none is given: 0.05, the common fine-tuning recipes' value (peft's own default is 0)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Lora:
     """A LoRA adapter configuration as peft's LoraConfig takes it."""
@@ -365,15 +369,21 @@ class Lora:
     rank: int
     alpha: int
     targets: tuple[str, ...] = ("all-linear",)
-    dropout: Fraction = Fraction(1, 20)         # only "> 0" matters: peft then keeps a dropped copy
+    dropout: Fraction | None = None             # None: DEFAULT_LORA_DROPOUT, or 0 where peft's ParamWrapper
+                                                # adapts fused experts (it takes none); only "> 0" matters
     prepare_kbit: bool = True                   # QLoRA: prepare_model_for_kbit_training upcasts to fp32
 
     def __post_init__(self) -> None:
         _normalise_fields(self, _LORA_FIELDS)
         if not self.targets:
             raise InvalidWorkload("lora_targets is empty; use all-linear or module names like q_proj,v_proj")
-        if not 0 <= self.dropout < 1:
+        if self.dropout is not None and not 0 <= self.dropout < 1:
             raise InvalidWorkload(f"lora_dropout={self.dropout} must be in [0, 1)")
+
+    @property
+    def rate(self) -> Fraction:
+        """The dropout probability peft gets: `dropout`, or DEFAULT_LORA_DROPOUT when left to memfit."""
+        return DEFAULT_LORA_DROPOUT if self.dropout is None else self.dropout
 
     def targets_module(self, name: str) -> bool:
         """Whether a Linear named `name` (q_proj, gate_proj, ...) gets an adapter (all-linear: no lm_head)."""
@@ -392,7 +402,7 @@ _LORA_FIELDS: dict[str, _Normalise] = {
     "rank": _as("lora_rank", _LORA_COUNT),
     "alpha": _as("lora_alpha", _LORA_COUNT),
     "targets": _as("lora_targets", _targets),
-    "dropout": _as("lora_dropout", parse_fraction),
+    "dropout": _optional(_as("lora_dropout", parse_fraction)),
     "prepare_kbit": _boolean,
 }
 

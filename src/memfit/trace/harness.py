@@ -141,7 +141,7 @@ def add_lora(model: Any, workload: Training) -> Any:
     lora = workload.lora
     assert lora is not None  # Training.__post_init__ guarantees it for LoRA and QLoRA
     targets: Any = "all-linear" if "all-linear" in lora.targets else list(lora.targets)
-    config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=float(lora.dropout),
+    config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=float(lora.rate),
                         target_modules=targets, task_type="CAUSAL_LM")
     from memfit.trace import standins
 
