@@ -142,7 +142,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("lora_rank", int, f"LoRA rank. Default {DEFAULT_LORA_RANK}.", _TRAIN, "train"),
     Flag("lora_alpha", int, "LoRA alpha. Default 2 × rank.", _TRAIN, "train"),
     Flag("lora_targets", str, "all-linear (default) or module names: q_proj,v_proj,...", _TRAIN, "train"),
-    Flag("lora_dropout", str, "LoRA dropout probability. Default 0.05 (0 where peft adapts fused MoE experts).",
+    Flag("lora_dropout", str, "LoRA dropout. Default 0.05 (0 where peft adapts fused MoE experts).",
          _TRAIN, "train"),
     Flag(
         "no_kbit_prep", bool, "QLoRA: skip prepare_model_for_kbit_training (no fp32 upcast).", _TRAIN, "train"
