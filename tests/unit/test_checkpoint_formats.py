@@ -233,6 +233,19 @@ def test_rocm_and_non_cuda_devices_follow_what_torch_reports() -> None:
             assert "CUDA or XPU" in notes[0]
 
 
+def test_llama_cpp_keeps_gpt_oss_mxfp4_experts_as_ggml_mxfp4() -> None:
+    # convert_hf_to_gguf's GptOssModel repacks the MXFP4 experts as GGML MXFP4 (16 bytes of codes + one
+    # e8m0 scale per 32 weights = 17/32 B) and writes every other tensor in the outtype (bf16 here).
+    # gpt-oss-20b: 24 layers × 32 experts × (2 × 2,880 × 2,880 + 2,880 × 2,880) = 19,110,297,600 expert
+    # weights of 20,914,757,184 parameters: 19,110,297,600 × 17 / 32 + 1,804,459,584 × 2 = 13,761,264,768 B,
+    # on the GPU but for token_embd (host RAM); a convert log shows "total_size = 13.8G" for this model.
+    spec = load_catalog_model("gpt-oss-20b")
+    est = estimate(spec, Inference(prompt_tokens=16, runtime="llama.cpp"))
+    load = est.phase("load")
+    assert load.memory.bytes_of("weights") + load.host.bytes_of("embeddings") == 13_761_264_768
+    assert any("GGML MXFP4" in a for a in est.assumptions)
+
+
 def test_training_a_checkpoint_format() -> None:
     fp8 = _spec({"quant_method": "fp8", "weight_block_size": [128, 128]})
     quant, notes = loaded_quant(fp8, Training(seq_len=64, method="lora", lora=Lora(rank=8, alpha=16)))

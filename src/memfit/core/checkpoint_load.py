@@ -108,6 +108,8 @@ def loaded_quant(spec: ModelSpec, workload: Inference | Training,
                               "not modelled; pass quant='dequantized' (--quant dequantized) to count the "
                               "dequantized model")
     note = f"checkpoint stored as {stored.name} ({stored.note}); {how}"
+    if kept and workload.runtime is Runtime.LLAMA_CPP:     # the GGUF file convert_hf_to_gguf writes
+        stored = dataclasses.replace(stored, runtimes=stored.runtimes | {Runtime.LLAMA_CPP})
     return (stored if kept else QUANTS["none"]), (note,)
 
 
@@ -117,6 +119,10 @@ def _runtime_keeps(stored: Quant, runtime: Runtime, gpu: Gpu | None) -> tuple[bo
     where = _gpu_name(gpu)
     match runtime:
         case Runtime.LLAMA_CPP:
+            if stored.kind == "mxfp4" and stored.targets == frozenset({"experts"}):
+                return True, ("llama.cpp loads GGUF files only: convert_hf_to_gguf (GptOssModel.repack_mxfp4) "
+                              "keeps the MXFP4 experts as GGML MXFP4, 17 bytes per 32 weights as stored, "
+                              "and converts the other tensors to the workload dtype")
             return False, ("llama.cpp loads GGUF files only: convert_hf_to_gguf dequantizes the checkpoint; "
                            "counted in the workload dtype unless --quant names a GGUF type")
         case Runtime.VLLM:

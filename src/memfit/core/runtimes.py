@@ -87,7 +87,7 @@ PROFILES: dict[Runtime, RuntimeProfile] = {
     ),
     Runtime.LLAMA_CPP: RuntimeProfile(
         runtime=Runtime.LLAMA_CPP,
-        quant_kinds=frozenset({"none", "gguf"}),
+        quant_kinds=frozenset({"none", "gguf", "mxfp4"}),   # mxfp4: GGML_TYPE_MXFP4 (gpt-oss experts)
         kv_caches=frozenset({KvCache.STATIC}),
         default_kv_cache=KvCache.STATIC,
         torch_allocator=False,
