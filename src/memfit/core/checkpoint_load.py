@@ -122,7 +122,8 @@ def _runtime_keeps(stored: Quant, runtime: Runtime, gpu: Gpu | None) -> tuple[bo
             if stored.kind == "mxfp4" and stored.targets == frozenset({"experts"}):
                 return True, ("llama.cpp loads GGUF files only: convert_hf_to_gguf "
                               "(GptOssModel.repack_mxfp4) keeps the MXFP4 experts as GGML MXFP4, 17 bytes "
-                              "per 32 weights as stored, and converts the other tensors to the workload dtype")
+                              "per 32 weights as stored, and converts the other tensors to the workload "
+                              "dtype")
             return False, ("llama.cpp loads GGUF files only: convert_hf_to_gguf dequantizes the checkpoint; "
                            "counted in the workload dtype unless --quant names a GGUF type")
         case Runtime.VLLM:
