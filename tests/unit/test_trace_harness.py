@@ -71,3 +71,20 @@ def test_builtin_model_type_ignores_auto_map():
     """A phi3 config that also names remote code builds transformers' own Phi3 config."""
     cfg = harness.hf_config(json.dumps({"model_type": "phi3", "auto_map": {"AutoConfig": "x.Y"}}))
     assert type(cfg).__name__ == "Phi3Config"
+
+
+@pytest.mark.parametrize(("config", "expected"), [
+    ("tiny-phi3-gqa-tied.json", 96 * 64 * 2),     # tied: vocab 96 × hidden 64 × 2 B (bf16) = 12,288 B
+    ("tiny-mistral.json", 0),                     # untied head: it is a weight of its own, nothing freed
+])
+def test_untied_head_block_of_a_random_weight_build(config, expected):
+    """The LM head block from_config allocates before tie_weights replaces it (trace/run.py): only for a
+    tied head, in the head's dtype; the replay keeps it cached (Tracker.cached_block)."""
+    from pathlib import Path
+
+    from memfit.trace.run import _untied_head_bytes
+
+    text = (Path(__file__).parents[1] / "data" / "configs" / config).read_text()
+    workload = Inference(prompt_tokens=8)
+    model = harness.build_model(text, workload, DType.BF16, "meta")
+    assert _untied_head_bytes(model, workload) == expected

@@ -99,11 +99,26 @@ def test_grouped_mm_takes_fp32_as_cuda_fallback_does():
 
     from memfit.trace import patches
 
-    patches.install()
-    with FakeTensorMode():
+    with patches.installed(), FakeTensorMode():
         a = torch.empty(10, 8, requires_grad=True)
         b = torch.empty(4, 8, 6, requires_grad=True)
         out = torch._grouped_mm(a, b, offs=torch.tensor([2, 5, 7, 10], dtype=torch.int32))
         out.sum().backward()
         assert (tuple(out.shape), out.dtype) == ((10, 6), torch.float32)
         assert (tuple(a.grad.shape), tuple(b.grad.shape), b.grad.dtype) == ((10, 8), (4, 8, 6), torch.float32)
+
+
+def test_installed_leaves_torch_as_it_found_it():
+    """Patching inside the test process is undone on exit: SDPA, the CUDA capability answer and the HF
+    mask helpers are the original objects again (a later test running a real model on CPU needs them)."""
+    import torch.nn.functional as F  # noqa: N812
+    from transformers import masking_utils
+
+    before = (F.scaled_dot_product_attention, torch.cuda.get_device_capability,
+              masking_utils._ignore_causal_mask_sdpa, masking_utils.create_recurrent_attention_mask)
+    with patches.installed():
+        assert F.scaled_dot_product_attention is patches.sdpa
+        assert torch.cuda.get_device_capability() == patches.SM90_CAPABILITY
+    after = (F.scaled_dot_product_attention, torch.cuda.get_device_capability,
+             masking_utils._ignore_causal_mask_sdpa, masking_utils.create_recurrent_attention_mask)
+    assert all(a is b for a, b in zip(before, after, strict=True))

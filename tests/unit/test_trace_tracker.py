@@ -60,3 +60,20 @@ def test_repeat_phases_adds_the_tagged_storages():
     assert (second.peak_bytes - first.peak_bytes, second.start_bytes) == (2048, 2048)
     assert tracker.breakdown(second, "activations") == {"activations": 1024, "optimizer_states": 2048}
     del act, state
+
+
+def test_cached_block_is_reserved_and_reused_but_never_allocated():
+    """Llama-3.2-1B's untied LM head of a random-weight build: 128,256 × 2,048 × 2 B = 525,336,576 B, a
+    large-pool request with a segment of its own rounded up to 2 MiB: 251 × 2 MiB = 526,385,152 B reserved,
+    0 allocated. A 200 MiB activation afterwards splits that cached segment (its 302 MiB rest > 1 MiB), so
+    reserved stays 526,385,152 B while 200 MiB are allocated."""
+    from memfit.core.units import MiB
+    from memfit.trace.allocator import CachingAllocator
+
+    tracker = Tracker(allocator=CachingAllocator())
+    with tracker:
+        tracker.cached_block(128_256 * 2_048 * 2)
+        assert (tracker.allocator.reserved, tracker.total) == (526_385_152, 0)
+        act = torch.empty(200 * MiB, dtype=torch.uint8)
+        assert (tracker.allocator.reserved, tracker.total) == (526_385_152, 200 * MiB)
+        del act

@@ -8,7 +8,8 @@ allocated figure comes from. Rules (c10/cuda/CUDACachingAllocator.cpp, default s
 - with no fitting block a new segment is reserved: 2 MiB (small), 20 MiB (large requests < 10 MiB), else
   the request rounded up to 2 MiB;
 - a freed block merges with free neighbours in its segment and stays reserved (cached).
-Not modelled: streams other than the default one, expandable segments, empty_cache(), OOM retries.
+Not modelled: streams other than the default one, expandable segments, empty_cache() (torch.cuda.graph's
+__enter__ calls it: transformers' auto-compiled static-cache decoding), CUDA graph private pools, OOM retries.
 """
 
 from __future__ import annotations

@@ -32,6 +32,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -47,7 +49,8 @@ TORCH_DTYPES = {torch.float16: DType.FP16, torch.bfloat16: DType.BF16, torch.flo
 SM90_CAPABILITY = (9, 0)
 """The compute capability the trace reports (H100): the ground truth's GPU."""
 
-_state: dict[str, Any] = {"unpadded_length": None, "installed": False, "choices": {}, "gpu": None}
+_state: dict[str, Any] = {"unpadded_length": None, "installed": False, "choices": {}, "gpu": None,
+                         "saved": []}   # saved: (owner, attribute, original) per patch, for uninstall
 
 
 def set_gpu(gpu: Gpu | None) -> None:
@@ -195,30 +198,58 @@ def _grouped_mm_meta(original: Any) -> Any:
 
 
 def install() -> None:
-    """Apply every patch once per process (the worker calls it before building a model)."""
+    """Apply every patch once per process (the worker calls it before building a model); `uninstall` or
+    `installed()` undo them, so a test process that patches leaves torch and transformers as it found them."""
     if _state["installed"]:
         return
-    F.scaled_dot_product_attention = sdpa
-    torch.nn.functional.scaled_dot_product_attention = sdpa
+    _set(F, "scaled_dot_product_attention", sdpa)
 
     import torch.cuda.amp.common as amp_common
 
-    amp_common.amp_definitely_not_available = lambda: False
-    torch.cuda.is_bf16_supported = lambda *args, **kwargs: True
+    _set(amp_common, "amp_definitely_not_available", lambda: False)
+    _set(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
     # transformers asks the capability before grouped_mm (MoE experts) and fused kernels: an H100 (sm90)
-    torch.cuda.get_device_capability = lambda *args, **kwargs: SM90_CAPABILITY
+    _set(torch.cuda, "get_device_capability", lambda *args, **kwargs: SM90_CAPABILITY)
 
     from torch import _meta_registrations
 
-    _meta_registrations._meta_grouped_mm_common = _grouped_mm_meta(
-        _meta_registrations._meta_grouped_mm_common)
+    _set(_meta_registrations, "_meta_grouped_mm_common",
+         _grouped_mm_meta(_meta_registrations._meta_grouped_mm_common))
 
     from transformers import masking_utils
 
-    masking_utils.find_packed_sequence_indices = lambda position_ids: None
-    masking_utils._ignore_causal_mask_sdpa = _ignore_causal_mask_sdpa
+    _set(masking_utils, "find_packed_sequence_indices", lambda position_ids: None)
+    _set(masking_utils, "_ignore_causal_mask_sdpa", _ignore_causal_mask_sdpa)
     _patch_recurrent_mask(masking_utils)
     _state["installed"] = True
+
+
+def uninstall() -> None:
+    """Undo `install`: every patched attribute gets back the object it held before, last patched first."""
+    saved: list[tuple[Any, str, Any]] = _state["saved"]
+    while saved:
+        owner, name, original = saved.pop()
+        setattr(owner, name, original)
+    _state["installed"] = False
+
+
+@contextlib.contextmanager
+def installed() -> Iterator[None]:
+    """The patches for the duration of a `with` block (in-process callers such as tests); a process that
+    had them installed before keeps them."""
+    already = _state["installed"]
+    install()
+    try:
+        yield
+    finally:
+        if not already:
+            uninstall()
+
+
+def _set(owner: Any, name: str, value: Any) -> None:
+    """setattr that remembers the original for `uninstall`."""
+    _state["saved"].append((owner, name, getattr(owner, name)))
+    setattr(owner, name, value)
 
 
 RECURRENT_MASK_MODULES = ("bamba", "falcon_h1", "granitemoehybrid", "jamba", "nemotron_h", "qwen3_next")
@@ -234,8 +265,8 @@ def _patch_recurrent_mask(masking_utils: Any) -> None:
     def no_padding(*args: Any, **kwargs: Any) -> None:
         return None
 
-    masking_utils.create_recurrent_attention_mask = no_padding
+    _set(masking_utils, "create_recurrent_attention_mask", no_padding)
     for name in RECURRENT_MASK_MODULES:
         module: Any = importlib.import_module(f"transformers.models.{name}.modeling_{name}")
         if hasattr(module, "create_recurrent_attention_mask"):
-            module.create_recurrent_attention_mask = no_padding
+            _set(module, "create_recurrent_attention_mask", no_padding)

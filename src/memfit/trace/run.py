@@ -148,6 +148,7 @@ def _run(model: Any, workload: Inference | Training, device: str, progress: Any,
             if group is None:
                 harness.materialize(model, device)
                 harness.mark_weights(model, tracker)
+                tracker.cached_block(_untied_head_bytes(model, workload))
             else:
                 assert isinstance(workload, Training)       # _ranks yields a group for training only
                 model = sharding.wrap(model, workload, group, device, tracker)
@@ -166,6 +167,23 @@ def _run(model: Any, workload: Inference | Training, device: str, progress: Any,
             else:
                 harness.run_workload(model, workload, tracker, device)
     return tracker
+
+
+def _untied_head_bytes(model: Any, workload: Inference | Training) -> int:
+    """Bytes of the LM head a random-weight build (`from_config` on the GPU, as the groundtruth and memfit
+    measure do) allocates before tying it to the embeddings and then frees: its block stays cached. 0 for
+    an untied head, a quantized build or core.torch_inference.RANDOM_INIT_TIED_HEAD off.
+    Source: transformers 5.17 PreTrainedModel.post_init → tie_weights (the head's own Parameter is replaced
+    by the embedding's); groundtruth Llama-3.2-1B load: peak − end = vocab × hidden × 2 B (+ 1 MiB)."""
+    from memfit.core.torch_inference import RANDOM_INIT_TIED_HEAD
+
+    if not RANDOM_INIT_TIED_HEAD or workload.quant.is_quantized:
+        return 0
+    head, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
+    weight, tied = getattr(head, "weight", None), getattr(embeddings, "weight", None)
+    if not isinstance(weight, torch.Tensor) or id(weight) != id(tied):      # not one tied Parameter
+        return 0
+    return int(weight.untyped_storage().nbytes())
 
 
 def _trace_stages(build: Any, model: Any, workload: Training, device: str, progress: Any,

@@ -130,6 +130,14 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
             self.allocator.malloc(-len(self._threads) - 1,
                                   overhead.cublas_workspace_bytes(gpu=patches.current_gpu()))
 
+    def cached_block(self, nbytes: int) -> None:
+        """A block the real run allocated and freed outside the traced ops (a random-weight build's LM head
+        before tying): the replay reserves it and keeps it cached; it is never counted as allocated."""
+        if self.allocator is not None and nbytes:
+            serial = next(self._serials)
+            self.allocator.malloc(serial, rounded_bytes(nbytes))
+            self.allocator.free(serial)
+
     def register(self, tensors: Iterable[torch.Tensor]) -> None:
         """Count tensors created outside dispatch (none in practice; kept for stand-ins built by hand)."""
         for tensor in tensors:
