@@ -42,6 +42,17 @@ def test_mamba_state_bytes_nemotron_nano_shapes_fp32_model():
     assert mamba_state_bytes(mamba, batch=1, conv_dtype=DType.FP32) == (196_608, 5_242_880)
 
 
+def test_dense_granite_hybrid_with_zero_experts_per_token_maps_to_the_shared_mlp():
+    """A dense Granite-4.0-H config (num_local_experts 0 beside num_experts_per_tok 0, as granite-4.0-h-micro
+    publishes) maps every layer to the gated shared MLP; a MoE config still needs 1..num_experts per token."""
+    spec = _tiny("tiny-granitemoehybrid", num_local_experts=0, num_experts_per_tok=0)
+    # shared_intermediate_size 48, gated: gate, up and down on every one of the 4 layers
+    mlps = {(type(layer.mlp).__name__, layer.mlp.intermediate_size) for layer in spec.layers}
+    assert mlps == {("MlpSpec", 48)}
+    with pytest.raises(ConfigError, match=r"num_experts_per_tok=0 must be in 1\.\.num_experts=4"):
+        _tiny("tiny-granitemoehybrid", num_experts_per_tok=0)
+
+
 def test_granite_hybrid_cache_has_attention_and_recurrent_state():
     """tiny-granitemoehybrid (layers M M A M), bf16, batch 2, 48 + 8 tokens: the one attention layer caches
     K and V per token, the three Mamba layers a fixed conv and SSM state each."""

@@ -88,7 +88,10 @@ FIELD_BOUNDS: dict[str, Bound] = {
              "seq_length", "sliding_window"),
     **_bound(0, MAX_NUM_EXPERTS, "MAX_NUM_EXPERTS", "num_experts", "num_local_experts", "n_routed_experts",
              "n_shared_experts"),
-    **_bound(1, MAX_NUM_EXPERTS, "MAX_NUM_EXPERTS", "num_experts_per_tok", "experts_per_token"),
+    # 0 as well: the dense Granite 4.0 releases (granite-4.0-h-micro) publish num_experts_per_tok 0 beside
+    # num_local_experts 0; a MoE layer still needs 1..num_experts (MoeSpec.__post_init__)
+    **_bound(0, MAX_NUM_EXPERTS, "MAX_NUM_EXPERTS", "num_experts_per_tok"),
+    **_bound(1, MAX_NUM_EXPERTS, "MAX_NUM_EXPERTS", "experts_per_token"),
     **_bound(1, MAX_IMAGE_PIXELS, "MAX_IMAGE_PIXELS", "image_size", "patch_size"),
     **_bound(1, MAX_IMAGE_CHANNELS, "MAX_IMAGE_CHANNELS", "num_channels"),
     **_bound(1, MAX_PARALLEL_NORMS, "MAX_PARALLEL_NORMS", "num_ln_in_parallel_attn"),

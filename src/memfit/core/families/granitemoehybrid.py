@@ -32,9 +32,11 @@ def _mlp(config: Mapping[str, Any], *, name: str) -> MlpSpec | MoeSpec:
     num_experts = opt_int(config, "num_local_experts", default=8, name=name) or 0
     if not num_experts:
         return shared
-    return MoeSpec(num_experts=num_experts, top_k=opt_int(config, "num_experts_per_tok", default=2, name=name)
-                   or 2, expert=MlpSpec(intermediate_size=req_int(config, "intermediate_size", name=name),
-                                        gated=True, activation=activation),
+    top_k = opt_int(config, "num_experts_per_tok", default=2, name=name)
+    # 0 is not "unset": MoeSpec refuses it for a MoE layer (dense releases publish 0 with 0 experts)
+    expert = MlpSpec(intermediate_size=req_int(config, "intermediate_size", name=name), gated=True,
+                     activation=activation)
+    return MoeSpec(num_experts=num_experts, top_k=2 if top_k is None else top_k, expert=expert,
                    num_shared_experts=1, shared_expert=shared, shared_expert_is_mlp=True)
 
 

@@ -50,6 +50,12 @@ def _mamba(config: Mapping[str, Any], *, name: str) -> MambaSpec:
     )
 
 
+def _top_k(config: Mapping[str, Any], *, name: str) -> int:
+    """Experts per token; 0 is kept (not read as unset), so MoeSpec refuses it in one line."""
+    top_k = opt_int(config, "num_experts_per_tok", default=2, name=name)
+    return 2 if top_k is None else top_k
+
+
 def _moe(config: Mapping[str, Any], *, name: str, activation: str, bias: bool) -> MoeSpec:
     if config.get("moe_latent_size") is not None:
         raise ConfigError(f"{name}: moe_latent_size (latent MoE projections) is not modelled yet")
@@ -58,7 +64,7 @@ def _moe(config: Mapping[str, Any], *, name: str, activation: str, bias: bool) -
     shared = MlpSpec(intermediate_size=shared_width, gated=False, bias=bias, activation=activation)
     return MoeSpec(
         num_experts=opt_int(config, "n_routed_experts", "num_local_experts", default=8, name=name) or 8,
-        top_k=opt_int(config, "num_experts_per_tok", default=2, name=name) or 2,
+        top_k=_top_k(config, name=name),
         expert=MlpSpec(intermediate_size=opt_int(config, "moe_intermediate_size", default=7688, name=name)
                        or 7688, gated=False, activation=activation),
         num_shared_experts=num_shared, shared_expert=shared if num_shared else None,
