@@ -459,15 +459,6 @@ class ModelSpec:
         return any(layer.mamba is not None for layer in self.layers)
 
     @property
-    def unmodeled_layers(self) -> str:
-        """What no working-set formula models yet ("" when none): gated DeltaNet mixers, gated attention."""
-        if any(isinstance(layer.mamba, GatedDeltaNetSpec) for layer in self.layers):
-            return "its gated DeltaNet linear-attention layers"
-        if any(att.output_gate for att in self.attention_specs):
-            return "its output-gated attention"
-        return ""
-
-    @property
     def attention_specs(self) -> tuple[AttentionSpec, ...]:
         """The attention block of every layer that has one, in layer order."""
         return tuple(layer.attention for layer in self.layers if layer.attention is not None)
