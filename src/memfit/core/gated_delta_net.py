@@ -20,6 +20,7 @@ torch_recurrent_gated_delta_rule, Qwen3NextRMSNormGated.forward; cache_utils.Lin
 
 from __future__ import annotations
 
+from memfit.core.overhead import round_block
 from memfit.core.result import Term
 from memfit.core.spec import GatedDeltaNetSpec
 
@@ -140,14 +141,28 @@ def _gated_norm_bytes(m: GatedDeltaNetSpec, *, tokens: int, dt: int) -> int:
 
 
 def delta_net_decode_step(m: GatedDeltaNetSpec, *, b: int, hidden: int, dt: int) -> Term:
-    """A gated DeltaNet mixer's largest live set in one decode step (bytes): in_proj's outputs, then the
-    recurrent update (torch_recurrent_gated_delta_rule on one token: the cached state · exp(g), the
-    k ⊗ δ outer product and their sum, (b, Hv, dk, dv) fp32 each; the cached state itself is `.to()` a
-    no-op) or the conv window (causal_conv1d_update: the (b, C, K + 1) cat, the conv's two outputs and
-    the SiLU).
-    Source: transformers 5.17.0 torch_recurrent_gated_delta_rule, causal_conv1d_update."""
-    state = b * m.ssm_state_elements * FP32_BYTES
-    window = b * m.conv_dim * (m.conv_kernel + 1 + 2 + 1) * dt
+    """A gated DeltaNet mixer's largest live set in one decode step (bytes).
+
+    Beside the normed input and in_proj's outputs: the z and b/a copies, the conv's (b, C) SiLU output,
+    q and k repeated to every value head, β and g; then either the conv window (causal_conv1d_update: the
+    q/k/v copies, their cat, its cat with the (b, C, K) state, the conv's (b, C, 2) output and the SiLU)
+    or the recurrent update (torch_recurrent_gated_delta_rule on one token: fp32 q, k, v, β, g, the output
+    buffer, kv_mem and δ (b, Hv, dv), and three (b, Hv, dk, dv) fp32 states: the cached state · exp(g),
+    the k ⊗ δ outer product and their sum; the cached state itself is `.to()` a no-op). Tensors of a few
+    bytes per sequence take a whole allocator block (round_block).
+    Source: transformers 5.17.0 Qwen3NextGatedDeltaNet.forward, torch_recurrent_gated_delta_rule,
+    causal_conv1d_update; live storages on real CPU bf16 tensors (80B-A3B shapes, one sequence: exact)."""
+    f, hv, dk, dv = FP32_BYTES, m.num_value_heads, m.key_head_dim, m.value_head_dim
+    qkv, z, ba = _split_copies(m, tokens=b, dt=dt)
+    ba = 2 * round_block(ba // 2) if ba else 0
+    mixed = b * m.conv_dim * dt
+    repeated = 2 * b * hv * dk * dt if hv > m.num_key_heads else 0
+    gates = round_block(b * hv * dt) + round_block(b * hv * f)
+    upcast = (2 * b * hv * dk + b * hv * dv) * f + 2 * round_block(b * hv * f)
+    state = b * m.ssm_state_elements * f
+    update = mixed + repeated + gates + upcast + 3 * b * hv * dv * f + 3 * state
+    window = qkv + mixed + b * m.conv_dim * (m.conv_kernel + 1 + 2 + 1) * dt
     return Term.group("mamba", [Term(name="normed", nbytes=hidden),
                                 Term(name="in_proj", nbytes=b * m.in_proj_width * dt),
-                                Term(name="state_update", nbytes=max(3 * state, window))])
+                                Term(name="split_copies", nbytes=z + ba),
+                                Term(name="state_update", nbytes=max(update, window))])
