@@ -53,7 +53,8 @@ def _without_workspace(phase: Phase) -> int:
     (json.loads((CONFIGS / "tiny-qwen3_next.json").read_text()) | {"max_position_embeddings": 512}, 2, 200,
      TINY_DECODE_TOLERANCE),
     (QWEN3_NEXT_4_LAYERS, 1, 1000, TOLERANCE[PhaseName.DECODE]),
-], ids=["tiny-granitemoehybrid", "nemotron-9b-shapes", "tiny-jamba", "tiny-qwen3_next", "qwen3-next-4-layers"])
+], ids=["tiny-granitemoehybrid", "nemotron-9b-shapes", "tiny-jamba", "tiny-qwen3_next",
+        "qwen3-next-4-layers"])
 def test_analytic_follows_the_trace_on_hybrids(config: dict[str, Any], batch: int, prompt: int,
                                                decode_tolerance: float) -> None:
     """Prefill (a prompt over several scan chunks, not a whole number of them) and decode match the trace."""
