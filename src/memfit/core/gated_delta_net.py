@@ -38,16 +38,22 @@ def _split_copies(m: GatedDeltaNetSpec, *, tokens: int, dt: int) -> tuple[int, i
     in_proj_qkvz's output is viewed as (b, s, Hk, 2·dk + 2·r·dv) and split; with Hk > 1 no head-merging
     reshape of a split is a view, so q and k (reshape to (b, s, Kd)) and v are copied, and with r > 1 so
     are z (reshape to (b, s, Hv, dv)) and b, a (reshape to (b, s, Hv)). With r = 1 z and b, a stay views
-    (z's later (b·s·Hv, dv) reshape is one too); with Hk = 1 everything is a view but z's reshape copies.
+    (z's later (b·s·Hv, dv) reshape is one too); with Hk = 1 everything is a view until z's reshape
+    before the norm copies it (_late_gate_copy).
     Source: transformers 5.17.0 Qwen3NextGatedDeltaNet.fix_query_key_value_ordering and forward.
     """
     grouped = m.num_value_heads > m.num_key_heads
     if m.num_key_heads == 1:
-        return 0, tokens * m.value_dim * dt, 0
+        return 0, 0, 0                                 # z's copy comes at the norm (_late_gate_copy)
     qkv = tokens * m.conv_dim * dt
     z = tokens * m.value_dim * dt if grouped else 0
     ba = tokens * m.ba_width * dt if grouped else 0
     return qkv, z, ba
+
+
+def _late_gate_copy(m: GatedDeltaNetSpec, *, tokens: int, dt: int) -> int:
+    """z's copy made by its (b·s·Hv, dv) reshape just before the gated norm: with one key head only."""
+    return tokens * m.value_dim * dt if m.num_key_heads == 1 else 0
 
 
 def delta_net_prefill_step(m: GatedDeltaNetSpec, *, b: int, s: int, hidden: int, dt: int) -> Term:
@@ -74,11 +80,12 @@ def delta_net_prefill_step(m: GatedDeltaNetSpec, *, b: int, s: int, hidden: int,
     out_e = tokens * m.value_dim * dt
     state = b * m.ssm_state_elements * f
     moments = {
-        "cat": 2 * qkv if qkv else 2 * mixed,          # the copies beside their cat (views: the cat only)
+        "cat": qkv + mixed,                             # the q, k, v copies (if any) beside their cat
         "conv": qkv + mixed + b * m.conv_dim * (s + m.conv_kernel - 1) * dt + mixed,
         **{f"rule_{name}": mixed + repeated + gates + nbytes
            for name, nbytes in _chunk_rule_moments(m, b=b, s=s, dt=dt).items()},
-        "gated_norm": mixed + repeated + gates + out_e + state + _gated_norm_bytes(m, tokens=tokens, dt=dt),
+        "gated_norm": mixed + repeated + gates + out_e + state + _late_gate_copy(m, tokens=tokens, dt=dt)
+        + _gated_norm_bytes(m, tokens=tokens, dt=dt),
         "out_proj": mixed + repeated + gates + out_e + state + hidden,
     }
     moment, extra = max(moments.items(), key=lambda item: item[1])
