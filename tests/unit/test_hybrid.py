@@ -242,7 +242,8 @@ def test_qwen3_next_mixer_and_gated_attention_parameters_at_80b_shapes():
                          ids=["training", "vllm", "llama.cpp", "tp"])
 def test_qwen3_next_unmodelled_jobs_are_refused_like_mamba_2(workload):
     """Its gated DeltaNet layers get the Mamba hybrids' one-line refusal outside transformers inference."""
-    with pytest.raises(InvalidWorkload, match=r"^tiny-qwen3_next has Mamba .* is not modelled yet$"):
+    with pytest.raises(InvalidWorkload, match=r"^tiny-qwen3_next has Mamba \(state-space\) or gated DeltaNet "
+                                              r"layers: .* is not modelled yet$"):
         estimate(_tiny("tiny-qwen3_next"), workload)
 
 

@@ -316,8 +316,8 @@ class LayerSpec:
         return isinstance(self.mlp, MoeSpec)
 
 
-MIXER_NOT_MODELED = ("{name} has Mamba (state-space) layers: memfit models them for inference under "
-                     "runtime=transformers on one GPU only; {what} is not modelled yet")
+MIXER_NOT_MODELED = ("{name} has Mamba (state-space) or gated DeltaNet layers: memfit models them for "
+                     "inference under runtime=transformers on one GPU only; {what} is not modelled yet")
 """The one-line refusal for a formula that models attention-and-MLP layers only."""
 
 
