@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/hybrid_check.py [--out DIR] [--only SUBSTRING]
 
 This checks synthetic configs at the layer shapes of Granite-4.0-H-Small, Nemotron-Nano-9B-v2 and
-Falcon-H1-7B (fields as their model cards describe them; not catalog entries), the first attention period
-(8 layers) of the catalog's AI21-Jamba-1.5-Mini (the trace runs Jamba's selective scan token by token, so
+Falcon-H1-7B (fields as their model cards describe them; not catalog entries), the first 8 layers of the
+catalog's Qwen3-Next-80B-A3B-Instruct (gated DeltaNet), the first attention period (8 layers) of the
+catalog's AI21-Jamba-1.5-Mini (the trace runs Jamba's selective scan token by token, so
 its 32 layers at 4,000 tokens would take most of an hour on fake tensors), and the tiny test configs. Per
 case and phase it records the allocated peak of both engines; writes results/hybrid-<date>.md, or
 results/hybrid-<only>-<date>.md for the models whose name contains --only.
@@ -49,16 +50,27 @@ SHAPES: dict[str, dict[str, Any]] = {
     "jamba-1.5-mini-8-layers": {
         **json.loads((CATALOG / "AI21-Jamba-1.5-Mini.json").read_text()), "num_hidden_layers": 8,
     },
+    "qwen3-next-80b-a3b-8-layers": {
+        **json.loads((CATALOG / "Qwen3-Next-80B-A3B-Instruct.json").read_text()), "num_hidden_layers": 8,
+    },
 }
-"""Layer shapes of four released hybrids; synthetic configs (Jamba: its catalog config cut to 8 layers)."""
+"""Layer shapes of five released hybrids; synthetic configs (Jamba and Qwen3-Next: their catalog configs
+cut to 8 layers, two attention periods for Qwen3-Next: 512 experts a layer make the whole model slow to
+build on fake tensors)."""
 CASES = ((1, 4000, 16), (2, 1000, 8))
 """(batch, prompt tokens, new tokens) per model (the tiny configs hold 4,096 positions)."""
-TINY = ("tiny-granitemoehybrid", "tiny-nemotron_h", "tiny-bamba", "tiny-falcon_h1", "tiny-jamba")
+TINY = ("tiny-granitemoehybrid", "tiny-nemotron_h", "tiny-bamba", "tiny-falcon_h1", "tiny-jamba",
+        "tiny-qwen3_next")
+TINY_POSITIONS = 4096
+"""Positions every tiny config is given, so CASES' 4,000-token prompt fits (tiny-qwen3_next holds 128)."""
 
 
 def _configs() -> dict[str, dict[str, Any]]:
     tiny = {stem: json.loads((ROOT / "tests" / "data" / "configs" / f"{stem}.json").read_text())
             for stem in TINY}
+    tiny = {stem: {**config, "max_position_embeddings": max(config.get("max_position_embeddings", 0),
+                                                            TINY_POSITIONS)}
+            for stem, config in tiny.items()}
     return {**SHAPES, **tiny}
 
 

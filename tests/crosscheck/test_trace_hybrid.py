@@ -30,9 +30,12 @@ NEMOTRON_9B_SHAPES = {
 }
 """Nemotron-Nano-9B-v2's layer shapes (a shorter pattern of its M, - and * blocks): synthetic, not a catalog
 entry."""
+QWEN3_NEXT_4_LAYERS = json.loads((Path(__file__).parents[2] / "src" / "memfit" / "catalog" / "models" /
+                                  "Qwen3-Next-80B-A3B-Instruct.json").read_text()) | {"num_hidden_layers": 4}
+"""Qwen3-Next-80B-A3B's first four layers (three gated DeltaNet, one output-gated attention, all MoE)."""
 TOLERANCE = {PhaseName.PREFILL: 0.01, PhaseName.DECODE: 0.01}
 """Measured: within 0.3 % on the tiny config's prefill, 0.05 % at 9B shapes (prefill and decode); tiny Jamba
-+0.8 % (prefill)."""
++0.8 % (prefill); Qwen3-Next's four layers 0.00 % (prefill and decode), tiny Qwen3-Next −0.4 % (prefill)."""
 TINY_DECODE_TOLERANCE = 0.03
 """The tiny model's decode step is a few hundred KiB, where the trace's 512-byte rounding of each tiny
 tensor (dt_bias, A_log, D, per-head dt) shows: measured −2.4 % (tiny Jamba −1.3 %)."""
@@ -47,7 +50,11 @@ def _without_workspace(phase: Phase) -> int:
     (json.loads((CONFIGS / "tiny-granitemoehybrid.json").read_text()), 2, 256, TINY_DECODE_TOLERANCE),
     (NEMOTRON_9B_SHAPES, 1, 1000, TOLERANCE[PhaseName.DECODE]),
     (json.loads((CONFIGS / "tiny-jamba.json").read_text()), 2, 256, TINY_DECODE_TOLERANCE),
-], ids=["tiny-granitemoehybrid", "nemotron-9b-shapes", "tiny-jamba"])
+    (json.loads((CONFIGS / "tiny-qwen3_next.json").read_text()) | {"max_position_embeddings": 512}, 2, 200,
+     TINY_DECODE_TOLERANCE),
+    (QWEN3_NEXT_4_LAYERS, 1, 1000, TOLERANCE[PhaseName.DECODE]),
+], ids=["tiny-granitemoehybrid", "nemotron-9b-shapes", "tiny-jamba", "tiny-qwen3_next",
+        "qwen3-next-4-layers"])
 def test_analytic_follows_the_trace_on_hybrids(config: dict[str, Any], batch: int, prompt: int,
                                                decode_tolerance: float) -> None:
     """Prefill (a prompt over several scan chunks, not a whole number of them) and decode match the trace."""

@@ -10,7 +10,7 @@ import pytest
 from memfit.core.choices import PhaseName, Runtime
 from memfit.core.dtypes import DType
 from memfit.core.errors import ConfigError, InvalidWorkload
-from memfit.core.estimate import estimate
+from memfit.core.estimate import DELTA_NET_PATH_NOTE, MAMBA_PATH_NOTE, estimate
 from memfit.core.families import spec_from_config
 from memfit.core.kv_cache import kv_cache, mamba_state_bytes
 from memfit.core.params import count_params
@@ -247,13 +247,22 @@ def test_qwen3_next_mixer_and_gated_attention_parameters_at_80b_shapes():
     assert tree["layers/attention/q_proj"] == 12 * 16_777_216
 
 
-@pytest.mark.parametrize("workload", [Inference(prompt_tokens=64), Training(seq_len=64)],
-                         ids=["inference", "training"])
-def test_qwen3_next_working_sets_are_refused_in_one_line(workload):
-    """Its parameters are counted; what its gated DeltaNet layers need at run time is refused, not guessed."""
-    with pytest.raises(InvalidWorkload, match=r"^tiny-qwen3_next has its gated DeltaNet linear-attention "
-                                              r"layers: .* not model their prefill and decode activations"):
+@pytest.mark.parametrize("workload", [Training(seq_len=64), Inference(prompt_tokens=64, runtime=Runtime.VLLM),
+                                      Inference(prompt_tokens=64, runtime=Runtime.LLAMA_CPP),
+                                      Inference(prompt_tokens=64, parallel=Parallelism(tp=2))],
+                         ids=["training", "vllm", "llama.cpp", "tp"])
+def test_qwen3_next_unmodelled_jobs_are_refused_like_mamba_2(workload):
+    """Its gated DeltaNet layers get the Mamba hybrids' one-line refusal outside transformers inference."""
+    with pytest.raises(InvalidWorkload, match=r"^tiny-qwen3_next has Mamba \(state-space\) or gated DeltaNet "
+                                              r"layers: .* is not modelled yet$"):
         estimate(_tiny("tiny-qwen3_next"), workload)
+
+
+def test_qwen3_next_inference_names_the_torch_path():
+    """A transformers inference estimate carries the DeltaNet torch-path assumption, not the Mamba one."""
+    est = estimate(_tiny("tiny-qwen3_next"), Inference(prompt_tokens=64, new_tokens=4))
+    assert DELTA_NET_PATH_NOTE in est.assumptions
+    assert MAMBA_PATH_NOTE not in est.assumptions
 
 
 def test_qwen3_next_value_heads_must_be_a_multiple_of_key_heads():

@@ -14,7 +14,7 @@ from memfit.core.device_support import workload_for_gpu
 from memfit.core.errors import InvalidWorkload
 from memfit.core.result import Estimate, Gpu, KvCapacity
 from memfit.core.runtimes import PROFILES
-from memfit.core.spec import MIXER_NOT_MODELED, ModelSpec
+from memfit.core.spec import MIXER_NOT_MODELED, GatedDeltaNetSpec, ModelSpec
 from memfit.core.versions import modeled_note
 from memfit.core.workload import Inference, Training
 
@@ -47,7 +47,7 @@ def estimate(spec: ModelSpec, workload: Inference | Training, gpu: Gpu | None = 
         versions = modeled_note(spec.family, attention=modeled_attention(spec, workload.attn))
         assumptions = (*versions, *assumptions)
     if spec.has_mamba:
-        assumptions = (*assumptions, MAMBA_PATH_NOTE)
+        assumptions = (*assumptions, *mixer_path_notes(spec))
     return Estimate(engine=Engine.ANALYTIC, model=spec, workload=asked, phases=phases, gpu=gpu,
                     assumptions=(*spec.assumptions, *gpu_notes, *load_notes, *assumptions),
                     required_capacity_ok=capacity_ok, capacity=capacity)
@@ -59,18 +59,25 @@ MAMBA_PATH_NOTE = ("Mamba layers: transformers' torch path (mamba2_chunk_scan, o
                    "fixed-size conv state (compute dtype) and fp32 SSM state per sequence, whatever the "
                    "context")
 """The assumption every estimate of a model with Mamba layers carries."""
+DELTA_NET_PATH_NOTE = ("gated DeltaNet layers: transformers' torch path (torch_chunk_gated_delta_rule in "
+                       "fp32 chunks of 64, torch_recurrent_gated_delta_rule, the causal conv1d fallback; no "
+                       "flash-linear-attention / causal-conv1d kernels) is modelled; with those CUDA kernels "
+                       "installed the prefill needs far less activation memory. Their cache is a fixed-size "
+                       "conv state (compute dtype) and fp32 recurrent state per sequence, whatever "
+                       "the context")
+"""The assumption every estimate of a model with gated DeltaNet layers (Qwen3-Next) carries."""
+
+
+def mixer_path_notes(spec: ModelSpec) -> tuple[str, ...]:
+    """The torch-path assumption of each kind of recurrent mixer the model has (Mamba, gated DeltaNet)."""
+    delta = [isinstance(layer.mamba, GatedDeltaNetSpec) for layer in spec.layers if layer.mamba is not None]
+    return (*((MAMBA_PATH_NOTE,) if not all(delta) else ()), *((DELTA_NET_PATH_NOTE,) if any(delta) else ()))
 
 
 def refuse_unmodeled_mixers(spec: ModelSpec, workload: Inference | Training) -> None:
-    """InvalidWorkload for a model with Mamba layers outside what is modelled: inference under
-    runtime=transformers on one GPU (training, vLLM, llama.cpp and tp/pp splits are not modelled yet).
-    Layers no working-set formula models yet (Qwen3-Next's gated DeltaNet and gated attention) refuse every
-    job: their parameters and recurrent state are counted exactly, their prefill and decode working sets are
-    not."""
-    unmodeled = spec.unmodeled_layers
-    if unmodeled:
-        raise InvalidWorkload(f"{spec.name} has {unmodeled}: memfit counts its parameters (memfit params) "
-                              "but does not model their prefill and decode activations yet")
+    """InvalidWorkload for a model with Mamba (or gated DeltaNet) layers outside what is modelled:
+    inference under runtime=transformers on one GPU (training, vLLM, llama.cpp and tp/pp splits are not
+    modelled yet)."""
     if not spec.has_mamba:
         return
     what = None

@@ -316,8 +316,8 @@ class LayerSpec:
         return isinstance(self.mlp, MoeSpec)
 
 
-MIXER_NOT_MODELED = ("{name} has Mamba (state-space) layers: memfit models them for inference under "
-                     "runtime=transformers on one GPU only; {what} is not modelled yet")
+MIXER_NOT_MODELED = ("{name} has Mamba (state-space) or gated DeltaNet layers: memfit models them for "
+                     "inference under runtime=transformers on one GPU only; {what} is not modelled yet")
 """The one-line refusal for a formula that models attention-and-MLP layers only."""
 
 
@@ -457,15 +457,6 @@ class ModelSpec:
     def has_mamba(self) -> bool:
         """Whether any layer is a Mamba (state-space) mixer: a hybrid or pure state-space model."""
         return any(layer.mamba is not None for layer in self.layers)
-
-    @property
-    def unmodeled_layers(self) -> str:
-        """What no working-set formula models yet ("" when none): gated DeltaNet mixers, gated attention."""
-        if any(isinstance(layer.mamba, GatedDeltaNetSpec) for layer in self.layers):
-            return "its gated DeltaNet linear-attention layers"
-        if any(att.output_gate for att in self.attention_specs):
-            return "its output-gated attention"
-        return ""
 
     @property
     def attention_specs(self) -> tuple[AttentionSpec, ...]:

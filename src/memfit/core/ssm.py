@@ -27,19 +27,18 @@ segment_sum, reshape_into_chunks, causal_conv1d_fn, mamba2_selective_state_updat
 GraniteMoeHybridRMSNormGated / Zamba2RMSNormGated); checked against the trace engine (tests/crosscheck).
 
 A Mamba-1 mixer (Mamba1Spec, Jamba) runs `mamba_selective_scan`'s sequential loop instead: see
-selective_scan_prefill_step and selective_scan_decode_step.
+selective_scan_prefill_step and selective_scan_decode_step. A gated DeltaNet mixer (GatedDeltaNetSpec,
+Qwen3-Next) runs the chunked gated delta rule: see core/gated_delta_net.py.
 """
 
 from __future__ import annotations
 
-from memfit.core.errors import InvalidWorkload
+from memfit.core.gated_delta_net import delta_net_decode_step, delta_net_prefill_step
 from memfit.core.overhead import round_block
 from memfit.core.result import Term
 from memfit.core.spec import GatedDeltaNetSpec, Mamba1Spec, MixerSpec
 
 FP32_BYTES = 4
-DELTA_NET_NOT_MODELED = "gated DeltaNet working sets are not modelled yet"
-"""estimate() refuses models with such layers first (refuse_unmodeled_mixers); this guards direct calls."""
 """The chunked scan and the recurrent update run in fp32 (`.float()` on x, B, C, dt)."""
 
 
@@ -51,7 +50,7 @@ def mamba_prefill_step(mamba: MixerSpec, *, b: int, s: int, hidden: int, dt: int
     if isinstance(mamba, Mamba1Spec):
         return selective_scan_prefill_step(mamba, b=b, s=s, hidden=hidden, dt=dt)
     if isinstance(mamba, GatedDeltaNetSpec):
-        raise InvalidWorkload(DELTA_NET_NOT_MODELED)
+        return delta_net_prefill_step(mamba, b=b, s=s, hidden=hidden, dt=dt)
     f, h, p, n = FP32_BYTES, mamba.num_heads, mamba.head_dim, mamba.d_state
     d, c = mamba.d_inner, mamba.conv_dim
     chunks = -(-s // mamba.chunk_size)
@@ -99,7 +98,7 @@ def mamba_decode_step(mamba: MixerSpec, *, b: int, hidden: int, dt: int) -> Term
     if isinstance(mamba, Mamba1Spec):
         return selective_scan_decode_step(mamba, b=b, hidden=hidden, dt=dt)
     if isinstance(mamba, GatedDeltaNetSpec):
-        raise InvalidWorkload(DELTA_NET_NOT_MODELED)
+        return delta_net_decode_step(mamba, b=b, hidden=hidden, dt=dt)
     state = b * mamba.num_heads * mamba.head_dim * mamba.d_state
     update = state * (3 * FP32_BYTES + 2 * dt)
     window = b * mamba.conv_dim * (mamba.conv_kernel + 1) * dt

@@ -172,6 +172,43 @@ def _mamba_steps(spec: ModelSpec, layer: LayerSpec, workload: Inference, step: S
 
 def _attention_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, step: Step, *,
                     hidden: int, dt: int) -> Term:
+    """The attention block's largest live set; an output-gated block (AttentionSpec.output_gate) at the
+    largest of its kernel, its q_norm and its gating moments (_output_gated)."""
+    kernel = _attention_kernel_step(spec, layer, workload, step, hidden=hidden, dt=dt)
+    att = attention_of(layer)
+    if not att.output_gate:
+        return kernel
+    b, s, tp = workload.batch_size, step.query_tokens, workload.parallel.tp
+    # in a prefill, q_norm runs before the layer's first cache update: its new K/V (counted with the
+    # cache) are not allocated yet
+    unallocated = 2 * b * s * att.num_kv_heads // tp * att.head_dim * dt if step.kv_tokens == s else 0
+    return _output_gated(kernel, q=b * s * att.num_heads // tp * att.head_dim, hidden=hidden, dt=dt,
+                         unallocated=unallocated)
+
+
+def _output_gated(kernel: Term, *, q: int, hidden: int, dt: int, unallocated: int) -> Term:
+    """An output-gated attention block's largest live set (bytes), `q` query elements (b·s·heads·head_dim).
+
+    q_proj writes the query and a per-head gate interleaved (2q); the gate's reshape copies it (q), alive
+    to the end. Moments: the kernel's live set beside the gate copy; q_norm (Qwen3NextRMSNorm: fp32 upcast
+    and square, then the normed fp32 copy and its product with 1 + weight: two fp32 q-sized tensors) beside
+    q_proj's whole output and the gate copy; the gating (the rotated query kept, the attention output,
+    sigmoid(gate) and the product: three q-sized) beside the gate copy. `unallocated`: cache bytes the
+    caller counts that do not exist yet at q_norm, taken off that moment.
+    Source: transformers 5.17.0 modeling_qwen3_next.py Qwen3NextAttention.forward, Qwen3NextRMSNorm;
+    live storages on real CPU bf16 tensors (16 heads of 256, 1,000 tokens: the q_norm moment)."""
+    gate = Term(name="output_gate", nbytes=q * dt)
+    normed = Term(name="normed", nbytes=hidden)
+    at_kernel = Term.group("attention", [*kernel.children, gate])
+    at_q_norm = Term.group("attention", [normed, Term(name="q_proj", nbytes=2 * q * dt), gate,
+                                         Term(name="q_norm_fp32", nbytes=max(2 * q * 4 - unallocated, 0))])
+    at_gating = Term.group("attention", [normed, Term(name="query", nbytes=q * dt), gate,
+                                         Term(name="gated_output", nbytes=3 * q * dt)])
+    return max(at_kernel, at_q_norm, at_gating, key=lambda term: term.nbytes)
+
+
+def _attention_kernel_step(spec: ModelSpec, layer: LayerSpec, workload: Inference, step: Step, *,
+                           hidden: int, dt: int) -> Term:
     att = attention_of(layer)
     dt_name = compute_dtype(spec, workload)
     b, s, kv = workload.batch_size, step.query_tokens, seen_kv(att, step)
