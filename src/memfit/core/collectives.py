@@ -33,7 +33,9 @@ from memfit.core.parallel import (
     Collectives,
     Shape,
     counted,
+    expert_world,
     is_fsdp,
+    layer_shapes,
     layers_shapes,
     model_shapes,
     padded_elements,
@@ -91,11 +93,19 @@ def _fsdp(spec: ModelSpec, par: Parallelism, stage: int, g: GradBytes) -> Collec
     unit_grads = adapter_bytes if g.adapter_shapes else g.layer
     unit_bytes = unit * g.gather_bytes + adapter_bytes
     body_bytes = body * g.gather_bytes + adapter_bytes * len(stage_layers(spec, par.pp, stage))
+    dense_buffer, expert_buffer = unit_bytes if world > 1 else 0, 0
+    if par.ep > 1:      # the routed experts are a unit of their own over expert_world(par) ranks
+        experts = max((padded_elements(layer_shapes(spec, layer, ep=par.ep, experts=True), expert_world(par))
+                       for layer, _ in counted(stage_layers(spec, par.pp, stage))), default=0)
+        expert_buffer = experts * g.gather_bytes if expert_world(par) > 1 else 0
+        dense_buffer = (unit_bytes - experts * g.gather_bytes) if world > 1 else 0
     return Collectives(
         root=padded_elements(root, world) * g.gather_bytes,
         unit=0 if keep_all else unit_bytes,
         unit_size=unit_bytes,
-        unit_buffer=unit_bytes if world > 1 else 0,
+        unit_buffer=dense_buffer,
+        expert_buffer=expert_buffer,
+        split_units=par.ep > 1,
         all_units=body_bytes if keep_all else 0,
         unit_grads=unit_grads,
         unit_grads_peak=g.layer_at_peak,
@@ -156,6 +166,21 @@ MOMENTS = ("forward_layer", "forward_copy_out", "forward_loss", "backward_start"
            "backward_layer", "backward_layer_steady", "backward_end", "optimizer")
 
 
+def _gather_buffers(c: Collectives, moment: str, buffers: int) -> int:
+    """Bytes of the flat all-gather outputs alive at `moment`, `buffers` of them (one unit per layer).
+
+    With expert parallelism a layer is two units, its dense part then its experts; each copy-out frees the
+    previous unit's output (forward's implicit prefetch), even the experts' unit that gathers over one rank
+    and keeps no output. So forward holds the dense output or the experts' one, both at a copy-out, the
+    experts' one at the loss (the last unit copied out); backward starts with the last layer's dense unit
+    prefetched. Source: torch 2.13 _fsdp_param_group.py FSDPParamGroup.wait_for_unshard (the previous
+    all_gather_state is freed before the world_size == 1 branch)."""
+    if not c.split_units or not buffers:
+        return buffers * c.unit_buffer
+    return {"forward_copy_out": c.unit_buffer + c.expert_buffer, "forward_loss": c.expert_buffer,
+            "backward_start": c.unit_buffer}.get(moment, max(c.unit_buffer, c.expert_buffer))
+
+
 def moment_terms(c: Collectives, moment: str, *, unit_done: bool = False) -> tuple[Term, ...]:
     """What `c` holds at `moment` (see the module docstring), as top-level Terms to merge. Names follow
     the multi-rank trace: weights/all_gather_buffers, gradients/reduce_scatter_buffers, .../ddp_buckets."""
@@ -178,7 +203,7 @@ def moment_terms(c: Collectives, moment: str, *, unit_done: bool = False) -> tup
                "backward_layer": 1, "backward_layer_steady": 1, "backward_last_unit": 1}.get(moment, 0)
     if c.all_units and moment.startswith("backward"):
         buffers = 0     # shard-grad-op: every unit is still unsharded, backward gathers nothing
-    weights.append(Term(name="all_gather_buffers", nbytes=buffers * c.unit_buffer,
+    weights.append(Term(name="all_gather_buffers", nbytes=_gather_buffers(c, moment, buffers),
                         note="flat all-gather output (prefetch)"))
     # DDP builds its buckets in its constructor; DeepSpeed its ipg buffers at the first backward
     at_load = c.bucket_name == "ddp_buckets"

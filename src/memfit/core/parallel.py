@@ -94,7 +94,9 @@ class Collectives:
 
     root: int = 0             # FSDP root unit (embedding, head, final norm) unsharded, forward → backward
     unit: int = 0             # one gathered unit (FSDP) or ZeRO-3's live window, in the gather dtype
-    unit_buffer: int = 0      # FSDP's flat all-gather output of one unit (prefetch)
+    unit_buffer: int = 0      # FSDP's flat all-gather output of one unit (prefetch); ep: the dense part
+    expert_buffer: int = 0    # ep: the routed experts' own unit's flat all-gather output (dp / ep > 1)
+    split_units: bool = False  # ep: each layer is two FSDP units, its dense part and its routed experts
     all_units: int = 0        # shard-grad-op: every unit unsharded from forward until its own backward
     unit_size: int = 0        # one unit's unsharded bytes (FSDP), gathered or not
     unit_grads: int = 0       # one unit's (layer's) unsharded gradients before their reduction
