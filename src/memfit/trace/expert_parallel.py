@@ -53,7 +53,7 @@ def experts_modules(model: Any) -> list[torch.nn.Module]:
 def shrink(model: Any, ep: int) -> int:
     """Keep num_experts / ep experts in every routed-experts module (on the meta device): dim 0 of each
     fused weight and `num_experts`. Returns the number of modules shrunk."""
-    modules = experts_modules(model)
+    modules: list[Any] = experts_modules(model)
     for module in modules:
         total = int(module.num_experts)
         local = total // ep

@@ -158,11 +158,11 @@ def assumptions(workload: Training) -> list[str]:
                    "vocab-parallel loss)" + ("; sequence parallel norms and residual stream"
                                              if par.sequence_parallel else ""))
     if par.ep > 1:
-        out.append(f"expert parallelism ep={par.ep} as torchtitan's ExpertParallel: each rank holds 1/{par.ep} "
-                   "of the routed experts (sharded over dp/ep ranks under FSDP), tokens dispatched and "
-                   "combined by all_to_all_single_autograd around transformers' experts forward; balanced "
-                   f"routing assumed (each rank's experts receive tokens × top_k rows, 1/{par.ep} from each "
-                   "rank)")
+        out.append(f"expert parallelism ep={par.ep} as torchtitan's ExpertParallel: each rank holds "
+                   f"1/{par.ep} of the routed experts (sharded over dp/ep ranks under FSDP), tokens "
+                   "dispatched and combined by all_to_all_single_autograd around transformers' experts "
+                   "forward; balanced routing assumed (each rank's experts receive tokens × top_k rows, "
+                   f"1/{par.ep} from each rank)")
     if par.fsdp is None and par.dp > 1:
         out.append("DDP emulated: the plain step plus the Reducer's gradient buckets (bucket_cap_mb=25, "
                    "first bucket 1 MiB, gradient_as_bucket_view=False), sized by torch's "
