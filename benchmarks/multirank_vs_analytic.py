@@ -49,12 +49,20 @@ def _short_pipeline(case: dict[str, Any]) -> bool:
     return pp > 1 and micro > min(pp - stage, micro)
 
 
+def model_spec(model: str, layers: int) -> Any:
+    """The layer-reduced spec parallel_trace.py traced (its `model_spec`)."""
+    from parallel_trace import model_spec as reduced
+
+    return reduced(model, layers)
+
+
 def _model(case: dict[str, Any]) -> str:
     return str(case.get("model") or case["case"].split("_")[0])
 
 
 def _row(case: dict[str, Any]) -> tuple[str, float]:
-    est = estimate(load_model(_model(case)), _workload(case))
+    layers = case.get("num_hidden_layers")
+    est = estimate(model_spec(_model(case), layers) if layers else load_model(_model(case)), _workload(case))
     ours = {str(p.name): p for p in est.phases}
     traced = case["phases"]
     trace_peak = max(p["allocated_bytes"] for p in traced.values())

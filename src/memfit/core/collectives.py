@@ -29,6 +29,7 @@ from memfit.core.deepspeed import resolved_zero
 from memfit.core.parallel import (
     NCCL_BUFFSIZE_BYTES,
     NCCL_CHANNELS,
+    NCCL_P2P_CHANNELS_PER_PEER,
     NCCL_RING_PEERS,
     Collectives,
     Shape,
@@ -71,12 +72,30 @@ class GradBytes:
 
 def nccl_bytes(par: Parallelism) -> int:
     """NCCL buffers of one process: NCCL_BUFFSIZE × channels × ring peers per communicator it joins
-    (data parallel, or shard and replicate groups for hybrid FSDP; tensor parallel; pipeline p2p)."""
+    (data parallel, or shard and replicate groups for hybrid FSDP; tensor parallel; pipeline p2p), plus
+    the expert groups under expert parallelism (`expert_nccl_bytes`)."""
     communicators = 0
     if par.dp > 1:
         communicators += 2 if is_fsdp(par) and shard_world(par) < par.dp else 1
     communicators += (par.tp > 1) + (par.pp > 1)
-    return communicators * NCCL_CHANNELS * NCCL_RING_PEERS * NCCL_BUFFSIZE_BYTES
+    return communicators * NCCL_CHANNELS * NCCL_RING_PEERS * NCCL_BUFFSIZE_BYTES + expert_nccl_bytes(par)
+
+
+def expert_nccl_bytes(par: Parallelism) -> int:
+    """NCCL buffers of the expert-parallel communicators one process joins (0 without ep):
+
+    - the ep group's all-to-all: a receive buffer of NCCL_BUFFSIZE per channel from each of its ep − 1
+      peers, NCCL_P2P_CHANNELS_PER_PEER channels each;
+    - the expert-data-parallel group (dp / ep ranks holding the same experts), which reduces the experts'
+      gradients (and all-gathers their FSDP shards): a ring communicator like the data-parallel one, when
+      it has more than one rank.
+    Source: torchtitan ParallelDims (the "ep" and "efsdp" mesh dimensions are their own process groups);
+    DeepSpeed utils/groups.py (expert-parallel and expert-data-parallel groups)."""
+    if par.ep == 1:
+        return 0
+    all_to_all = (par.ep - 1) * NCCL_P2P_CHANNELS_PER_PEER * NCCL_BUFFSIZE_BYTES
+    ring = NCCL_CHANNELS * NCCL_RING_PEERS * NCCL_BUFFSIZE_BYTES if expert_world(par) > 1 else 0
+    return all_to_all + ring
 
 
 def _fsdp(spec: ModelSpec, par: Parallelism, stage: int, g: GradBytes) -> Collectives:

@@ -63,6 +63,9 @@ NCCL_CHANNELS = 16
 """Channels per communicator (assumed): NCCL picks 8-32 on NVLink H100 nodes; 16 is typical for rings."""
 NCCL_RING_PEERS = 2
 """Connections per channel in a ring: the previous and the next rank."""
+NCCL_P2P_CHANNELS_PER_PEER = 2
+"""Channels NCCL opens to each peer of a point-to-point exchange (all-to-all is one send and one receive
+per peer). Source: NCCL docs (env vars), NCCL_NCHANNELS_PER_NET_PEER default 2; assumed for NVLink peers."""
 LOAD_COPY_NOTE = "each process loads the checkpoint into CPU RAM before moving it to its GPU"
 
 

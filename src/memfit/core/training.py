@@ -500,8 +500,8 @@ def _parallel_assumptions(wl: Training, stage: int) -> tuple[str, ...]:
         out.append(f"expert parallelism ep={par.ep} (torchtitan ExpertParallel, DeepSpeed-MoE ep_size): each "
                    f"rank holds 1/{par.ep} of the routed experts, sharded further over dp/ep ranks; routing "
                    "balanced, so each rank's experts see tokens × top_k rows and activations are as without "
-                   "EP; all-to-all dispatch and combine buffers 2 × tokens × top_k × hidden; the all-to-all "
-                   "communicator's NCCL buffers are not counted")
+                   "EP; all-to-all dispatch and combine buffers 2 × tokens × top_k × hidden; NCCL buffers of "
+                   "the all-to-all (4 MiB × 2 channels per peer) and of the expert-data-parallel ring")
     if par.num_gpus > 1:
         out.append("NCCL buffers: 4 MiB (NCCL_BUFFSIZE) × 16 channels × 2 ring peers per communicator")
     if par.offload_optimizer is not Offload.NONE or par.offload_params is not Offload.NONE:
