@@ -27,6 +27,7 @@ Qwen1.5-MoE, Qwen3-MoE and Mixtral (peaks within 1.2 %).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 from memfit.core.attention_kinds import eager_bytes_per_score, sdpa_backend, sdpa_by_default
 from memfit.core.choices import AttnImpl, Checkpointing, Method, NormKind, Precision, SoftmaxDtype
@@ -97,6 +98,7 @@ class Flow:
     alibi: bool = False            # config alibi (Falcon-RW): SDPA gets one float (b, heads, s, s) bias
     experts_adapted: bool = False  # peft all-linear on transformers-5 MoE: LoRA on the fused expert params
     merged_experts: bool = False   # ... over low-precision experts: W + ΔW is built and kept per layer
+    experts_per_rank: Fraction = Fraction(1)  # expert parallelism: the share of routed experts a rank holds
     hidden_dropout: bool = False   # config resid_pdrop / hidden_dropout > 0: a bool mask per residual branch
     attn_dropout: bool = False     # config attention_dropout > 0: eager keeps a mask over the probabilities
     attn_dtype: DType = DType.BF16  # q, k, v's dtype at a 2-byte attn_bytes: fp16 under fp16 / amp-fp16
@@ -139,6 +141,7 @@ def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str]
         fp32_norm_output=spec.norm_fp32_output, python_layer_norm=spec.norm_in_python,
         sdpa_supported=sdpa_by_default(spec), alibi=spec.alibi_float_bias,
         experts_adapted=experts, merged_experts=experts and residual == 2,
+        experts_per_rank=Fraction(1, wl.parallel.ep),
         attn_dtype=DType.FP16 if wl.precision in (Precision.FP16, Precision.AMP_FP16) else DType.BF16,
         gpu=gpu,
     )
@@ -434,8 +437,16 @@ def merged_expert_bytes(spec: ModelSpec, layer: LayerSpec, flow: Flow) -> tuple[
     """
     if not flow.merged_experts:
         return 0, 0
-    experts = [lin for lin in layer_linears(spec, layer) if lin.role == "experts" and not lin.is_module]
-    return 2 * sum(lin.num_weights for lin in experts), max((lin.num_weights for lin in experts), default=0)
+    experts = [_local_weights(lin, flow) for lin in layer_linears(spec, layer)
+               if lin.role == "experts" and not lin.is_module]
+    return 2 * sum(experts), max(experts, default=0)
+
+
+def _local_weights(lin: Linear, flow: Flow) -> int:
+    """Elements of a fused expert parameter on one rank: its num_experts / ep experts under expert
+    parallelism (each rank builds W + ΔW for its own experts only)."""
+    share = lin.num_weights * flow.experts_per_rank
+    return share.numerator // share.denominator
 
 
 def merged_expert_backward_elements(spec: ModelSpec, layer: LayerSpec, flow: Flow) -> int:
@@ -450,7 +461,7 @@ def merged_expert_backward_elements(spec: ModelSpec, layer: LayerSpec, flow: Flo
     """
     if not flow.merged_experts:
         return 0
-    experts = [lin.num_weights for lin in layer_linears(spec, layer) if lin.role == "experts"
+    experts = [_local_weights(lin, flow) for lin in layer_linears(spec, layer) if lin.role == "experts"
                and not lin.is_module]
     return max((w - sum(experts[k + 1:]) for k, w in enumerate(experts)), default=0)
 

@@ -113,11 +113,16 @@ def _fsdp(spec: ModelSpec, par: Parallelism, stage: int, g: GradBytes) -> Collec
     unit_bytes = unit * g.gather_bytes + adapter_bytes
     body_bytes = body * g.gather_bytes + adapter_bytes * len(stage_layers(spec, par.pp, stage))
     dense_buffer, expert_buffer = unit_bytes if world > 1 else 0, 0
+    grads_at_peak, reduced = g.layer_at_peak, unit_grads
     if par.ep > 1:      # the routed experts are a unit of their own over expert_world(par) ranks
         experts = max((padded_elements(layer_shapes(spec, layer, ep=par.ep, experts=True), expert_world(par))
                        for layer, _ in counted(stage_layers(spec, par.pp, stage))), default=0)
         expert_buffer = experts * g.gather_bytes if expert_world(par) > 1 else 0
         dense_buffer = (unit_bytes - experts * g.gather_bytes) if world > 1 else 0
+        if not g.adapter_shapes:
+            # at the routed experts' backward (the layer's peak) their own gradients are still forming and
+            # the unit reduced before them is the next layer's dense part
+            grads_at_peak, reduced = 0, max(unit_grads - experts * g.grad_bytes, 0)
     return Collectives(
         root=padded_elements(root, world) * g.gather_bytes,
         unit=0 if keep_all else unit_bytes,
@@ -127,8 +132,8 @@ def _fsdp(spec: ModelSpec, par: Parallelism, stage: int, g: GradBytes) -> Collec
         split_units=par.ep > 1,
         all_units=body_bytes if keep_all else 0,
         unit_grads=unit_grads,
-        unit_grads_peak=g.layer_at_peak,
-        unit_reduce=unit_grads * ratio_num // ratio_den if world > 1 else 0,
+        unit_grads_peak=grads_at_peak,
+        unit_reduce=reduced * ratio_num // ratio_den if world > 1 else 0,
         root_grads_held=g.head,
         root_grads=g.root,
         root_reduce=g.root * ratio_num // ratio_den if world > 1 else 0,
