@@ -35,7 +35,7 @@ from memfit.core.dtypes import DType
 from memfit.core.optimizers import peft_adapts_fused_experts
 from memfit.core.params import Linear, layer_linears
 from memfit.core.result import Gpu, Term
-from memfit.core.spec import AttentionSpec, LayerSpec, ModelSpec, MoeSpec, attention_of, mlp_of
+from memfit.core.spec import AttentionSpec, LayerSpec, MlpSpec, ModelSpec, MoeSpec, attention_of, mlp_of
 from memfit.core.workload import Training
 
 FP32_BYTES = 4
@@ -378,6 +378,28 @@ def _mlp_bytes(h: int, layer: LayerSpec, flow: Flow, lins: tuple[Linear, ...]) -
         router = 2 * FP32_BYTES * mlp.num_experts
         readers = [lin for lin in lins if lin.role in ("router", "shared_experts") and lin.fan_in == h]
         return routed + router + _shared_expert_bytes(mlp, flow) + inputs_bytes(readers, h, flow)
+    return _dense_mlp_bytes(h, mlp, flow, lins)
+
+
+def moe_whole_token_bytes(h: int, layer: LayerSpec, flow: Flow, lins: tuple[Linear, ...]) -> int:
+    """Bytes per token of an MoE block's saved tensors that are hidden-wide, so whole on every tensor-
+    parallel rank when the experts are split on their intermediate dimension: each routed row's gathered
+    input and weighted output, the router's fp32 softmax and the inputs of the router and shared experts
+    (`_mlp_bytes`' terms without the experts' intermediates). 0 for a dense MLP.
+    Source: transformers 5.17 integrations/moe.py grouped_mm_experts_forward (selected_hidden_states_g and
+    the down projection's output are hidden-wide), distributed/tensor_parallel.py MoeExpertsParallel."""
+    mlp = mlp_of(layer, what="training")
+    if not isinstance(mlp, MoeSpec):
+        return 0
+    trains = flow.base_trains or flow.experts_adapted
+    gathered = flow.residual_bytes * h if trains else 0
+    readers = [lin for lin in lins if lin.role in ("router", "shared_experts") and lin.fan_in == h]
+    return (mlp.routed_rows * (gathered + flow.act_bytes * h) + 2 * FP32_BYTES * mlp.num_experts
+            + inputs_bytes(readers, h, flow))
+
+
+def _dense_mlp_bytes(h: int, mlp: MlpSpec, flow: Flow, lins: tuple[Linear, ...]) -> int:
+    act = flow.act_bytes
     i = mlp.intermediate_size
     # gated: gate out, act out, up out, product (down's input); plain: up out, act out
     inner = (4 if mlp.gated else 2 + ACTIVATION_EXTRA_SAVED.get(mlp.activation, 0)) * i * act

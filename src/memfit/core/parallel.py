@@ -185,18 +185,22 @@ Shape = tuple[int, int]
 
 def layer_shapes(spec: ModelSpec, layer: LayerSpec, *, tp: int = 1, ep: int = 1,
                  experts: bool | None = None) -> tuple[Shape, ...]:
-    """Every parameter tensor of one decoder layer, tp-local: Linears split over tp, norms whole.
+    """Every parameter tensor of one decoder layer, tp-local: Linears split over tp (but those tensor
+    parallelism replicates, `Linear.tp_split == 1`: MLA's q_a_proj and kv_a_proj_with_mqa, routers, as
+    transformers 5.17's deepseek_v2 base_model_tp_plan leaves them), norms whole.
 
     A module's `count` copies are separate tensors; a raw Parameter (fused experts) is one stacked tensor
     whose dim 0 is the expert count, ep-local: num_experts / ep rows (torchtitan's ExpertParallel shards the
     fused expert weights on dim 0, Shard(0)). `experts` True keeps only the routed experts' tensors, False
     every other tensor, None all.
     """
+    tp_all = tp
     out: list[Shape] = []
     for lin in layer_linears(spec, layer):
         if experts is not None and (lin.role == "experts") is not experts:
             continue
         count = lin.count // ep if lin.role == "experts" else lin.count
+        tp = 1 if lin.tp_split == 1 else tp_all     # MLA's latent down-projections and routers: replicated
         if lin.is_module:
             out += [(lin.fan_out, lin.fan_in // tp)] * count
             out += [(lin.fan_out // tp, 1)] * (count if lin.bias else 0)

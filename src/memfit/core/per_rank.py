@@ -328,6 +328,8 @@ def _tp_replicated(spec: ModelSpec, wl: Training) -> dict[str, int]:
         if not isinstance(layer.mlp, MoeSpec):
             mlp = [lin for lin in lins if lin.role == "mlp"][:-1]
             out["mlp"] += act.inputs_bytes(mlp, h, flow) * tokens * count
+        else:   # the experts split on their intermediate dimension; their hidden-wide rows stay whole
+            out["mlp"] += act.moe_whole_token_bytes(h, layer, flow, lins) * tokens * count
     return out
 
 

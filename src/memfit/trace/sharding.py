@@ -205,8 +205,7 @@ def shard(model: Any, workload: Training, mesh: Any, device: str, tracker: Track
     for layer in decoder_layers(model):
         harness.materialize(layer, device)
         if tp_mesh is not None:
-            tensor_parallel.split_unit(layer, tensor_parallel.layer_plan(sequence_parallel), tp_mesh,
-                                       device, tracker, mark=False)
+            tensor_parallel.split_layer(layer, sequence_parallel, tp_mesh, device, tracker, mark=False)
         tracker.mark(UNSHARDED_PARAMS, layer.parameters())     # until fully_shard copies out the shard
         for experts in _experts_units(layer) if expert_mesh is not None else ():
             fully_shard(experts, **{**options, "mesh": expert_mesh})
