@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 
 from memfit.core.choices import FsdpStrategy, Runtime, ZeroStage
+from memfit.core.collectives import GradBytes, collectives, moment_terms
 from memfit.core.dtypes import QUANTS, DType
 from memfit.core.errors import InvalidWorkload
 from memfit.core.families import spec_from_config
 from memfit.core.launch import vllm_command
-from memfit.core.parallel import unit_padded_elements
+from memfit.core.parallel import layer_shapes, unit_padded_elements
 from memfit.core.result import Phase
 from memfit.core.spec import ModelSource, ModelSpec, MoeSpec
 from memfit.core.training import training_phases
@@ -78,6 +79,40 @@ def test_fsdp_ep4_gathers_only_the_local_experts() -> None:
     flat = _optimizer_phase(Parallelism(dp=4, fsdp=FsdpStrategy.FULL, ep=4))
     # shard: 38,272 / 4 + 147,456 / 4 = 46,432 elements → 92,864 B
     assert flat["weights/parameters"] == 92_864
+
+
+def test_fsdp_ep_gathers_experts_as_a_unit_of_their_own() -> None:
+    """FSDP2 full, dp=4, ep=2, bf16: the routed experts are a unit over the dp / ep = 2 ranks of their
+    expert-data-parallel group, gathered after the layer's dense unit, so the flat all-gather outputs held
+    differ by moment (torchtitan's apply_fsdp; FSDP2 frees the previous output at each copy-out)."""
+    spec = _tiny_moe()
+    par = Parallelism(dp=4, fsdp=FsdpStrategy.FULL, ep=2)
+    grads = GradBytes(layer=0, head=0, root=0, total=0, gather_bytes=2, grad_bytes=2, reduce_bytes=2,
+                      largest_tensor=0, largest_grad=0)
+    c = collectives(spec, par, stage=0, grads=grads)
+    # experts: the rank's 2 experts (2, 192·64) + (2, 64·96) = 36,864 elements over 2 ranks, no padding
+    # → 73,728 B; dense: 12,704 elements over 4 ranks (as in the ep=4 test) → 25,408 B
+    assert (c.expert_buffer, c.unit_buffer) == (73_728, 25_408)
+
+    def buffers(moment: str) -> int:
+        weights = next(t for t in moment_terms(c, moment) if t.name == "weights")
+        return weights.bytes_of("all_gather_buffers")
+
+    assert buffers("forward_copy_out") == 73_728 + 25_408     # the dense output beside the experts' one
+    assert buffers("forward_loss") == 73_728                  # the experts were the last unit copied out
+    assert buffers("backward_start") == 25_408                # the last layer's dense unit prefetched
+
+
+def test_tensor_parallel_keeps_mla_latent_projections_whole() -> None:
+    """tp=2 on DeepSeek-V2-Lite: q_proj, kv_b_proj and o_proj are split, kv_a_proj_with_mqa (2048 → 512 +
+    64) and the router (64 × 2048) stay whole on every rank (transformers' deepseek_v2 tp plan)."""
+    spec = load_model("DeepSeek-V2-Lite")
+    layer = spec.layers[1]
+    split = layer_shapes(spec, layer, tp=2, experts=False)
+    assert (576, 2048) in split                                # kv_a_proj_with_mqa: (fan_out, fan_in)
+    assert (576, 1024) not in split
+    assert (64, 2048) in split                                 # the router
+    assert (2048, 1024) in split                               # o_proj: 2048 of 16 · 128 inputs, halved
 
 
 def test_all_to_all_buffers_are_their_own_term() -> None:
