@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--traces", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--stem", default="analytic-vs-multirank-trace",
+                        help="file name before the date (another matrix: another stem, e.g. ...-ep)")
     args = parser.parse_args(argv)
     cases = [json.loads(path.read_text()) for path in sorted(args.traces.glob("*.json"))]
     rows = [_row(case) for case in cases]
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         *(line for line, _ in rows),
     ]
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"analytic-vs-multirank-trace-{today}.md"
+    path = args.out / f"{args.stem}-{today}.md"
     path.write_text("\n".join(lines) + "\n")
     print(path)
     return 0

@@ -123,6 +123,7 @@ def _fsdp(spec: ModelSpec, par: Parallelism, stage: int, g: GradBytes) -> Collec
             # at the routed experts' backward (the layer's peak) their own gradients are still forming and
             # the unit reduced before them is the next layer's dense part
             grads_at_peak, reduced = 0, max(unit_grads - experts * g.grad_bytes, 0)
+            unit_grads = max(experts * g.grad_bytes, reduced)     # one of the two units at a time
     return Collectives(
         root=padded_elements(root, world) * g.gather_bytes,
         unit=0 if keep_all else unit_bytes,
