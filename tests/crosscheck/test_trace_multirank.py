@@ -277,7 +277,7 @@ def test_tensor_parallel_mla_and_experts_match_the_analytic_split():
     split on their intermediate dimension; kv_a_proj_with_mqa, its norm and the router whole) shrink from
     tp=1 exactly as the analytic engine's tp-local parameters do: the two engines differ by the same
     512-byte rounding of small tensors at tp 1 and 2 (about 3 KB; splitting kv_a_proj_with_mqa and the
-    router too would move the analytic figure by 10.7 KB)."""
+    router too would move the analytic figure by 2 · 64 · 40 · 4 / 2 + 4 · 64 · 4 / 2 = 10,752 B)."""
     from memfit.core.estimate import estimate
     from memfit.trace.engine import trace_estimate
 
