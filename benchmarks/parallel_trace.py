@@ -134,8 +134,9 @@ def tp_pp_matrix(models: list[str]) -> list[Case]:
 def ep_matrix(models: list[str]) -> list[Case]:
     """Expert parallelism on MoE models, layer-reduced to 4 decoder layers: FSDP full at dp 8 with ep 2, 4
     and 8 (experts sharded over dp / ep = 4, 2 and 1 ranks), full and LoRA, checkpointing on and off; DDP
-    with ep = dp = 2; and, for MLA models at their published depth, TP 2 and 4 (full fine-tunes; the TP plan
-    splits plain Linears, so no LoRA)."""
+    with ep = dp = 2; at the published depth, ep = dp = 8 full and LoRA without checkpointing; and, for MLA
+    models at their published depth, TP 2 and 4 (full fine-tunes; the TP plan splits plain Linears, so no
+    LoRA)."""
     cases: list[Case] = []
     for model in models:
         for ep in (2, 4, 8):
@@ -143,6 +144,7 @@ def ep_matrix(models: list[str]) -> list[Case]:
                       for method in ("full", "lora") for checkpointing in ("none", "full")]
         cases += [Case(model, "ddp", 2, method, "full", ep=2, layers=EP_LAYERS)
                   for method in ("full", "lora")]
+        cases += [Case(model, "fsdp-full", 8, method, "none", ep=8) for method in ("full", "lora")]
         if any(att.mla is not None for att in load_model(model).attention_specs):
             cases += [Case(model, "tp", 1, "full", checkpointing, tp=tp)
                       for tp in (2, 4) for checkpointing in ("none", "full")]
