@@ -15,6 +15,8 @@ Moments and what FSDP2 holds at each (besides its shards), following _fsdp_param
 - backward_layer_steady: + the previous unit's reduce-scatter input (held one unit);
 - backward_last_unit: the second decoder layer's backward (the last with a unit to prefetch): the other
   units' gradients reduced to shards, two layers' activations left (shard-grad-op: two units unsharded);
+- backward_expert_gather (expert parallelism): layer 0's routed experts gathered, every later unit reduced,
+  layer 0's dense unit unsharded and its saved activations left;
 - backward_end: the root's unsharded gradients beside its parameters, which it frees before allocating its
   reduce-scatter input;
 - optimizer: shards only (ZeRO: + the fp32 gradient partition).
@@ -191,19 +193,24 @@ MOMENTS = ("forward_layer", "forward_copy_out", "forward_loss", "backward_start"
            "backward_layer", "backward_layer_steady", "backward_end", "optimizer")
 
 
-def _gather_buffers(c: Collectives, moment: str, buffers: int) -> int:
+def _gather_buffers(c: Collectives, moment: str, buffers: int, unit_done: bool = False) -> int:
     """Bytes of the flat all-gather outputs alive at `moment`, `buffers` of them (one unit per layer).
 
     With expert parallelism a layer is two units, its dense part then its experts; each copy-out frees the
     previous unit's output (forward's implicit prefetch), even the experts' unit that gathers over one rank
     and keeps no output. So forward holds the dense output or the experts' one, both at a copy-out, the
     experts' one at the loss (the last unit copied out); backward starts with the last layer's dense unit
-    prefetched. Source: torch 2.13 _fsdp_param_group.py FSDPParamGroup.wait_for_unshard (the previous
-    all_gather_state is freed before the world_size == 1 branch)."""
+    prefetched, and when a layer's experts finish their backward the unit prefetched is a dense one.
+    Source: torch 2.13 _fsdp_param_group.py FSDPParamGroup.wait_for_unshard (the previous
+    all_gather_state is freed before the world_size == 1 branch), pre_backward (prefetches the next unit
+    in backward order)."""
     if not c.split_units or not buffers:
         return buffers * c.unit_buffer
+    if unit_done and moment.startswith("backward"):
+        return c.unit_buffer
     return {"forward_copy_out": c.unit_buffer + c.expert_buffer, "forward_loss": c.expert_buffer,
-            "backward_start": c.unit_buffer}.get(moment, max(c.unit_buffer, c.expert_buffer))
+            "backward_start": c.unit_buffer, "backward_expert_gather": c.expert_buffer,
+            }.get(moment, max(c.unit_buffer, c.expert_buffer))
 
 
 def moment_terms(c: Collectives, moment: str, *, unit_done: bool = False) -> tuple[Term, ...]:
@@ -220,15 +227,16 @@ def moment_terms(c: Collectives, moment: str, *, unit_done: bool = False) -> tup
         weights += [Term(name="root_unit", nbytes=c.root, note="FSDP root: embedding, head, final norm"),
                     Term(name="unsharded_units", nbytes=units, note="shard-grad-op keeps them")]
     if moment in ("forward_layer", "forward_copy_out", "backward_layer", "backward_layer_steady",
-                  "backward_last_unit"):
+                  "backward_last_unit", "backward_expert_gather"):
         weights.append(Term(name="gathered_unit", nbytes=c.unit, note="one unit (layer) all-gathered"))
     if moment in ("backward_head", "backward_end"):
         weights.append(Term(name="gathered_head", nbytes=c.head_gather, note="ZeRO-3: head/embedding"))
     buffers = {"forward_layer": 1, "forward_copy_out": 2, "forward_loss": 1, "backward_start": 1,
-               "backward_layer": 1, "backward_layer_steady": 1, "backward_last_unit": 1}.get(moment, 0)
+               "backward_layer": 1, "backward_layer_steady": 1, "backward_last_unit": 1,
+               "backward_expert_gather": 1}.get(moment, 0)
     if c.all_units and moment.startswith("backward"):
         buffers = 0     # shard-grad-op: every unit is still unsharded, backward gathers nothing
-    weights.append(Term(name="all_gather_buffers", nbytes=_gather_buffers(c, moment, buffers),
+    weights.append(Term(name="all_gather_buffers", nbytes=_gather_buffers(c, moment, buffers, unit_done),
                         note="flat all-gather output (prefetch)"))
     # DDP builds its buckets in its constructor; DeepSpeed its ipg buffers at the first backward
     at_load = c.bucket_name == "ddp_buckets"
@@ -239,9 +247,10 @@ def moment_terms(c: Collectives, moment: str, *, unit_done: bool = False) -> tup
         # their weight gradients; at the end of the layer's backward (unit_done) all of them
         formed = c.unit_grads if unit_done or c.unit_grads_peak is None else c.unit_grads_peak
         grads.append(Term(name="unsharded_unit", nbytes=formed, note="before reduce-scatter"))
-    if moment in ("backward_layer_steady", "backward_last_unit"):
+    if moment in ("backward_layer_steady", "backward_last_unit", "backward_expert_gather"):
         grads.append(Term(name="reduce_scatter_buffers", nbytes=c.unit_reduce, note="previous unit"))
-    if moment in ("backward_head", "backward_layer", "backward_layer_steady", "backward_last_unit"):
+    if moment in ("backward_head", "backward_layer", "backward_layer_steady", "backward_last_unit",
+                  "backward_expert_gather"):
         grads.append(Term(name="root_held", nbytes=c.root_grads_held,
                           note="head grads until the root reduces"))
     if moment == "backward_head":
