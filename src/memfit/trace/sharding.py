@@ -155,8 +155,10 @@ def assumptions(workload: Training) -> list[str]:
     if par.tp > 1:
         out.append(f"tensor parallel over {par.tp} ranks by DTensor's parallelize_module, torchtitan's Llama "
                    "plan (q/k/v, gate/up column-wise; o, down row-wise; LM head column-wise with a "
-                   "vocab-parallel loss)" + ("; sequence parallel norms and residual stream"
-                                             if par.sequence_parallel else ""))
+                   "vocab-parallel loss; where the model has them, MLA's q/kv_b column-wise with its latent "
+                   "down-projections replicated, fused routed experts split on their intermediate dimension "
+                   "by transformers' packed_colwise / rowwise / moe_tp_experts)"
+                   + ("; sequence parallel norms and residual stream" if par.sequence_parallel else ""))
     if par.ep > 1:
         out.append(f"expert parallelism ep={par.ep} as torchtitan's ExpertParallel: each rank holds "
                    f"1/{par.ep} of the routed experts (sharded over dp/ep ranks under FSDP), tokens "
