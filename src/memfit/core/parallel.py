@@ -369,9 +369,12 @@ def unit_padded_elements(spec: ModelSpec, layer: LayerSpec, par: Parallelism) ->
 # --- the share of each term --------------------------------------------------------------------------------
 
 def rank_share(spec: ModelSpec, par: Parallelism, *, stage: int = 0, micro_batches: int = 1,
-               amp: bool = False, adapters: tuple[Shape, ...] = ()) -> RankShare:
+               amp: bool = False, adapters: tuple[Shape, ...] = (),
+               expert_adapters: tuple[Shape, ...] = ()) -> RankShare:
     """This rank's fraction of each unsharded term under `par`, on pipeline stage `stage`. With LoRA
-    `adapters` (every A and B tensor), the adapters, gradients and states follow those tensors' padding."""
+    `adapters` (every A and B tensor), the adapters, gradients and states follow those tensors' padding;
+    under expert parallelism `expert_adapters` (those of the rank's own routed experts, already ep-local)
+    are sharded over the expert-data-parallel group, the rest over shard_world."""
     validate_parallel(spec, par)
     root, body = model_shapes(spec, par, stage)
     total = elements(root_shapes(spec)) + elements(layers_shapes(spec, spec.layers))
@@ -388,13 +391,22 @@ def rank_share(spec: ModelSpec, par: Parallelism, *, stage: int = 0, micro_batch
     # FSDP2's CPUOffloadPolicy moves parameters, gradients and the optimizer step to the host together
     trained = shard if not adapters else \
         Fraction(partition_elements(adapters, world, par), elements(adapters)) * whole
+    if adapters and par.ep > 1:     # `whole` counts the base experts ep-local; the adapters already are
+        dense = tuple(a for a in adapters if a not in expert_adapters) if expert_adapters else adapters
+        kept_adapters = (partition_elements(dense, world, par)
+                         + partition_elements(expert_adapters, expert_world(par), par))
+        plain = elements(root) + elements(layers_shapes(spec, stage_layers(spec, par.pp, stage), tp=par.tp))
+        trained = Fraction(kept_adapters, elements(adapters)) * Fraction(plain, total)
+        whole_adapters = Fraction(plain, total)
+    else:
+        whole_adapters = whole
     offload_states = par.offload_optimizer is not Offload.NONE or (
         is_fsdp(par) and par.offload_params is not Offload.NONE)
     return RankShare(
         params=shard if params_sharded else whole,
-        adapters=trained if params_sharded else whole,
-        grads=trained if grads_sharded else whole,
-        states=trained if states_sharded else whole,
+        adapters=trained if params_sharded else whole_adapters,
+        grads=trained if grads_sharded else whole_adapters if adapters else whole,
+        states=trained if states_sharded else whole_adapters if adapters else whole,
         layer_activations=stage_acts / par.tp,
         residual_activations=stage_acts / (par.tp if par.sequence_parallel else 1),
         replicated_activations=stage_acts,
