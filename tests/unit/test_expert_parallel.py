@@ -3,6 +3,8 @@ validation; the vLLM launch flag."""
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import pytest
 
 from memfit.core.choices import FsdpStrategy, Runtime, ZeroStage
@@ -18,7 +20,7 @@ from memfit.core.training import training_phases
 from memfit.core.vllm import vllm_serve_flags
 from memfit.core.vllm_profile import mlp_block_bytes
 from memfit.core.weights import weight_tensor_groups, weights_tree_groups
-from memfit.core.workload import Inference, Parallelism, Training
+from memfit.core.workload import Inference, Lora, Parallelism, Training
 from memfit.sources.resolve import load_model
 
 TINY_MOE = {"model_type": "qwen3_moe", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
@@ -228,3 +230,20 @@ def test_strategy_search_tries_expert_parallel_for_moe_only() -> None:
     assert "FSDP full + EP 8" in by_label
     dense = api.plan("Llama-3.2-1B", Training(seq_len=512), gpu="H100-SXM-80GB", gpu_counts=(2,))
     assert not any("EP" in s.label for s in dense.strategies)
+
+
+def test_lora_on_fused_experts_adapts_the_ranks_own_experts() -> None:
+    """peft wraps each rank's num_experts / ep experts (the trace shrinks them before get_peft_model): with
+    4 experts, ep=2 and rank 8, gate_up_proj's A has 2 · 2 · 8 = 32 rows (64 without ep) of hidden 64, and
+    down_proj's A 2 · 8 = 16 rows of intermediate 96. Source: peft 0.21 ParamWrapper (r × experts rows)."""
+    from memfit.core.optimizers import trainable_tensors
+
+    def a_rows(ep: int) -> dict[str, int]:
+        wl = Training(seq_len=16, method="lora", lora=Lora(rank=8, alpha=16, dropout=Fraction(0)),
+                      parallel=Parallelism(dp=2, ep=ep))
+        return {t.name: t.rows for t in trainable_tensors(_tiny_moe(), wl, frozenset())
+                if t.name.endswith("lora_A")}
+
+    assert a_rows(2)["gate_up_proj.lora_A"] == 32
+    assert a_rows(1)["gate_up_proj.lora_A"] == 64
+    assert a_rows(2)["down_proj.lora_A"] == 16
