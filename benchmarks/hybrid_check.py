@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/hybrid_check.py [--out DIR] [--only SUBSTRING]
 
-This checks synthetic configs at the layer shapes of Granite-4.0-H-Small, Nemotron-Nano-9B-v2 and
-Falcon-H1-7B (fields as their model cards describe them; not catalog entries), the first 8 layers of the
+This checks synthetic configs at the layer shapes of Granite-4.0-H-Small and Nemotron-Nano-9B-v2 (fields
+as their model cards describe them), the catalog's Falcon-H1-7B-Instruct (24 Mamba heads of 128), the first
+8 layers of the
 catalog's Qwen3-Next-80B-A3B-Instruct (gated DeltaNet), the first attention period (8 layers) of the
 catalog's AI21-Jamba-1.5-Mini (the trace runs Jamba's selective scan token by token, so
 its 32 layers at 4,000 tokens would take most of an hour on fake tensors), and the tiny test configs. Per
@@ -40,13 +41,7 @@ SHAPES: dict[str, dict[str, Any]] = {
         "num_hidden_layers": 56,  # the published 56-layer pattern (27 Mamba-2, 4 attention, 25 MLP)
         "vocab_size": 131072, "max_position_embeddings": 131072, "torch_dtype": "bfloat16",
     },
-    "falcon-h1-7b-shapes": {
-        "model_type": "falcon_h1", "hidden_size": 3072, "num_hidden_layers": 44, "num_attention_heads": 12,
-        "num_key_value_heads": 2, "head_dim": 128, "intermediate_size": 12288, "mamba_d_ssm": 6144,
-        "mamba_n_heads": 24, "mamba_d_head": 256, "mamba_n_groups": 1, "mamba_d_state": 256,
-        "mamba_d_conv": 4, "mamba_chunk_size": 128, "mamba_rms_norm": False, "vocab_size": 130048,
-        "max_position_embeddings": 262144, "torch_dtype": "bfloat16",
-    },
+    "falcon-h1-7b-instruct": json.loads((CATALOG / "Falcon-H1-7B-Instruct.json").read_text()),
     "jamba-1.5-mini-8-layers": {
         **json.loads((CATALOG / "AI21-Jamba-1.5-Mini.json").read_text()), "num_hidden_layers": 8,
     },
@@ -54,7 +49,8 @@ SHAPES: dict[str, dict[str, Any]] = {
         **json.loads((CATALOG / "Qwen3-Next-80B-A3B-Instruct.json").read_text()), "num_hidden_layers": 8,
     },
 }
-"""Layer shapes of five released hybrids; synthetic configs (Jamba and Qwen3-Next: their catalog configs
+"""Layer shapes of five released hybrids; synthetic configs (Falcon-H1: its catalog config; Jamba and
+Qwen3-Next: their catalog configs
 cut to 8 layers, two attention periods for Qwen3-Next: 512 experts a layer make the whole model slow to
 build on fake tensors)."""
 CASES = ((1, 4000, 16), (2, 1000, 8))

@@ -49,12 +49,20 @@ def _short_pipeline(case: dict[str, Any]) -> bool:
     return pp > 1 and micro > min(pp - stage, micro)
 
 
+def model_spec(model: str, layers: int) -> Any:
+    """The layer-reduced spec parallel_trace.py traced (its `model_spec`)."""
+    from parallel_trace import model_spec as reduced
+
+    return reduced(model, layers)
+
+
 def _model(case: dict[str, Any]) -> str:
     return str(case.get("model") or case["case"].split("_")[0])
 
 
 def _row(case: dict[str, Any]) -> tuple[str, float]:
-    est = estimate(load_model(_model(case)), _workload(case))
+    layers = case.get("num_hidden_layers")
+    est = estimate(model_spec(_model(case), layers) if layers else load_model(_model(case)), _workload(case))
     ours = {str(p.name): p for p in est.phases}
     traced = case["phases"]
     trace_peak = max(p["allocated_bytes"] for p in traced.values())
@@ -74,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--traces", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--stem", default="analytic-vs-multirank-trace",
+                        help="file name before the date (another matrix: another stem, e.g. ...-ep)")
     args = parser.parse_args(argv)
     cases = [json.loads(path.read_text()) for path in sorted(args.traces.glob("*.json"))]
     rows = [_row(case) for case in cases]
@@ -112,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         *(line for line, _ in rows),
     ]
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"analytic-vs-multirank-trace-{today}.md"
+    path = args.out / f"{args.stem}-{today}.md"
     path.write_text("\n".join(lines) + "\n")
     print(path)
     return 0

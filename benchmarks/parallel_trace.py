@@ -31,8 +31,10 @@ from memfit import load_model
 from memfit.api import estimate
 from memfit.core.codec import encode
 from memfit.core.errors import MemfitError
+from memfit.core.families import spec_from_config
 from memfit.core.params import count_params
 from memfit.core.result import Estimate, _workload_to_dict
+from memfit.core.spec import ModelSource, ModelSpec
 from memfit.core.workload import Lora, Parallelism, Training
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -60,6 +62,9 @@ class Case:
     pp: int = 1
     micro_batches: int = 1
     schedule: str = "1f1b"
+    ep: int = 1
+    layers: int = 0
+    """Decoder layers of a layer-reduced config (0: as published)."""
 
     @property
     def name(self) -> str:
@@ -67,8 +72,16 @@ class Case:
         schedule = f"_{self.schedule}" if self.schedule != "1f1b" else ""
         degrees = f"tp{self.tp}" if self.tp > 1 else f"pp{self.pp}_mb{self.micro_batches}{schedule}" \
             if self.pp > 1 else f"dp{self.dp}"
-        return (f"{self.model}_{self.strategy}_{degrees}_{self.method}_ckpt-{self.checkpointing}_"
+        degrees += f"_ep{self.ep}" if self.ep > 1 else ""
+        return (f"{self.label}_{self.strategy}_{degrees}_{self.method}_ckpt-{self.checkpointing}_"
                 f"{self.precision}_b1_s{SEQ_LEN}_adamw{extra}")
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}-L{self.layers}" if self.layers else self.model
+
+    def spec(self) -> ModelSpec:
+        return model_spec(self.model, self.layers)
 
     def workload(self) -> Training:
         fsdp = dict(STRATEGIES).get(self.strategy)
@@ -78,7 +91,20 @@ class Case:
                         parallel=Parallelism(dp=self.dp, fsdp=fsdp, offload_optimizer=self.offload,
                                              offload_params=self.offload, tp=self.tp, pp=self.pp,
                                              sequence_parallel=self.strategy == "tp-sp",
-                                             pp_schedule=self.schedule))
+                                             pp_schedule=self.schedule, ep=self.ep))
+
+
+@functools.cache
+def model_spec(model: str, layers: int = 0) -> ModelSpec:
+    """The catalog model, or its config with `layers` decoder layers (the first ones: DeepSeek's dense
+    first layer stays) for a faster trace."""
+    spec = load_model(model)
+    if not layers:
+        return spec
+    config = {**json.loads(spec.source.config_json), "num_hidden_layers": layers}
+    text = json.dumps(config)
+    return spec_from_config(config, name=f"{model}-L{layers}",
+                            source=ModelSource(kind="config", ref=f"{model}-L{layers}", config_json=text))
 
 
 @functools.cache
@@ -103,6 +129,30 @@ def tp_pp_matrix(models: list[str]) -> list[Case]:
             cases += [Case(model, "pp", 1, "full", checkpointing, pp=pp, micro_batches=4, schedule="gpipe")
                       for pp in (2, 4)]
     return cases
+
+
+def ep_matrix(models: list[str]) -> list[Case]:
+    """Expert parallelism on MoE models, layer-reduced to 4 decoder layers: FSDP full at dp 8 with ep 2, 4
+    and 8 (experts sharded over dp / ep = 4, 2 and 1 ranks), full and LoRA, checkpointing on and off; DDP
+    with ep = dp = 2; at the published depth, ep = dp = 8 full and LoRA without checkpointing; and, for MLA
+    models at their published depth, TP 2 and 4 (full fine-tunes; the TP plan splits plain Linears, so no
+    LoRA)."""
+    cases: list[Case] = []
+    for model in models:
+        for ep in (2, 4, 8):
+            cases += [Case(model, "fsdp-full", 8, method, checkpointing, ep=ep, layers=EP_LAYERS)
+                      for method in ("full", "lora") for checkpointing in ("none", "full")]
+        cases += [Case(model, "ddp", 2, method, "full", ep=2, layers=EP_LAYERS)
+                  for method in ("full", "lora")]
+        cases += [Case(model, "fsdp-full", 8, method, "none", ep=8) for method in ("full", "lora")]
+        if any(att.mla is not None for att in load_model(model).attention_specs):
+            cases += [Case(model, "tp", 1, "full", checkpointing, tp=tp)
+                      for tp in (2, 4) for checkpointing in ("none", "full")]
+    return cases
+
+
+EP_LAYERS = 4
+"""Decoder layers of the expert-parallel matrix's configs (DeepSeek-V2-Lite: one dense, three MoE)."""
 
 
 def large_matrix(models: list[str]) -> list[Case]:
@@ -162,7 +212,7 @@ class Result:
 
 def run_trace(case: Case) -> tuple[dict[str, Any], float, float]:
     """The worker's Estimate dict for `case`, its wall seconds and max RSS (MiB)."""
-    spec = load_model(case.model)
+    spec = case.spec()
     request = {"spec": encode(spec), "workload": _workload_to_dict(case.workload()), "gpu": None}
     started = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-m", "memfit.trace.worker"], stdin=subprocess.PIPE,
@@ -189,7 +239,7 @@ def run_case(case: Case, json_dir: Path | None) -> Result:
         result.error = f"trace: {err}"
         return result
     try:
-        result.analytic = estimate(case.model, case.workload(), engine="analytic")
+        result.analytic = estimate(case.spec(), case.workload(), engine="analytic")
     except MemfitError as err:
         result.error = f"analytic: {err}"
     trace = Estimate.from_dict(result.trace)
@@ -208,6 +258,7 @@ def run_case(case: Case, json_dir: Path | None) -> Result:
     if json_dir is not None:
         json_dir.mkdir(parents=True, exist_ok=True)
         record = {"case": case.name, "engine": "trace (multi-rank)", "versions": versions(),
+                  "model": case.model, "num_hidden_layers": case.layers or None,
                   "workload": _workload_to_dict(case.workload()), "wall_s": round(result.wall_s, 1),
                   "max_rss_mib": round(result.max_rss_mib),
                   "phases": {p.name.value: {"allocated_bytes": p.allocated_bytes, "at": p.at,
@@ -319,10 +370,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--cases", default="", help="only these case names (comma-separated), merged into "
                         "an existing results file of the same matrix and date")
-    parser.add_argument("--matrix", choices=("dp", "tp-pp", "large"), default="dp",
+    parser.add_argument("--matrix", choices=("dp", "tp-pp", "large", "ep"), default="dp",
                         help="dp: FSDP/DDP (results/parallel-trace-<date>); tp-pp: tensor and pipeline "
                              "parallelism (results/parallel-trace-tp-pp-<date>); large: the subset run for "
-                             "the largest models, FSDP/HSDP/DDP and TP (results/parallel-trace-large-<date>)")
+                             "the largest models, FSDP/HSDP/DDP and TP (results/parallel-trace-large-<date>);"
+                             " ep: expert parallelism on layer-reduced MoE models "
+                             "(results/parallel-trace-ep-<date>)")
     parser.add_argument("--json-dir", default="/tmp/mr-trace-results")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--date", default=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"))
@@ -331,7 +384,7 @@ def main() -> int:
     results = []
     models = args.models.split(",")
     cases = {"dp": lambda: matrix(models, args.quick), "tp-pp": lambda: tp_pp_matrix(models),
-             "large": lambda: large_matrix(models)}[args.matrix]()
+             "large": lambda: large_matrix(models), "ep": lambda: ep_matrix(models)}[args.matrix]()
     stamp = args.date if args.matrix == "dp" else f"{args.matrix}-{args.date}"
     wanted = set(filter(None, args.cases.split(",")))
     if wanted:

@@ -212,3 +212,81 @@ def test_fsdp_cpu_offload_moves_shards_gradients_and_states_to_host_ram():
     assert optimizer.host.child("weights").bytes_of("local_shards") == 213_632
     assert optimizer.host.bytes_of("gradients") == 213_632
     assert optimizer.host.bytes_of("optimizer_states") == 2 * 213_632
+
+
+TINY_MOE = {
+    "model_type": "qwen3_moe", "architectures": ["Qwen3MoeForCausalLM"], "hidden_size": 64,
+    "intermediate_size": 128, "moe_intermediate_size": 32, "num_experts": 8, "num_experts_per_tok": 2,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+    "vocab_size": 256, "max_position_embeddings": 256, "rms_norm_eps": 1e-6, "tie_word_embeddings": False,
+    "torch_dtype": "float32", "norm_topk_prob": True,
+}
+
+
+def _moe_spec():
+    return spec_from_config(TINY_MOE, name="tiny-moe", source=ModelSource(
+        kind="config", ref="tiny-moe", config_json=json.dumps(TINY_MOE)))
+
+
+def test_expert_parallel_rank_holds_its_experts():
+    """DDP over 2 ranks with ep=2, fp32: each rank holds 4 of the 8 routed experts, everything else whole.
+
+    Per layer (× 4 B, each tensor rounded to 512): q, o 64·64 → 16,384 each; k, v 32·64 → 8,192 each;
+    q_norm, k_norm, two layer norms 16 or 64 → 512 each; router 8·64 → 2,048; experts gate_up 4·64·64 →
+    65,536, down 4·64·32 → 32,768: 151,552. Root: embed, lm_head 256·64 → 65,536 each; final norm 512;
+    two rotary buffers 512 each. 2 · 151,552 + 2 · 65,536 + 512 + 1,024 = 435,712."""
+    from memfit.trace.engine import trace_estimate
+
+    workload = Training(seq_len=16, precision=Precision.FP32, parallel=Parallelism(dp=2, ep=2))
+    trace = trace_estimate(_moe_spec(), workload, None)
+    assert trace.phase(PhaseName.OPTIMIZER).memory.bytes_of("weights") == 435_712
+    assert any("balanced routing" in line for line in trace.assumptions)
+
+
+def test_expert_parallel_trace_agrees_with_the_analytic_engine():
+    """fsdp=full over 4 ranks with ep=2 (experts sharded over 2 ranks, tokens dispatched by all-to-all),
+    bf16, 256 tokens: the analytic per-rank peak is within 5 % of the trace's, cuBLAS workspaces (64 MiB,
+    the same in both) left out so the tiny model's own bytes are compared (5 %, not the 3 % of the
+    published configs: at this size the 512-byte rounding of every small tensor is a few percent)."""
+    from memfit.core.estimate import estimate
+    from memfit.trace.engine import trace_estimate
+
+    workload = Training(seq_len=256, precision=Precision.BF16,
+                        parallel=Parallelism(dp=4, ep=2, fsdp="full"))
+    trace = trace_estimate(_moe_spec(), workload, None)
+    analytic = estimate(_moe_spec(), workload)
+    workspace = trace.phase(PhaseName.FORWARD).memory.bytes_of("runtime_overhead")
+    assert analytic.phase(PhaseName.FORWARD).memory.bytes_of("runtime_overhead") == workspace
+    mine = trace.peak.allocated_bytes - workspace
+    assert abs(analytic.peak.allocated_bytes - workspace - mine) <= 0.05 * mine
+
+
+TINY_MLA = {
+    "model_type": "deepseek_v2", "architectures": ["DeepseekV2ForCausalLM"], "hidden_size": 64,
+    "intermediate_size": 128, "moe_intermediate_size": 32, "n_routed_experts": 4, "num_experts_per_tok": 2,
+    "n_shared_experts": 1, "first_k_dense_replace": 1, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 4, "q_lora_rank": None, "kv_lora_rank": 32, "qk_nope_head_dim": 16,
+    "qk_rope_head_dim": 8, "v_head_dim": 16, "vocab_size": 256, "max_position_embeddings": 256,
+    "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "torch_dtype": "float32", "topk_method": "greedy",
+}
+
+
+def test_tensor_parallel_mla_and_experts_match_the_analytic_split():
+    """tp=2 on a tiny DeepSeek-V2 (MLA, a dense first layer, fused routed and shared experts), fp32: the
+    trace's weights (q_proj, kv_b_proj, gate/up column-wise; o_proj, down row-wise; the routed experts
+    split on their intermediate dimension; kv_a_proj_with_mqa, its norm and the router whole) shrink from
+    tp=1 exactly as the analytic engine's tp-local parameters do: the two engines differ by the same
+    512-byte rounding of small tensors at tp 1 and 2 (about 3 KB; splitting kv_a_proj_with_mqa and the
+    router too would move the analytic figure by 2 · 64 · 40 · 4 / 2 + 4 · 64 · 4 / 2 = 10,752 B)."""
+    from memfit.core.estimate import estimate
+    from memfit.trace.engine import trace_estimate
+
+    spec = spec_from_config(TINY_MLA, name="tiny-mla", source=ModelSource(
+        kind="config", ref="tiny-mla", config_json=json.dumps(TINY_MLA)))
+
+    def gap(tp):
+        workload = Training(seq_len=16, precision=Precision.FP32, parallel=Parallelism(tp=tp))
+        traced = trace_estimate(spec, workload, None).phase(PhaseName.OPTIMIZER).memory.bytes_of("weights")
+        return traced - estimate(spec, workload).phase(PhaseName.OPTIMIZER).memory.bytes_of("weights")
+
+    assert abs(gap(2) - gap(1)) <= 512

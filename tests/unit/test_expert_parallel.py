@@ -3,21 +3,24 @@ validation; the vLLM launch flag."""
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import pytest
 
 from memfit.core.choices import FsdpStrategy, Runtime, ZeroStage
+from memfit.core.collectives import GradBytes, collectives, moment_terms
 from memfit.core.dtypes import QUANTS, DType
 from memfit.core.errors import InvalidWorkload
 from memfit.core.families import spec_from_config
 from memfit.core.launch import vllm_command
-from memfit.core.parallel import unit_padded_elements
+from memfit.core.parallel import layer_shapes, unit_padded_elements
 from memfit.core.result import Phase
 from memfit.core.spec import ModelSource, ModelSpec, MoeSpec
 from memfit.core.training import training_phases
 from memfit.core.vllm import vllm_serve_flags
 from memfit.core.vllm_profile import mlp_block_bytes
 from memfit.core.weights import weight_tensor_groups, weights_tree_groups
-from memfit.core.workload import Inference, Parallelism, Training
+from memfit.core.workload import Inference, Lora, Parallelism, Training
 from memfit.sources.resolve import load_model
 
 TINY_MOE = {"model_type": "qwen3_moe", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
@@ -78,6 +81,40 @@ def test_fsdp_ep4_gathers_only_the_local_experts() -> None:
     flat = _optimizer_phase(Parallelism(dp=4, fsdp=FsdpStrategy.FULL, ep=4))
     # shard: 38,272 / 4 + 147,456 / 4 = 46,432 elements → 92,864 B
     assert flat["weights/parameters"] == 92_864
+
+
+def test_fsdp_ep_gathers_experts_as_a_unit_of_their_own() -> None:
+    """FSDP2 full, dp=4, ep=2, bf16: the routed experts are a unit over the dp / ep = 2 ranks of their
+    expert-data-parallel group, gathered after the layer's dense unit, so the flat all-gather outputs held
+    differ by moment (torchtitan's apply_fsdp; FSDP2 frees the previous output at each copy-out)."""
+    spec = _tiny_moe()
+    par = Parallelism(dp=4, fsdp=FsdpStrategy.FULL, ep=2)
+    grads = GradBytes(layer=0, head=0, root=0, total=0, gather_bytes=2, grad_bytes=2, reduce_bytes=2,
+                      largest_tensor=0, largest_grad=0)
+    c = collectives(spec, par, stage=0, grads=grads)
+    # experts: the rank's 2 experts (2, 192·64) + (2, 64·96) = 36,864 elements over 2 ranks, no padding
+    # → 73,728 B; dense: 12,704 elements over 4 ranks (as in the ep=4 test) → 25,408 B
+    assert (c.expert_buffer, c.unit_buffer) == (73_728, 25_408)
+
+    def buffers(moment: str) -> int:
+        weights = next(t for t in moment_terms(c, moment) if t.name == "weights")
+        return weights.bytes_of("all_gather_buffers")
+
+    assert buffers("forward_copy_out") == 73_728 + 25_408     # the dense output beside the experts' one
+    assert buffers("forward_loss") == 73_728                  # the experts were the last unit copied out
+    assert buffers("backward_start") == 25_408                # the last layer's dense unit prefetched
+
+
+def test_tensor_parallel_keeps_mla_latent_projections_whole() -> None:
+    """tp=2 on DeepSeek-V2-Lite: q_proj, kv_b_proj and o_proj are split, kv_a_proj_with_mqa (2048 → 512 +
+    64) and the router (64 × 2048) stay whole on every rank (transformers' deepseek_v2 tp plan)."""
+    spec = load_model("DeepSeek-V2-Lite")
+    layer = spec.layers[1]
+    split = layer_shapes(spec, layer, tp=2, experts=False)
+    assert (576, 2048) in split                                # kv_a_proj_with_mqa: (fan_out, fan_in)
+    assert (576, 1024) not in split
+    assert (64, 2048) in split                                 # the router
+    assert (2048, 1024) in split                               # o_proj: 2048 of 16 · 128 inputs, halved
 
 
 def test_all_to_all_buffers_are_their_own_term() -> None:
@@ -193,3 +230,20 @@ def test_strategy_search_tries_expert_parallel_for_moe_only() -> None:
     assert "FSDP full + EP 8" in by_label
     dense = api.plan("Llama-3.2-1B", Training(seq_len=512), gpu="H100-SXM-80GB", gpu_counts=(2,))
     assert not any("EP" in s.label for s in dense.strategies)
+
+
+def test_lora_on_fused_experts_adapts_the_ranks_own_experts() -> None:
+    """peft wraps each rank's num_experts / ep experts (the trace shrinks them before get_peft_model): with
+    4 experts, ep=2 and rank 8, gate_up_proj's A has 2 · 2 · 8 = 32 rows (64 without ep) of hidden 64, and
+    down_proj's A 2 · 8 = 16 rows of intermediate 96. Source: peft 0.21 ParamWrapper (r × experts rows)."""
+    from memfit.core.optimizers import trainable_tensors
+
+    def a_rows(ep: int) -> dict[str, int]:
+        wl = Training(seq_len=16, method="lora", lora=Lora(rank=8, alpha=16, dropout=Fraction(0)),
+                      parallel=Parallelism(dp=2, ep=ep))
+        return {t.name: t.rows for t in trainable_tensors(_tiny_moe(), wl, frozenset())
+                if t.name.endswith("lora_A")}
+
+    assert a_rows(2)["gate_up_proj.lora_A"] == 32
+    assert a_rows(1)["gate_up_proj.lora_A"] == 64
+    assert a_rows(2)["down_proj.lora_A"] == 16

@@ -199,6 +199,14 @@ def test_nccl_buffers_per_communicator() -> None:
         == 128 * MiB
 
 
+def test_nccl_buffers_of_the_expert_groups() -> None:
+    """ep adds its all-to-all (4 MiB × 2 channels from each of ep − 1 peers) and, when dp / ep > 1, the
+    expert-data-parallel ring (128 MiB): dp 8 ep 2 → 128 + 1·8 + 128 = 264 MiB; dp 8 ep 8 (one rank per
+    expert group) → 128 + 7·8 = 184 MiB."""
+    assert nccl_bytes(Parallelism(dp=8, ep=2, fsdp=FsdpStrategy.FULL)) == 264 * MiB
+    assert nccl_bytes(Parallelism(dp=8, ep=8, fsdp=FsdpStrategy.FULL)) == 184 * MiB
+
+
 def test_pipeline_reports_the_more_loaded_stage() -> None:
     """pp=4 with 8 micro-batches: the first stage holds 4 micro-batches of its 4 layers (the whole model's
     layers once) and its sent hidden states; the last holds the tied head's own copy, logits and loss; the

@@ -44,21 +44,24 @@ class _Spec:
     (Training(seq_len=16, parallel=Parallelism(dp=2, tp=2)), r"tp with fsdp=full or shard-grad-op only"),
     (Training(seq_len=16, parallel=Parallelism(dp=2, zero=3)), r"not DeepSpeed zero=3"),
     (Inference(prompt_tokens=16, parallel=Parallelism(dp=2)), r"^trace runs multi-GPU training only"),
-    (Training(seq_len=16, parallel=Parallelism(dp=2, fsdp="full", ep=2)), r"^trace does not shard MoE"),
+    (Training(seq_len=16, parallel=Parallelism(dp=16, fsdp="hybrid", ep=2)), r"^trace runs ep=2 with DDP or"),
 ])
 def test_trace_refuses_what_it_does_not_run(workload, message):
-    """PP beside dp, DeepSpeed ZeRO, TP beside DDP, multi-GPU inference and expert parallelism name
-    engine=analytic instead."""
+    """PP beside dp, DeepSpeed ZeRO, TP beside DDP, multi-GPU inference and expert parallelism under HSDP
+    name engine=analytic instead."""
     with pytest.raises(EngineUnavailable, match=message):
         check_supported(_Spec(), workload)
 
 
 def test_dp_with_fsdp_or_ddp_and_tp_are_accepted():
-    """fsdp full over 8 ranks, plain DDP over 2, tp 4 with sequence parallelism, fsdp × tp pass."""
+    """fsdp full over 8 ranks, plain DDP over 2, tp 4 with sequence parallelism, fsdp × tp, and expert
+    parallelism under fsdp full or DDP pass."""
     check_supported(_Spec(), Training(seq_len=16, parallel=Parallelism(dp=8, fsdp="full")))
     check_supported(_Spec(), Training(seq_len=16, parallel=Parallelism(dp=2)))
     check_supported(_Spec(), Training(seq_len=16, parallel=Parallelism(tp=4, sequence_parallel=True)))
     check_supported(_Spec(), Training(seq_len=16, parallel=Parallelism(dp=2, tp=2, fsdp="full")))
+    check_supported(_Spec(), Training(seq_len=16, parallel=Parallelism(dp=8, ep=4, fsdp="full")))
+    check_supported(_Spec(), Training(seq_len=16, parallel=Parallelism(dp=2, ep=2)))
 
 
 def test_resizing_a_storage_to_zero_and_back_is_counted_and_keeps_its_role():

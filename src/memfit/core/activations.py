@@ -27,6 +27,7 @@ Qwen1.5-MoE, Qwen3-MoE and Mixtral (peaks within 1.2 %).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 from memfit.core.attention_kinds import eager_bytes_per_score, sdpa_backend, sdpa_by_default
 from memfit.core.choices import AttnImpl, Checkpointing, Method, NormKind, Precision, SoftmaxDtype
@@ -34,7 +35,7 @@ from memfit.core.dtypes import DType
 from memfit.core.optimizers import fused_param_adapters, peft_adapts_fused_experts
 from memfit.core.params import Linear, layer_linears
 from memfit.core.result import Gpu, Term
-from memfit.core.spec import AttentionSpec, LayerSpec, ModelSpec, MoeSpec, attention_of, mlp_of
+from memfit.core.spec import AttentionSpec, LayerSpec, MlpSpec, ModelSpec, MoeSpec, attention_of, mlp_of
 from memfit.core.workload import Training
 
 FP32_BYTES = 4
@@ -97,6 +98,7 @@ class Flow:
     alibi: bool = False            # config alibi (Falcon-RW): SDPA gets one float (b, heads, s, s) bias
     experts_adapted: bool = False  # peft all-linear on transformers-5 MoE: LoRA on the fused expert params
     merged_experts: bool = False   # ... over low-precision experts: W + ΔW is built and kept per layer
+    experts_per_rank: Fraction = Fraction(1)  # expert parallelism: the share of routed experts a rank holds
     hidden_dropout: bool = False   # config resid_pdrop / hidden_dropout > 0: a bool mask per residual branch
     attn_dropout: bool = False     # config attention_dropout > 0: eager keeps a mask over the probabilities
     attn_dtype: DType = DType.BF16  # q, k, v's dtype at a 2-byte attn_bytes: fp16 under fp16 / amp-fp16
@@ -139,6 +141,7 @@ def training_flow(spec: ModelSpec, wl: Training, *, lora_targets: frozenset[str]
         fp32_norm_output=spec.norm_fp32_output, python_layer_norm=spec.norm_in_python,
         sdpa_supported=sdpa_by_default(spec), alibi=spec.alibi_float_bias,
         experts_adapted=experts, merged_experts=experts and residual == 2,
+        experts_per_rank=Fraction(1, wl.parallel.ep),
         attn_dtype=DType.FP16 if wl.precision in (Precision.FP16, Precision.AMP_FP16) else DType.BF16,
         gpu=gpu,
     )
@@ -375,6 +378,28 @@ def _mlp_bytes(h: int, layer: LayerSpec, flow: Flow, lins: tuple[Linear, ...]) -
         router = 2 * FP32_BYTES * mlp.num_experts
         readers = [lin for lin in lins if lin.role in ("router", "shared_experts") and lin.fan_in == h]
         return routed + router + _shared_expert_bytes(mlp, flow) + inputs_bytes(readers, h, flow)
+    return _dense_mlp_bytes(h, mlp, flow, lins)
+
+
+def moe_whole_token_bytes(h: int, layer: LayerSpec, flow: Flow, lins: tuple[Linear, ...]) -> int:
+    """Bytes per token of an MoE block's saved tensors that are hidden-wide, so whole on every tensor-
+    parallel rank when the experts are split on their intermediate dimension: each routed row's gathered
+    input and weighted output, the router's fp32 softmax and the inputs of the router and shared experts
+    (`_mlp_bytes`' terms without the experts' intermediates). 0 for a dense MLP.
+    Source: transformers 5.17 integrations/moe.py grouped_mm_experts_forward (selected_hidden_states_g and
+    the down projection's output are hidden-wide), distributed/tensor_parallel.py MoeExpertsParallel."""
+    mlp = mlp_of(layer, what="training")
+    if not isinstance(mlp, MoeSpec):
+        return 0
+    trains = flow.base_trains or flow.experts_adapted
+    gathered = flow.residual_bytes * h if trains else 0
+    readers = [lin for lin in lins if lin.role in ("router", "shared_experts") and lin.fan_in == h]
+    return (mlp.routed_rows * (gathered + flow.act_bytes * h) + 2 * FP32_BYTES * mlp.num_experts
+            + inputs_bytes(readers, h, flow))
+
+
+def _dense_mlp_bytes(h: int, mlp: MlpSpec, flow: Flow, lins: tuple[Linear, ...]) -> int:
+    act = flow.act_bytes
     i = mlp.intermediate_size
     # gated: gate out, act out, up out, product (down's input); plain: up out, act out
     inner = (4 if mlp.gated else 2 + ACTIVATION_EXTRA_SAVED.get(mlp.activation, 0)) * i * act
@@ -439,10 +464,18 @@ def merged_expert_bytes(spec: ModelSpec, layer: LayerSpec, flow: Flow) -> tuple[
     if not flow.merged_experts:
         return 0, 0
     experts = [lin for lin in layer_linears(spec, layer) if lin.role == "experts" and not lin.is_module]
+    ep = flow.experts_per_rank.denominator // flow.experts_per_rank.numerator
     factors = sum(t.rows * t.cols for lin in experts
-                  for t in fused_param_adapters(spec, lin, 1, flow.lora_rank))
-    return (2 * (sum(lin.num_weights for lin in experts) + factors),
-            max((lin.num_weights for lin in experts), default=0))
+                  for t in fused_param_adapters(spec, lin, 1, flow.lora_rank, ep=ep))
+    weights = [_local_weights(lin, flow) for lin in experts]
+    return 2 * (sum(weights) + factors), max(weights, default=0)
+
+
+def _local_weights(lin: Linear, flow: Flow) -> int:
+    """Elements of a fused expert parameter on one rank: its num_experts / ep experts under expert
+    parallelism (each rank builds W + ΔW for its own experts only)."""
+    share = lin.num_weights * flow.experts_per_rank
+    return share.numerator // share.denominator
 
 
 def merged_expert_backward_elements(spec: ModelSpec, layer: LayerSpec, flow: Flow) -> int:
@@ -457,7 +490,7 @@ def merged_expert_backward_elements(spec: ModelSpec, layer: LayerSpec, flow: Flo
     """
     if not flow.merged_experts:
         return 0
-    experts = [lin.num_weights for lin in layer_linears(spec, layer) if lin.role == "experts"
+    experts = [_local_weights(lin, flow) for lin in layer_linears(spec, layer) if lin.role == "experts"
                and not lin.is_module]
     return max((w - sum(experts[k + 1:]) for k, w in enumerate(experts)), default=0)
 

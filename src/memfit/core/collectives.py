@@ -15,6 +15,8 @@ Moments and what FSDP2 holds at each (besides its shards), following _fsdp_param
 - backward_layer_steady: + the previous unit's reduce-scatter input (held one unit);
 - backward_last_unit: the second decoder layer's backward (the last with a unit to prefetch): the other
   units' gradients reduced to shards, two layers' activations left (shard-grad-op: two units unsharded);
+- backward_expert_gather (expert parallelism): layer 0's routed experts gathered, every later unit reduced,
+  layer 0's dense unit unsharded and its saved activations left;
 - backward_end: the root's unsharded gradients beside its parameters, which it frees before allocating its
   reduce-scatter input;
 - optimizer: shards only (ZeRO: + the fp32 gradient partition).
@@ -29,11 +31,14 @@ from memfit.core.deepspeed import resolved_zero
 from memfit.core.parallel import (
     NCCL_BUFFSIZE_BYTES,
     NCCL_CHANNELS,
+    NCCL_P2P_CHANNELS_PER_PEER,
     NCCL_RING_PEERS,
     Collectives,
     Shape,
     counted,
+    expert_world,
     is_fsdp,
+    layer_shapes,
     layers_shapes,
     model_shapes,
     padded_elements,
@@ -69,12 +74,30 @@ class GradBytes:
 
 def nccl_bytes(par: Parallelism) -> int:
     """NCCL buffers of one process: NCCL_BUFFSIZE × channels × ring peers per communicator it joins
-    (data parallel, or shard and replicate groups for hybrid FSDP; tensor parallel; pipeline p2p)."""
+    (data parallel, or shard and replicate groups for hybrid FSDP; tensor parallel; pipeline p2p), plus
+    the expert groups under expert parallelism (`expert_nccl_bytes`)."""
     communicators = 0
     if par.dp > 1:
         communicators += 2 if is_fsdp(par) and shard_world(par) < par.dp else 1
     communicators += (par.tp > 1) + (par.pp > 1)
-    return communicators * NCCL_CHANNELS * NCCL_RING_PEERS * NCCL_BUFFSIZE_BYTES
+    return communicators * NCCL_CHANNELS * NCCL_RING_PEERS * NCCL_BUFFSIZE_BYTES + expert_nccl_bytes(par)
+
+
+def expert_nccl_bytes(par: Parallelism) -> int:
+    """NCCL buffers of the expert-parallel communicators one process joins (0 without ep):
+
+    - the ep group's all-to-all: a receive buffer of NCCL_BUFFSIZE per channel from each of its ep − 1
+      peers, NCCL_P2P_CHANNELS_PER_PEER channels each;
+    - the expert-data-parallel group (dp / ep ranks holding the same experts), which reduces the experts'
+      gradients (and all-gathers their FSDP shards): a ring communicator like the data-parallel one, when
+      it has more than one rank.
+    Source: torchtitan ParallelDims (the "ep" and "efsdp" mesh dimensions are their own process groups);
+    DeepSpeed utils/groups.py (expert-parallel and expert-data-parallel groups)."""
+    if par.ep == 1:
+        return 0
+    all_to_all = (par.ep - 1) * NCCL_P2P_CHANNELS_PER_PEER * NCCL_BUFFSIZE_BYTES
+    ring = NCCL_CHANNELS * NCCL_RING_PEERS * NCCL_BUFFSIZE_BYTES if expert_world(par) > 1 else 0
+    return all_to_all + ring
 
 
 def _fsdp(spec: ModelSpec, par: Parallelism, stage: int, g: GradBytes) -> Collectives:
@@ -91,15 +114,29 @@ def _fsdp(spec: ModelSpec, par: Parallelism, stage: int, g: GradBytes) -> Collec
     unit_grads = adapter_bytes if g.adapter_shapes else g.layer
     unit_bytes = unit * g.gather_bytes + adapter_bytes
     body_bytes = body * g.gather_bytes + adapter_bytes * len(stage_layers(spec, par.pp, stage))
+    dense_buffer, expert_buffer = unit_bytes if world > 1 else 0, 0
+    grads_at_peak, reduced = g.layer_at_peak, unit_grads
+    if par.ep > 1:      # the routed experts are a unit of their own over expert_world(par) ranks
+        experts = max((padded_elements(layer_shapes(spec, layer, ep=par.ep, experts=True), expert_world(par))
+                       for layer, _ in counted(stage_layers(spec, par.pp, stage))), default=0)
+        expert_buffer = experts * g.gather_bytes if expert_world(par) > 1 else 0
+        dense_buffer = (unit_bytes - experts * g.gather_bytes) if world > 1 else 0
+        if not g.adapter_shapes:
+            # at the routed experts' backward (the layer's peak) their own gradients are still forming and
+            # the unit reduced before them is the next layer's dense part
+            grads_at_peak, reduced = 0, max(unit_grads - experts * g.grad_bytes, 0)
+            unit_grads = max(experts * g.grad_bytes, reduced)     # one of the two units at a time
     return Collectives(
         root=padded_elements(root, world) * g.gather_bytes,
         unit=0 if keep_all else unit_bytes,
         unit_size=unit_bytes,
-        unit_buffer=unit_bytes if world > 1 else 0,
+        unit_buffer=dense_buffer,
+        expert_buffer=expert_buffer,
+        split_units=par.ep > 1,
         all_units=body_bytes if keep_all else 0,
         unit_grads=unit_grads,
-        unit_grads_peak=g.layer_at_peak,
-        unit_reduce=unit_grads * ratio_num // ratio_den if world > 1 else 0,
+        unit_grads_peak=grads_at_peak,
+        unit_reduce=reduced * ratio_num // ratio_den if world > 1 else 0,
         root_grads_held=g.head,
         root_grads=g.root,
         root_reduce=g.root * ratio_num // ratio_den if world > 1 else 0,
@@ -156,6 +193,26 @@ MOMENTS = ("forward_layer", "forward_copy_out", "forward_loss", "backward_start"
            "backward_layer", "backward_layer_steady", "backward_end", "optimizer")
 
 
+def _gather_buffers(c: Collectives, moment: str, buffers: int, unit_done: bool = False) -> int:
+    """Bytes of the flat all-gather outputs alive at `moment`, `buffers` of them (one unit per layer).
+
+    With expert parallelism a layer is two units, its dense part then its experts; each copy-out frees the
+    previous unit's output (forward's implicit prefetch), even the experts' unit that gathers over one rank
+    and keeps no output. So forward holds the dense output or the experts' one, both at a copy-out, the
+    experts' one at the loss (the last unit copied out); backward starts with the last layer's dense unit
+    prefetched, and when a layer's experts finish their backward the unit prefetched is a dense one.
+    Source: torch 2.13 _fsdp_param_group.py FSDPParamGroup.wait_for_unshard (the previous
+    all_gather_state is freed before the world_size == 1 branch), pre_backward (prefetches the next unit
+    in backward order)."""
+    if not c.split_units or not buffers:
+        return buffers * c.unit_buffer
+    if unit_done and moment.startswith("backward"):
+        return c.unit_buffer
+    return {"forward_copy_out": c.unit_buffer + c.expert_buffer, "forward_loss": c.expert_buffer,
+            "backward_start": c.unit_buffer, "backward_expert_gather": c.expert_buffer,
+            }.get(moment, max(c.unit_buffer, c.expert_buffer))
+
+
 def moment_terms(c: Collectives, moment: str, *, unit_done: bool = False) -> tuple[Term, ...]:
     """What `c` holds at `moment` (see the module docstring), as top-level Terms to merge. Names follow
     the multi-rank trace: weights/all_gather_buffers, gradients/reduce_scatter_buffers, .../ddp_buckets."""
@@ -170,15 +227,16 @@ def moment_terms(c: Collectives, moment: str, *, unit_done: bool = False) -> tup
         weights += [Term(name="root_unit", nbytes=c.root, note="FSDP root: embedding, head, final norm"),
                     Term(name="unsharded_units", nbytes=units, note="shard-grad-op keeps them")]
     if moment in ("forward_layer", "forward_copy_out", "backward_layer", "backward_layer_steady",
-                  "backward_last_unit"):
+                  "backward_last_unit", "backward_expert_gather"):
         weights.append(Term(name="gathered_unit", nbytes=c.unit, note="one unit (layer) all-gathered"))
     if moment in ("backward_head", "backward_end"):
         weights.append(Term(name="gathered_head", nbytes=c.head_gather, note="ZeRO-3: head/embedding"))
     buffers = {"forward_layer": 1, "forward_copy_out": 2, "forward_loss": 1, "backward_start": 1,
-               "backward_layer": 1, "backward_layer_steady": 1, "backward_last_unit": 1}.get(moment, 0)
+               "backward_layer": 1, "backward_layer_steady": 1, "backward_last_unit": 1,
+               "backward_expert_gather": 1}.get(moment, 0)
     if c.all_units and moment.startswith("backward"):
         buffers = 0     # shard-grad-op: every unit is still unsharded, backward gathers nothing
-    weights.append(Term(name="all_gather_buffers", nbytes=buffers * c.unit_buffer,
+    weights.append(Term(name="all_gather_buffers", nbytes=_gather_buffers(c, moment, buffers, unit_done),
                         note="flat all-gather output (prefetch)"))
     # DDP builds its buckets in its constructor; DeepSpeed its ipg buffers at the first backward
     at_load = c.bucket_name == "ddp_buckets"
@@ -189,9 +247,10 @@ def moment_terms(c: Collectives, moment: str, *, unit_done: bool = False) -> tup
         # their weight gradients; at the end of the layer's backward (unit_done) all of them
         formed = c.unit_grads if unit_done or c.unit_grads_peak is None else c.unit_grads_peak
         grads.append(Term(name="unsharded_unit", nbytes=formed, note="before reduce-scatter"))
-    if moment in ("backward_layer_steady", "backward_last_unit"):
+    if moment in ("backward_layer_steady", "backward_last_unit", "backward_expert_gather"):
         grads.append(Term(name="reduce_scatter_buffers", nbytes=c.unit_reduce, note="previous unit"))
-    if moment in ("backward_head", "backward_layer", "backward_layer_steady", "backward_last_unit"):
+    if moment in ("backward_head", "backward_layer", "backward_layer_steady", "backward_last_unit",
+                  "backward_expert_gather"):
         grads.append(Term(name="root_held", nbytes=c.root_grads_held,
                           note="head grads until the root reduces"))
     if moment == "backward_head":

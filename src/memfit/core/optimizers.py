@@ -23,6 +23,7 @@ l1b-full-bf16-adamw (opt2 peak − start = one parameter copy) and l1b-full-bf16
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -239,7 +240,8 @@ def trainable_tensors(spec: ModelSpec, wl: Training, targets: frozenset[str]) ->
         head = (1, lm_head_linear(spec)) if "lm_head" in targets else None
         adapts_experts = peft_adapts_fused_experts(spec, wl.lora)
         for layers, lin in [*decoder_linears(spec), *([head] if head else [])]:
-            out.extend(_linear_adapters(spec, lin, layers, r, targets=targets, adapts_experts=adapts_experts))
+            out.extend(_linear_adapters(spec, lin, layers, r, targets=targets, adapts_experts=adapts_experts,
+                                        ep=wl.parallel.ep))
         return tuple(out)
     eb = param_bytes(wl)
     h = spec.hidden_size
@@ -274,19 +276,22 @@ def trainable_tensors(spec: ModelSpec, wl: Training, targets: frozenset[str]) ->
     return tuple(out)
 
 
-def fused_param_adapters(spec: ModelSpec, lin: Linear, layers: int,
-                         r: int) -> tuple[ParamTensor, ParamTensor]:
-    """peft ParamWrapper's LoRA A and B on fused expert or router Parameter `lin` in `layers` layers."""
+def fused_param_adapters(spec: ModelSpec, lin: Linear, layers: int, r: int, *,
+                         ep: int = 1) -> tuple[ParamTensor, ParamTensor]:
+    """peft ParamWrapper's LoRA A and B on fused expert or router Parameter `lin` in `layers` layers; under
+    expert parallelism peft wraps each rank's num_experts / ep experts (as the trace builds them)."""
     gate_up = lin.fan_in == spec.hidden_size and any(
         isinstance(layer.mlp, MoeSpec) and layer.mlp.expert.gated for layer in spec.layers)
-    return _parameter_adapters(lin, layers, r, doubled=gate_up)
+    local = dataclasses.replace(lin, count=lin.count // ep) if lin.role == "experts" else lin
+    return _parameter_adapters(local, layers, r, doubled=gate_up)
 
 
 def _linear_adapters(spec: ModelSpec, lin: Linear, layers: int, r: int, *, targets: frozenset[str],
-                     adapts_experts: bool) -> tuple[ParamTensor, ...]:
-    """The LoRA A and B tensors of `lin` in `layers` decoder layers (none when it is not adapted)."""
+                     adapts_experts: bool, ep: int = 1) -> tuple[ParamTensor, ...]:
+    """The LoRA A and B tensors of `lin` in `layers` decoder layers (none when it is not adapted); under
+    expert parallelism peft wraps each rank's num_experts / ep experts (as the trace builds them)."""
     if not lin.is_module and adapts_experts and lin.role in ("experts", "router"):
-        return fused_param_adapters(spec, lin, layers, r)
+        return fused_param_adapters(spec, lin, layers, r, ep=ep)
     if lin.is_module and lin.name in targets:
         n = layers * lin.count
         return (ParamTensor(name=f"{lin.name}.lora_A", rows=r, cols=lin.fan_in,
@@ -305,7 +310,7 @@ def layer_adapters(spec: ModelSpec, wl: Training, layer: LayerSpec, targets: fro
     out: list[ParamTensor] = []
     for lin in layer_linears(spec, layer) if linears is None else linears:
         out.extend(_linear_adapters(spec, lin, 1, wl.lora.rank, targets=targets,
-                                    adapts_experts=adapts_experts))
+                                    adapts_experts=adapts_experts, ep=wl.parallel.ep))
     return tuple(out)
 
 

@@ -63,6 +63,9 @@ NCCL_CHANNELS = 16
 """Channels per communicator (assumed): NCCL picks 8-32 on NVLink H100 nodes; 16 is typical for rings."""
 NCCL_RING_PEERS = 2
 """Connections per channel in a ring: the previous and the next rank."""
+NCCL_P2P_CHANNELS_PER_PEER = 2
+"""Channels NCCL opens to each peer of a point-to-point exchange (all-to-all is one send and one receive
+per peer). Source: NCCL docs (env vars), NCCL_NCHANNELS_PER_NET_PEER default 2; assumed for NVLink peers."""
 LOAD_COPY_NOTE = "each process loads the checkpoint into CPU RAM before moving it to its GPU"
 
 
@@ -94,7 +97,9 @@ class Collectives:
 
     root: int = 0             # FSDP root unit (embedding, head, final norm) unsharded, forward → backward
     unit: int = 0             # one gathered unit (FSDP) or ZeRO-3's live window, in the gather dtype
-    unit_buffer: int = 0      # FSDP's flat all-gather output of one unit (prefetch)
+    unit_buffer: int = 0      # FSDP's flat all-gather output of one unit (prefetch); ep: the dense part
+    expert_buffer: int = 0    # ep: the routed experts' own unit's flat all-gather output (dp / ep > 1)
+    split_units: bool = False  # ep: each layer is two FSDP units, its dense part and its routed experts
     all_units: int = 0        # shard-grad-op: every unit unsharded from forward until its own backward
     unit_size: int = 0        # one unit's unsharded bytes (FSDP), gathered or not
     unit_grads: int = 0       # one unit's (layer's) unsharded gradients before their reduction
@@ -180,18 +185,22 @@ Shape = tuple[int, int]
 
 def layer_shapes(spec: ModelSpec, layer: LayerSpec, *, tp: int = 1, ep: int = 1,
                  experts: bool | None = None) -> tuple[Shape, ...]:
-    """Every parameter tensor of one decoder layer, tp-local: Linears split over tp, norms whole.
+    """Every parameter tensor of one decoder layer, tp-local: Linears split over tp (but those tensor
+    parallelism replicates, `Linear.tp_split == 1`: MLA's q_a_proj and kv_a_proj_with_mqa, routers, as
+    transformers 5.17's deepseek_v2 base_model_tp_plan leaves them), norms whole.
 
     A module's `count` copies are separate tensors; a raw Parameter (fused experts) is one stacked tensor
     whose dim 0 is the expert count, ep-local: num_experts / ep rows (torchtitan's ExpertParallel shards the
     fused expert weights on dim 0, Shard(0)). `experts` True keeps only the routed experts' tensors, False
     every other tensor, None all.
     """
+    tp_all = tp
     out: list[Shape] = []
     for lin in layer_linears(spec, layer):
         if experts is not None and (lin.role == "experts") is not experts:
             continue
         count = lin.count // ep if lin.role == "experts" else lin.count
+        tp = 1 if lin.tp_split == 1 else tp_all     # MLA's latent down-projections and routers: replicated
         if lin.is_module:
             out += [(lin.fan_out, lin.fan_in // tp)] * count
             out += [(lin.fan_out // tp, 1)] * (count if lin.bias else 0)
@@ -360,9 +369,12 @@ def unit_padded_elements(spec: ModelSpec, layer: LayerSpec, par: Parallelism) ->
 # --- the share of each term --------------------------------------------------------------------------------
 
 def rank_share(spec: ModelSpec, par: Parallelism, *, stage: int = 0, micro_batches: int = 1,
-               amp: bool = False, adapters: tuple[Shape, ...] = ()) -> RankShare:
+               amp: bool = False, adapters: tuple[Shape, ...] = (),
+               expert_adapters: tuple[Shape, ...] = ()) -> RankShare:
     """This rank's fraction of each unsharded term under `par`, on pipeline stage `stage`. With LoRA
-    `adapters` (every A and B tensor), the adapters, gradients and states follow those tensors' padding."""
+    `adapters` (every A and B tensor), the adapters, gradients and states follow those tensors' padding;
+    under expert parallelism `expert_adapters` (those of the rank's own routed experts, already ep-local)
+    are sharded over the expert-data-parallel group, the rest over shard_world."""
     validate_parallel(spec, par)
     root, body = model_shapes(spec, par, stage)
     total = elements(root_shapes(spec)) + elements(layers_shapes(spec, spec.layers))
@@ -379,13 +391,22 @@ def rank_share(spec: ModelSpec, par: Parallelism, *, stage: int = 0, micro_batch
     # FSDP2's CPUOffloadPolicy moves parameters, gradients and the optimizer step to the host together
     trained = shard if not adapters else \
         Fraction(partition_elements(adapters, world, par), elements(adapters)) * whole
+    if adapters and par.ep > 1:     # `whole` counts the base experts ep-local; the adapters already are
+        dense = tuple(a for a in adapters if a not in expert_adapters) if expert_adapters else adapters
+        kept_adapters = (partition_elements(dense, world, par)
+                         + partition_elements(expert_adapters, expert_world(par), par))
+        plain = elements(root) + elements(layers_shapes(spec, stage_layers(spec, par.pp, stage), tp=par.tp))
+        trained = Fraction(kept_adapters, elements(adapters)) * Fraction(plain, total)
+        whole_adapters = Fraction(plain, total)
+    else:
+        whole_adapters = whole
     offload_states = par.offload_optimizer is not Offload.NONE or (
         is_fsdp(par) and par.offload_params is not Offload.NONE)
     return RankShare(
         params=shard if params_sharded else whole,
-        adapters=trained if params_sharded else whole,
-        grads=trained if grads_sharded else whole,
-        states=trained if states_sharded else whole,
+        adapters=trained if params_sharded else whole_adapters,
+        grads=trained if grads_sharded else whole_adapters if adapters else whole,
+        states=trained if states_sharded else whole_adapters if adapters else whole,
         layer_activations=stage_acts / par.tp,
         residual_activations=stage_acts / (par.tp if par.sequence_parallel else 1),
         replicated_activations=stage_acts,

@@ -198,6 +198,13 @@ def _unit_adapters(spec: ModelSpec, wl: Training,
     return best
 
 
+def _expert_adapters(spec: ModelSpec, tensors: tuple[ParamTensor, ...]) -> tuple[ParamTensor, ...]:
+    """The LoRA tensors of the fused routed experts (peft's ParamWrapper adapters) among `tensors`."""
+    names = {lin.name for layer, _ in counted(spec.layers) for lin in layer_linears(spec, layer)
+             if lin.role == "experts" and not lin.is_module}
+    return tuple(t for t in tensors if t.name.rsplit(".", 1)[0] in names)
+
+
 def _adapter_shapes(tensors: tuple[ParamTensor, ...]) -> tuple[Shape, ...]:
     """Every LoRA A and B tensor as (dim 0, rest)."""
     return tuple((t.rows, t.cols * t.stack) for t in tensors for _ in range(t.count))
@@ -217,7 +224,8 @@ def per_rank(spec: ModelSpec, wl: Training, p: Parts, tensors: tuple[ParamTensor
     par = wl.parallel
     adapters = () if wl.method is Method.FULL else _adapter_shapes(tensors)
     share = rank_share(spec, par, stage=stage, micro_batches=wl.grad_accum if par.pp > 1 else 1,
-                       amp=wl.precision.is_amp, adapters=adapters)
+                       amp=wl.precision.is_amp, adapters=adapters,
+                       expert_adapters=_adapter_shapes(_expert_adapters(spec, tensors)) if adapters else ())
     if share.master and any(t.element_bytes < 4 for t in tensors):
         fp32 = tuple(dataclasses.replace(t, element_bytes=4) for t in tensors)
         opt = optimizer_memory(wl.optimizer, fp32)
@@ -328,6 +336,8 @@ def _tp_replicated(spec: ModelSpec, wl: Training) -> dict[str, int]:
         if not isinstance(layer.mlp, MoeSpec):
             mlp = [lin for lin in lins if lin.role == "mlp"][:-1]
             out["mlp"] += act.inputs_bytes(mlp, h, flow) * tokens * count
+        else:   # the experts split on their intermediate dimension; their hidden-wide rows stay whole
+            out["mlp"] += act.moe_whole_token_bytes(h, layer, flow, lins) * tokens * count
     return out
 
 

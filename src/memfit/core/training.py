@@ -340,15 +340,26 @@ def _backward(spec: ModelSpec, wl: Training, p: Parts, flow: act.Flow) -> Phase:
         # each at its transient peak (the MLP activation's backward: part of the unit's gradients formed)
         # and at the layer's end (all of them, its recomputed activations and transients freed)
         for unit_done, extra in ((False, layer_extra), (True, ())):
+            # expert parallelism: a unit done is the layer's routed experts, whose saved tensors (the bulk of
+            # the layer's) their backward has freed
+            freed = 1 if unit_done and p.extras.split_units else 0
             second = _with([*steady, _grads(_so_far(p, wl, 0) + one_unit, "so far"),
-                            _activations(_with_layers(p, layers - 1), extra=extra, drop_final=True)],
+                            _activations(_with_layers(p, layers - 1 - freed), extra=extra, drop_final=True)],
                            p, "backward_layer_steady", unit_done=unit_done)
             candidates.append((second, "second unit's backward: + previous unit's reduce-scatter input"))
             late = _with([*steady, _grads(done, "the other units' shards"),
-                          _activations(_with_layers(p, min(2, layers)), extra=extra, drop_final=True)],
+                          _activations(_with_layers(p, min(2, layers) - freed), extra=extra,
+                                       drop_final=True)],
                          p, "backward_last_unit", unit_done=unit_done)
             candidates.append((late, "second layer's backward: the other units reduced to shards, layer 0 "
                                      "prefetched"))
+        if p.extras.split_units:
+            # expert parallelism: layer 0's routed experts are gathered (their own unit, the largest) once
+            # every later unit has reduced to its shard, beside layer 0's dense unit and saved activations
+            gather = _with([*steady, _grads(_so_far(p, wl, 0) + max(layers - 1, 0) * one_unit,
+                                            "the other units' shards"),
+                            _activations(_with_layers(p, 1), drop_final=True)], p, "backward_expert_gather")
+            candidates.append((gather, "layer 0's routed experts gathered: every later unit reduced"))
     if not p.extras.unit_reduce and p.layer_grads and spec.num_layers > 1:
         # layer 0's backward, the last one: every later layer's gradient formed, only layer 0's saved
         # activations left (with checkpointing, its input and its recomputation). Memory along the layers'
@@ -505,8 +516,8 @@ def _parallel_assumptions(wl: Training, stage: int) -> tuple[str, ...]:
         out.append(f"expert parallelism ep={par.ep} (torchtitan ExpertParallel, DeepSpeed-MoE ep_size): each "
                    f"rank holds 1/{par.ep} of the routed experts, sharded further over dp/ep ranks; routing "
                    "balanced, so each rank's experts see tokens × top_k rows and activations are as without "
-                   "EP; all-to-all dispatch and combine buffers 2 × tokens × top_k × hidden; the all-to-all "
-                   "communicator's NCCL buffers are not counted")
+                   "EP; all-to-all dispatch and combine buffers 2 × tokens × top_k × hidden; NCCL buffers of "
+                   "the all-to-all (4 MiB × 2 channels per peer) and of the expert-data-parallel ring")
     if par.num_gpus > 1:
         out.append("NCCL buffers: 4 MiB (NCCL_BUFFSIZE) × 16 channels × 2 ring peers per communicator")
     if par.offload_optimizer is not Offload.NONE or par.offload_params is not Offload.NONE:

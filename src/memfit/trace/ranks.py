@@ -163,6 +163,8 @@ def meshes(par: Parallelism) -> Group:
     With both dp and tp, one 2-D (dp, tp) mesh: tensor-parallel ranks are neighbours (within a node)."""
     from torch.distributed.device_mesh import init_device_mesh
 
+    if par.ep > 1:
+        return _expert_meshes(par)
     if par.tp > 1:
         if par.dp == 1:
             return Group(tp_mesh=init_device_mesh("cuda", (par.tp,), mesh_dim_names=("tp",)))
@@ -176,13 +178,24 @@ def meshes(par: Parallelism) -> Group:
     return Group(mesh=init_device_mesh("cuda", (par.dp,), mesh_dim_names=("dp",)))
 
 
+def _expert_meshes(par: Parallelism) -> Group:
+    """Expert parallelism carved out of dp (torchtitan ParallelDims): a 2-D (dp / ep, ep) mesh whose "ep"
+    rows exchange tokens by all-to-all and whose "efsdp" columns shard each rank's experts (FSDP), beside
+    the 1-D dp mesh the dense weights are sharded over (None under DDP)."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    experts = init_device_mesh("cuda", (par.dp // par.ep, par.ep), mesh_dim_names=("efsdp", "ep"))
+    dense = None if par.fsdp is None else init_device_mesh("cuda", (par.dp,), mesh_dim_names=("dp",))
+    return Group(mesh=dense, ep_mesh=experts["ep"], expert_mesh=experts["efsdp"])
+
+
 def check_traced(par: Parallelism) -> None:
     """EngineUnavailable for the parallel settings the trace does not run yet, naming what to use."""
     from memfit.core.choices import ZeroStage
 
-    if par.ep > 1:
-        raise EngineUnavailable(f"trace does not shard MoE experts over ep={par.ep} ranks yet (expert "
-                                "parallelism is analytic only); use engine=analytic")
+    if par.ep > 1 and par.fsdp not in (None, FsdpStrategy.FULL, FsdpStrategy.SHARD_GRAD_OP):
+        raise EngineUnavailable(f"trace runs ep={par.ep} with DDP or fsdp=full / shard-grad-op, not "
+                                f"fsdp={par.fsdp}; use engine=analytic")
     if par.pp > 1 and par.dp * par.tp > 1:
         raise EngineUnavailable(f"trace runs pipeline stages alone, not pp={par.pp} with dp={par.dp} "
                                 f"tp={par.tp}; use engine=analytic")
@@ -196,11 +209,14 @@ def check_traced(par: Parallelism) -> None:
 
 @dataclass(frozen=True)
 class Group:
-    """The traced rank's view of the job: its data-parallel mesh (FSDP; None under DDP) and its
-    tensor-parallel mesh (None without tp)."""
+    """The traced rank's view of the job: its data-parallel mesh (FSDP; None under DDP), its
+    tensor-parallel mesh (None without tp) and, with expert parallelism, the expert-parallel mesh the
+    all-to-all runs over and the expert-data-parallel mesh the experts are sharded over (None without ep)."""
 
     mesh: Any = None
     tp_mesh: Any = None
+    ep_mesh: Any = None
+    expert_mesh: Any = None
 
 
 @contextlib.contextmanager

@@ -85,7 +85,8 @@ def trace(spec: ModelSpec, workload: Inference | Training, boot: Boot,
 
     def build() -> Any:
         return harness.build_model(spec.source.config_json, workload, spec.checkpoint_dtype, "meta",
-                                   prepare=lambda m: _quantize(m, workload, assumptions))
+                                   prepare=lambda m: _experts_local(_quantize(m, workload, assumptions),
+                                                                    workload))
 
     with _Step(progress, "building the model on the meta device"):
         model = build()
@@ -288,6 +289,15 @@ def _quantize(model: Any, workload: Inference | Training, assumptions: list[str]
     if isinstance(workload, Training) and workload.method is Method.QLORA and workload.lora \
             and workload.lora.prepare_kbit:
         model = prepare_kbit(model)
+    return model
+
+
+def _experts_local(model: Any, workload: Inference | Training) -> Any:
+    """With expert parallelism, the rank's num_experts / ep routed experts, before peft wraps them."""
+    if isinstance(workload, Training) and workload.parallel.ep > 1:
+        from memfit.trace import expert_parallel
+
+        expert_parallel.shrink(model, workload.parallel.ep)
     return model
 
 

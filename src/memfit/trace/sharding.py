@@ -36,7 +36,7 @@ import torch
 
 from memfit.core.choices import FsdpStrategy, Offload, Precision
 from memfit.core.workload import Training
-from memfit.trace import harness, tensor_parallel
+from memfit.trace import expert_parallel, harness, tensor_parallel
 from memfit.trace.tracker import Tracker
 
 SHARDS = "weights/local_shards"
@@ -101,8 +101,11 @@ def offloads(workload: Training) -> bool:
 def wrap(model: Any, workload: Training, group: Any, device: str, tracker: Tracker) -> Any:
     """The model as one rank runs it: tensor-parallel splits over `group.tp_mesh`, then FSDP2 units over
     `group.mesh`, or DDP's buckets when data parallel without FSDP (trace/ranks.py Group)."""
+    if group.ep_mesh is not None:
+        expert_parallel.install(model, group.ep_mesh.get_group())
     if group.mesh is not None:
-        shard(model, workload, group.mesh, device, tracker, tp_mesh=group.tp_mesh)
+        shard(model, workload, group.mesh, device, tracker, tp_mesh=group.tp_mesh,
+              expert_mesh=group.expert_mesh)
         return model
     if group.tp_mesh is not None:
         tensor_parallel.split(model, workload, group.tp_mesh, device, tracker)
@@ -152,8 +155,16 @@ def assumptions(workload: Training) -> list[str]:
     if par.tp > 1:
         out.append(f"tensor parallel over {par.tp} ranks by DTensor's parallelize_module, torchtitan's Llama "
                    "plan (q/k/v, gate/up column-wise; o, down row-wise; LM head column-wise with a "
-                   "vocab-parallel loss)" + ("; sequence parallel norms and residual stream"
-                                             if par.sequence_parallel else ""))
+                   "vocab-parallel loss; where the model has them, MLA's q/kv_b column-wise with its latent "
+                   "down-projections replicated, fused routed experts split on their intermediate dimension "
+                   "by transformers' packed_colwise / rowwise / moe_tp_experts)"
+                   + ("; sequence parallel norms and residual stream" if par.sequence_parallel else ""))
+    if par.ep > 1:
+        out.append(f"expert parallelism ep={par.ep} as torchtitan's ExpertParallel: each rank holds "
+                   f"1/{par.ep} of the routed experts (sharded over dp/ep ranks under FSDP), tokens "
+                   "dispatched and combined by all_to_all_single_autograd around transformers' experts "
+                   "forward; balanced routing assumed (each rank's experts receive tokens × top_k rows, "
+                   f"1/{par.ep} from each rank)")
     if par.fsdp is None and par.dp > 1:
         out.append("DDP emulated: the plain step plus the Reducer's gradient buckets (bucket_cap_mb=25, "
                    "first bucket 1 MiB, gradient_as_bucket_view=False), sized by torch's "
@@ -178,9 +189,11 @@ def mixed_precision_note(workload: Training) -> str:
 
 
 def shard(model: Any, workload: Training, mesh: Any, device: str, tracker: Tracker, *,
-          tp_mesh: Any = None) -> None:
+          tp_mesh: Any = None, expert_mesh: Any = None) -> None:
     """fully_shard per decoder layer, then the root, materialising each unit just before it is sharded
-    (and split over `tp_mesh` first, for FSDP × TP)."""
+    (and split over `tp_mesh` first, for FSDP × TP). With expert parallelism the layer's routed experts
+    are a unit of their own over `expert_mesh` (dp / ep ranks), sharded before the layer, as torchtitan's
+    apply_fsdp does (fully_shard(transformer_block.moe.experts, mesh=edp_mesh))."""
     from torch.distributed.fsdp import fully_shard
 
     strategy = workload.parallel.fsdp
@@ -194,9 +207,11 @@ def shard(model: Any, workload: Training, mesh: Any, device: str, tracker: Track
     for layer in decoder_layers(model):
         harness.materialize(layer, device)
         if tp_mesh is not None:
-            tensor_parallel.split_unit(layer, tensor_parallel.layer_plan(sequence_parallel), tp_mesh,
-                                       device, tracker, mark=False)
+            tensor_parallel.split_layer(layer, sequence_parallel, tp_mesh, device, tracker, mark=False)
         tracker.mark(UNSHARDED_PARAMS, layer.parameters())     # until fully_shard copies out the shard
+        for experts in _experts_units(layer) if expert_mesh is not None else ():
+            fully_shard(experts, **{**options, "mesh": expert_mesh})
+            mark_shards(experts, tracker)
         with _real_mesh_inputs(tp_mesh):
             fully_shard(layer, **options)
         mark_shards(layer, tracker)
@@ -207,6 +222,14 @@ def shard(model: Any, workload: Training, mesh: Any, device: str, tracker: Track
     with _real_mesh_inputs(tp_mesh):
         fully_shard(model, **options)
     mark_shards(model, tracker)
+
+
+def _experts_units(layer: Any) -> list[Any]:
+    """The outermost module holding each of `layer`'s shrunk routed experts (peft's ParamWrapper around
+    them with LoRA, else the experts module itself)."""
+    names = {name for name, module in layer.named_modules() if hasattr(module, expert_parallel.EP_ATTR)}
+    outer = {name.split(".experts")[0] + ".experts" if ".experts" in name else name for name in names}
+    return [layer.get_submodule(name) for name in sorted(outer)]
 
 
 @contextlib.contextmanager

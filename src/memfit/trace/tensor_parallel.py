@@ -34,26 +34,58 @@ LAYER_MODULES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "se
                  "post_attention_layernorm")
 ROOT_MODULES = ("model.embed_tokens", "model.norm", "lm_head")
 """The module names the plan needs (Llama, Mistral, Qwen2/3 dense and their kin)."""
+COLWISE = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.q_b_proj",
+           "self_attn.kv_b_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.shared_experts.gate_proj",
+           "mlp.shared_experts.up_proj")
+ROWWISE = ("self_attn.o_proj", "mlp.down_proj", "mlp.shared_experts.down_proj")
+"""Column- and row-parallel Linears wherever a layer has them: the Llama plan's, MLA's head-wise
+up-projections (q_b_proj or q_proj, kv_b_proj; the latent down-projections q_a_proj and
+kv_a_proj_with_mqa and their norms stay replicated, as in transformers 5.17's deepseek_v2
+base_model_tp_plan and torchtitan's DeepSeek-V3 plan, NoParallel wkv_a / kv_norm) and the shared experts'."""
+MLA_OR_MOE = ("self_attn.kv_b_proj", "mlp.experts")
+"""Modules whose layers the sequence-parallel variant does not cover."""
 
 
 def check_plan(model: Any, workload: Training) -> None:
-    """EngineUnavailable unless the model has the Llama-style modules the plan splits, without LoRA."""
+    """EngineUnavailable unless every layer has the modules the plan splits (Llama-style attention or
+    MLA; a dense MLP or fused routed experts), without LoRA."""
     if workload.lora is not None:
         raise EngineUnavailable("trace splits plain Linear layers for tp, not peft's LoRA layers; use "
                                 "method=full or engine=analytic")
     from memfit.trace.sharding import decoder_layers
 
-    layers = decoder_layers(model)
     names = {name for name, _ in model.named_modules()}
-    layer_names = {name for name, _ in layers[0].named_modules()} if layers else set()
-    missing = [m for m in ROOT_MODULES if m not in names] + [m for m in LAYER_MODULES if m not in layer_names]
+    missing = [m for m in ROOT_MODULES if m not in names]
+    for layer in decoder_layers(model)[:1] if not missing else ():
+        missing = _missing(set(dict(layer.named_modules())), workload.parallel.sequence_parallel)
+    for layer in decoder_layers(model)[1:] if not missing else ():
+        missing = _missing(set(dict(layer.named_modules())), workload.parallel.sequence_parallel)
+        if missing:
+            break
     if missing:
-        raise EngineUnavailable(f"trace's tensor-parallel plan covers Llama-style models; "
-                                f"{model.config.model_type} has no {missing[0]}; use engine=analytic")
+        raise EngineUnavailable(f"trace's tensor-parallel plan covers Llama-style and MLA attention with "
+                                f"dense or fused-expert MLPs; {model.config.model_type} has no {missing[0]}; "
+                                "use engine=analytic")
 
 
-def layer_plan(sequence_parallel: bool) -> dict[str, Any]:
-    """The plan of one decoder layer (see the module table)."""
+def _missing(layer_names: set[str], sequence_parallel: bool) -> list[str]:
+    """What one layer lacks for the plan (empty when it is covered)."""
+    if sequence_parallel and any(m in layer_names for m in MLA_OR_MOE):
+        return ["sequence-parallel plan for MLA or MoE layers"]
+    attention = [m for m in ("self_attn.o_proj",) if m not in layer_names]
+    if "self_attn.kv_b_proj" not in layer_names:
+        attention += [m for m in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
+                      if m not in layer_names]
+    elif not {"self_attn.q_proj", "self_attn.q_b_proj"} & layer_names:
+        attention.append("self_attn.q_proj")
+    if "mlp.experts" in layer_names:
+        return attention
+    return attention + [m for m in ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj") if m not in layer_names]
+
+
+def layer_plan(sequence_parallel: bool, layer_names: set[str] | None = None) -> dict[str, Any]:
+    """The plan of one decoder layer (see the module table), for the modules in `layer_names` (None: the
+    Llama plan's)."""
     from torch.distributed.tensor import Replicate, Shard
     from torch.distributed.tensor.parallel import (
         ColwiseParallel,
@@ -62,12 +94,12 @@ def layer_plan(sequence_parallel: bool) -> dict[str, Any]:
         SequenceParallel,
     )
 
+    present = set(LAYER_MODULES) if layer_names is None else layer_names
     out = Shard(1) if sequence_parallel else Replicate()
     plan: dict[str, Any] = {
-        **{f"self_attn.{name}": ColwiseParallel() for name in ("q_proj", "k_proj", "v_proj")},
-        **{f"mlp.{name}": ColwiseParallel() for name in ("gate_proj", "up_proj")},
-        "self_attn.o_proj": RowwiseParallel(output_layouts=out, use_local_output=not sequence_parallel),
-        "mlp.down_proj": RowwiseParallel(output_layouts=out, use_local_output=not sequence_parallel),
+        **{name: ColwiseParallel() for name in COLWISE if name in present},
+        **{name: RowwiseParallel(output_layouts=out, use_local_output=not sequence_parallel)
+           for name in ROWWISE if name in present},
     }
     if sequence_parallel:
         plan.update({
@@ -103,8 +135,36 @@ def split(model: Any, workload: Training, tp_mesh: Any, device: str, tracker: Tr
     check_plan(model, workload)
     sequence_parallel = workload.parallel.sequence_parallel
     for layer in decoder_layers(model):
-        split_unit(layer, layer_plan(sequence_parallel), tp_mesh, device, tracker)
+        split_layer(layer, sequence_parallel, tp_mesh, device, tracker)
     split_root(model, workload, tp_mesh, device, tracker)
+
+
+def split_layer(layer: Any, sequence_parallel: bool, tp_mesh: Any, device: str, tracker: Tracker, *,
+                mark: bool = True) -> None:
+    """Split one decoder layer: its Linears by the plan, then its fused routed experts (if any)."""
+    names = set(dict(layer.named_modules()))
+    split_unit(layer, layer_plan(sequence_parallel, names), tp_mesh, device, tracker, mark=False)
+    experts = getattr(getattr(layer, "mlp", None), "experts", None)
+    if experts is not None and "mlp.experts" in names:
+        split_experts(experts, tp_mesh)
+    if mark:
+        harness.mark_weights(layer, tracker)
+
+
+def split_experts(experts: Any, tp_mesh: Any) -> None:
+    """Fused routed experts split as transformers 5.17's own plan does ("layers.*.mlp.experts.gate_up_proj":
+    "packed_colwise", "...down_proj": "rowwise", "layers.*.mlp.experts": "moe_tp_experts"): every rank
+    keeps every expert's 1/tp slice of the intermediate dimension (gate and up halves alike), runs
+    grouped_mm on those local slices and all-reduces the partial output.
+    Source: transformers 5.17 distributed/tensor_parallel.py PackedColwiseParallel, RowwiseParallel,
+    MoeExpertsParallel."""
+    from transformers.distributed.tensor_parallel import ALL_PARALLEL_STYLES
+
+    for name, style in (("gate_up_proj", "packed_colwise"), ("up_proj", "colwise"),
+                        ("down_proj", "rowwise")):
+        if name in experts._parameters:
+            ALL_PARALLEL_STYLES[style].shard_param(experts, name, tp_mesh)
+    ALL_PARALLEL_STYLES["moe_tp_experts"].install_forward(experts, tp_mesh)
 
 
 def split_root(model: Any, workload: Training, tp_mesh: Any, device: str, tracker: Tracker, *,
