@@ -129,7 +129,7 @@ def vision_load(spec: ModelSpec, workload: Inference) -> VisionLoad | None:
     layer = tower_layer_peak(vision, workload, patches=positions, num_images=n, dtype=dt)
     tower = Term.group("vision_tower", [embeds, layer])
     if vision.position_taps:
-        resample = _position_resample(vision, rows=n * positions, dtype=dt)
+        resample = position_resample(vision, rows=n * positions, dtype=dt)
         tower = max(tower, Term.group("vision_tower", [embeds, resample]), key=lambda t: t.nbytes)
     if vision.keeps_hidden_states:
         projector = _projector_peak(vision, num_images=n, positions=positions,
@@ -207,8 +207,12 @@ def tower_layer_peak(vision: VisionSpec, workload: Inference, *, patches: int, n
     # deepstack features made before the last block: (images · patches / merge², projector width) each
     deepstack = sum(1 for i in vision.deepstack_layers if i < vision.num_layers - 1) * dtype.nbytes(
         rows // vision.spatial_merge_size ** 2 * vision.projector_hidden)
+    # the resampled position table (fp32) and its int64 indices / fp32 weights stay referenced by the
+    # tower's forward through every block (Qwen3VLVisionModel.forward's pos_embeds, interp_*)
+    positions = rows * (vision.hidden_size * 4 + vision.position_taps * (8 + 4)) if vision.position_taps else 0
     return Term.group("layer", [Term(name="patch_embeddings", nbytes=embeddings),
                                 Term(name="deepstack_features", nbytes=deepstack),
+                                Term(name="position_embeddings", nbytes=positions),
                                 Term(name="hidden_states", nbytes=kept),
                                 Term(name="rotary_tables", nbytes=tables),
                                 Term(name="block_mask", nbytes=block_mask),
@@ -228,7 +232,7 @@ def _projector_peak(vision: VisionSpec, *, num_images: int, positions: int, toke
                                     Term(name="mlp", nbytes=max(selected + out, 2 * out))])
 
 
-def _position_resample(vision: VisionSpec, *, rows: int, dtype: DType) -> Term:
+def position_resample(vision: VisionSpec, *, rows: int, dtype: DType) -> Term:
     """The learned position table resampled to every patch, beside the patch embeddings (bytes): the
     gather of `position_taps` table rows per patch in the compute dtype times their fp32 weights, an fp32
     product (rows, taps, hidden), then its fp32 sum; the int64 indices and fp32 weights (rows, taps) stay
