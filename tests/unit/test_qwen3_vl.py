@@ -79,8 +79,9 @@ def test_qwen3_vl_kept_features_and_the_tower_moment() -> None:
     load = vision_load(spec, Inference(prompt_tokens=64, images=1, image_size=(512, 512)))
     assert load is not None
     assert spec.vision is not None
-    assert load.features.flat() == {"projected": 2_097_152, "placeholder_mask": 320, "tower_output": 2_359_296,
-                                    "merger_output": 2_097_152, "deepstack_features": 6_291_456}
+    assert load.features.flat() == {"projected": 2_097_152, "placeholder_mask": 320,
+                                    "tower_output": 2_359_296, "merger_output": 2_097_152,
+                                    "deepstack_features": 6_291_456}
     assert position_resample(spec.vision, rows=1024, dtype=DType.BF16).nbytes == 30_720_000
     tower = load.tower.flat()
     assert tower["layer/deepstack_features"] == 6_291_456

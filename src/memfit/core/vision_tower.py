@@ -209,7 +209,8 @@ def tower_layer_peak(vision: VisionSpec, workload: Inference, *, patches: int, n
         rows // vision.spatial_merge_size ** 2 * vision.projector_hidden)
     # the resampled position table (fp32) and its int64 indices / fp32 weights stay referenced by the
     # tower's forward through every block (Qwen3VLVisionModel.forward's pos_embeds, interp_*)
-    positions = rows * (vision.hidden_size * 4 + vision.position_taps * (8 + 4)) if vision.position_taps else 0
+    positions = (rows * (vision.hidden_size * 4 + vision.position_taps * (8 + 4))
+                 if vision.position_taps else 0)
     return Term.group("layer", [Term(name="patch_embeddings", nbytes=embeddings),
                                 Term(name="deepstack_features", nbytes=deepstack),
                                 Term(name="position_embeddings", nbytes=positions),
