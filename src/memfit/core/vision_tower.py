@@ -105,6 +105,10 @@ def image_assumption(spec: ModelSpec, workload: Inference) -> str:
                  "the compute dtype; the projector's patch merger not sized (smaller than a tower layer); "
                  "checked on real CPU tensors only (eager, fp32): the trace cannot build the mask on fake "
                  "tensors")
+    if vision.deepstack_layers:
+        tower += (f"; {len(vision.deepstack_layers)} deepstack features, the tower's output and its fp32 "
+                  "resampled position table kept where the model keeps them; the deepstack additions in "
+                  "the first decoder layers and the merger moments not sized (smaller than a tower block)")
     return (f"images: {workload.images} per sequence, each {height}x{width} px in the tower "
             f"({patches_per_image(vision, workload.image_size)} patches, {sizing} sizing) and "
             f"{per_image} image tokens: {image_tokens(spec, workload)} tokens added to the "
