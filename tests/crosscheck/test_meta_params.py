@@ -114,9 +114,10 @@ def test_unknown_to_transformers_is_unsupported() -> None:
         strict=True, raises=ConfigError,
         reason="DeepseekV2Config defaults num_experts_per_tok to None; a top-k is required to size MoE work"))
     if model_type == "deepseek_v2" else model_type
-    # gemma3: its text_config defaults are tested above; qwen2_5_vl, llava, llama4, mistral3: their
-    # sub-configs' below
-    for model_type in sorted(set(FAMILIES) - {"gemma3", "qwen2_5_vl", "llava", "llama4", "mistral3"})
+    # gemma3: its text_config defaults are tested above; qwen2_5_vl, llava, llama4, mistral3, qwen3_vl(_moe):
+    # their sub-configs' below
+    for model_type in sorted(set(FAMILIES) - {"gemma3", "qwen2_5_vl", "llava", "llama4", "mistral3",
+                                              "qwen3_vl", "qwen3_vl_moe"})
 ])
 def test_class_defaults_match_meta_device(model_type: str) -> None:
     """A config stating only the required fields maps to transformers' default model, exactly."""
@@ -130,12 +131,15 @@ def test_class_defaults_match_meta_device(model_type: str) -> None:
 
 
 @requires_transformers
-@pytest.mark.parametrize("model_type", ["qwen2_5_vl", "llava", "llama4", "mistral3"])
+@pytest.mark.parametrize("model_type", ["qwen2_5_vl", "llava", "llama4", "mistral3", "qwen3_vl",
+                                        "qwen3_vl_moe"])
 def test_vision_language_sub_config_defaults_match_meta_device(model_type: str) -> None:
     """A bare config takes its sub-configs' defaults (Qwen2.5-VL: an 80-layer 8,192-wide decoder and a
     32-block tower; LLaVA: LlamaConfig's 7B decoder and LlavaConfig's CLIP ViT-L/14-336; Llama 4:
     Llama4TextConfig's 48-layer 16-expert decoder, its tower not built; Mistral 3: Mistral-Small's decoder,
-    tied, and a 24-layer Pixtral tower): the same model, component by component."""
+    tied, and a 24-layer Pixtral tower; Qwen3-VL: a 32-layer 4,096-wide Qwen3 decoder and a 27-block
+    tower with three deepstack mergers, Qwen3-VL-MoE: a 24-layer 60-expert decoder and that tower): the
+    same model, component by component."""
     from memfit.trace.meta import count_params_on_meta
 
     config = {"model_type": model_type}

@@ -24,7 +24,7 @@ EXPECTED_FAMILIES = {
     "gemma3_text", "phi", "phi3", "gpt2", "gpt_bigcode", "gpt_neox", "gptj", "opt", "bloom", "falcon",
     "cohere", "cohere2", "deepseek_v2", "deepseek_v3", "olmo2", "starcoder2", "granite", "gpt_oss",
     "granitemoehybrid", "nemotron_h", "bamba", "falcon_h1", "qwen2_5_vl", "llava", "jamba", "llama4",
-    "llama4_text", "mistral3", "qwen3_next",
+    "llama4_text", "mistral3", "qwen3_next", "qwen3_vl", "qwen3_vl_moe",
 }
 
 
@@ -303,6 +303,18 @@ TINY_TOTALS = [
     # each, down 1,568 → 9,024 × 2; merger RMSNorm 32, 128·128 + 128, 128·64 + 64 → 24,800: 80,480.
     # Total 158,880
     ("tiny-qwen2_5_vl", 158_880),
+    # text (vocab 128, 4 heads of 16, kv 2, intermediate 96, untied): q, o 4,096; k, v 2,048; q/k norms 16
+    # each; mlp 3·64·96 = 18,432; norms 128 → 30,880 × 2 = 61,760; embeddings and lm_head 8,192 each; final
+    # norm 64 → 78,208. visual (h 32, I 48, depth 3, 16² patches, 64 positions, 2 deepstack, out 64):
+    # Conv3d 3·2·16·16·32 + 32 = 49,184; pos_embed 64·32 = 2,048; per block LNs 128, qkv 3,168, proj
+    # 1,056, fc1 1,584, fc2 1,568 → 7,504 × 3 = 22,512; merger LN 64, 128·128 + 128 = 16,512,
+    # 128·64 + 64 = 8,256 → 24,832; deepstack mergers (LN over 128: 256) 25,024 × 2 = 50,048 → 148,624.
+    # Total 226,832
+    ("tiny-qwen3_vl", 226_832),
+    # the same tower; text tied, layer 0 MoE (router 4·64 = 256, experts 4·2·32·64 + 4·64·32 = 24,576),
+    # layer 1 dense (mlp_only_layers): attention 12,320 and norms 128 each → 37,280 + 30,880 = 68,160;
+    # embeddings 8,192; final norm 64 → 76,416 + 148,624 = 225,040
+    ("tiny-qwen3_vl_moe", 225_040),
     # text (llama, vocab 128, kv 2, intermediate 96, untied): q, o 4,096; k, v 2,048; mlp 18,432; norms 128
     # → 30,848 × 2 = 61,696; embeddings and lm_head 8,192 each; final norm 64 → 78,144. CLIP (h 96, I 256,
     # 4 layers, 224² px of 14² patches): class 96, conv 3·196·96 = 56,448, positions 257·96 = 24,672; pre

@@ -124,6 +124,8 @@ FIELD_BOUNDS: dict[str, Bound] = {
     **_bound(1, MAX_IMAGE_PIXELS, "MAX_IMAGE_PIXELS", "mm_tokens_per_image", "spatial_merge_size",
              "temporal_patch_size"),
     **_bound(1, MAX_IMAGE_CHANNELS, "MAX_IMAGE_CHANNELS", "in_channels"),
+    # Qwen3-VL: the learned position table's rows (a square grid, 48² published) like an image dimension
+    **_bound(1, MAX_IMAGE_PIXELS, "MAX_IMAGE_PIXELS", "num_position_embeddings"),
     # Llama 4: the dense layers' MLP width; MoE and NoPE layer spacing like layer counts; the attention
     # chunk like a sliding window
     **_bound(1, MAX_INTERMEDIATE_SIZE, "MAX_INTERMEDIATE_SIZE", "intermediate_size_mlp"),

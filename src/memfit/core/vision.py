@@ -69,12 +69,25 @@ class VisionSpec:
                                           # tower (Pixtral generate_block_attention_mask)
     rotary_tables_fp32: bool = True       # the 2-D RoPE cos / sin tables stay fp32; False: cast to the
                                           # compute dtype (PixtralRotaryEmbedding)
+    position_taps: int = 0                # a learned position table resampled to each image's grid with
+                                          # this many table rows per patch, gathered in the compute dtype
+                                          # and weighted in fp32 (Qwen3-VL: 4, bilinear); 0: none
+    deepstack_layers: tuple[int, ...] = ()  # tower blocks whose output a deepstack merger also projects
+                                          # to the decoder width: one image-token-sized feature each, kept
+                                          # through the later blocks and the decoder (Qwen3-VL)
+    keeps_tower_output: bool = False      # the tower's output object (its last hidden state, the merger
+                                          # output the model concatenates a copy of) stays referenced
+                                          # through the decoder (Qwen3VLModel.forward's image_outputs)
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "intermediate_size", "num_layers", "num_heads", "patch_size",
                      "image_size", "spatial_merge_size", "num_channels", "temporal_patch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"vision {name}={getattr(self, name)} must be at least 1")
+        if self.position_taps < 0 or any(i < 0 or i >= self.num_layers for i in self.deepstack_layers):
+            raise ConfigError(f"vision position_taps={self.position_taps} and deepstack_layers="
+                              f"{self.deepstack_layers} must be non-negative block numbers below "
+                              f"num_layers={self.num_layers}")
         if self.sizing is ImageSizing.DYNAMIC and (self.min_pixels is None or self.max_pixels is None):
             raise ConfigError("a dynamic-resolution vision tower needs min_pixels and max_pixels")
 

@@ -105,6 +105,10 @@ def image_assumption(spec: ModelSpec, workload: Inference) -> str:
                  "the compute dtype; the projector's patch merger not sized (smaller than a tower layer); "
                  "checked on real CPU tensors only (eager, fp32): the trace cannot build the mask on fake "
                  "tensors")
+    if vision.deepstack_layers:
+        tower += (f"; {len(vision.deepstack_layers)} deepstack features, the tower's output and its fp32 "
+                  "resampled position table kept where the model keeps them; the deepstack additions in "
+                  "the first decoder layers and the merger moments not sized (smaller than a tower block)")
     return (f"images: {workload.images} per sequence, each {height}x{width} px in the tower "
             f"({patches_per_image(vision, workload.image_size)} patches, {sizing} sizing) and "
             f"{per_image} image tokens: {image_tokens(spec, workload)} tokens added to the "
@@ -128,13 +132,18 @@ def vision_load(spec: ModelSpec, workload: Inference) -> VisionLoad | None:
     positions = tower_positions(vision, workload.image_size)
     layer = tower_layer_peak(vision, workload, patches=positions, num_images=n, dtype=dt)
     tower = Term.group("vision_tower", [embeds, layer])
+    if vision.position_taps:
+        resample = position_resample(vision, rows=n * positions, dtype=dt)
+        tower = max(tower, Term.group("vision_tower", [embeds, resample]), key=lambda t: t.nbytes)
     if vision.keeps_hidden_states:
         projector = _projector_peak(vision, num_images=n, positions=positions,
                                     tokens=tokens_per_image(vision, workload.image_size), dtype=dt)
         tower = max(tower, Term.group("vision_tower", [embeds, projector]), key=lambda t: t.nbytes)
+    projected = dt.nbytes(b * added * spec.hidden_size)
     features = Term.group("image_features", [
-        Term(name="projected", nbytes=dt.nbytes(b * added * spec.hidden_size)),
+        Term(name="projected", nbytes=projected),
         Term(name="placeholder_mask", nbytes=b * tokens),     # (b, s, 1) bool
+        *_kept_tower_outputs(vision, rows=n * positions, projected_bytes=projected, dtype=dt),
     ])
     return VisionLoad(tower=tower, features=features,
                       pixel_values=pixels, image_tokens=added)
@@ -199,7 +208,16 @@ def tower_layer_peak(vision: VisionSpec, workload: Inference, *, patches: int, n
     # cos and sin for every position, fp32 or in the compute dtype
     tables = 2 * rows * head_dim * (4 if vision.rotary_tables_fp32 else dt) if vision.rotary else 0
     block_mask = rows * rows * dt if vision.block_mask else 0     # built once, alive through the encoder
+    # deepstack features made before the last block: (images · patches / merge², projector width) each
+    deepstack = sum(1 for i in vision.deepstack_layers if i < vision.num_layers - 1) * dtype.nbytes(
+        rows // vision.spatial_merge_size ** 2 * vision.projector_hidden)
+    # the resampled position table (fp32) and its int64 indices / fp32 weights stay referenced by the
+    # tower's forward through every block (Qwen3VLVisionModel.forward's pos_embeds, interp_*)
+    positions = (rows * (vision.hidden_size * 4 + vision.position_taps * (8 + 4))
+                 if vision.position_taps else 0)
     return Term.group("layer", [Term(name="patch_embeddings", nbytes=embeddings),
+                                Term(name="deepstack_features", nbytes=deepstack),
+                                Term(name="position_embeddings", nbytes=positions),
                                 Term(name="hidden_states", nbytes=kept),
                                 Term(name="rotary_tables", nbytes=tables),
                                 Term(name="block_mask", nbytes=block_mask),
@@ -217,3 +235,35 @@ def _projector_peak(vision: VisionSpec, *, num_images: int, positions: int, toke
     out = dtype.nbytes(num_images * tokens * vision.projector_hidden)
     return Term.group("projector", [Term(name="hidden_states", nbytes=(vision.num_layers + 1) * x),
                                     Term(name="mlp", nbytes=max(selected + out, 2 * out))])
+
+
+def position_resample(vision: VisionSpec, *, rows: int, dtype: DType) -> Term:
+    """The learned position table resampled to every patch, beside the patch embeddings (bytes): the
+    gather of `position_taps` table rows per patch in the compute dtype times their fp32 weights, an fp32
+    product (rows, taps, hidden), then its fp32 sum; the int64 indices and fp32 weights (rows, taps) stay
+    alive throughout: max(gather + product, product + sum).
+    Source: transformers 5.17 Qwen3VLVisionModel.forward (`(self.pos_embed(interp_indices) *
+    interp_weights[:, :, None]).sum(1)`); vision_utils.get_vision_interpolation_indices_and_weights."""
+    taps, h = vision.position_taps, vision.hidden_size
+    gather = dtype.nbytes(rows * taps * h)
+    product = rows * taps * h * 4
+    total = rows * h * 4
+    return Term.group("position_resample", [
+        Term(name="patch_embeddings", nbytes=dtype.nbytes(rows * h)),
+        Term(name="taps", nbytes=rows * taps * (8 + 4)),
+        Term(name="weighted", nbytes=max(gather + product, product + total)),
+    ])
+
+
+def _kept_tower_outputs(vision: VisionSpec, *, rows: int, projected_bytes: int, dtype: DType) -> list[Term]:
+    """What the tower's output keeps alive through the decoder beyond the projected copy (bytes): with
+    `keeps_tower_output`, the last hidden state (rows, hidden) and the merger's own output (split into
+    per-image views, of which the model concatenates the projected copy); one projected-sized feature per
+    deepstack layer. Source: transformers 5.17 Qwen3VLModel.forward and get_image_features."""
+    kept = []
+    if vision.keeps_tower_output:
+        kept += [Term(name="tower_output", nbytes=dtype.nbytes(rows * vision.hidden_size)),
+                 Term(name="merger_output", nbytes=projected_bytes)]
+    if vision.deepstack_layers:
+        kept.append(Term(name="deepstack_features", nbytes=len(vision.deepstack_layers) * projected_bytes))
+    return kept

@@ -51,6 +51,8 @@ from memfit.core.families import (
     qwen3,
     qwen3_moe,
     qwen3_next,
+    qwen3_vl,
+    qwen3_vl_moe,
     starcoder2,
 )
 from memfit.core.families._config import check_shape_fields
@@ -98,6 +100,8 @@ FAMILIES: dict[str, SpecBuilder] = {
     "qwen3": qwen3.spec_from_config,
     "qwen3_moe": qwen3_moe.spec_from_config,
     "qwen3_next": qwen3_next.spec_from_config,
+    "qwen3_vl": qwen3_vl.spec_from_config,
+    "qwen3_vl_moe": qwen3_vl_moe.spec_from_config,
     "starcoder2": starcoder2.spec_from_config,
 }
 """HF model_type → the function mapping its config.json to a ModelSpec."""
