@@ -54,7 +54,8 @@ def test_pipeline_schedule_flag(tiny_config):
     assert outcome.exit_code == 0, outcome.stderr
     assert any("pipeline GPIPE with 4 micro-batches" in a for a in json.loads(outcome.stdout)["assumptions"])
     outcome = invoke("estimate", tiny_config, "--task", "train", "--pp", "2", "--pp-schedule", "zigzag")
-    assert_one_error_line(outcome, 2, mentions="pp_schedule='zigzag' is not valid; use one of: 1f1b, gpipe")
+    assert_one_error_line(outcome, 2, mentions="pp_schedule='zigzag' is not valid; use one of: 1f1b, gpipe, "
+                                                  "interleaved")
     outcome = invoke("estimate", tiny_config, "--task", "train", "--pp-schedule", "gpipe")
     assert_one_error_line(outcome, 2, mentions="pp_schedule=gpipe orders pipeline stages' micro-batches")
 
