@@ -532,7 +532,8 @@ def _parallel_assumptions(wl: Training, stage: int) -> tuple[str, ...]:
     par = wl.parallel
     out = ["figures are per GPU, the most loaded rank"]
     if par.pp > 1:
-        out.append(f"pipeline {str(par.pp_schedule).upper()} with {wl.grad_accum} micro-batches "
+        chunks = f" ({par.pp_virtual_stages} model chunks per rank)" if par.pp_virtual_stages > 1 else ""
+        out.append(f"pipeline {str(par.pp_schedule).upper()}{chunks} with {wl.grad_accum} micro-batches "
                    f"(grad_accum); stage {stage} of {par.pp} is the most loaded")
     if par.fsdp is not None:
         out.append("FSDP2 fully_shard per decoder layer plus the root; reshard_after_forward="
