@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
            "leave under 1F1B when grad_accum exceeds the micro-batches a stage holds in flight.", ""]
           if short else []),
         "Pipeline cases run every stage's forwards and backwards in the schedule's order (1F1B; `_gpipe`: "
-        "GPipe) over grad_accum micro-batches; the most loaded stage is compared.", "",
+        "GPipe; `_interleaved-vV`: interleaved 1F1B over V model chunks per rank) over grad_accum "
+        "micro-batches; the most loaded stage is compared.", "",
         "| case | trace peak (MiB) | analytic peak (MiB) | peak error | forward | backward | optimizer |",
         "|---|---:|---:|---:|---:|---:|---:|",
         *(line for line, _ in rows),

@@ -65,11 +65,13 @@ class Case:
     ep: int = 1
     layers: int = 0
     """Decoder layers of a layer-reduced config (0: as published)."""
+    virtual: int = 1
 
     @property
     def name(self) -> str:
         extra = f"_offload-{self.offload}" if self.offload != "none" else ""
         schedule = f"_{self.schedule}" if self.schedule != "1f1b" else ""
+        schedule += f"-v{self.virtual}" if self.virtual > 1 else ""
         degrees = f"tp{self.tp}" if self.tp > 1 else f"pp{self.pp}_mb{self.micro_batches}{schedule}" \
             if self.pp > 1 else f"dp{self.dp}"
         degrees += f"_ep{self.ep}" if self.ep > 1 else ""
@@ -91,7 +93,8 @@ class Case:
                         parallel=Parallelism(dp=self.dp, fsdp=fsdp, offload_optimizer=self.offload,
                                              offload_params=self.offload, tp=self.tp, pp=self.pp,
                                              sequence_parallel=self.strategy == "tp-sp",
-                                             pp_schedule=self.schedule, ep=self.ep))
+                                             pp_schedule=self.schedule, ep=self.ep,
+                                             pp_virtual_stages=self.virtual))
 
 
 @functools.cache
@@ -153,6 +156,14 @@ def ep_matrix(models: list[str]) -> list[Case]:
 
 EP_LAYERS = 4
 """Decoder layers of the expert-parallel matrix's configs (DeepSeek-V2-Lite: one dense, three MoE)."""
+
+
+def interleaved_matrix(models: list[str]) -> list[Case]:
+    """Interleaved 1F1B with 2 model chunks per rank: PP 2 and 4 with 4 and 8 micro-batches, full fine-tunes
+    with and without checkpointing."""
+    return [Case(model, "pp", 1, "full", checkpointing, pp=pp, micro_batches=m, schedule="interleaved",
+                 virtual=2)
+            for model in models for checkpointing in ("none", "full") for pp in (2, 4) for m in (4, 8)]
 
 
 def large_matrix(models: list[str]) -> list[Case]:
@@ -370,12 +381,13 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--cases", default="", help="only these case names (comma-separated), merged into "
                         "an existing results file of the same matrix and date")
-    parser.add_argument("--matrix", choices=("dp", "tp-pp", "large", "ep"), default="dp",
+    parser.add_argument("--matrix", choices=("dp", "tp-pp", "pp-interleaved", "large", "ep"), default="dp",
                         help="dp: FSDP/DDP (results/parallel-trace-<date>); tp-pp: tensor and pipeline "
-                             "parallelism (results/parallel-trace-tp-pp-<date>); large: the subset run for "
-                             "the largest models, FSDP/HSDP/DDP and TP (results/parallel-trace-large-<date>);"
-                             " ep: expert parallelism on layer-reduced MoE models "
-                             "(results/parallel-trace-ep-<date>)")
+                             "parallelism (results/parallel-trace-tp-pp-<date>); pp-interleaved: interleaved "
+                             "1F1B, 2 chunks per rank (results/parallel-trace-pp-interleaved-<date>); "
+                             "large: the subset run for the largest models, FSDP/HSDP/DDP and TP "
+                             "(results/parallel-trace-large-<date>); ep: expert parallelism on layer-reduced "
+                             "MoE models (results/parallel-trace-ep-<date>)")
     parser.add_argument("--json-dir", default="/tmp/mr-trace-results")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--date", default=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"))
@@ -384,6 +396,7 @@ def main() -> int:
     results = []
     models = args.models.split(",")
     cases = {"dp": lambda: matrix(models, args.quick), "tp-pp": lambda: tp_pp_matrix(models),
+             "pp-interleaved": lambda: interleaved_matrix(models),
              "large": lambda: large_matrix(models), "ep": lambda: ep_matrix(models)}[args.matrix]()
     stamp = args.date if args.matrix == "dp" else f"{args.matrix}-{args.date}"
     wanted = set(filter(None, args.cases.split(",")))

@@ -196,6 +196,29 @@ def test_pipeline_stage_runs_later_micro_batches_beside_earlier_gradients():
     assert gradients == {0: 214_016, 1: 214_528}[stage]
 
 
+def test_interleaved_pipeline_rank_runs_its_two_chunks():
+    """A 4-layer tiny model, pp=2, 2 chunks per rank, fp32, 4 micro-batches: rank 0 holds virtual stages 0
+    and 2 (embeddings, layers 0 and 2), rank 1 stages 1 and 3 (layers 1 and 3, final norm, LM head), each
+    chunk its own copy of the two rotary buffers (512 B each). Rank 0's weights: embed 65,536 + 2 × 148,480
+    + 2 × 1,024 = 364,544; rank 1's: 2 × 148,480 + final norm 512 + lm_head 65,536 + 2 × 1,024 = 365,056.
+    The trace names interleaved 1F1B and each rank's peak; the analytic engine reports the same rank."""
+    from memfit.core.training import training_phases
+    from memfit.trace.engine import trace_estimate
+
+    config = {**TINY, "num_hidden_layers": 4}
+    spec = spec_from_config(config, name="tiny-llama-4", source=ModelSource(
+        kind="config", ref="tiny-llama-4", config_json=json.dumps(config)))
+    workload = Training(seq_len=32, precision=Precision.FP32, grad_accum=4,
+                        parallel=Parallelism(pp=2, pp_schedule="interleaved", pp_virtual_stages=2))
+    est = trace_estimate(spec, workload, None)
+    note = next(a for a in est.assumptions if a.startswith("pipeline stage"))
+    assert "interleaved 1F1B over 2 model chunks per rank" in note
+    reported = int(note.split()[2])
+    assert est.phase(PhaseName.OPTIMIZER).memory.bytes_of("weights") == {0: 364_544, 1: 365_056}[reported]
+    analytic = training_phases(spec, workload)[1]
+    assert any(f"stage {reported} of 2 is the most loaded" in a for a in analytic)
+
+
 def test_fsdp_cpu_offload_moves_shards_gradients_and_states_to_host_ram():
     """fsdp=full over 2 ranks with CPU offload, AMP: the GPU holds no shards, gradients or optimizer states;
     the host holds this rank's fp32 shards, 427,264 / 2 = 213,632 B (every dim 0 is even, no padding), as

@@ -36,6 +36,7 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "zero_config": st.sampled_from([None, ZeroConfig(), ZeroConfig(reduce_bucket_elements=None,
                                                                     overlap_comm=True)]),
     "pp_schedule": st.sampled_from(["1f1b", "gpipe", "GPipe", "interleaved"]),
+    "pp_virtual_stages": st.integers(1, 4),
     # Lora
     "rank": st.integers(1, 64), "alpha": st.integers(1, 128),
     "targets": st.sampled_from(["all-linear", ("q_proj", "v_proj"), "q_proj,v_proj", ["k_proj"]]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from tests.helpers import requires_transformers
@@ -54,9 +55,30 @@ def test_pipeline_schedule_flag(tiny_config):
     assert outcome.exit_code == 0, outcome.stderr
     assert any("pipeline GPIPE with 4 micro-batches" in a for a in json.loads(outcome.stdout)["assumptions"])
     outcome = invoke("estimate", tiny_config, "--task", "train", "--pp", "2", "--pp-schedule", "zigzag")
-    assert_one_error_line(outcome, 2, mentions="pp_schedule='zigzag' is not valid; use one of: 1f1b, gpipe")
+    assert_one_error_line(outcome, 2, mentions="pp_schedule='zigzag' is not valid; use one of: 1f1b, gpipe, "
+                                                  "interleaved")
     outcome = invoke("estimate", tiny_config, "--task", "train", "--pp-schedule", "gpipe")
     assert_one_error_line(outcome, 2, mentions="pp_schedule=gpipe orders pipeline stages' micro-batches")
+
+
+def test_interleaved_schedule_flags(tiny_config):
+    """--pp-schedule interleaved --pp-virtual-stages 2 on the 2-layer tiny model is refused (pp 2 × 2 chunks
+    exceed its layers), chunks without the interleaved schedule too, each exit 2 and one line; with 4
+    layers it estimates and names the schedule."""
+    base = ("estimate", tiny_config, "--task", "train", "--seq-len", "16", "--grad-accum", "4")
+    outcome = invoke(*base, "--pp", "2", "--pp-schedule", "interleaved", "--pp-virtual-stages", "2")
+    assert_one_error_line(outcome, 2, mentions="pp=2 × pp_virtual_stages=2 = 4 model chunks exceed "
+                                               "num_hidden_layers=2")
+    outcome = invoke(*base, "--pp", "2", "--pp-virtual-stages", "2")
+    assert_one_error_line(outcome, 2, mentions="pp_virtual_stages=2 splits each pipeline rank into model "
+                                               "chunks")
+    four = Path(tiny_config).with_name("four.json")
+    four.write_text(json.dumps({**TINY, "num_hidden_layers": 4}))
+    outcome = invoke("estimate", str(four), *base[2:], "--pp", "2", "--pp-schedule", "interleaved",
+                     "--pp-virtual-stages", "2", "--json")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert any("pipeline INTERLEAVED (2 model chunks per rank) with 4 micro-batches" in a
+               for a in json.loads(outcome.stdout)["assumptions"])
 
 
 def test_tp_beside_ddp_names_the_analytic_engine(tiny_config):

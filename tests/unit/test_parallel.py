@@ -343,5 +343,5 @@ def test_pipeline_schedule_needs_a_pipeline_and_training() -> None:
         Parallelism(pp_schedule="gpipe")
     with pytest.raises(InvalidWorkload, match=r"^pp_schedule=gpipe applies to training, not inference$"):
         Inference(prompt_tokens=16, parallel=Parallelism(pp=2, pp_schedule="gpipe"))
-    with pytest.raises(InvalidWorkload, match="use one of: 1f1b, gpipe"):
-        Parallelism(pp=2, pp_schedule="interleaved")
+    with pytest.raises(InvalidWorkload, match="use one of: 1f1b, gpipe, interleaved"):
+        Parallelism(pp=2, pp_schedule="zigzag")

@@ -157,7 +157,10 @@ FLAGS: tuple[Flag, ...] = (
     Flag("enable_expert_parallel", bool, "vLLM: experts over all tp × dp ranks (sets ep = tp × dp).", _PAR,
          "infer"),
     Flag("sequence_parallel", bool, "Sequence parallelism with tensor parallelism.", _PAR),
-    Flag("pp_schedule", str, "Pipeline schedule with --pp: 1f1b (default) or gpipe.", _PAR, "train"),
+    Flag("pp_schedule", str, "Pipeline schedule with --pp: 1f1b (default), gpipe or interleaved.", _PAR,
+         "train"),
+    Flag("pp_virtual_stages", int, "Model chunks per pipeline rank with --pp-schedule interleaved (2 or "
+         "more).", _PAR, "train"),
     Flag("zero", str, "DeepSpeed ZeRO stage 0, 1, 2 or 3.", _PAR),
     Flag("fsdp", str, "FSDP strategy: full, shard-grad-op, hybrid.", _PAR),
     Flag("offload_optimizer", str, "none (default), cpu, nvme.", _PAR),
@@ -276,6 +279,8 @@ def parallelism_from_flags(flags: dict[str, Any]) -> Any:
         kwargs["sequence_parallel"] = True
     if flags.get("pp_schedule") is not None:
         kwargs["pp_schedule"] = PipelineSchedule.parse(flags["pp_schedule"], field="pp_schedule")
+    if flags.get("pp_virtual_stages") is not None:
+        kwargs["pp_virtual_stages"] = flags["pp_virtual_stages"]
     if flags.get("gpus_per_node") is not None:
         kwargs["gpus_per_node"] = flags["gpus_per_node"]
     return Parallelism(**kwargs)

@@ -189,10 +189,12 @@ class FsdpStrategy(Choice):
 
 class PipelineSchedule(Choice):
     """The order a pipeline stage runs its micro-batches' forwards and backwards in.
-    Source: torch 2.13 torch/distributed/pipelining/schedules.py (Schedule1F1B, ScheduleGPipe)."""
+    Source: torch 2.13 torch/distributed/pipelining/schedules.py (Schedule1F1B, ScheduleGPipe,
+    ScheduleInterleaved1F1B)."""
 
     ONE_F_ONE_B = "1f1b"           # warm up with pp − stage forwards, then one backward, one forward
     GPIPE = "gpipe"                # every forward, then every backward
+    INTERLEAVED = "interleaved"    # 1F1B over pp_virtual_stages model chunks per rank (virtual pipeline)
 
 
 class Offload(Choice):

@@ -42,8 +42,8 @@ from memfit.core.parallel import (
     layers_shapes,
     model_shapes,
     padded_elements,
+    rank_layers,
     shard_world,
-    stage_layers,
     unit_padded_elements,
 )
 from memfit.core.result import Term
@@ -104,7 +104,7 @@ def _fsdp(spec: ModelSpec, par: Parallelism, stage: int, g: GradBytes) -> Collec
     world = shard_world(par)
     root, _ = model_shapes(spec, par, stage)
     per_layer = [(unit_padded_elements(spec, layer, par), count)
-                 for layer, count in counted(stage_layers(spec, par.pp, stage))]
+                 for layer, count in counted(rank_layers(spec, par, stage))]
     unit = max((padded for padded, _ in per_layer), default=0)
     body = sum(padded * count for padded, count in per_layer)
     keep_all = par.fsdp is FsdpStrategy.SHARD_GRAD_OP
@@ -113,12 +113,12 @@ def _fsdp(spec: ModelSpec, par: Parallelism, stage: int, g: GradBytes) -> Collec
     adapter_bytes = padded_elements(g.adapter_shapes, world) * LORA_BYTES
     unit_grads = adapter_bytes if g.adapter_shapes else g.layer
     unit_bytes = unit * g.gather_bytes + adapter_bytes
-    body_bytes = body * g.gather_bytes + adapter_bytes * len(stage_layers(spec, par.pp, stage))
+    body_bytes = body * g.gather_bytes + adapter_bytes * len(rank_layers(spec, par, stage))
     dense_buffer, expert_buffer = unit_bytes if world > 1 else 0, 0
     grads_at_peak, reduced = g.layer_at_peak, unit_grads
     if par.ep > 1:      # the routed experts are a unit of their own over expert_world(par) ranks
         experts = max((padded_elements(layer_shapes(spec, layer, ep=par.ep, experts=True), expert_world(par))
-                       for layer, _ in counted(stage_layers(spec, par.pp, stage))), default=0)
+                       for layer, _ in counted(rank_layers(spec, par, stage))), default=0)
         expert_buffer = experts * g.gather_bytes if expert_world(par) > 1 else 0
         dense_buffer = (unit_bytes - experts * g.gather_bytes) if world > 1 else 0
         if not g.adapter_shapes:
@@ -157,7 +157,7 @@ def _zero(spec: ModelSpec, par: Parallelism, stage: int, g: GradBytes) -> Collec
         return Collectives(buckets=buckets, bucket_name="ipg_buckets", fp32_grads=fp32, nccl=nccl_bytes(par),
                            unit_grads=g.largest_grad * g.grad_bytes if par.zero.level == 2 else 0)
     root, _ = model_shapes(spec, par, stage)
-    layers = stage_layers(spec, par.pp, stage)
+    layers = rank_layers(spec, par, stage)
     shapes = layers_shapes(spec, layers, tp=par.tp, ep=par.ep)
     body = sum(d * r for d, r in shapes)
     window = min(g.largest_tensor + z.prefetch_bucket_elements, z.max_live_parameters, body)

@@ -27,6 +27,8 @@ before their reduce-scatter) is a `Collectives` record, placed at the moments of
 - pp (1F1B or GPipe): a stage holds its ceil(L / pp) layers, the first also the embeddings, the last the
   final norm, head, loss and logits; min(micro-batches, pp − stage) micro-batches of activations in flight
   under 1F1B (with the earlier micro-batches' gradients once there are more), all of them under GPipe.
+  Interleaved 1F1B: a rank holds pp_virtual_stages chunks (virtual stages chunk × pp + rank) and the
+  activations of the chunk micro-batches its order holds at its fullest moment (core/schedule.py).
 - offload (cpu/nvme): states, master weights and fp32 gradients (and with parameter offload, the
   parameters) in host RAM, reported per node (ranks per node × per-rank bytes).
 
@@ -49,6 +51,7 @@ from memfit.core.choices import FsdpStrategy, Offload, PipelineSchedule, ZeroSta
 from memfit.core.errors import InvalidWorkload
 from memfit.core.params import layer_linears, layer_non_linear_params, non_layer_params
 from memfit.core.result import Term
+from memfit.core.schedule import fullest, rank_chunks, rank_order
 from memfit.core.spec import LayerSpec, ModelSpec, MoeSpec
 from memfit.core.units import MiB
 from memfit.core.workload import Parallelism
@@ -138,6 +141,11 @@ def validate_parallel(spec: ModelSpec, par: Parallelism) -> None:
                               f"({att.num_heads} heads, {att.num_kv_heads} KV heads); use tp in {valid}")
     if par.pp > spec.num_layers:
         raise InvalidWorkload(f"pp={par.pp} exceeds num_hidden_layers={spec.num_layers} of {spec.name}")
+    stages = par.pp * par.pp_virtual_stages
+    if stages > spec.num_layers:
+        raise InvalidWorkload(f"pp={par.pp} × pp_virtual_stages={par.pp_virtual_stages} = {stages} model "
+                              f"chunks exceed num_hidden_layers={spec.num_layers} of {spec.name}; use "
+                              f"pp_virtual_stages ≤ {spec.num_layers // par.pp}")
     validate_ep(spec, par)
 
 
@@ -306,34 +314,49 @@ def stage_layers(spec: ModelSpec, pp: int, stage: int) -> tuple[LayerSpec, ...]:
     return spec.layers[start:start + base + (1 if stage < extra else 0)]
 
 
+def rank_layers(spec: ModelSpec, par: Parallelism, stage: int) -> tuple[LayerSpec, ...]:
+    """The decoder layers pipeline rank `stage` holds: its stage's (`stage_layers`), or under the
+    interleaved schedule those of its pp_virtual_stages chunks (core/schedule.py chunk_layers)."""
+    if par.pp_virtual_stages == 1:
+        return stage_layers(spec, par.pp, stage)
+    chunks = rank_chunks(spec, pp=par.pp, virtual=par.pp_virtual_stages, rank=stage)
+    return tuple(layer for chunk in chunks for layer in chunk)
+
+
 def stage_order(pp: int, stage: int, micro_batches: int,
                 schedule: PipelineSchedule = PipelineSchedule.ONE_F_ONE_B) -> tuple[tuple[str, int], ...]:
-    """The forwards ("forward", i) and backwards ("backward", i) stage `stage` runs in one step, in order.
+    """The forwards ("forward", i) and backwards ("backward", i) stage `stage` runs in one step, in order
+    (1F1B or GPipe: one chunk per rank; core/schedule.py rank_order has the chunks too).
 
     1F1B: min(m, pp − stage) warm-up forwards, then one backward and one forward while forwards remain,
     then the remaining backwards. GPipe: every forward, then every backward.
     Source: torch 2.13 torch/distributed/pipelining/schedules.py (Schedule1F1B._step_microbatches:
     warmup_chunks, the 1B1F loop and the cooldown; ScheduleGPipe._step_microbatches).
     """
-    m = micro_batches
-    if schedule is PipelineSchedule.GPIPE:
-        return (*(("forward", i) for i in range(m)), *(("backward", i) for i in range(m)))
-    warm = min(m, pp - stage)
-    steady = [op for i in range(m - warm) for op in (("backward", i), ("forward", warm + i))]
-    return (*(("forward", i) for i in range(warm)), *steady, *(("backward", i) for i in range(m - warm, m)))
+    return tuple((kind, index) for kind, index, _ in rank_order(pp, stage, micro_batches, schedule))
 
 
 def in_flight(pp: int, stage: int, micro_batches: int,
-              schedule: PipelineSchedule = PipelineSchedule.ONE_F_ONE_B) -> int:
+              schedule: PipelineSchedule = PipelineSchedule.ONE_F_ONE_B, virtual: int = 1) -> int:
     """Most micro-batches whose activations stage `stage` holds at once (forwards run, backwards not yet):
-    min(m, pp − stage) under 1F1B, all m under GPipe (the most over `stage_order`)."""
-    return micro_batches if schedule is PipelineSchedule.GPIPE else min(micro_batches, pp - stage)
+    min(m, pp − stage) under 1F1B, all m under GPipe; under interleaved 1F1B, chunk micro-batches: its
+    warm-up forwards plus the steady state's forward before each backward, min(warm-up + 1, m × virtual)
+    (the most over `rank_order`)."""
+    if schedule is PipelineSchedule.GPIPE:
+        return micro_batches
+    if schedule is PipelineSchedule.ONE_F_ONE_B:
+        return min(micro_batches, pp - stage)
+    held = most = 0
+    for kind, _, _ in rank_order(pp, stage, micro_batches, schedule, virtual):
+        held += 1 if kind == "forward" else -1
+        most = max(most, held + (kind == "backward"))
+    return most
 
 
 def model_shapes(spec: ModelSpec, par: Parallelism,
                  stage: int) -> tuple[tuple[Shape, ...], tuple[Shape, ...]]:
     """(root shapes, every decoder-layer shape) this stage holds, tp-local and ep-local."""
-    layers = stage_layers(spec, par.pp, stage)
+    layers = rank_layers(spec, par, stage)
     root = root_shapes(spec, tp=par.tp, first=stage == 0, last=stage == par.pp - 1)
     return root, layers_shapes(spec, layers, tp=par.tp, ep=par.ep)
 
@@ -382,12 +405,14 @@ def rank_share(spec: ModelSpec, par: Parallelism, *, stage: int = 0, micro_batch
     params_sharded, grads_sharded, states_sharded = _levels(par)
     world = shard_world(par)
     kept = partition_elements(root + body, world, par) if par.ep == 1 else \
-        ep_partition_elements(spec, stage_layers(spec, par.pp, stage), root, par)
+        ep_partition_elements(spec, rank_layers(spec, par, stage), root, par)
     shard = Fraction(kept, total)
     whole = Fraction(held, total)
-    layers = len(stage_layers(spec, par.pp, stage))
-    flight = in_flight(par.pp, stage, micro_batches, par.pp_schedule)
-    stage_acts = Fraction(layers * flight, spec.num_layers)
+    most = fullest(spec, pp=par.pp, rank=stage, micro_batches=micro_batches, schedule=par.pp_schedule,
+                   virtual=par.pp_virtual_stages)
+    # the fullest moment's decoder-layer micro-batches; the final norm's input: the last chunk's ones
+    stage_acts = Fraction(most.alive_layers, spec.num_layers)
+    flight = most.alive_by_chunk[-1]
     # FSDP2's CPUOffloadPolicy moves parameters, gradients and the optimizer step to the host together
     trained = shard if not adapters else \
         Fraction(partition_elements(adapters, world, par), elements(adapters)) * whole
@@ -395,7 +420,7 @@ def rank_share(spec: ModelSpec, par: Parallelism, *, stage: int = 0, micro_batch
         dense = tuple(a for a in adapters if a not in expert_adapters) if expert_adapters else adapters
         kept_adapters = (partition_elements(dense, world, par)
                          + partition_elements(expert_adapters, expert_world(par), par))
-        plain = elements(root) + elements(layers_shapes(spec, stage_layers(spec, par.pp, stage), tp=par.tp))
+        plain = elements(root) + elements(layers_shapes(spec, rank_layers(spec, par, stage), tp=par.tp))
         trained = Fraction(kept_adapters, elements(adapters)) * Fraction(plain, total)
         whole_adapters = Fraction(plain, total)
     else:

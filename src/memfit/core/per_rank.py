@@ -26,17 +26,33 @@ from memfit.core.parallel import (
     RankShare,
     Shape,
     counted,
-    in_flight,
+    elements,
+    layers_shapes,
+    rank_layers,
     rank_share,
+    root_shapes,
     scale_activations,
     scale_bytes,
     scale_term,
-    stage_layers,
 )
 from memfit.core.params import Linear, layer_linears
 from memfit.core.result import Term
+from memfit.core.schedule import Moment, fullest, grads_share, moments, rank_chunks
 from memfit.core.spec import LayerSpec, ModelSpec, MoeSpec
 from memfit.core.workload import Parallelism, Training
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Held:
+    """One op of an interleaved pipeline rank's order: the share of the fullest moment's in-flight
+    activations held while it runs, the share of the rank's gradients formed before it, and whether its
+    gradients (its chunk's) are still to form and it runs the loss (the last rank's last chunk)."""
+
+    kind: str
+    activations: Fraction
+    grads: Fraction
+    first_backward: bool
+    loss: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +87,7 @@ class Parts:
     root_grad_shard: int = 0  # this rank's shard of the root unit's (embedding, head) gradients
     accumulates: bool = False  # gradients of earlier micro-batches are alive at the fullest moments
     flight: int = 1          # pipeline micro-batches whose activations this stage holds at once
+    moments: tuple[Held, ...] = ()  # interleaved pipeline: what each op of the rank's order runs beside
     ep_dispatch: int = 0     # expert parallelism: one MoE layer's all-to-all send and receive buffers
 
 
@@ -104,7 +121,7 @@ def _grad_bytes(spec: ModelSpec, wl: Training, p: Parts, tensors: tuple[ParamTen
     mixed = wl.precision.is_amp and par.fsdp is not None   # MixedPrecisionPolicy(bf16, reduce fp32)
     full = wl.method is Method.FULL
     grad_el = 2 if mixed else (param_bytes(wl) if full else 4)
-    layers = tuple(layer for layer, _ in counted(stage_layers(spec, par.pp, stage)))
+    layers = tuple(layer for layer, _ in counted(rank_layers(spec, par, stage)))
     layer_params = max((sum(_local(lin.num_params, lin, par.ep) for lin in layer_linears(spec, one))
                         for one in layers), default=0)
     largest = max((_local(lin.fan_in * lin.fan_out * (1 if lin.is_module else lin.count), lin, par.ep)
@@ -226,6 +243,7 @@ def per_rank(spec: ModelSpec, wl: Training, p: Parts, tensors: tuple[ParamTensor
     share = rank_share(spec, par, stage=stage, micro_batches=wl.grad_accum if par.pp > 1 else 1,
                        amp=wl.precision.is_amp, adapters=adapters,
                        expert_adapters=_adapter_shapes(_expert_adapters(spec, tensors)) if adapters else ())
+    most = _fullest(spec, wl, stage)
     if share.master and any(t.element_bytes < 4 for t in tensors):
         fp32 = tuple(dataclasses.replace(t, element_bytes=4) for t in tensors)
         opt = optimizer_memory(wl.optimizer, fp32)
@@ -258,9 +276,9 @@ def per_rank(spec: ModelSpec, wl: Training, p: Parts, tensors: tuple[ParamTensor
         ranked = dataclasses.replace(ranked, weights=scale_term(p.weights, none),
                                      adapters=scale_term(p.adapters, none))
     layers = layer_child(p.saved)
-    one_layer = share.layer_activations / max(len(stage_layers(spec, par.pp, stage)), 1)
+    one_layer = share.layer_activations / max(len(rank_layers(spec, par, stage)), 1)
     if layers is not None and layers.name == "layer_inputs":
-        one_layer = share.residual_activations / max(len(stage_layers(spec, par.pp, stage)), 1)
+        one_layer = share.residual_activations / max(len(rank_layers(spec, par, stage)), 1)
     # DTensor's column-parallel Linears save their (under SP: all-gathered) input whole on every rank
     replicated = _tp_replicated(spec, wl) if par.tp > 1 else {}
     saved = scale_activations(p.saved, share, replicated=replicated)
@@ -276,24 +294,56 @@ def per_rank(spec: ModelSpec, wl: Training, p: Parts, tensors: tuple[ParamTensor
         # 1F1B: a stage's activations are at their fullest with gradients alive only when an earlier
         # micro-batch has already run its backward, i.e. more micro-batches than it holds in flight
         # (GPipe runs every forward first: it holds all of them, so never)
-        accumulates=wl.grad_accum > (in_flight(par.pp, stage, wl.grad_accum, par.pp_schedule)
-                                     if par.pp > 1 else 1),
-        flight=in_flight(par.pp, stage, wl.grad_accum, par.pp_schedule) if par.pp > 1 else 1,
+        # (interleaved: gradients form a chunk at a time, so `moments` places them op by op instead)
+        accumulates=wl.grad_accum > most.alive if par.pp_virtual_stages == 1 else False,
+        flight=most.alive,
+        moments=_held(spec, par, stage, wl.grad_accum, most) if par.pp_virtual_stages > 1 else (),
         ep_dispatch=ep_dispatch_bytes(spec, wl),
         root_grad_shard=scale_bytes(extras.root_grads, share.grads) if share.sharded_grads else 0,
     )
 
 
+def _fullest(spec: ModelSpec, wl: Training, stage: int) -> Moment:
+    """The moment pipeline rank `stage` holds the most decoder-layer micro-batches (one micro-batch
+    without a pipeline)."""
+    par = wl.parallel
+    return fullest(spec, pp=par.pp, rank=stage, micro_batches=wl.grad_accum if par.pp > 1 else 1,
+                   schedule=par.pp_schedule, virtual=par.pp_virtual_stages)
+
+
+def _held(spec: ModelSpec, par: Parallelism, stage: int, micro_batches: int,
+          most: Moment) -> tuple[Held, ...]:
+    """Every op of an interleaved rank's order as a `Held`: activations as a share of the fullest moment's
+    decoder-layer micro-batches, gradients as the share of the rank's parameter elements whose chunk ran a
+    backward (each chunk's layers, the embeddings with rank 0's first, the final norm and head with the
+    last rank's last)."""
+    virtual = par.pp_virtual_stages
+    chunks = rank_chunks(spec, pp=par.pp, virtual=virtual, rank=stage)
+    sizes = tuple(elements(layers_shapes(spec, layers, tp=par.tp, ep=par.ep)) + elements(root_shapes(
+        spec, tp=par.tp, first=stage == 0 and c == 0, last=stage == par.pp - 1 and c == virtual - 1))
+        for c, layers in enumerate(chunks))
+    loss_rank = stage == par.pp - 1
+    return tuple(Held(kind=one.kind, activations=Fraction(one.alive_layers, max(most.alive_layers, 1)),
+                      grads=grads_share(one.chunks_with_grads, sizes),
+                      first_backward=one.chunk not in one.chunks_with_grads,
+                      loss=loss_rank and one.chunk == virtual - 1)
+                 for one in moments(spec, pp=par.pp, rank=stage, micro_batches=micro_batches,
+                                    schedule=par.pp_schedule, virtual=virtual))
+
+
 def _pipeline_buffers(spec: ModelSpec, wl: Training, stage: int) -> Term:
     """A pipeline stage's per-micro-batch hidden states, one per micro-batch in flight: the receive buffer
     (every stage but the first; a leaf that needs grad) and the output kept for its backward (every stage
-    but the last), batch × seq × hidden in the compute dtype.
+    but the last), batch × seq × hidden in the compute dtype; under interleaved 1F1B per chunk micro-batch
+    held at the fullest moment, each chunk a virtual stage chunk × pp + stage of pp × virtual.
     Source: torch.distributed.pipelining stage buffers; the multi-rank trace's pipeline stage."""
     par = wl.parallel
     element = 4 if wl.precision is Precision.FP32 else 2
-    flight = in_flight(par.pp, stage, wl.grad_accum, par.pp_schedule)
-    count = (stage > 0) + (stage < par.pp - 1)
-    return Term(name="pipeline_buffers", nbytes=flight * count * wl.batch_size * wl.seq_len * spec.hidden_size
+    stages = par.pp * par.pp_virtual_stages
+    held = _fullest(spec, wl, stage).alive_by_chunk
+    virtual_stages = [c * par.pp + stage for c in range(len(held))]
+    count = sum(n * ((s > 0) + (s < stages - 1)) for n, s in zip(held, virtual_stages, strict=True))
+    return Term(name="pipeline_buffers", nbytes=count * wl.batch_size * wl.seq_len * spec.hidden_size
                 * element, note="received and sent hidden states of the micro-batches in flight")
 
 
@@ -304,7 +354,7 @@ def _earlier_losses(spec: ModelSpec, wl: Training, stage: int, share: RankShare)
     Source: the multi-rank trace's GPipe stage (Llama-3.2-1B pp 2, 4 micro-batches: 3 × 1,050,673,152 B
     of log_softmax beside the fourth micro-batch's loss)."""
     par = wl.parallel
-    earlier = in_flight(par.pp, stage, wl.grad_accum, par.pp_schedule) - 1
+    earlier = _fullest(spec, wl, stage).alive_by_chunk[-1] - 1
     if stage != par.pp - 1 or earlier < 1:
         return []
     targets = lora_targets(spec, wl.lora) if wl.lora is not None and wl.method is not Method.FULL \

@@ -49,9 +49,9 @@ from memfit.core.optimizers import (
     trainable_tensors,
 )
 from memfit.core.overhead import cublas_workspace_bytes, reserved_and_device_terms, workspace_note
-from memfit.core.parallel import scale_bytes, scale_term, stage_layers
+from memfit.core.parallel import rank_layers, scale_bytes, scale_term
 from memfit.core.params import Linear, count_params, layer_linears
-from memfit.core.per_rank import LAYER_CHILDREN, Parts, compute_workload, layer_child, per_rank
+from memfit.core.per_rank import LAYER_CHILDREN, Held, Parts, compute_workload, layer_child, per_rank
 from memfit.core.result import Gpu, Phase, Term, memory
 from memfit.core.spec import ModelSpec, attention_of
 from memfit.core.weights import buffer_bytes, unconverted_experts_note
@@ -270,6 +270,17 @@ def _forward(spec: ModelSpec, wl: Training, p: Parts, flow: act.Flow) -> Phase:
                      "forward_layer")
     candidates = [(at_loss, "loss: logits, fp32 copy, log_softmax + saved activations"),
                   (at_layer, "last layer: saved activations + its transients")]
+    for held_now in p.moments:
+        if held_now.kind != "forward" or not held_now.grads:
+            continue
+        # an interleaved rank's later forward: the chunks whose backward ran have their gradients
+        rest = _in_flight_share(p, held_now.activations)
+        logits = [scale_term(loss.forward_peak_logits(spec, flow, tokens=tokens, chunked=wl.chunked_loss),
+                             p.logits_share)] if held_now.loss else []
+        terms = _with([*_steady(p, wl, flow, grads=False), _grads(_held_grads(p, held_now), "chunks done"),
+                       _activations(rest, extra=(held, in_layer, *_dispatch(p)), forward=True), *logits],
+                      p, "forward_loss" if held_now.loss else "forward_layer")
+        candidates.append((terms, "interleaved forward beside the gradients of the chunks done"))
     if p.extras.unit_buffer:
         # before the last layer runs: its saved activations do not exist yet
         before_last = dataclasses.replace(p, saved=_less_one_layer(p))
@@ -334,7 +345,7 @@ def _backward(spec: ModelSpec, wl: Training, p: Parts, flow: act.Flow) -> Phase:
     if p.extras.unit_reduce:
         # memory along the decoder layers' backward is linear in the layers done (each frees its saved
         # activations and adds a gradient shard), so its peak is at the second or at the last layer
-        layers = max(len(stage_layers(spec, wl.parallel.pp, 0)), 1)
+        layers = max(len(rank_layers(spec, wl.parallel, 0)), 1)
         one_unit = max(p.grads - p.root_grad_shard, 0) // layers
         done = _so_far(p, wl, 0) + max(layers - 2, 0) * one_unit
         # each at its transient peak (the MLP activation's backward: part of the unit's gradients formed)
@@ -379,7 +390,8 @@ def _backward(spec: ModelSpec, wl: Training, p: Parts, flow: act.Flow) -> Phase:
                       p, "backward_layer")
         candidates.append((first, "first layer's backward: every later layer's gradient, "
                                   + ("recomputed layer" if p.recompute else "its saved activations")))
-    if p.flight > 1:
+    candidates += _interleaved_backward(spec, wl, p, flow, layer_extra)
+    if p.flight > 1 and not p.moments:
         # a pipeline stage's second in-flight micro-batch: the first's backward left every gradient of the
         # stage, the other micro-batches' activations remain
         rest = _in_flight_share(p, Fraction(p.flight - 1, p.flight))
@@ -397,6 +409,41 @@ def _backward(spec: ModelSpec, wl: Training, p: Parts, flow: act.Flow) -> Phase:
                                             "gradients + logits grads"))
     best = max(candidates, key=lambda c: _allocated(c[0]))
     return _phase(PhaseName.BACKWARD, best[0], p, wl, best[1], cached=_cached_bytes(spec, wl, p))
+
+
+def _held_grads(p: Parts, held: Held) -> int:
+    """Gradient bytes an interleaved rank holds at `held`: those of the chunks whose backward ran (all of
+    them under a flat ZeRO partition)."""
+    return p.grads if p.grads_persist else scale_bytes(p.grads, held.grads)
+
+
+def _interleaved_backward(spec: ModelSpec, wl: Training, p: Parts, flow: act.Flow,
+                          layer_extra: tuple[Term, ...]) -> list[tuple[list[Term], str]]:
+    """An interleaved rank's backward ops (`p.moments`), each at its last layer's backward (the layer's
+    transients; a chunk's first backward forms that layer's gradients, and on the loss chunk the head's)
+    and, on the loss chunk, at its start (the logits' gradients), beside the chunk micro-batches still held
+    and the gradients of the chunks done. Source: torch 2.13 ScheduleInterleaved1F1B's order
+    (core/schedule.py); the multi-rank trace's interleaved ranks."""
+    tokens = wl.batch_size * wl.seq_len
+    out: list[tuple[list[Term], str]] = []
+    for held in p.moments:
+        if held.kind != "backward":
+            continue
+        rest = _in_flight_share(p, held.activations)
+        done = _held_grads(p, held)
+        forming = p.layer_grads + (p.head_grads if held.loss else 0) if held.first_backward else 0
+        layer = _with([*_steady(p, wl, flow, grads=False), _grads(done + forming, "chunks done + this layer"),
+                       _activations(rest, extra=layer_extra, drop_final=True)], p, "backward_layer")
+        out.append((layer, "interleaved chunk backward: gradients of the chunks done + the chunk "
+                           "micro-batches held"))
+        if held.loss:
+            start = _with([*_steady(p, wl, flow, grads=False), _grads(done, "chunks done"),
+                           _activations(rest),
+                           scale_term(loss.backward_start_logits(spec, flow, tokens=tokens,
+                                                                 chunked=wl.chunked_loss), p.logits_share)],
+                          p, "backward_start")
+            out.append((start, "interleaved loss backward: logits grads + the gradients of the chunks done"))
+    return out
 
 
 def _less_one_layer(p: Parts) -> Term:
@@ -501,7 +548,8 @@ def _parallel_assumptions(wl: Training, stage: int) -> tuple[str, ...]:
     par = wl.parallel
     out = ["figures are per GPU, the most loaded rank"]
     if par.pp > 1:
-        out.append(f"pipeline {str(par.pp_schedule).upper()} with {wl.grad_accum} micro-batches "
+        chunks = f" ({par.pp_virtual_stages} model chunks per rank)" if par.pp_virtual_stages > 1 else ""
+        out.append(f"pipeline {str(par.pp_schedule).upper()}{chunks} with {wl.grad_accum} micro-batches "
                    f"(grad_accum); stage {stage} of {par.pp} is the most loaded")
     if par.fsdp is not None:
         out.append("FSDP2 fully_shard per decoder layer plus the root; reshard_after_forward="

@@ -291,6 +291,7 @@ class Parallelism:
     ep: int = 1                                 # expert-parallel size: routed experts over ep ranks, carved
                                                 # out of dp (training) or tp × dp (vLLM); not extra GPUs
     pp_schedule: PipelineSchedule = PipelineSchedule.ONE_F_ONE_B    # pipeline stages' micro-batch order
+    pp_virtual_stages: int = 1                  # model chunks per pipeline rank (pp_schedule=interleaved)
 
     def __post_init__(self) -> None:
         _normalise_fields(self, _PARALLELISM_FIELDS)
@@ -314,7 +315,20 @@ class Parallelism:
         if self.pp_schedule is not PipelineSchedule.ONE_F_ONE_B and self.pp == 1:
             raise InvalidWorkload(f"pp_schedule={self.pp_schedule} orders pipeline stages' micro-batches; it "
                                   "needs pp > 1")
+        self._check_virtual_stages()
         self._check_offload()
+
+    def _check_virtual_stages(self) -> None:
+        """Model chunks per rank exist only under the interleaved schedule, which needs two or more (with one
+        it is ScheduleInterleaved1F1B's warm-up over a single chunk, not modelled).
+        Source: torch 2.13 schedules.py ScheduleInterleaved1F1B (n_local_stages = len(stages))."""
+        interleaved = self.pp_schedule is PipelineSchedule.INTERLEAVED
+        if self.pp_virtual_stages > 1 and not interleaved:
+            raise InvalidWorkload(f"pp_virtual_stages={self.pp_virtual_stages} splits each pipeline rank "
+                                  "into model chunks; it needs pp_schedule=interleaved (and pp > 1)")
+        if interleaved and self.pp_virtual_stages < 2:
+            raise InvalidWorkload("pp_schedule=interleaved runs several model chunks per rank; set "
+                                  "pp_virtual_stages to 2 or more")
 
     def _check_offload(self) -> None:
         """DeepSpeed offloads optimizer states from ZeRO-1 on and parameters under ZeRO-3 only, NVMe only
@@ -355,6 +369,7 @@ _PARALLELISM_FIELDS: dict[str, _Normalise] = {
     "zero_config": _optional(_zero_config),
     "ep": _DEGREE,
     "pp_schedule": _choice(PipelineSchedule),
+    "pp_virtual_stages": _DEGREE,
 }
 
 
@@ -581,6 +596,24 @@ def _check_training_ep(par: Parallelism) -> None:
                               "parallelism); use tp=1 or ep=1")
 
 
+def _check_interleaved_micro_batches(par: Parallelism, micro_batches: int) -> None:
+    """Interleaved 1F1B walks the chunks in rounds of micro_batches // rounds micro-batches, rounds =
+    max(1, micro_batches // pp), and needs micro_batches to be a multiple of rounds (any count up to
+    2 × pp − 1; multiples of pp above). Source: torch 2.13 schedules.py ScheduleInterleaved1F1B.__init__
+    ("requires the number of microbatches to be a multiple of the number of rounds"); Megatron-LM
+    asks for a multiple of pp (microbatch_group_size_per_vp_stage) too."""
+    if par.pp_schedule is not PipelineSchedule.INTERLEAVED:
+        return
+    rounds = max(1, micro_batches // par.pp)
+    if micro_batches % rounds:
+        lower = max(m for m in range(1, micro_batches) if m % max(1, m // par.pp) == 0)
+        upper = next(m for m in range(micro_batches + 1, 2 * micro_batches + 1)
+                     if m % max(1, m // par.pp) == 0)
+        raise InvalidWorkload(f"grad_accum={micro_batches} micro-batches do not split into the {rounds} "
+                              f"rounds interleaved 1F1B runs with pp={par.pp}; use grad_accum {lower} or "
+                              f"{upper} (a multiple of pp always works)")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Training:
     """One training step: micro-batch `batch_size` sequences of `seq_len` tokens per GPU.
@@ -615,6 +648,7 @@ class Training:
                 f"{MAX_SEQUENCES_PER_STEP:,} sequences per step, the most memfit accepts")
         if self.runtime is not Runtime.TRANSFORMERS:
             raise InvalidWorkload(f"runtime={self.runtime} does not train; use runtime=transformers")
+        _check_interleaved_micro_batches(self.parallel, self.grad_accum)
         if self.method is not Method.FULL and self.lora is None:
             raise InvalidWorkload(f"method={self.method} needs a LoRA config (lora_rank, lora_alpha)")
         if self.method is Method.FULL and self.lora is not None:

@@ -160,7 +160,7 @@ def _run(model: Any, workload: Inference | Training, device: str, progress: Any,
                     optimizer = harness.run_workload(model, workload, tracker, device, training_steps=1)
                 else:
                     optimizer = pipeline.run_stage(model, workload, stage, tracker, device)
-                tracker.repeat_phases(("forward", "backward"), "optimizer_states")
+                tracker.repeat_phases(("forward", "backward"), "optimizer_states", heaviest=stage is not None)
                 tracker.paged_bytes = getattr(optimizer, "paged_bytes", 0)
                 del optimizer
             elif images is not None:
@@ -194,7 +194,7 @@ def _trace_stages(build: Any, model: Any, workload: Training, device: str, progr
     peaks: list[int] = []
     best: Tracker | None = None
     for stage in range(pp):
-        stage_model = pipeline.cut(model if stage == 0 else build(), workload, stage)
+        stage_model = pipeline.cut_rank(model if stage == 0 else build(), build, workload, stage)
         tracker = _run(stage_model, workload, device, progress, assumptions, stage=stage)
         del stage_model
         peaks.append(max(record.peak_bytes for record in tracker.phases))
@@ -203,7 +203,9 @@ def _trace_stages(build: Any, model: Any, workload: Training, device: str, progr
     assert best is not None
     worst = peaks.index(max(peaks))
     schedule = {"1f1b": "1F1B: stage s holds min(pp − s, m) micro-batches in flight",
-                "gpipe": "GPipe: every stage holds all m micro-batches in flight"}
+                "gpipe": "GPipe: every stage holds all m micro-batches in flight",
+                "interleaved": f"interleaved 1F1B over {workload.parallel.pp_virtual_stages} model chunks "
+                               "per rank (torch ScheduleInterleaved1F1B's order)"}
     schedule_note = schedule[str(workload.parallel.pp_schedule)]
     assumptions.append(
         f"pipeline stage {worst} of {pp} is the most loaded and is reported ({schedule_note}, "

@@ -271,12 +271,15 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
             self._phase = None
             self.phases.append(record)
 
-    def repeat_phases(self, names: tuple[str, ...], role: str) -> None:
-        """Append copies of the last phases called `names`, with every live storage tagged `role` added.
+    def repeat_phases(self, names: tuple[str, ...], role: str, *, heaviest: bool = False) -> None:
+        """Append copies of the last phases called `names` (`heaviest`: of the one with the highest peak of
+        each name), with every live storage tagged `role` added.
 
         A second training step runs the same ops as the first with the optimizer states alive throughout
         (gradients are None again after zero_grad(set_to_none=True)), so its forward and backward are the
-        first step's plus those states: this replays them without running the model again.
+        first step's plus those states: this replays them without running the model again. A pipeline
+        stage runs many forward and backward phases per step; each one's second-step peak is its first-step
+        peak plus the states, so the heaviest is repeated.
         """
         extra = {serial: nbytes for serial, nbytes in self.live.items() if self.roles.get(serial) == role}
         added = sum(extra.values())
@@ -284,7 +287,8 @@ class Tracker(TorchDispatchMode):  # type: ignore[no-untyped-call]
                       if self.roles.get(serial) == role}
         reserved = self._replay_events(len(names))
         for index, name in enumerate(names):
-            last = next(p for p in reversed(self.phases) if p.name == name)
+            last = max((p for p in self.phases if p.name == name), key=lambda p: p.peak_bytes) if heaviest \
+                else next(p for p in reversed(self.phases) if p.name == name)
             self.phases.append(PhasePeak(name=name, start_bytes=last.start_bytes + added,
                                          peak_bytes=last.peak_bytes + added, end_bytes=last.end_bytes + added,
                                          live={**last.live, **extra}, op=last.op,
