@@ -149,7 +149,8 @@ def _run(model: Any, workload: Inference | Training, device: str, progress: Any,
             if group is None:
                 harness.materialize(model, device)
                 harness.mark_weights(model, tracker)
-                tracker.cached_block(_untied_head_bytes(model, workload))
+                if stage is None:       # a pipeline stage holds a cut of the model, built per stage
+                    tracker.cached_block(_untied_head_bytes(model, workload))
             else:
                 assert isinstance(workload, Training)       # _ranks yields a group for training only
                 model = sharding.wrap(model, workload, group, device, tracker)
