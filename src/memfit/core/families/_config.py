@@ -153,6 +153,33 @@ def tower_shape(vision: Mapping[str, Any], *, name: str) -> TowerShape:
                       num_channels=req_int(vision, "num_channels", name=name))
 
 
+class PackedTowerShape(TypedDict):
+    """The VisionSpec fields `packed_tower_shape` reads."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    patch_size: int
+    spatial_merge_size: int
+    num_channels: int
+    temporal_patch_size: int
+
+
+def packed_tower_shape(vision: Mapping[str, Any], *, name: str) -> PackedTowerShape:
+    """A Qwen-VL tower's sizes as VisionSpec fields, from the vision_config keys Qwen2.5-VL and Qwen3-VL
+    share (hidden_size, intermediate_size, depth, num_heads, patch_size, spatial_merge_size, in_channels,
+    temporal_patch_size), each bounded as any config integer."""
+    return PackedTowerShape(hidden_size=req_int(vision, "hidden_size", name=name),
+                            intermediate_size=req_int(vision, "intermediate_size", name=name),
+                            num_layers=req_int(vision, "depth", name=name),
+                            num_heads=req_int(vision, "num_heads", name=name),
+                            patch_size=req_int(vision, "patch_size", name=name),
+                            spatial_merge_size=req_int(vision, "spatial_merge_size", name=name),
+                            num_channels=req_int(vision, "in_channels", name=name),
+                            temporal_patch_size=req_int(vision, "temporal_patch_size", name=name))
+
+
 def checkpoint_dtype(config: Mapping[str, Any], *, name: str, default: DType = DType.FP32) -> DType:
     """The stored weight dtype from `dtype` or `torch_dtype`; fp32 when neither is given.
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from memfit.core.errors import ConfigError
-from memfit.core.families._config import checkpoint_dtype, opt_bool, req_int
+from memfit.core.families._config import checkpoint_dtype, opt_bool, packed_tower_shape, req_int
 from memfit.core.families._decoder import decoder_spec, qwen_windows
 from memfit.core.spec import ModelSource, ModelSpec
 from memfit.core.vision import ImageSizing, VisionSpec
@@ -88,13 +88,7 @@ def vision_spec(vision: Mapping[str, Any], *, name: str, text_hidden: int) -> Vi
     """The tower as the processor and the model run it: dynamic resolution, 2×2 merge, SwiGLU blocks."""
     act = vision.get("hidden_act", "silu")
     return VisionSpec(
-        tower="qwen2_5_vl", hidden_size=req_int(vision, "hidden_size", name=name),
-        intermediate_size=req_int(vision, "intermediate_size", name=name),
-        num_layers=req_int(vision, "depth", name=name), num_heads=req_int(vision, "num_heads", name=name),
-        patch_size=req_int(vision, "patch_size", name=name), image_size=DEFAULT_IMAGE_SIDE,
-        sizing=ImageSizing.DYNAMIC, spatial_merge_size=req_int(vision, "spatial_merge_size", name=name),
-        min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS,
-        num_channels=req_int(vision, "in_channels", name=name),
-        temporal_patch_size=req_int(vision, "temporal_patch_size", name=name), mlp_gated=True,
+        tower="qwen2_5_vl", **packed_tower_shape(vision, name=name), image_size=DEFAULT_IMAGE_SIDE,
+        sizing=ImageSizing.DYNAMIC, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, mlp_gated=True,
         packed=True, keeps_patch_embeddings=False, rotary=True,
         activation=act if isinstance(act, str) else "silu", projector_hidden=text_hidden)

@@ -27,7 +27,7 @@ from typing import Any
 
 from memfit.core.choices import QkNorm
 from memfit.core.errors import ConfigError
-from memfit.core.families._config import checkpoint_dtype, opt_bool, req_int
+from memfit.core.families._config import checkpoint_dtype, opt_bool, packed_tower_shape, req_int
 from memfit.core.families._decoder import decoder_spec
 from memfit.core.families._moe import mlp_by_layer, moe_block, sparse_every
 from memfit.core.spec import ModelSource, ModelSpec
@@ -135,14 +135,8 @@ def vision_spec(vision: Mapping[str, Any], *, name: str, text_hidden: int) -> Vi
     resampled position table, deepstack features kept for the decoder."""
     act = vision.get("hidden_act", "gelu_pytorch_tanh")
     return VisionSpec(
-        tower="qwen3_vl", hidden_size=req_int(vision, "hidden_size", name=name),
-        intermediate_size=req_int(vision, "intermediate_size", name=name),
-        num_layers=req_int(vision, "depth", name=name), num_heads=req_int(vision, "num_heads", name=name),
-        patch_size=req_int(vision, "patch_size", name=name), image_size=DEFAULT_IMAGE_SIDE,
-        sizing=ImageSizing.DYNAMIC, spatial_merge_size=req_int(vision, "spatial_merge_size", name=name),
-        min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS,
-        num_channels=req_int(vision, "in_channels", name=name),
-        temporal_patch_size=req_int(vision, "temporal_patch_size", name=name), mlp_gated=False,
+        tower="qwen3_vl", **packed_tower_shape(vision, name=name), image_size=DEFAULT_IMAGE_SIDE,
+        sizing=ImageSizing.DYNAMIC, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, mlp_gated=False,
         packed=True, keeps_patch_embeddings=False, rotary=True,
         activation=act if isinstance(act, str) else "gelu_pytorch_tanh", projector_hidden=text_hidden,
         position_taps=POSITION_TAPS, deepstack_layers=deepstack_indexes(vision, name=name),
