@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers import requires_transformers
+from tests.helpers import real_prefill_bytes, requires_transformers
 
 from memfit.core.choices import PhaseName
 from memfit.core.dtypes import DType
@@ -73,7 +73,6 @@ def test_pixtral_tower_matches_real_cpu_tensors(images: int, height: int, width:
     from memfit.core.vision import resized
     from memfit.core.vision_tower import decoder_workload
     from memfit.trace import harness
-    from memfit.trace.tracker import Tracker
 
     config = json.loads((CONFIGS / "tiny-mistral3-two-feature-layers.json").read_text())
     config["vision_config"].update(PIXTRAL_TOWER)
@@ -91,18 +90,13 @@ def test_pixtral_tower_matches_real_cpu_tensors(images: int, height: int, width:
     torch.manual_seed(0)
     model = harness.build_model(text, decoder_workload(spec, workload), DType.FP32, "cpu")
     ids = torch.tensor([placeholders * images + torch.randint(14, 100, (32,)).tolist()])
-    tracker = Tracker(device_type="cpu")
-    with tracker, torch.no_grad():
-        with tracker.phase("load"):      # a view registers each weight's storage (made before the tracker)
-            views = [p.detach() for p in model.parameters()]
-        with tracker.phase("prefill"):
-            pixels = torch.randn(images, 3, h, w)
-            out = model(input_ids=ids, pixel_values=pixels, image_sizes=torch.tensor([[h, w]] * images),
-                        use_cache=True)
-            del out
-    del views
-    load, prefill = tracker.phases
-    real = prefill.peak_bytes - load.peak_bytes
+
+    def forward() -> object:
+        pixels = torch.randn(images, 3, h, w)
+        return model(input_ids=ids, pixel_values=pixels, image_sizes=torch.tensor([[h, w]] * images),
+                     use_cache=True)
+
+    real = real_prefill_bytes(model, forward)
     ours = estimate(spec, workload).phase(PhaseName.PREFILL)
     assert ours.at == "vision tower"
     working_set = ours.allocated_bytes - ours.memory.bytes_of("weights") - ours.memory.bytes_of(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from tests.crosscheck.test_trace_vision import _reference_smart_resize
-from tests.helpers import requires_transformers
+from tests.helpers import real_prefill_bytes, requires_transformers
 
 from memfit.core.choices import AttnImpl, PhaseName
 from memfit.core.errors import EngineUnavailable
@@ -76,7 +76,6 @@ def test_tower_matches_real_cpu_tensors() -> None:
     from memfit.core.dtypes import DType
     from memfit.core.vision_tower import decoder_workload, image_tokens
     from memfit.trace import harness
-    from memfit.trace.tracker import Tracker
 
     config = json.loads(CONFIG.read_text())
     config["vision_config"].update(TOWER)
@@ -92,18 +91,13 @@ def test_tower_matches_real_cpu_tensors() -> None:
                      torch.full((1, per_image), image_id), torch.full((1, 1), end_id),
                      torch.randint(0, 100, (1, 30))], dim=1)
     grid = torch.tensor([[1, 16, 16]] * 2)                  # (t, h/16, w/16) per image
-    tracker = Tracker(device_type="cpu")
-    with tracker, torch.no_grad():
-        with tracker.phase("load"):      # a view registers each weight's storage (made before the tracker)
-            views = [p.detach() for p in model.parameters()]
-        with tracker.phase("prefill"):
-            pixels = torch.randn(2 * 16 * 16, 3 * 2 * 16 * 16)  # (patches, channels · temporal · patch²)
-            out = model(input_ids=ids, pixel_values=pixels, image_grid_thw=grid,
-                        mm_token_type_ids=(ids == image_id).long(), use_cache=True, logits_to_keep=1)
-            del out
-    del views
-    load, prefill = tracker.phases
-    real = prefill.peak_bytes - load.peak_bytes
+
+    def forward() -> object:
+        pixels = torch.randn(2 * 16 * 16, 3 * 2 * 16 * 16)  # (patches, channels · temporal · patch²)
+        return model(input_ids=ids, pixel_values=pixels, image_grid_thw=grid,
+                     mm_token_type_ids=(ids == image_id).long(), use_cache=True, logits_to_keep=1)
+
+    real = real_prefill_bytes(model, forward)
     ours = estimate(spec, workload).phase(PhaseName.PREFILL)
     assert ours.at == "vision tower"
     assert abs(Fraction(_working_set(ours) - real, real)) <= TOLERANCE

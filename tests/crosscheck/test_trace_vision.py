@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers import requires_transformers
+from tests.helpers import real_prefill_bytes, requires_transformers
 
 from memfit.core.choices import AttnImpl, PhaseName
 from memfit.core.estimate import estimate
@@ -134,7 +134,6 @@ def test_packed_tower_matches_real_cpu_tensors() -> None:
     from memfit.core.dtypes import DType
     from memfit.core.vision_tower import decoder_workload, image_tokens
     from memfit.trace import harness
-    from memfit.trace.tracker import Tracker
 
     config = json.loads(QWEN.read_text())
     config["vision_config"].update(QWEN_TOWER)
@@ -148,17 +147,12 @@ def test_packed_tower_matches_real_cpu_tensors() -> None:
     ids = torch.cat([torch.full((1, image_tokens(spec, workload)), config["image_token_id"]),
                      torch.randint(0, 100, (1, 32))], dim=1)
     grid = torch.tensor([[1, 16, 16]] * 2)                  # (t, h/14, w/14) per image
-    tracker = Tracker(device_type="cpu")
-    with tracker, torch.no_grad():
-        with tracker.phase("load"):      # a view registers each weight's storage (made before the tracker)
-            views = [p.detach() for p in model.parameters()]
-        with tracker.phase("prefill"):
-            pixels = torch.randn(2 * 16 * 16, 3 * 2 * 14 * 14)  # (patches, channels · temporal · patch²)
-            out = model(input_ids=ids, pixel_values=pixels, image_grid_thw=grid, use_cache=True)
-            del out
-    del views
-    load, prefill = tracker.phases
-    real = prefill.peak_bytes - load.peak_bytes
+
+    def forward() -> object:
+        pixels = torch.randn(2 * 16 * 16, 3 * 2 * 14 * 14)  # (patches, channels · temporal · patch²)
+        return model(input_ids=ids, pixel_values=pixels, image_grid_thw=grid, use_cache=True)
+
+    real = real_prefill_bytes(model, forward)
     ours = estimate(spec, workload).phase(PhaseName.PREFILL)
     assert ours.at == "vision tower"
     assert abs(Fraction(_working_set(ours) - real, real)) <= TOLERANCE
