@@ -51,7 +51,7 @@ from memfit.core.choices import FsdpStrategy, Offload, PipelineSchedule, ZeroSta
 from memfit.core.errors import InvalidWorkload
 from memfit.core.params import layer_linears, layer_non_linear_params, non_layer_params
 from memfit.core.result import Term
-from memfit.core.schedule import fullest, rank_chunks, rank_order
+from memfit.core.schedule import fullest, rank_chunks, rank_order, stage_range
 from memfit.core.spec import LayerSpec, ModelSpec, MoeSpec
 from memfit.core.units import MiB
 from memfit.core.workload import Parallelism
@@ -309,9 +309,8 @@ def stage_layers(spec: ModelSpec, pp: int, stage: int) -> tuple[LayerSpec, ...]:
 
     Source: torch.distributed.pipelining's even split by layer count (as the multi-rank trace cuts stages).
     """
-    base, extra = divmod(spec.num_layers, pp)
-    start = stage * base + min(stage, extra)
-    return spec.layers[start:start + base + (1 if stage < extra else 0)]
+    layers = stage_range(spec.num_layers, pp, stage)
+    return spec.layers[layers.start:layers.stop]
 
 
 def rank_layers(spec: ModelSpec, par: Parallelism, stage: int) -> tuple[LayerSpec, ...]:

@@ -27,17 +27,23 @@ Op = tuple[str, int, int]
 """("forward" | "backward", micro-batch, chunk) of one op a pipeline rank runs."""
 
 
+def stage_range(num_layers: int, stages: int, stage: int) -> range:
+    """The decoder-layer indices of `stage` of `stages`: an even split, the first num_layers % stages one
+    layer more. Source: torch.distributed.pipelining's even split by layer count (torchtitan; the
+    multi-rank trace cuts its stages with it)."""
+    base, extra = divmod(num_layers, stages)
+    start = stage * base + min(stage, extra)
+    return range(start, start + base + (1 if stage < extra else 0))
+
+
 def chunk_layers(spec: ModelSpec, *, pp: int, virtual: int, rank: int, chunk: int) -> tuple[LayerSpec, ...]:
     """The decoder layers of chunk `chunk` of rank `rank`: virtual stage chunk × pp + rank of an even split
     of the layers over pp × virtual stages (the first L % (pp × virtual) stages one layer more).
 
     Source: torch.distributed.pipelining's stage index of ScheduleInterleaved1F1B (forward_stage_index:
     local_index × pp_group_size + rank); torchtitan splits the layers evenly over the stages."""
-    stages = pp * virtual
-    base, extra = divmod(spec.num_layers, stages)
-    stage = chunk * pp + rank
-    start = stage * base + min(stage, extra)
-    return spec.layers[start:start + base + (1 if stage < extra else 0)]
+    layers = stage_range(spec.num_layers, pp * virtual, chunk * pp + rank)
+    return spec.layers[layers.start:layers.stop]
 
 
 def rank_chunks(spec: ModelSpec, *, pp: int, virtual: int, rank: int) -> tuple[tuple[LayerSpec, ...], ...]:

@@ -33,7 +33,7 @@ import torch
 from memfit.core import parallel
 from memfit.core.choices import PipelineSchedule
 from memfit.core.errors import EngineUnavailable
-from memfit.core.schedule import rank_order
+from memfit.core.schedule import rank_order, stage_range
 from memfit.core.workload import Training
 from memfit.trace import harness
 from memfit.trace.tracker import Tracker
@@ -41,9 +41,7 @@ from memfit.trace.tracker import Tracker
 
 def stage_layers(num_layers: int, stages: int, stage: int) -> range:
     """The decoder layers of `stage` of `stages`: an even split, the first num_layers % stages one more."""
-    base, extra = divmod(num_layers, stages)
-    start = stage * base + min(stage, extra)
-    return range(start, start + base + (1 if stage < extra else 0))
+    return stage_range(num_layers, stages, stage)
 
 
 def in_flight(pp: int, stage: int, micro_batches: int,
