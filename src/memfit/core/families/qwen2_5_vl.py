@@ -71,16 +71,14 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, source: ModelSourc
 
 def vision_params(vision: Mapping[str, Any], *, name: str) -> int:
     """Parameters of Qwen2_5_VisionTransformerPretrainedModel (see the module docstring)."""
-    h = req_int(vision, "hidden_size", name=name)
-    i = req_int(vision, "intermediate_size", name=name)
-    depth = req_int(vision, "depth", name=name)
-    patch = req_int(vision, "patch_size", name=name)
-    temporal = req_int(vision, "temporal_patch_size", name=name)
-    merged = h * req_int(vision, "spatial_merge_size", name=name) ** 2
+    shape = packed_tower_shape(vision, name=name)
+    h, i, depth = shape["hidden_size"], shape["intermediate_size"], shape["num_layers"]
+    patch, temporal = shape["patch_size"], shape["temporal_patch_size"]
+    merged = h * shape["spatial_merge_size"] ** 2
     out = req_int(vision, "out_hidden_size", name=name)
     per_block = 2 * h + (h * 3 * h + 3 * h) + (h * h + h) + 2 * (h * i + i) + (i * h + h)
     merger = h + (merged * merged + merged) + (merged * out + out)
-    conv = req_int(vision, "in_channels", name=name) * temporal * patch * patch * h
+    conv = shape["num_channels"] * temporal * patch * patch * h
     return conv + depth * per_block + merger
 
 

@@ -114,19 +114,17 @@ def deepstack_indexes(vision: Mapping[str, Any], *, name: str) -> tuple[int, ...
 
 def vision_params(vision: Mapping[str, Any], *, name: str) -> int:
     """Parameters of Qwen3VLVisionModel (see the module docstring)."""
-    h = req_int(vision, "hidden_size", name=name)
-    i = req_int(vision, "intermediate_size", name=name)
-    depth = req_int(vision, "depth", name=name)
-    patch = req_int(vision, "patch_size", name=name)
-    temporal = req_int(vision, "temporal_patch_size", name=name)
-    merged = h * req_int(vision, "spatial_merge_size", name=name) ** 2
+    shape = packed_tower_shape(vision, name=name)
+    h, i, depth = shape["hidden_size"], shape["intermediate_size"], shape["num_layers"]
+    patch, temporal = shape["patch_size"], shape["temporal_patch_size"]
+    merged = h * shape["spatial_merge_size"] ** 2
     out = req_int(vision, "out_hidden_size", name=name)
     positions = req_int(vision, "num_position_embeddings", name=name)
     per_block = 2 * 2 * h + (h * 3 * h + 3 * h) + (h * h + h) + (h * i + i) + (i * h + h)
     projection = (merged * merged + merged) + (merged * out + out)
     merger = 2 * h + projection
     deepstack = len(deepstack_indexes(vision, name=name)) * (2 * merged + projection)
-    conv = req_int(vision, "in_channels", name=name) * temporal * patch * patch * h + h
+    conv = shape["num_channels"] * temporal * patch * patch * h + h
     return conv + positions * h + depth * per_block + merger + deepstack
 
 
