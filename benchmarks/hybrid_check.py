@@ -71,12 +71,10 @@ def _configs() -> dict[str, dict[str, Any]]:
 
 
 def _rows(name: str, config: dict[str, Any]) -> list[str]:
-    from memfit.core.estimate import estimate
     from memfit.core.families import spec_from_config
     from memfit.core.params import count_params
     from memfit.core.spec import ModelSource
     from memfit.core.workload import Inference
-    from memfit.trace.engine import trace_estimate
     from memfit.trace.meta import count_params_on_meta
 
     spec = spec_from_config(config, name=name, source=ModelSource(kind="config", ref=name,
@@ -85,11 +83,21 @@ def _rows(name: str, config: dict[str, Any]) -> list[str]:
     rows = [f"| {name} | params | {ours:,} | {meta:,} | {(ours - meta) / meta:+.2%} |"]
     for batch, prompt, new in CASES:
         workload = Inference(prompt_tokens=prompt, new_tokens=new, batch_size=batch)
-        analytic, traced = estimate(spec, workload), trace_estimate(spec, workload, None)
-        for phase in traced.phases:
-            a, t = analytic.phase(phase.name).allocated_bytes, phase.allocated_bytes
-            rows.append(f"| {name} | b{batch} p{prompt} n{new} {phase.name} | {a / 2**30:.3f} GiB | "
-                        f"{t / 2**30:.3f} GiB | {(a - t) / t:+.2%} |")
+        rows += phase_rows(name, f"b{batch} p{prompt} n{new}", spec, workload)
+    return rows
+
+
+def phase_rows(model: str, case: str, spec: Any, workload: Any) -> list[str]:
+    """One results row per traced phase: both engines' allocated peak and the analytic's error."""
+    from memfit.core.estimate import estimate
+    from memfit.trace.engine import trace_estimate
+
+    analytic, traced = estimate(spec, workload), trace_estimate(spec, workload, None)
+    rows = []
+    for phase in traced.phases:
+        a, t = analytic.phase(phase.name).allocated_bytes, phase.allocated_bytes
+        rows.append(f"| {model} | {case} {phase.name} | {a / 2**30:.3f} GiB | {t / 2**30:.3f} GiB | "
+                    f"{(a - t) / t:+.2%} |")
     return rows
 
 

@@ -21,8 +21,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import sys
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from hybrid_check import phase_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOG = ROOT / "src" / "memfit" / "catalog" / "models"
@@ -70,20 +75,14 @@ def _param_row(name: str, config: dict[str, Any]) -> str:
 
 def _text_rows(name: str, config: dict[str, Any]) -> list[str]:
     from memfit.core.choices import AttnImpl
-    from memfit.core.estimate import estimate
     from memfit.core.workload import Inference
-    from memfit.trace.engine import trace_estimate
 
     cut = _cut(config, layers=4)
     spec = _spec(f"{name}-4-layers", cut)
     rows = []
     for batch, prompt, new, attn in TEXT_CASES:
         workload = Inference(prompt_tokens=prompt, new_tokens=new, batch_size=batch, attn=AttnImpl(attn))
-        analytic, traced = estimate(spec, workload), trace_estimate(spec, workload, None)
-        for phase in traced.phases:
-            a, t = analytic.phase(phase.name).allocated_bytes, phase.allocated_bytes
-            rows.append(f"| {name} (4 layers) | text b{batch} p{prompt} n{new} {attn} {phase.name} | "
-                        f"{a / 2**30:.3f} GiB | {t / 2**30:.3f} GiB | {(a - t) / t:+.2%} |")
+        rows += phase_rows(f"{name} (4 layers)", f"text b{batch} p{prompt} n{new} {attn}", spec, workload)
     return rows
 
 
@@ -95,7 +94,7 @@ def real_cpu_working_set(spec: Any, config: dict[str, Any], workload: Any) -> in
     from memfit.core.vision import resized
     from memfit.core.vision_tower import decoder_workload, image_tokens
     from memfit.trace import harness
-    from memfit.trace.tracker import Tracker
+    from memfit.trace.tracker import real_prefill_bytes
 
     vision = spec.vision
     torch.manual_seed(0)
@@ -114,17 +113,8 @@ def real_cpu_working_set(spec: Any, config: dict[str, Any], workload: Any) -> in
     pixels = torch.randn(count * grid_h * grid_w,
                          vision.num_channels * vision.temporal_patch_size * vision.patch_size ** 2)
     grid = torch.tensor([[1, grid_h, grid_w]] * count)
-    tracker = Tracker(device_type="cpu")
-    with tracker, torch.no_grad():
-        with tracker.phase("load"):      # a view registers each weight's storage (made before the tracker)
-            views = [p.detach() for p in model.parameters()]
-        with tracker.phase("prefill"):
-            out = model(input_ids=ids, pixel_values=pixels, image_grid_thw=grid, mm_token_type_ids=types,
-                        use_cache=True, logits_to_keep=1)
-            del out
-    del views
-    load, prefill = tracker.phases
-    return int(prefill.peak_bytes - load.peak_bytes)
+    return real_prefill_bytes(model, lambda: model(input_ids=ids, pixel_values=pixels, image_grid_thw=grid,
+                                                   mm_token_type_ids=types, use_cache=True, logits_to_keep=1))
 
 
 def _image_rows(name: str, config: dict[str, Any]) -> list[str]:

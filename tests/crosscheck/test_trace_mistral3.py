@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers import real_prefill_bytes, requires_transformers
+from tests.helpers import requires_transformers
 
 from memfit.core.choices import PhaseName
 from memfit.core.dtypes import DType
@@ -73,6 +73,7 @@ def test_pixtral_tower_matches_real_cpu_tensors(images: int, height: int, width:
     from memfit.core.vision import resized
     from memfit.core.vision_tower import decoder_workload
     from memfit.trace import harness
+    from memfit.trace.tracker import real_prefill_bytes
 
     config = json.loads((CONFIGS / "tiny-mistral3-two-feature-layers.json").read_text())
     config["vision_config"].update(PIXTRAL_TOWER)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from tests.crosscheck.test_trace_vision import _reference_smart_resize
-from tests.helpers import real_prefill_bytes, requires_transformers
+from tests.helpers import requires_transformers
 
 from memfit.core.choices import AttnImpl, PhaseName
 from memfit.core.errors import EngineUnavailable
@@ -76,6 +76,7 @@ def test_tower_matches_real_cpu_tensors() -> None:
     from memfit.core.dtypes import DType
     from memfit.core.vision_tower import decoder_workload, image_tokens
     from memfit.trace import harness
+    from memfit.trace.tracker import real_prefill_bytes
 
     config = json.loads(CONFIG.read_text())
     config["vision_config"].update(TOWER)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers import real_prefill_bytes, requires_transformers
+from tests.helpers import requires_transformers
 
 from memfit.core.choices import AttnImpl, PhaseName
 from memfit.core.estimate import estimate
@@ -134,6 +134,7 @@ def test_packed_tower_matches_real_cpu_tensors() -> None:
     from memfit.core.dtypes import DType
     from memfit.core.vision_tower import decoder_workload, image_tokens
     from memfit.trace import harness
+    from memfit.trace.tracker import real_prefill_bytes
 
     config = json.loads(QWEN.read_text())
     config["vision_config"].update(QWEN_TOWER)

@@ -388,3 +388,19 @@ def _is_fake(tensor: torch.Tensor) -> bool:
     from torch._subclasses.fake_tensor import FakeTensor
 
     return isinstance(tensor, FakeTensor)
+
+
+def real_prefill_bytes(model: Any, forward: Any) -> int:
+    """Bytes a real CPU prefill allocates beyond `model`'s weights: `forward()` (which builds its own inputs
+    and returns the model output, dropped at once) under a Tracker, whose load phase registers each weight's
+    storage (made before the tracker) through a view. The reference the vision-tower checks compare with."""
+    tracker = Tracker(device_type="cpu")
+    with tracker, torch.no_grad():
+        with tracker.phase("load"):
+            views = [p.detach() for p in model.parameters()]
+        with tracker.phase("prefill"):
+            out = forward()
+            del out
+    del views
+    load, prefill = tracker.phases
+    return int(prefill.peak_bytes - load.peak_bytes)
